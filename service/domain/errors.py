@@ -1,0 +1,71 @@
+"""What can go wrong, named after what happened. No HTTP here: api/problems.py maps these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One reason one input field was refused; ``field`` is a dotted path (``location.coordinates.0``)."""
+
+    field: str
+    reason: str
+
+
+class ServiceError(Exception):
+    """Base of every error the service raises on purpose."""
+
+    def __init__(self, detail: str, *, errors: list[FieldError] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors: list[FieldError] = errors or []
+
+
+class InvalidInput(ServiceError):
+    """The request is well-formed but a value breaks a rule."""
+
+
+class MalformedBody(ServiceError):
+    """The body could not be parsed (bad JSON, wrong top-level shape)."""
+
+
+class BodyTooLarge(ServiceError):
+    """The body or batch exceeds a configured limit."""
+
+
+class UnsupportedMediaType(ServiceError):
+    """The Content-Type is not one the endpoint reads."""
+
+
+class NotFound(ServiceError):
+    """A named resource does not exist."""
+
+
+class ReportNotFound(NotFound):
+    pass
+
+
+class SegmentNotFound(NotFound):
+    pass
+
+
+class ReportConflict(ServiceError):
+    """A report id was reused for different content."""
+
+
+class StoreUnavailable(ServiceError):
+    """The store cannot be reached right now; the client should retry later."""
+
+
+class InvalidSegmentFile(ServiceError):
+    """A segment file was refused; nothing was loaded."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A per-item error in a batch: the same content a problem response carries."""
+
+    kind: type[ServiceError]
+    detail: str
+    errors: list[FieldError] = field(default_factory=list)

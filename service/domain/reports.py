@@ -1,0 +1,97 @@
+"""Reports as the domain sees them: what a field worker sent, and what the service made of it."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from uuid import UUID
+
+
+class SnapStatus(StrEnum):
+    SNAPPED = "snapped"
+    BEYOND_MAX_DISTANCE = "beyond_max_distance"
+
+
+@dataclass(frozen=True, slots=True)
+class SnapResult:
+    """Where a point meets the border. Every field but ``status`` is None when beyond reach."""
+
+    status: SnapStatus
+    segment_id: str | None = None
+    distance_m: float | None = None
+    snapped_lon: float | None = None
+    snapped_lat: float | None = None
+    chainage_km: float | None = None
+    side: str | None = None  # ISO 3166-1 alpha-2; None when the point lies on the line itself
+
+    @property
+    def is_snapped(self) -> bool:
+        return self.status is SnapStatus.SNAPPED
+
+
+BEYOND = SnapResult(status=SnapStatus.BEYOND_MAX_DISTANCE)
+
+
+@dataclass(frozen=True, slots=True)
+class ReportDraft:
+    """A validated report as the client sent it (``observed_at`` normalised to UTC)."""
+
+    id: UUID
+    observed_at: datetime
+    lon: float
+    lat: float
+    people_count: int
+    kind: str
+    direction: str | None = None
+    accuracy_m: float | None = None
+    notes: str | None = None
+    device_id: str | None = None
+
+    def content_hash(self) -> bytes:
+        """A digest of everything the client sent, to tell a replay from a conflicting reuse of an id.
+
+        Equal instants written with different offsets hash alike: they are the same report.
+        """
+        parts = (
+            str(self.id),
+            self.observed_at.astimezone(UTC).isoformat(timespec="microseconds"),
+            repr(float(self.lon)),
+            repr(float(self.lat)),
+            str(self.people_count),
+            self.kind,
+            self.direction or "",
+            "" if self.accuracy_m is None else repr(float(self.accuracy_m)),
+            "\x00" if self.notes is None else self.notes,
+            "\x00" if self.device_id is None else self.device_id,
+        )
+        return hashlib.sha256("\x1f".join(parts).encode()).digest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """A stored report: the draft, when it arrived, and its snap."""
+
+    draft: ReportDraft
+    received_at: datetime
+    snap: SnapResult
+
+    @property
+    def id(self) -> UUID:
+        return self.draft.id
+
+
+class IngestOutcome(StrEnum):
+    CREATED = "created"
+    DUPLICATE = "duplicate"
+    CONFLICT = "conflict"
+    INVALID = "invalid"
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """The outcome for one submitted report; ``report`` is the stored one (created or duplicate)."""
+
+    outcome: IngestOutcome
+    report: Report | None = None

@@ -1,0 +1,218 @@
+"""Border segments: parsing a segment file, and the in-memory edge index snapping runs on."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import shapely
+
+from service.domain.countries import ALPHA3_TO_ALPHA2
+from service.domain.errors import InvalidSegmentFile
+from service.domain.geodesy import GEOD, FloatArray, radii
+
+REQUIRED_PROPERTIES = (
+    "segment_id",
+    "border",
+    "start_km",
+    "end_km",
+    "left_country",
+    "right_country",
+)
+
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True, slots=True)
+class BorderSegment:
+    """One piece of border line; ``coords`` are (lon, lat) in WGS84, walking from start_km to end_km."""
+
+    segment_id: str
+    border: str
+    start_km: float
+    end_km: float
+    left_country: str
+    right_country: str
+    coords: tuple[tuple[float, float], ...]
+    properties: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def section(self) -> str:
+        return str(self.properties.get("section") or self.border)
+
+
+def parse_segment_collection(doc: object) -> list[BorderSegment]:
+    """Return the segments of a GeoJSON FeatureCollection, or raise naming the first bad feature."""
+    if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection":
+        raise InvalidSegmentFile("not a GeoJSON FeatureCollection")
+    features = doc.get("features")
+    if not isinstance(features, list) or not features:
+        raise InvalidSegmentFile("the FeatureCollection has no features")
+    segments: list[BorderSegment] = []
+    seen: set[str] = set()
+    for index, feature in enumerate(features):
+        segment = _parse_feature(feature, index)
+        if segment.segment_id in seen:
+            raise InvalidSegmentFile(
+                f"feature {index}: duplicate segment_id {segment.segment_id!r}"
+            )
+        seen.add(segment.segment_id)
+        segments.append(segment)
+    return segments
+
+
+def _parse_feature(feature: object, index: int) -> BorderSegment:
+    where = f"feature {index}"
+    if not isinstance(feature, dict) or feature.get("type") != "Feature":
+        raise InvalidSegmentFile(f"{where}: not a GeoJSON Feature")
+    props = feature.get("properties")
+    if not isinstance(props, dict):
+        raise InvalidSegmentFile(f"{where}: no properties")
+    sid = props.get("segment_id")
+    if isinstance(sid, str) and sid:
+        where = f"feature {index} ({sid})"
+    missing = [name for name in REQUIRED_PROPERTIES if props.get(name) in (None, "")]
+    if missing:
+        raise InvalidSegmentFile(f"{where}: missing {', '.join(missing)}")
+    if not isinstance(sid, str):
+        raise InvalidSegmentFile(f"{where}: segment_id must be a string")
+    geometry = feature.get("geometry")
+    if not isinstance(geometry, dict) or geometry.get("type") != "LineString":
+        kind = geometry.get("type") if isinstance(geometry, dict) else type(geometry).__name__
+        raise InvalidSegmentFile(f"{where}: geometry must be a LineString, not {kind}")
+    coords = _parse_coords(geometry.get("coordinates"), where)
+    start_km, end_km = props["start_km"], props["end_km"]
+    if not all(isinstance(v, int | float) and math.isfinite(v) for v in (start_km, end_km)):
+        raise InvalidSegmentFile(f"{where}: start_km and end_km must be numbers")
+    for side in ("left_country", "right_country"):
+        if props[side] not in ALPHA3_TO_ALPHA2:
+            raise InvalidSegmentFile(
+                f"{where}: {side} {props[side]!r} is not an ISO 3166 alpha-3 code"
+            )
+    return BorderSegment(
+        segment_id=sid,
+        border=str(props["border"]),
+        start_km=float(start_km),
+        end_km=float(end_km),
+        left_country=props["left_country"],
+        right_country=props["right_country"],
+        coords=coords,
+        properties=props,
+    )
+
+
+def _parse_coords(raw: object, where: str) -> tuple[tuple[float, float], ...]:
+    if not isinstance(raw, list) or len(raw) < 2:
+        raise InvalidSegmentFile(f"{where}: a LineString needs at least two positions")
+    out: list[tuple[float, float]] = []
+    for pos in raw:
+        ok = isinstance(pos, list) and len(pos) >= 2
+        ok = ok and all(isinstance(v, int | float) and math.isfinite(v) for v in pos[:2])
+        if not ok or not (-180 <= pos[0] <= 180 and -90 <= pos[1] <= 90):
+            raise InvalidSegmentFile(f"{where}: bad position {pos!r}")
+        out.append((float(pos[0]), float(pos[1])))
+    return tuple(out)
+
+
+class SegmentIndex:
+    """Every edge of every segment as flat arrays, with an STRtree over them.
+
+    Snapping works per edge, not per segment: edges are short (<= 5 km in the bundled data), so the
+    line between two vertices, drawn straight in lon/lat as GeoJSON draws it, is what we measure to.
+    """
+
+    def __init__(self, segments: Sequence[BorderSegment]) -> None:
+        self.segments: tuple[BorderSegment, ...] = tuple(segments)
+        self.by_id: dict[str, BorderSegment] = {s.segment_id: s for s in self.segments}
+        ax: list[float] = []
+        ay: list[float] = []
+        bx: list[float] = []
+        by: list[float] = []
+        seg_of_edge: list[int] = []
+        offset_m: list[float] = []
+        for seg_no, seg in enumerate(self.segments):
+            lons = np.array([c[0] for c in seg.coords])
+            lats = np.array([c[1] for c in seg.coords])
+            _, _, lengths = GEOD.inv(lons[:-1], lats[:-1], lons[1:], lats[1:])
+            cumulative = np.concatenate([[0.0], np.cumsum(lengths)[:-1]])
+            ax.extend(lons[:-1])
+            ay.extend(lats[:-1])
+            bx.extend(lons[1:])
+            by.extend(lats[1:])
+            seg_of_edge.extend([seg_no] * (len(lons) - 1))
+            offset_m.extend(cumulative)
+        self.ax, self.ay = np.array(ax), np.array(ay)
+        self.bx, self.by = np.array(bx), np.array(by)
+        self.segment_of_edge: IntArray = np.array(seg_of_edge, dtype=np.int64)
+        self.offset_m: FloatArray = np.array(offset_m)
+        _, _, self.length_m = GEOD.inv(self.ax, self.ay, self.bx, self.by)
+        self.a_m, self.a_n, self.a_cos = radii(self.ay)
+        self.b_m, self.b_n, self.b_cos = radii(self.by)
+        self.prev_edge, self.next_edge = self._neighbours()
+        # An edge straight in lon/lat bows away from its chord in a plane by about
+        # east_extent * dlat * tan(lat) / 8; twice the largest bow, plus half a metre, is the margin.
+        east = np.radians(np.abs(self.bx - self.ax)) * self.a_n * np.minimum(self.a_cos, self.b_cos)
+        dlat = np.radians(np.abs(self.by - self.ay))
+        tan_lat = np.tan(np.radians(np.minimum(np.maximum(np.abs(self.ay), np.abs(self.by)), 89.0)))
+        bow = east * dlat * tan_lat / 8
+        self.plane_abs_tol_m = float(2 * bow.max(initial=0.0) + 0.5)
+        line_end = self.next_edge < 0
+        self.vx = np.concatenate([self.ax, self.bx[line_end]])
+        self.vy = np.concatenate([self.ay, self.by[line_end]])
+        self.v_m, self.v_n, self.v_cos = radii(self.vy)
+        self.vertex_tree = shapely.STRtree(shapely.points(self.vx, self.vy))
+        self.start_km: FloatArray = np.array([s.start_km for s in self.segments])
+        self.left_a2 = np.array(
+            [ALPHA3_TO_ALPHA2[s.left_country] for s in self.segments], dtype=object
+        )
+        self.right_a2 = np.array(
+            [ALPHA3_TO_ALPHA2[s.right_country] for s in self.segments], dtype=object
+        )
+        self.ids = np.array([s.segment_id for s in self.segments], dtype=object)
+        edges = shapely.linestrings(
+            np.stack([self.ax, self.ay, self.bx, self.by], axis=1).reshape(-1, 2, 2)
+        )
+        self.tree = shapely.STRtree(edges)
+
+    def __len__(self) -> int:
+        return len(self.segments)
+
+    @property
+    def countries(self) -> frozenset[str]:
+        """The alpha-2 codes of every country on either side of any segment."""
+        return frozenset(self.left_a2) | frozenset(self.right_a2)
+
+    def _neighbours(self) -> tuple[IntArray, IntArray]:
+        """The edge before and after each edge along its line, or -1 at a line's end.
+
+        Within a segment that is the next index; across segments, the edge whose start coordinate
+        equals this edge's end (consecutive segments share their end/start coordinate exactly).
+        """
+        n = len(self.ax)
+        prev_edge = np.arange(-1, n - 1, dtype=np.int64)
+        next_edge = np.arange(1, n + 1, dtype=np.int64)
+        first = np.ones(n, dtype=bool)
+        first[1:] = self.segment_of_edge[1:] != self.segment_of_edge[:-1]
+        last = np.ones(n, dtype=bool)
+        last[:-1] = first[1:]
+        starts = {
+            (self.ax[i], self.ay[i], self.segments[self.segment_of_edge[i]].border): int(i)
+            for i in np.flatnonzero(first)
+        }
+        ends = {
+            (self.bx[i], self.by[i], self.segments[self.segment_of_edge[i]].border): int(i)
+            for i in np.flatnonzero(last)
+        }
+        for i in np.flatnonzero(last):
+            next_edge[i] = starts.get(
+                (self.bx[i], self.by[i], self.segments[self.segment_of_edge[i]].border), -1
+            )
+        for i in np.flatnonzero(first):
+            prev_edge[i] = ends.get(
+                (self.ax[i], self.ay[i], self.segments[self.segment_of_edge[i]].border), -1
+            )
+        return prev_edge, next_edge

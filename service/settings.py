@@ -1,0 +1,49 @@
+"""All configuration, read from the environment (prefix ``CROSSINGS_``) in this one place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_KINDS = ("crossing", "attempt", "evidence", "assistance")
+
+
+class Settings(BaseSettings):
+    """Service settings. Every field can be set as ``CROSSINGS_<FIELD_NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="CROSSINGS_", frozen=True, extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite:///crossings.db",
+        description="sqlite:///path (embedded default) or postgresql+psycopg://user@host/db",
+    )
+    segments_path: Path | None = Field(
+        default=None, description="GeoJSON loaded on first start when the store has no segments"
+    )
+    max_snap_distance_m: float = Field(default=25_000.0, gt=0, le=1_000_000)
+    max_clock_skew_s: float = Field(default=600.0, ge=0)
+    max_body_bytes: int = Field(default=1_048_576, gt=0)
+    batch_max_items: int = Field(default=1_000, gt=0)
+    page_max_items: int = Field(default=10_000, gt=0)
+    report_kinds: Annotated[tuple[str, ...], NoDecode] = DEFAULT_KINDS
+    retry_after_s: int = Field(default=5, ge=1, description="Retry-After sent with 503")
+    db_pool_size: int = Field(default=8, ge=1)
+    db_statement_timeout_ms: int = Field(default=30_000, ge=0)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = Field(default=1, ge=1)
+    log_level: str = "info"
+
+    @field_validator("report_kinds", mode="before")
+    @classmethod
+    def _split_kinds(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(k.strip() for k in value.split(",") if k.strip())
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
