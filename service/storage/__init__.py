@@ -1,0 +1,17 @@
+"""Persistence. ``open_store`` picks the backend from the database URL."""
+
+from __future__ import annotations
+
+from service.settings import Settings
+from service.storage.base import Store
+
+
+def open_store(settings: Settings) -> Store:
+    """Open (and for SQLite, create and migrate) the store the settings name."""
+    if settings.is_sqlite:
+        from service.storage.sqlite.store import SqliteStore
+
+        return SqliteStore.open(settings.database_url)
+    from service.storage.postgis.store import PostgisStore
+
+    return PostgisStore.open(settings)

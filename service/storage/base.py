@@ -1,0 +1,85 @@
+"""The storage interface every backend implements (PostGIS in production, SQLite embedded).
+
+Stores take and return domain objects, and own their transactions: one per call. Behaviour that
+differs between backends is a bug unless documented here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+from uuid import UUID
+
+from service.domain.reports import IngestResult, Report
+from service.domain.segments import BorderSegment
+
+
+@dataclass(frozen=True, slots=True)
+class PageKey:
+    """Where a page ends in the stable order (observed_at, id): the next page starts after it."""
+
+    observed_at: datetime
+    id: UUID
+
+
+@dataclass(frozen=True, slots=True)
+class ReportQuery:
+    """Filters for listing reports. ``bbox`` is (min_lon, min_lat, max_lon, max_lat), inclusive;
+    ``start`` is inclusive and ``end`` exclusive on observed_at."""
+
+    bbox: tuple[float, float, float, float] | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    segment_id: str | None = None
+    kind: str | None = None
+    limit: int = 100
+    after: PageKey | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportPage:
+    reports: list[Report]
+    next_key: PageKey | None
+
+
+class SegmentStore(Protocol):
+    def count_segments(self) -> int:
+        """How many segments are loaded."""
+        ...
+
+    def replace_segments(self, segments: Sequence[BorderSegment]) -> None:
+        """Replace the whole segment set in one transaction (all or nothing)."""
+        ...
+
+    def list_segments(self) -> list[BorderSegment]:
+        """Every segment, in load order."""
+        ...
+
+
+class ReportStore(Protocol):
+    def add_reports(self, reports: Sequence[Report]) -> list[IngestResult]:
+        """Store new reports exactly once, in one transaction; one result per input, in order.
+
+        A report whose id is already stored (or earlier in the same call) is a DUPLICATE when its
+        content hash matches, carrying the stored report, and a CONFLICT otherwise. The database's
+        unique key decides, so concurrent writers of one id cannot both create it.
+        """
+        ...
+
+    def get_report(self, report_id: UUID) -> Report | None: ...
+
+    def query_reports(self, query: ReportQuery) -> ReportPage:
+        """Reports matching ``query`` in (observed_at, id) order, after ``query.after``."""
+        ...
+
+
+class Store(SegmentStore, ReportStore, Protocol):
+    """One backend: segments, reports, and its own life cycle."""
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable unless the store answers now."""
+        ...
+
+    def close(self) -> None: ...

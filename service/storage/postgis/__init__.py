@@ -1,0 +1,1 @@
+"""The PostGIS store: SQLAlchemy 2 Core + GeoAlchemy2 over psycopg 3."""

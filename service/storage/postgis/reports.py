@@ -1,0 +1,191 @@
+"""Report persistence on PostGIS: exactly-once insert, lookup, filtered keyset pages."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC
+from typing import Any
+from uuid import UUID
+
+from geoalchemy2.functions import ST_MakeEnvelope, ST_X, ST_Y
+from sqlalchemy import Connection, Row, and_, bindparam, select, text, tuple_
+
+from service.domain.reports import (
+    IngestOutcome,
+    IngestResult,
+    Report,
+    ReportDraft,
+    SnapResult,
+    SnapStatus,
+)
+from service.storage.base import PageKey, ReportPage, ReportQuery
+from service.storage.postgis.tables import reports
+
+# One statement for a whole batch: arrays in, rows out, the primary key deciding what is new.
+# ON CONFLICT DO NOTHING waits for a concurrent insert of the same id and then skips it, so two
+# writers of one id cannot both create it.
+_INSERT = text(
+    """
+    INSERT INTO reports (id, observed_at, received_at, geom, people_count, kind, direction,
+        accuracy_m, notes, device_id, content_hash, snap_status, segment_id, snap_distance_m,
+        snap_geom, chainage_km, side)
+    SELECT u.id, u.observed_at, u.received_at, ST_SetSRID(ST_MakePoint(u.lon, u.lat), 4326),
+        u.people_count, u.kind, u.direction, u.accuracy_m, u.notes, u.device_id, u.content_hash,
+        u.snap_status, u.segment_id, u.snap_distance_m,
+        CASE WHEN u.snap_lon IS NULL THEN NULL
+             ELSE ST_SetSRID(ST_MakePoint(u.snap_lon, u.snap_lat), 4326) END,
+        u.chainage_km, u.side
+    FROM unnest(
+        CAST(:id AS uuid[]), CAST(:observed_at AS timestamptz[]),
+        CAST(:received_at AS timestamptz[]), CAST(:lon AS float8[]), CAST(:lat AS float8[]),
+        CAST(:people_count AS int[]), CAST(:kind AS text[]), CAST(:direction AS text[]),
+        CAST(:accuracy_m AS float8[]), CAST(:notes AS text[]), CAST(:device_id AS text[]),
+        CAST(:content_hash AS bytea[]), CAST(:snap_status AS text[]), CAST(:segment_id AS text[]),
+        CAST(:snap_distance_m AS float8[]), CAST(:snap_lon AS float8[]),
+        CAST(:snap_lat AS float8[]), CAST(:chainage_km AS float8[]), CAST(:side AS text[])
+    ) AS u(id, observed_at, received_at, lon, lat, people_count, kind, direction, accuracy_m,
+           notes, device_id, content_hash, snap_status, segment_id, snap_distance_m, snap_lon,
+           snap_lat, chainage_km, side)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+    """
+)
+
+_COLUMNS = (
+    reports.c.id,
+    reports.c.observed_at,
+    reports.c.received_at,
+    ST_X(reports.c.geom).label("lon"),
+    ST_Y(reports.c.geom).label("lat"),
+    reports.c.people_count,
+    reports.c.kind,
+    reports.c.direction,
+    reports.c.accuracy_m,
+    reports.c.notes,
+    reports.c.device_id,
+    reports.c.content_hash,
+    reports.c.snap_status,
+    reports.c.segment_id,
+    reports.c.snap_distance_m,
+    ST_X(reports.c.snap_geom).label("snap_lon"),
+    ST_Y(reports.c.snap_geom).label("snap_lat"),
+    reports.c.chainage_km,
+    reports.c.side,
+)
+
+
+def _arrays(batch: Sequence[Report]) -> dict[str, list[Any]]:
+    return {
+        "id": [r.draft.id for r in batch],
+        "observed_at": [r.draft.observed_at for r in batch],
+        "received_at": [r.received_at for r in batch],
+        "lon": [r.draft.lon for r in batch],
+        "lat": [r.draft.lat for r in batch],
+        "people_count": [r.draft.people_count for r in batch],
+        "kind": [r.draft.kind for r in batch],
+        "direction": [r.draft.direction for r in batch],
+        "accuracy_m": [r.draft.accuracy_m for r in batch],
+        "notes": [r.draft.notes for r in batch],
+        "device_id": [r.draft.device_id for r in batch],
+        "content_hash": [r.draft.content_hash() for r in batch],
+        "snap_status": [r.snap.status.value for r in batch],
+        "segment_id": [r.snap.segment_id for r in batch],
+        "snap_distance_m": [r.snap.distance_m for r in batch],
+        "snap_lon": [r.snap.snapped_lon for r in batch],
+        "snap_lat": [r.snap.snapped_lat for r in batch],
+        "chainage_km": [r.snap.chainage_km for r in batch],
+        "side": [r.snap.side for r in batch],
+    }
+
+
+def add_reports(conn: Connection, batch: Sequence[Report]) -> list[IngestResult]:
+    """Insert new reports; classify the rest as duplicates or conflicts against what is stored."""
+    first_of: dict[UUID, int] = {}
+    for position, report in enumerate(batch):
+        first_of.setdefault(report.id, position)
+    unique = [batch[p] for p in sorted(first_of.values())]
+    created: set[UUID] = set()
+    if unique:
+        created = {row[0] for row in conn.execute(_INSERT, _arrays(unique))}
+    others = {r.id for r in batch if r.id not in created} | {
+        r.id for p, r in enumerate(batch) if first_of[r.id] != p
+    }
+    stored = {rep.id: (rep, digest) for rep, digest in _fetch(conn, others)}
+    results: list[IngestResult] = []
+    for position, report in enumerate(batch):
+        if report.id in created and first_of[report.id] == position:
+            results.append(IngestResult(IngestOutcome.CREATED, report))
+            continue
+        existing, digest = stored.get(report.id, (None, b""))
+        if existing is None:
+            existing, digest = report, report.draft.content_hash()  # created earlier in this call
+        same = digest == report.draft.content_hash()
+        outcome = IngestOutcome.DUPLICATE if same else IngestOutcome.CONFLICT
+        results.append(IngestResult(outcome, existing))
+    return results
+
+
+def _fetch(conn: Connection, ids: set[UUID]) -> list[tuple[Report, bytes]]:
+    if not ids:
+        return []
+    stmt = select(*_COLUMNS).where(reports.c.id.in_(bindparam("ids", expanding=True)))
+    return [(_to_report(row), row.content_hash) for row in conn.execute(stmt, {"ids": list(ids)})]
+
+
+def get_report(conn: Connection, report_id: UUID) -> Report | None:
+    row = conn.execute(select(*_COLUMNS).where(reports.c.id == report_id)).first()
+    return None if row is None else _to_report(row)
+
+
+def query_reports(conn: Connection, query: ReportQuery) -> ReportPage:
+    conditions = []
+    if query.bbox is not None:
+        # && uses the GiST index; the envelope test is exact for points (edges inclusive).
+        conditions.append(reports.c.geom.op("&&")(ST_MakeEnvelope(*query.bbox, 4326)))
+    if query.start is not None:
+        conditions.append(reports.c.observed_at >= query.start)
+    if query.end is not None:
+        conditions.append(reports.c.observed_at < query.end)
+    if query.segment_id is not None:
+        conditions.append(reports.c.segment_id == query.segment_id)
+    if query.kind is not None:
+        conditions.append(reports.c.kind == query.kind)
+    if query.after is not None:
+        key = tuple_(reports.c.observed_at, reports.c.id)
+        conditions.append(key > tuple_(query.after.observed_at, query.after.id))
+    stmt = (
+        select(*_COLUMNS)
+        .where(and_(True, *conditions))
+        .order_by(reports.c.observed_at, reports.c.id)
+        .limit(query.limit + 1)
+    )
+    rows = conn.execute(stmt).all()
+    page = [_to_report(row) for row in rows[: query.limit]]
+    more = len(rows) > query.limit
+    next_key = PageKey(page[-1].draft.observed_at, page[-1].id) if more and page else None
+    return ReportPage(reports=page, next_key=next_key)
+
+
+def _to_report(row: Row[Any]) -> Report:
+    draft = ReportDraft(
+        id=row.id,
+        observed_at=row.observed_at.astimezone(UTC),
+        lon=row.lon,
+        lat=row.lat,
+        people_count=row.people_count,
+        kind=row.kind,
+        direction=row.direction,
+        accuracy_m=row.accuracy_m,
+        notes=row.notes,
+        device_id=row.device_id,
+    )
+    snap = SnapResult(
+        status=SnapStatus(row.snap_status),
+        segment_id=row.segment_id,
+        distance_m=row.snap_distance_m,
+        snapped_lon=row.snap_lon,
+        snapped_lat=row.snap_lat,
+        chainage_km=row.chainage_km,
+        side=row.side,
+    )
+    return Report(draft=draft, received_at=row.received_at.astimezone(UTC), snap=snap)

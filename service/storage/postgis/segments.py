@@ -1,0 +1,67 @@
+"""Segment persistence on PostGIS."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from geoalchemy2.functions import ST_AsGeoJSON
+from sqlalchemy import Connection, delete, func, insert, select
+
+from service.domain.segments import BorderSegment
+from service.storage.postgis.tables import segments
+
+
+def count_segments(conn: Connection) -> int:
+    return int(conn.execute(select(func.count()).select_from(segments)).scalar_one())
+
+
+def replace_segments(conn: Connection, batch: Sequence[BorderSegment]) -> None:
+    conn.execute(delete(segments))
+    rows = [
+        {
+            "segment_id": s.segment_id,
+            "load_order": order,
+            "border": s.border,
+            "section": s.section,
+            "start_km": s.start_km,
+            "end_km": s.end_km,
+            "left_country": s.left_country,
+            "right_country": s.right_country,
+            "properties": dict(s.properties),
+            # EWKT from repr(): shortest round-trip decimal, so coordinates come back bit-equal.
+            "geom": f"SRID=4326;LINESTRING({', '.join(f'{x!r} {y!r}' for x, y in s.coords)})",
+        }
+        for order, s in enumerate(batch)
+    ]
+    if rows:
+        conn.execute(insert(segments), rows)
+
+
+def list_segments(conn: Connection) -> list[BorderSegment]:
+    stmt = select(
+        segments.c.segment_id,
+        segments.c.border,
+        segments.c.start_km,
+        segments.c.end_km,
+        segments.c.left_country,
+        segments.c.right_country,
+        segments.c.properties,
+        ST_AsGeoJSON(segments.c.geom, 15).label("geojson"),
+    ).order_by(segments.c.load_order)
+    out = []
+    for row in conn.execute(stmt):
+        coords = tuple((float(x), float(y)) for x, y, *_ in json.loads(row.geojson)["coordinates"])
+        out.append(
+            BorderSegment(
+                segment_id=row.segment_id,
+                border=row.border,
+                start_km=row.start_km,
+                end_km=row.end_km,
+                left_country=row.left_country,
+                right_country=row.right_country,
+                coords=coords,
+                properties=row.properties,
+            )
+        )
+    return out
