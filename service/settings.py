@@ -27,9 +27,13 @@ class Settings(BaseSettings):
     max_clock_skew_s: float = Field(default=600.0, ge=0)
     max_body_bytes: int = Field(default=1_048_576, gt=0)
     batch_max_items: int = Field(default=1_000, gt=0)
+    batch_max_body_bytes: int = Field(default=4_194_304, gt=0)
     page_max_items: int = Field(default=10_000, gt=0)
     report_kinds: Annotated[tuple[str, ...], NoDecode] = DEFAULT_KINDS
     retry_after_s: int = Field(default=5, ge=1, description="Retry-After sent with 503")
+    startup_wait_s: float = Field(
+        default=30.0, ge=0, description="How long start-up waits for the store"
+    )
     db_pool_size: int = Field(default=8, ge=1)
     db_statement_timeout_ms: int = Field(default=30_000, ge=0)
     host: str = "127.0.0.1"

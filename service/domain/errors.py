@@ -69,3 +69,7 @@ class Problem:
     kind: type[ServiceError]
     detail: str
     errors: list[FieldError] = field(default_factory=list)
+
+
+class InvalidParameter(InvalidInput):
+    """A query or path parameter is not valid (400, where a bad body is 422)."""

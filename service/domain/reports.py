@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from uuid import UUID
 
+from service.domain.errors import FieldError
+
 
 class SnapStatus(StrEnum):
     SNAPPED = "snapped"
@@ -95,3 +97,36 @@ class IngestResult:
 
     outcome: IngestOutcome
     report: Report | None = None
+
+
+# Rules that need context (the clock, the configured kinds, the border): the wire schema checks
+# types and ranges, these check meaning. Field names are the report's own.
+EARLIEST_OBSERVATION = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def check_report_rules(
+    draft: ReportDraft,
+    *,
+    now: datetime,
+    max_clock_skew_s: float,
+    kinds: tuple[str, ...],
+    countries: frozenset[str],
+) -> list[FieldError]:
+    """Every rule the draft breaks; an empty list when it may be stored."""
+    errors: list[FieldError] = []
+    if (draft.observed_at - now).total_seconds() > max_clock_skew_s:
+        errors.append(
+            FieldError("observed_at", f"is more than {max_clock_skew_s:g} s in the future")
+        )
+    if draft.observed_at < EARLIEST_OBSERVATION:
+        errors.append(FieldError("observed_at", "is before 1970-01-01T00:00:00Z"))
+    if draft.kind not in kinds:
+        errors.append(FieldError("kind", f"must be one of: {', '.join(kinds)}"))
+    if draft.direction is not None and draft.direction not in countries:
+        errors.append(
+            FieldError(
+                "direction",
+                f"{draft.direction!r} is not a country on this border ({', '.join(sorted(countries))})",
+            )
+        )
+    return errors

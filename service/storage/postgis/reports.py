@@ -7,7 +7,7 @@ from datetime import UTC
 from typing import Any
 from uuid import UUID
 
-from geoalchemy2.functions import ST_MakeEnvelope, ST_X, ST_Y
+from geoalchemy2.functions import ST_X, ST_Y, ST_MakeEnvelope
 from sqlalchemy import Connection, Row, and_, bindparam, select, text, tuple_
 
 from service.domain.reports import (

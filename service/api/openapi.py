@@ -1,0 +1,61 @@
+"""OpenAPI for bodies the routes read themselves.
+
+Report routes parse their bodies by hand (size limits, per-item errors in batches, 415 before
+anything else), so FastAPI cannot see their schemas; they are declared here so the OpenAPI
+document, and the fuzzing that runs from it, describe what the routes accept.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from service.api.schemas.common import PointIn
+from service.api.schemas.reports import (
+    ReportBatchIn,
+    ReportFeatureCollectionIn,
+    ReportFeatureIn,
+    ReportIn,
+)
+from service.api.schemas.snap import MultiPointIn
+
+BODY_MODELS: tuple[type[BaseModel], ...] = (
+    ReportIn,
+    ReportFeatureIn,
+    ReportBatchIn,
+    ReportFeatureCollectionIn,
+    PointIn,
+    MultiPointIn,
+)
+_REF = "#/components/schemas/{model}"
+
+
+def request_body(*models: str) -> dict[str, Any]:
+    schema: dict[str, Any] = {"oneOf": [{"$ref": _REF.format(model=m)} for m in models]}
+    if len(models) == 1:
+        schema = {"$ref": _REF.format(model=models[0])}
+    content = {media: {"schema": schema} for media in ("application/json", "application/geo+json")}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+def install(app: FastAPI) -> None:
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            _, defs = models_json_schema(
+                [(m, "validation") for m in BODY_MODELS], ref_template=_REF
+            )
+            doc.setdefault("components", {}).setdefault("schemas", {}).update(defs["$defs"])
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,114 @@
+"""The one place errors meet HTTP: exception class -> status, type and title, as RFC 9457."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from service.domain import errors as e
+
+log = logging.getLogger("crossings")
+PROBLEM_JSON = "application/problem+json"
+
+# (status, type slug, title); lookup walks the MRO, so subclasses inherit their parent's entry.
+PROBLEMS: dict[type[Exception], tuple[int, str, str]] = {
+    e.MalformedBody: (400, "malformed-body", "The request body could not be read"),
+    e.InvalidParameter: (400, "invalid-parameter", "A parameter is not valid"),
+    e.InvalidInput: (422, "invalid-input", "The input breaks a rule"),
+    e.NotFound: (404, "not-found", "Not found"),
+    e.ReportConflict: (409, "report-conflict", "Report id reused with different content"),
+    e.BodyTooLarge: (413, "too-large", "The request is too large"),
+    e.UnsupportedMediaType: (415, "unsupported-media-type", "Unsupported media type"),
+    e.StoreUnavailable: (503, "store-unavailable", "The store is unavailable; retry later"),
+    e.InvalidSegmentFile: (422, "invalid-segment-file", "The segment file was refused"),
+    e.ServiceError: (400, "bad-request", "Bad request"),
+}
+
+
+def lookup(kind: type[Exception]) -> tuple[int, str, str]:
+    for cls in kind.__mro__:
+        if cls in PROBLEMS:
+            return PROBLEMS[cls]
+    return 500, "internal-error", "Internal server error"
+
+
+def problem_body(
+    kind: type[Exception],
+    detail: str,
+    *,
+    errors: list[e.FieldError] | None = None,
+    instance: str | None = None,
+) -> dict[str, Any]:
+    status, slug, title = lookup(kind)
+    body: dict[str, Any] = {"type": f"/problems/{slug}", "title": title, "status": status}
+    body["detail"] = detail
+    if instance is not None:
+        body["instance"] = instance
+    if errors:
+        body["errors"] = [{"field": fe.field, "reason": fe.reason} for fe in errors]
+    return body
+
+
+def problem_response(
+    request: Request,
+    kind: type[Exception],
+    detail: str,
+    *,
+    errors: list[e.FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body = problem_body(kind, detail, errors=errors, instance=request.url.path)
+    body["request_id"] = getattr(request.state, "request_id", None)
+    headers = dict(headers or {})
+    if body["status"] == 503:
+        headers.setdefault("Retry-After", str(request.app.state.settings.retry_after_s))
+    return Response(
+        orjson.dumps(body), status_code=body["status"], media_type=PROBLEM_JSON, headers=headers
+    )
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("query", "path", "header", "body", "cookie"):
+        parts = parts[1:]
+    return ".".join(parts) or "request"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(e.ServiceError)
+    async def service_error(request: Request, exc: e.ServiceError) -> Response:
+        if isinstance(exc, e.StoreUnavailable):
+            log.warning("store unavailable: %s", exc.__cause__ or exc)
+        return problem_response(request, type(exc), exc.detail, errors=exc.errors)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        errors = [e.FieldError(_field(tuple(err["loc"])), err["msg"]) for err in exc.errors()]
+        return problem_response(request, e.ServiceError, "a parameter is not valid", errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        body = {
+            "type": "about:blank",
+            "title": str(exc.detail),
+            "status": exc.status_code,
+            "detail": str(exc.detail),
+            "instance": request.url.path,
+        }
+        return Response(
+            orjson.dumps(body),
+            status_code=exc.status_code,
+            media_type=PROBLEM_JSON,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(request, Exception, "an unexpected error occurred")

@@ -1,0 +1,25 @@
+"""Liveness and readiness for orchestrators and load balancers."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from fastapi.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from service.api.deps import IndexDep, StoreDep, get_caller
+from service.api.responses import JSONResponse
+
+router = APIRouter(tags=["health"], dependencies=[Depends(get_caller)])
+
+
+@router.get("/healthz")
+async def healthz() -> Response:
+    """The process is up (it says nothing of the store)."""
+    return JSONResponse({"status": "ok"})
+
+
+@router.get("/readyz")
+async def readyz(store: StoreDep, index: IndexDep) -> Response:
+    """The store answers and the border is loaded; 503 with Retry-After otherwise."""
+    await run_in_threadpool(store.ping)
+    return JSONResponse({"status": "ready", "segments": len(index)})

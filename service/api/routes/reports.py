@@ -1,0 +1,133 @@
+"""Reports: submit one or a batch, exactly once; read them back as GeoJSON."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from service.api.body import read_json
+from service.api.deps import IndexDep, SettingsDep, StoreDep, get_caller
+from service.api.openapi import request_body
+from service.api.responses import GeoJSONResponse, JSONResponse
+from service.api.schemas.pages import encode_cursor, report_query
+from service.api.schemas.reports import (
+    batch_item,
+    parse_report,
+    raise_for_outcome,
+    report_feature,
+)
+from service.domain.errors import BodyTooLarge, MalformedBody
+from service.domain.reports import IngestOutcome
+from service.usecases.query_reports import get_report, list_reports
+from service.usecases.submit_reports import submit_batch
+
+router = APIRouter(prefix="/v1", tags=["reports"], dependencies=[Depends(get_caller)])
+
+
+def _is_feature(obj: Any) -> bool:
+    return isinstance(obj, dict) and obj.get("type") == "Feature"
+
+
+@router.post(
+    "/reports",
+    status_code=201,
+    openapi_extra=request_body("ReportIn", "ReportFeatureIn"),
+    responses={200: {"description": "A replay: the report was already stored with this content"}},
+)
+async def create_report(
+    request: Request, store: StoreDep, index: IndexDep, settings: SettingsDep
+) -> Response:
+    """Submit one report (a plain object or a GeoJSON Feature). It is snapped to the border and
+    stored once: replaying the same `id` with the same content answers 200 with the original;
+    the same `id` with other content answers 409. Answers 201 with `Location` when created."""
+    body = await read_json(request, max_bytes=settings.max_body_bytes)
+    item = parse_report(body)
+    (outcome,) = await run_in_threadpool(submit_batch, store, index, [item], settings=settings)
+    report = raise_for_outcome(outcome, is_feature=_is_feature(body))
+    created = outcome.result.outcome is IngestOutcome.CREATED
+    location = str(request.url_for("read_report", report_id=str(report.id)))
+    return GeoJSONResponse(
+        report_feature(report),
+        status_code=201 if created else 200,
+        headers={"Location": location},
+    )
+
+
+@router.post(
+    "/reports/batch",
+    openapi_extra=request_body("ReportBatchIn", "ReportFeatureCollectionIn"),
+)
+async def create_reports(
+    request: Request, store: StoreDep, index: IndexDep, settings: SettingsDep
+) -> Response:
+    """Submit up to `CROSSINGS_BATCH_MAX_ITEMS` reports as a JSON array or a FeatureCollection.
+    Each item is answered in request order as `created`, `duplicate`, `conflict` or `invalid`
+    (with its problem); valid items are stored even when others are not."""
+    body = await read_json(request, max_bytes=settings.batch_max_body_bytes)
+    items = (
+        body.get("features")
+        if isinstance(body, dict) and body.get("type") == "FeatureCollection"
+        else body
+    )
+    if not isinstance(items, list):
+        raise MalformedBody("send a JSON array of reports or a GeoJSON FeatureCollection")
+    if len(items) > settings.batch_max_items:
+        raise BodyTooLarge(f"{len(items)} items; a batch holds at most {settings.batch_max_items}")
+    parsed = [parse_report(item) for item in items]
+    outcomes = await run_in_threadpool(submit_batch, store, index, parsed, settings=settings)
+    results = [
+        batch_item(o, position=i, is_feature=_is_feature(items[i])) for i, o in enumerate(outcomes)
+    ]
+    summary = {s.value: 0 for s in IngestOutcome}
+    for r in results:
+        summary[r["status"]] += 1
+    return JSONResponse({"summary": summary, "results": results})
+
+
+@router.get("/reports/{report_id}", response_class=GeoJSONResponse)
+async def read_report(report_id: UUID, store: StoreDep) -> Response:
+    """One stored report as a GeoJSON Feature."""
+    report = await run_in_threadpool(get_report, store, report_id)
+    return GeoJSONResponse(report_feature(report))
+
+
+@router.get("/reports", response_class=GeoJSONResponse)
+async def search_reports(
+    request: Request,
+    store: StoreDep,
+    settings: SettingsDep,
+    bbox: Annotated[
+        str | None, Query(description="min_lon,min_lat,max_lon,max_lat (WGS84)")
+    ] = None,
+    start: Annotated[str | None, Query(description="observed_at >= start (RFC 3339)")] = None,
+    end: Annotated[str | None, Query(description="observed_at < end (RFC 3339)")] = None,
+    segment_id: Annotated[str | None, Query(max_length=100)] = None,
+    kind: Annotated[str | None, Query(max_length=100)] = None,
+    limit: Annotated[int, Query(description="Page size (at most CROSSINGS_PAGE_MAX_ITEMS)")] = 100,
+    cursor: Annotated[
+        str | None, Query(description="From the previous page's next link", max_length=200)
+    ] = None,
+) -> Response:
+    """Reports as a GeoJSON FeatureCollection in a stable order (observed_at, id), filtered, a
+    page at a time; follow the `next` link for the following page."""
+    query = report_query(
+        bbox=bbox, start=start, end=end, segment_id=segment_id, kind=kind, limit=limit,
+        cursor=cursor, max_limit=settings.page_max_items,
+    )  # fmt: skip
+    page = await run_in_threadpool(list_reports, store, query)
+    links = [{"rel": "self", "href": str(request.url), "type": "application/geo+json"}]
+    if page.next_key is not None:
+        href = request.url.include_query_params(cursor=encode_cursor(page.next_key))
+        links.append({"rel": "next", "href": str(href), "type": "application/geo+json"})
+    return GeoJSONResponse(
+        {
+            "type": "FeatureCollection",
+            "features": [report_feature(r) for r in page.reports],
+            "numberReturned": len(page.reports),
+            "links": links,
+        }
+    )

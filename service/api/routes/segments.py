@@ -1,0 +1,42 @@
+"""Border segments: the line reports are snapped to."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from starlette.responses import Response
+
+from service.api.deps import IndexDep, get_caller
+from service.api.responses import GeoJSONResponse
+from service.domain.segments import BorderSegment
+from service.usecases.segments import get_segment
+
+router = APIRouter(prefix="/v1", tags=["segments"], dependencies=[Depends(get_caller)])
+
+
+def segment_feature(segment: BorderSegment) -> dict[str, Any]:
+    return {
+        "type": "Feature",
+        "id": segment.segment_id,
+        "geometry": {"type": "LineString", "coordinates": [list(c) for c in segment.coords]},
+        "properties": dict(segment.properties),
+    }
+
+
+@router.get("/segments", response_class=GeoJSONResponse)
+async def list_segments(
+    index: IndexDep,
+    border: Annotated[
+        str | None, Query(description="Only this border, e.g. CA-US", max_length=50)
+    ] = None,
+) -> Response:
+    """Every border segment as a GeoJSON FeatureCollection, in order along each line."""
+    features = [segment_feature(s) for s in index.segments if border is None or s.border == border]
+    return GeoJSONResponse({"type": "FeatureCollection", "features": features})
+
+
+@router.get("/segments/{segment_id}", response_class=GeoJSONResponse)
+async def read_segment(segment_id: str, index: IndexDep) -> Response:
+    """One border segment as a GeoJSON Feature."""
+    return GeoJSONResponse(segment_feature(get_segment(index, segment_id)))

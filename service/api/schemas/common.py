@@ -1,0 +1,82 @@
+"""Wire types shared by every schema: strict numbers, RFC 3339 instants, safe text."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr
+
+from service.domain.errors import FieldError
+
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+
+
+def parse_instant(value: str) -> datetime:
+    """An RFC 3339 timestamp with an offset, as an aware UTC datetime; ValueError otherwise."""
+    if not _RFC3339.match(value):
+        raise ValueError("must be an RFC 3339 timestamp with an offset, e.g. 2026-05-01T14:30:00Z")
+    text = value.upper().replace(" ", "T")
+    try:
+        parsed = datetime.fromisoformat(text)
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError) as error:
+        raise ValueError(f"is not a real date and time ({error})") from error
+
+
+def format_instant(value: datetime) -> str:
+    """RFC 3339 in UTC with a Z, microseconds only when present."""
+    text = value.astimezone(UTC).isoformat()
+    return text.replace("+00:00", "Z")
+
+
+def _instant(value: str) -> datetime:
+    return parse_instant(value)
+
+
+def _clean_text(value: str) -> str:
+    # PostgreSQL text cannot hold NUL, and lone surrogates cannot be encoded: refuse both here
+    # so that no store ever sees them.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    if any("\ud800" <= ch <= "\udfff" for ch in value):
+        raise ValueError("must not contain unpaired UTF-16 surrogates")
+    return value
+
+
+Instant = Annotated[StrictStr, AfterValidator(_instant)]
+Text = Annotated[StrictStr, AfterValidator(_clean_text)]
+
+
+class Strict(BaseModel):
+    """Wire models refuse unknown fields: a typo (``people`` for ``people_count``) is an error."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PointIn(Strict):
+    """A GeoJSON Point in WGS84 longitude, latitude (an altitude, if sent, is ignored)."""
+
+    type: Literal["Point"]
+    coordinates: Annotated[list[Any], Field(min_length=2, max_length=3)]
+
+
+_LIMITS = ((-180.0, 180.0, "longitude"), (-90.0, 90.0, "latitude"), (None, None, "altitude"))
+
+
+def position_errors(position: object, where: str) -> list[FieldError]:
+    """What is wrong with a GeoJSON position [lon, lat(, alt)] at ``where``; empty when valid."""
+    if not isinstance(position, list) or not 2 <= len(position) <= 3:
+        return [FieldError(where, "a position is [longitude, latitude], optionally with altitude")]
+    errors = []
+    for i, value in enumerate(position):
+        low, high, name = _LIMITS[i]
+        field = f"{where}.{i}"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            errors.append(FieldError(field, f"{name} must be a number, not {type(value).__name__}"))
+        elif low is not None and high is not None and not low <= value <= high:
+            errors.append(FieldError(field, f"{name} {value} is outside [{low:g}, {high:g}]"))
+    return errors

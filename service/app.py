@@ -1,0 +1,72 @@
+"""create_app(settings) -> FastAPI: lifespan, routers, error handlers. Wiring only."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+
+from service import __version__
+from service.api import openapi, problems
+from service.api.middleware import RequestId
+from service.api.routes import health, reports, segments, snap
+from service.domain.errors import StoreUnavailable
+from service.settings import Settings
+from service.storage import open_store
+from service.storage.base import Store
+from service.usecases.segments import ensure_segments
+
+log = logging.getLogger("crossings")
+
+
+def _open_store_waiting(settings: Settings) -> Store:
+    """Open the store, waiting up to ``startup_wait_s`` for a database that is still starting."""
+    deadline = time.monotonic() + settings.startup_wait_s
+    while True:
+        store = open_store(settings)
+        try:
+            store.ping()
+            return store
+        except StoreUnavailable:
+            store.close()
+            if time.monotonic() >= deadline:
+                raise
+            log.warning("store not reachable yet; retrying")
+            time.sleep(1.0)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    store = await run_in_threadpool(_open_store_waiting, settings)
+    try:
+        app.state.store = store
+        app.state.index = await run_in_threadpool(ensure_segments, store, settings.segments_path)
+        yield
+    finally:
+        store.close()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    app = FastAPI(
+        title="crossings",
+        version=__version__,
+        description=(
+            "Reports of people crossing an international land border: ingest exactly once, "
+            "geodesic snapping to border segments, GeoJSON out. Errors are RFC 9457 "
+            "application/problem+json."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    problems.install(app)
+    openapi.install(app)
+    for router in (health.router, reports.router, snap.router, segments.router):
+        app.include_router(router)
+    app.add_middleware(RequestId)
+    return app

@@ -1,0 +1,97 @@
+"""Submit reports: check the rules, snap in one vectorised call, store exactly once."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from service.domain.errors import InvalidInput, Problem, ReportConflict
+from service.domain.reports import (
+    IngestOutcome,
+    IngestResult,
+    Report,
+    ReportDraft,
+    check_report_rules,
+)
+from service.domain.segments import SegmentIndex
+from service.domain.snapping import snap
+from service.settings import Settings
+from service.storage.base import ReportStore
+
+
+@dataclass(frozen=True, slots=True)
+class ItemOutcome:
+    """What became of one submitted item: an ingest result, or the problem that refused it."""
+
+    result: IngestResult
+    problem: Problem | None = None
+
+
+def submit_batch(
+    store: ReportStore,
+    index: SegmentIndex,
+    items: Sequence[ReportDraft | Problem],
+    *,
+    settings: Settings,
+    now: datetime | None = None,
+) -> list[ItemOutcome]:
+    """One outcome per item, in order. Valid items are stored even when others are refused."""
+    now = now or datetime.now(UTC)
+    outcomes: list[ItemOutcome | None] = [None] * len(items)
+    valid: list[tuple[int, ReportDraft]] = []
+    for position, item in enumerate(items):
+        if isinstance(item, Problem):
+            outcomes[position] = _invalid(item)
+            continue
+        errors = check_report_rules(
+            item,
+            now=now,
+            max_clock_skew_s=settings.max_clock_skew_s,
+            kinds=settings.report_kinds,
+            countries=index.countries,
+        )
+        if errors:
+            outcomes[position] = _invalid(Problem(InvalidInput, "the report breaks a rule", errors))
+        else:
+            valid.append((position, item))
+    if valid:
+        drafts = [d for _, d in valid]
+        snaps = snap(
+            [d.lon for d in drafts],
+            [d.lat for d in drafts],
+            index,
+            max_distance_m=settings.max_snap_distance_m,
+        )
+        reports = [Report(d, now, s) for d, s in zip(drafts, snaps, strict=True)]
+        for (position, _), result in zip(valid, store.add_reports(reports), strict=True):
+            outcomes[position] = ItemOutcome(result, _conflict(result))
+    return [o for o in outcomes if o is not None]
+
+
+def submit_one(
+    store: ReportStore,
+    index: SegmentIndex,
+    draft: ReportDraft,
+    *,
+    settings: Settings,
+    now: datetime | None = None,
+) -> IngestResult:
+    """Store one report; raise InvalidInput or ReportConflict instead of returning them."""
+    (outcome,) = submit_batch(store, index, [draft], settings=settings, now=now)
+    if outcome.problem is not None:
+        raise outcome.problem.kind(outcome.problem.detail, errors=outcome.problem.errors)
+    return outcome.result
+
+
+def _invalid(problem: Problem) -> ItemOutcome:
+    return ItemOutcome(IngestResult(IngestOutcome.INVALID), problem)
+
+
+def _conflict(result: IngestResult) -> Problem | None:
+    if result.outcome is not IngestOutcome.CONFLICT:
+        return None
+    return Problem(
+        ReportConflict,
+        f"report {result.report.id if result.report else ''} was already stored with other content",
+    )
