@@ -1,0 +1,67 @@
+"""Batches: per-item results in order, good items stored even when others are refused."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.factories import report_body, report_feature_body
+
+
+async def test_batch_stores_valid_items_and_reports_invalid_ones(client: httpx.AsyncClient) -> None:
+    good, bad, also_good = report_body(), report_body(people_count=0), report_body()
+    response = await client.post("/v1/reports/batch", json=[good, bad, also_good])
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == ["created", "invalid", "created"]
+    assert results[1]["problem"]["errors"] == [
+        {"field": "people_count", "reason": "Input should be greater than or equal to 1"}
+    ]
+    listing = await client.get("/v1/reports")
+    assert {f["id"] for f in listing.json()["features"]} == {good["id"], also_good["id"]}
+
+
+async def test_batch_reports_duplicates_and_conflicts(client: httpx.AsyncClient) -> None:
+    stored = report_body()
+    await client.post("/v1/reports", json=stored)
+    fresh = report_body()
+    items = [stored, {**stored, "people_count": 8}, fresh, fresh, {**fresh, "kind": "attempt"}]
+    response = await client.post("/v1/reports/batch", json=items)
+    body = response.json()
+    assert [r["status"] for r in body["results"]] == [
+        "duplicate", "conflict", "created", "duplicate", "conflict",
+    ]  # fmt: skip
+    assert body["summary"] == {"created": 1, "duplicate": 2, "conflict": 2, "invalid": 0}
+    assert body["results"][1]["problem"]["status"] == 409
+
+
+async def test_batch_accepts_a_feature_collection(client: httpx.AsyncClient) -> None:
+    features = [report_feature_body() for _ in range(3)]
+    response = await client.post(
+        "/v1/reports/batch", json={"type": "FeatureCollection", "features": features}
+    )
+    assert [r["status"] for r in response.json()["results"]] == ["created"] * 3
+
+
+async def test_feature_rule_errors_name_the_property_path(client: httpx.AsyncClient) -> None:
+    response = await client.post("/v1/reports/batch", json=[report_feature_body(kind="stroll")])
+    errors = response.json()["results"][0]["problem"]["errors"]
+    assert errors[0]["field"] == "properties.kind"
+
+
+async def test_batch_over_the_item_limit_is_413(client: httpx.AsyncClient) -> None:
+    items = [report_body() for _ in range(1001)]
+    response = await client.post("/v1/reports/batch", json=items)
+    assert response.status_code == 413
+    assert response.headers["content-type"] == "application/problem+json"
+    listing = await client.get("/v1/reports")
+    assert listing.json()["numberReturned"] == 0
+
+
+async def test_batch_that_is_not_a_list_is_400(client: httpx.AsyncClient) -> None:
+    response = await client.post("/v1/reports/batch", json={"reports": []})
+    assert response.status_code == 400
+
+
+async def test_batch_of_a_thousand_is_accepted(client: httpx.AsyncClient) -> None:
+    response = await client.post("/v1/reports/batch", json=[report_body() for _ in range(1000)])
+    assert response.json()["summary"]["created"] == 1000

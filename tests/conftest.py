@@ -1,0 +1,112 @@
+"""Shared fixtures: a PostGIS database of this run's own, both stores, and an app client.
+
+PostGIS tests need a server at CROSSINGS_TEST_PG_ADMIN_URL (default: postgres on 127.0.0.1:5432,
+trust auth) with the PostGIS extension installed. Without one they are skipped locally; under
+CI=true that is an error, because a green run without them proves nothing about production.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from fastapi import FastAPI
+
+from service.app import create_app
+from service.settings import Settings
+
+ADMIN_URL = os.environ.get(
+    "CROSSINGS_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _postgis_unavailable(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"PostGIS is required under CI=true: {reason}", pytrace=False)
+    pytest.skip(f"PostGIS not available: {reason}")
+
+
+@pytest.fixture(scope="session")
+def postgis_url() -> Iterator[str]:
+    """A fresh database for this run, migrated with Alembic; dropped at the end."""
+    name = f"crossings_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as error:
+        _postgis_unavailable(str(error).strip())
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            dsn = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+            try:
+                with psycopg.connect(dsn, autocommit=True) as conn:
+                    conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
+            except psycopg.Error as error:
+                _postgis_unavailable(str(error).strip())
+            url = dsn.replace("postgresql://", "postgresql+psycopg://", 1)
+            from service.storage.postgis.migrations import upgrade
+
+            upgrade(url)
+            yield url
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'crossings.db'}"
+
+
+STORES = ["sqlite", pytest.param("postgis", marks=pytest.mark.postgis)]
+
+
+@pytest.fixture(scope="session", params=STORES)
+def store_url(request: pytest.FixtureRequest) -> str:
+    """The URL of each store in turn: every behavioural test runs against both."""
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    return url
+
+
+def wipe_reports(url: str) -> None:
+    """Delete every report (tests start from an empty table; segments stay loaded)."""
+    if url.startswith("sqlite"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            conn.execute("DELETE FROM reports")
+            conn.execute("DELETE FROM reports_rtree")
+        conn.close()
+        return
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1)) as conn:
+        conn.execute("TRUNCATE reports")
+
+
+def make_settings(url: str, **overrides: Any) -> Settings:
+    return Settings(database_url=url, **overrides)
+
+
+@pytest.fixture(scope="session")
+async def app(store_url: str) -> AsyncIterator[FastAPI]:
+    """One app per store for the session, its lifespan running (store open, border indexed)."""
+    application = create_app(make_settings(store_url))
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI, store_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    wipe_reports(store_url)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
