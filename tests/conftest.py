@@ -78,7 +78,10 @@ def store_url(request: pytest.FixtureRequest) -> str:
 def wipe_reports(url: str) -> None:
     """Delete every report (tests start from an empty table; segments stay loaded)."""
     if url.startswith("sqlite"):
-        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+        path = Path(url.removeprefix("sqlite:///"))
+        if not path.exists():
+            return  # not created yet: nothing to wipe
+        with sqlite3.connect(path) as conn:
             conn.execute("DELETE FROM reports")
             conn.execute("DELETE FROM reports_rtree")
         conn.close()

@@ -54,8 +54,19 @@ def install(app: FastAPI) -> None:
             _, defs = models_json_schema(
                 [(m, "validation") for m in BODY_MODELS], ref_template=_REF
             )
+            _describe_deployment(app, defs["$defs"])
             doc.setdefault("components", {}).setdefault("schemas", {}).update(defs["$defs"])
             app.openapi_schema = doc
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _describe_deployment(app: FastAPI, defs: dict[str, Any]) -> None:
+    """Name this deployment's kinds and border countries as enums: the document is generated
+    lazily, after start-up, so it describes what this service accepts, not the defaults."""
+    props = defs["ReportProperties"]["properties"]
+    props["kind"]["enum"] = list(app.state.settings.report_kinds)
+    index = getattr(app.state, "index", None)
+    if index is not None:
+        props["direction"]["anyOf"][0]["enum"] = sorted(index.countries)

@@ -71,20 +71,28 @@ async def test_bad_report_is_a_problem_naming_the_field(
 
 
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
-async def test_non_finite_number_is_400_naming_the_field(client: httpx.AsyncClient, literal: str) -> None:
+async def test_non_finite_number_is_400_naming_the_field(
+    client: httpx.AsyncClient, literal: str
+) -> None:
     raw = (
         '{"observed_at": "2026-03-01T10:00:00Z", "people_count": 1, "kind": "crossing",'
         f' "location": {{"type": "Point", "coordinates": [-73.5, {literal}]}}}}'
     )
-    response = await client.post("/v1/reports", content=raw, headers={"content-type": "application/json"})
+    response = await client.post(
+        "/v1/reports", content=raw, headers={"content-type": "application/json"}
+    )
     assert response.status_code == 400
     assert response.headers["content-type"] == PROBLEM
-    assert response.json()["errors"] == [{"field": "location.coordinates.1", "reason": "is NaN or Infinity"}]
+    assert response.json()["errors"] == [
+        {"field": "location.coordinates.1", "reason": "is NaN or Infinity"}
+    ]
 
 
 @pytest.mark.parametrize("raw", [b"{bad", b"", b"[1, 2", b"\xff\xfe"])
 async def test_malformed_json_is_400(client: httpx.AsyncClient, raw: bytes) -> None:
-    response = await client.post("/v1/reports", content=raw, headers={"content-type": "application/json"})
+    response = await client.post(
+        "/v1/reports", content=raw, headers={"content-type": "application/json"}
+    )
     assert response.status_code == 400
     assert response.headers["content-type"] == PROBLEM
 
@@ -106,7 +114,9 @@ async def test_wrong_content_type_is_415(client: httpx.AsyncClient, media: str |
 async def test_body_over_the_limit_is_413(client: httpx.AsyncClient) -> None:
     body = report_body(notes="x" * 2000)
     raw = httpx.Request("POST", "/", json={**body, "pad": "y" * (1_048_576 + 10)}).content
-    response = await client.post("/v1/reports", content=raw, headers={"content-type": "application/json"})
+    response = await client.post(
+        "/v1/reports", content=raw, headers={"content-type": "application/json"}
+    )
     assert response.status_code == 413
     assert response.headers["content-type"] == PROBLEM
 

@@ -48,7 +48,9 @@ async def test_replayed_report_is_stored_once(client: httpx.AsyncClient) -> None
     assert [f["id"] for f in listing.json()["features"]] == [body["id"]]
 
 
-async def test_replay_with_same_instant_in_other_offset_is_a_duplicate(client: httpx.AsyncClient) -> None:
+async def test_replay_with_same_instant_in_other_offset_is_a_duplicate(
+    client: httpx.AsyncClient,
+) -> None:
     body = report_body(observed_at="2026-03-01T10:00:00-05:00")
     await client.post("/v1/reports", json=body)
     replay = await client.post("/v1/reports", json={**body, "observed_at": "2026-03-01T15:00:00Z"})
@@ -94,7 +96,9 @@ async def test_geojson_feature_is_accepted_as_a_report(client: httpx.AsyncClient
     assert response.json()["id"] == body["properties"]["id"]
 
 
-async def test_report_far_from_the_border_is_stored_without_a_segment(client: httpx.AsyncClient) -> None:
+async def test_report_far_from_the_border_is_stored_without_a_segment(
+    client: httpx.AsyncClient,
+) -> None:
     response = await client.post("/v1/reports", json=report_body(lon=-100.0, lat=40.0))
     assert response.status_code == 201
     props = response.json()["properties"]
@@ -108,7 +112,9 @@ async def test_direction_is_normalised_to_upper_case(client: httpx.AsyncClient) 
 
 
 async def test_observed_at_is_returned_in_utc(client: httpx.AsyncClient) -> None:
-    response = await client.post("/v1/reports", json=report_body(observed_at="2026-03-01T10:00:00+05:30"))
+    response = await client.post(
+        "/v1/reports", json=report_body(observed_at="2026-03-01T10:00:00+05:30")
+    )
     assert response.json()["properties"]["observed_at"] == "2026-03-01T04:30:00Z"
 
 
@@ -119,7 +125,9 @@ async def test_unknown_report_is_404_problem(client: httpx.AsyncClient) -> None:
 
 
 async def test_dry_run_snap_stores_nothing(client: httpx.AsyncClient) -> None:
-    response = await client.post("/v1/snap", json={"type": "Point", "coordinates": list(ROXHAM_ROAD)})
+    response = await client.post(
+        "/v1/snap", json={"type": "Point", "coordinates": list(ROXHAM_ROAD)}
+    )
     assert response.status_code == 200
     assert response.json()["result"]["segment_id"] == "CA-US-0208"
     listing = await client.get("/v1/reports")

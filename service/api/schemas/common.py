@@ -47,7 +47,9 @@ def _clean_text(value: str) -> str:
     return value
 
 
-Instant = Annotated[StrictStr, AfterValidator(_instant)]
+Instant = Annotated[
+    StrictStr, AfterValidator(_instant), Field(json_schema_extra={"format": "date-time"})
+]
 Text = Annotated[StrictStr, AfterValidator(_clean_text)]
 
 
@@ -57,11 +59,28 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# Positions are checked by position_errors (for messages that name lon or lat); this schema only
+# documents them, with their ranges, in the OpenAPI document.
+POSITION_SCHEMA: dict[str, Any] = {
+    "type": "array",
+    "prefixItems": [
+        {"type": "number", "minimum": -180, "maximum": 180, "description": "longitude"},
+        {"type": "number", "minimum": -90, "maximum": 90, "description": "latitude"},
+    ],
+    "items": {"type": "number", "description": "altitude (ignored)"},
+    "minItems": 2,
+    "maxItems": 3,
+}
+Position = Annotated[
+    list[Any], Field(min_length=2, max_length=3, json_schema_extra=POSITION_SCHEMA)
+]
+
+
 class PointIn(Strict):
     """A GeoJSON Point in WGS84 longitude, latitude (an altitude, if sent, is ignored)."""
 
     type: Literal["Point"]
-    coordinates: Annotated[list[Any], Field(min_length=2, max_length=3)]
+    coordinates: Position
 
 
 _LIMITS = ((-180.0, 180.0, "longitude"), (-90.0, 90.0, "latitude"), (None, None, "altitude"))

@@ -6,14 +6,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError
 
-from service.api.schemas.common import PointIn, Strict, position_errors
+from service.api.schemas.common import PointIn, Position, Strict, position_errors
 from service.domain.errors import FieldError, InvalidInput
 from service.domain.reports import SnapResult
 
 
 class MultiPointIn(Strict):
     type: Literal["MultiPoint"]
-    coordinates: Annotated[list[list[Any]], Field(min_length=1)]
+    coordinates: Annotated[list[Position], Field(min_length=1)]
 
 
 SnapIn = PointIn | MultiPointIn

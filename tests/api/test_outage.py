@@ -1,0 +1,102 @@
+"""The database goes away and comes back: 503 with Retry-After meanwhile, nothing half-written,
+and the service recovers by itself. The database is reached through a TCP proxy the test cuts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import pytest
+
+from service.app import create_app
+from tests.conftest import make_settings, wipe_reports
+from tests.factories import report_body
+
+pytestmark = pytest.mark.postgis
+
+
+class CuttableProxy:
+    """Forwards a local port to the database; ``cut`` drops every connection and refuses new ones."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self.links: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+        for writer in list(self.links):
+            writer.transport.abort()
+        self.links.clear()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self.links |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError, OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            with contextlib.suppress(Exception):
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+@pytest.fixture
+async def proxied_client(
+    postgis_url: str,
+) -> AsyncIterator[tuple[httpx.AsyncClient, CuttableProxy]]:
+    wipe_reports(postgis_url)
+    parts = urlsplit(postgis_url)
+    proxy = CuttableProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    await proxy.start()
+    netloc = f"{parts.username}@127.0.0.1:{proxy.port}"
+    url = urlunsplit(parts._replace(netloc=netloc))
+    app = create_app(make_settings(url, retry_after_s=7, db_pool_size=2))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield client, proxy
+    with contextlib.suppress(Exception):
+        await proxy.cut()
+
+
+async def test_writes_answer_503_with_retry_after_while_the_database_is_down(
+    proxied_client,
+) -> None:
+    client, proxy = proxied_client
+    assert (await client.post("/v1/reports", json=report_body())).status_code == 201
+    await proxy.cut()
+    response = await client.post("/v1/reports", json=report_body())
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "7"
+    assert response.headers["content-type"] == "application/problem+json"
+    assert (await client.get("/readyz")).status_code == 503
+
+
+async def test_service_recovers_without_restart_and_lost_nothing(
+    proxied_client, postgis_url
+) -> None:
+    client, proxy = proxied_client
+    acknowledged = await client.post("/v1/reports", json=report_body())
+    await proxy.cut()
+    refused = report_body()
+    assert (await client.post("/v1/reports/batch", json=[refused])).status_code == 503
+    await proxy.start()  # same port: the database is back
+    retried = await client.post("/v1/reports/batch", json=[refused])
+    assert retried.status_code == 200
+    assert retried.json()["results"][0]["status"] == "created"  # the refused batch wrote nothing
+    assert (await client.get(f"/v1/reports/{acknowledged.json()['id']}")).status_code == 200
+    assert (await client.get("/readyz")).status_code == 200
