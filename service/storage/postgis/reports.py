@@ -8,7 +8,7 @@ from typing import Any
 from uuid import UUID
 
 from geoalchemy2.functions import ST_X, ST_Y, ST_MakeEnvelope
-from sqlalchemy import Connection, Row, and_, bindparam, select, text, tuple_
+from sqlalchemy import ColumnElement, Connection, Row, and_, bindparam, select, text, tuple_
 
 from service.domain.reports import (
     IngestOutcome,
@@ -138,7 +138,7 @@ def get_report(conn: Connection, report_id: UUID) -> Report | None:
 
 
 def query_reports(conn: Connection, query: ReportQuery) -> ReportPage:
-    conditions = []
+    conditions: list[ColumnElement[bool]] = []
     if query.bbox is not None:
         # && uses the GiST index; the envelope test is exact for points (edges inclusive).
         conditions.append(reports.c.geom.op("&&")(ST_MakeEnvelope(*query.bbox, 4326)))
@@ -166,7 +166,7 @@ def query_reports(conn: Connection, query: ReportQuery) -> ReportPage:
     return ReportPage(reports=page, next_key=next_key)
 
 
-def _to_report(row: Row[Any]) -> Report:
+def _to_report(row: Row[Any] | Any) -> Report:  # SQLAlchemy types rows by their column count
     draft = ReportDraft(
         id=row.id,
         observed_at=row.observed_at.astimezone(UTC),

@@ -1,0 +1,186 @@
+"""Reports in SQLite: exactly-once inserts, lookups, and filtered keyset pages.
+
+Each function runs inside the transaction its caller (SqliteStore) opened on ``conn``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from service.domain.reports import IngestOutcome, IngestResult, Report
+from service.storage.base import PageKey, ReportPage, ReportQuery
+from service.storage.sqlite.rows import (
+    REPORT_COLUMNS,
+    ReportRow,
+    report_from_row,
+    report_row,
+    to_micros,
+)
+
+_SELECT = "SELECT " + REPORT_COLUMNS + " FROM reports"
+_INSERT = (
+    "INSERT INTO reports ("
+    + REPORT_COLUMNS
+    + ") VALUES ("
+    + ", ".join("?" * len(ReportRow._fields))
+    + ")"
+)
+_HASH_COLUMN = ReportRow._fields.index("content_hash")
+_SELECT_BY_IDS = _SELECT + " WHERE id IN (SELECT value FROM json_each(?))"
+# New rows get rowids above the old maximum (SQLite's rule while it is below 2**63 - 1), so this
+# indexes exactly the rows the batch inserted. The R*Tree rounds each stored box outward to
+# float32, so a point's box always contains the point.
+_INDEX_NEW_ROWS = (
+    "INSERT INTO reports_rtree (row_no, min_lon, max_lon, min_lat, max_lat)"
+    " SELECT row_no, lon, lon, lat, lat FROM reports WHERE row_no > ?"
+)
+
+# Query clauses: constant text; values always travel as named parameters.
+_RTREE_BOX = (
+    "min_lon <= :box_max_lon AND max_lon >= :box_min_lon"
+    " AND min_lat <= :box_max_lat AND max_lat >= :box_min_lat"
+)
+_IN_RTREE_BOX = "row_no IN (SELECT row_no FROM reports_rtree WHERE " + _RTREE_BOX + ")"
+_COUNT_IN_RTREE_BOX = (
+    "SELECT count(*) FROM (SELECT 1 FROM reports_rtree WHERE " + _RTREE_BOX + " LIMIT :cap)"
+)
+_IN_BOX = "lon BETWEEN :min_lon AND :max_lon AND lat BETWEEN :min_lat AND :max_lat"
+_FROM_START = "observed_at >= :start"
+_BEFORE_END = "observed_at < :end"
+_ON_SEGMENT = "segment_id = :segment_id"
+_OF_KIND = "kind = :kind"
+_AFTER_KEY = "(observed_at, id) > (:after_observed_at, :after_id)"
+_ORDER_AND_LIMIT = " ORDER BY observed_at, id LIMIT :limit"
+
+
+def add_reports(conn: sqlite3.Connection, reports: Sequence[Report]) -> list[IngestResult]:
+    """One result per report, in order; inserts those whose id is new (see ReportStore).
+
+    Runs under the write lock (BEGIN IMMEDIATE), so the ids read here cannot change before the
+    insert: a plain INSERT cannot meet an existing id, and if it ever did the unique key would
+    roll the whole batch back rather than store a second copy.
+    """
+    known: dict[str, tuple[bytes, Report]] = _stored_by_id(conn, {str(r.id) for r in reports})
+    results: list[IngestResult] = []
+    created: list[Report] = []
+    rows: list[ReportRow] = []
+    for report in reports:
+        key, digest = str(report.id), report.draft.content_hash()
+        stored = known.get(key)
+        if stored is None:
+            known[key] = (digest, report)
+            rows.append(report_row(report, digest))
+            created.append(report)
+            results.append(IngestResult(IngestOutcome.CREATED, report))
+        elif stored[0] == digest:
+            results.append(IngestResult(IngestOutcome.DUPLICATE, stored[1]))
+        else:
+            results.append(IngestResult(IngestOutcome.CONFLICT, stored[1]))
+    if rows:
+        (last_row_no,) = conn.execute("SELECT coalesce(max(row_no), 0) FROM reports").fetchone()
+        conn.executemany(_INSERT, rows)
+        conn.execute(_INDEX_NEW_ROWS, (last_row_no,))
+        _after_insert(conn, created)
+    return results
+
+
+def _after_insert(conn: sqlite3.Connection, created: Sequence[Report]) -> None:
+    """Keep derived tables in step with newly created reports, in the same transaction.
+
+    The seam for rollups (counts per segment x kind x direction x time slot): whatever is
+    updated here commits or rolls back together with the reports themselves.
+    """
+
+
+def _stored_by_id(conn: sqlite3.Connection, ids: set[str]) -> dict[str, tuple[bytes, Report]]:
+    """The content hash and report stored under each of ``ids`` that exists."""
+    rows = conn.execute(_SELECT_BY_IDS, (json.dumps(sorted(ids)),)).fetchall()
+    return {row[0]: (row[_HASH_COLUMN], report_from_row(row)) for row in rows}
+
+
+def get_report(conn: sqlite3.Connection, report_id: str) -> Report | None:
+    row = conn.execute(_SELECT + " WHERE id = ?", (report_id,)).fetchone()
+    return None if row is None else report_from_row(row)
+
+
+def query_reports(conn: sqlite3.Connection, query: ReportQuery) -> ReportPage:
+    """Up to ``query.limit`` matching reports after ``query.after``, and where the next page starts.
+
+    One extra row is fetched to tell whether a next page exists, so ``next_key`` is None on the
+    last page rather than pointing at an empty one.
+    """
+    if query.limit < 1:
+        raise ValueError(f"limit must be at least 1, not {query.limit}")
+    clauses, params = _where(query)
+    if query.bbox is not None and _is_sparse_box(conn, params):
+        clauses.append(_IN_RTREE_BOX)
+    where = " WHERE " + " AND ".join(clauses) if clauses else ""
+    params["limit"] = query.limit + 1
+    rows = conn.execute(_SELECT + where + _ORDER_AND_LIMIT, params).fetchall()
+    reports = [report_from_row(row) for row in rows[: query.limit]]
+    if len(rows) <= query.limit:
+        return ReportPage(reports=reports, next_key=None)
+    last = reports[-1]
+    return ReportPage(reports=reports, next_key=PageKey(last.draft.observed_at, last.id))
+
+
+def _where(query: ReportQuery) -> tuple[list[str], dict[str, Any]]:
+    clauses: list[str] = []
+    params: dict[str, Any] = {}
+    if query.bbox is not None:
+        min_lon, min_lat, max_lon, max_lat = query.bbox
+        clauses.append(_IN_BOX)  # exact, inclusive; the R*Tree only ever narrows the search
+        params.update(min_lon=min_lon, min_lat=min_lat, max_lon=max_lon, max_lat=max_lat)
+        params.update(
+            box_min_lon=_widen_down(min_lon),
+            box_min_lat=_widen_down(min_lat),
+            box_max_lon=_widen_up(max_lon),
+            box_max_lat=_widen_up(max_lat),
+        )
+    if query.start is not None:
+        clauses.append(_FROM_START)
+        params["start"] = to_micros(query.start)
+    if query.end is not None:
+        clauses.append(_BEFORE_END)
+        params["end"] = to_micros(query.end)
+    if query.segment_id is not None:
+        clauses.append(_ON_SEGMENT)
+        params["segment_id"] = query.segment_id
+    if query.kind is not None:
+        clauses.append(_OF_KIND)
+        params["kind"] = query.kind
+    if query.after is not None:
+        clauses.append(_AFTER_KEY)
+        params["after_observed_at"] = to_micros(query.after.observed_at)
+        params["after_id"] = str(query.after.id)
+    return clauses, params
+
+
+# A box holding few reports is found fastest through the R*Tree and then sorted; a box holding
+# many is found fastest walking the (observed_at, id) order and testing lon/lat on the way, which
+# stops after one page instead of sorting the whole box.
+RTREE_MAX_ROWS = 5_000
+
+
+def _is_sparse_box(conn: sqlite3.Connection, params: dict[str, Any]) -> bool:
+    box = {k: v for k, v in params.items() if k.startswith("box_")}
+    (count,) = conn.execute(_COUNT_IN_RTREE_BOX, {**box, "cap": RTREE_MAX_ROWS}).fetchone()
+    return int(count) < RTREE_MAX_ROWS
+
+
+# The R*Tree keeps float32 boxes, a coarser grid than the REAL columns. Its coarse test runs on a
+# box widened by more than a float32 rounding step (2**-24 relative, or the smallest normal
+# float32 near zero); the exact BETWEEN on lon/lat then decides, with inclusive edges.
+_RELATIVE_MARGIN = 2.0**-20
+_ABSOLUTE_MARGIN = 2.0**-126
+
+
+def _widen_down(value: float) -> float:
+    return value - abs(value) * _RELATIVE_MARGIN - _ABSOLUTE_MARGIN
+
+
+def _widen_up(value: float) -> float:
+    return value + abs(value) * _RELATIVE_MARGIN + _ABSOLUTE_MARGIN

@@ -1,0 +1,107 @@
+"""The SQLite schema as an ordered list of migration steps, versioned by ``PRAGMA user_version``.
+
+A file at version N has had steps 1..N applied. Opening a file applies the missing steps in one
+write transaction, so an upgraded package upgrades an existing file safely, and a crash halfway
+leaves it at its old version. Never edit a released step: append a new one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+
+from service.domain.errors import StoreUnavailable
+
+MigrationStep = Callable[[sqlite3.Connection], None]
+
+
+class SchemaTooNew(StoreUnavailable):
+    """The file was written by a newer version of the service than this one."""
+
+
+def sql_step(*sql: str) -> MigrationStep:
+    """A step that runs each statement in turn (``executescript`` would commit on its own)."""
+
+    def step(conn: sqlite3.Connection) -> None:
+        for statement in sql:
+            conn.execute(statement)
+
+    return step
+
+
+_V1_SEGMENTS_AND_REPORTS = sql_step(
+    """
+    CREATE TABLE segments (
+        segment_id    TEXT PRIMARY KEY,
+        load_order    INTEGER NOT NULL UNIQUE,
+        border        TEXT NOT NULL,
+        section       TEXT NOT NULL,
+        start_km      REAL NOT NULL,
+        end_km        REAL NOT NULL,
+        left_country  TEXT NOT NULL,
+        right_country TEXT NOT NULL,
+        properties    TEXT NOT NULL,  -- JSON object, exactly as loaded
+        coords        TEXT NOT NULL   -- JSON [[lon, lat], ...]
+    )
+    """,
+    # row_no is the rowid the R*Tree points at; id is the public key. Times are integer
+    # microseconds since the epoch, UTC: exact, and they sort as the instants do.
+    """
+    CREATE TABLE reports (
+        row_no          INTEGER PRIMARY KEY,
+        id              TEXT NOT NULL UNIQUE,  -- canonical lowercase UUID: sorts as the UUID does
+        observed_at     INTEGER NOT NULL,
+        received_at     INTEGER NOT NULL,
+        lon             REAL NOT NULL,
+        lat             REAL NOT NULL,
+        people_count    INTEGER NOT NULL,
+        kind            TEXT NOT NULL,
+        direction       TEXT,
+        accuracy_m      REAL,
+        notes           TEXT,
+        device_id       TEXT,
+        content_hash    BLOB NOT NULL,
+        snap_status     TEXT NOT NULL,
+        segment_id      TEXT,  -- no foreign key: reports outlive a reload of the segment set
+        snap_distance_m REAL,
+        snap_lon        REAL,
+        snap_lat        REAL,
+        chainage_km     REAL,
+        side            TEXT
+    )
+    """,
+    "CREATE INDEX reports_by_time ON reports (observed_at, id)",
+    "CREATE INDEX reports_by_segment ON reports (segment_id, observed_at, id)",
+    """
+    CREATE VIRTUAL TABLE reports_rtree USING rtree (
+        row_no, min_lon, max_lon, min_lat, max_lat
+    )
+    """,
+)
+
+MIGRATIONS: tuple[MigrationStep, ...] = (_V1_SEGMENTS_AND_REPORTS,)
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    return int(version)
+
+
+def migrate(conn: sqlite3.Connection, *, steps: Sequence[MigrationStep] = MIGRATIONS) -> int:
+    """Apply the steps the file lacks, inside the caller's write transaction; return the version.
+
+    Raises SchemaTooNew for a file whose version is beyond ``steps``: this code would misread it.
+    """
+    current = schema_version(conn)
+    target = len(steps)
+    if current > target:
+        raise SchemaTooNew(
+            f"the database is at schema version {current}, but this version of the service "
+            f"knows versions up to {target}: upgrade the service or use another file"
+        )
+    for version in range(current + 1, target + 1):
+        steps[version - 1](conn)
+    if target != current:
+        # PRAGMA takes no bound parameters; target is an int we computed, not input.
+        conn.execute(f"PRAGMA user_version = {int(target)}")
+    return target

@@ -1,0 +1,80 @@
+"""SqliteStore: the embedded default backend (stdlib sqlite3, WAL, R*Tree), one file on disk."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from uuid import UUID
+
+from service.domain.reports import IngestResult, Report
+from service.domain.segments import BorderSegment
+from service.storage.base import ReportPage, ReportQuery
+from service.storage.sqlite import reports as report_queries
+from service.storage.sqlite import segments as segment_queries
+from service.storage.sqlite.database import BUSY_TIMEOUT_S, Database, path_from_url
+from service.storage.sqlite.schema import MIGRATIONS, MigrationStep, migrate
+
+
+class SqliteStore:
+    """The Store protocol over one SQLite file; safe to share between threads and processes.
+
+    Each call is one short transaction on a pooled connection. Raises StoreUnavailable when the
+    file cannot be read or written, or stays locked by other writers past the busy timeout.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    @classmethod
+    def open(cls, url: str, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> SqliteStore:
+        """Open the file a ``sqlite:///path`` URL names, creating and migrating it as needed."""
+        return cls.open_path(path_from_url(url), busy_timeout_s=busy_timeout_s)
+
+    @classmethod
+    def open_path(
+        cls,
+        path: Path,
+        *,
+        busy_timeout_s: float = BUSY_TIMEOUT_S,
+        migrations: Sequence[MigrationStep] = MIGRATIONS,
+    ) -> SqliteStore:
+        """Open ``path``; ``migrations`` is replaceable so tests can stage older or newer files."""
+        db = Database.create(path, busy_timeout_s=busy_timeout_s)
+        try:
+            db.write(partial(migrate, steps=migrations))
+        except BaseException:
+            db.close()
+            raise
+        return cls(db)
+
+    @property
+    def path(self) -> Path:
+        return self._db.path
+
+    def count_segments(self) -> int:
+        return self._db.read(segment_queries.count_segments)
+
+    def replace_segments(self, segments: Sequence[BorderSegment]) -> None:
+        self._db.write(partial(segment_queries.replace_segments, segments=segments))
+
+    def list_segments(self) -> list[BorderSegment]:
+        return self._db.read(segment_queries.list_segments)
+
+    def add_reports(self, reports: Sequence[Report]) -> list[IngestResult]:
+        if not reports:
+            return []
+        return self._db.write(partial(report_queries.add_reports, reports=reports))
+
+    def get_report(self, report_id: UUID) -> Report | None:
+        return self._db.read(partial(report_queries.get_report, report_id=str(report_id)))
+
+    def query_reports(self, query: ReportQuery) -> ReportPage:
+        return self._db.read(partial(report_queries.query_reports, query=query))
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable unless the file answers a read now."""
+        self._db.read(lambda conn: conn.execute("SELECT count(*) FROM sqlite_master").fetchone())
+
+    def close(self) -> None:
+        self._db.close()
