@@ -1,4 +1,4 @@
-"""`crossings serve | db upgrade | segments load PATH`: thin, calls usecases."""
+"""`crossings serve | db upgrade | segments load PATH | export | import PATH`: thin, calls usecases."""
 
 from __future__ import annotations
 
@@ -67,6 +67,103 @@ def _segments_load(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace, settings: Settings) -> int:
+    import orjson
+
+    from service.api.schemas.pages import parse_time
+    from service.api.schemas.reports import report_feature
+    from service.progress import Progress
+    from service.storage import open_store
+    from service.storage.base import ReportQuery
+    from service.usecases.transfer import export_reports
+
+    query = ReportQuery(start=parse_time("start", args.start), end=parse_time("end", args.end))
+    store = open_store(settings)
+    out = sys.stdout.buffer if args.output == "-" else open(args.output, "wb")  # noqa: SIM115
+    progress = Progress("exported")
+    count = 0
+    try:
+        for count, report in enumerate(export_reports(store, query), start=1):
+            out.write(orjson.dumps(report_feature(report)) + b"\n")
+            progress.update(count)
+    finally:
+        if out is not sys.stdout.buffer:
+            out.close()
+        store.close()
+    progress.update(count)
+    progress.finish()
+    return 0
+
+
+def _import(args: argparse.Namespace, settings: Settings) -> int:
+    from collections.abc import Iterator
+    from datetime import UTC, datetime
+
+    import orjson
+
+    from service.api.schemas.reports import report_from_feature
+    from service.domain.errors import Problem
+    from service.domain.reports import Report
+    from service.progress import Progress
+    from service.storage import open_store
+    from service.usecases.segments import ensure_segments
+    from service.usecases.transfer import import_reports
+
+    path = None if args.path == "-" else Path(args.path)
+    total = None
+    if path is not None:
+        with path.open("rb") as counting:
+            total = sum(1 for line in counting if line.strip())
+    now = datetime.now(UTC)
+    refused: list[str] = []
+
+    def reports() -> Iterator[Report]:
+        source = sys.stdin.buffer if path is None else path.open("rb")
+        try:
+            for number, line in enumerate(source, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    item = report_from_feature(orjson.loads(line), received_at_fallback=now)
+                except orjson.JSONDecodeError as error:
+                    refused.append(f"line {number}: not JSON ({error})")
+                    continue
+                if isinstance(item, Problem):
+                    reasons = "; ".join(f"{e.field} {e.reason}" for e in item.errors)
+                    refused.append(f"line {number}: {reasons}")
+                    continue
+                yield item
+        finally:
+            if source is not sys.stdin.buffer:
+                source.close()
+
+    store = open_store(settings)
+    progress = Progress("imported", total=total)
+    try:
+        index = ensure_segments(store, settings.segments_path)
+        counts = import_reports(
+            store,
+            index,
+            reports(),
+            max_distance_m=settings.max_snap_distance_m,
+            progress=lambda c: progress.update(sum(c.values()) + len(refused)),
+        )
+    finally:
+        store.close()
+    progress.update(sum(counts.values()) + len(refused))
+    progress.finish()
+    counts["invalid"] += len(refused)
+    print(", ".join(f"{counts[k]} {k}" for k in ("created", "duplicate", "conflict", "invalid")))
+    for line in refused[:20]:
+        print(f"refused {line}", file=sys.stderr)
+    if counts["conflict"]:
+        print(
+            "conflicts: those ids are stored with other content; the stored reports were kept",
+            file=sys.stderr,
+        )
+    return 1 if refused or counts["conflict"] else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crossings", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -83,6 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
     load = segs.add_parser("load", help="replace the segment set from a GeoJSON file")
     load.add_argument("path")
     load.set_defaults(run=_segments_load)
+    export = commands.add_parser("export", help="write reports as newline-delimited GeoJSON")
+    export.add_argument("-o", "--output", default="-", help="file (default: standard output)")
+    export.add_argument("--start", help="only observed_at >= START (RFC 3339)")
+    export.add_argument("--end", help="only observed_at < END (RFC 3339)")
+    export.set_defaults(run=_export)
+    imp = commands.add_parser("import", help="store reports from an export, exactly once by id")
+    imp.add_argument("path", help="newline-delimited GeoJSON from `crossings export` (- for stdin)")
+    imp.set_defaults(run=_import)
     return parser
 
 

@@ -11,6 +11,7 @@ import os
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,25 +61,30 @@ def postgis_url() -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture
-def fresh_url(
-    request: pytest.FixtureRequest, store_url: str, tmp_path: Path
-) -> Iterator[str]:
-    """An empty, migrated store of the same kind as ``store_url``, for tests that change segments."""
-    if store_url.startswith("sqlite"):
-        yield f"sqlite:///{tmp_path / 'fresh.db'}"
-        return
+@contextmanager
+def fresh_postgis_database() -> Iterator[str]:
+    """A new, migrated PostGIS database; dropped on exit."""
     name = f"crossings_fresh_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
         try:
-            url = ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+            base = ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
             from service.storage.postgis.migrations import upgrade
 
-            upgrade(f"{url}/{name}")
-            yield f"{url}/{name}"
+            upgrade(f"{base}/{name}")
+            yield f"{base}/{name}"
         finally:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def fresh_url(store_url: str, tmp_path: Path) -> Iterator[str]:
+    """An empty, migrated store of the same kind as ``store_url``, for tests that change segments."""
+    if store_url.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path / 'fresh.db'}"
+        return
+    with fresh_postgis_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,8 @@ start, load the bundled border by itself, accept a report, read it back."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import httpx
 
 from tests.factories import report_body
@@ -23,17 +25,33 @@ def test_fresh_server_snaps_stores_and_reads_back_a_report(fresh_url: str) -> No
         assert read.headers["x-request-id"]
 
 
-def test_two_workers_share_one_store_without_losing_or_doubling(fresh_url: str) -> None:
-    bodies = [report_body() for _ in range(60)]
-    with running_server(fresh_url, workers=2) as base, httpx.Client(base_url=base, timeout=30) as http:
-        # Each batch overlaps the next, so the same ids arrive at both workers.
-        for start in range(0, 60, 10):
-            response = http.post("/v1/reports/batch", json=bodies[start : start + 20])
-            assert response.status_code == 200
-        ids: list[str] = []
-        url = "/v1/reports?limit=25"
-        while url:
-            page = http.get(url).json()
-            ids += [f["id"] for f in page["features"]]
-            url = next((link["href"] for link in page["links"] if link["rel"] == "next"), "")
+def test_two_servers_on_one_store_store_each_report_exactly_once(fresh_url: str) -> None:
+    """Two server processes on one store, posting at once, every report sent to both twice."""
+    bodies = [report_body() for _ in range(120)]
+    batches = [bodies[i : i + 15] for i in range(0, len(bodies), 15)]
+    with running_server(fresh_url) as first, running_server(fresh_url) as second:
+
+        def send(base: str, batch: list[dict]) -> list[str]:
+            with httpx.Client(base_url=base, timeout=60) as http:
+                singles = [http.post("/v1/reports", json=b).status_code for b in batch[:3]]
+                results = http.post("/v1/reports/batch", json=batch).json()["results"]
+                assert all(code in (200, 201) for code in singles)
+                return [r["status"] for r in results]
+
+        jobs = [(base, batch) for batch in batches for base in (first, second, first, second)]
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            statuses = [s for result in pool.map(lambda job: send(*job), jobs) for s in result]
+        assert set(statuses) <= {"created", "duplicate"}
+        with httpx.Client(base_url=second, timeout=30) as http:
+            ids = _all_ids(http)
     assert sorted(ids) == sorted(b["id"] for b in bodies)
+
+
+def _all_ids(http: httpx.Client) -> list[str]:
+    ids: list[str] = []
+    url = "/v1/reports?limit=50"
+    while url:
+        page = http.get(url).json()
+        ids += [f["id"] for f in page["features"]]
+        url = next((link["href"] for link in page["links"] if link["rel"] == "next"), "")
+    return ids

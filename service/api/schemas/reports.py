@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID, uuid4
 
@@ -14,11 +15,12 @@ from service.api.schemas.common import (
     Strict,
     Text,
     format_instant,
+    parse_instant,
     position_errors,
 )
 from service.domain.countries import ALPHA2_CODES
 from service.domain.errors import FieldError, InvalidInput, Problem
-from service.domain.reports import Report, ReportDraft, SnapResult
+from service.domain.reports import BEYOND, Report, ReportDraft, SnapResult
 from service.usecases.submit_reports import ItemOutcome
 
 MAX_PEOPLE = 10_000
@@ -216,3 +218,37 @@ class ReportFeatureCollectionIn(Strict):
 
     type: Literal["FeatureCollection"]
     features: list[ReportFeatureIn]
+
+
+SERVER_PROPERTIES = (
+    "received_at",
+    "snap_status",
+    "segment_id",
+    "snap_distance_m",
+    "chainage_km",
+    "side",
+    "snapped_lon",
+    "snapped_lat",
+)
+
+
+def report_from_feature(feature: object, *, received_at_fallback: datetime) -> Report | Problem:
+    """A report from an exported Feature (``report_feature``'s output), or the problem with it.
+
+    The client's fields pass the same validation as a submission; the stored snap is dropped (the
+    importing store snaps again) and ``received_at`` is kept when present.
+    """
+    if not isinstance(feature, dict) or not isinstance(feature.get("properties"), dict):
+        return _problem([FieldError("body", "is not a GeoJSON Feature with properties")])
+    props = dict(feature["properties"])
+    received = props.get("received_at")
+    for name in SERVER_PROPERTIES:
+        props.pop(name, None)
+    draft = parse_report({**feature, "properties": props})
+    if isinstance(draft, Problem):
+        return draft
+    try:
+        received_at = parse_instant(received) if isinstance(received, str) else received_at_fallback
+    except ValueError as error:
+        return _problem([FieldError("properties.received_at", str(error))])
+    return Report(draft=draft, received_at=received_at, snap=BEYOND)
