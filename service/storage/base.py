@@ -1,7 +1,8 @@
 """The storage interface every backend implements (PostGIS in production, SQLite embedded).
 
 Stores take and return domain objects, and own their transactions: one per call. Behaviour that
-differs between backends is a bug unless documented here.
+differs between backends is a bug unless documented here. Datetimes in and out are timezone-aware
+(UTC out). Documented differences: SQLite reads -0.0 back as 0.0.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ class PageKey:
 
 @dataclass(frozen=True, slots=True)
 class ReportQuery:
-    """Filters for listing reports. ``bbox`` is (min_lon, min_lat, max_lon, max_lat), inclusive;
-    ``start`` is inclusive and ``end`` exclusive on observed_at."""
+    """Filters for listing reports. ``bbox`` is (min_lon, min_lat, max_lon, max_lat), inclusive,
+    with min <= max (callers refuse boxes across the antimeridian); ``start`` is inclusive and
+    ``end`` exclusive on observed_at."""
 
     bbox: tuple[float, float, float, float] | None = None
     start: datetime | None = None
@@ -63,7 +65,7 @@ class ReportStore(Protocol):
         """Store new reports exactly once, in one transaction; one result per input, in order.
 
         A report whose id is already stored (or earlier in the same call) is a DUPLICATE when its
-        content hash matches, carrying the stored report, and a CONFLICT otherwise. The database's
+        content hash matches and a CONFLICT otherwise; both carry the stored report. The database's
         unique key decides, so concurrent writers of one id cannot both create it.
         """
         ...
