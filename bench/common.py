@@ -1,0 +1,525 @@
+"""Helpers every benchmark shares: realistic reports, a throwaway PostGIS database, a real server
+process pinned to a core, CPU accounting from /proc, latency summaries, and JSON + table output.
+
+Nothing here imports the service's web or storage layers: a benchmark talks to the service the way
+a client does (over HTTP), so the service code it measures is exactly what runs in production.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from pyproj import Geod
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO / "bench" / "results"
+SEGMENTS_PATH = REPO / "data" / "border_segments.geojson"
+CROSSINGS = Path(sys.executable).with_name("crossings")  # the venv's console script
+ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+GEOD = Geod(ellps="WGS84")
+
+# (lon, lat) of five busy places on the Canada-US border.
+HOT_SPOTS = {
+    "roxham_road": (-73.5172, 45.0071),
+    "peace_arch": (-122.754389, 49.000111),
+    "pembina": (-97.237634, 49.000477),
+    "ambassador_bridge": (-83.074, 42.312),
+    "alcan": (-141.001443, 62.61531),
+}
+HOT_FRACTION = 0.4
+HOT_RADIUS_M = 2_000.0
+MEAN_OFFSET_M = 1_500.0  # exponential distance from the line, to a random side
+KINDS = ("crossing", "attempt", "evidence", "assistance")
+KIND_WEIGHTS = (0.55, 0.2, 0.15, 0.1)
+DIRECTIONS = ("CA", "US", None)
+DIRECTION_WEIGHTS = (0.45, 0.35, 0.2)
+NOTES = ("family with children", "on foot", "vehicle left on the road", "taxi drop-off", "in snow")
+
+
+# --- realistic data --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Border:
+    """The edges of one border, with their geodesic lengths and azimuths, for sampling by length."""
+
+    ax: np.ndarray
+    ay: np.ndarray
+    bx: np.ndarray
+    by: np.ndarray
+    length_m: np.ndarray
+    azimuth: np.ndarray
+
+    @classmethod
+    def load(cls, border: str = "CA-US", path: Path = SEGMENTS_PATH) -> Border:
+        doc = orjson.loads(path.read_bytes())
+        ax: list[float] = []
+        ay: list[float] = []
+        bx: list[float] = []
+        by: list[float] = []
+        for feature in doc["features"]:
+            if feature["properties"].get("border") != border:
+                continue
+            coords = feature["geometry"]["coordinates"]
+            for (x0, y0), (x1, y1) in itertools.pairwise(coords):
+                ax.append(x0)
+                ay.append(y0)
+                bx.append(x1)
+                by.append(y1)
+        if not ax:
+            raise ValueError(f"no {border} LineStrings in {path}")
+        a_lon, a_lat, b_lon, b_lat = (np.array(v) for v in (ax, ay, bx, by))
+        azimuth, _, length = GEOD.inv(a_lon, a_lat, b_lon, b_lat)
+        return cls(
+            ax=a_lon,
+            ay=a_lat,
+            bx=b_lon,
+            by=b_lat,
+            length_m=np.asarray(length),
+            azimuth=np.asarray(azimuth),
+        )
+
+    def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(lon, lat) of ``n`` points: spread uniformly by *length* along the line (dense river
+        sections have short edges, so spreading by edge would crowd them), then pushed off it
+        roughly perpendicularly, to a random side, by an exponential distance."""
+        cumulative = np.cumsum(self.length_m)
+        along = rng.uniform(0.0, cumulative[-1], n)
+        edge = np.minimum(np.searchsorted(cumulative, along, side="right"), len(cumulative) - 1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            t = np.nan_to_num(1.0 - (cumulative[edge] - along) / self.length_m[edge])
+        lon0 = self.ax[edge] + t * (self.bx[edge] - self.ax[edge])
+        lat0 = self.ay[edge] + t * (self.by[edge] - self.ay[edge])
+        side = rng.choice([-90.0, 90.0], n)
+        azimuth = self.azimuth[edge] + side + rng.normal(0.0, 20.0, n)
+        lon, lat, _ = GEOD.fwd(lon0, lat0, azimuth, rng.exponential(MEAN_OFFSET_M, n))
+        return np.asarray(lon), np.asarray(lat)
+
+
+def hot_spot_points(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(lon, lat) of ``n`` points uniform over discs of HOT_RADIUS_M around the hot spots."""
+    spots = np.array(list(HOT_SPOTS.values()))
+    which = rng.integers(0, len(spots), n)
+    radius = HOT_RADIUS_M * np.sqrt(rng.uniform(0.0, 1.0, n))
+    lon, lat, _ = GEOD.fwd(spots[which, 0], spots[which, 1], rng.uniform(0.0, 360.0, n), radius)
+    return np.asarray(lon), np.asarray(lat)
+
+
+def report_bodies(
+    n: int, *, seed: int, now: datetime | None = None, border: Border | None = None
+) -> list[dict[str, Any]]:
+    """``n`` valid plain-JSON reports (the shape of tests/factories.report_body), reproducible from
+    ``seed``: near the Canada-US border, 40% around the hot spots, observed over the past year."""
+    rng = np.random.default_rng(seed)
+    border = border or Border.load()
+    now = now or datetime.now(UTC)
+    n_hot = round(n * HOT_FRACTION)
+    line_lon, line_lat = border.sample(rng, n - n_hot)
+    hot_lon, hot_lat = hot_spot_points(rng, n_hot)
+    order = rng.permutation(n)
+    lon = np.concatenate([line_lon, hot_lon])[order]
+    lat = np.concatenate([line_lat, hot_lat])[order]
+    # At least a minute old, so that no report is "in the future" whatever the server's clock.
+    age_s = rng.uniform(60.0, 365 * 86_400.0, n)
+    people = np.minimum(rng.geometric(0.35, n), 12)  # mostly 1-3, at most 12
+    kinds = rng.choice(len(KINDS), n, p=KIND_WEIGHTS)
+    directions = rng.choice(len(DIRECTIONS), n, p=DIRECTION_WEIGHTS)
+    accuracy = np.round(rng.lognormal(np.log(15.0), 1.0, n), 1)
+    has_accuracy = rng.uniform(size=n) < 0.9
+    devices = rng.integers(0, 5_000, n)
+    has_device = rng.uniform(size=n) < 0.7
+    note = rng.integers(0, len(NOTES), n)
+    has_note = rng.uniform(size=n) < 0.05
+    id_bytes = rng.bytes(16 * n)
+    bodies = []
+    for i in range(n):
+        observed = now - timedelta(seconds=float(age_s[i]))
+        bodies.append(
+            {
+                "id": str(uuid.UUID(bytes=id_bytes[16 * i : 16 * i + 16], version=4)),
+                "observed_at": observed.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                "location": {
+                    "type": "Point",
+                    "coordinates": [round(float(lon[i]), 6), round(float(lat[i]), 6)],
+                },
+                "people_count": int(people[i]),
+                "direction": DIRECTIONS[directions[i]],
+                "kind": KINDS[kinds[i]],
+                "accuracy_m": float(accuracy[i]) if has_accuracy[i] else None,
+                "notes": NOTES[note[i]] if has_note[i] else None,
+                "device_id": f"dev-{devices[i]:05d}" if has_device[i] else None,
+            }
+        )
+    return bodies
+
+
+# --- processes, cores and CPU time -----------------------------------------------------------
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """user + system CPU time of a whole process (all its threads), from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        raw = f.read()
+    fields = raw[raw.rindex(b")") + 2 :].split()  # the command name may hold spaces
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+
+
+def self_cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        if int(raw[raw.rindex(b")") + 2 :].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+# PostgreSQL's shared helper processes: they work for every database, ours included.
+_PG_HELPERS = ("checkpointer", "background writer", "walwriter", "autovacuum", "archiver")
+
+
+class PostgresCpu:
+    """CPU time of the PostgreSQL backends connected to one database, plus the cluster's shared
+    helpers (WAL writer, checkpointer, background writer).
+
+    Processes are told apart by the title PostgreSQL gives them (``postgres: 15/main: user db
+    host(port) state``). Backends that exit between two readings take their time with them; the
+    server's pooled connections and the benchmark's own live through a whole phase, so little is
+    lost. The helpers also work for other databases on this cluster, if anything else is busy.
+    """
+
+    def __init__(self, data_directory: str, database: str) -> None:
+        self.database = database
+        try:
+            self.postmaster: int | None = int(
+                Path(data_directory, "postmaster.pid").read_text().split()[0]
+            )
+        except (OSError, ValueError, IndexError):
+            self.postmaster = None  # not local or not readable: report nothing rather than guess
+
+    def _counts(self, pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                title = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            return False
+        words = title.split(": ", 2)[-1].split()
+        if len(words) >= 2 and words[1] == self.database:
+            return True
+        return any(title.split(": ", 2)[-1].startswith(h) for h in _PG_HELPERS)
+
+    def seconds(self) -> float | None:
+        if self.postmaster is None:
+            return None
+        total = 0.0
+        for pid in children_of(self.postmaster):
+            if self._counts(pid):
+                with contextlib.suppress(OSError):
+                    total += cpu_seconds(pid)
+        return total
+
+
+def pin_process(pid: int, cores: set[int]) -> None:
+    """Pin every existing thread of ``pid`` (sched_setaffinity on a pid moves one thread only)."""
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(int(task), cores)
+
+
+def core_plan() -> tuple[set[int] | None, set[int] | None, str]:
+    """(client cores, server cores, a note): the first two allowed cores, or no pinning."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        return None, None, f"not pinned: only {len(allowed)} core(s) available"
+    client, server = {allowed[0]}, {allowed[1]}
+    note = (
+        f"load generator pinned to core {allowed[0]}, server to core {allowed[1]}; PostgreSQL is "
+        "not pinned (it runs on either core, competing with both)"
+    )
+    return client, server, note
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def server_env(database_url: str, *, log_level: str, source: Path | None = None) -> dict[str, str]:
+    """The environment for a service process: ours without any CROSSINGS_* setting, plus the
+    database URL and log level, so that a developer's shell settings cannot skew a run. With
+    ``source``, the service package is imported from that directory (a copy of another checkout)
+    instead of the installed one."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CROSSINGS_")}
+    env["CROSSINGS_DATABASE_URL"] = database_url
+    env["CROSSINGS_LOG_LEVEL"] = log_level
+    if source is not None:
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(source), env.get("PYTHONPATH", "")) if p
+        )
+    return env
+
+
+def run_cli(args: Sequence[str], *, database_url: str, source: Path | None = None) -> None:
+    """Run ``crossings ARGS`` to completion; raise with its output when it fails."""
+    done = subprocess.run(
+        [str(CROSSINGS), *args],
+        env=server_env(database_url, log_level="warning", source=source),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"crossings {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
+
+
+@dataclass
+class Server:
+    """A running ``crossings serve`` process."""
+
+    process: subprocess.Popen[bytes]
+    base_url: str
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@contextlib.contextmanager
+def running_server(
+    database_url: str,
+    *,
+    log_path: Path,
+    cores: set[int] | None,
+    log_level: str = "warning",
+    source: Path | None = None,
+    ready_timeout_s: float = 60.0,
+) -> Iterator[Server]:
+    """Start ``crossings serve`` (one uvicorn worker) on a free port, pinned to ``cores`` from
+    before exec so every thread it starts inherits the pinning; wait for /readyz; stop it after."""
+    import httpx
+
+    port = free_port()
+    log = log_path.open("wb")
+    process = subprocess.Popen(
+        [str(CROSSINGS), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        env=server_env(database_url, log_level=log_level, source=source),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        # Its own session: a Ctrl-C in the terminal reaches us, and we stop it in order.
+        start_new_session=True,
+        preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None,
+    )
+    server = Server(process, f"http://127.0.0.1:{port}", log_path)
+    try:
+        deadline = time.monotonic() + ready_timeout_s
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"the server exited with {process.returncode}:\n{server.log_tail()}"
+                )
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{server.base_url}/readyz", timeout=2.0).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the server was not ready in {ready_timeout_s:g} s")
+            time.sleep(0.2)
+        yield server
+    finally:
+        stop_process(process)
+        log.close()
+
+
+def stop_process(process: subprocess.Popen[bytes], *, grace_s: float = 15.0) -> None:
+    """SIGTERM (uvicorn shuts down gracefully), then SIGKILL if it lingers."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        process.wait()
+
+
+@contextlib.contextmanager
+def fresh_postgis_database(admin_url: str = ADMIN_URL) -> Iterator[str]:
+    """A new, empty database ``crossings_bench_<random>`` with PostGIS; dropped afterwards, also
+    when the run fails or is interrupted. Yields its SQLAlchemy URL for the service."""
+    import psycopg
+
+    name = f"crossings_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')  # name is ours: hex only
+    try:
+        with psycopg.connect(_with_dbname(admin_url, name), autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION postgis")
+        yield _with_dbname(admin_url, name).replace("postgresql://", "postgresql+psycopg://", 1)
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _with_dbname(url: str, name: str) -> str:
+    return url.rsplit("/", 1)[0] + "/" + name
+
+
+def libpq_url(sqlalchemy_url: str) -> str:
+    return sqlalchemy_url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix: str) -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def handle_stop_signals() -> None:
+    """Turn SIGTERM into SystemExit and SIGINT into KeyboardInterrupt, so that ``finally`` blocks
+    (server stop, DROP DATABASE) run. SIGINT is set explicitly because a process started in the
+    background by a non-interactive shell inherits it ignored."""
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+# --- figures ---------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100), nearest-rank: a value that was actually observed."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), int(np.ceil(q / 100.0 * len(ordered)))))
+    return ordered[rank - 1]
+
+
+def latency_summary(seconds: Sequence[float]) -> dict[str, float]:
+    """p50, p99, mean and max of request latencies, in milliseconds."""
+    ms = [s * 1000.0 for s in seconds]
+    return {
+        "p50": round(percentile(ms, 50), 3),
+        "p99": round(percentile(ms, 99), 3),
+        "mean": round(statistics.fmean(ms), 3) if ms else float("nan"),
+        "max": round(max(ms), 3) if ms else float("nan"),
+    }
+
+
+def spread(values: Sequence[float], digits: int = 1) -> dict[str, float]:
+    """Median and range of per-round figures."""
+    return {
+        "median": round(statistics.median(values), digits),
+        "min": round(min(values), digits),
+        "max": round(max(values), digits),
+    }
+
+
+def per_item_us(seconds: float | None, items: int) -> float | None:
+    return None if seconds is None or items == 0 else round(seconds / items * 1e6, 1)
+
+
+def machine_facts(
+    *, client_cores: set[int] | None, server_cores: set[int] | None
+) -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "pinning": {
+            "load_generator": sorted(client_cores) if client_cores else None,
+            "server": sorted(server_cores) if server_cores else None,
+            "postgresql": None,
+        },
+        "loadavg_at_start": os.getloadavg(),
+        "python": sys.version.split()[0],
+    }
+
+
+def write_results(name: str, result: dict[str, Any]) -> Path:
+    """Print the result as one JSON object and write it to bench/results/<name>.json."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    text = json.dumps(result, indent=2, default=str)
+    path.write_text(text + "\n")
+    print(text)
+    return path
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """A plain aligned table: numbers right-aligned, text left-aligned."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    numeric = [all(_is_number(row[i]) for row in rows) for i in range(len(headers))]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(
+            v.rjust(w) if num else v.ljust(w)
+            for v, w, num in zip(values, widths, numeric, strict=True)
+        ).rstrip()
+
+    print(line(headers))
+    print(line(["-" * w for w in widths]))
+    for row in cells:
+        print(line(row))
+
+
+def _is_number(value: Any) -> bool:
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.2f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)

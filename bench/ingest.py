@@ -1,0 +1,574 @@
+"""Ingest throughput over real HTTP, against PostGIS and the embedded SQLite store, next to the raw
+limit of each database (PostgreSQL COPY; SQLite executemany) for the very same rows.
+
+Run from the repository root::
+
+    .venv/bin/python -m bench.ingest                      # full size, both stores (~2 minutes)
+    .venv/bin/python -m bench.ingest --quick --store postgis
+    .venv/bin/python -m bench.ingest --profile            # also py-spy the server (pip install py-spy)
+    .venv/bin/python -m bench.ingest --source /tmp/other  # serve another copy of service/
+
+For each store: a fresh database (PostGIS: ``crossings_bench_<random>``, migrated with ``crossings db
+upgrade``; SQLite: a file in a temporary directory, created by the server), a real ``crossings
+serve`` process with one uvicorn worker, and httpx over a socket. Phases, after a warm-up:
+
+1. ``batch``: ``--batch-reports`` through ``POST /v1/reports/batch`` in batches of ``--batch-size``,
+   one request at a time (``--batch-clients N`` sends N at once). After each of its rounds, a round
+   of the raw limit (``bench.raw_limits``) on the rows that round stored, read back exactly as the
+   service stored them: binary ``COPY`` into an empty copy of ``reports`` (PostGIS), or
+   ``executemany`` + the R*Tree insert into an empty file with the same schema (SQLite).
+   Interleaving lets drift of the machine hit both alike; the ratio is given overall and per pair
+   of rounds.
+2. ``single``: ``--single-reports`` through ``POST /v1/reports``, one client, one keep-alive
+   connection, one request at a time.
+3. ``single_xN``: as many again from ``--concurrency`` clients at once (0 skips it).
+
+Each phase runs in ``--rounds`` rounds; rates are reported overall and as the median and range of
+the rounds. The load generator (this process) is pinned to one core and the server to the other;
+PostgreSQL is not pinned. CPU time per report is read from /proc for the server process, for
+PostgreSQL (see ``bench.common.PostgresCpu``) and for this process. With ``--profile``, py-spy
+samples the server during phases 1 and 2 and the run ends with where its CPU went.
+
+Prints one JSON object, writes it to bench/results/<--output>.json, then prints the tables. The
+databases, the server and the temporary directory are removed at the end, also on failure and
+on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import psycopg
+
+from bench.common import (
+    ADMIN_URL,
+    RESULTS_DIR,
+    Border,
+    PostgresCpu,
+    Server,
+    core_plan,
+    fresh_postgis_database,
+    handle_stop_signals,
+    libpq_url,
+    machine_facts,
+    pin_process,
+    print_table,
+    report_bodies,
+    run_cli,
+    running_server,
+    scratch_dir,
+    spread,
+    write_results,
+)
+from bench.load import Phase, Probes, Sender, Sent, split
+from bench.pyspy import Profiler, Rule, breakdown
+from bench.raw_limits import PostgisCopy, RawLimit, SqliteExecutemany
+
+SEED = 20_240_611
+WARMUP_BATCHES = 5
+WARMUP_SINGLES = 200
+PG_SETTINGS = (
+    "fsync",
+    "synchronous_commit",
+    "shared_buffers",
+    "wal_level",
+    "max_wal_size",
+    "autovacuum",
+    "server_version",
+    "data_directory",
+)
+
+
+def batch_outcomes(sent: Sequence[Sent]) -> dict[str, int]:
+    """The per-item outcomes the batch responses report (created, duplicate, conflict, invalid)."""
+    totals: Counter[str] = Counter()
+    for s in sent:
+        if s.status == 200:
+            totals.update(orjson.loads(s.body)["summary"])
+    return dict(totals)
+
+
+# --- the HTTP phases -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Request bodies, encoded before any clock starts so the client does little while measured."""
+
+    warmup_batches: list[bytes]
+    warmup_ids: list[str]
+    warmup_singles: list[bytes]
+    warmup_concurrent: list[bytes]
+    batches: list[bytes]
+    batch_ids: list[list[str]]
+    singles: list[bytes]
+    concurrent: list[bytes]
+
+    @classmethod
+    def build(cls, args: argparse.Namespace, *, now: datetime) -> Workload:
+        size = args.batch_size
+        n_conc = args.single_reports if args.concurrency else 0
+        warm_batch, warm_single = WARMUP_BATCHES * size, WARMUP_SINGLES
+        warm_conc = WARMUP_SINGLES if args.concurrency else 0
+        counts = [warm_batch, warm_single, warm_conc, args.batch_reports, args.single_reports]
+        bodies = report_bodies(sum(counts) + n_conc, seed=args.seed, now=now, border=Border.load())
+        parts = []
+        for n in counts:
+            parts.append(bodies[:n])
+            bodies = bodies[n:]
+        w_batch, w_single, w_conc, batch, single = parts
+        chunks = [batch[i : i + size] for i in range(0, len(batch), size)]
+        return cls(
+            warmup_batches=[
+                orjson.dumps(w_batch[i : i + size]) for i in range(0, warm_batch, size)
+            ],
+            warmup_ids=[b["id"] for b in w_batch],
+            warmup_singles=[orjson.dumps(b) for b in w_single],
+            warmup_concurrent=[orjson.dumps(b) for b in w_conc],
+            batches=[orjson.dumps(c) for c in chunks],
+            batch_ids=[[b["id"] for b in c] for c in chunks],
+            singles=[orjson.dumps(b) for b in single],
+            concurrent=[orjson.dumps(b) for b in bodies],
+        )
+
+
+def run_http_phases(
+    base_url: str,
+    work: Workload,
+    probes: Probes,
+    *,
+    raw: RawLimit,
+    args: argparse.Namespace,
+    profile: Profiler,
+) -> dict[str, Any]:
+    """Warm up, then run the batch phase, each of its rounds followed by a round of the raw limit
+    on the rows it stored (so that drift of the machine hits both alike), then the single and
+    concurrent phases. Returns the phases' summaries."""
+    results: dict[str, Any] = {}
+    sender = Sender(base_url)
+    try:
+        warm = sender.send("/v1/reports/batch", work.warmup_batches, clients=args.batch_clients)
+        warm += sender.send("/v1/reports", work.warmup_singles)
+        if work.concurrent:
+            warm += sender.send("/v1/reports", work.warmup_concurrent, clients=args.concurrency)
+        if bad := [s for s in warm if s.status >= 300]:
+            raise RuntimeError(f"warm-up failed: {bad[0].status} {bad[0].body[:500]!r}")
+        raw.warm_up(work.warmup_ids)
+
+        batch = Phase("batch")
+        # py-spy --gil sees nothing of the idle server while the raw rounds run.
+        with profile.recording("batch"):
+            for requests in split(range(len(work.batches)), args.rounds):
+                bodies = [work.batches[i] for i in requests]
+                ids = [report_id for i in requests for report_id in work.batch_ids[i]]
+                with batch.round(probes, len(ids)):
+                    batch.sent += sender.send(
+                        "/v1/reports/batch", bodies, clients=args.batch_clients
+                    )
+                raw.round(ids)
+        results["batch"] = batch.summary() | {
+            "clients": args.batch_clients,
+            "outcomes": batch_outcomes(batch.sent),
+        }
+        results[raw.name] = raw.summary()
+        results[f"ratio_batch_to_{raw.name}"] = ratios(batch, raw.phase)
+
+        single = Phase("single")
+        with profile.recording("single"):
+            for bodies in split(work.singles, args.rounds):
+                with single.round(probes, len(bodies)):
+                    single.sent += sender.send("/v1/reports", bodies)
+        results["single"] = single.summary() | {"clients": 1}
+
+        if work.concurrent:
+            conc = Phase(f"single_x{args.concurrency}")
+            for bodies in split(work.concurrent, args.rounds):
+                with conc.round(probes, len(bodies)):
+                    conc.sent += sender.send("/v1/reports", bodies, clients=args.concurrency)
+            results[conc.name] = conc.summary() | {"clients": args.concurrency}
+    finally:
+        sender.close()
+    return results
+
+
+def ratios(batch: Phase, raw: Phase) -> dict[str, Any]:
+    """Batch ingest rate over the raw rate: overall, and per pair of adjacent rounds."""
+    pairs = [
+        (nb / sb) / (nr / sr)
+        for nb, sb, nr, sr in zip(
+            batch.items_per_round, batch.seconds_per_round,
+            raw.items_per_round, raw.seconds_per_round, strict=True,
+        )
+    ]  # fmt: skip
+    overall = (sum(batch.items_per_round) / sum(batch.seconds_per_round)) / (
+        sum(raw.items_per_round) / sum(raw.seconds_per_round)
+    )
+    return {"overall": round(overall, 3), "rounds": spread(pairs, digits=3)}
+
+
+# --- profiling -------------------------------------------------------------------------------
+
+# Where the server's CPU goes, by the first rule a sampled stack matches (see bench/pyspy.py).
+PROFILE_RULES: list[Rule] = [
+    ("store: pool pre-ping (SELECT 1 on every checkout)", ["do_ping"]),
+    ("store: psycopg dumping the array parameters", ["ListDumper"]),
+    ("store: content_hash (sha256)", ["content_hash", "add_reports (service/storage"]),
+    ("store: building column arrays / rows", ["_arrays (service/storage"]),
+    ("store: building column arrays / rows", ["report_row (service/storage"]),
+    ("store: psycopg (execute, commit, results)", ["(psycopg/"]),
+    ("store: SQLAlchemy (execute, transaction, pool)", ["(sqlalchemy/"]),
+    ("store: other (bookkeeping, sqlite3 calls)", ["(service/storage/"]),
+    ("snapping: snap_arrays (numpy, shapely, pyproj)", ["snap_arrays (service/domain"]),
+    ("snapping: SnapResult objects", ["snap (service/domain/snapping"]),
+    ("rules: SegmentIndex.countries, rebuilt per report", ["SegmentIndex.countries"]),
+    ("rules: check_report_rules", ["check_report_rules"]),
+    ("usecase: other (Report objects, outcomes)", ["submit_batch"]),
+    ("parse: pydantic model_validate", ["parse_report", "model_validate"]),
+    ("parse: position checks, ReportDraft", ["parse_report"]),
+    ("JSON: orjson.loads of the body", ["parse_json"]),
+    ("JSON: reading the body", ["read_json"]),
+    ("response: per-item dicts (batch_item, report_feature)", ["batch_item"]),
+    ("response: report_feature", ["report_feature"]),
+    ("response: Location via url_for", ["url_for"]),
+    ("response: orjson.dumps", ["render (service/api/responses"]),
+    ("FastAPI: dependencies (sync ones hop to the threadpool)", ["solve_dependencies"]),
+    ("threadpool hand-offs (anyio)", ["run_in_threadpool"]),
+    ("threadpool hand-offs (anyio)", ["WorkerThread._report_result"]),
+    ("threadpool hand-offs (anyio)", ["WorkerThread.run"]),
+    ("uvicorn: HTTP parsing and socket I/O in C (uvloop, httptools)", ["^Runner.run (asyncio"]),
+    ("uvicorn: HTTP protocol, Python side (headers, request cycle)", ["HttpToolsProtocol"]),
+    ("FastAPI: telemetry check per request (os.environ lookups)", ["NativeTelemetry"]),
+    ("framework: uvicorn, Starlette, FastAPI (middleware, routing)", ["run_asgi"]),
+]
+
+
+def profile_breakdowns(profile: Profiler, results: dict[str, Any], *, rate: int) -> dict[str, Any]:
+    out = {}
+    for phase, path in profile.files.items():
+        summary = results[phase]
+        cpu = summary["cpu_us_per_report"]["server"]
+        out[phase] = breakdown(
+            path, PROFILE_RULES, rate=rate, items=summary["reports"], cpu_us_per_item=cpu
+        )
+    return out
+
+
+# --- one store -------------------------------------------------------------------------------
+
+
+def run_postgis(
+    args: argparse.Namespace, work: Workload, *, server_cores: set[int] | None, scratch: Path
+) -> dict[str, Any]:
+    profile = Profiler(args.profile, RESULTS_DIR, f"{args.output}-postgis", rate=args.profile_rate)
+    with fresh_postgis_database(args.admin_url) as url:
+        run_cli(["db", "upgrade"], database_url=url, source=args.source)
+        with psycopg.connect(libpq_url(url)) as conn:
+            facts = _pg_settings(conn)
+            postgres = PostgresCpu(facts.pop("data_directory"), conn.info.dbname)
+            with running_server(
+                url, log_path=scratch / "server-postgis.log", cores=server_cores,
+                log_level=args.server_log_level, source=args.source,
+            ) as server:  # fmt: skip
+                profile.pid = server.pid
+                raw = PostgisCopy(conn, Probes(None, postgres))
+                results = _run_against(
+                    server, work, Probes(server.pid, postgres), raw, args, profile
+                )
+        results["database"] = {"url": url.rsplit("@", 1)[-1], "settings": facts}
+    if profile.files:
+        results["profiles"] = profile_breakdowns(profile, results, rate=args.profile_rate)
+    return results
+
+
+def run_sqlite(
+    args: argparse.Namespace, work: Workload, *, server_cores: set[int] | None, scratch: Path
+) -> dict[str, Any]:
+    profile = Profiler(args.profile, RESULTS_DIR, f"{args.output}-sqlite", rate=args.profile_rate)
+    db_path = scratch / "bench.db"
+    with running_server(
+        f"sqlite:///{db_path}", log_path=scratch / "server-sqlite.log", cores=server_cores,
+        log_level=args.server_log_level, source=args.source,
+    ) as server:  # fmt: skip
+        profile.pid = server.pid
+        raw = SqliteExecutemany(db_path, scratch / "executemany.db", Probes(None, None))
+        try:
+            results = _run_against(server, work, Probes(server.pid, None), raw, args, profile)
+        finally:
+            raw.close()
+    results["database"] = {"url": "sqlite:///<tmp>/bench.db", "sqlite": sqlite3.sqlite_version}
+    if profile.files:
+        results["profiles"] = profile_breakdowns(profile, results, rate=args.profile_rate)
+    return results
+
+
+def _run_against(
+    server: Server,
+    work: Workload,
+    probes: Probes,
+    raw: RawLimit,
+    args: argparse.Namespace,
+    profile: Profiler,
+) -> dict[str, Any]:
+    try:
+        results = run_http_phases(
+            server.base_url, work, probes, raw=raw, args=args, profile=profile
+        )
+    except Exception:
+        print(server.log_tail(), file=sys.stderr)
+        raise
+    results["server_log"] = _last_lines(server.log_tail(200))
+    return results
+
+
+def _pg_settings(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+    rows = conn.execute(
+        "SELECT name, setting || coalesce(unit, '') FROM pg_settings WHERE name = ANY(%s)",
+        [list(PG_SETTINGS)],
+    ).fetchall()
+    conn.commit()
+    return dict(rows)
+
+
+def _last_lines(tail: str) -> list[str]:
+    """The end of the server's log, without INFO lines (the CLI logs alembic's at INFO whatever
+    the level): at the default level, only warnings and errors."""
+    return [line for line in tail.splitlines() if line.strip() and not line.startswith("INFO")][
+        -20:
+    ]
+
+
+# --- output ----------------------------------------------------------------------------------
+
+
+def table(result: dict[str, Any]) -> None:
+    headers = [
+        "store", "phase", "clients", "reports", "reports/s", "round median", "round range",
+        "p50 ms", "p99 ms", "server us/rep", "pg us/rep", "client us/rep", "non-2xx",
+    ]  # fmt: skip
+    rows = []
+    for store, phases in result["stores"].items():
+        for name, phase in _phases(phases):
+            unit = "reports" if "reports" in phase else "rows"
+            rounds = phase[f"round_{unit}_per_s"]
+            latency = phase.get("latency_ms", {})
+            cpu = phase["cpu_us_per_report"]
+            rows.append(
+                [
+                    store, name, phase.get("clients"), phase[unit], phase[f"{unit}_per_s"],
+                    rounds["median"], f"{rounds['min']:,.0f}-{rounds['max']:,.0f}",
+                    latency.get("p50"), latency.get("p99"), cpu["server"], cpu["postgres"],
+                    cpu["client"], phase.get("non_2xx"),
+                ]
+            )  # fmt: skip
+    print()
+    print_table(headers, rows)
+    for store, phases in result["stores"].items():
+        for key in ("ratio_batch_to_copy", "ratio_batch_to_executemany"):
+            if key in phases:
+                r = phases[key]
+                print(
+                    f"{store}: {key.replace('_', ' ')} = {r['overall']:.1%} overall; per round "
+                    f"median {r['rounds']['median']:.1%} ({r['rounds']['min']:.1%}-"
+                    f"{r['rounds']['max']:.1%})"
+                )
+    if len(result["stores"]) > 1:
+        side_by_side(result["stores"])
+    for store, phases in result["stores"].items():
+        for phase, prof in phases.get("profiles", {}).items():
+            profile_table(f"{store} {phase}", prof)
+    for note in result["notes"]:
+        print(f"note: {note}")
+
+
+def _phases(phases: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (name, p)
+        for name, p in phases.items()
+        if isinstance(p, dict) and ("reports" in p or "rows" in p)
+    ]
+
+
+def side_by_side(stores: dict[str, Any]) -> None:
+    names = list(stores)
+    phases = [n for n, _ in _phases(stores[names[0]]) if all(n in stores[s] for s in names)]
+    headers = ["phase"] + [f"{s} {what}" for s in names for what in ("/s", "p50 ms", "p99 ms")]
+    rows = []
+    for phase in phases:
+        row: list[Any] = [phase]
+        for s in names:
+            p = stores[s][phase]
+            row += [p["reports_per_s"], p["latency_ms"]["p50"], p["latency_ms"]["p99"]]
+        rows.append(row)
+    print()
+    print_table(headers, rows)
+
+
+def profile_table(title: str, prof: dict[str, Any]) -> None:
+    print(
+        f"\n{title}: server CPU by py-spy --gil samples, {prof['sampled_us_per_item']} us/report "
+        f"sampled of {prof['measured_us_per_item']} measured"
+    )
+    print_table(
+        ["category", "share", "us/report"],
+        [[c["category"], f"{c['share']:.1%}", c["us_per_item"]] for c in prof["categories"]],
+    )
+
+
+def service_facts(source: Path | None) -> dict[str, Any]:
+    """Which service code ran: a --source copy, or this checkout at its HEAD (dirty or not)."""
+    if source is not None:
+        return {"source": str(source)}
+    repo = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", "--no-optional-locks", "-C", str(repo), *args],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        return done.stdout.strip()
+
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", "service", "alembic")
+    return {"source": str(repo), "git_head": git("rev-parse", "HEAD"), "dirty": bool(changed)}
+
+
+def describe_run(
+    args: argparse.Namespace,
+    work: Workload,
+    *,
+    now: datetime,
+    notes: list[str],
+    client_cores: set[int] | None,
+    server_cores: set[int] | None,
+) -> dict[str, Any]:
+    """The result's header: parameters, data, which service code ran, the machine."""
+    params = (
+        "store", "batch_reports", "single_reports", "batch_size", "batch_clients", "concurrency",
+        "rounds", "seed", "quick", "profile",
+    )  # fmt: skip
+    return {
+        "benchmark": "ingest",
+        "started_at": now.isoformat(),
+        "params": {k: getattr(args, k) for k in params},
+        "data": {
+            "near": "CA-US border (data/border_segments.geojson), uniform by length, exponential "
+            "offset mean 1.5 km; 40% within 2 km of 5 hot spots; observed over the past year",
+            "warmup": {
+                "batches": WARMUP_BATCHES,
+                "singles": WARMUP_SINGLES,
+                "concurrent_singles": WARMUP_SINGLES if args.concurrency else 0,
+            },
+            "batch_body_bytes_mean": _mean_len(work.batches),
+            "single_body_bytes_mean": _mean_len(work.singles),
+        },
+        "service": service_facts(args.source),
+        "machine": machine_facts(client_cores=client_cores, server_cores=server_cores),
+        "stores": {},
+        "notes": notes,
+    }
+
+
+def _mean_len(bodies: Sequence[bytes]) -> float | None:
+    return round(float(np.mean([len(b) for b in bodies])), 1) if bodies else None
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.ingest", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--store", choices=("postgis", "sqlite", "both"), default="both")
+    parser.add_argument("--batch-reports", type=int, default=100_000)
+    parser.add_argument("--single-reports", type=int, default=5_000)
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=8,
+        help="clients in the concurrent single phase (0: skip)",
+    )
+    parser.add_argument(
+        "--batch-clients", type=int, default=1,
+        help="concurrent clients in the batch phase (default 1: one request at a time)",
+    )  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="10,000 batch / 500 single reports")
+    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--admin-url", default=ADMIN_URL, help="libpq URL that may CREATE DATABASE")
+    parser.add_argument("--server-log-level", default="warning")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
+    parser.add_argument(
+        "--profile", action="store_true",
+        help="py-spy the server during the batch and single phases (pip install py-spy); "
+        "writes bench/results/ingest-<store>-<phase>.collapsed; figures are then not comparable",
+    )  # fmt: skip
+    parser.add_argument("--profile-rate", type=int, default=200)
+    parser.add_argument(
+        "--source", type=Path,
+        help="run the server from the service package in this directory (e.g. a copy of another "
+        "checkout) instead of the installed one",
+    )  # fmt: skip
+    parser.add_argument("--output", default="ingest", help="name of the JSON in bench/results")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.batch_reports, args.single_reports = 10_000, 500
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    handle_stop_signals()
+    client_cores, server_cores, pin_note = (None, None, "not pinned (--no-pin)")
+    if not args.no_pin:
+        client_cores, server_cores, pin_note = core_plan()
+    if client_cores:
+        pin_process(os.getpid(), client_cores)
+    now = datetime.now(UTC)
+    started = time.perf_counter()
+    work = Workload.build(args, now=now)
+    stores = ("postgis", "sqlite") if args.store == "both" else (args.store,)
+    notes = [
+        pin_note,
+        "CPU us/rep: CPU time per report of the server process (all threads), of PostgreSQL "
+        "(the backends on the benchmark's database plus the WAL writer, checkpointer and "
+        "background writer, which also serve any other database in use), and of this load "
+        "generator; read from /proc in 10 ms ticks",
+        f"load average at start {os.getloadavg()[0]:.2f} (other work on the machine skews figures)",
+        f"server log level {args.server_log_level}"
+        + (" (uvicorn's access log is off)" if args.server_log_level != "info" else ""),
+    ]
+    if args.profile:
+        notes.append("PROFILED RUN: py-spy slows the server; do not compare these rates")
+    result = describe_run(
+        args, work, now=now, notes=notes, client_cores=client_cores, server_cores=server_cores
+    )
+    print(f"generated the workload in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    with scratch_dir("crossings_bench_") as scratch:
+        for store in stores:
+            print(f"running {store} ...", file=sys.stderr)
+            run = run_postgis if store == "postgis" else run_sqlite
+            result["stores"][store] = run(args, work, server_cores=server_cores, scratch=scratch)
+    path = write_results(args.output, result)
+    table(result)
+    print(
+        f"\nwritten to {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""Measuring load in rounds: CPU clocks of each process, wall time, and every HTTP request.
+
+A benchmark encodes its request bodies first, then sends them in rounds through a ``Sender`` (one
+keep-alive connection, or N concurrent clients) inside ``Phase.round``; ``Phase.summary`` gives the
+rate overall and per round (median and range), latency percentiles and CPU per item.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import numpy as np
+
+from bench.common import (
+    PostgresCpu,
+    cpu_seconds,
+    latency_summary,
+    per_item_us,
+    self_cpu_seconds,
+    spread,
+)
+
+JSON_HEADERS = {"content-type": "application/json"}
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """One request: its status, latency and response body."""
+
+    status: int
+    seconds: float
+    body: bytes
+
+
+class Probes:
+    """CPU clocks read at the start and end of every round."""
+
+    def __init__(self, server_pid: int | None, postgres: PostgresCpu | None) -> None:
+        self.server_pid = server_pid
+        self.postgres = postgres
+
+    def read(self) -> dict[str, float | None]:
+        return {
+            "server": None if self.server_pid is None else cpu_seconds(self.server_pid),
+            "postgres": None if self.postgres is None else self.postgres.seconds(),
+            "client": self_cpu_seconds(),
+        }
+
+
+@dataclass
+class Phase:
+    """Rounds of one phase: wall time, items, CPU used by each process, and every request."""
+
+    name: str
+    items_per_round: list[int] = field(default_factory=list)
+    seconds_per_round: list[float] = field(default_factory=list)
+    cpu: dict[str, float] = field(default_factory=dict)  # only processes that could be read
+    sent: list[Sent] = field(default_factory=list)
+
+    @contextlib.contextmanager
+    def round(self, probes: Probes, items: int) -> Iterator[None]:
+        before = probes.read()
+        start = time.perf_counter()
+        yield
+        elapsed = time.perf_counter() - start
+        after = probes.read()
+        self.items_per_round.append(items)
+        self.seconds_per_round.append(elapsed)
+        for who, value in after.items():
+            earlier = before[who]
+            if value is not None and earlier is not None:
+                self.cpu[who] = self.cpu.get(who, 0.0) + value - earlier
+
+    def summary(self, *, unit: str = "reports") -> dict[str, Any]:
+        items = sum(self.items_per_round)
+        seconds = sum(self.seconds_per_round)
+        rates = [n / s for n, s in zip(self.items_per_round, self.seconds_per_round, strict=True)]
+        out: dict[str, Any] = {
+            unit: items,
+            "loadavg_1m_at_end": round(os.getloadavg()[0], 2),
+            "seconds": round(seconds, 3),
+            f"{unit}_per_s": round(items / seconds, 1),
+            "rounds": len(rates),
+            f"round_{unit}_per_s": spread(rates),
+            "cpu_us_per_report": {
+                who: per_item_us(self.cpu.get(who), items)
+                for who in ("server", "postgres", "client")
+            },
+        }
+        if self.sent:
+            statuses = Counter(s.status for s in self.sent)
+            out["requests"] = len(self.sent)
+            out["latency_ms"] = latency_summary([s.seconds for s in self.sent])
+            out["statuses"] = {str(k): v for k, v in sorted(statuses.items())}
+            bad = [s for s in self.sent if s.status >= 300]
+            out["non_2xx"] = len(bad)
+            out["error_samples"] = [
+                {"status": s.status, "body": s.body[:500].decode("utf-8", "replace")}
+                for s in bad[:3]
+            ]
+        return out
+
+
+def split(items: Sequence[Any], parts: int) -> list[list[Any]]:
+    """``items`` in ``parts`` contiguous, nearly equal runs (no empty ones)."""
+    bounds = np.linspace(0, len(items), min(parts, len(items)) + 1).round().astype(int)
+    return [list(items[a:b]) for a, b in itertools.pairwise(bounds) if b > a]
+
+
+def post_each(client: httpx.Client, path: str, bodies: Sequence[bytes]) -> list[Sent]:
+    """POST each body in turn on one keep-alive connection."""
+    sent = []
+    for body in bodies:
+        start = time.perf_counter()
+        response = client.post(path, content=body, headers=JSON_HEADERS)
+        sent.append(Sent(response.status_code, time.perf_counter() - start, response.content))
+    return sent
+
+
+async def post_concurrently(
+    client: httpx.AsyncClient, path: str, bodies: Sequence[bytes], *, clients: int
+) -> list[Sent]:
+    """POST every body from ``clients`` concurrent senders, each taking the next body when free."""
+    pending = iter(bodies)
+    sent: list[Sent] = []
+
+    async def sender() -> None:
+        for body in pending:
+            start = time.perf_counter()
+            response = await client.post(path, content=body, headers=JSON_HEADERS)
+            sent.append(Sent(response.status_code, time.perf_counter() - start, response.content))
+
+    await asyncio.gather(*(sender() for _ in range(clients)))
+    return sent
+
+
+class Sender:
+    """POSTs pre-encoded bodies: from one client on one keep-alive connection, or from N
+    concurrent clients (asyncio, N connections opened before any clock starts)."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.client = httpx.Client(base_url=base_url, timeout=120.0)
+        self.runner = asyncio.Runner()
+        self.aclients: dict[int, httpx.AsyncClient] = {}
+
+    def send(self, path: str, bodies: Sequence[bytes], *, clients: int = 1) -> list[Sent]:
+        if clients <= 1:
+            return post_each(self.client, path, bodies)
+        aclient = self.aclients.get(clients)
+        if aclient is None:
+            aclient = self.aclients[clients] = self.runner.run(self._open(clients))
+        return self.runner.run(post_concurrently(aclient, path, bodies, clients=clients))
+
+    async def _open(self, clients: int) -> httpx.AsyncClient:
+        aclient = httpx.AsyncClient(
+            base_url=self.base_url, timeout=120.0, limits=httpx.Limits(max_connections=clients)
+        )
+        await asyncio.gather(*(aclient.get("/healthz") for _ in range(clients)))
+        return aclient
+
+    def close(self) -> None:
+        for aclient in self.aclients.values():
+            self.runner.run(aclient.aclose())
+        self.runner.close()
+        self.client.close()

@@ -1,0 +1,203 @@
+"""The database's own fastest way to store the rows the service stored: the raw limit an ingest
+path is compared with. A round at a time, so that a benchmark can interleave raw rounds with its
+own and let drift of the machine hit both alike.
+
+- PostGIS: binary ``COPY`` into ``reports_copy`` (``LIKE reports INCLUDING ALL``).
+- SQLite: ``executemany`` plus the R*Tree insert the store makes, into an empty file with the
+  server file's own schema.
+
+The rows are read back from the service's database exactly as it stored them (geometry and snap
+columns included), outside the clock.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+import psycopg
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
+
+from bench.load import Phase, Probes
+
+# The columns of `reports`, as the service stores them (alembic/versions/0001_initial.py).
+PG_COLUMNS = (
+    "id, observed_at, received_at, geom, people_count, kind, direction, accuracy_m, notes, "
+    "device_id, content_hash, snap_status, segment_id, snap_distance_m, snap_geom, chainage_km, side"
+)
+
+
+# Binary COPY types of PG_COLUMNS. char(2) travels as text (bpchar's binary form is its text);
+# geometry as EWKB, for which psycopg has no dumper: _register_ewkb_dumper makes one.
+_COPY_TYPES = (
+    "uuid", "timestamptz", "timestamptz", "geometry", "int4", "text", "text", "float8", "text",
+    "text", "bytea", "text", "text", "float8", "geometry", "float8", "text",
+)  # fmt: skip
+
+
+class _Ewkb(bytes):
+    """Geometry as EWKB bytes, to be dumped with the geometry type's oid."""
+
+
+def _register_ewkb_dumper(conn: psycopg.Connection[Any]) -> int:
+    (oid,) = conn.execute("SELECT 'geometry'::regtype::oid").fetchone()  # type: ignore[misc]
+
+    class EwkbDumper(Dumper):
+        format = Format.BINARY
+
+        def dump(self, obj: Any) -> bytes:
+            return bytes(obj)
+
+    EwkbDumper.oid = int(oid)
+    conn.adapters.register_dumper(_Ewkb, EwkbDumper)
+    return int(oid)
+
+
+class RawLimit(Protocol):
+    """The database's own fastest way to store rows the service stored, a round at a time."""
+
+    name: str
+    phase: Phase
+
+    def warm_up(self, ids: Sequence[str]) -> None: ...
+
+    def round(self, ids: Sequence[str]) -> None: ...
+
+    def summary(self) -> dict[str, Any]: ...
+
+
+class PostgisCopy:
+    """Binary COPY, psycopg ``write_row``, one COPY and commit per round, into ``reports_copy``
+    (``LIKE reports INCLUDING ALL``: the same columns, indexes and constraints), of the rows read
+    back from ``reports`` exactly as the service stored them (outside the clock)."""
+
+    name = "copy"
+
+    def __init__(self, conn: psycopg.Connection[Any], probes: Probes) -> None:
+        self.conn = conn
+        self.probes = probes
+        self.phase = Phase(self.name)
+        geometry = _register_ewkb_dumper(conn)
+        self.types = [geometry if t == "geometry" else t for t in _COPY_TYPES]
+        self.select = PG_COLUMNS.replace(" geom,", " ST_AsEWKB(geom),").replace(
+            "snap_geom,", "ST_AsEWKB(snap_geom),"
+        )
+        conn.execute("CREATE TABLE reports_copy (LIKE reports INCLUDING ALL)")
+        conn.commit()
+        self.missing = 0
+
+    def _rows(self, ids: Sequence[str]) -> list[tuple[Any, ...]]:
+        found = {
+            str(row[0]): tuple(
+                _Ewkb(v) if t == "geometry" and v is not None else v
+                for v, t in zip(row, _COPY_TYPES, strict=True)
+            )
+            for row in self.conn.execute(
+                f"SELECT {self.select} FROM reports WHERE id = ANY(%s::uuid[])", [list(ids)]
+            )
+        }
+        self.conn.commit()
+        self.missing += len(ids) - len(found)
+        return [found[i] for i in ids if i in found]  # in the order the service got them
+
+    def _copy(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        sql = f"COPY reports_copy ({PG_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+        with self.conn.cursor() as cur, cur.copy(sql) as copy:
+            copy.set_types(self.types)
+            for row in rows:
+                copy.write_row(row)
+        self.conn.commit()
+
+    def warm_up(self, ids: Sequence[str]) -> None:
+        self._copy(self._rows(ids))
+
+    def round(self, ids: Sequence[str]) -> None:
+        rows = self._rows(ids)
+        with self.phase.round(self.probes, len(rows)):
+            self._copy(rows)
+
+    def summary(self) -> dict[str, Any]:
+        (copied,) = self.conn.execute("SELECT count(*) FROM reports_copy").fetchone()  # type: ignore[misc]
+        (same,) = self.conn.execute(  # type: ignore[misc]
+            "SELECT count(*) FROM reports r JOIN reports_copy c USING (id)"
+            " WHERE ST_Equals(r.geom, c.geom) AND r.content_hash = c.content_hash"
+            " AND r.observed_at = c.observed_at"
+            " AND r.snap_geom IS NOT DISTINCT FROM c.snap_geom"
+        ).fetchone()
+        self.conn.commit()
+        return self.phase.summary(unit="rows") | {
+            "method": "COPY ... FROM STDIN (FORMAT BINARY), psycopg write_row, "
+            "one COPY and commit per round (warm-up rows included)",
+            "rows_in_table": copied,
+            "rows_equal_to_service": same,
+            "rows_missing_from_service": self.missing,
+        }
+
+
+class SqliteExecutemany:
+    """``executemany`` + the R*Tree ``INSERT ... SELECT`` the store makes, one transaction per
+    round, into an empty file with the server file's own schema, of the rows read back from the
+    server's file exactly as stored (outside the clock)."""
+
+    name = "executemany"
+
+    def __init__(self, source: Path, target: Path, probes: Probes) -> None:
+        self.probes = probes
+        self.phase = Phase(self.name)
+        self.source = sqlite3.connect(source)
+        schema = self.source.execute(
+            "SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY rowid"
+        ).fetchall()
+        self.columns = [
+            r[1] for r in self.source.execute("PRAGMA table_info(reports)") if r[1] != "row_no"
+        ]
+        virtual = [n for n, sql in schema if sql.upper().startswith("CREATE VIRTUAL TABLE")]
+        self.target = sqlite3.connect(target, isolation_level=None)
+        self.target.execute("PRAGMA journal_mode = WAL")
+        self.target.execute("PRAGMA synchronous = NORMAL")  # as the store sets it
+        for name, sql in schema:
+            if not any(name.startswith(f"{v}_") for v in virtual):  # R*Tree shadow tables
+                self.target.execute(sql)
+        names = ", ".join(self.columns)  # from the file's own schema, not from input
+        self.select = f"SELECT {names} FROM reports WHERE id IN (SELECT value FROM json_each(?))"
+        self.insert = f"INSERT INTO reports ({names}) VALUES ({', '.join('?' * len(self.columns))})"
+
+    def _rows(self, ids: Sequence[str]) -> list[tuple[Any, ...]]:
+        id_at = self.columns.index("id")
+        found = {r[id_at]: r for r in self.source.execute(self.select, (orjson.dumps(ids),))}
+        return [found[i] for i in ids if i in found]
+
+    def _insert(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        self.target.execute("BEGIN IMMEDIATE")
+        (last,) = self.target.execute("SELECT coalesce(max(row_no), 0) FROM reports").fetchone()
+        self.target.executemany(self.insert, rows)
+        self.target.execute(
+            "INSERT INTO reports_rtree (row_no, min_lon, max_lon, min_lat, max_lat)"
+            " SELECT row_no, lon, lon, lat, lat FROM reports WHERE row_no > ?",
+            (last,),
+        )
+        self.target.execute("COMMIT")
+
+    def warm_up(self, ids: Sequence[str]) -> None:
+        self._insert(self._rows(ids))
+
+    def round(self, ids: Sequence[str]) -> None:
+        rows = self._rows(ids)
+        with self.phase.round(self.probes, len(rows)):
+            self._insert(rows)
+
+    def summary(self) -> dict[str, Any]:
+        (copied,) = self.target.execute("SELECT count(*) FROM reports").fetchone()
+        return self.phase.summary(unit="rows") | {
+            "method": "sqlite3 executemany + R*Tree INSERT ... SELECT, one transaction per round "
+            "(warm-up rows included)",
+            "rows_in_table": copied,
+        }
+
+    def close(self) -> None:
+        self.source.close()
+        self.target.close()
