@@ -8,8 +8,9 @@ import numpy as np
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from service.domain.candidate_grid import GRID_REACH_M
 from service.domain.reports import SnapStatus
-from service.domain.segments import GRID_REACH_M, SegmentIndex
+from service.domain.segments import SegmentIndex
 from service.domain.snapping import SnapArrays, snap, snap_arrays
 
 from . import bundled
