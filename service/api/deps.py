@@ -1,4 +1,7 @@
-"""Dependencies every route takes, as Annotated aliases."""
+"""Dependencies every route takes, as Annotated aliases.
+
+They are async because they do no I/O: a plain def would cost a threadpool hop each.
+"""
 
 from __future__ import annotations
 
@@ -21,22 +24,22 @@ class Caller:
     key_id: str | None = None
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_store(request: Request) -> Store:
+async def get_store(request: Request) -> Store:
     store: Store = request.app.state.store
     return store
 
 
-def get_index(request: Request) -> SegmentIndex:
+async def get_index(request: Request) -> SegmentIndex:
     index: SegmentIndex = request.app.state.index
     return index
 
 
-def get_caller(request: Request) -> Caller:
+async def get_caller(request: Request) -> Caller:
     caller = Caller()
     request.state.caller = caller
     return caller

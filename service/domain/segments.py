@@ -172,6 +172,7 @@ class SegmentIndex:
             np.stack([self.ax, self.ay, self.bx, self.by], axis=1).reshape(-1, 2, 2)
         )
         self.tree = shapely.STRtree(edges)
+        self._countries = frozenset(self.left_a2) | frozenset(self.right_a2)
         from service.domain.candidate_grid import CandidateGrid  # builds from this index
 
         self.grid = CandidateGrid.build(self)
@@ -182,7 +183,7 @@ class SegmentIndex:
     @property
     def countries(self) -> frozenset[str]:
         """The alpha-2 codes of every country on either side of any segment."""
-        return frozenset(self.left_a2) | frozenset(self.right_a2)
+        return self._countries
 
     def plane_foot(
         self, lon: FloatArray, lat: FloatArray, *, kx: FloatArray, ky: FloatArray, edge: IntArray

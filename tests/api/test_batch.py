@@ -65,3 +65,20 @@ async def test_batch_that_is_not_a_list_is_400(client: httpx.AsyncClient) -> Non
 async def test_batch_of_a_thousand_is_accepted(client: httpx.AsyncClient) -> None:
     response = await client.post("/v1/reports/batch", json=[report_body() for _ in range(1000)])
     assert response.json()["summary"]["created"] == 1000
+
+
+async def test_batch_items_carry_id_and_snap_but_not_the_report_unless_asked(
+    client: httpx.AsyncClient,
+) -> None:
+    body = report_body()
+    plain = (await client.post("/v1/reports/batch", json=[body])).json()["results"][0]
+    assert plain == {
+        "index": 0, "status": "created", "id": body["id"],
+        "snap_status": "snapped", "segment_id": "CA-US-0208",
+    }  # fmt: skip
+    asked = await client.post(
+        "/v1/reports/batch", json=[body], headers={"Prefer": "return=representation"}
+    )
+    item = asked.json()["results"][0]
+    assert item["status"] == "duplicate"
+    assert item["report"] == (await client.get(f"/v1/reports/{body['id']}")).json()

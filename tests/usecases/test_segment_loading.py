@@ -21,7 +21,11 @@ BUNDLED = Path(__file__).resolve().parents[2] / "data" / "border_segments.geojso
 def _cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CROSSINGS_DATABASE_URL": url}
     return subprocess.run(
-        [sys.executable, "-m", "service.cli", *args], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "service.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

@@ -27,7 +27,11 @@ from tests.factories import report_body
 def _cli(url: str, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     env = {**os.environ, "CROSSINGS_DATABASE_URL": url}
     return subprocess.run(
-        [sys.executable, "-m", "service.cli", *args], env=env, capture_output=True, input=stdin, timeout=300
+        [sys.executable, "-m", "service.cli", *args],
+        env=env,
+        capture_output=True,
+        input=stdin,
+        timeout=300,
     )
 
 
@@ -62,7 +66,9 @@ def other_url(store_url: str, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'other.db'}"
 
 
-def test_reports_move_to_the_other_store_exactly_once(fresh_url: str, other_url: str, tmp_path: Path) -> None:
+def test_reports_move_to_the_other_store_exactly_once(
+    fresh_url: str, other_url: str, tmp_path: Path
+) -> None:
     source = _store_reports(fresh_url, 2_500)  # more than one export page and import batch
     dump = tmp_path / "reports.ndjson"
     assert _cli(fresh_url, "export", "-o", str(dump)).returncode == 0

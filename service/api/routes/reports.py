@@ -49,7 +49,7 @@ async def create_report(
     (outcome,) = await run_in_threadpool(submit_batch, store, index, [item], settings=settings)
     report = raise_for_outcome(outcome, is_feature=_is_feature(body))
     created = outcome.result.outcome is IngestOutcome.CREATED
-    location = str(request.url_for("read_report", report_id=str(report.id)))
+    location = f"{request.base_url}v1/reports/{report.id}"
     return GeoJSONResponse(
         report_feature(report),
         status_code=201 if created else 200,
@@ -66,7 +66,8 @@ async def create_reports(
 ) -> Response:
     """Submit up to `CROSSINGS_BATCH_MAX_ITEMS` reports as a JSON array or a FeatureCollection.
     Each item is answered in request order as `created`, `duplicate`, `conflict` or `invalid`
-    (with its problem); valid items are stored even when others are not."""
+    (with its problem), with its `id`, `snap_status` and `segment_id`; valid items are stored even
+    when others are not. Send `Prefer: return=representation` to get each stored report too."""
     body = await read_json(request, max_bytes=settings.batch_max_body_bytes)
     items = (
         body.get("features")
@@ -79,8 +80,10 @@ async def create_reports(
         raise BodyTooLarge(f"{len(items)} items; a batch holds at most {settings.batch_max_items}")
     parsed = [parse_report(item) for item in items]
     outcomes = await run_in_threadpool(submit_batch, store, index, parsed, settings=settings)
+    with_report = "return=representation" in request.headers.get("prefer", "")
     results = [
-        batch_item(o, position=i, is_feature=_is_feature(items[i])) for i, o in enumerate(outcomes)
+        batch_item(o, position=i, is_feature=_is_feature(items[i]), with_report=with_report)
+        for i, o in enumerate(outcomes)
     ]
     summary = {s.value: 0 for s in IngestOutcome}
     for r in results:

@@ -196,16 +196,22 @@ def raise_for_outcome(outcome: ItemOutcome, *, is_feature: bool) -> Report:
     return outcome.result.report
 
 
-def batch_item(outcome: ItemOutcome, *, position: int, is_feature: bool) -> dict[str, Any]:
-    """One entry of a batch response: status, id, and the report or the problem."""
+def batch_item(
+    outcome: ItemOutcome, *, position: int, is_feature: bool, with_report: bool
+) -> dict[str, Any]:
+    """One entry of a batch response: index, status, id and snap, the problem if any, and the
+    whole stored report only when asked (it more than doubles the response)."""
     item: dict[str, Any] = {"index": position, "status": outcome.result.outcome.value}
-    if outcome.result.report is not None:
-        item["id"] = str(outcome.result.report.id)
+    report = outcome.result.report
+    if report is not None:
+        item["id"] = str(report.id)
+        item["snap_status"] = report.snap.status.value
+        item["segment_id"] = report.snap.segment_id
     if outcome.problem is not None:
         errors = _wire_errors(outcome.problem, is_feature=is_feature)
         item["problem"] = problem_body(outcome.problem.kind, outcome.problem.detail, errors=errors)
-    elif outcome.result.report is not None:
-        item["report"] = report_feature(outcome.result.report)
+    elif with_report and report is not None:
+        item["report"] = report_feature(report)
     return item
 
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 from uuid import UUID
 
@@ -19,7 +18,7 @@ from service.storage.postgis import reports, segments
 T = TypeVar("T")
 
 # Faults of the database or the network to it, not of the request: the client should retry.
-_UNAVAILABLE = (exc.OperationalError, exc.InterfaceError, exc.TimeoutError)
+_UNAVAILABLE = (exc.OperationalError, exc.InterfaceError)
 
 
 def make_engine(settings: Settings) -> Engine:
@@ -34,7 +33,6 @@ def make_engine(settings: Settings) -> Engine:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
         pool_timeout=10,
-        pool_pre_ping=True,  # a connection that died while the database was away is replaced
         connect_args={"connect_timeout": 5, "options": " ".join(options)},
     )
 
@@ -47,21 +45,27 @@ class PostgisStore:
     def open(cls, settings: Settings) -> PostgisStore:
         return cls(make_engine(settings))
 
-    @contextmanager
-    def _tx(self) -> Iterator[Connection]:
-        try:
-            with self.engine.begin() as conn:
-                yield conn
-        except _UNAVAILABLE as error:
-            raise StoreUnavailable("the database is not reachable") from error
-        except exc.DBAPIError as error:
-            if error.connection_invalidated:
-                raise StoreUnavailable("the database connection was lost") from error
-            raise
-
     def _run(self, work: Callable[[Connection], T]) -> T:
-        with self._tx() as conn:
-            return work(conn)
+        """Run ``work`` in one transaction; database faults become StoreUnavailable.
+
+        A pooled connection that died while the database was away is found on use rather than by
+        a ping before every request (a round trip each). SQLAlchemy then drops the whole pool, and
+        the work is run once more on a fresh connection: safe, because every operation here is
+        idempotent (reports are written exactly once by id, segments replaced whole).
+        """
+        for attempt in (1, 2):
+            try:
+                with self.engine.begin() as conn:
+                    return work(conn)
+            except exc.DBAPIError as error:
+                if error.connection_invalidated and attempt == 1:
+                    continue
+                if error.connection_invalidated or isinstance(error, _UNAVAILABLE):
+                    raise StoreUnavailable("the database is not reachable") from error
+                raise
+            except exc.TimeoutError as error:
+                raise StoreUnavailable("no database connection is free") from error
+        raise AssertionError("unreachable")
 
     def ping(self) -> None:
         self._run(lambda conn: conn.execute(text("SELECT 1")))
