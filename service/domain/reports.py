@@ -8,7 +8,11 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from uuid import UUID
 
+import orjson
+
 from service.domain.errors import FieldError
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class SnapStatus(StrEnum):
@@ -54,21 +58,27 @@ class ReportDraft:
     def content_hash(self) -> bytes:
         """A digest of everything the client sent, to tell a replay from a conflicting reuse of an id.
 
-        Equal instants written with different offsets hash alike: they are the same report.
+        Equal instants written with different offsets hash alike: they are the same report. The
+        digest is stored with each report, so this encoding must never change (a changed digest
+        would turn every later replay of a stored report into a conflict).
         """
-        parts = (
-            str(self.id),
-            self.observed_at.astimezone(UTC).isoformat(timespec="microseconds"),
-            repr(float(self.lon)),
-            repr(float(self.lat)),
-            str(self.people_count),
+        if self.observed_at.tzinfo is None:
+            raise ValueError("observed_at must carry a UTC offset")
+        instant = self.observed_at - _EPOCH
+        micros = (instant.days * 86_400 + instant.seconds) * 1_000_000 + instant.microseconds
+        fields = (
+            self.id.hex,
+            micros,
+            float(self.lon) + 0.0,  # + 0.0 folds -0.0 into 0.0: SQLite does not keep the sign
+            float(self.lat) + 0.0,
+            self.people_count,
             self.kind,
-            self.direction or "",
-            "" if self.accuracy_m is None else repr(float(self.accuracy_m)),
-            "\x00" if self.notes is None else self.notes,
-            "\x00" if self.device_id is None else self.device_id,
+            self.direction,
+            None if self.accuracy_m is None else float(self.accuracy_m) + 0.0,
+            self.notes,
+            self.device_id,
         )
-        return hashlib.sha256("\x1f".join(parts).encode()).digest()[:16]
+        return hashlib.blake2b(orjson.dumps(fields), digest_size=16).digest()
 
 
 @dataclass(frozen=True, slots=True)
