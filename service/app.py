@@ -13,7 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from service import __version__
 from service.api import openapi, problems
 from service.api.middleware import RequestId
-from service.api.routes import health, reports, segments, snap
+from service.api.routes import health, ogc, reports, segments, snap
 from service.domain.errors import StoreUnavailable
 from service.settings import Settings
 from service.storage import open_store
@@ -66,7 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     problems.install(app)
     openapi.install(app)
-    for router in (health.router, reports.router, snap.router, segments.router):
+    for router in (health.router, reports.router, snap.router, segments.router, ogc.router):
         app.include_router(router)
     app.add_middleware(RequestId)
     return app

@@ -35,9 +35,21 @@ class ReportQuery:
     start: datetime | None = None
     end: datetime | None = None
     segment_id: str | None = None
+    segment_ids: frozenset[str] | None = None  # any of these (a border is its segments)
     kind: str | None = None
+    direction: str | None = None
     limit: int = 100
     after: PageKey | None = None
+    descending: bool = False  # newest first; ``after`` then means "older than"
+
+
+@dataclass(frozen=True, slots=True)
+class Extent:
+    """Where and when the stored reports lie; all None when there are none."""
+
+    bbox: tuple[float, float, float, float] | None
+    first_observed: datetime | None
+    last_observed: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +85,17 @@ class ReportStore(Protocol):
     def get_report(self, report_id: UUID) -> Report | None: ...
 
     def query_reports(self, query: ReportQuery) -> ReportPage:
-        """Reports matching ``query`` in (observed_at, id) order, after ``query.after``."""
+        """Reports matching ``query`` in (observed_at, id) order (or its reverse), after
+        ``query.after``."""
+        ...
+
+    def report_extent(self) -> Extent:
+        """The bounding box and observed_at range of every stored report."""
+        ...
+
+    def count_reports(self, query: ReportQuery, *, cap: int) -> int:
+        """How many reports match ``query`` (ignoring limit and after), counting at most ``cap``:
+        an exact count when the answer is below ``cap``, at a cost bounded by ``cap``."""
         ...
 
 

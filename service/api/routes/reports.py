@@ -22,6 +22,9 @@ from service.api.schemas.reports import (
 )
 from service.domain.errors import BodyTooLarge, MalformedBody
 from service.domain.reports import IngestOutcome
+from service.domain.segments import SegmentIndex
+from service.settings import Settings
+from service.storage.base import Store
 from service.usecases.query_reports import get_report, list_reports
 from service.usecases.submit_reports import submit_batch
 
@@ -44,16 +47,25 @@ async def create_report(
     """Submit one report (a plain object or a GeoJSON Feature). It is snapped to the border and
     stored once: replaying the same `id` with the same content answers 200 with the original;
     the same `id` with other content answers 409. Answers 201 with `Location` when created."""
+    return await submit_single(
+        request, store, index, settings, location=f"{request.base_url}v1/reports/{{id}}"
+    )
+
+
+async def submit_single(
+    request: Request, store: Store, index: SegmentIndex, settings: Settings, *, location: str
+) -> Response:
+    """One report from the body, stored exactly once: 201 created, 200 replay, or a problem.
+    ``location`` is the URL template of the stored report (``{id}`` is filled in)."""
     body = await read_json(request, max_bytes=settings.max_body_bytes)
     item = parse_report(body)
     (outcome,) = await run_in_threadpool(submit_batch, store, index, [item], settings=settings)
     report = raise_for_outcome(outcome, is_feature=_is_feature(body))
     created = outcome.result.outcome is IngestOutcome.CREATED
-    location = f"{request.base_url}v1/reports/{report.id}"
     return GeoJSONResponse(
         report_feature(report),
         status_code=201 if created else 200,
-        headers={"Location": location},
+        headers={"Location": location.format(id=report.id)},
     )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from uuid import UUID
 
 from geoalchemy2.functions import ST_X, ST_Y, ST_MakeEnvelope
-from sqlalchemy import ColumnElement, Connection, Row, and_, bindparam, select, tuple_
+from sqlalchemy import ColumnElement, Connection, Row, and_, bindparam, func, select, tuple_
 
 from service.domain.reports import (
     IngestOutcome,
@@ -18,7 +18,7 @@ from service.domain.reports import (
     SnapResult,
     SnapStatus,
 )
-from service.storage.base import PageKey, ReportPage, ReportQuery
+from service.storage.base import Extent, PageKey, ReportPage, ReportQuery
 from service.storage.postgis.tables import reports
 
 # One statement for a whole batch: arrays in, rows out, the primary key deciding what is new.
@@ -139,7 +139,7 @@ def get_report(conn: Connection, report_id: UUID) -> Report | None:
     return None if row is None else _to_report(row)
 
 
-def query_reports(conn: Connection, query: ReportQuery) -> ReportPage:
+def _conditions(query: ReportQuery) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
     if query.bbox is not None:
         # && uses the GiST index; the envelope test is exact for points (edges inclusive).
@@ -150,22 +150,54 @@ def query_reports(conn: Connection, query: ReportQuery) -> ReportPage:
         conditions.append(reports.c.observed_at < query.end)
     if query.segment_id is not None:
         conditions.append(reports.c.segment_id == query.segment_id)
+    if query.segment_ids is not None:
+        conditions.append(reports.c.segment_id.in_(sorted(query.segment_ids)))
     if query.kind is not None:
         conditions.append(reports.c.kind == query.kind)
+    if query.direction is not None:
+        conditions.append(reports.c.direction == query.direction)
+    return conditions
+
+
+def query_reports(conn: Connection, query: ReportQuery) -> ReportPage:
+    conditions = _conditions(query)
+    key = tuple_(reports.c.observed_at, reports.c.id)
     if query.after is not None:
-        key = tuple_(reports.c.observed_at, reports.c.id)
-        conditions.append(key > tuple_(query.after.observed_at, query.after.id))
-    stmt = (
-        select(*_COLUMNS)
-        .where(and_(True, *conditions))
-        .order_by(reports.c.observed_at, reports.c.id)
-        .limit(query.limit + 1)
+        after = tuple_(query.after.observed_at, query.after.id)
+        conditions.append(key < after if query.descending else key > after)
+    order = (
+        (reports.c.observed_at.desc(), reports.c.id.desc())
+        if query.descending
+        else (reports.c.observed_at, reports.c.id)
     )
+    stmt = select(*_COLUMNS).where(and_(True, *conditions)).order_by(*order).limit(query.limit + 1)
     rows = conn.execute(stmt).all()
     page = [_to_report(row) for row in rows[: query.limit]]
     more = len(rows) > query.limit
     next_key = PageKey(page[-1].draft.observed_at, page[-1].id) if more and page else None
     return ReportPage(reports=page, next_key=next_key)
+
+
+def report_extent(conn: Connection) -> Extent:
+    # min/max observed_at walk the btree; the box needs a scan (ST_Extent over every point).
+    row = conn.execute(
+        select(
+            func.min(reports.c.observed_at),
+            func.max(reports.c.observed_at),
+            func.ST_XMin(func.ST_Extent(reports.c.geom)),
+            func.ST_YMin(func.ST_Extent(reports.c.geom)),
+            func.ST_XMax(func.ST_Extent(reports.c.geom)),
+            func.ST_YMax(func.ST_Extent(reports.c.geom)),
+        )
+    ).one()
+    first, last, *box = row
+    bbox = None if box[0] is None else (box[0], box[1], box[2], box[3])
+    return Extent(bbox=bbox, first_observed=first, last_observed=last)
+
+
+def count_reports(conn: Connection, query: ReportQuery, *, cap: int) -> int:
+    capped = select(reports.c.id).where(and_(True, *_conditions(query))).limit(cap).subquery()
+    return int(conn.execute(select(func.count()).select_from(capped)).scalar_one())
 
 
 def _to_report(row: Row[Any] | Any) -> Report:  # SQLAlchemy types rows by their column count

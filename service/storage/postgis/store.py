@@ -12,7 +12,7 @@ from service.domain.errors import StoreUnavailable
 from service.domain.reports import IngestResult, Report
 from service.domain.segments import BorderSegment
 from service.settings import Settings
-from service.storage.base import ReportPage, ReportQuery
+from service.storage.base import Extent, ReportPage, ReportQuery
 from service.storage.postgis import reports, segments
 
 T = TypeVar("T")
@@ -90,3 +90,9 @@ class PostgisStore:
 
     def query_reports(self, query: ReportQuery) -> ReportPage:
         return self._run(lambda conn: reports.query_reports(conn, query))
+
+    def report_extent(self) -> Extent:
+        return self._run(reports.report_extent)
+
+    def count_reports(self, query: ReportQuery, *, cap: int) -> int:
+        return self._run(lambda conn: reports.count_reports(conn, query, cap=cap))

@@ -8,13 +8,15 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from service.domain.reports import IngestOutcome, IngestResult, Report
-from service.storage.base import PageKey, ReportPage, ReportQuery
+from service.storage.base import Extent, PageKey, ReportPage, ReportQuery
 from service.storage.sqlite.rows import (
     REPORT_COLUMNS,
     ReportRow,
+    from_micros,
     report_from_row,
     report_row,
     to_micros,
@@ -52,8 +54,13 @@ _FROM_START = "observed_at >= :start"
 _BEFORE_END = "observed_at < :end"
 _ON_SEGMENT = "segment_id = :segment_id"
 _OF_KIND = "kind = :kind"
+_IN_SEGMENTS = "segment_id IN (SELECT value FROM json_each(:segment_ids))"
+_OF_DIRECTION = "direction = :direction"
 _AFTER_KEY = "(observed_at, id) > (:after_observed_at, :after_id)"
+_BEFORE_KEY = "(observed_at, id) < (:after_observed_at, :after_id)"
 _ORDER_AND_LIMIT = " ORDER BY observed_at, id LIMIT :limit"
+_ORDER_DESC_AND_LIMIT = " ORDER BY observed_at DESC, id DESC LIMIT :limit"
+_COUNT = "SELECT count(*) FROM (SELECT 1 FROM reports{where} LIMIT :cap)"
 
 
 def add_reports(conn: sqlite3.Connection, reports: Sequence[Report]) -> list[IngestResult]:
@@ -119,12 +126,36 @@ def query_reports(conn: sqlite3.Connection, query: ReportQuery) -> ReportPage:
         clauses.append(_IN_RTREE_BOX)
     where = " WHERE " + " AND ".join(clauses) if clauses else ""
     params["limit"] = query.limit + 1
-    rows = conn.execute(_SELECT + where + _ORDER_AND_LIMIT, params).fetchall()
+    order = _ORDER_DESC_AND_LIMIT if query.descending else _ORDER_AND_LIMIT
+    rows = conn.execute(_SELECT + where + order, params).fetchall()
     reports = [report_from_row(row) for row in rows[: query.limit]]
     if len(rows) <= query.limit:
         return ReportPage(reports=reports, next_key=None)
     last = reports[-1]
     return ReportPage(reports=reports, next_key=PageKey(last.draft.observed_at, last.id))
+
+
+_EXTENT = (
+    "SELECT min(observed_at), max(observed_at), min(lon), min(lat), max(lon), max(lat) FROM reports"
+)
+
+
+def report_extent(conn: sqlite3.Connection) -> Extent:
+    first, last, *box = conn.execute(_EXTENT).fetchone()
+    return Extent(
+        bbox=None if box[0] is None else (box[0], box[1], box[2], box[3]),
+        first_observed=None if first is None else from_micros(first),
+        last_observed=None if last is None else from_micros(last),
+    )
+
+
+def count_reports(conn: sqlite3.Connection, query: ReportQuery, *, cap: int) -> int:
+    clauses, params = _where(replace(query, after=None))
+    if query.bbox is not None and _is_sparse_box(conn, params):
+        clauses.append(_IN_RTREE_BOX)
+    where = " WHERE " + " AND ".join(clauses) if clauses else ""
+    (count,) = conn.execute(_COUNT.format(where=where), {**params, "cap": cap}).fetchone()
+    return int(count)
 
 
 def _where(query: ReportQuery) -> tuple[list[str], dict[str, Any]]:
@@ -149,11 +180,17 @@ def _where(query: ReportQuery) -> tuple[list[str], dict[str, Any]]:
     if query.segment_id is not None:
         clauses.append(_ON_SEGMENT)
         params["segment_id"] = query.segment_id
+    if query.segment_ids is not None:
+        clauses.append(_IN_SEGMENTS)
+        params["segment_ids"] = json.dumps(sorted(query.segment_ids))
     if query.kind is not None:
         clauses.append(_OF_KIND)
         params["kind"] = query.kind
+    if query.direction is not None:
+        clauses.append(_OF_DIRECTION)
+        params["direction"] = query.direction
     if query.after is not None:
-        clauses.append(_AFTER_KEY)
+        clauses.append(_BEFORE_KEY if query.descending else _AFTER_KEY)
         params["after_observed_at"] = to_micros(query.after.observed_at)
         params["after_id"] = str(query.after.id)
     return clauses, params

@@ -9,7 +9,7 @@ from uuid import UUID
 
 from service.domain.reports import IngestResult, Report
 from service.domain.segments import BorderSegment
-from service.storage.base import ReportPage, ReportQuery
+from service.storage.base import Extent, ReportPage, ReportQuery
 from service.storage.sqlite import reports as report_queries
 from service.storage.sqlite import segments as segment_queries
 from service.storage.sqlite.database import BUSY_TIMEOUT_S, Database, path_from_url
@@ -71,6 +71,12 @@ class SqliteStore:
 
     def query_reports(self, query: ReportQuery) -> ReportPage:
         return self._db.read(partial(report_queries.query_reports, query=query))
+
+    def report_extent(self) -> Extent:
+        return self._db.read(report_queries.report_extent)
+
+    def count_reports(self, query: ReportQuery, *, cap: int) -> int:
+        return self._db.read(partial(report_queries.count_reports, query=query, cap=cap))
 
     def ping(self) -> None:
         """Raise StoreUnavailable unless the file answers a read now."""

@@ -1,0 +1,360 @@
+"""OGC API - Features Part 1 at /ogc, so GDAL, QGIS and ArcGIS read reports and segments natively;
+Part 4 "create" for reports (the same code path as POST /v1/reports)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from service.api import encodings as enc
+from service.api.deps import IndexDep, SettingsDep, StoreDep, get_caller
+from service.api.openapi import request_body
+from service.api.routes.reports import submit_single
+from service.api.schemas import ogc
+from service.api.schemas.common import format_instant
+from service.api.schemas.pages import encode_cursor
+from service.api.schemas.reports import report_feature
+from service.domain.segments import BorderSegment
+from service.usecases import features
+
+router = APIRouter(prefix="/ogc", tags=["ogc"], dependencies=[Depends(get_caller)])
+DOCS = (enc.JSON, enc.HTML)
+ITEMS = (enc.GEOJSON, enc.HTML, enc.CSV, enc.GEOJSON_SEQ)
+COLLECTIONS = {
+    "reports": ("Crossing reports", "Reports of people crossing the border, snapped to it"),
+    "segments": ("Border segments", "The border line in pieces of about 25 km"),
+}
+REPORT_PROPERTIES = {
+    "id", "observed_at", "received_at", "people_count", "direction", "kind", "accuracy_m", "notes",
+    "device_id", "snap_status", "segment_id", "snap_distance_m", "chainage_km", "side",
+    "snapped_lon", "snapped_lat",
+}  # fmt: skip
+
+
+def _base(request: Request) -> str:
+    return f"{str(request.base_url).rstrip('/')}/ogc"
+
+
+def _respond(
+    request: Request, doc: dict[str, Any], *, offered: tuple[str, ...], title: str
+) -> Response:
+    media = enc.negotiate(request, offered=offered)
+    if media == enc.HTML:
+        body = enc.html_dict(doc) + enc.html_links(doc.get("links", []))
+        if "features" in doc:
+            rows = [{"id": f["id"], **f["properties"]} for f in doc["features"]]
+            body = enc.html_table(rows) + body
+        return Response(enc.html_page(title, body), media_type=enc.HTML)
+    if media == enc.CSV:
+        return Response(enc.features_csv(doc["features"]), media_type=enc.CSV)
+    if media == enc.GEOJSON_SEQ:
+        return Response(enc.geojson_seq(doc["features"]), media_type=enc.GEOJSON_SEQ)
+    return enc_json(doc, media)
+
+
+def enc_json(doc: dict[str, Any], media: str) -> Response:
+    return Response(orjson.dumps(doc), media_type=media)
+
+
+def _alternates(request: Request, offered: tuple[str, ...], current: str) -> list[dict[str, Any]]:
+    names = {enc.GEOJSON: "json", enc.HTML: "html", enc.CSV: "csv", enc.GEOJSON_SEQ: "jsonseq"}
+    url = request.url.remove_query_params("f")
+    return [
+        ogc.link(str(url.include_query_params(f=names[m])), "alternate", m)
+        for m in offered
+        if m != current
+    ]
+
+
+@router.get("")
+async def landing(request: Request) -> Response:
+    """The landing page: links to the API description, conformance and the collections."""
+    base = _base(request)
+    root = str(request.base_url).rstrip("/")
+    doc = {
+        "title": "crossings",
+        "description": "Border-crossing reports and border segments (OGC API - Features)",
+        "links": [
+            ogc.link(base, "self", enc.JSON, "This document"),
+            ogc.link(f"{base}?f=html", "alternate", enc.HTML, "This document as HTML"),
+            ogc.link(
+                f"{root}/openapi.json",
+                "service-desc",
+                "application/vnd.oai.openapi+json;version=3.1",
+                "The API definition",
+            ),
+            ogc.link(f"{root}/docs", "service-doc", enc.HTML, "The API documentation"),
+            ogc.link(f"{base}/conformance", "conformance", enc.JSON, "Conformance classes"),
+            ogc.link(f"{base}/collections", "data", enc.JSON, "Collections"),
+        ],
+    }
+    return _respond(request, doc, offered=DOCS, title="crossings")
+
+
+@router.get("/conformance")
+async def conformance(request: Request) -> Response:
+    """The conformance classes this API passes."""
+    return _respond(request, {"conformsTo": ogc.CONFORMANCE}, offered=DOCS, title="Conformance")
+
+
+async def _collection_doc(
+    request: Request, collection_id: str, store: StoreDep, index: IndexDep
+) -> dict[str, Any]:
+    if collection_id not in COLLECTIONS:
+        raise features.CollectionNotFound(
+            f"no collection {collection_id!r}; there are: reports, segments"
+        )
+    title, description = COLLECTIONS[collection_id]
+    url = f"{_base(request)}/collections/{collection_id}"
+    if collection_id == "reports":
+        extent = await run_in_threadpool(features.report_extent, store)
+        bbox, start, end = extent.bbox, extent.first_observed, extent.last_observed
+    else:
+        bounds = [c for s in index.segments for c in s.coords]
+        bbox = (
+            min(x for x, _ in bounds),
+            min(y for _, y in bounds),
+            max(x for x, _ in bounds),
+            max(y for _, y in bounds),
+        )
+        start = end = None
+    doc: dict[str, Any] = {
+        "id": collection_id,
+        "title": title,
+        "description": description,
+        "itemType": "feature",
+        "crs": [ogc.CRS84],
+        "extent": {
+            "spatial": {"bbox": [list(bbox) if bbox else [-180, -90, 180, 90]], "crs": ogc.CRS84}
+        },
+        "links": [
+            ogc.link(url, "self", enc.JSON),
+            ogc.link(f"{url}?f=html", "alternate", enc.HTML),
+            ogc.link(f"{url}/items", "items", enc.GEOJSON, "Items as GeoJSON"),
+            ogc.link(f"{url}/items?f=html", "items", enc.HTML, "Items as HTML"),
+            ogc.link(f"{url}/items?f=csv", "items", enc.CSV, "Items as CSV"),
+            ogc.link(
+                f"{url}/items?f=jsonseq", "items", enc.GEOJSON_SEQ, "Items as GeoJSON text sequence"
+            ),
+        ],
+    }
+    if collection_id == "reports":
+        doc["extent"]["temporal"] = {
+            "interval": ogc.temporal(start, end),
+            "trs": "http://www.opengis.net/def/uom/ISO-8601/0/Gregorian",
+        }
+    return doc
+
+
+@router.get("/collections")
+async def collections(request: Request, store: StoreDep, index: IndexDep) -> Response:
+    """Both collections, with their extents."""
+    docs = [await _collection_doc(request, cid, store, index) for cid in COLLECTIONS]
+    base = _base(request)
+    doc = {
+        "collections": docs,
+        "links": [
+            ogc.link(f"{base}/collections", "self", enc.JSON),
+            ogc.link(f"{base}/collections?f=html", "alternate", enc.HTML),
+        ],
+    }
+    return _respond(request, doc, offered=DOCS, title="Collections")
+
+
+@router.get("/collections/{collection_id}")
+async def collection(
+    collection_id: str, request: Request, store: StoreDep, index: IndexDep
+) -> Response:
+    """One collection: its extent and links to its items."""
+    doc = await _collection_doc(request, collection_id, store, index)
+    return _respond(request, doc, offered=DOCS, title=doc["title"])
+
+
+# Each collection's items have their own route so that the OpenAPI document lists their filters:
+# GDAL reads it to learn which attribute filters it may send to the server.
+_Text = Annotated[str | None, Query()]
+
+
+@router.get("/collections/reports/items")
+async def report_items(
+    request: Request,
+    store: StoreDep,
+    index: IndexDep,
+    settings: SettingsDep,
+    bbox: Annotated[
+        str | None, Query(description="min_lon,min_lat,max_lon,max_lat (CRS84)")
+    ] = None,
+    datetime: Annotated[
+        str | None, Query(description="observed_at: an instant or an interval with ..")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    sortby: Annotated[str | None, Query(description="observed_at or -observed_at")] = None,
+    properties: Annotated[
+        str | None, Query(description="Comma-separated properties to return")
+    ] = None,
+    segment_id: _Text = None,
+    kind: _Text = None,
+    border: _Text = None,
+    direction: _Text = None,
+    f: Annotated[str | None, Query(description="json, html, csv or jsonseq")] = None,
+    cursor: Annotated[str | None, Query(description="From the next link")] = None,
+) -> Response:
+    """Reports, a page at a time in observed_at order (follow `next`). `numberMatched` is given
+    when it is cheap: on a first page holding fewer than 10,000 matches."""
+    media = enc.negotiate(request, offered=ITEMS)
+    doc = await _report_items(
+        request, dict(request.query_params), store, index, settings.page_max_items
+    )
+    doc["links"].extend(_alternates(request, ITEMS, media))
+    return _respond(request, doc, offered=ITEMS, title="Crossing reports: items")
+
+
+@router.get("/collections/segments/items")
+async def segment_items(
+    request: Request,
+    index: IndexDep,
+    settings: SettingsDep,
+    bbox: Annotated[
+        str | None, Query(description="min_lon,min_lat,max_lon,max_lat (CRS84)")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    properties: Annotated[
+        str | None, Query(description="Comma-separated properties to return")
+    ] = None,
+    border: _Text = None,
+    section: _Text = None,
+    segment_id: _Text = None,
+    f: Annotated[str | None, Query(description="json, html, csv or jsonseq")] = None,
+    cursor: Annotated[str | None, Query(description="From the next link")] = None,
+) -> Response:
+    """Border segments along each line, flat properties (lists joined by '; ')."""
+    media = enc.negotiate(request, offered=ITEMS)
+    doc = _segment_items(request, dict(request.query_params), index, settings.page_max_items)
+    doc["links"].extend(_alternates(request, ITEMS, media))
+    return _respond(request, doc, offered=ITEMS, title="Border segments: items")
+
+
+@router.get("/collections/{collection_id}/items", include_in_schema=False)
+async def unknown_items(collection_id: str) -> Response:
+    raise features.CollectionNotFound(
+        f"no collection {collection_id!r}; there are: reports, segments"
+    )
+
+
+async def _report_items(
+    request: Request, params: dict[str, str], store: StoreDep, index: IndexDep, max_limit: int
+) -> dict[str, Any]:
+    parsed = ogc.parse_items_params(
+        params, filters=ogc.REPORT_FILTERS, max_limit=max_limit, known_properties=REPORT_PROPERTIES
+    )
+    query = ogc.report_query(parsed, border_segments=features.border_segments(index))
+    result = await run_in_threadpool(features.report_items, store, query)
+    feats = [_select(report_feature(r), parsed.properties) for r in result.page.reports]
+    next_token = None if result.page.next_key is None else encode_cursor(result.page.next_key)
+    return _collection(request, feats, result.number_matched, next_token, "reports")
+
+
+def _segment_items(
+    request: Request, params: dict[str, str], index: IndexDep, max_limit: int
+) -> dict[str, Any]:
+    known = {"segment_id"} | {k for s in index.segments for k in segment_feature(s)["properties"]}
+    parsed = ogc.parse_items_params(
+        params, filters=ogc.SEGMENT_FILTERS, max_limit=max_limit, known_properties=known
+    )
+    offset = ogc.decode_offset(parsed.cursor)
+    chosen = features.segment_items(index, bbox=parsed.bbox, filters=parsed.filters)
+    page = chosen[offset : offset + parsed.limit]
+    feats = [_select(segment_feature(s), parsed.properties) for s in page]
+    more = offset + parsed.limit < len(chosen)
+    token = ogc.encode_offset(offset + parsed.limit) if more else None
+    return _collection(request, feats, len(chosen), token, "segments")
+
+
+def _collection(
+    request: Request,
+    feats: list[dict[str, Any]],
+    matched: int | None,
+    next_token: str | None,
+    collection_id: str,
+) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "type": "FeatureCollection",
+        "features": feats,
+        "numberReturned": len(feats),
+    }
+    if matched is not None:
+        doc["numberMatched"] = matched
+    doc["timeStamp"] = format_instant(datetime.now(UTC))
+    links = [
+        ogc.link(str(request.url), "self", enc.GEOJSON),
+        ogc.link(f"{_base(request)}/collections/{collection_id}", "collection", enc.JSON),
+    ]
+    if next_token is not None:
+        next_url = request.url.include_query_params(cursor=next_token)
+        links.append(ogc.link(str(next_url), "next", enc.GEOJSON, "Next page"))
+    doc["links"] = links
+    return doc
+
+
+def _select(feature: dict[str, Any], properties: tuple[str, ...] | None) -> dict[str, Any]:
+    if properties is not None:
+        feature["properties"] = {k: v for k, v in feature["properties"].items() if k in properties}
+    return feature
+
+
+def segment_feature(segment: BorderSegment) -> dict[str, Any]:
+    return {
+        "type": "Feature",
+        "id": segment.segment_id,
+        "geometry": {"type": "LineString", "coordinates": [list(c) for c in segment.coords]},
+        "properties": ogc.flat_properties(dict(segment.properties)),
+    }
+
+
+@router.get("/collections/{collection_id}/items/{feature_id}")
+async def item(
+    collection_id: str, feature_id: str, request: Request, store: StoreDep, index: IndexDep
+) -> Response:
+    """One feature by id."""
+    if collection_id not in COLLECTIONS:
+        raise features.CollectionNotFound(
+            f"no collection {collection_id!r}; there are: reports, segments"
+        )
+    if collection_id == "reports":
+        doc = report_feature(await run_in_threadpool(features.report_item, store, feature_id))
+    else:
+        doc = segment_feature(features.segment_item(index, feature_id))
+    url = f"{_base(request)}/collections/{collection_id}"
+    doc["links"] = [
+        ogc.link(f"{url}/items/{feature_id}", "self", enc.GEOJSON),
+        ogc.link(f"{url}/items/{feature_id}?f=html", "alternate", enc.HTML),
+        ogc.link(url, "collection", enc.JSON),
+    ]
+    return _respond(
+        request, doc, offered=(enc.GEOJSON, enc.HTML), title=f"{collection_id} {feature_id}"
+    )
+
+
+@router.post(
+    "/collections/reports/items",
+    status_code=201,
+    openapi_extra=request_body("ReportFeatureIn", "ReportIn"),
+    responses={200: {"description": "A replay: the report was already stored with this content"}},
+)
+async def create_item(
+    request: Request, store: StoreDep, index: IndexDep, settings: SettingsDep
+) -> Response:
+    """OGC API - Features Part 4 create: a report as a GeoJSON Feature, with the same validation
+    and exactly-once rules as `POST /v1/reports`."""
+    return await submit_single(
+        request,
+        store,
+        index,
+        settings,
+        location=f"{_base(request)}/collections/reports/items/{{id}}",
+    )

@@ -1,0 +1,199 @@
+"""OGC API - Features (Part 1) wire formats: items parameters, links, and the documents."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from service.api.schemas.common import format_instant, parse_instant
+from service.api.schemas.pages import decode_cursor, parse_bbox
+from service.domain.errors import FieldError, InvalidParameter
+from service.storage.base import ReportQuery
+
+CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
+CONFORMANCE = [
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/html",
+]
+COMMON_ITEM_PARAMS = {
+    "f",
+    "bbox",
+    "bbox-crs",
+    "datetime",
+    "limit",
+    "sortby",
+    "properties",
+    "cursor",
+}
+REPORT_FILTERS = ("segment_id", "kind", "border", "direction")
+SEGMENT_FILTERS = ("border", "section", "segment_id")
+SORTABLE = {"observed_at": False, "+observed_at": False, "-observed_at": True}
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def bad(field: str, reason: str) -> InvalidParameter:
+    return InvalidParameter(f"{field} {reason}", errors=[FieldError(field, reason)])
+
+
+@dataclass(frozen=True, slots=True)
+class ItemsParams:
+    """The parsed query of an items request."""
+
+    bbox: tuple[float, float, float, float] | None
+    start: datetime | None
+    end: datetime | None  # exclusive
+    limit: int
+    descending: bool
+    properties: tuple[str, ...] | None
+    filters: dict[str, str]
+    cursor: str | None
+
+
+def parse_items_params(
+    params: dict[str, str], *, filters: tuple[str, ...], max_limit: int, known_properties: set[str]
+) -> ItemsParams:
+    """Items parameters; InvalidParameter naming the first that is unknown or not valid."""
+    for name in params:
+        if name not in COMMON_ITEM_PARAMS and name not in filters:
+            allowed = ", ".join(sorted(COMMON_ITEM_PARAMS | set(filters)))
+            raise bad(name, f"is not a parameter of this resource (known: {allowed})")
+    bbox = None
+    if "bbox" in params:
+        if len(params["bbox"].split(",")) == 6:
+            raise bad("bbox", "3D boxes (6 numbers) are not supported: send 4 numbers")
+        bbox = parse_bbox(params["bbox"])
+    crs = params.get("bbox-crs", CRS84)
+    if crs != CRS84:
+        raise bad("bbox-crs", f"only {CRS84} is supported")
+    start, end = parse_datetime(params["datetime"]) if "datetime" in params else (None, None)
+    limit = _limit(params.get("limit"), max_limit)
+    sortby = params.get("sortby", "observed_at")
+    if sortby not in SORTABLE:
+        raise bad("sortby", "supported: observed_at, -observed_at")
+    properties = None
+    if "properties" in params:
+        properties = tuple(p for p in params["properties"].split(",") if p)
+        unknown = [p for p in properties if p not in known_properties]
+        if unknown:
+            raise bad("properties", f"unknown: {', '.join(unknown)}")
+    cursor = params.get("cursor")
+    if cursor is not None:
+        decode_cursor(cursor)  # refuse a bad cursor before any work
+    return ItemsParams(
+        bbox=bbox,
+        start=start,
+        end=end,
+        limit=limit,
+        descending=SORTABLE[sortby],
+        properties=properties,
+        filters={k: params[k] for k in filters if k in params},
+        cursor=cursor,
+    )
+
+
+def _limit(text: str | None, max_limit: int) -> int:
+    if text is None:
+        return 100
+    if not text.isdigit() or not 1 <= int(text) <= max_limit:
+        raise bad("limit", f"must be a whole number from 1 to {max_limit}")
+    return int(text)
+
+
+def parse_datetime(text: str) -> tuple[datetime | None, datetime | None]:
+    """An OGC datetime (instant, or closed/open interval with ..) as [start, end) in UTC."""
+    if "/" not in text:
+        instant_start, instant_end = _moment(text, "datetime")
+        return instant_start, instant_end
+    first, _, second = text.partition("/")
+    start = None if first in ("..", "") else _moment(first, "datetime")[0]
+    end = None if second in ("..", "") else _moment(second, "datetime")[1]
+    if start is not None and end is not None and start >= end:
+        raise bad("datetime", "the interval ends before it starts")
+    return start, end
+
+
+def _moment(text: str, field: str) -> tuple[datetime, datetime]:
+    """[start, end) of an instant (one microsecond) or a full date (one UTC day)."""
+    if _DATE.match(text):
+        try:
+            day = datetime.fromisoformat(text).replace(tzinfo=UTC)
+        except ValueError as error:
+            raise bad(field, f"{text!r} is not a real date") from error
+        return day, day + timedelta(days=1)
+    try:
+        instant = parse_instant(text)
+    except ValueError as error:
+        raise bad(field, f"{text!r}: {error}") from error
+    return instant, instant + _MICROSECOND
+
+
+def report_query(params: ItemsParams, *, border_segments: dict[str, frozenset[str]]) -> ReportQuery:
+    f = params.filters
+    segment_ids = None
+    if "border" in f:
+        segment_ids = border_segments.get(f["border"], frozenset())
+    return ReportQuery(
+        bbox=params.bbox,
+        start=params.start,
+        end=params.end,
+        segment_id=f.get("segment_id"),
+        segment_ids=segment_ids,
+        kind=f.get("kind"),
+        direction=f.get("direction", "").upper() or None,
+        limit=params.limit,
+        after=None if params.cursor is None else decode_cursor(params.cursor),
+        descending=params.descending,
+    )
+
+
+def link(href: str, rel: str, media: str, title: str | None = None) -> dict[str, Any]:
+    out = {"href": href, "rel": rel, "type": media}
+    if title:
+        out["title"] = title
+    return out
+
+
+def temporal(start: datetime | None, end: datetime | None) -> list[list[str | None]]:
+    return [
+        [
+            None if start is None else format_instant(start),
+            None if end is None else format_instant(end),
+        ]
+    ]
+
+
+def flat_properties(props: dict[str, Any]) -> dict[str, Any]:
+    """Properties with no nested values, so GDAL and QGIS map each to a column: lists become
+    text joined by '; ', objects become one column per key (``parent_key``)."""
+    out: dict[str, Any] = {}
+    for key, value in props.items():
+        if isinstance(value, dict):
+            for sub, inner in value.items():
+                out[f"{key}_{sub}"] = inner
+        elif isinstance(value, list):
+            out[key] = "; ".join(str(v) for v in value)
+        else:
+            out[key] = value
+    return out
+
+
+def encode_offset(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"o|{offset}".encode()).decode().rstrip("=")
+
+
+def decode_offset(token: str | None) -> int:
+    if token is None:
+        return 0
+    try:
+        kind, value = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode().split("|")
+        if kind != "o" or not value.isdigit():
+            raise ValueError(token)
+        return int(value)
+    except (ValueError, UnicodeDecodeError, binascii.Error) as error:
+        raise bad("cursor", "is not a cursor this service issued; follow the next link") from error

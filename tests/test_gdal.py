@@ -1,0 +1,141 @@
+"""GDAL (the OAPIF driver) reads the service like any OGC API - Features server: it lists the
+collections, pages through every report exactly once, and its filters match the store's own."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.domain.reports import Report, ReportDraft
+from service.settings import Settings
+from service.storage import open_store
+from service.storage.base import ReportQuery
+from service.usecases.segments import ensure_segments
+from service.usecases.submit_reports import submit_batch
+from service.usecases.transfer import export_reports
+from tests.live import running_server
+
+REPORTS = 25_000
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+pytestmark = pytest.mark.skipif(
+    shutil.which("ogr2ogr") is None, reason="GDAL (gdal-bin) is not installed"
+)
+
+
+def _fill(url: str) -> list[Report]:
+    """25,000 reports along the CA-US border, whole-second times (GDAL keeps milliseconds)."""
+    rng = np.random.default_rng(7)
+    settings = Settings(database_url=url)
+    store = open_store(settings)
+    try:
+        index = ensure_segments(store, None)
+        ca_us = [s for s in index.segments if s.border == "CA-US"]
+        drafts = []
+        for i in range(REPORTS):
+            segment = ca_us[int(rng.integers(len(ca_us)))]
+            lon, lat = segment.coords[int(rng.integers(len(segment.coords)))]
+            drafts.append(
+                ReportDraft(
+                    id=uuid.UUID(int=int(rng.integers(2**62)) << 64 | i, version=4),
+                    observed_at=T0 + timedelta(seconds=int(rng.integers(0, 180 * 86_400))),
+                    lon=round(lon + float(rng.normal(0, 0.02)), 6),
+                    lat=round(lat + float(rng.normal(0, 0.02)), 6),
+                    people_count=int(rng.integers(1, 12)),
+                    kind=["crossing", "attempt", "evidence", "assistance"][i % 4],
+                    direction=["CA", "US", None][i % 3],
+                    accuracy_m=float(rng.integers(5, 200)),
+                )
+            )
+        for start in range(0, REPORTS, 1_000):
+            submit_batch(store, index, drafts[start : start + 1_000], settings=settings)
+        return list(export_reports(store))
+    finally:
+        store.close()
+
+
+@pytest.fixture(scope="module")
+def served(
+    store_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, list[Report], str]]:
+    if store_url.startswith("sqlite"):
+        url = f"sqlite:///{tmp_path_factory.mktemp('gdal') / 'gdal.db'}"
+        stored = _fill(url)
+        with running_server(url) as base:
+            yield base, stored, url
+        return
+    from tests.conftest import fresh_postgis_database
+
+    with fresh_postgis_database() as url:
+        stored = _fill(url)
+        with running_server(url) as base:
+            yield base, stored, url
+
+
+def _ogr2ogr_geojson(tmp: Path, base: str, *extra: str) -> list[dict]:
+    gpkg = tmp / f"reports-{uuid.uuid4().hex[:6]}.gpkg"
+    subprocess.run(["ogr2ogr", "-f", "GPKG", str(gpkg), f"OAPIF:{base}/ogc", "reports", *extra],
+                   check=True, capture_output=True, timeout=600)  # fmt: skip
+    out = subprocess.run(["ogr2ogr", "-f", "GeoJSON", "/vsistdout/", str(gpkg)],
+                         check=True, capture_output=True, timeout=600)  # fmt: skip
+    return json.loads(out.stdout)["features"]
+
+
+def test_ogrinfo_lists_both_collections(served: tuple[str, list[Report], str]) -> None:
+    base, _, _ = served
+    out = subprocess.run(
+        ["ogrinfo", "-ro", f"OAPIF:{base}/ogc"], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert "1: reports" in out.stdout and "2: segments" in out.stdout
+
+
+def test_ogr2ogr_copies_every_report_exactly_once_as_stored(
+    served: tuple[str, list[Report], str], tmp_path: Path
+) -> None:
+    base, stored, _ = served
+    copied = _ogr2ogr_geojson(tmp_path, base)
+    ids = [f["properties"]["id"] for f in copied]
+    assert len(ids) == REPORTS and len(set(ids)) == REPORTS
+    by_id = {str(r.id): r for r in stored}
+    for feature in copied:
+        report = by_id[feature["properties"]["id"]]
+        props = feature["properties"]
+        assert feature["geometry"]["coordinates"] == [report.draft.lon, report.draft.lat]
+        assert (
+            datetime.fromisoformat(props["observed_at"].replace("Z", "+00:00"))
+            == report.draft.observed_at
+        )
+        assert props["people_count"] == report.draft.people_count
+        assert props["kind"] == report.draft.kind
+        assert props["direction"] == report.draft.direction
+        assert props["segment_id"] == report.snap.segment_id
+        assert props["snap_distance_m"] == pytest.approx(report.snap.distance_m, abs=1e-9)
+
+
+def test_bbox_and_datetime_through_ogr2ogr_match_the_store(
+    served: tuple[str, list[Report], str], tmp_path: Path
+) -> None:
+    base, _, url = served
+    box = (-80.0, 42.0, -70.0, 46.0)
+    start, end = "2026-02-01T00:00:00Z", "2026-03-01T00:00:00Z"
+    where = f"observed_at >= '{start}' AND observed_at <= '{end}'"
+    copied = _ogr2ogr_geojson(tmp_path, base, "-spat", *map(str, box), "-where", where)
+    store = open_store(Settings(database_url=url))
+    try:
+        query = ReportQuery(
+            bbox=box,
+            start=datetime(2026, 2, 1, tzinfo=UTC),
+            end=datetime(2026, 3, 1, tzinfo=UTC) + timedelta(microseconds=1),
+        )
+        expected = {str(r.id) for r in export_reports(store, query)}
+    finally:
+        store.close()
+    assert expected and {f["properties"]["id"] for f in copied} == expected
