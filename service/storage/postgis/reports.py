@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC
 from typing import Any
 from uuid import UUID
 
@@ -200,26 +199,19 @@ def count_reports(conn: Connection, query: ReportQuery, *, cap: int) -> int:
     return int(conn.execute(select(func.count()).select_from(capped)).scalar_one())
 
 
+_STATUS = {status.value: status for status in SnapStatus}
+
+
 def _to_report(row: Row[Any] | Any) -> Report:  # SQLAlchemy types rows by their column count
+    # Positional unpacking, in _COLUMNS order: by-name access costs more than the rest of the
+    # row's work. Sessions run in UTC (make_engine), so times arrive as UTC already.
+    (id_, observed_at, received_at, lon, lat, people_count, kind, direction, accuracy_m, notes,
+     device_id, _digest, status, segment_id, distance_m, snap_lon, snap_lat, chainage_km,
+     side) = row  # fmt: skip
     draft = ReportDraft(
-        id=row.id,
-        observed_at=row.observed_at.astimezone(UTC),
-        lon=row.lon,
-        lat=row.lat,
-        people_count=row.people_count,
-        kind=row.kind,
-        direction=row.direction,
-        accuracy_m=row.accuracy_m,
-        notes=row.notes,
-        device_id=row.device_id,
+        id_, observed_at, lon, lat, people_count, kind, direction, accuracy_m, notes, device_id
     )
     snap = SnapResult(
-        status=SnapStatus(row.snap_status),
-        segment_id=row.segment_id,
-        distance_m=row.snap_distance_m,
-        snapped_lon=row.snap_lon,
-        snapped_lat=row.snap_lat,
-        chainage_km=row.chainage_km,
-        side=row.side,
+        _STATUS[status], segment_id, distance_m, snap_lon, snap_lat, chainage_km, side
     )
-    return Report(draft=draft, received_at=row.received_at.astimezone(UTC), snap=snap)
+    return Report(draft=draft, received_at=received_at, snap=snap)
