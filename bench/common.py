@@ -126,14 +126,41 @@ def hot_spot_points(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.nd
     return np.asarray(lon), np.asarray(lat)
 
 
-def report_bodies(
-    n: int, *, seed: int, now: datetime | None = None, border: Border | None = None
-) -> list[dict[str, Any]]:
-    """``n`` valid plain-JSON reports (the shape of tests/factories.report_body), reproducible from
-    ``seed``: near the Canada-US border, 40% around the hot spots, observed over the past year."""
+@dataclass(frozen=True, slots=True)
+class ReportColumns:
+    """``n`` realistic reports as columns (numpy arrays), before any per-report Python object is
+    made: a million of them take a second. ``report_bodies`` turns them into JSON bodies; a bulk
+    loader can write them to a table directly. Optional fields are -1 (indexes) or NaN where
+    absent; coordinates are rounded to 6 decimals, as a client sends them."""
+
+    lon: np.ndarray
+    lat: np.ndarray
+    age_s: np.ndarray  # how long before ``now`` each was observed
+    people_count: np.ndarray
+    kind: np.ndarray  # index into KINDS
+    direction: np.ndarray  # index into DIRECTIONS (its last entry is None)
+    accuracy_m: np.ndarray  # NaN where absent
+    device: np.ndarray  # -1 where absent
+    note: np.ndarray  # index into NOTES, -1 where absent
+    id_bytes: bytes  # 16 per report
+
+    def __len__(self) -> int:
+        return len(self.lon)
+
+    def report_id(self, i: int) -> uuid.UUID:
+        return uuid.UUID(bytes=self.id_bytes[16 * i : 16 * i + 16], version=4)
+
+    def observed_at(self, i: int, now: datetime) -> datetime:
+        """When report ``i`` was observed, to the millisecond (as its body says)."""
+        observed = now - timedelta(seconds=float(self.age_s[i]))
+        return observed.replace(microsecond=observed.microsecond // 1000 * 1000)
+
+
+def report_columns(n: int, *, seed: int, border: Border | None = None) -> ReportColumns:
+    """``n`` reports, reproducible from ``seed``: near the Canada-US border, 40% around the hot
+    spots, observed over the past year (relative to a ``now`` given when reading them)."""
     rng = np.random.default_rng(seed)
     border = border or Border.load()
-    now = now or datetime.now(UTC)
     n_hot = round(n * HOT_FRACTION)
     line_lon, line_lat = border.sample(rng, n - n_hot)
     hot_lon, hot_lat = hot_spot_points(rng, n_hot)
@@ -151,24 +178,42 @@ def report_bodies(
     has_device = rng.uniform(size=n) < 0.7
     note = rng.integers(0, len(NOTES), n)
     has_note = rng.uniform(size=n) < 0.05
-    id_bytes = rng.bytes(16 * n)
+    return ReportColumns(
+        lon=np.round(lon, 6),
+        lat=np.round(lat, 6),
+        age_s=age_s,
+        people_count=people,
+        kind=kinds,
+        direction=directions,
+        accuracy_m=np.where(has_accuracy, accuracy, np.nan),
+        device=np.where(has_device, devices, -1),
+        note=np.where(has_note, note, -1),
+        id_bytes=rng.bytes(16 * n),
+    )
+
+
+def report_bodies(
+    n: int, *, seed: int, now: datetime | None = None, border: Border | None = None
+) -> list[dict[str, Any]]:
+    """``n`` valid plain-JSON reports (the shape of tests/factories.report_body), reproducible from
+    ``seed``: near the Canada-US border, 40% around the hot spots, observed over the past year."""
+    now = now or datetime.now(UTC)
+    c = report_columns(n, seed=seed, border=border)
+    lon, lat, accuracy = c.lon.tolist(), c.lat.tolist(), c.accuracy_m.tolist()
     bodies = []
     for i in range(n):
-        observed = now - timedelta(seconds=float(age_s[i]))
+        observed = c.observed_at(i, now)
         bodies.append(
             {
-                "id": str(uuid.UUID(bytes=id_bytes[16 * i : 16 * i + 16], version=4)),
+                "id": str(c.report_id(i)),
                 "observed_at": observed.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-                "location": {
-                    "type": "Point",
-                    "coordinates": [round(float(lon[i]), 6), round(float(lat[i]), 6)],
-                },
-                "people_count": int(people[i]),
-                "direction": DIRECTIONS[directions[i]],
-                "kind": KINDS[kinds[i]],
-                "accuracy_m": float(accuracy[i]) if has_accuracy[i] else None,
-                "notes": NOTES[note[i]] if has_note[i] else None,
-                "device_id": f"dev-{devices[i]:05d}" if has_device[i] else None,
+                "location": {"type": "Point", "coordinates": [lon[i], lat[i]]},
+                "people_count": int(c.people_count[i]),
+                "direction": DIRECTIONS[c.direction[i]],
+                "kind": KINDS[c.kind[i]],
+                "accuracy_m": None if np.isnan(accuracy[i]) else accuracy[i],
+                "notes": NOTES[c.note[i]] if c.note[i] >= 0 else None,
+                "device_id": f"dev-{c.device[i]:05d}" if c.device[i] >= 0 else None,
             }
         )
     return bodies
@@ -230,16 +275,42 @@ class PostgresCpu:
         except (OSError, ValueError, IndexError):
             self.postmaster = None  # not local or not readable: report nothing rather than guess
 
-    def _counts(self, pid: int) -> bool:
+    @staticmethod
+    def _title(pid: int) -> str:
+        """What follows ``postgres: 15/main: `` in a process title ("" if it is gone)."""
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 title = f.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
-            return False
-        words = title.split(": ", 2)[-1].split()
-        if len(words) >= 2 and words[1] == self.database:
-            return True
-        return any(title.split(": ", 2)[-1].startswith(h) for h in _PG_HELPERS)
+            return ""
+        return title.split(": ", 2)[-1]
+
+    def _is_ours(self, title: str) -> bool:
+        words = title.split()
+        return len(words) >= 2 and words[1] == self.database
+
+    def _counts(self, pid: int) -> bool:
+        title = self._title(pid)
+        return self._is_ours(title) or any(title.startswith(h) for h in _PG_HELPERS)
+
+    def backends(self) -> list[int]:
+        """The pids of the backends connected to our database (not the shared helpers)."""
+        if self.postmaster is None:
+            return []
+        return [pid for pid in children_of(self.postmaster) if self._is_ours(self._title(pid))]
+
+    def pin_backends(self, cores: set[int] | None) -> int:
+        """Pin the backends connected to our database to ``cores`` (needs root or the postgres
+        user); return how many were pinned. Backends started later (a pool growing, parallel
+        workers) are not: call again before each measured round."""
+        if not cores:
+            return 0
+        pinned = 0
+        for pid in self.backends():
+            with contextlib.suppress(OSError):
+                pin_process(pid, cores)
+                pinned += 1
+        return pinned
 
     def seconds(self) -> float | None:
         if self.postmaster is None:
@@ -337,13 +408,40 @@ def running_server(
 ) -> Iterator[Server]:
     """Start ``crossings serve`` (one uvicorn worker) on a free port, pinned to ``cores`` from
     before exec so every thread it starts inherits the pinning; wait for /readyz; stop it after."""
-    import httpx
-
     port = free_port()
-    log = log_path.open("wb")
-    process = subprocess.Popen(
+    with running_process(
         [str(CROSSINGS), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
         env=server_env(database_url, log_level=log_level, source=source),
+        base_url=f"http://127.0.0.1:{port}",
+        ready_path="/readyz",
+        log_path=log_path,
+        cores=cores,
+        ready_timeout_s=ready_timeout_s,
+    ) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def running_process(
+    argv: Sequence[str],
+    *,
+    env: dict[str, str],
+    base_url: str,
+    ready_path: str,
+    log_path: Path,
+    cores: set[int] | None,
+    cwd: Path | None = None,
+    ready_timeout_s: float = 60.0,
+) -> Iterator[Server]:
+    """Start an HTTP server process, pinned to ``cores`` from before exec; wait until
+    ``ready_path`` answers 200; stop it after (also on failure or Ctrl-C)."""
+    import httpx
+
+    log = log_path.open("wb")
+    process = subprocess.Popen(
+        list(argv),
+        env=env,
+        cwd=cwd,
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -351,19 +449,21 @@ def running_server(
         start_new_session=True,
         preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None,
     )
-    server = Server(process, f"http://127.0.0.1:{port}", log_path)
+    server = Server(process, base_url, log_path)
     try:
         deadline = time.monotonic() + ready_timeout_s
         while True:
             if process.poll() is not None:
                 raise RuntimeError(
-                    f"the server exited with {process.returncode}:\n{server.log_tail()}"
+                    f"{argv[0]} exited with {process.returncode}:\n{server.log_tail()}"
                 )
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{server.base_url}/readyz", timeout=2.0).status_code == 200:
+                if httpx.get(f"{base_url}{ready_path}", timeout=2.0).status_code == 200:
                     break
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the server was not ready in {ready_timeout_s:g} s")
+                raise RuntimeError(
+                    f"{argv[0]} was not ready in {ready_timeout_s:g} s:\n{server.log_tail()}"
+                )
             time.sleep(0.2)
         yield server
     finally:
@@ -386,21 +486,33 @@ def stop_process(process: subprocess.Popen[bytes], *, grace_s: float = 15.0) -> 
 
 
 @contextlib.contextmanager
-def fresh_postgis_database(admin_url: str = ADMIN_URL) -> Iterator[str]:
+def fresh_postgis_database(admin_url: str = ADMIN_URL, *, keep: bool = False) -> Iterator[str]:
     """A new, empty database ``crossings_bench_<random>`` with PostGIS; dropped afterwards, also
-    when the run fails or is interrupted. Yields its SQLAlchemy URL for the service."""
+    when the run fails or is interrupted, unless ``keep`` (then only when the run fails while
+    creating it). Yields its SQLAlchemy URL for the service."""
     import psycopg
 
     name = f"crossings_bench_{secrets.token_hex(4)}"
     with psycopg.connect(admin_url, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')  # name is ours: hex only
+    drop = True
     try:
         with psycopg.connect(_with_dbname(admin_url, name), autocommit=True) as conn:
             conn.execute("CREATE EXTENSION postgis")
-        yield _with_dbname(admin_url, name).replace("postgresql://", "postgresql+psycopg://", 1)
+        drop = not keep
+        yield postgis_url(admin_url, name)
+    except BaseException:
+        drop = True
+        raise
     finally:
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if drop:
+            with psycopg.connect(admin_url, autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def postgis_url(admin_url: str, database: str) -> str:
+    """The service's (SQLAlchemy) URL of ``database`` on the cluster of ``admin_url``."""
+    return _with_dbname(admin_url, database).replace("postgresql://", "postgresql+psycopg://", 1)
 
 
 def _with_dbname(url: str, name: str) -> str:
@@ -430,6 +542,33 @@ def handle_stop_signals() -> None:
 
     signal.signal(signal.SIGTERM, on_sigterm)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def pg_settings(conn: Any, names: Sequence[str]) -> dict[str, Any]:
+    """The named settings of the PostgreSQL server (with their units) over a psycopg connection."""
+    rows = conn.execute(
+        "SELECT name, setting || coalesce(unit, '') FROM pg_settings WHERE name = ANY(%s)",
+        [list(names)],
+    ).fetchall()
+    conn.commit()
+    return dict(rows)
+
+
+def service_facts(source: Path | None) -> dict[str, Any]:
+    """Which service code ran: a --source copy, or this checkout at its HEAD (dirty or not)."""
+    if source is not None:
+        return {"source": str(source)}
+    repo = REPO
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", "--no-optional-locks", "-C", str(repo), *args],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        return done.stdout.strip()
+
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", "service", "alembic")
+    return {"source": str(repo), "git_head": git("rev-parse", "HEAD"), "dirty": bool(changed)}
 
 
 # --- figures ---------------------------------------------------------------------------------

@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import os
 import sqlite3
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -64,16 +63,17 @@ from bench.common import (
     handle_stop_signals,
     libpq_url,
     machine_facts,
+    pg_settings,
     pin_process,
     print_table,
     report_bodies,
     run_cli,
     running_server,
     scratch_dir,
-    spread,
+    service_facts,
     write_results,
 )
-from bench.load import Phase, Probes, Sender, Sent, split
+from bench.load import Phase, Probes, Sender, Sent, ratios, split
 from bench.pyspy import Profiler, Rule, breakdown
 from bench.raw_limits import PostgisCopy, RawLimit, SqliteExecutemany
 
@@ -204,21 +204,6 @@ def run_http_phases(
     return results
 
 
-def ratios(batch: Phase, raw: Phase) -> dict[str, Any]:
-    """Batch ingest rate over the raw rate: overall, and per pair of adjacent rounds."""
-    pairs = [
-        (nb / sb) / (nr / sr)
-        for nb, sb, nr, sr in zip(
-            batch.items_per_round, batch.seconds_per_round,
-            raw.items_per_round, raw.seconds_per_round, strict=True,
-        )
-    ]  # fmt: skip
-    overall = (sum(batch.items_per_round) / sum(batch.seconds_per_round)) / (
-        sum(raw.items_per_round) / sum(raw.seconds_per_round)
-    )
-    return {"overall": round(overall, 3), "rounds": spread(pairs, digits=3)}
-
-
 # --- profiling -------------------------------------------------------------------------------
 
 # Where the server's CPU goes, by the first rule a sampled stack matches (see bench/pyspy.py).
@@ -276,7 +261,7 @@ def run_postgis(
     with fresh_postgis_database(args.admin_url) as url:
         run_cli(["db", "upgrade"], database_url=url, source=args.source)
         with psycopg.connect(libpq_url(url)) as conn:
-            facts = _pg_settings(conn)
+            facts = pg_settings(conn, PG_SETTINGS)
             postgres = PostgresCpu(facts.pop("data_directory"), conn.info.dbname)
             with running_server(
                 url, log_path=scratch / "server-postgis.log", cores=server_cores,
@@ -331,15 +316,6 @@ def _run_against(
         raise
     results["server_log"] = _last_lines(server.log_tail(200))
     return results
-
-
-def _pg_settings(conn: psycopg.Connection[Any]) -> dict[str, Any]:
-    rows = conn.execute(
-        "SELECT name, setting || coalesce(unit, '') FROM pg_settings WHERE name = ANY(%s)",
-        [list(PG_SETTINGS)],
-    ).fetchall()
-    conn.commit()
-    return dict(rows)
 
 
 def _last_lines(tail: str) -> list[str]:
@@ -425,23 +401,6 @@ def profile_table(title: str, prof: dict[str, Any]) -> None:
         ["category", "share", "us/report"],
         [[c["category"], f"{c['share']:.1%}", c["us_per_item"]] for c in prof["categories"]],
     )
-
-
-def service_facts(source: Path | None) -> dict[str, Any]:
-    """Which service code ran: a --source copy, or this checkout at its HEAD (dirty or not)."""
-    if source is not None:
-        return {"source": str(source)}
-    repo = Path(__file__).resolve().parents[1]
-
-    def git(*args: str) -> str:
-        done = subprocess.run(
-            ["git", "--no-optional-locks", "-C", str(repo), *args],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        return done.stdout.strip()
-
-    changed = git("status", "--porcelain", "--untracked-files=no", "--", "service", "alembic")
-    return {"source": str(repo), "git_head": git("rev-parse", "HEAD"), "dirty": bool(changed)}
 
 
 def describe_run(

@@ -1,8 +1,9 @@
 """Measuring load in rounds: CPU clocks of each process, wall time, and every HTTP request.
 
-A benchmark encodes its request bodies first, then sends them in rounds through a ``Sender`` (one
-keep-alive connection, or N concurrent clients) inside ``Phase.round``; ``Phase.summary`` gives the
-rate overall and per round (median and range), latency percentiles and CPU per item.
+A benchmark encodes its request bodies (or URLs) first, then sends them in rounds through a
+``Sender`` (one keep-alive connection, or N concurrent clients) inside ``Phase.round``;
+``Phase.summary`` gives the rate overall and per round (median and range), latency percentiles and
+CPU per item; ``ratios`` compares two phases run in alternating rounds.
 """
 
 from __future__ import annotations
@@ -34,11 +35,12 @@ JSON_HEADERS = {"content-type": "application/json"}
 
 @dataclass(frozen=True, slots=True)
 class Sent:
-    """One request: its status, latency and response body."""
+    """One request: its status, latency and response body (and the URL, for a GET)."""
 
     status: int
     seconds: float
     body: bytes
+    url: str = ""
 
 
 class Probes:
@@ -80,7 +82,7 @@ class Phase:
             if value is not None and earlier is not None:
                 self.cpu[who] = self.cpu.get(who, 0.0) + value - earlier
 
-    def summary(self, *, unit: str = "reports") -> dict[str, Any]:
+    def summary(self, *, unit: str = "reports", per: str = "report") -> dict[str, Any]:
         items = sum(self.items_per_round)
         seconds = sum(self.seconds_per_round)
         rates = [n / s for n, s in zip(self.items_per_round, self.seconds_per_round, strict=True)]
@@ -91,7 +93,7 @@ class Phase:
             f"{unit}_per_s": round(items / seconds, 1),
             "rounds": len(rates),
             f"round_{unit}_per_s": spread(rates),
-            "cpu_us_per_report": {
+            f"cpu_us_per_{per}": {
                 who: per_item_us(self.cpu.get(who), items)
                 for who in ("server", "postgres", "client")
             },
@@ -108,6 +110,22 @@ class Phase:
                 for s in bad[:3]
             ]
         return out
+
+
+def ratios(a: Phase, b: Phase) -> dict[str, Any]:
+    """Rate of ``a`` over the rate of ``b``: overall, and per pair of rounds (round i of each),
+    which lets drift of the machine between the two cancel when their rounds alternate."""
+    pairs = [
+        (na / sa) / (nb / sb)
+        for na, sa, nb, sb in zip(
+            a.items_per_round, a.seconds_per_round, b.items_per_round, b.seconds_per_round,
+            strict=True,
+        )
+    ]  # fmt: skip
+    overall = (sum(a.items_per_round) / sum(a.seconds_per_round)) / (
+        sum(b.items_per_round) / sum(b.seconds_per_round)
+    )
+    return {"overall": round(overall, 3), "rounds": spread(pairs, digits=3)}
 
 
 def split(items: Sequence[Any], parts: int) -> list[list[Any]]:
@@ -143,29 +161,75 @@ async def post_concurrently(
     return sent
 
 
-class Sender:
-    """POSTs pre-encoded bodies: from one client on one keep-alive connection, or from N
-    concurrent clients (asyncio, N connections opened before any clock starts)."""
+def get_each(client: httpx.Client, urls: Sequence[str]) -> list[Sent]:
+    """GET each URL (path and query) in turn on one keep-alive connection."""
+    sent = []
+    for url in urls:
+        start = time.perf_counter()
+        response = client.get(url)
+        sent.append(Sent(response.status_code, time.perf_counter() - start, response.content, url))
+    return sent
 
-    def __init__(self, base_url: str) -> None:
+
+async def get_concurrently(
+    client: httpx.AsyncClient, urls: Sequence[str], *, clients: int
+) -> list[Sent]:
+    """GET every URL from ``clients`` concurrent senders, each taking the next URL when free."""
+    pending = iter(urls)
+    sent: list[Sent] = []
+
+    async def sender() -> None:
+        for url in pending:
+            start = time.perf_counter()
+            response = await client.get(url)
+            elapsed = time.perf_counter() - start
+            sent.append(Sent(response.status_code, elapsed, response.content, url))
+
+    await asyncio.gather(*(sender() for _ in range(clients)))
+    return sent
+
+
+class Sender:
+    """POSTs pre-encoded bodies, or GETs URLs: from one client on one keep-alive connection, or
+    from N concurrent clients (asyncio, N connections opened before any clock starts).
+    ``headers`` go with every request."""
+
+    def __init__(
+        self, base_url: str, *, headers: dict[str, str] | None = None, warm_path: str = "/healthz"
+    ) -> None:
         self.base_url = base_url
-        self.client = httpx.Client(base_url=base_url, timeout=120.0)
+        self.headers = headers or {}
+        self.warm_path = warm_path
+        self.client = httpx.Client(base_url=base_url, timeout=120.0, headers=self.headers)
         self.runner = asyncio.Runner()
         self.aclients: dict[int, httpx.AsyncClient] = {}
 
     def send(self, path: str, bodies: Sequence[bytes], *, clients: int = 1) -> list[Sent]:
         if clients <= 1:
             return post_each(self.client, path, bodies)
+        aclient = self._aclient(clients)
+        return self.runner.run(post_concurrently(aclient, path, bodies, clients=clients))
+
+    def get(self, urls: Sequence[str], *, clients: int = 1) -> list[Sent]:
+        if clients <= 1:
+            return get_each(self.client, urls)
+        aclient = self._aclient(clients)
+        return self.runner.run(get_concurrently(aclient, urls, clients=clients))
+
+    def _aclient(self, clients: int) -> httpx.AsyncClient:
         aclient = self.aclients.get(clients)
         if aclient is None:
             aclient = self.aclients[clients] = self.runner.run(self._open(clients))
-        return self.runner.run(post_concurrently(aclient, path, bodies, clients=clients))
+        return aclient
 
     async def _open(self, clients: int) -> httpx.AsyncClient:
         aclient = httpx.AsyncClient(
-            base_url=self.base_url, timeout=120.0, limits=httpx.Limits(max_connections=clients)
+            base_url=self.base_url,
+            timeout=120.0,
+            limits=httpx.Limits(max_connections=clients),
+            headers=self.headers,
         )
-        await asyncio.gather(*(aclient.get("/healthz") for _ in range(clients)))
+        await asyncio.gather(*(aclient.get(self.warm_path) for _ in range(clients)))
         return aclient
 
     def close(self) -> None:

@@ -32,18 +32,18 @@ PG_COLUMNS = (
 
 
 # Binary COPY types of PG_COLUMNS. char(2) travels as text (bpchar's binary form is its text);
-# geometry as EWKB, for which psycopg has no dumper: _register_ewkb_dumper makes one.
-_COPY_TYPES = (
+# geometry as EWKB, for which psycopg has no dumper: register_ewkb_dumper makes one.
+COPY_TYPES = (
     "uuid", "timestamptz", "timestamptz", "geometry", "int4", "text", "text", "float8", "text",
     "text", "bytea", "text", "text", "float8", "geometry", "float8", "text",
 )  # fmt: skip
 
 
-class _Ewkb(bytes):
+class Ewkb(bytes):
     """Geometry as EWKB bytes, to be dumped with the geometry type's oid."""
 
 
-def _register_ewkb_dumper(conn: psycopg.Connection[Any]) -> int:
+def register_ewkb_dumper(conn: psycopg.Connection[Any]) -> int:
     (oid,) = conn.execute("SELECT 'geometry'::regtype::oid").fetchone()  # type: ignore[misc]
 
     class EwkbDumper(Dumper):
@@ -53,7 +53,7 @@ def _register_ewkb_dumper(conn: psycopg.Connection[Any]) -> int:
             return bytes(obj)
 
     EwkbDumper.oid = int(oid)
-    conn.adapters.register_dumper(_Ewkb, EwkbDumper)
+    conn.adapters.register_dumper(Ewkb, EwkbDumper)
     return int(oid)
 
 
@@ -81,8 +81,8 @@ class PostgisCopy:
         self.conn = conn
         self.probes = probes
         self.phase = Phase(self.name)
-        geometry = _register_ewkb_dumper(conn)
-        self.types = [geometry if t == "geometry" else t for t in _COPY_TYPES]
+        geometry = register_ewkb_dumper(conn)
+        self.types = [geometry if t == "geometry" else t for t in COPY_TYPES]
         self.select = PG_COLUMNS.replace(" geom,", " ST_AsEWKB(geom),").replace(
             "snap_geom,", "ST_AsEWKB(snap_geom),"
         )
@@ -93,8 +93,8 @@ class PostgisCopy:
     def _rows(self, ids: Sequence[str]) -> list[tuple[Any, ...]]:
         found = {
             str(row[0]): tuple(
-                _Ewkb(v) if t == "geometry" and v is not None else v
-                for v, t in zip(row, _COPY_TYPES, strict=True)
+                Ewkb(v) if t == "geometry" and v is not None else v
+                for v, t in zip(row, COPY_TYPES, strict=True)
             )
             for row in self.conn.execute(
                 f"SELECT {self.select} FROM reports WHERE id = ANY(%s::uuid[])", [list(ids)]

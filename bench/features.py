@@ -1,0 +1,530 @@
+"""OGC API - Features item pages: crossings against TiPG on the same PostGIS data, with the page
+built by PostgreSQL alone as the floor.
+
+Run from the repository root (TiPG: ``.venv/bin/pip install tipg``)::
+
+    .venv/bin/python -m bench.features                  # 1,000,000 reports (~5 minutes)
+    .venv/bin/python -m bench.features --quick          # 100,000 reports, 50 requests per case
+    .venv/bin/python -m bench.features --keep-db        # keep the loaded database, then reuse it:
+    .venv/bin/python -m bench.features --db crossings_bench_1a2b3c4d
+    .venv/bin/python -m bench.features --crossings-path /v1/reports   # the service's own listing
+
+Data: a fresh database ``crossings_bench_<random>``, migrated with ``crossings db upgrade``, the
+bundled segments loaded with ``crossings segments load``, and ``--reports`` realistic, really
+snapped reports written by COPY (see bench/dataset.py); dropped at the end unless ``--keep-db``.
+
+Servers, one at a time, each a single uvicorn worker: ``crossings serve``, and TiPG
+(``uvicorn tipg.main:app``) on the same database, configured by environment: collection
+``public.reports``, geometry ``geom``, datetime ``observed_at``, id ``id``, and the properties
+crossings returns (without ``content_hash``, a bytea TiPG can only show as null). Each round starts
+each server afresh and, case by case, warms it up on that case and sends the case's share of the
+requests; the two servers take turns going first, and a round of the SQL floor follows (the page
+as one JSON text from ``json_build_object``/``json_agg``, through psycopg, never prepared: always
+a custom plan).
+
+Fairness (see shared/PERFORMANCE-NOTES.md): this load generator is pinned to one core, the server
+under test to the other, and so are the PostgreSQL backends serving our database (pinned again
+before every measured round, which catches pools that grew); parallel query is switched off for the
+database (``max_parallel_workers_per_gather = 0``), as its workers would escape the pinning.
+Requests ask for ``Accept-Encoding: identity``: TiPG would otherwise gzip on its event loop and
+crossings does not compress. CPU time per request is read from /proc for the server, PostgreSQL
+and this process.
+
+Each case checks that crossings, TiPG and the SQL floor return the same number of features for the
+same query (and the same reports, where a page holds every match), and that every answer of a
+server to one query is the same; any difference is listed under ``mismatches``. Prints one JSON
+object, writes bench/results/<--output>.json, then the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+
+from bench.common import (
+    ADMIN_URL,
+    Border,
+    PostgresCpu,
+    Server,
+    core_plan,
+    free_port,
+    handle_stop_signals,
+    libpq_url,
+    machine_facts,
+    percentile,
+    pg_settings,
+    pin_process,
+    running_process,
+    running_server,
+    scratch_dir,
+    service_facts,
+    spread,
+    write_results,
+)
+from bench.dataset import reports_database, set_parallel_query
+from bench.feature_cases import Answer, Case, Query, build_cases, raw_page_statement, read_answer
+from bench.features_report import table
+from bench.load import Phase, Probes, Sender, Sent, ratios
+
+SEED = 20_261_128
+OGC_PATH = "/ogc/collections/reports/items"
+V1_PATH = "/v1/reports"
+TIPG_PATH = "/collections/public.reports/items"
+HEADERS = {"accept": "application/geo+json", "accept-encoding": "identity"}
+WARMUP_SMALL, WARMUP_BIG = 10, 2
+PG_SETTINGS = (
+    "server_version", "data_directory", "shared_buffers", "work_mem", "effective_cache_size",
+    "random_page_cost", "jit", "max_parallel_workers_per_gather", "plan_cache_mode",
+)  # fmt: skip
+# crossings' properties, as TiPG can give them (it has no way to turn snap_geom into two numbers).
+TIPG_PROPERTIES = [
+    "id", "observed_at", "received_at", "people_count", "direction", "kind", "accuracy_m",
+    "notes", "device_id", "snap_status", "segment_id", "snap_distance_m", "chainage_km", "side",
+]  # fmt: skip
+TARGETS = ("crossings", "tipg")
+WHO = (*TARGETS, "raw_sql")
+
+
+# --- the servers -----------------------------------------------------------------------------
+
+
+def tipg_env(url: str) -> dict[str, str]:
+    """TiPG's settings for our table (its variables are read from the environment only: the
+    process runs in an empty directory, so no stray .env is read either)."""
+    return {
+        "DATABASE_URL": libpq_url(url),
+        "TIPG_DB_SCHEMAS": '["public"]',
+        "TIPG_DB_TABLES": '["public.reports"]',
+        "TIPG_TABLE_CONFIG__public_reports__GEOMCOL": "geom",
+        "TIPG_TABLE_CONFIG__public_reports__DATETIMECOL": "observed_at",
+        "TIPG_TABLE_CONFIG__public_reports__PK": "id",
+        "TIPG_TABLE_CONFIG__public_reports__PROPERTIES": orjson.dumps(TIPG_PROPERTIES).decode(),
+    }
+
+
+@contextlib.contextmanager
+def running_tipg(
+    url: str, *, scratch: Path, cores: set[int] | None, log_level: str
+) -> Iterator[Server]:
+    port = free_port()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("TIPG_", "POSTGRES_")) and k != "DATABASE_URL"
+    }
+    workdir = scratch / "tipg"
+    workdir.mkdir(exist_ok=True)
+    with running_process(
+        [sys.executable, "-m", "uvicorn", "tipg.main:app", "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1", "--log-level", log_level],
+        env=env | tipg_env(url),
+        base_url=f"http://127.0.0.1:{port}",
+        ready_path="/collections/public.reports",  # 200 once the catalog holds our table
+        log_path=scratch / "tipg.log",
+        cores=cores,
+        cwd=workdir,
+    ) as server:  # fmt: skip
+        yield server
+
+
+def start_server(target: str, ctx: Context) -> contextlib.AbstractContextManager[Server]:
+    if target == "tipg":
+        return running_tipg(
+            ctx.url,
+            scratch=ctx.scratch,
+            cores=ctx.server_cores,
+            log_level=ctx.args.server_log_level,
+        )
+    return running_server(
+        ctx.url, log_path=ctx.scratch / "crossings.log", cores=ctx.server_cores,
+        log_level=ctx.args.server_log_level,
+    )  # fmt: skip
+
+
+def choose_crossings_path(server: Server, args: argparse.Namespace, notes: list[str]) -> str:
+    """The items path to use: --crossings-path, or the OGC one, or (while the OGC route does not
+    exist yet and no path was asked for) the service's own /v1/reports, noted loudly."""
+    import httpx
+
+    path = args.crossings_path or OGC_PATH
+    response = httpx.get(f"{server.base_url}{path}?limit=1", headers=HEADERS, timeout=30.0)
+    if response.status_code == 404 and args.crossings_path is None:
+        notes.append(f"crossings: {OGC_PATH} answered 404, so {V1_PATH} was measured instead")
+        print(f"note: {OGC_PATH} answered 404; measuring {V1_PATH}", file=sys.stderr)
+        return V1_PATH
+    if response.status_code != 200:
+        raise RuntimeError(
+            f"GET {path}?limit=1 answered {response.status_code}: {response.text[:500]}"
+        )
+    return path
+
+
+# --- measuring -------------------------------------------------------------------------------
+
+
+@dataclass
+class Measured:
+    """One server (or the SQL floor) on one case: rounds, sizes, and what each query answered."""
+
+    phase: Phase
+    sizes: list[int] = field(default_factory=list)
+    answers: dict[str, set[Answer]] = field(default_factory=lambda: defaultdict(set))
+    latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    content_types: set[str] = field(default_factory=set)
+
+
+@dataclass
+class Context:
+    args: argparse.Namespace
+    url: str
+    scratch: Path
+    server_cores: set[int] | None
+    postgres: PostgresCpu
+    cases: list[Case]
+    crossings_path: str | None = None
+    measured: dict[tuple[str, str], Measured] = field(default_factory=dict)
+    pinned_backends: list[int] = field(default_factory=list)
+
+    def of(self, who: str, case: Case) -> Measured:
+        key = (who, case.name)
+        if key not in self.measured:
+            self.measured[key] = Measured(Phase(f"{who} {case.name}"))
+        return self.measured[key]
+
+    def urls(self, target: str, queries: list[Query]) -> list[str]:
+        if target == "tipg":
+            return [q.url(TIPG_PATH, ogc=True) for q in queries]
+        path = self.crossings_path or OGC_PATH
+        return [q.url(path, ogc=not path.startswith("/v1/")) for q in queries]
+
+
+def record(measured: Measured, sent: list[Sent], by_url: dict[str, Query]) -> None:
+    """Read every answer outside the clock, then keep only failed bodies (10,000-feature pages
+    are megabytes each)."""
+    for s in sent:
+        measured.sizes.append(len(s.body))
+        query = by_url[s.url]
+        measured.latencies[query.label].append(s.seconds)
+        if s.status == 200:
+            measured.answers[query.label].add(read_answer(s.body, limit=query.limit))
+    measured.phase.sent += [
+        s if s.status >= 300 else Sent(s.status, s.seconds, b"", s.url) for s in sent
+    ]
+
+
+def server_round(target: str, ctx: Context, round_no: int, notes: list[str]) -> None:
+    """Start the server; for each case, warm up then measure its share of this round; stop it.
+
+    Each case is warmed up just before it is measured, so that work one case leaves behind (a
+    full garbage collection after 10,000-item pages, say) lands in that case's own warm-up rather
+    than in the next case's figures."""
+    args = ctx.args
+    with start_server(target, ctx) as server:
+        if target == "crossings" and ctx.crossings_path is None:
+            ctx.crossings_path = choose_crossings_path(server, args, notes)
+        probes = Probes(server.pid, ctx.postgres)
+        sender = Sender(server.base_url, headers=HEADERS, warm_path="/healthz")
+        try:
+            for case in ctx.cases:
+                measured = ctx.of(target, case)
+                warm_up(target, case, ctx, sender, measured)
+                queries = case.round_queries(round_no, args.rounds)
+                urls = ctx.urls(target, queries)
+                ctx.pinned_backends.append(ctx.postgres.pin_backends(ctx.server_cores))
+                with measured.phase.round(probes, len(urls)):
+                    sent = sender.get(urls, clients=args.clients)
+                record(measured, sent, dict(zip(urls, queries, strict=True)))
+        finally:
+            sender.close()
+
+
+def warm_up(target: str, case: Case, ctx: Context, sender: Sender, measured: Measured) -> None:
+    """Every query of the case, and enough runs to settle connections and plans."""
+    warm = case.warmup_queries(WARMUP_SMALL if case.limit <= 100 else WARMUP_BIG)
+    sent = sender.get(ctx.urls(target, warm), clients=ctx.args.clients)
+    if bad := [s for s in sent if s.status >= 300]:
+        raise RuntimeError(f"{target} warm-up: {bad[0].status} {bad[0].url} {bad[0].body[:300]!r}")
+    response = sender.client.get(ctx.urls(target, warm[:1])[0])
+    measured.content_types.add(response.headers.get("content-type", ""))
+
+
+def raw_round(ctx: Context, conn: psycopg.Connection[Any], round_no: int) -> None:
+    """The SQL floor: each case's queries, one after another, from this process."""
+    probes = Probes(None, ctx.postgres)
+    for case in ctx.cases:
+        queries = case.round_queries(round_no, ctx.args.rounds)
+        statements = [raw_page_statement(q) for q in queries]
+        for statement, params in statements[:3]:  # warm-up
+            conn.execute(statement, params).fetchone()
+        measured = ctx.of("raw_sql", case)
+        ctx.pinned_backends.append(ctx.postgres.pin_backends(ctx.server_cores))
+        sent = []
+        with measured.phase.round(probes, len(queries)):
+            for query, (statement, params) in zip(queries, statements, strict=True):
+                start = time.perf_counter()
+                (text,) = conn.execute(statement, params).fetchone()  # type: ignore[misc]
+                sent.append(Sent(200, time.perf_counter() - start, text.encode(), query.label))
+        record(measured, sent, {q.label: q for q in queries})
+
+
+def run(ctx: Context, notes: list[str]) -> None:
+    set_parallel_query(ctx.url, allowed=ctx.args.allow_parallel_query)
+    with psycopg.connect(libpq_url(ctx.url), autocommit=True, prepare_threshold=None) as conn:
+        for round_no in range(ctx.args.rounds):
+            order = TARGETS if round_no % 2 == 0 else TARGETS[::-1]
+            for target in order:
+                if target in ctx.args.targets:
+                    print(f"round {round_no + 1}/{ctx.args.rounds}: {target} ...", file=sys.stderr)
+                    server_round(target, ctx, round_no, notes)
+            if not ctx.args.no_raw:
+                raw_round(ctx, conn, round_no)
+
+
+# --- results ---------------------------------------------------------------------------------
+
+
+def case_result(ctx: Context, case: Case) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "description": case.description,
+        "limit": case.limit,
+        "queries": [q.label for q in case.queries],
+        "aim_crossings_over_tipg": case.aim,
+    }
+    phases = {}
+    for who in WHO:
+        m = ctx.measured.get((who, case.name))
+        if m is None:
+            continue
+        phases[who] = m.phase
+        out[who] = m.phase.summary(unit="requests", per="request") | {
+            "bytes_per_response": spread(m.sizes, digits=0) if m.sizes else None,
+            "content_types": sorted(m.content_types) or None,
+        }
+    if "crossings" in phases and "tipg" in phases:
+        out["ratio_crossings_to_tipg"] = ratios(phases["crossings"], phases["tipg"])
+    if "crossings" in phases and "raw_sql" in phases:
+        out["ratio_crossings_to_raw_sql"] = ratios(phases["crossings"], phases["raw_sql"])
+    out["answers"], out["mismatches"] = compare_answers(ctx, case)
+    return out
+
+
+def compare_answers(ctx: Context, case: Case) -> tuple[dict[str, Any], list[str]]:
+    """Per query and server: features returned, numberMatched, median latency; and every
+    disagreement between servers, or between two answers of one server to the same query."""
+    answers: dict[str, Any] = {}
+    problems: list[str] = []
+    for query in dict.fromkeys(case.queries):
+        seen: dict[str, set[Answer]] = {}
+        answers[query.label] = {}
+        for who in WHO:
+            m = ctx.measured.get((who, case.name))
+            if m is None:
+                continue
+            got = seen[who] = m.answers.get(query.label, set())
+            answers[query.label][who] = {
+                "features": sorted({a.features for a in got}),
+                "number_matched": sorted({n for a in got if (n := a.number_matched) is not None}),
+                "p50_ms": round(percentile(m.latencies[query.label], 50) * 1000, 2),
+            }
+        problems += [f"{case.name} {query.label}: {p}" for p in _disagreements(seen)]
+    return answers, problems
+
+
+def _disagreements(seen: dict[str, set[Answer]]) -> list[str]:
+    problems = []
+    for who, got in seen.items():
+        if len(got) > 1:
+            problems.append(f"{who} answered differently across requests")
+        problems += [f"{who}: {a.problem}" for a in got if a.problem]
+        if any(a.number_returned not in (None, a.features) for a in got):
+            problems.append(f"{who}: numberReturned != len(features)")
+    firsts = {who: next(iter(got)) for who, got in seen.items() if got}
+    counts = {who: a.features for who, a in firsts.items()}
+    if len(set(counts.values())) > 1:
+        problems.append(f"feature counts differ {counts}")
+    matched = {who: a.number_matched for who, a in firsts.items() if a.number_matched is not None}
+    if len(set(matched.values())) > 1:
+        problems.append(f"numberMatched differs {matched}")
+    id_sets = {who: a.ids for who, a in firsts.items() if a.ids is not None}
+    if len(set(id_sets.values())) > 1:
+        problems.append(f"different reports: {_id_diff(id_sets)}")
+    total = max(matched.values(), default=None)
+    for who in TARGETS:
+        a = firsts.get(who)
+        if a and total is not None and (total > a.features) != a.has_next:
+            state = "present" if a.has_next else "missing"
+            problems.append(f"{who}: next link {state} with {a.features} of {total} returned")
+    return problems
+
+
+def _id_diff(id_sets: dict[str, frozenset[str]]) -> str:
+    (a, ids_a), *others = id_sets.items()
+    return ", ".join(
+        f"{b}: {len(ids_b - ids_a)} not in {a}, {len(ids_a - ids_b)} missing" for b, ids_b in others
+    )
+
+
+def describe(
+    ctx: Context, facts: dict[str, Any], *, started: datetime, client_cores: set[int] | None
+) -> dict[str, Any]:
+    import tipg
+
+    with psycopg.connect(libpq_url(ctx.url)) as conn:
+        settings = pg_settings(conn, PG_SETTINGS)
+    settings.pop("data_directory", None)
+    params = (
+        "reports", "rounds", "small_requests", "big_requests", "clients", "seed", "quick",
+        "targets", "allow_parallel_query",
+    )  # fmt: skip
+    return {
+        "benchmark": "features",
+        "started_at": started.isoformat(),
+        "params": {k: getattr(ctx.args, k) for k in params},
+        "data": facts,
+        "crossings": service_facts(None) | {"items_path": ctx.crossings_path},
+        "tipg": {
+            "version": tipg.__version__,
+            "items_path": TIPG_PATH,
+            "env": tipg_env("postgresql://<db>"),
+        },
+        "request_headers": HEADERS,
+        "database": {"settings": settings},
+        "machine": _machine(ctx, client_cores),
+    }
+
+
+def _machine(ctx: Context, client_cores: set[int] | None) -> dict[str, Any]:
+    facts = machine_facts(client_cores=client_cores, server_cores=ctx.server_cores)
+    if ctx.server_cores:
+        facts["pinning"]["postgresql"] = {
+            "cores": sorted(ctx.server_cores),
+            "what": "backends on the benchmark database, before each measured round",
+            "backends_pinned_per_round": spread(ctx.pinned_backends or [0], digits=0),
+        }
+    return facts
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.features", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--reports", type=int, default=1_000_000)
+    parser.add_argument(
+        "--small-requests",
+        type=int,
+        default=200,
+        help="per case of 100-item pages, over all rounds",
+    )
+    parser.add_argument(
+        "--big-requests", type=int, default=30, help="per case of 10,000-item pages"
+    )
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--clients", type=int, default=1, help="concurrent clients (default: one request at a time)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="100,000 reports; 50 and 10 requests per case"
+    )
+    parser.add_argument(
+        "--crossings-path",
+        help=f"items path of crossings (default {OGC_PATH}; {V1_PATH} if that is 404)",
+    )
+    parser.add_argument("--targets", nargs="+", choices=TARGETS, default=list(TARGETS))
+    parser.add_argument("--no-raw", action="store_true", help="skip the SQL floor")
+    parser.add_argument("--db", help="reuse this database, loaded by an earlier --keep-db run")
+    parser.add_argument("--keep-db", action="store_true", help="keep the database loaded here")
+    parser.add_argument(
+        "--allow-parallel-query",
+        action="store_true",
+        help="leave max_parallel_workers_per_gather at the server default",
+    )
+    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--admin-url", default=ADMIN_URL, help="libpq URL that may CREATE DATABASE")
+    parser.add_argument("--server-log-level", default="warning")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
+    parser.add_argument("--output", default="features", help="name of the JSON in bench/results")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.reports, args.small_requests, args.big_requests = 100_000, 50, 10
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    handle_stop_signals()
+    client_cores, server_cores, pin_note = (None, None, "not pinned (--no-pin)")
+    if not args.no_pin:
+        client_cores, server_cores, pin_note = core_plan()
+        pin_note = pin_note.replace(
+            "PostgreSQL is not pinned (it runs on either core, competing with both)",
+            "so are the PostgreSQL backends of the benchmark database (re-pinned before each "
+            "measured round); the cluster's shared helpers are not",
+        )
+    if client_cores:
+        pin_process(os.getpid(), client_cores)
+    started = datetime.now(UTC)
+    notes = [
+        pin_note,
+        "parallel query allowed" if args.allow_parallel_query
+        else "max_parallel_workers_per_gather = 0 on the benchmark database (parallel workers "
+        "would escape the pinning)",
+        "requests send Accept-Encoding: identity (TiPG compresses when asked; crossings does not)",
+        "TiPG pages in its default order (by id) and counts every match (numberMatched) on every "
+        "page; crossings pages by (observed_at, id); the SQL floor as crossings, with a bare "
+        "geom && box test (float4 boxes: it admits points up to ~1 m outside the box; TiPG's "
+        "ST_Intersects is exact)",
+        "CPU ms/req: the server process, PostgreSQL (backends on the benchmark database plus the "
+        "shared WAL writer, checkpointer and background writer), this load generator; /proc, "
+        "10 ms ticks",
+        f"load average at start {os.getloadavg()[0]:.2f} (other work on the machine skews figures)",
+    ]  # fmt: skip
+    if args.db:
+        notes.append(f"reused database {args.db} (loaded by an earlier run, kept)")
+    database = reports_database(
+        admin_url=args.admin_url, reuse=args.db, keep=args.keep_db, reports=args.reports,
+        seed=args.seed,
+    )  # fmt: skip
+    with scratch_dir("crossings_features_") as scratch, database as (url, facts):
+        if args.keep_db and not args.db:
+            name = url.rsplit("/", 1)[-1]
+            notes.append(f"database {name} kept: rerun with --db {name}; drop it when done")
+        with psycopg.connect(libpq_url(url)) as conn:
+            data_directory = pg_settings(conn, ["data_directory"])["data_directory"]
+            postgres = PostgresCpu(data_directory, conn.info.dbname)
+        now = datetime.fromisoformat(facts["now"])
+        cases = build_cases(
+            now=now,
+            border=Border.load(),
+            small_requests=args.small_requests,
+            big_requests=args.big_requests,
+        )
+        ctx = Context(args, url, scratch, server_cores, postgres, cases)
+        run(ctx, notes)
+        result = describe(ctx, facts, started=started, client_cores=client_cores)
+    measured = [c for c in cases if any((w, c.name) in ctx.measured for w in WHO)]
+    result["cases"] = {c.name: case_result(ctx, c) for c in measured}
+    result["mismatches"] = [p for c in result["cases"].values() for p in c["mismatches"]]
+    result["notes"] = notes
+    path = write_results(args.output, result)
+    table(result)
+    print(f"\nwritten to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
