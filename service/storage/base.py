@@ -93,11 +93,6 @@ class ReportStore(Protocol):
         """The bounding box and observed_at range of every stored report."""
         ...
 
-    def count_reports(self, query: ReportQuery, *, cap: int) -> int:
-        """How many reports match ``query`` (ignoring limit and after), counting at most ``cap``:
-        an exact count when the answer is below ``cap``, at a cost bounded by ``cap``."""
-        ...
-
 
 class Store(SegmentStore, ReportStore, Protocol):
     """One backend: segments, reports, and its own life cycle."""

@@ -77,6 +77,19 @@ async def test_bbox_filter_includes_points_on_its_edge(client: httpx.AsyncClient
     assert {f["id"] for f in features} == {inside["id"], edge["id"]}
 
 
+async def test_bbox_filter_is_exact_just_outside_its_edge(client: httpx.AsyncClient) -> None:
+    # 2e-6 degrees (~0.15 m) beyond the edge: inside the float4-rounded box an index compares.
+    edge = report_body(lon=-73.4, lat=45.05)
+    beyond = report_body(lon=-73.4 + 2e-6, lat=45.05)
+    await _post_many(client, [edge, beyond])
+    for url in (
+        "/v1/reports?bbox=-73.6,44.9,-73.4,45.1",
+        "/ogc/collections/reports/items?bbox=-73.6,44.9,-73.4,45.1",
+    ):
+        features = (await client.get(url)).json()["features"]
+        assert [f["id"] for f in features] == [edge["id"]], url
+
+
 async def test_segment_and_kind_filters(client: httpx.AsyncClient) -> None:
     roxham = report_body(kind="attempt")
     peace_arch = report_body(lon=-122.754389, lat=49.000111, kind="attempt")

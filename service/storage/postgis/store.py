@@ -94,6 +94,3 @@ class PostgisStore:
 
     def report_extent(self) -> Extent:
         return self._run(reports.report_extent)
-
-    def count_reports(self, query: ReportQuery, *, cap: int) -> int:
-        return self._run(lambda conn: reports.count_reports(conn, query, cap=cap))

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 from service.domain.reports import IngestOutcome, IngestResult, Report
@@ -60,7 +59,6 @@ _AFTER_KEY = "(observed_at, id) > (:after_observed_at, :after_id)"
 _BEFORE_KEY = "(observed_at, id) < (:after_observed_at, :after_id)"
 _ORDER_AND_LIMIT = " ORDER BY observed_at, id LIMIT :limit"
 _ORDER_DESC_AND_LIMIT = " ORDER BY observed_at DESC, id DESC LIMIT :limit"
-_COUNT = "SELECT count(*) FROM (SELECT 1 FROM reports{where} LIMIT :cap)"
 
 
 def add_reports(conn: sqlite3.Connection, reports: Sequence[Report]) -> list[IngestResult]:
@@ -147,15 +145,6 @@ def report_extent(conn: sqlite3.Connection) -> Extent:
         first_observed=None if first is None else from_micros(first),
         last_observed=None if last is None else from_micros(last),
     )
-
-
-def count_reports(conn: sqlite3.Connection, query: ReportQuery, *, cap: int) -> int:
-    clauses, params = _where(replace(query, after=None))
-    if query.bbox is not None and _is_sparse_box(conn, params):
-        clauses.append(_IN_RTREE_BOX)
-    where = " WHERE " + " AND ".join(clauses) if clauses else ""
-    (count,) = conn.execute(_COUNT.format(where=where), {**params, "cap": cap}).fetchone()
-    return int(count)
 
 
 def _where(query: ReportQuery) -> tuple[list[str], dict[str, Any]]:

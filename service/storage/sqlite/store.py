@@ -75,9 +75,6 @@ class SqliteStore:
     def report_extent(self) -> Extent:
         return self._db.read(report_queries.report_extent)
 
-    def count_reports(self, query: ReportQuery, *, cap: int) -> int:
-        return self._db.read(partial(report_queries.count_reports, query=query, cap=cap))
-
     def ping(self) -> None:
         """Raise StoreUnavailable unless the file answers a read now."""
         self._db.read(lambda conn: conn.execute("SELECT count(*) FROM sqlite_master").fetchone())
