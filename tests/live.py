@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import httpx
 
@@ -67,3 +68,14 @@ def running_server(database_url: str, *, workers: int = 1, **env: str) -> Iterat
             process.wait()
         if process.stdout:
             process.stdout.close()
+
+
+def run_cli(
+    database_url: str, *args: str, stdin: bytes | None = None, text: bool = False
+) -> subprocess.CompletedProcess[Any]:
+    """Run `crossings ARGS` against a store, as a user would, and return what it printed."""
+    env = {**os.environ, "CROSSINGS_DATABASE_URL": database_url}
+    command = [sys.executable, "-m", "service.cli", *args]
+    if text:
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(command, env=env, capture_output=True, input=stdin, timeout=300)

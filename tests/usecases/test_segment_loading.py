@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,19 +11,9 @@ import pytest
 
 from service.settings import Settings
 from service.storage import open_store
+from tests.live import run_cli
 
 BUNDLED = Path(__file__).resolve().parents[2] / "data" / "border_segments.geojson"
-
-
-def _cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CROSSINGS_DATABASE_URL": url}
-    return subprocess.run(
-        [sys.executable, "-m", "service.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def _segment_ids(url: str) -> list[str]:
@@ -49,7 +36,7 @@ def _write(tmp_path: Path, doc: object, name: str = "segments.geojson") -> Path:
 
 def test_loading_twice_leaves_the_same_set(fresh_url: str) -> None:
     for _ in range(2):
-        result = _cli(fresh_url, "segments", "load", str(BUNDLED))
+        result = run_cli(fresh_url, "segments", "load", str(BUNDLED), text=True)
         assert result.returncode == 0, result.stderr
         assert "loaded 457 segments" in result.stdout
     ids = _segment_ids(fresh_url)
@@ -57,10 +44,13 @@ def test_loading_twice_leaves_the_same_set(fresh_url: str) -> None:
 
 
 def test_a_new_set_replaces_the_old_one(fresh_url: str, tmp_path: Path) -> None:
-    _cli(fresh_url, "segments", "load", str(BUNDLED))
+    run_cli(fresh_url, "segments", "load", str(BUNDLED), text=True)
     doc = _doc()
     doc["features"] = [f for f in doc["features"] if f["properties"]["border"] == "MX-US"]
-    assert _cli(fresh_url, "segments", "load", str(_write(tmp_path, doc))).returncode == 0
+    assert (
+        run_cli(fresh_url, "segments", "load", str(_write(tmp_path, doc)), text=True).returncode
+        == 0
+    )
     assert all(i.startswith("MX-US") for i in _segment_ids(fresh_url))
 
 
@@ -99,15 +89,15 @@ def _broken(kind: str) -> object:
 def test_a_bad_file_is_refused_naming_the_feature_and_nothing_changes(
     fresh_url: str, tmp_path: Path, kind: str, message: str
 ) -> None:
-    _cli(fresh_url, "segments", "load", str(BUNDLED))
+    run_cli(fresh_url, "segments", "load", str(BUNDLED), text=True)
     before = _segment_ids(fresh_url)
-    result = _cli(fresh_url, "segments", "load", str(_write(tmp_path, _broken(kind))))
+    result = run_cli(fresh_url, "segments", "load", str(_write(tmp_path, _broken(kind))), text=True)
     assert result.returncode == 1
     assert message in result.stderr
     assert _segment_ids(fresh_url) == before
 
 
 def test_a_missing_file_is_refused(fresh_url: str, tmp_path: Path) -> None:
-    result = _cli(fresh_url, "segments", "load", str(tmp_path / "nope.geojson"))
+    result = run_cli(fresh_url, "segments", "load", str(tmp_path / "nope.geojson"), text=True)
     assert result.returncode == 1
     assert "cannot read" in result.stderr

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,17 +19,7 @@ from service.usecases.submit_reports import submit_batch
 from service.usecases.transfer import export_reports
 from tests.conftest import fresh_postgis_database
 from tests.factories import report_body
-
-
-def _cli(url: str, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    env = {**os.environ, "CROSSINGS_DATABASE_URL": url}
-    return subprocess.run(
-        [sys.executable, "-m", "service.cli", *args],
-        env=env,
-        capture_output=True,
-        input=stdin,
-        timeout=300,
-    )
+from tests.live import run_cli
 
 
 def _store_reports(url: str, count: int) -> list[Report]:
@@ -71,12 +58,12 @@ def test_reports_move_to_the_other_store_exactly_once(
 ) -> None:
     source = _store_reports(fresh_url, 2_500)  # more than one export page and import batch
     dump = tmp_path / "reports.ndjson"
-    assert _cli(fresh_url, "export", "-o", str(dump)).returncode == 0
+    assert run_cli(fresh_url, "export", "-o", str(dump)).returncode == 0
     assert len(dump.read_text().splitlines()) == 2_500
-    first = _cli(other_url, "import", str(dump))
+    first = run_cli(other_url, "import", str(dump))
     assert first.returncode == 0, first.stderr.decode()
     assert b"2500 created, 0 duplicate, 0 conflict, 0 invalid" in first.stdout
-    again = _cli(other_url, "import", str(dump))
+    again = run_cli(other_url, "import", str(dump))
     assert b"0 created, 2500 duplicate" in again.stdout
     assert _all(other_url) == source  # same drafts, received_at and (same border) snaps
 
@@ -85,15 +72,15 @@ def test_import_counts_conflicts_and_refused_lines_and_keeps_the_rest(
     fresh_url: str, other_url: str
 ) -> None:
     (kept,) = _store_reports(other_url, 1)
-    exported = _cli(fresh_url, "export")
+    exported = run_cli(fresh_url, "export")
     assert exported.stdout == b""  # an empty store exports nothing
-    changed = json.loads(_cli(other_url, "export").stdout)
+    changed = json.loads(run_cli(other_url, "export").stdout)
     changed["properties"]["people_count"] += 1
     good = report_body()
     good_feature = {"type": "Feature", "geometry": good.pop("location"), "properties": good}
     lines = [json.dumps(changed), "{not json", json.dumps({"type": "Feature", "properties": {}}),
              json.dumps(good_feature)]  # fmt: skip
-    result = _cli(other_url, "import", "-", stdin="\n".join(lines).encode())
+    result = run_cli(other_url, "import", "-", stdin="\n".join(lines).encode())
     assert result.returncode == 1
     assert b"1 created, 0 duplicate, 1 conflict, 2 invalid" in result.stdout
     assert b"line 2: not JSON" in result.stderr
@@ -105,7 +92,7 @@ def test_import_counts_conflicts_and_refused_lines_and_keeps_the_rest(
 def test_received_at_survives_the_move(fresh_url: str, other_url: str, tmp_path: Path) -> None:
     (original,) = _store_reports(fresh_url, 1)
     dump = tmp_path / "one.ndjson"
-    _cli(fresh_url, "export", "-o", str(dump))
-    _cli(other_url, "import", str(dump))
+    run_cli(fresh_url, "export", "-o", str(dump))
+    run_cli(other_url, "import", str(dump))
     (moved,) = _all(other_url)
     assert moved.received_at == original.received_at < datetime.now(UTC)
