@@ -185,3 +185,17 @@ async def test_create_through_ogc_follows_the_same_rules(client: httpx.AsyncClie
     response = await client.post("/ogc/collections/reports/items", json=bad)
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == "properties.kind"
+
+
+async def test_service_description_is_valid_openapi_30(client: httpx.AsyncClient) -> None:
+    from openapi_spec_validator import validate
+
+    landing = (await client.get("/ogc")).json()
+    response = await client.get(
+        _href(landing, "service-desc", "application/vnd.oai.openapi+json;version=3.0")
+    )
+    assert response.headers["content-type"] == "application/vnd.oai.openapi+json;version=3.0"
+    doc = response.json()
+    assert doc["openapi"].startswith("3.0.")
+    validate(doc)  # raises on anything that is not OpenAPI 3.0
+    assert "/ogc/collections/reports/items" in doc["paths"]

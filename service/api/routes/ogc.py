@@ -14,6 +14,7 @@ from starlette.responses import Response
 from service.api import encodings as enc
 from service.api.deps import IndexDep, SettingsDep, StoreDep, get_caller
 from service.api.openapi import request_body
+from service.api.openapi30 import OPENAPI_30, to_openapi_30
 from service.api.routes.reports import submit_single
 from service.api.schemas import ogc
 from service.api.schemas.common import format_instant
@@ -82,11 +83,12 @@ async def landing(request: Request) -> Response:
         "links": [
             ogc.link(base, "self", enc.JSON, "This document"),
             ogc.link(f"{base}?f=html", "alternate", enc.HTML, "This document as HTML"),
+            ogc.link(f"{base}/api", "service-desc", OPENAPI_30, "The API definition (OpenAPI 3.0)"),
             ogc.link(
                 f"{root}/openapi.json",
                 "service-desc",
                 "application/vnd.oai.openapi+json;version=3.1",
-                "The API definition",
+                "The API definition (OpenAPI 3.1)",
             ),
             ogc.link(f"{root}/docs", "service-doc", enc.HTML, "The API documentation"),
             ogc.link(f"{base}/conformance", "conformance", enc.JSON, "Conformance classes"),
@@ -94,6 +96,12 @@ async def landing(request: Request) -> Response:
         ],
     }
     return _respond(request, doc, offered=DOCS, title="crossings")
+
+
+@router.get("/api")
+async def api_definition(request: Request) -> Response:
+    """The API definition as OpenAPI 3.0 (`/openapi.json` is the same in 3.1)."""
+    return Response(orjson.dumps(to_openapi_30(request.app.openapi())), media_type=OPENAPI_30)
 
 
 @router.get("/conformance")
