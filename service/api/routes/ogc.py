@@ -213,7 +213,7 @@ async def report_items(
     cursor: Annotated[str | None, Query(description="From the next link")] = None,
 ) -> Response:
     """Reports, a page at a time in observed_at order (follow `next`). `numberMatched` is given
-    when it is cheap: on a first page holding fewer than 10,000 matches."""
+    when it is free: on a first page that is also the last."""
     media = enc.negotiate(request, offered=ITEMS)
     doc = await _report_items(
         request, dict(request.query_params), store, index, settings.page_max_items
