@@ -60,7 +60,7 @@ def _segments_load(args: argparse.Namespace, settings: Settings) -> int:
 
     store = open_store(settings)
     try:
-        count = load_segments(store, Path(args.path))
+        count = len(load_segments(store, Path(args.path)))
     finally:
         store.close()
     print(f"loaded {count} segments from {args.path}")

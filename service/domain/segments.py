@@ -173,6 +173,16 @@ class SegmentIndex:
         )
         self.tree = shapely.STRtree(edges)
         self._countries = frozenset(self.left_a2) | frozenset(self.right_a2)
+        by_border: dict[str, set[str]] = {}
+        for seg in self.segments:
+            by_border.setdefault(seg.border, set()).add(seg.segment_id)
+        self.segment_ids_by_border = {k: frozenset(v) for k, v in by_border.items()}
+        xs, ys = np.concatenate([self.ax, self.bx]), np.concatenate([self.ay, self.by])
+        self.bounds = (
+            (float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max()))
+            if len(xs)
+            else None
+        )
         from service.domain.candidate_grid import CandidateGrid  # builds from this index
 
         self.grid = CandidateGrid.build(self)

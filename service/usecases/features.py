@@ -82,11 +82,3 @@ def segment_item(index: SegmentIndex, segment_id: str) -> BorderSegment:
     if segment is None:
         raise FeatureNotFound(f"no segment with id {segment_id!r}")
     return segment
-
-
-def border_segments(index: SegmentIndex) -> dict[str, frozenset[str]]:
-    """Segment ids by border: a report's border is its segment's."""
-    out: dict[str, set[str]] = {}
-    for s in index.segments:
-        out.setdefault(s.border, set()).add(s.segment_id)
-    return {k: frozenset(v) for k, v in out.items()}

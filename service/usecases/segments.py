@@ -12,8 +12,9 @@ from service.resources import bundled_segments_path
 from service.storage.base import SegmentStore
 
 
-def read_segment_file(path: Path) -> list[BorderSegment]:
-    """Parse and check a segment file; raise InvalidSegmentFile naming what is wrong."""
+def read_segment_file(path: Path) -> SegmentIndex:
+    """Parse and check a segment file, indexed (a set the service could not snap to is refused
+    before it is stored); raise InvalidSegmentFile naming what is wrong."""
     try:
         raw = path.read_bytes()
     except OSError as error:
@@ -22,22 +23,20 @@ def read_segment_file(path: Path) -> list[BorderSegment]:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as error:
         raise InvalidSegmentFile(f"{path} is not JSON: {error}") from error
-    segments = parse_segment_collection(doc)
-    SegmentIndex(segments)  # refuse a set the service could not snap to, before storing it
-    return segments
+    return SegmentIndex(parse_segment_collection(doc))
 
 
-def load_segments(store: SegmentStore, path: Path) -> int:
-    """Replace the stored segment set with the file's, all or nothing; return how many."""
-    segments = read_segment_file(path)
-    store.replace_segments(segments)
-    return len(segments)
+def load_segments(store: SegmentStore, path: Path) -> SegmentIndex:
+    """Replace the stored segment set with the file's, all or nothing; return its index."""
+    index = read_segment_file(path)
+    store.replace_segments(index.segments)
+    return index
 
 
 def ensure_segments(store: SegmentStore, path: Path | None) -> SegmentIndex:
-    """Load the given (or bundled) file into an empty store, then index what the store holds."""
+    """The index of the stored border, loading the given (or bundled) file into an empty store."""
     if store.count_segments() == 0:
-        load_segments(store, path or bundled_segments_path())
+        return load_segments(store, path or bundled_segments_path())
     return SegmentIndex(store.list_segments())
 
 

@@ -3,6 +3,7 @@ Part 4 "create" for reports (the same code path as POST /v1/reports)."""
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -16,11 +17,12 @@ from service.api.deps import IndexDep, SettingsDep, StoreDep, get_caller
 from service.api.openapi import request_body
 from service.api.openapi30 import OPENAPI_30, to_openapi_30
 from service.api.routes.reports import submit_single
+from service.api.routes.segments import segment_feature as v1_segment_feature
 from service.api.schemas import ogc
 from service.api.schemas.common import format_instant
 from service.api.schemas.pages import encode_cursor
 from service.api.schemas.reports import report_feature
-from service.domain.segments import BorderSegment
+from service.domain.segments import BorderSegment, SegmentIndex
 from service.usecases import features
 
 router = APIRouter(prefix="/ogc", tags=["ogc"], dependencies=[Depends(get_caller)])
@@ -55,10 +57,6 @@ def _respond(
         return Response(enc.features_csv(doc["features"]), media_type=enc.CSV)
     if media == enc.GEOJSON_SEQ:
         return Response(enc.geojson_seq(doc["features"]), media_type=enc.GEOJSON_SEQ)
-    return enc_json(doc, media)
-
-
-def enc_json(doc: dict[str, Any], media: str) -> Response:
     return Response(orjson.dumps(doc), media_type=media)
 
 
@@ -123,14 +121,7 @@ async def _collection_doc(
         extent = await run_in_threadpool(features.report_extent, store)
         bbox, start, end = extent.bbox, extent.first_observed, extent.last_observed
     else:
-        bounds = [c for s in index.segments for c in s.coords]
-        bbox = (
-            min(x for x, _ in bounds),
-            min(y for _, y in bounds),
-            max(x for x, _ in bounds),
-            max(y for _, y in bounds),
-        )
-        start = end = None
+        bbox, start, end = index.bounds, None, None
     doc: dict[str, Any] = {
         "id": collection_id,
         "title": title,
@@ -260,7 +251,7 @@ async def _report_items(
     parsed = ogc.parse_items_params(
         params, filters=ogc.REPORT_FILTERS, max_limit=max_limit, known_properties=REPORT_PROPERTIES
     )
-    query = ogc.report_query(parsed, border_segments=features.border_segments(index))
+    query = ogc.report_query(parsed, border_segments=index.segment_ids_by_border)
     result = await run_in_threadpool(features.report_items, store, query)
     feats = [_select(report_feature(r), parsed.properties) for r in result.page.reports]
     next_token = None if result.page.next_key is None else encode_cursor(result.page.next_key)
@@ -270,7 +261,7 @@ async def _report_items(
 def _segment_items(
     request: Request, params: dict[str, str], index: IndexDep, max_limit: int
 ) -> dict[str, Any]:
-    known = {"segment_id"} | {k for s in index.segments for k in segment_feature(s)["properties"]}
+    known = _segment_properties(index)
     parsed = ogc.parse_items_params(
         params, filters=ogc.SEGMENT_FILTERS, max_limit=max_limit, known_properties=known
     )
@@ -316,12 +307,17 @@ def _select(feature: dict[str, Any], properties: tuple[str, ...] | None) -> dict
 
 
 def segment_feature(segment: BorderSegment) -> dict[str, Any]:
-    return {
-        "type": "Feature",
-        "id": segment.segment_id,
-        "geometry": {"type": "LineString", "coordinates": [list(c) for c in segment.coords]},
-        "properties": ogc.flat_properties(dict(segment.properties)),
-    }
+    """The /v1 segment Feature with flat properties, so GIS tools map each to a column."""
+    feature = v1_segment_feature(segment)
+    feature["properties"] = ogc.flat_properties(feature["properties"])
+    return feature
+
+
+@functools.lru_cache(maxsize=4)
+def _segment_properties(index: SegmentIndex) -> frozenset[str]:
+    """Every (flattened) property name of the border: derived once per loaded border."""
+    names = {k for s in index.segments for k in ogc.flat_properties(dict(s.properties))}
+    return frozenset(names | {"segment_id"})
 
 
 @router.get("/collections/{collection_id}/items/{feature_id}")

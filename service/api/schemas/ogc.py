@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -56,7 +57,11 @@ class ItemsParams:
 
 
 def parse_items_params(
-    params: dict[str, str], *, filters: tuple[str, ...], max_limit: int, known_properties: set[str]
+    params: dict[str, str],
+    *,
+    filters: tuple[str, ...],
+    max_limit: int,
+    known_properties: AbstractSet[str],
 ) -> ItemsParams:
     """Items parameters; InvalidParameter naming the first that is unknown or not valid."""
     for name in params:
