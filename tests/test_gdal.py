@@ -24,6 +24,7 @@ from service.usecases.transfer import export_reports
 from tests.live import running_server
 
 REPORTS = 25_000
+UNMEASURED = 2_000  # the earliest reports, with no accuracy: GDAL's first page is all null there
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 pytestmark = pytest.mark.skipif(
     shutil.which("ogr2ogr") is None, reason="GDAL (gdal-bin) is not installed"
@@ -31,7 +32,8 @@ pytestmark = pytest.mark.skipif(
 
 
 def _fill(url: str) -> list[Report]:
-    """25,000 reports along the CA-US border, whole-second times (GDAL keeps milliseconds)."""
+    """25,000 reports along the CA-US border, whole-second times (GDAL keeps milliseconds); the
+    first 2,000 in time have no accuracy_m."""
     rng = np.random.default_rng(7)
     settings = Settings(database_url=url)
     store = open_store(settings)
@@ -45,13 +47,17 @@ def _fill(url: str) -> list[Report]:
             drafts.append(
                 ReportDraft(
                     id=uuid.UUID(int=int(rng.integers(2**62)) << 64 | i, version=4),
-                    observed_at=T0 + timedelta(seconds=int(rng.integers(0, 180 * 86_400))),
+                    observed_at=(
+                        T0 - timedelta(days=1, seconds=-i)
+                        if i < UNMEASURED
+                        else T0 + timedelta(seconds=int(rng.integers(0, 180 * 86_400)))
+                    ),
                     lon=round(lon + float(rng.normal(0, 0.02)), 6),
                     lat=round(lat + float(rng.normal(0, 0.02)), 6),
                     people_count=int(rng.integers(1, 12)),
                     kind=["crossing", "attempt", "evidence", "assistance"][i % 4],
                     direction=["CA", "US", None][i % 3],
-                    accuracy_m=float(rng.integers(5, 200)),
+                    accuracy_m=None if i < UNMEASURED else float(rng.integers(5, 200)),
                 )
             )
         for start in range(0, REPORTS, 1_000):
@@ -97,6 +103,22 @@ def test_ogrinfo_lists_both_collections(served: tuple[str, list[Report], str]) -
     assert "1: reports" in out.stdout and "2: segments" in out.stdout
 
 
+def test_gdal_types_columns_from_the_schema_not_the_first_page(
+    served: tuple[str, list[Report], str],
+) -> None:
+    """The first page holds only reports without accuracy_m; the collection's JSON Schema still
+    makes it a Real column, and times DateTime."""
+    base, _, _ = served
+    out = subprocess.run(
+        ["ogrinfo", "-ro", "-so", f"OAPIF:{base}/ogc", "reports"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "accuracy_m: Real" in out.stdout
+    assert "observed_at: DateTime" in out.stdout
+    assert "people_count: Integer" in out.stdout
+
+
 def test_ogr2ogr_copies_every_report_exactly_once_as_stored(
     served: tuple[str, list[Report], str], tmp_path: Path
 ) -> None:
@@ -116,6 +138,7 @@ def test_ogr2ogr_copies_every_report_exactly_once_as_stored(
         assert props["people_count"] == report.draft.people_count
         assert props["kind"] == report.draft.kind
         assert props["direction"] == report.draft.direction
+        assert props["accuracy_m"] == report.draft.accuracy_m
         assert props["segment_id"] == report.snap.segment_id
         assert props["snap_distance_m"] == pytest.approx(report.snap.distance_m, abs=1e-9)
 

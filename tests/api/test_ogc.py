@@ -199,3 +199,36 @@ async def test_service_description_is_valid_openapi_30(client: httpx.AsyncClient
     assert doc["openapi"].startswith("3.0.")
     validate(doc)  # raises on anything that is not OpenAPI 3.0
     assert "/ogc/collections/reports/items" in doc["paths"]
+
+
+_JSON_TYPES = {"string": str, "integer": int, "number": (int, float), "boolean": bool}
+
+
+@pytest.mark.parametrize("collection", ["reports", "segments"])
+async def test_schema_types_every_property_of_every_item(
+    client: httpx.AsyncClient, collection: str
+) -> None:
+    """The describedby schema names each property an item carries (every one, for reports; a
+    segment carries only the attributes the border file gives it), with a type its values have;
+    only properties marked nullable are ever null."""
+    bodies = [report_body(observed_at=(BASE + timedelta(minutes=i)).isoformat()) for i in range(3)]
+    bodies[0].pop("accuracy_m", None)
+    await _post(client, bodies)
+    meta = (await client.get(f"/ogc/collections/{collection}")).json()
+    href = _href(meta, "describedby", "application/schema+json")
+    assert href is not None
+    response = await client.get(href)
+    assert response.headers["content-type"] == "application/schema+json"
+    props = response.json()["properties"]["properties"]["properties"]
+    items = (await client.get(f"/ogc/collections/{collection}/items?limit=1000")).json()
+    assert items["features"]
+    for feature in items["features"]:
+        names = list(feature["properties"])
+        assert names == list(props) if collection == "reports" else set(names) <= set(props)
+        for name, value in feature["properties"].items():
+            if value is None:
+                assert props[name].get("nullable") is True, name
+            else:
+                assert isinstance(value, _JSON_TYPES[props[name]["type"]]), (name, value)
+    unknown = await client.get("/ogc/collections/nope/schema")
+    assert unknown.status_code == 404

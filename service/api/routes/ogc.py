@@ -32,11 +32,8 @@ COLLECTIONS = {
     "reports": ("Crossing reports", "Reports of people crossing the border, snapped to it"),
     "segments": ("Border segments", "The border line in pieces of about 25 km"),
 }
-REPORT_PROPERTIES = {
-    "id", "observed_at", "received_at", "people_count", "direction", "kind", "accuracy_m", "notes",
-    "device_id", "snap_status", "segment_id", "snap_distance_m", "chainage_km", "side",
-    "snapped_lon", "snapped_lat",
-}  # fmt: skip
+REPORT_PROPERTIES = frozenset(name for name, *_ in ogc.REPORT_SCHEMA)
+SCHEMA = "application/schema+json"
 
 
 def _base(request: Request) -> str:
@@ -140,6 +137,10 @@ async def _collection_doc(
             ogc.link(
                 f"{url}/items?f=jsonseq", "items", enc.GEOJSON_SEQ, "Items as GeoJSON text sequence"
             ),
+            ogc.link(f"{url}/schema", "describedby", SCHEMA, "JSON Schema of one item"),
+            # GDAL (3.6 at least) looks for this spelling only: with it, it types each column from
+            # the schema instead of guessing from a first page whose values may all be null.
+            ogc.link(f"{url}/schema", "describedBy", SCHEMA, "JSON Schema of one item"),
         ],
     }
     if collection_id == "reports":
@@ -163,6 +164,26 @@ async def collections(request: Request, store: StoreDep, index: IndexDep) -> Res
         ],
     }
     return _respond(request, doc, offered=DOCS, title="Collections")
+
+
+@router.get("/collections/{collection_id}/schema")
+async def collection_schema(collection_id: str, request: Request, index: IndexDep) -> Response:
+    """A JSON Schema of one item of the collection: each property's type, and whether it may be
+    null."""
+    url = f"{_base(request)}/collections/{collection_id}/schema"
+    if collection_id == "reports":
+        doc = ogc.feature_schema(url, COLLECTIONS["reports"][0], "Point", ogc.REPORT_SCHEMA)
+    elif collection_id == "segments":
+        doc = ogc.feature_schema(
+            url, COLLECTIONS["segments"][0], "LineString", _segment_schema(index)
+        )
+    else:
+        raise features.CollectionNotFound(
+            f"no collection {collection_id!r}; there are: reports, segments"
+        )
+    # GDAL accepts a schema only as JSON; everyone else is told what it is.
+    media = SCHEMA
+    return Response(orjson.dumps(doc), media_type=media)
 
 
 @router.get("/collections/{collection_id}")
@@ -314,10 +335,17 @@ def segment_feature(segment: BorderSegment) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=4)
+def _segment_schema(index: SegmentIndex) -> tuple[tuple[str, str, str | None, bool], ...]:
+    """Every (flattened) property of the border with its type: derived once per loaded border."""
+    values: dict[str, list[Any]] = {}
+    for s in index.segments:
+        for key, value in segment_feature(s)["properties"].items():
+            values.setdefault(key, []).append(value)
+    return ogc.schema_of_values(values)
+
+
 def _segment_properties(index: SegmentIndex) -> frozenset[str]:
-    """Every (flattened) property name of the border: derived once per loaded border."""
-    names = {k for s in index.segments for k in ogc.flat_properties(dict(s.properties))}
-    return frozenset(names | {"segment_id"})
+    return frozenset(name for name, *_ in _segment_schema(index)) | {"segment_id"}
 
 
 @router.get("/collections/{collection_id}/items/{feature_id}")

@@ -202,3 +202,82 @@ def decode_offset(token: str | None) -> int:
         return int(value)
     except (ValueError, UnicodeDecodeError, binascii.Error) as error:
         raise bad("cursor", "is not a cursor this service issued; follow the next link") from error
+
+
+# Each report property's JSON type, in the order features carry them: the schema GIS tools read
+# to type their columns without guessing from a first page (where a column may be all null).
+# (name, JSON type, format, may be null)
+REPORT_SCHEMA: tuple[tuple[str, str, str | None, bool], ...] = (
+    ("id", "string", "uuid", False),
+    ("observed_at", "string", "date-time", False),
+    ("received_at", "string", "date-time", False),
+    ("people_count", "integer", None, False),
+    ("direction", "string", None, True),
+    ("kind", "string", None, False),
+    ("accuracy_m", "number", None, True),
+    ("notes", "string", None, True),
+    ("device_id", "string", None, True),
+    ("snap_status", "string", None, False),
+    ("segment_id", "string", None, True),
+    ("snap_distance_m", "number", None, True),
+    ("chainage_km", "number", None, True),
+    ("side", "string", None, True),
+    ("snapped_lon", "number", None, True),
+    ("snapped_lat", "number", None, True),
+)
+
+
+def schema_of_values(props: dict[str, list[Any]]) -> tuple[tuple[str, str, str | None, bool], ...]:
+    """A schema for properties known only by their values (the loaded border's own attributes):
+    the narrowest JSON type that holds every value."""
+    out = []
+    for name, values in props.items():
+        present = [v for v in values if v is not None]
+        if present and all(isinstance(v, bool) for v in present):
+            kind = "boolean"
+        elif present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+            kind = "integer"
+        elif present and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in present
+        ):
+            kind = "number"
+        else:
+            kind = "string"
+        out.append((name, kind, None, len(present) < len(values)))
+    return tuple(out)
+
+
+def feature_schema(
+    url: str, title: str, geometry: str, properties: tuple[tuple[str, str, str | None, bool], ...]
+) -> dict[str, Any]:
+    """A JSON Schema of one GeoJSON Feature of a collection, with flat typed properties.
+
+    A property that may be null says so with ``nullable`` rather than a list of types: GDAL reads
+    ``type`` as one name, and a list would make every such column text."""
+    props: dict[str, Any] = {}
+    for name, kind, fmt, nullable in properties:
+        prop: dict[str, Any] = {"type": kind}
+        if fmt:
+            prop["format"] = fmt
+        if nullable:
+            prop["nullable"] = True
+        props[name] = prop
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": url,
+        "title": title,
+        "type": "object",
+        "required": ["type", "geometry", "properties"],
+        "properties": {
+            "type": {"type": "string", "enum": ["Feature"]},
+            "id": {"type": "string"},
+            "geometry": {
+                "type": "object",
+                "properties": {
+                    "type": {"type": "string", "enum": [geometry]},
+                    "coordinates": {"type": "array"},
+                },
+            },
+            "properties": {"type": "object", "properties": props},
+        },
+    }
