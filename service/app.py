@@ -10,11 +10,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
+from starlette.staticfiles import StaticFiles
 
 from service import __version__
 from service.api import openapi, problems
 from service.api.middleware import RequestId
-from service.api.routes import health, ogc, reports, segments, snap
+from service.api.routes import health, map, ogc, reports, segments, snap
 from service.domain.errors import StoreUnavailable
 from service.settings import Settings
 from service.storage import open_store
@@ -71,7 +72,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     problems.install(app)
     openapi.install(app)
-    for router in (health.router, reports.router, snap.router, segments.router, ogc.router):
+    for router in (
+        health.router,
+        reports.router,
+        snap.router,
+        segments.router,
+        ogc.router,
+        map.router,
+    ):
         app.include_router(router)
+    # The map page's script and the vendored MapLibre GL JS, from the installed package.
+    app.mount("/static", StaticFiles(packages=[("service", "static")]), name="static")
     app.add_middleware(RequestId)
     return app

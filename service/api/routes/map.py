@@ -1,0 +1,169 @@
+"""A web map of the border and its reports: a MapLibre style over the vector tiles (for MapLibre,
+QGIS and other style-aware clients) and a page at /map that shows it. The page's script and the
+vendored MapLibre GL JS are static files under /static."""
+
+from __future__ import annotations
+
+import html
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from starlette.responses import HTMLResponse, Response
+
+from service.api.deps import IndexDep, SettingsDep, get_caller
+from service.api.responses import JSONResponse
+
+router = APIRouter(tags=["map"], dependencies=[Depends(get_caller)])
+
+WORLD = (-180.0, -85.0, 180.0, 85.0)  # for a store without segments: nothing better to fit
+# Reports on a segment -> its line colour: grey for none, then light to dark red.
+SEGMENT_RAMP = (0, "#8c96a0", 1, "#fdbb84", 10, "#fc8d59", 100, "#d7301f", 1000, "#7f0000")
+# Reports in a cluster -> its circle radius in pixels.
+CLUSTER_RADII = (1, 5, 10, 9, 100, 15, 1000, 24, 10000, 34)
+KIND_COLOURS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d")
+OTHER_KIND = "#555555"
+
+Start = Annotated[str | None, Query(description="observed_at >= start (RFC 3339)")]
+End = Annotated[str | None, Query(description="observed_at < end (RFC 3339)")]
+Kind = Annotated[str | None, Query(max_length=100, description="Only reports of this kind")]
+
+
+def _root(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+def map_style(
+    *, tilejson_url: str, kinds: tuple[str, ...], center: tuple[float, float]
+) -> dict[str, Any]:
+    """A MapLibre style (v8) with one vector source: the border coloured by its report count,
+    report clusters (features with ``count``) sized by count, single reports coloured by kind.
+    It has no text layers, so it needs no glyphs."""
+    by_kind: list[Any] = [x for i, k in enumerate(kinds) for x in (k, KIND_COLOURS[i % 7])]
+    kind_colour = ["match", ["get", "kind"], *by_kind, OTHER_KIND] if by_kind else OTHER_KIND
+    return {
+        "version": 8,
+        "name": "crossings",
+        "center": list(center),
+        "zoom": 3,
+        "sources": {"crossings": {"type": "vector", "url": tilejson_url}},
+        "layers": [
+            {"id": "background", "type": "background", "paint": {"background-color": "#eef1f4"}},
+            {
+                "id": "segments",
+                "type": "line",
+                "source": "crossings",
+                "source-layer": "segments",
+                "layout": {"line-cap": "round", "line-join": "round"},
+                "paint": {
+                    "line-color": [
+                        "interpolate",
+                        ["linear"],
+                        ["coalesce", ["get", "reports"], 0],
+                        *SEGMENT_RAMP,
+                    ],
+                    "line-width": ["interpolate", ["linear"], ["zoom"], 2, 1.5, 10, 3, 14, 5],
+                },
+            },
+            {
+                "id": "clusters",
+                "type": "circle",
+                "source": "crossings",
+                "source-layer": "reports",
+                "filter": ["has", "count"],
+                "paint": {
+                    "circle-radius": ["interpolate", ["linear"], ["get", "count"], *CLUSTER_RADII],
+                    "circle-color": "#d7301f",
+                    "circle-opacity": 0.7,
+                    "circle-stroke-color": "#ffffff",
+                    "circle-stroke-width": 1,
+                },
+            },
+            {
+                "id": "points",
+                "type": "circle",
+                "source": "crossings",
+                "source-layer": "reports",
+                "filter": ["!", ["has", "count"]],
+                "paint": {
+                    "circle-radius": [
+                        "interpolate",
+                        ["linear"],
+                        ["coalesce", ["get", "people_count"], 1],
+                        *(1, 4, 10, 8, 50, 12),
+                    ],
+                    "circle-color": kind_colour,
+                    "circle-stroke-color": "#ffffff",
+                    "circle-stroke-width": 1,
+                },
+            },
+        ],
+    }
+
+
+@router.get("/v1/tiles/style.json", name="map_style")
+async def style(
+    request: Request,
+    settings: SettingsDep,
+    index: IndexDep,
+    start: Start = None,
+    end: End = None,
+    kind: Kind = None,
+) -> Response:
+    """A MapLibre style (v8) for the vector tiles at `/v1/tiles.json`: border segments coloured
+    by their report count, report clusters below zoom 10 and single reports from zoom 10.
+    `start`, `end` and `kind` are passed on to `/v1/tiles.json` (which checks them)."""
+    filters = urlencode({k: v for k, v in (("start", start), ("end", end), ("kind", kind)) if v})
+    tilejson_url = f"{_root(request)}/v1/tiles.json" + (f"?{filters}" if filters else "")
+    min_x, min_y, max_x, max_y = index.bounds or WORLD
+    center = ((min_x + max_x) / 2, (min_y + max_y) / 2)
+    doc = map_style(tilejson_url=tilejson_url, kinds=settings.report_kinds, center=center)
+    return JSONResponse(doc)
+
+
+PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>crossings: map</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">
+<link rel="stylesheet" href="{maplibre_css}">
+<link rel="stylesheet" href="{page_css}">
+</head>
+<body>
+<div id="map" data-style="{style}" data-bounds="{bounds}"></div>
+<form id="filters" class="panel">
+<label>From <input type="datetime-local" name="start"></label>
+<label>To <input type="datetime-local" name="end"></label>
+<label>Kind <select name="kind"><option value="">any</option>{kinds}</select></label>
+<button type="submit">Show</button>
+<p id="status" role="status"></p>
+</form>
+<script src="{maplibre_js}"></script>
+<script src="{page_js}"></script>
+</body>
+</html>
+"""
+
+
+@router.get("/map", response_class=HTMLResponse)
+async def map_page(request: Request, settings: SettingsDep, index: IndexDep) -> Response:
+    """A web map of the border segments and the reports, with filters by time and kind.
+    `/map?start=...&end=...&kind=...` opens it filtered."""
+
+    def static(path: str) -> str:
+        return html.escape(str(request.url_for("static", path=path)))
+
+    kinds = "".join(f"<option>{html.escape(k)}</option>" for k in settings.report_kinds)
+    page = PAGE.format(
+        maplibre_css=static("vendor/maplibre-gl/maplibre-gl.css"),
+        maplibre_js=static("vendor/maplibre-gl/maplibre-gl.js"),
+        page_css=static("map.css"),
+        page_js=static("map.js"),
+        style=html.escape(str(request.url_for("map_style"))),
+        bounds=html.escape(orjson.dumps(index.bounds or WORLD).decode()),
+        kinds=kinds,
+    )
+    return HTMLResponse(page)
