@@ -30,6 +30,15 @@ class Settings(BaseSettings):
     batch_max_body_bytes: int = Field(default=4_194_304, gt=0)
     page_max_items: int = Field(default=10_000, gt=0)
     report_kinds: Annotated[tuple[str, ...], NoDecode] = DEFAULT_KINDS
+    tile_points_min_zoom: int = Field(
+        default=10, ge=0, le=22, description="From this zoom, tiles draw reports as points"
+    )
+    tile_max_points: int = Field(
+        default=4_000, gt=0, le=100_000, description="A tile with more points draws clusters"
+    )
+    tile_max_age_s: int = Field(
+        default=10, ge=0, description="Cache-Control max-age of tiles (ETag revalidates)"
+    )
     retry_after_s: int = Field(default=5, ge=1, description="Retry-After sent with 503")
     startup_wait_s: float = Field(
         default=30.0, ge=0, description="How long start-up waits for the store"

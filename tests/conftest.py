@@ -114,7 +114,7 @@ def wipe_reports(url: str) -> None:
         conn.close()
         return
     with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1)) as conn:
-        conn.execute("TRUNCATE reports")
+        conn.execute("TRUNCATE reports, tile_cells, segment_totals")
 
 
 def make_settings(url: str, **overrides: Any) -> Settings:

@@ -15,6 +15,7 @@ from uuid import UUID
 
 from service.domain.reports import IngestResult, Report
 from service.domain.segments import BorderSegment
+from service.domain.tiles import SegmentCount, TileAddress, TileFilter, TileReports
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +95,38 @@ class ReportStore(Protocol):
         ...
 
 
-class Store(SegmentStore, ReportStore, Protocol):
+@dataclass(frozen=True, slots=True)
+class TileQuery:
+    """One map tile's reports: individual points when ``points`` (at most ``max_points`` of them,
+    else the tile's cluster cells), cluster cells otherwise."""
+
+    tile: TileAddress
+    filter: TileFilter
+    points: bool
+    max_points: int
+
+
+class TileStore(Protocol):
+    def tile_reports(self, query: TileQuery) -> TileReports:
+        """The reports layer of a tile as plain data (see service/domain/tiles.py): points within
+        the tile grown by its buffer, or the tile's non-empty cluster cells with exact counts."""
+        ...
+
+    def segment_counts(
+        self, flt: TileFilter, segment_ids: Sequence[str]
+    ) -> dict[str, SegmentCount]:
+        """Snapped reports and their people per segment, for those of ``segment_ids`` that have
+        any matching ``flt``."""
+        ...
+
+    def tile_mvt(self, query: TileQuery) -> bytes | None:
+        """The whole tile (segments and reports layers) encoded by the database, or None when the
+        store has no encoder of its own (the caller then encodes ``tile_reports`` in Python).
+        Empty bytes for an empty tile."""
+        ...
+
+
+class Store(SegmentStore, ReportStore, TileStore, Protocol):
     """One backend: segments, reports, and its own life cycle."""
 
     def ping(self) -> None:

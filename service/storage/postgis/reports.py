@@ -18,9 +18,11 @@ from service.domain.reports import (
     SnapStatus,
 )
 from service.storage.base import Extent, PageKey, ReportPage, ReportQuery
+from service.storage.postgis.rollups import ROLLUP_NEW_ROWS
 from service.storage.postgis.tables import reports
 
-# One statement for a whole batch: arrays in, rows out, the primary key deciding what is new.
+# One statement for a whole batch: arrays in, rows out, the primary key deciding what is new, and
+# the rollups the map tiles read updated with what was created (rollups.py).
 # ON CONFLICT DO NOTHING waits for a concurrent insert of the same id and then skips it, so two
 # writers of one id cannot both create it.
 #
@@ -28,28 +30,32 @@ from service.storage.postgis.tables import reports
 # text cost ~15 us per report, a fifth of the whole request (bench/ingest.py --profile); binary
 # costs ~3. SQLAlchemy's text() has no way to ask for that, so the statement is a driver-level
 # one, still with bound parameters only.
-_INSERT = """
-    INSERT INTO reports (id, observed_at, received_at, geom, people_count, kind, direction,
-        accuracy_m, notes, device_id, content_hash, snap_status, segment_id, snap_distance_m,
-        snap_geom, chainage_km, side)
-    SELECT u.id, u.observed_at, u.received_at, ST_SetSRID(ST_MakePoint(u.lon, u.lat), 4326),
-        u.people_count, u.kind, u.direction, u.accuracy_m, u.notes, u.device_id, u.content_hash,
-        u.snap_status, u.segment_id, u.snap_distance_m,
-        CASE WHEN u.snap_lon IS NULL THEN NULL
-             ELSE ST_SetSRID(ST_MakePoint(u.snap_lon, u.snap_lat), 4326) END,
-        u.chainage_km, u.side
-    FROM unnest(
-        %(id)b::uuid[], %(observed_at)b::timestamptz[], %(received_at)b::timestamptz[],
-        %(lon)b::float8[], %(lat)b::float8[], %(people_count)b::int[], %(kind)b::text[],
-        %(direction)b::text[], %(accuracy_m)b::float8[], %(notes)b::text[],
-        %(device_id)b::text[], %(content_hash)b::bytea[], %(snap_status)b::text[],
-        %(segment_id)b::text[], %(snap_distance_m)b::float8[], %(snap_lon)b::float8[],
-        %(snap_lat)b::float8[], %(chainage_km)b::float8[], %(side)b::text[]
-    ) AS u(id, observed_at, received_at, lon, lat, people_count, kind, direction, accuracy_m,
-           notes, device_id, content_hash, snap_status, segment_id, snap_distance_m, snap_lon,
-           snap_lat, chainage_km, side)
-    ON CONFLICT (id) DO NOTHING
-    RETURNING id
+_INSERT = f"""
+    WITH new AS (
+        INSERT INTO reports (id, observed_at, received_at, geom, people_count, kind, direction,
+            accuracy_m, notes, device_id, content_hash, snap_status, segment_id, snap_distance_m,
+            snap_geom, chainage_km, side)
+        SELECT u.id, u.observed_at, u.received_at, ST_SetSRID(ST_MakePoint(u.lon, u.lat), 4326),
+            u.people_count, u.kind, u.direction, u.accuracy_m, u.notes, u.device_id,
+            u.content_hash, u.snap_status, u.segment_id, u.snap_distance_m,
+            CASE WHEN u.snap_lon IS NULL THEN NULL
+                 ELSE ST_SetSRID(ST_MakePoint(u.snap_lon, u.snap_lat), 4326) END,
+            u.chainage_km, u.side
+        FROM unnest(
+            %(id)b::uuid[], %(observed_at)b::timestamptz[], %(received_at)b::timestamptz[],
+            %(lon)b::float8[], %(lat)b::float8[], %(people_count)b::int[], %(kind)b::text[],
+            %(direction)b::text[], %(accuracy_m)b::float8[], %(notes)b::text[],
+            %(device_id)b::text[], %(content_hash)b::bytea[], %(snap_status)b::text[],
+            %(segment_id)b::text[], %(snap_distance_m)b::float8[], %(snap_lon)b::float8[],
+            %(snap_lat)b::float8[], %(chainage_km)b::float8[], %(side)b::text[]
+        ) AS u(id, observed_at, received_at, lon, lat, people_count, kind, direction, accuracy_m,
+               notes, device_id, content_hash, snap_status, segment_id, snap_distance_m, snap_lon,
+               snap_lat, chainage_km, side)
+        ON CONFLICT (id) DO NOTHING
+        RETURNING id, grid_x, grid_y, kind, people_count, snap_status, segment_id
+    ),
+    {ROLLUP_NEW_ROWS}
+    SELECT id FROM new
     """
 
 _COLUMNS = (

@@ -11,9 +11,10 @@ from sqlalchemy import Connection, Engine, create_engine, exc, text
 from service.domain.errors import StoreUnavailable
 from service.domain.reports import IngestResult, Report
 from service.domain.segments import BorderSegment
+from service.domain.tiles import SegmentCount, TileFilter, TileReports
 from service.settings import Settings
-from service.storage.base import Extent, ReportPage, ReportQuery
-from service.storage.postgis import reports, segments
+from service.storage.base import Extent, ReportPage, ReportQuery, TileQuery
+from service.storage.postgis import reports, rollups, segments, tiles
 
 T = TypeVar("T")
 
@@ -94,3 +95,18 @@ class PostgisStore:
 
     def report_extent(self) -> Extent:
         return self._run(reports.report_extent)
+
+    def tile_reports(self, query: TileQuery) -> TileReports:
+        return self._run(lambda conn: tiles.tile_reports(conn, query))
+
+    def segment_counts(
+        self, flt: TileFilter, segment_ids: Sequence[str]
+    ) -> dict[str, SegmentCount]:
+        return self._run(lambda conn: tiles.segment_counts(conn, flt, segment_ids))
+
+    def tile_mvt(self, query: TileQuery) -> bytes | None:
+        return self._run(lambda conn: tiles.tile_mvt(conn, query))
+
+    def rebuild_rollups(self) -> None:
+        """Recompute the tile rollups from the stored reports (after a bulk load around ingest)."""
+        self._run(rollups.rebuild)

@@ -9,9 +9,11 @@ from uuid import UUID
 
 from service.domain.reports import IngestResult, Report
 from service.domain.segments import BorderSegment
-from service.storage.base import Extent, ReportPage, ReportQuery
+from service.domain.tiles import SegmentCount, TileFilter, TileReports
+from service.storage.base import Extent, ReportPage, ReportQuery, TileQuery
 from service.storage.sqlite import reports as report_queries
 from service.storage.sqlite import segments as segment_queries
+from service.storage.sqlite import tiles as tile_queries
 from service.storage.sqlite.database import BUSY_TIMEOUT_S, Database, path_from_url
 from service.storage.sqlite.schema import MIGRATIONS, MigrationStep, migrate
 
@@ -74,6 +76,17 @@ class SqliteStore:
 
     def report_extent(self) -> Extent:
         return self._db.read(report_queries.report_extent)
+
+    def tile_reports(self, query: TileQuery) -> TileReports:
+        return self._db.read(partial(tile_queries.tile_reports, query=query))
+
+    def segment_counts(
+        self, flt: TileFilter, segment_ids: Sequence[str]
+    ) -> dict[str, SegmentCount]:
+        return self._db.read(partial(tile_queries.segment_counts, flt=flt, segment_ids=segment_ids))
+
+    def tile_mvt(self, query: TileQuery) -> bytes | None:
+        return None  # no encoder in SQLite: the caller encodes tile_reports in Python
 
     def ping(self) -> None:
         """Raise StoreUnavailable unless the file answers a read now."""
