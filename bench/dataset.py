@@ -64,7 +64,8 @@ def reports_database(
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """(service URL, facts about the data) of a database holding ``reports`` reports: a fresh
     one (migrated with ``crossings db upgrade``, segments loaded with ``crossings segments load``,
-    reports loaded here; dropped afterwards unless ``keep``), or ``reuse``, loaded earlier so."""
+    reports loaded here, rollups counted with ``crossings db rebuild-rollups``; dropped afterwards
+    unless ``keep``), or ``reuse``, loaded earlier so (and upgraded to the current schema)."""
     if reuse:
         url = postgis_url(admin_url, reuse)
         with psycopg.connect(libpq_url(url)) as conn:
@@ -78,6 +79,7 @@ def reports_database(
             raise SystemExit(
                 f"{reuse} was not loaded by bench/dataset.py (no facts in its comment)"
             )
+        run_cli(["db", "upgrade"], database_url=url)  # a database older than this code catches up
         yield url, facts | {"reused": reuse, "rows_now": count}
         return
     with fresh_postgis_database(admin_url, keep=keep) as url:
@@ -93,6 +95,8 @@ def reports_database(
                 )
             )
             conn.commit()
+        # COPY went around ingest, which keeps the tile rollups: count them now.
+        run_cli(["db", "rebuild-rollups"], database_url=url)
         print(f"loaded in {facts['seconds']}", file=sys.stderr)
         yield url, facts
 

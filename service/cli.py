@@ -54,6 +54,18 @@ def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _db_rebuild_rollups(args: argparse.Namespace, settings: Settings) -> int:
+    from service.storage import open_store
+
+    store = open_store(settings)
+    try:
+        store.rebuild_rollups()
+    finally:
+        store.close()
+    print("rollups rebuilt from the stored reports")
+    return 0
+
+
 def _segments_load(args: argparse.Namespace, settings: Settings) -> int:
     from service.storage import open_store
     from service.usecases.segments import load_segments
@@ -174,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_serve)
     db = commands.add_parser("db", help="database schema").add_subparsers(dest="db", required=True)
     db.add_parser("upgrade", help="apply migrations").set_defaults(run=_db_upgrade)
+    db.add_parser(
+        "rebuild-rollups", help="recount the tile rollups from the reports (after a bulk load)"
+    ).set_defaults(run=_db_rebuild_rollups)
     segs = commands.add_parser("segments", help="border segments").add_subparsers(
         dest="segments", required=True
     )

@@ -119,6 +119,11 @@ class TileStore(Protocol):
         any matching ``flt``."""
         ...
 
+    def rebuild_rollups(self) -> None:
+        """Recompute whatever the store keeps counted from the stored reports (a no-op for a store
+        that keeps nothing counted): for rows written around ingest, e.g. by a bulk COPY."""
+        ...
+
     def tile_mvt(self, query: TileQuery) -> bytes | None:
         """The whole tile (segments and reports layers) encoded by the database, or None when the
         store has no encoder of its own (the caller then encodes ``tile_reports`` in Python).
