@@ -35,8 +35,14 @@ _GRID_Y = """
 
 
 def upgrade() -> None:
-    op.execute(f"ALTER TABLE reports ADD COLUMN grid_x integer GENERATED ALWAYS AS ({_GRID_X}) STORED")
-    op.execute(f"ALTER TABLE reports ADD COLUMN grid_y integer GENERATED ALWAYS AS ({_GRID_Y}) STORED")
+    # One statement, so the table is rewritten once.
+    op.execute(
+        f"""
+        ALTER TABLE reports
+            ADD COLUMN grid_x integer GENERATED ALWAYS AS ({_GRID_X}) STORED,
+            ADD COLUMN grid_y integer GENERATED ALWAYS AS ({_GRID_Y}) STORED
+        """
+    )
     op.execute(
         """
         CREATE TABLE tile_cells (
@@ -83,5 +89,4 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute("DROP TABLE segment_totals")
     op.execute("DROP TABLE tile_cells")
-    op.execute("ALTER TABLE reports DROP COLUMN grid_y")
-    op.execute("ALTER TABLE reports DROP COLUMN grid_x")
+    op.execute("ALTER TABLE reports DROP COLUMN grid_y, DROP COLUMN grid_x")
