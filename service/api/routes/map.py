@@ -40,7 +40,9 @@ def map_style(
     """A MapLibre style (v8) with one vector source: the border coloured by its report count,
     report clusters (features with ``count``) sized by count, single reports coloured by kind.
     It has no text layers, so it needs no glyphs."""
-    by_kind: list[Any] = [x for i, k in enumerate(kinds) for x in (k, KIND_COLOURS[i % 7])]
+    by_kind: list[Any] = [
+        x for i, k in enumerate(kinds) for x in (k, KIND_COLOURS[i % len(KIND_COLOURS)])
+    ]
     kind_colour = ["match", ["get", "kind"], *by_kind, OTHER_KIND] if by_kind else OTHER_KIND
     return {
         "version": 8,
@@ -112,7 +114,8 @@ async def style(
     kind: Kind = None,
 ) -> Response:
     """A MapLibre style (v8) for the vector tiles at `/v1/tiles.json`: border segments coloured
-    by their report count, report clusters below zoom 10 and single reports from zoom 10.
+    by their report count, report clusters (below zoom 10, and in very dense tiles) and single
+    reports.
     `start`, `end` and `kind` are passed on to `/v1/tiles.json` (which checks them)."""
     filters = urlencode({k: v for k, v in (("start", start), ("end", end), ("kind", kind)) if v})
     tilejson_url = f"{_root(request)}/v1/tiles.json" + (f"?{filters}" if filters else "")

@@ -1,0 +1,215 @@
+"""The /map page in a real browser: Chromium (Debian's, headless, WebGL in software through
+SwiftShader) driven by Playwright against the real server. MapLibre fetches the style, the
+TileJSON and the vector tiles, and `map.queryRenderedFeatures()` tells what it drew.
+
+Skipped when Chromium or Playwright is missing; .ci/run fails if these tests were skipped."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.factories import ROXHAM_ROAD, report_body
+from tests.live import running_server
+
+try:
+    from playwright.sync_api import Browser, Page, sync_playwright
+except ImportError:  # the test extras not installed
+    sync_playwright = None
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = [
+    pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt: chromium)"),
+    pytest.mark.skipif(sync_playwright is None, reason="Playwright is not installed (pip)"),
+]
+# No GPU here: ANGLE on SwiftShader gives WebGL 2 in software. Chromium only allows that fallback
+# when asked (--enable-unsafe-swiftshader); without WebGL, maplibregl.Map throws.
+WEBGL_IN_SOFTWARE = ["--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
+TIMEOUT_MS = 60_000  # software rendering on two busy cores is slow
+PEMBINA = (-97.2376, 49.0005)
+SAN_YSIDRO = (-117.0297, 32.5433)
+
+
+@dataclass
+class Served:
+    base: str
+    roxham: dict[str, str]  # report id -> kind, the reports posted around Roxham Road
+
+
+@dataclass
+class MapPage:
+    page: Page
+    requests: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def run(self, script: str, arg: Any = None) -> Any:
+        return self.page.evaluate(script, arg)
+
+    def jump_and_wait(self, lon_lat: tuple[float, float], zoom: float) -> None:
+        """Move the map and wait until its tiles are loaded and drawn."""
+        self.run(
+            "async ([center, zoom]) => { map.jumpTo({center, zoom}); await map.once('idle'); }",
+            [list(lon_lat), zoom],
+        )
+
+    def rendered(self, layer: str) -> list[dict[str, Any]]:
+        """The properties of the features the map drew in one layer, in the whole viewport."""
+        script = "(layer) => map.queryRenderedFeatures({layers: [layer]}).map(f => f.properties)"
+        result: list[dict[str, Any]] = self.run(script, layer)
+        return result
+
+
+def _post_reports(base: str) -> dict[str, str]:
+    """Three reports a few hundred metres apart at Roxham Road, one each at Pembina and San
+    Ysidro; returns the Roxham ones' ids and kinds."""
+    lon, lat = ROXHAM_ROAD
+    roxham = [
+        report_body(lon=lon, lat=lat, kind="crossing"),
+        report_body(lon=lon + 0.002, lat=lat + 0.001, kind="attempt", people_count=1),
+        report_body(lon=lon - 0.002, lat=lat + 0.001, kind="crossing", people_count=6),
+    ]
+    others = [
+        report_body(lon=PEMBINA[0], lat=PEMBINA[1]),
+        report_body(lon=SAN_YSIDRO[0], lat=SAN_YSIDRO[1], direction="US"),
+    ]
+    with httpx.Client(base_url=base, timeout=30) as http:
+        response = http.post("/v1/reports/batch", json=roxham + others)
+        assert response.status_code == 200, response.text
+        assert {r["status"] for r in response.json()["results"]} == {"created"}
+    return {body["id"]: body["kind"] for body in roxham}
+
+
+@pytest.fixture(scope="module")
+def served(store_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The real server on a fresh store of each kind, with five reports posted over HTTP."""
+    if store_url.startswith("sqlite"):
+        url = f"sqlite:///{tmp_path_factory.mktemp('map') / 'map.db'}"
+        with running_server(url) as base:
+            yield Served(base, _post_reports(base))
+        return
+    from tests.conftest import fresh_postgis_database
+
+    with fresh_postgis_database() as url, running_server(url) as base:
+        yield Served(base, _post_reports(base))
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    assert sync_playwright is not None and CHROMIUM is not None
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=WEBGL_IN_SOFTWARE
+        )
+        yield chromium
+        chromium.close()
+
+
+@contextmanager
+def open_map(browser: Browser, url: str) -> Iterator[MapPage]:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.set_default_timeout(TIMEOUT_MS)
+    opened = MapPage(context.new_page())
+    # Recorded on the context, so requests from MapLibre's worker (the tiles) are seen too.
+    context.on("request", lambda request: opened.requests.append(request.url))
+    opened.page.on("pageerror", lambda error: opened.errors.append(str(error)))
+    try:
+        opened.page.goto(url)
+        # Loaded: style, TileJSON and the visible tiles are in, or the page shows an error.
+        opened.page.wait_for_function(
+            "() => document.getElementById('status').textContent"
+            " || (window.map && map.loaded() && !map.isMoving())"
+        )
+        yield opened
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def map_page(served: Served, browser: Browser) -> Iterator[MapPage]:
+    """/map freshly opened at its initial view, everything loaded."""
+    with open_map(browser, f"{served.base}/map") as opened:
+        yield opened
+
+
+def test_map_draws_the_border_segments(map_page: MapPage) -> None:
+    segments = map_page.rendered("segments")
+    assert map_page.run("document.getElementById('status').textContent") == ""
+    assert not map_page.errors
+    assert {"segment_id", "region_pair", "reports", "people"} <= segments[0].keys()
+    ids = {s["segment_id"] for s in segments}
+    assert any(i.startswith("CA-US") for i in ids) and any(i.startswith("MX-US") for i in ids)
+    assert max(s["reports"] for s in segments) >= 3  # the Roxham Road segment
+
+
+def test_map_draws_report_clusters_at_the_initial_zoom(map_page: MapPage) -> None:
+    assert map_page.run("map.getZoom()") < 10
+    clusters = map_page.rendered("clusters")
+    assert clusters and all(isinstance(c["count"], int) and c["count"] >= 1 for c in clusters)
+    assert max(c["count"] for c in clusters) >= 3  # Roxham Road's three, in one cluster
+    assert not map_page.rendered("points")
+
+
+def test_map_draws_single_reports_at_zoom_12(map_page: MapPage, served: Served) -> None:
+    map_page.jump_and_wait(ROXHAM_ROAD, 12)
+    points = map_page.rendered("points")
+    assert {p["id"] for p in points} == set(served.roxham)
+    assert {"observed_at", "kind", "direction", "people_count", "segment_id", "side"} <= set(
+        points[0]
+    )
+    assert not map_page.rendered("clusters")
+    assert map_page.rendered("segments")
+
+
+def test_map_loads_nothing_from_outside_the_server(map_page: MapPage, served: Served) -> None:
+    map_page.jump_and_wait(ROXHAM_ROAD, 12)
+    requests = map_page.requests
+    assert any("/v1/tiles.json" in url for url in requests)
+    assert any(".mvt" in url for url in requests), "tile requests were not recorded"
+    outside = [url for url in requests if not url.startswith((f"{served.base}/", "blob:", "data:"))]
+    assert outside == []
+
+
+def test_filter_form_reloads_the_style_with_the_kind(map_page: MapPage, served: Served) -> None:
+    map_page.page.select_option("select[name=kind]", "attempt")
+    map_page.page.click("#filters button")
+    map_page.page.wait_for_function(
+        "() => map.getSource('crossings')?.url?.includes('kind=attempt') && map.loaded()"
+    )
+    assert map_page.run("location.search") == "?kind=attempt"
+    map_page.jump_and_wait(ROXHAM_ROAD, 12)
+    attempts = {i for i, kind in served.roxham.items() if kind == "attempt"}
+    assert {p["id"] for p in map_page.rendered("points")} == attempts
+
+
+def test_clicking_a_report_shows_its_properties(map_page: MapPage, served: Served) -> None:
+    map_page.jump_and_wait(ROXHAM_ROAD, 12)
+    x, y = map_page.run(
+        "() => { const f = map.queryRenderedFeatures({layers: ['points']})[0];"
+        " const p = map.project(f.geometry.coordinates); return [p.x, p.y]; }"
+    )
+    map_page.page.mouse.click(x, y)
+    popup = map_page.page.locator(".maplibregl-popup table.properties")
+    popup.wait_for()
+    assert any(report_id in popup.inner_text() for report_id in served.roxham)
+
+
+def test_map_opens_with_the_filters_in_its_address(served: Served, browser: Browser) -> None:
+    url = f"{served.base}/map?kind=attempt&start=2000-01-01T00:00:00Z"
+    with open_map(browser, url) as opened:
+        source_url = opened.run("map.getSource('crossings').url")
+        assert "kind=attempt" in source_url and "start=2000-01-01T00%3A00%3A00Z" in source_url
+        assert opened.run("document.querySelector('select[name=kind]').value") == "attempt"
+
+
+def test_a_rejected_filter_is_shown_on_the_page(served: Served, browser: Browser) -> None:
+    problem = httpx.get(f"{served.base}/v1/tiles.json?start=yesterday").json()
+    with open_map(browser, f"{served.base}/map?start=yesterday") as opened:
+        status = opened.run("document.getElementById('status').textContent")
+    assert problem["status"] == 400
+    assert status == problem["detail"]
