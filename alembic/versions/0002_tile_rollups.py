@@ -2,7 +2,9 @@
 
 - ``reports.grid_x``/``grid_y``: the report's cell in the 2^24 x 2^24 Web Mercator grid, generated
   from ``geom`` (so COPY and every writer fill them), by the same arithmetic, in the same order,
-  as ``service.domain.tiles.grid_cell``.
+  as ``service.domain.tiles.grid_cell``. (PostgreSQL raises an underflow error where a product
+  of non-zero numbers rounds to zero, so latitudes within 1e-200 of the equator count as 0: the
+  cell is the same, as 1 - tiny / pi rounds to 1 either way.)
 - ``tile_cells``: reports and people per kind in each grid cell at levels 12 and 15 (the cluster
   cells of zooms 0-6 and 7-9), so that low-zoom tiles read a few thousand rows, not every report.
 - ``segment_totals``: snapped reports and people per segment and kind, for the segments layer.
@@ -28,7 +30,8 @@ _GRID_X = """
 _GRID_Y = """
     least(greatest(floor(
         (1.0 - asinh(tan(radians(
-            least(greatest(ST_Y(geom), -85.051128779806592), 85.051128779806592)
+            CASE WHEN abs(ST_Y(geom)) < 1e-200 THEN 0.0
+                 ELSE least(greatest(ST_Y(geom), -85.051128779806592), 85.051128779806592) END
         ))) / pi()) / 2.0 * 16777216.0
     ), 0), 16777215)::integer
 """

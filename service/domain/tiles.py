@@ -69,9 +69,11 @@ class TileAddress:
         m = margin_px / EXTENT
         west = (self.x - m) / n * 360.0 - 180.0
         east = (self.x + 1 + m) / n * 360.0 - 180.0
-        north = _lat_of(self.y - m, n)
-        south = _lat_of(self.y + 1 + m, n)
-        return max(west, -180.0), max(south, -90.0), min(east, 180.0), min(north, 90.0)
+        # Reports beyond Web Mercator's edge (85.05 degrees) belong to its first or last row of
+        # tiles, as grid_cell puts them, and are drawn at that edge.
+        north = 90.0 if self.y == 0 else _lat_of(self.y - m, n)
+        south = -90.0 if self.y == n - 1 else _lat_of(self.y + 1 + m, n)
+        return max(west, -180.0), south, min(east, 180.0), north
 
 
 def _lat_of(row: float, n: int) -> float:

@@ -273,3 +273,23 @@ async def test_tilejson_describes_the_source(client: httpx.AsyncClient) -> None:
     assert set(layers) == {"segments", "reports"}
     assert {"segment_id", "region_pair", "reports", "people"} <= set(layers["segments"]["fields"])
     assert {"count", "people", "id", "observed_at"} <= set(layers["reports"]["fields"])
+
+
+async def test_extreme_positions_are_stored_and_tiled(client: httpx.AsyncClient) -> None:
+    """Latitudes a hair off the equator or at Web Mercator's edge and beyond, and the
+    antimeridian, are reports like any other (PostgreSQL once refused a tiny latitude's cell)."""
+    positions = [(10.0, 1e-300), (-10.0, -5e-324), (179.999999, 89.9), (-180.0, -89.9)]
+    bodies = [report_body(location={"type": "Point", "coordinates": list(p)}) for p in positions]
+    await post(client, bodies)
+    for z in (0, 3):
+        total = 0
+        for tx in range(2**z):
+            for ty in range(2**z):
+                response = await tile(client, f"/v1/tiles/{z}/{tx}/{ty}.mvt")
+                if response.status_code == 200:
+                    layers = decode(response.content)
+                    total += sum(
+                        f["properties"]["count"]
+                        for f in layers.get("reports", {"features": []})["features"]
+                    )
+        assert total == len(positions), z

@@ -24,6 +24,7 @@ from service.domain.tiles import (
     BUFFER,
     EXTENT,
     GRID_LEVEL,
+    MAX_LAT,
     ROLLUP_LEVELS,
     SegmentCount,
     TileCluster,
@@ -45,6 +46,11 @@ _IN_TILE_CELLS = (
     f"geom && {_ENVELOPE} AND grid_x >= %(gx0)s AND grid_x < %(gx1)s"
     " AND grid_y >= %(gy0)s AND grid_y < %(gy1)s"
 )
+# A report beyond Web Mercator's edge is drawn at the edge (where grid_cell counts it).
+_ON_MERCATOR = f"""
+    CASE WHEN abs(ST_Y(geom)) <= {MAX_LAT} THEN geom
+         ELSE ST_SetSRID(ST_MakePoint(ST_X(geom), sign(ST_Y(geom)) * {MAX_LAT}), 4326) END
+"""
 _FEATURE_ID = "('x' || substr(replace(id::text, '-', ''), 1, 15))::bit(60)::bigint"
 _POINT_COLUMNS = f"""
     {_FEATURE_ID} AS fid, id, observed_at, kind, people_count, snap_status,
@@ -209,8 +215,8 @@ def tile_mvt(conn: Connection, query: TileQuery) -> bytes:
                        to_char(observed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
                            AS observed_at,
                        kind, people_count, snap_status, direction, segment_id, side,
-                       ST_AsMVTGeom(ST_Transform(geom, 3857), {_TILE_3857}, {EXTENT}, {BUFFER},
-                                    true) AS geom
+                       ST_AsMVTGeom(ST_Transform({_ON_MERCATOR}, 3857), {_TILE_3857}, {EXTENT},
+                                    {BUFFER}, true) AS geom
                 FROM (SELECT {_POINT_COLUMNS}, geom FROM reports
                       WHERE {_IN_BUFFERED_TILE}{_filters(query.filter)}) r
             ) p
