@@ -111,10 +111,12 @@ def wipe_reports(url: str) -> None:
         with sqlite3.connect(path) as conn:
             conn.execute("DELETE FROM reports")
             conn.execute("DELETE FROM reports_rtree")
+            conn.execute("DELETE FROM count_days")
+            conn.execute("DELETE FROM count_months")
         conn.close()
         return
     with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1)) as conn:
-        conn.execute("TRUNCATE reports, tile_cells, segment_totals")
+        conn.execute("TRUNCATE reports, tile_cells, segment_totals, count_days, count_months")
 
 
 def make_settings(url: str, **overrides: Any) -> Settings:

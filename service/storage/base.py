@@ -120,8 +120,8 @@ class TileStore(Protocol):
         ...
 
     def rebuild_rollups(self) -> None:
-        """Recompute whatever the store keeps counted from the stored reports (a no-op for a store
-        that keeps nothing counted): for rows written around ingest, e.g. by a bulk COPY."""
+        """Recompute every rollup from the stored reports: after rows were written around ingest
+        (a bulk COPY) or rewritten (re-snapped to a new border)."""
         ...
 
     def tile_mvt(self, query: TileQuery) -> bytes | None:

@@ -233,7 +233,7 @@ def test_rollups_equal_a_count_of_the_reports(
 ) -> None:
     url, store, index = rollup_store
     with psycopg.connect(_libpq(url)) as conn:
-        conn.execute("TRUNCATE reports, tile_cells, segment_totals")
+        conn.execute("TRUNCATE reports, tile_cells, segment_totals, count_days, count_months")
     for batch in batches:
         drafts = [
             ReportDraft(
@@ -281,7 +281,7 @@ def test_rebuild_recounts_what_ingest_counted(
 ) -> None:
     url, store, index = rollup_store
     with psycopg.connect(_libpq(url)) as conn:
-        conn.execute("TRUNCATE reports, tile_cells, segment_totals")
+        conn.execute("TRUNCATE reports, tile_cells, segment_totals, count_days, count_months")
     later = T0 + timedelta(days=100)
     submit_batch(store, index, _drafts(500, seed=3), settings=Settings(database_url=url), now=later)
     query = "SELECT * FROM tile_cells ORDER BY 1, 2, 3, 4"

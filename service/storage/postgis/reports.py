@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
@@ -17,6 +18,7 @@ from service.domain.reports import (
     SnapResult,
     SnapStatus,
 )
+from service.domain.tiles import GRID_LEVEL, ROLLUP_LEVELS, grid_cell
 from service.storage.base import Extent, PageKey, ReportPage, ReportQuery
 from service.storage.postgis.rollups import ROLLUP_NEW_ROWS
 from service.storage.postgis.tables import reports
@@ -52,7 +54,8 @@ _INSERT = f"""
                notes, device_id, content_hash, snap_status, segment_id, snap_distance_m, snap_lon,
                snap_lat, chainage_km, side)
         ON CONFLICT (id) DO NOTHING
-        RETURNING id, grid_x, grid_y, kind, people_count, snap_status, segment_id
+        RETURNING id, grid_x, grid_y, kind, people_count, snap_status, segment_id, observed_at,
+            side, direction
     ),
     {ROLLUP_NEW_ROWS}
     SELECT id FROM new
@@ -164,22 +167,21 @@ def _conditions(query: ReportQuery) -> list[ColumnElement[bool]]:
         conditions.append(reports.c.kind == query.kind)
     if query.direction is not None:
         conditions.append(reports.c.direction == query.direction)
+    if query.after is not None:
+        key = tuple_(reports.c.observed_at, reports.c.id)
+        after = tuple_(query.after.observed_at, query.after.id)
+        conditions.append(key < after if query.descending else key > after)
     return conditions
 
 
 def query_reports(conn: Connection, query: ReportQuery) -> ReportPage:
-    conditions = _conditions(query)
-    key = tuple_(reports.c.observed_at, reports.c.id)
-    if query.after is not None:
-        after = tuple_(query.after.observed_at, query.after.id)
-        conditions.append(key < after if query.descending else key > after)
-    order = (
-        (reports.c.observed_at.desc(), reports.c.id.desc())
-        if query.descending
-        else (reports.c.observed_at, reports.c.id)
-    )
-    stmt = select(*_COLUMNS).where(and_(True, *conditions)).order_by(*order).limit(query.limit + 1)
-    rows = conn.execute(stmt).all()
+    rows = None
+    if query.bbox is not None:
+        cap = _matches_first_cap(conn, query.bbox, limit=query.limit)
+        if cap is not None:
+            rows = _fetch_matches_first(conn, query, cap=cap)
+    if rows is None:
+        rows = _fetch_in_time_order(conn, query)
     fetched = [_to_report(row) for row in rows[: query.limit]]
     page = fetched if query.bbox is None else [r for r in fetched if _inside(r, query.bbox)]
     # The next page starts after the last row fetched, kept or not: a page may come out a row
@@ -188,6 +190,125 @@ def query_reports(conn: Connection, query: ReportQuery) -> ReportPage:
     last = fetched[-1] if fetched else None
     next_key = PageKey(last.draft.observed_at, last.id) if more and last else None
     return ReportPage(reports=page, next_key=next_key)
+
+
+# Two ways to a page of a bbox query: the first limit+1 matches in (observed_at, id) order.
+#
+# - In time order: walk the (observed_at, id) index, testing each report, until limit+1 match.
+#   With n of N reports in the box, spread over time, that reads about (limit+1) * N / n rows.
+# - Matches first: every match through the GiST index (a bitmap scan), then the top limit+1.
+#   That reads n rows whatever the page size, each a heap page of its own.
+#
+# Measured on bench/features.py's data (1M reports, warm cache): ~0.35 us per row walked and
+# ~1.85 us per match fetched first, so they cost the same at n* = sqrt(0.19 (limit+1) N): ~4,400
+# matches for pages of 100, ~44,000 for pages of 10,000. A hot-spot box (82,000 matches) walks
+# 1,200 rows in 0.3 ms, where fetching its matches takes 150+ ms; a stretch of border (2,500-3,800)
+# walks 27,000-40,000 rows in 10-18 ms, where its matches take 4-6 ms.
+#
+# PostgreSQL makes this choice itself, and gets it wrong both ways: its costs (random_page_cost 4
+# against pages that are all cached) favour the walk several-fold, so it walked every border box,
+# and its estimate of n (PostGIS's histogram, a few hundred cells over the data's extent) is far
+# too coarse here: of 80 random boxes, five that clip a hot spot were estimated at 1,300-3,700
+# reports and held 30,000-80,000. So n is counted instead, from the rollups ingest keeps for the
+# map tiles (tile_cells at their coarsest level, cells of ~10 x 6 km): cells inside the box whole,
+# edge cells by the share of their area inside it. On the same 80 boxes that came within 10% of
+# the true count for all but five, and 2.5x at worst (on a box of 39,000 reports, still 3x n*):
+# the choice follows it with nothing lost on any box, and 20% less time in all. Counting takes one
+# round trip and ~0.1 ms of database time; it reads at most _CELL_ROWS_MAX rollup rows, and boxes
+# larger than that keep the planner's choice.
+#
+# The rollups may lag the reports (a bulk COPY before `crossings db rebuild-rollups`): fetching
+# matches first then stops at twice n* matches, and the page is walked after all, so a wrong count
+# costs a few milliseconds, never a scan of a hot spot.
+_WALK_US_PER_ROW = 0.35
+_MATCH_US_PER_ROW = 1.85
+_CELL_LEVEL = min(ROLLUP_LEVELS)
+_CELL_ROWS_MAX = 1_000
+_BOX_COUNT = f"""
+    SELECT (SELECT reltuples FROM pg_class WHERE oid = 'reports'::regclass), count(*),
+           coalesce(sum(reports * (least(cx + 1, %(x1)s) - greatest(cx, %(x0)s))
+                                * (least(cy + 1, %(y1)s) - greatest(cy, %(y0)s))), 0)
+    FROM (SELECT cx, cy, reports FROM tile_cells
+          WHERE level = {_CELL_LEVEL} AND cx BETWEEN %(cx0)s AND %(cx1)s
+            AND cy BETWEEN %(cy0)s AND %(cy1)s
+          LIMIT {_CELL_ROWS_MAX}) AS cells
+    """
+
+
+def _matches_first_cap(
+    conn: Connection, bbox: tuple[float, float, float, float], *, limit: int
+) -> int | None:
+    """How many matches to fetch first at most, when that beats walking in time order; else None."""
+    reltuples, cell_rows, in_box = conn.exec_driver_sql(_BOX_COUNT, _cell_range(bbox)).one()
+    if cell_rows >= _CELL_ROWS_MAX:
+        return None
+    total = max(reltuples, in_box)  # reltuples is -1 before the first ANALYZE
+    breakeven = math.sqrt(_WALK_US_PER_ROW / _MATCH_US_PER_ROW * (limit + 1) * total)
+    return 2 * math.ceil(breakeven) if in_box <= breakeven else None
+
+
+def _cell_range(bbox: tuple[float, float, float, float]) -> dict[str, float]:
+    """The rollup cells under ``bbox`` (cx0-cx1, cy0-cy1) and its edges in cell units, from the
+    grid cells that reports inside it have (grid y runs south)."""
+    min_lon, min_lat, max_lon, max_lat = bbox
+    gx0, gy1 = grid_cell(min_lon, min_lat)
+    gx1, gy0 = grid_cell(max_lon, max_lat)
+    shift = GRID_LEVEL - _CELL_LEVEL
+    size = float(1 << shift)
+    return {
+        "cx0": gx0 >> shift, "cx1": gx1 >> shift, "cy0": gy0 >> shift, "cy1": gy1 >> shift,
+        "x0": gx0 / size, "x1": (gx1 + 1) / size, "y0": gy0 / size, "y1": (gy1 + 1) / size,
+    }  # fmt: skip
+
+
+def _order(table: Any, *, descending: bool) -> tuple[ColumnElement[Any], ...]:
+    if descending:
+        return table.c.observed_at.desc(), table.c.id.desc()
+    return table.c.observed_at, table.c.id
+
+
+def _fetch_in_time_order(conn: Connection, query: ReportQuery) -> Sequence[Any]:
+    """The page's limit+1 rows, as the planner chooses to find them (for a box: usually walking
+    the (observed_at, id) index)."""
+    stmt = (
+        select(*_COLUMNS)
+        .where(and_(True, *_conditions(query)))
+        .order_by(*_order(reports, descending=query.descending))
+        .limit(query.limit + 1)
+    )
+    return conn.execute(stmt).all()
+
+
+def _fetch_matches_first(conn: Connection, query: ReportQuery, *, cap: int) -> Sequence[Any] | None:
+    """The page's limit+1 rows from every match (at most ``cap`` of them), or None if more match.
+
+    MATERIALIZED fences the matches off from the ORDER BY ... LIMIT, which would otherwise lead
+    the planner back to the time walk; they carry only their keys, and the page's rows are read
+    again by primary key (cheaper than carrying every column of every match through the sort).
+    """
+    matches = (
+        select(reports.c.observed_at, reports.c.id)
+        .where(and_(True, *_conditions(query)))
+        .limit(cap + 1)
+        .cte("matches")
+        .prefix_with("MATERIALIZED")
+    )
+    page = (
+        select(matches.c.observed_at, matches.c.id)
+        .order_by(*_order(matches, descending=query.descending))
+        .limit(query.limit + 1)
+        .subquery("page")
+    )
+    matched = select(func.count()).select_from(matches).scalar_subquery()
+    stmt = (
+        select(*_COLUMNS, matched)
+        .select_from(page.join(reports, reports.c.id == page.c.id))
+        .order_by(*_order(page, descending=query.descending))
+    )
+    rows = conn.execute(stmt).all()
+    if rows and rows[0][-1] > cap:
+        return None
+    return [row[:-1] for row in rows]
 
 
 def report_extent(conn: Connection) -> Extent:

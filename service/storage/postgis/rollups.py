@@ -1,8 +1,10 @@
-"""Rollups the map tiles read instead of scanning reports (tables: migration 0002).
+"""Rollups that map tiles and aggregates read instead of scanning reports (migrations 0002, 0003).
 
 - ``tile_cells``: reports and people per kind in each Web Mercator grid cell at the levels of
   ``ROLLUP_LEVELS``;
-- ``segment_totals``: snapped reports and people per segment and kind.
+- ``segment_totals``: snapped reports and people per segment and kind;
+- ``count_days``, ``count_months``: reports and people per UTC day / month and
+  (segment_id, side, kind, direction), '' standing for none.
 
 Ingest keeps them in the same statement, so in the same transaction, as the reports it creates
 (``ROLLUP_NEW_ROWS``, spliced into the insert); ``rebuild`` recomputes them from the reports, for
@@ -16,9 +18,26 @@ from sqlalchemy import Connection
 
 from service.domain.tiles import GRID_LEVEL, ROLLUP_LEVELS
 
+
+def _count_upsert(table: str, grain: str) -> str:
+    return f"""
+    {table} AS (
+        INSERT INTO {table} AS t (segment_id, period, side, kind, direction, reports, people)
+        SELECT coalesce(new.segment_id, ''), date_trunc('{grain}', new.observed_at, 'UTC'),
+               coalesce(new.side::text, ''), new.kind, coalesce(new.direction::text, ''),
+               count(*), sum(new.people_count)
+        FROM new
+        GROUP BY 1, 2, 3, 4, 5
+        ORDER BY 1, 2, 3, 4, 5
+        ON CONFLICT (segment_id, period, side, kind, direction) DO UPDATE
+            SET reports = t.reports + EXCLUDED.reports, people = t.people + EXCLUDED.people
+    )"""
+
+
 _LEVELS = "(VALUES " + ", ".join(f"({int(level)})" for level in ROLLUP_LEVELS) + ") AS l(level)"
 
-# CTEs over a row source ``new`` (grid_x, grid_y, kind, people_count, snap_status, segment_id).
+# CTEs over a row source ``new`` (grid_x, grid_y, kind, people_count, snap_status, segment_id,
+# observed_at, side, direction).
 ROLLUP_NEW_ROWS = f"""
     cells AS (
         INSERT INTO tile_cells AS t (level, cx, cy, kind, reports, people)
@@ -39,15 +58,30 @@ ROLLUP_NEW_ROWS = f"""
         ORDER BY 1, 2
         ON CONFLICT (segment_id, kind) DO UPDATE
             SET reports = t.reports + EXCLUDED.reports, people = t.people + EXCLUDED.people
-    )
+    ),
+    {_count_upsert("count_days", "day")},
+    {_count_upsert("count_months", "month")}
 """
 
 
 def rebuild(conn: Connection) -> None:
     """Recompute both rollups from the stored reports (locks them against ingest meanwhile)."""
-    conn.exec_driver_sql("LOCK TABLE tile_cells, segment_totals IN EXCLUSIVE MODE")
-    conn.exec_driver_sql("DELETE FROM tile_cells")
-    conn.exec_driver_sql("DELETE FROM segment_totals")
+    conn.exec_driver_sql(
+        "LOCK TABLE tile_cells, segment_totals, count_days, count_months IN EXCLUSIVE MODE"
+    )
+    for table in ("tile_cells", "segment_totals", "count_days", "count_months"):
+        conn.exec_driver_sql(f"DELETE FROM {table}")
+    for table, grain in (("count_days", "day"), ("count_months", "month")):
+        conn.exec_driver_sql(
+            f"""
+            INSERT INTO {table} (segment_id, period, side, kind, direction, reports, people)
+            SELECT coalesce(segment_id, ''), date_trunc('{grain}', observed_at, 'UTC'),
+                   coalesce(side::text, ''), kind, coalesce(direction::text, ''),
+                   count(*), sum(people_count)
+            FROM reports
+            GROUP BY 1, 2, 3, 4, 5
+            """
+        )
     conn.exec_driver_sql(
         f"""
         INSERT INTO tile_cells (level, cx, cy, kind, reports, people)

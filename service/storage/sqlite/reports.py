@@ -70,7 +70,6 @@ def add_reports(conn: sqlite3.Connection, reports: Sequence[Report]) -> list[Ing
     """
     known: dict[str, tuple[bytes, Report]] = _stored_by_id(conn, {str(r.id) for r in reports})
     results: list[IngestResult] = []
-    created: list[Report] = []
     rows: list[ReportRow] = []
     for report in reports:
         key, digest = str(report.id), report.draft.content_hash()
@@ -78,7 +77,6 @@ def add_reports(conn: sqlite3.Connection, reports: Sequence[Report]) -> list[Ing
         if stored is None:
             known[key] = (digest, report)
             rows.append(report_row(report, digest))
-            created.append(report)
             results.append(IngestResult(IngestOutcome.CREATED, report))
         elif stored[0] == digest:
             results.append(IngestResult(IngestOutcome.DUPLICATE, stored[1]))
@@ -88,16 +86,39 @@ def add_reports(conn: sqlite3.Connection, reports: Sequence[Report]) -> list[Ing
         (last_row_no,) = conn.execute("SELECT coalesce(max(row_no), 0) FROM reports").fetchone()
         conn.executemany(_INSERT, rows)
         conn.execute(_INDEX_NEW_ROWS, (last_row_no,))
-        _after_insert(conn, created)
+        count_rows(conn, after_row_no=last_row_no)
     return results
 
 
-def _after_insert(conn: sqlite3.Connection, created: Sequence[Report]) -> None:
-    """Keep derived tables in step with newly created reports, in the same transaction.
+# The UTC period each rollup counts by, from observed_at (integer microseconds since the epoch).
+_PERIOD_OF = {
+    "count_days": "observed_at - observed_at % 86400000000",
+    "count_months": (
+        "CAST(strftime('%s', strftime('%Y-%m-01', observed_at / 1000000, 'unixepoch'))"
+        " AS INTEGER) * 1000000"
+    ),
+}
 
-    The seam for rollups (counts per segment x kind x direction x time slot): whatever is
-    updated here commits or rolls back together with the reports themselves.
-    """
+
+def count_rows(conn: sqlite3.Connection, *, after_row_no: int) -> None:
+    """Add the reports with row_no > ``after_row_no`` to the count rollups, in the caller's
+    transaction, so that they commit or roll back together with the reports themselves."""
+    for table, period in _PERIOD_OF.items():
+        conn.execute(
+            f"INSERT INTO {table} (segment_id, period, side, kind, direction, reports, people)"
+            f" SELECT coalesce(segment_id, ''), {period}, coalesce(side, ''), kind,"
+            " coalesce(direction, ''), count(*), sum(people_count)"
+            " FROM reports WHERE row_no > ? GROUP BY 1, 2, 3, 4, 5"
+            " ON CONFLICT (segment_id, period, side, kind, direction) DO UPDATE"
+            " SET reports = reports + excluded.reports, people = people + excluded.people",
+            (after_row_no,),
+        )
+
+
+def rebuild_counts(conn: sqlite3.Connection) -> None:
+    for table in _PERIOD_OF:
+        conn.execute(f"DELETE FROM {table}")
+    count_rows(conn, after_row_no=0)
 
 
 def _stored_by_id(conn: sqlite3.Connection, ids: set[str]) -> dict[str, tuple[bytes, Report]]:

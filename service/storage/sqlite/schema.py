@@ -79,7 +79,44 @@ _V1_SEGMENTS_AND_REPORTS = sql_step(
     """,
 )
 
-MIGRATIONS: tuple[MigrationStep, ...] = (_V1_SEGMENTS_AND_REPORTS,)
+# Reports and people per UTC day / month and (segment_id, side, kind, direction), '' for none;
+# periods as integer microseconds since the epoch, like observed_at. Kept by ingest (reports.py).
+_V2_COUNT_ROLLUPS = sql_step(
+    *(
+        f"""
+        CREATE TABLE {table} (
+            segment_id TEXT NOT NULL,
+            period     INTEGER NOT NULL,
+            side       TEXT NOT NULL,
+            kind       TEXT NOT NULL,
+            direction  TEXT NOT NULL,
+            reports    INTEGER NOT NULL,
+            people     INTEGER NOT NULL,
+            PRIMARY KEY (segment_id, period, side, kind, direction)
+        ) WITHOUT ROWID
+        """
+        for table in ("count_days", "count_months")
+    ),
+    *(
+        f"""
+        INSERT INTO {table} (segment_id, period, side, kind, direction, reports, people)
+        SELECT coalesce(segment_id, ''), {period}, coalesce(side, ''), kind,
+               coalesce(direction, ''), count(*), sum(people_count)
+        FROM reports
+        GROUP BY 1, 2, 3, 4, 5
+        """
+        for table, period in (
+            ("count_days", "observed_at - observed_at % 86400000000"),
+            (
+                "count_months",
+                "CAST(strftime('%s', strftime('%Y-%m-01', observed_at / 1000000, 'unixepoch'))"
+                " AS INTEGER) * 1000000",
+            ),
+        )
+    ),
+)
+
+MIGRATIONS: tuple[MigrationStep, ...] = (_V1_SEGMENTS_AND_REPORTS, _V2_COUNT_ROLLUPS)
 
 
 def schema_version(conn: sqlite3.Connection) -> int:

@@ -86,7 +86,7 @@ class SqliteStore:
         return self._db.read(partial(tile_queries.segment_counts, flt=flt, segment_ids=segment_ids))
 
     def rebuild_rollups(self) -> None:
-        pass  # the embedded store counts at each request and keeps no rollups
+        self._db.write(report_queries.rebuild_counts)
 
     def tile_mvt(self, query: TileQuery) -> bytes | None:
         return None  # no encoder in SQLite: the caller encodes tile_reports in Python
