@@ -1,0 +1,328 @@
+"""Small-count suppression for a two-way table of report counts and its totals.
+
+The table has rows (groups) and columns (periods); each cell counts reports and the people in
+them. Published with it are the row totals (when there is more than one column), the column
+totals (when there is more than one row) and the grand total. A figure with 0 < reports < below
+is withheld ("small"); then more figures are withheld ("secondary") until no withheld figure can
+be worked out from the published ones through the table's sums.
+
+Why bridges. Lay the cells and totals out as one (rows + 1) x (columns + 1) grid, the last row and
+column holding the totals. Every relation of the table says that one line of this grid (a row or
+a column, totals' lines included) adds up to its last entry. Negate the total row and total column
+except the grand total, and every line sums to zero: the grid is a flow with zero net flow at every
+node of the complete bipartite graph whose nodes are the grid's lines and whose edges are its
+entries. Once the published entries are subtracted, the unknown entries (withheld figures, and the
+totals a one-row or one-column table does not publish) are a flow on the graph they form, fixed up
+to any flow around its cycles. So an unknown entry is determined exactly when no cycle passes
+through it: when it is a bridge of that graph. The reports and the people obey the same relations,
+so both are withheld in the same places.
+
+Only the linear relations are modelled. A reader who also uses what else is known of a withheld
+figure (counts are never negative, a withheld figure is never zero, a small one is below
+``below``) can narrow it to a range, which may be a single value. Secondary suppressions are the
+cheapest figures that close a cycle, so the ranges can be narrow; and a reader told which figures
+are secondary learns that those are at least ``below``: with cells 1, 5 and 100 in a row whose
+total is published, "small" and "secondary" on the first two give away 1 and 5. So ``reason`` is
+for tests, logs and analysts, not for the public response.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import chain
+from typing import Generic, Literal, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+R = TypeVar("R", bound=Hashable)
+C = TypeVar("C", bound=Hashable)
+
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+Reason = Literal["small", "secondary"]
+
+# A figure that may not be withheld (a published zero) costs _NEVER; three of them still fit in
+# int64, and _EXCLUDED (the bridge's own lines) is dearer than any three.
+_NEVER = 1 << 60
+_EXCLUDED = 1 << 62
+
+
+@dataclass(frozen=True, slots=True)
+class Figure:
+    """One published figure: both counts, or neither when it is suppressed."""
+
+    reports: int | None
+    people: int | None
+    suppressed: bool
+    # Why it is suppressed: small itself, or to protect another. Not for the public response:
+    # "secondary" tells a reader the figure is at least `below` (see the module docstring).
+    reason: Reason | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SuppressedTable(Generic[R, C]):
+    cells: dict[tuple[R, C], Figure]  # exactly the input cells, in row-major order
+    row_totals: dict[R, Figure]  # empty when there is only one column
+    column_totals: dict[C, Figure]  # empty when there is only one row
+    total: Figure
+
+
+def suppress(
+    cells: Mapping[tuple[R, C], tuple[int, int]],
+    rows: Sequence[R],
+    columns: Sequence[C],
+    *,
+    below: int,
+) -> SuppressedTable[R, C]:
+    """The table as it may be published: figures with 0 < reports < ``below`` suppressed, and
+    enough others that none of them can be derived from what is published.
+
+    ``cells`` maps (row, column) to (reports, people); a missing cell is zero, and zero figures are
+    never suppressed. ``below`` of 0 or 1 suppresses nothing. The result depends only on the values
+    and on the order of ``rows`` and ``columns``.
+    """
+    grid = _Grid.of(cells, rows, columns)
+    reports, people = grid.reports, grid.people
+    n_rows, n_cols = len(rows), len(columns)
+    published = np.ones_like(reports, dtype=np.bool_)
+    published[:n_rows, n_cols] = n_cols > 1  # a lone column's row totals are its cells
+    published[n_rows, :n_cols] = n_rows > 1
+    small = published & (reports > 0) & (reports < below)
+    withheld = _protect(small | ~published, published=published, reports=reports, people=people)
+    secondary = withheld & published & ~small
+    figure = _figures(reports, people, status=np.where(small, 1, np.where(secondary, 2, 0)))
+    return SuppressedTable(
+        cells={key: figure(i, j) for key, i, j in grid.cells},
+        row_totals={row: figure(i, n_cols) for i, row in enumerate(rows)} if n_cols > 1 else {},
+        column_totals=(
+            {column: figure(n_rows, j) for j, column in enumerate(columns)} if n_rows > 1 else {}
+        ),
+        total=figure(n_rows, n_cols),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Grid(Generic[R, C]):
+    """Reports and people as (rows + 1) x (columns + 1) grids, totals in the last row and column,
+    and the input cells in row-major order with their places in the grid."""
+
+    reports: IntArray
+    people: IntArray
+    cells: list[tuple[tuple[R, C], int, int]]
+
+    @classmethod
+    def of(
+        cls, cells: Mapping[tuple[R, C], tuple[int, int]], rows: Sequence[R], columns: Sequence[C]
+    ) -> _Grid[R, C]:
+        row_of = {row: i for i, row in enumerate(rows)}
+        column_of = {column: j for j, column in enumerate(columns)}
+        if len(row_of) != len(rows) or len(column_of) != len(columns):
+            raise ValueError("rows and columns must not repeat")
+        keys = list(cells)
+        try:
+            ii = [row_of[row] for row, _ in keys]
+            jj = [column_of[column] for _, column in keys]
+        except KeyError as error:
+            raise ValueError(f"a cell is outside the table's rows and columns: {error}") from None
+        values = np.fromiter(chain.from_iterable(cells.values()), np.int64, count=2 * len(keys))
+        if (values < 0).any():
+            raise ValueError("counts must not be negative")
+        grids = np.zeros((2, len(rows) + 1, len(columns) + 1), dtype=np.int64)
+        pairs = values.reshape(-1, 2).T
+        grids[:, np.asarray(ii, dtype=np.intp), np.asarray(jj, dtype=np.intp)] = pairs
+        grids[:, :-1, -1] = grids[:, :-1, :-1].sum(axis=2)
+        grids[:, -1, :] = grids[:, :-1, :].sum(axis=1)
+        order = np.lexsort((jj, ii)).tolist()
+        return cls(grids[0], grids[1], [(keys[k], ii[k], jj[k]) for k in order])
+
+
+def _figures(
+    reports: IntArray, people: IntArray, *, status: IntArray
+) -> Callable[[int, int], Figure]:
+    """Figure of grid entry (i, j), for ``status`` 0 (published), 1 (small) or 2 (secondary).
+
+    Equal figures share one instance: building a frozen dataclass costs about a microsecond, and a
+    big table repeats small values a lot.
+    """
+    withheld = {
+        1: Figure(None, None, suppressed=True, reason="small"),
+        2: Figure(None, None, suppressed=True, reason="secondary"),
+    }
+    reports_of, people_of, status_of = reports.tolist(), people.tolist(), status.tolist()
+    shown: dict[tuple[int, int], Figure] = {}
+
+    def figure(i: int, j: int) -> Figure:
+        if status_of[i][j]:
+            return withheld[status_of[i][j]]
+        value = (reports_of[i][j], people_of[i][j])
+        if value not in shown:
+            shown[value] = Figure(*value, suppressed=False)
+        return shown[value]
+
+    return figure
+
+
+def _protect(
+    unknown: BoolArray, *, published: BoolArray, reports: IntArray, people: IntArray
+) -> BoolArray:
+    """``unknown`` grown, cheaply, until none of its published entries is a bridge.
+
+    Each bridge gets the cheapest 4-cycle through it (a cycle of four grid entries in two rows and
+    two columns): the fewest published totals, then the fewest reports. Such a cycle always exists
+    among non-zero entries, because a non-zero cell has non-zero totals and a non-zero total a
+    non-zero cell. A bridge already put on a cycle by an earlier choice is skipped.
+    """
+    unknown = unknown.copy()
+    nonzero = (reports > 0) | (people > 0)
+    is_total = np.zeros_like(unknown)
+    is_total[-1, :] = is_total[:, -1] = True
+    penalty = 3 * int(reports[-1, -1]) + 1  # dearer than the reports of any three figures
+    cost = np.where(nonzero & published, reports + penalty * is_total, _NEVER)
+    cost[unknown] = 0
+    while True:  # one round covers every bridge; the next only confirms it
+        forest = _Forest.of(unknown)
+        todo = [(i, j) for i, j in forest.bridges if published[i, j]]
+        if not todo:
+            return unknown
+        for i, j in todo:
+            if forest.is_covered(i, j):
+                continue
+            i2, j2 = _cheapest_rectangle(cost, i, j)
+            for a, b in ((i, j2), (i2, j), (i2, j2)):
+                unknown[a, b] = True
+                cost[a, b] = 0
+            forest.cover_cycle([("row", i), ("column", j), ("row", i2), ("column", j2)])
+
+
+def _cheapest_rectangle(cost: IntArray, i: int, j: int) -> tuple[int, int]:
+    """(i2, j2) minimising the cost of entries (i, j2), (i2, j), (i2, j2); first in row-major
+    order among equals."""
+    total = cost + cost[i, :][None, :] + cost[:, j][:, None]
+    total[i, :] = _EXCLUDED
+    total[:, j] = _EXCLUDED
+    i2, j2 = divmod(int(np.argmin(total)), total.shape[1])
+    if total[i2, j2] >= _NEVER:  # impossible for counts that are never negative
+        raise AssertionError(f"no cycle can protect grid entry {(i, j)}")
+    return i2, j2
+
+
+@dataclass(slots=True)
+class _Forest:
+    """The bridges of the graph of unknown entries, and the tree they form between its 2-edge-
+    connected components, with a union-find that records which bridges new cycles have covered.
+
+    Nodes 0..n_rows are the grid's rows, the rest its columns; a bridge is named by its grid entry.
+    """
+
+    n_rows: int
+    bridges: list[tuple[int, int]]
+    component: list[int]  # of each node
+    parent: list[int]  # of each component in the bridge tree, -1 at a root
+    depth: list[int]
+    tree: list[int]
+    merged: list[int]  # union-find: a component merged into its parent once its bridge is covered
+
+    @classmethod
+    def of(cls, unknown: BoolArray) -> _Forest:
+        n_rows, n_cols = unknown.shape
+        ii, jj = np.nonzero(unknown)
+        ends = list(zip(ii.tolist(), (jj + n_rows).tolist(), strict=True))
+        order, parent_node, is_bridge = _tarjan(n_rows + n_cols, ends)
+        component = [-1] * len(order)
+        parent: list[int] = []
+        depth: list[int] = []
+        tree: list[int] = []
+        for v in order:  # preorder: a node's DFS parent is labelled before it
+            above, edge = parent_node[v]
+            if above >= 0 and not is_bridge[edge]:
+                component[v] = component[above]
+                continue
+            component[v] = len(parent)
+            parent.append(component[above] if above >= 0 else -1)
+            depth.append(depth[parent[-1]] + 1 if above >= 0 else 0)
+            tree.append(tree[parent[-1]] if above >= 0 else len(parent) - 1)
+        bridges = [(a, b - n_rows) for (a, b), flag in zip(ends, is_bridge, strict=True) if flag]
+        return cls(n_rows, bridges, component, parent, depth, tree, list(range(len(parent))))
+
+    def _node(self, kind: Literal["row", "column"], index: int) -> int:
+        return index if kind == "row" else self.n_rows + index
+
+    def _find(self, x: int) -> int:
+        root = x
+        while self.merged[root] != root:
+            root = self.merged[root]
+        while self.merged[x] != root:
+            self.merged[x], x = root, self.merged[x]
+        return root
+
+    def is_covered(self, i: int, j: int) -> bool:
+        """Whether the bridge at grid entry (i, j) now lies on a cycle."""
+        a, b = self.component[self._node("row", i)], self.component[self._node("column", j)]
+        child = a if self.parent[a] == b else b
+        return self._find(child) != child
+
+    def cover_cycle(self, cycle: Sequence[tuple[Literal["row", "column"], int]]) -> None:
+        """Record a new cycle through the nodes ``cycle``, in order, as covering bridges.
+
+        Between two nodes of one tree that come one after the other on the cycle (once the nodes
+        of other trees are skipped), the cycle runs outside that tree's edges, so together with the
+        tree path between them it makes a closed walk that passes each bridge on that path once:
+        those bridges now lie on cycles. This holds for every tree the cycle visits, and still
+        holds after earlier cycles have joined trees: it only needs the cycle to leave the tree.
+        """
+        comps = [self.component[self._node(kind, index)] for kind, index in cycle]
+        for tree in dict.fromkeys(self.tree[c] for c in comps):
+            on_tree = [c for c in comps if self.tree[c] == tree]
+            for a, b in zip(on_tree, on_tree[1:] + on_tree[:1], strict=True):
+                self._cover_path(a, b)
+
+    def _cover_path(self, a: int, b: int) -> None:
+        a, b = self._find(a), self._find(b)
+        while a != b:
+            if self.depth[a] < self.depth[b]:
+                a, b = b, a
+            self.merged[a] = self.parent[a]
+            a = self._find(a)
+
+
+def _tarjan(
+    n_nodes: int, ends: Sequence[tuple[int, int]]
+) -> tuple[list[int], list[tuple[int, int]], list[bool]]:
+    """Depth-first preorder, each node's (DFS parent, edge to it) or (-1, -1), and which edges are
+    bridges, for the simple graph with edges ``ends``. Iterative: tables may have many rows."""
+    adjacent: list[list[tuple[int, int]]] = [[] for _ in range(n_nodes)]
+    for edge, (a, b) in enumerate(ends):
+        adjacent[a].append((b, edge))
+        adjacent[b].append((a, edge))
+    seen = [-1] * n_nodes
+    low = [0] * n_nodes
+    parent = [(-1, -1)] * n_nodes
+    is_bridge = [False] * len(ends)
+    order: list[int] = []
+    for root in range(n_nodes):
+        if seen[root] >= 0:
+            continue
+        seen[root] = low[root] = len(order)
+        order.append(root)
+        stack = [(root, iter(adjacent[root]))]
+        while stack:
+            v, neighbours = stack[-1]
+            for w, edge in neighbours:
+                if seen[w] < 0:
+                    parent[w] = (v, edge)
+                    seen[w] = low[w] = len(order)
+                    order.append(w)
+                    stack.append((w, iter(adjacent[w])))
+                    break
+                if edge != parent[v][1]:
+                    low[v] = min(low[v], seen[w])
+            else:
+                stack.pop()
+                above, edge = parent[v]
+                if above >= 0:
+                    low[above] = min(low[above], low[v])
+                    is_bridge[edge] = low[v] == seen[v]
+    return order, parent, is_bridge
