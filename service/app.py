@@ -15,7 +15,7 @@ from starlette.staticfiles import StaticFiles
 from service import __version__
 from service.api import openapi, problems
 from service.api.middleware import RequestId
-from service.api.routes import health, map, ogc, reports, segments, snap, tiles
+from service.api.routes import aggregates, health, map, ogc, reports, segments, snap, tiles
 from service.domain.errors import StoreUnavailable
 from service.settings import Settings
 from service.storage import open_store
@@ -79,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         segments.router,
         ogc.router,
         tiles.router,
+        aggregates.router,
         map.router,
     ):
         app.include_router(router)

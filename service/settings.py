@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     batch_max_body_bytes: int = Field(default=4_194_304, gt=0)
     page_max_items: int = Field(default=10_000, gt=0)
     report_kinds: Annotated[tuple[str, ...], NoDecode] = DEFAULT_KINDS
+    suppress_below: int = Field(
+        default=5, ge=0, description="Aggregate counts from 1 to this - 1 are suppressed"
+    )
     tile_points_min_zoom: int = Field(
         default=10, ge=0, le=22, description="From this zoom, tiles draw reports as points"
     )

@@ -38,6 +38,8 @@ def upgrade() -> None:
             )
             """
         )
+        # Aggregates over all segments pick periods; one segment's series walks the primary key.
+        op.execute(f"CREATE INDEX {table}_period ON {table} (period)")
         op.execute(
             f"""
             INSERT INTO {table} (segment_id, period, side, kind, direction, reports, people)

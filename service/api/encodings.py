@@ -137,3 +137,19 @@ def html_dict(doc: dict[str, Any]) -> str:
         if k not in ("links", "type", "features")
     )
     return f"<table>{rows}</table>"
+
+
+def rows_csv(rows: list[dict[str, Any]], columns: list[str]) -> bytes:
+    """A header of ``columns``, then one line per row (null as an empty field)."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _csv_cell(v) for k, v in row.items()})
+    return out.getvalue().encode()
+
+
+def _csv_cell(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return _cell(value)

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Protocol
 from uuid import UUID
 
+from service.domain.aggregation import PeriodPart, RangePart
 from service.domain.reports import IngestResult, Report
 from service.domain.segments import BorderSegment
 from service.domain.tiles import SegmentCount, TileAddress, TileFilter, TileReports
@@ -131,7 +132,47 @@ class TileStore(Protocol):
         ...
 
 
-class Store(SegmentStore, ReportStore, TileStore, Protocol):
+COUNT_KEYS = ("segment_id", "side", "kind", "direction")
+
+
+@dataclass(frozen=True, slots=True)
+class CountQuery:
+    """Counts of reports and people per bucket, by ``keys`` (a subset of COUNT_KEYS), from signed
+    parts (service/domain/aggregation.py): rollup periods and ranges of observed_at. Filters:
+    ``segment_ids`` (any of them), ``kind``; ``bbox`` (inclusive; only with ranges, as rollups do
+    not know positions)."""
+
+    keys: tuple[str, ...]
+    periods: tuple[PeriodPart, ...] = ()
+    ranges: tuple[RangePart, ...] = ()
+    segment_ids: frozenset[str] | None = None
+    kind: str | None = None
+    bbox: tuple[float, float, float, float] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CountRow:
+    """One bucket's signed total for one combination of key values (None: the report has none,
+    e.g. no segment when beyond reach)."""
+
+    bucket: int
+    key: tuple[str | None, ...]
+    reports: int
+    people: int
+
+
+class CountStore(Protocol):
+    def count_reports(self, query: CountQuery) -> list[CountRow]:
+        """The sum over the query's parts, per bucket and key; combinations whose sum is zero may
+        be left out."""
+        ...
+
+    def observed_range(self) -> tuple[datetime, datetime] | None:
+        """The first and last observed_at stored (None when there are no reports)."""
+        ...
+
+
+class Store(SegmentStore, ReportStore, TileStore, CountStore, Protocol):
     """One backend: segments, reports, and its own life cycle."""
 
     def ping(self) -> None:

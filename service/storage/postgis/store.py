@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import TypeVar
 from uuid import UUID
 
@@ -13,8 +14,8 @@ from service.domain.reports import IngestResult, Report
 from service.domain.segments import BorderSegment
 from service.domain.tiles import SegmentCount, TileFilter, TileReports
 from service.settings import Settings
-from service.storage.base import Extent, ReportPage, ReportQuery, TileQuery
-from service.storage.postgis import reports, rollups, segments, tiles
+from service.storage.base import CountQuery, CountRow, Extent, ReportPage, ReportQuery, TileQuery
+from service.storage.postgis import counts, reports, rollups, segments, tiles
 
 T = TypeVar("T")
 
@@ -110,3 +111,9 @@ class PostgisStore:
     def rebuild_rollups(self) -> None:
         """Recompute the tile rollups from the stored reports (after a bulk load around ingest)."""
         self._run(rollups.rebuild)
+
+    def count_reports(self, query: CountQuery) -> list[CountRow]:
+        return self._run(lambda conn: counts.count_reports(conn, query))
+
+    def observed_range(self) -> tuple[datetime, datetime] | None:
+        return self._run(counts.observed_range)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from uuid import UUID
@@ -10,7 +11,8 @@ from uuid import UUID
 from service.domain.reports import IngestResult, Report
 from service.domain.segments import BorderSegment
 from service.domain.tiles import SegmentCount, TileFilter, TileReports
-from service.storage.base import Extent, ReportPage, ReportQuery, TileQuery
+from service.storage.base import CountQuery, CountRow, Extent, ReportPage, ReportQuery, TileQuery
+from service.storage.sqlite import counts as count_queries
 from service.storage.sqlite import reports as report_queries
 from service.storage.sqlite import segments as segment_queries
 from service.storage.sqlite import tiles as tile_queries
@@ -90,6 +92,12 @@ class SqliteStore:
 
     def tile_mvt(self, query: TileQuery) -> bytes | None:
         return None  # no encoder in SQLite: the caller encodes tile_reports in Python
+
+    def count_reports(self, query: CountQuery) -> list[CountRow]:
+        return self._db.read(partial(count_queries.count_reports, query=query))
+
+    def observed_range(self) -> tuple[datetime, datetime] | None:
+        return self._db.read(count_queries.observed_range)
 
     def ping(self) -> None:
         """Raise StoreUnavailable unless the file answers a read now."""

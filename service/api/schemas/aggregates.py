@@ -1,0 +1,142 @@
+"""Wire format of aggregates: query parameters in, rows and totals out (JSON, CSV, GeoJSON)."""
+
+from __future__ import annotations
+
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from service.api.schemas.pages import parse_bbox, parse_time
+from service.domain.aggregation import GROUP_KEYS, UNITS, local_start_text
+from service.domain.errors import FieldError, InvalidParameter
+from service.domain.segments import SegmentIndex
+from service.domain.suppression import Figure
+from service.usecases.aggregates import ROW_NAMES, Aggregate, AggregateRequest
+
+PARAMS = ("group_by", "bucket", "tz", "start", "end", "bbox", "segment_id", "kind", "border",
+          "fill", "f")  # fmt: skip
+
+
+def _bad(field: str, reason: str) -> InvalidParameter:
+    return InvalidParameter(f"{field} {reason}", errors=[FieldError(field, reason)])
+
+
+def parse_request(
+    params: dict[str, str],
+    *,
+    index: SegmentIndex,
+    kinds: tuple[str, ...],
+    allowed: tuple[str, ...] = PARAMS,
+    segment_id: str | None = None,
+) -> AggregateRequest:
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        reason = f"is not a parameter here (known: {', '.join(allowed)})"
+        raise InvalidParameter(
+            f"{unknown[0]} {reason}", errors=[FieldError(n, reason) for n in unknown]
+        )
+    group_by: tuple[str, ...] = ()
+    if params.get("group_by"):
+        group_by = tuple(k.strip() for k in params["group_by"].split(","))
+        wrong = [k for k in group_by if k not in GROUP_KEYS]
+        if wrong:
+            raise _bad("group_by", f"{wrong[0]!r} is not one of: {', '.join(GROUP_KEYS)}")
+        if len(set(group_by)) != len(group_by):
+            raise _bad("group_by", "names a key twice")
+    bucket = params.get("bucket") or None
+    if bucket == "none":
+        bucket = None
+    if bucket is not None and bucket not in UNITS:
+        raise _bad("bucket", f"must be one of: {', '.join(UNITS)}, none")
+    try:
+        zone = ZoneInfo(params.get("tz") or "UTC")
+    except (ZoneInfoNotFoundError, ValueError) as error:
+        raise _bad("tz", "is not an IANA time zone, e.g. America/St_Johns") from error
+    start, end = parse_time("start", params.get("start")), parse_time("end", params.get("end"))
+    if start is not None and end is not None and end < start:
+        raise _bad("end", "is before start")
+    kind = params.get("kind")
+    if kind is not None and kind not in kinds:
+        raise _bad("kind", f"must be one of: {', '.join(kinds)}")
+    fill = params.get("fill", "false").lower()
+    if fill not in ("true", "false"):
+        raise _bad("fill", "must be true or false")
+    segment_ids = _segments(params, index, segment_id)
+    return AggregateRequest(
+        group_by=group_by,
+        bucket=bucket,
+        zone=zone,
+        start=start,
+        end=end,
+        bbox=None if params.get("bbox") is None else parse_bbox(params["bbox"]),
+        segment_ids=segment_ids,
+        kind=kind,
+        fill=fill == "true",
+    )
+
+
+def _segments(
+    params: dict[str, str], index: SegmentIndex, fixed: str | None
+) -> frozenset[str] | None:
+    chosen: frozenset[str] | None = None
+    segment_id = fixed or params.get("segment_id")
+    if segment_id is not None:
+        if segment_id not in index.by_id:
+            raise _bad("segment_id", "is not a segment of the loaded border")
+        chosen = frozenset({segment_id})
+    border = params.get("border")
+    if border is not None:
+        ids = index.segment_ids_by_border.get(border)
+        if ids is None:
+            raise _bad(
+                "border", f"must be one of: {', '.join(sorted(index.segment_ids_by_border))}"
+            )
+        chosen = ids if chosen is None else chosen & ids
+    return chosen
+
+
+def figure_fields(figure: Figure) -> dict[str, Any]:
+    return {"reports": figure.reports, "people": figure.people, "suppressed": figure.suppressed}
+
+
+def columns(result: Aggregate) -> list[str]:
+    names = [ROW_NAMES[k] for k in result.request.group_by]
+    if any(k in ("segment", "section", "border", "region") for k in result.request.group_by):
+        names.append("snap_status")
+    if result.request.bucket is not None:
+        names.append("period_start")
+    return [*names, "reports", "people", "suppressed"]
+
+
+def rows(result: Aggregate) -> list[dict[str, Any]]:
+    out = []
+    for row in result.rows:
+        fields = result.row_fields(row.group)
+        if result.request.bucket is not None:
+            fields["period_start"] = local_start_text(result.buckets[row.bucket])
+        out.append(fields | figure_fields(row.figure))
+    return out
+
+
+def document(result: Aggregate) -> dict[str, Any]:
+    req = result.request
+    totals: dict[str, Any] = {"all": figure_fields(result.total)}
+    if result.by_group:
+        totals["by_group"] = [
+            result.row_fields(group) | figure_fields(figure)
+            for group, figure in result.by_group.items()
+        ]
+    if result.by_bucket:
+        totals["by_period"] = [
+            {"period_start": local_start_text(result.buckets[number])} | figure_fields(figure)
+            for number, figure in sorted(result.by_bucket.items())
+        ]
+    return {
+        "group_by": [ROW_NAMES[k] for k in req.group_by],
+        "bucket": req.bucket,
+        "tz": str(req.zone),
+        "start": None if not result.buckets else result.buckets[0].start.isoformat(),
+        "end": None if not result.buckets else result.buckets[-1].end.isoformat(),
+        "suppress_below": result.suppress_below,
+        "rows": rows(result),
+        "totals": totals,
+    }

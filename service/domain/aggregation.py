@@ -1,0 +1,177 @@
+"""Aggregates: time buckets in any IANA zone, and how to count each bucket exactly from rollups
+kept per UTC day and UTC month plus the reports themselves for what is left.
+
+A bucket is a half-open UTC interval [a, b) (a local day, week, month, quarter or year, clipped to
+the requested window). It is counted as signed parts: whole UTC months from the month rollup,
+whole UTC days from the day rollup, and ranges of the reports table, added or taken away. For
+each grain, the interval's ends move to the nearest boundary of that grain; the rollup covers the
+whole units between, and each end's difference is counted at the next grain down, added when the
+bucket reaches past the boundary and taken away when it stops short. Local boundaries in a zone
+that is off UTC by whole hours or by :30 or :45 (America/St_Johns, Asia/Kathmandu) just leave a
+few hours of reports to count at each end; a bucket in UTC reads rollups only. Every part is
+exact, so the sum is exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+Unit = Literal["day", "week", "month", "quarter", "year"]
+Grain = Literal["day", "month"]
+UNITS: tuple[Unit, ...] = ("day", "week", "month", "quarter", "year")
+GROUP_KEYS = ("segment", "section", "border", "region", "side", "kind", "direction")
+# Group keys that come from the segment a report snapped to; reports beyond reach have none.
+SEGMENT_KEYS = frozenset({"segment", "section", "border", "region"})
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """One time bucket: where it starts in the requested zone, and the UTC interval it counts
+    (clipped to the window)."""
+
+    local_start: datetime | None  # None for the single bucket of an aggregate without buckets
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodPart:
+    """A rollup period (a UTC day or month, by its start) counted into ``bucket`` times ``sign``."""
+
+    grain: Grain
+    period: datetime
+    bucket: int
+    sign: int
+
+
+@dataclass(frozen=True, slots=True)
+class RangePart:
+    """The reports observed in [start, end), counted into ``bucket`` times ``sign``."""
+
+    start: datetime
+    end: datetime
+    bucket: int
+    sign: int
+
+
+def _local_floor(unit: Unit, moment: datetime) -> date:
+    d = moment.date()
+    if unit == "day":
+        return d
+    if unit == "week":  # ISO weeks: Monday
+        return d - timedelta(days=d.weekday())
+    if unit == "month":
+        return d.replace(day=1)
+    if unit == "quarter":
+        return date(d.year, 3 * ((d.month - 1) // 3) + 1, 1)
+    return date(d.year, 1, 1)
+
+
+def _next(unit: Unit, d: date) -> date:
+    if unit == "day":
+        return d + timedelta(days=1)
+    if unit == "week":
+        return d + timedelta(days=7)
+    months = {"month": 1, "quarter": 3, "year": 12}[unit]
+    index = d.year * 12 + d.month - 1 + months
+    return date(index // 12, index % 12 + 1, 1)
+
+
+def _midnight(d: date, zone: ZoneInfo) -> datetime:
+    """The instant a local date begins. Where DST skips midnight, the first instant after the gap
+    (zoneinfo reads a skipped time with the offset before the gap, which lands past it)."""
+    return datetime(d.year, d.month, d.day, tzinfo=zone)
+
+
+def buckets(unit: Unit | None, zone: ZoneInfo, start: datetime, end: datetime) -> list[Bucket]:
+    """The buckets covering [start, end), in order; each local period clipped to the window."""
+    if end <= start:
+        return []
+    if unit is None:
+        return [Bucket(None, start, end)]
+    out: list[Bucket] = []
+    day = _local_floor(unit, start.astimezone(zone))
+    while True:
+        local_start = _midnight(day, zone)
+        following = _next(unit, day)
+        b_start = local_start.astimezone(UTC)
+        b_end = _midnight(following, zone).astimezone(UTC)
+        if b_start >= end:
+            break
+        if b_end > start:
+            out.append(Bucket(local_start, max(b_start, start), min(b_end, end)))
+        day = following
+    return out
+
+
+def _boundaries(grain: Grain, moment: datetime) -> tuple[datetime, datetime]:
+    """The UTC boundaries of ``grain`` at or before, and after, ``moment``."""
+    t = moment.astimezone(UTC)
+    if grain == "day":
+        floor = datetime(t.year, t.month, t.day, tzinfo=UTC)
+        return floor, floor + timedelta(days=1)
+    floor = datetime(t.year, t.month, 1, tzinfo=UTC)
+    following = datetime(t.year + t.month // 12, t.month % 12 + 1, 1, tzinfo=UTC)
+    return floor, following
+
+
+def _nearest(grain: Grain, moment: datetime) -> datetime:
+    floor, ceiling = _boundaries(grain, moment)
+    if moment == floor:
+        return floor
+    return floor if moment - floor <= ceiling - moment else ceiling
+
+
+def _units(grain: Grain, start: datetime, end: datetime) -> list[datetime]:
+    """The starts of the whole UTC days or months in [start, end) (both boundaries)."""
+    out = []
+    t = start
+    while t < end:
+        out.append(t)
+        t = _boundaries(grain, t)[1]
+    return out
+
+
+def parts(
+    interval_start: datetime,
+    interval_end: datetime,
+    bucket: int,
+    *,
+    grains: Sequence[Grain] = ("month", "day"),
+) -> tuple[list[PeriodPart], list[RangePart]]:
+    """Signed parts whose counts add up to exactly the reports observed in [start, end)."""
+    periods: list[PeriodPart] = []
+    ranges: list[RangePart] = []
+
+    def split(a: datetime, b: datetime, sign: int, levels: Sequence[Grain]) -> None:
+        if a >= b:
+            return
+        if not levels:
+            ranges.append(RangePart(a, b, bucket, sign))
+            return
+        grain, finer = levels[0], levels[1:]
+        lo, hi = _nearest(grain, a), _nearest(grain, b)
+        if lo >= hi:
+            split(a, b, sign, finer)
+            return
+        periods.extend(PeriodPart(grain, p, bucket, sign) for p in _units(grain, lo, hi))
+        if a < lo:
+            split(a, lo, sign, finer)
+        else:
+            split(lo, a, -sign, finer)
+        if b > hi:
+            split(hi, b, sign, finer)
+        else:
+            split(b, hi, -sign, finer)
+
+    split(interval_start, interval_end, 1, grains)
+    return periods, ranges
+
+
+def local_start_text(bucket: Bucket) -> str | None:
+    """ISO 8601 with the zone's offset at that instant, e.g. 2026-03-01T00:00:00-03:30."""
+    return None if bucket.local_start is None else bucket.local_start.isoformat()

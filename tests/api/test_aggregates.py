@@ -1,0 +1,143 @@
+"""Aggregates over HTTP on both stores: JSON and CSV, the segment series and choropleth, the
+group of reports beyond reach, small-count suppression that totals cannot undo, and errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from tests.factories import report_body
+
+T0 = datetime(2026, 1, 5, 12, tzinfo=UTC)
+ROXHAM = (-73.5172, 45.0071)
+PEMBINA = (-97.2, 49.0)
+FAR = (-95.0, 30.0)  # beyond reach of the border
+
+
+def _body(place: tuple[float, float], day: int, people: int = 2, kind: str = "crossing") -> dict:
+    return report_body(
+        location={"type": "Point", "coordinates": list(place)},
+        observed_at=(T0 + timedelta(days=day)).isoformat(),
+        people_count=people,
+        kind=kind,
+    )
+
+
+async def _post(client: httpx.AsyncClient, bodies: list[dict]) -> None:
+    response = await client.post("/v1/reports/batch", json=bodies)
+    assert response.json()["summary"]["created"] == len(bodies)
+
+
+async def test_monthly_series_per_segment_as_json_and_csv(client: httpx.AsyncClient) -> None:
+    # January: 12 at Roxham, 6 at Pembina; February: 7 at Roxham; 5 far from the border.
+    bodies = [_body(ROXHAM, d % 20) for d in range(12)] + [_body(PEMBINA, d) for d in range(6)]
+    bodies += [_body(ROXHAM, 30 + d) for d in range(7)] + [_body(FAR, d) for d in range(5)]
+    await _post(client, bodies)
+    doc = (await client.get("/v1/aggregates?group_by=segment&bucket=month")).json()
+    rows = {(r["segment_id"], r["period_start"][:7]): r for r in doc["rows"]}
+    roxham = next(r["segment_id"] for r in doc["rows"] if r["reports"] == 12)
+    assert rows[roxham, "2026-01"]["people"] == 24 and rows[roxham, "2026-02"]["reports"] == 7
+    beyond = [r for r in doc["rows"] if r["snap_status"] == "beyond_max_distance"]
+    assert [(r["segment_id"], r["reports"]) for r in beyond] == [(None, 5)]
+    assert doc["totals"]["all"] == {"reports": 30, "people": 60, "suppressed": False}
+    text = (await client.get("/v1/aggregates?group_by=segment&bucket=month&f=csv")).text
+    table = list(csv.DictReader(io.StringIO(text)))
+    assert list(table[0]) == [
+        "segment_id", "snap_status", "period_start", "reports", "people", "suppressed"
+    ]  # fmt: skip
+    assert {(r["segment_id"], r["period_start"][:7], r["reports"]) for r in table} == {
+        (r["segment_id"] or "", r["period_start"][:7], str(r["reports"])) for r in doc["rows"]
+    }
+    via_accept = await client.get(
+        "/v1/aggregates?group_by=segment&bucket=month", headers={"Accept": "text/csv"}
+    )
+    assert via_accept.text == text
+
+
+async def test_small_counts_are_suppressed_and_cannot_be_worked_out(
+    client: httpx.AsyncClient,
+) -> None:
+    # Roxham: 9 in January, 2 in February (small); Pembina: 8 and 6.
+    bodies = [_body(ROXHAM, d) for d in range(9)] + [_body(ROXHAM, 31 + d) for d in range(2)]
+    bodies += [_body(PEMBINA, d) for d in range(8)] + [_body(PEMBINA, 31 + d) for d in range(6)]
+    await _post(client, bodies)
+    doc = (await client.get("/v1/aggregates?group_by=segment&bucket=month")).json()
+    small = [r for r in doc["rows"] if r["suppressed"]]
+    assert small and all(r["reports"] is None and r["people"] is None for r in small)
+    assert all(r["reports"] is None or r["reports"] >= 5 for r in doc["rows"])
+    # No line (a segment across months, a month across segments, the totals across both) with
+    # a published total holds exactly one suppressed figure: it would be the total minus the rest.
+    lines: dict[tuple[str, str], list[dict]] = {}
+    for r in doc["rows"]:
+        lines.setdefault(("segment", r["segment_id"]), []).append(r)
+        lines.setdefault(("period", r["period_start"]), []).append(r)
+    totals = {("segment", t["segment_id"]): t for t in doc["totals"]["by_group"]}
+    totals |= {("period", t["period_start"]): t for t in doc["totals"]["by_period"]}
+    for key, members in lines.items():
+        if not totals[key]["suppressed"]:
+            assert sum(m["suppressed"] for m in members) != 1, key
+    if not doc["totals"]["all"]["suppressed"]:
+        for margin in ("by_group", "by_period"):
+            assert sum(t["suppressed"] for t in doc["totals"][margin]) != 1, margin
+    open_doc = (await client.get("/v1/aggregates?group_by=kind")).json()
+    assert open_doc["suppress_below"] == 5
+
+
+async def test_segment_timeseries_fills_every_period(client: httpx.AsyncClient) -> None:
+    await _post(client, [_body(ROXHAM, d * 40) for d in range(3)] * 1)
+    snapped = await client.post("/v1/snap", json={"type": "Point", "coordinates": list(ROXHAM)})
+    segment_id = snapped.json()["result"]["segment_id"]
+    response = await client.get(
+        f"/v1/segments/{segment_id}/timeseries?bucket=month&start=2026-01-01T00:00:00-05:00"
+        "&end=2026-05-01T00:00:00-04:00&tz=America/Toronto"
+    )
+    doc = response.json()
+    assert [r["period_start"] for r in doc["rows"]] == [
+        "2026-01-01T00:00:00-05:00", "2026-02-01T00:00:00-05:00",
+        "2026-03-01T00:00:00-05:00", "2026-04-01T00:00:00-04:00",
+    ]  # fmt: skip
+    zero = [r for r in doc["rows"] if r["reports"] == 0]
+    assert zero and all(not r["suppressed"] for r in zero)
+    assert (await client.get("/v1/segments/NOPE/timeseries")).status_code == 404
+
+
+async def test_choropleth_has_every_segment(client: httpx.AsyncClient) -> None:
+    await _post(client, [_body(ROXHAM, d) for d in range(6)])
+    doc = (await client.get("/v1/aggregates/segments.geojson?border=CA-US")).json()
+    features = doc["features"]
+    segments = (await client.get("/v1/segments?border=CA-US")).json()["features"]
+    assert len(features) == len(segments)
+    assert all(f["geometry"]["type"] == "LineString" for f in features)
+    assert sum(f["properties"]["reports"] or 0 for f in features) == 6
+    assert doc["totals"]["all"]["reports"] == 6
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("group_by=segment,planet", "group_by"),
+        ("group_by=kind,kind", "group_by"),
+        ("bucket=fortnight", "bucket"),
+        ("tz=Mars/Olympus", "tz"),
+        ("start=soon", "start"),
+        ("start=2026-02-01T00:00:00Z&end=2026-01-01T00:00:00Z", "end"),
+        ("kind=smuggling", "kind"),
+        ("border=XX-YY", "border"),
+        ("segment_id=NOPE", "segment_id"),
+        ("fill=maybe", "fill"),
+        ("bbox=1,2,3", "bbox"),
+        ("f=xml", "f"),
+        ("colour=red", "colour"),
+    ],
+)
+async def test_bad_parameters_are_400_naming_them(
+    client: httpx.AsyncClient, query: str, field: str
+) -> None:
+    response = await client.get(f"/v1/aggregates?{query}")
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert field in [e["field"] for e in response.json()["errors"]]

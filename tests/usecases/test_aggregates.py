@@ -1,0 +1,246 @@
+"""Aggregates are exact: through the rollups, any sequence of ingests (with replays and conflicts)
+gives the same numbers as counting the stored reports one by one, for every group_by and bucket,
+in any zone, on both stores; local bucket boundaries fall where the zone puts them.
+
+The expected numbers here are computed report by report (each report's local time, its own
+bucket), not with the service's boundary arithmetic.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from service.domain.aggregation import GROUP_KEYS, UNITS
+from service.domain.reports import Report, ReportDraft
+from service.domain.segments import SegmentIndex
+from service.settings import Settings
+from service.storage import open_store
+from service.storage.base import Store
+from service.usecases.aggregates import AggregateRequest, aggregate
+from service.usecases.segments import ensure_segments
+from service.usecases.submit_reports import submit_batch
+from service.usecases.transfer import export_reports
+from tests.conftest import STORES, fresh_postgis_database
+
+T0 = datetime(2025, 12, 20, tzinfo=UTC)
+NOW = datetime(2027, 1, 1, tzinfo=UTC)
+ZONES = ["UTC", "America/St_Johns", "Asia/Kathmandu", "America/Los_Angeles", "Pacific/Chatham"]
+KINDS = ("crossing", "attempt", "evidence", "assistance")
+# Near the border (snapped) and one place far from it (beyond reach).
+PLACES = [(-73.45, 45.01), (-122.75, 49.0), (-97.2, 49.0), (-106.5, 31.77), (-95.0, 30.0)]
+
+
+@pytest.fixture(scope="module", params=STORES)
+def store(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Store, SegmentIndex]]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('agg') / 'agg.db'}"
+        opened = open_store(Settings(database_url=url))
+        try:
+            yield url, opened, ensure_segments(opened, None)
+        finally:
+            opened.close()
+        return
+    with fresh_postgis_database() as url:
+        opened = open_store(Settings(database_url=url))
+        try:
+            yield url, opened, ensure_segments(opened, None)
+        finally:
+            opened.close()
+
+
+def _wipe(url: str) -> None:
+    if url.startswith("sqlite"):
+        import sqlite3
+
+        with sqlite3.connect(Path(url.removeprefix("sqlite:///"))) as conn:
+            for table in ("reports", "reports_rtree", "count_days", "count_months"):
+                conn.execute(f"DELETE FROM {table}")
+        return
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1)) as conn:
+        conn.execute("TRUNCATE reports, tile_cells, segment_totals, count_days, count_months")
+
+
+def _local_bucket(unit: str | None, moment: datetime, zone: ZoneInfo) -> date | None:
+    if unit is None:
+        return None
+    d = moment.astimezone(zone).date()
+    if unit == "day":
+        return d
+    if unit == "week":
+        return d - timedelta(days=d.weekday())
+    if unit == "month":
+        return d.replace(day=1)
+    if unit == "quarter":
+        return d.replace(month=(d.month - 1) // 3 * 3 + 1, day=1)
+    return d.replace(month=1, day=1)
+
+
+def _group(report: Report, group_by: tuple[str, ...], index: SegmentIndex) -> tuple[Any, ...]:
+    segment = index.by_id.get(report.snap.segment_id or "")
+    values: list[Any] = []
+    for key in group_by:
+        if key == "segment":
+            values.append(report.snap.segment_id)
+        elif key == "section":
+            values.append(segment.section if segment else None)
+        elif key == "border":
+            values.append(segment.border if segment else None)
+        elif key == "region":
+            values.append(segment.properties.get("region_pair") if segment else None)
+        elif key == "side":
+            values.append(report.snap.side)
+        elif key == "kind":
+            values.append(report.draft.kind)
+        else:
+            values.append(report.draft.direction)
+    return tuple(values)
+
+
+def _by_hand(
+    stored: list[Report], request: AggregateRequest, index: SegmentIndex
+) -> dict[tuple[Any, ...], tuple[int, int]]:
+    counts: Counter[tuple[Any, ...]] = Counter()
+    people: Counter[tuple[Any, ...]] = Counter()
+    for report in stored:
+        t = report.draft.observed_at
+        if (request.start and t < request.start) or (request.end and t >= request.end):
+            continue
+        if request.kind and report.draft.kind != request.kind:
+            continue
+        if request.segment_ids is not None and report.snap.segment_id not in request.segment_ids:
+            continue
+        if request.bbox:
+            w, s, e, n = request.bbox
+            if not (w <= report.draft.lon <= e and s <= report.draft.lat <= n):
+                continue
+        key = (_group(report, request.group_by, index),
+               _local_bucket(request.bucket, t, request.zone))  # fmt: skip
+        counts[key] += 1
+        people[key] += report.draft.people_count
+    return {k: (n, people[k]) for k, n in counts.items()}
+
+
+def _from_service(store: Store, index: SegmentIndex, request: AggregateRequest) -> dict:
+    result = aggregate(store, index, request, suppress_below=0)
+    out = {}
+    for row in result.rows:
+        bucket = result.buckets[row.bucket]
+        local = None if bucket.local_start is None else bucket.local_start.date()
+        if row.figure.reports:
+            out[row.group, local] = (row.figure.reports, row.figure.people)
+    return out
+
+
+_reports = st.lists(
+    st.tuples(
+        st.integers(0, 60),  # id number: repeats make replays and conflicts
+        st.integers(0, 370 * 24 * 4),  # quarter-hours after T0 (all before NOW)
+        st.sampled_from(PLACES),
+        st.sampled_from(KINDS),
+        st.integers(1, 20),
+        st.sampled_from(["CA", "US", "MX", None]),
+    ),
+    min_size=1,
+    max_size=80,
+)
+_requests = st.fixed_dictionaries(
+    {
+        "group_by": st.lists(st.sampled_from(GROUP_KEYS), unique=True, max_size=3).map(tuple),
+        "bucket": st.sampled_from([None, *UNITS]),
+        "zone": st.sampled_from(ZONES).map(ZoneInfo),
+        "window": st.one_of(
+            st.none(),
+            st.tuples(st.integers(0, 200 * 24 * 4), st.integers(1, 200 * 24 * 4)),
+        ),
+        "kind": st.sampled_from([None, "crossing"]),
+        "boxed": st.booleans(),
+    }
+)
+
+
+def _drafts(rows: list[tuple]) -> list[ReportDraft]:
+    return [
+        ReportDraft(
+            id=uuid.UUID(int=number + 1),
+            observed_at=T0 + timedelta(minutes=15 * quarter, seconds=number),
+            lon=lon + (number % 7) * 0.01,
+            lat=lat,
+            people_count=people,
+            kind=kind,
+            direction=direction,
+            accuracy_m=None,
+        )
+        for number, quarter, (lon, lat), kind, people, direction in rows
+    ]
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(batches=st.lists(_reports, min_size=1, max_size=3), spec=_requests)
+def test_aggregates_equal_counting_the_reports(
+    store: tuple[str, Store, SegmentIndex], batches: list[list[tuple]], spec: dict
+) -> None:
+    url, opened, index = store
+    _wipe(url)
+    for batch in batches:
+        submit_batch(opened, index, _drafts(batch), settings=Settings(database_url=url), now=NOW)
+    stored = list(export_reports(opened))
+    assert len(stored) == len({number for batch in batches for number, *_ in batch})
+    start = end = None
+    if spec["window"] is not None:
+        a, length = spec["window"]
+        start = T0 + timedelta(minutes=15 * a, seconds=7)
+        end = start + timedelta(minutes=15 * length)
+    request = AggregateRequest(
+        group_by=spec["group_by"],
+        bucket=spec["bucket"],
+        zone=spec["zone"],
+        start=start,
+        end=end,
+        kind=spec["kind"],
+        bbox=(-125.0, 40.0, -90.0, 50.0) if spec["boxed"] else None,
+    )
+    expected = _by_hand(stored, request, index)
+    assert _from_service(opened, index, request) == expected
+    event(f"cells: {'none' if not expected else 'some'}")
+
+
+@pytest.mark.parametrize(
+    ("zone", "local", "expected_month"),
+    [
+        ("America/St_Johns", "2026-03-31T23:30:00", date(2026, 3, 1)),  # 02:00Z on April 1
+        ("America/St_Johns", "2026-04-01T00:15:00", date(2026, 4, 1)),
+        ("Asia/Kathmandu", "2026-01-31T23:50:00", date(2026, 1, 1)),  # 18:05Z on January 31
+        ("Asia/Kathmandu", "2026-02-01T00:05:00", date(2026, 2, 1)),  # 18:20Z on January 31
+        ("America/Los_Angeles", "2026-10-31T23:30:00", date(2026, 10, 1)),
+    ],
+)
+def test_local_month_boundaries(
+    store: tuple[str, Store, SegmentIndex], zone: str, local: str, expected_month: date
+) -> None:
+    url, opened, index = store
+    _wipe(url)
+    moment = datetime.fromisoformat(local).replace(tzinfo=ZoneInfo(zone))
+    draft = ReportDraft(uuid.uuid4(), moment.astimezone(UTC), -73.45, 45.01, 4, "crossing",
+                        "US", None)  # fmt: skip
+    submit_batch(opened, index, [draft], settings=Settings(database_url=url), now=NOW)
+    request = AggregateRequest(bucket="month", zone=ZoneInfo(zone))
+    result = aggregate(opened, index, request, suppress_below=0)
+    (row,) = result.rows
+    bucket = result.buckets[row.bucket]
+    assert bucket.local_start is not None and bucket.local_start.date() == expected_month
+    assert (row.figure.reports, row.figure.people) == (1, 4)
