@@ -1,4 +1,5 @@
-"""`crossings serve | db upgrade | segments load PATH | export | import PATH`: thin, calls usecases."""
+"""`crossings serve | db upgrade | db rebuild-rollups | segments load PATH | export | import
+PATH`: thin, calls usecases."""
 
 from __future__ import annotations
 
@@ -6,9 +7,13 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from service.domain.errors import ServiceError
 from service.settings import Settings
+
+if TYPE_CHECKING:
+    from service.progress import Progress
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -67,16 +72,34 @@ def _db_rebuild_rollups(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _segments_load(args: argparse.Namespace, settings: Settings) -> int:
+    from service.progress import Progress
     from service.storage import open_store
     from service.usecases.segments import load_segments
 
     store = open_store(settings)
+    progress = Progress("re-snapping reports")
     try:
-        count = len(load_segments(store, Path(args.path)))
+        index = load_segments(
+            store,
+            Path(args.path),
+            max_distance_m=settings.max_snap_distance_m,
+            on_progress=lambda done, total: _tick(progress, done, total),
+        )
     finally:
         store.close()
-    print(f"loaded {count} segments from {args.path}")
+    if progress.done:
+        progress.finish()
+    print(
+        f"loaded {len(index)} segments from {args.path}; {progress.done:,} stored reports "
+        "re-snapped to them and the rollups recounted. Restart running servers: they keep the "
+        "border they started with."
+    )
     return 0
+
+
+def _tick(progress: Progress, done: int, total: int) -> None:
+    progress.total = total
+    progress.update(done)
 
 
 def _export(args: argparse.Namespace, settings: Settings) -> int:

@@ -7,14 +7,14 @@ differs between backends is a bug unless documented here. Datetimes in and out a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 from uuid import UUID
 
 from service.domain.aggregation import PeriodPart, RangePart
-from service.domain.reports import IngestResult, Report
+from service.domain.reports import IngestResult, Report, SnapResult
 from service.domain.segments import BorderSegment
 from service.domain.tiles import SegmentCount, TileAddress, TileFilter, TileReports
 
@@ -60,6 +60,12 @@ class ReportPage:
     next_key: PageKey | None
 
 
+# Snaps positions (lons, lats) to a border: one result each, in order.
+Resnap = Callable[[list[float], list[float]], list[SnapResult]]
+# Told (reports done, reports in all) as a long operation goes.
+OnProgress = Callable[[int, int], None]
+
+
 class SegmentStore(Protocol):
     def count_segments(self) -> int:
         """How many segments are loaded."""
@@ -71,6 +77,19 @@ class SegmentStore(Protocol):
 
     def list_segments(self) -> list[BorderSegment]:
         """Every segment, in load order."""
+        ...
+
+    def replace_border(
+        self,
+        segments: Sequence[BorderSegment],
+        resnap: Resnap,
+        *,
+        on_progress: OnProgress | None = None,
+    ) -> int:
+        """In one transaction: replace the segment set, re-snap every stored report with
+        ``resnap``, and recount every rollup, so that no reader ever sees reports snapped to one
+        border with segments or counts of another. Writers of reports wait meanwhile. Returns how
+        many reports were re-snapped."""
         ...
 
 

@@ -7,9 +7,13 @@ from pathlib import Path
 import orjson
 
 from service.domain.errors import InvalidSegmentFile, SegmentNotFound
+from service.domain.reports import SnapResult
 from service.domain.segments import BorderSegment, SegmentIndex, parse_segment_collection
+from service.domain.snapping import snap
 from service.resources import bundled_segments_path
-from service.storage.base import SegmentStore
+from service.storage.base import OnProgress, SegmentStore
+
+DEFAULT_REACH_M = 25_000.0  # CROSSINGS_MAX_SNAP_DISTANCE_M's default
 
 
 def read_segment_file(path: Path) -> SegmentIndex:
@@ -26,11 +30,34 @@ def read_segment_file(path: Path) -> SegmentIndex:
     return SegmentIndex(parse_segment_collection(doc))
 
 
-def load_segments(store: SegmentStore, path: Path) -> SegmentIndex:
-    """Replace the stored segment set with the file's, all or nothing; return its index."""
+def load_segments(
+    store: SegmentStore,
+    path: Path,
+    *,
+    max_distance_m: float = DEFAULT_REACH_M,
+    on_progress: OnProgress | None = None,
+) -> SegmentIndex:
+    """Replace the stored border with the file's, all or nothing: every stored report is
+    re-snapped to it and the rollups recounted in the same transaction, so aggregates never mix
+    two versions of the border. Returns the new border's index."""
     index = read_segment_file(path)
-    store.replace_segments(index.segments)
+    replace_border(store, index, max_distance_m=max_distance_m, on_progress=on_progress)
     return index
+
+
+def replace_border(
+    store: SegmentStore,
+    index: SegmentIndex,
+    *,
+    max_distance_m: float,
+    on_progress: OnProgress | None = None,
+) -> int:
+    """Make ``index`` the stored border, re-snapping every report to it; return how many."""
+
+    def resnap(lons: list[float], lats: list[float]) -> list[SnapResult]:
+        return snap(lons, lats, index, max_distance_m=max_distance_m)
+
+    return store.replace_border(index.segments, resnap, on_progress=on_progress)
 
 
 def ensure_segments(store: SegmentStore, path: Path | None) -> SegmentIndex:

@@ -101,3 +101,69 @@ def test_a_missing_file_is_refused(fresh_url: str, tmp_path: Path) -> None:
     result = run_cli(fresh_url, "segments", "load", str(tmp_path / "nope.geojson"), text=True)
     assert result.returncode == 1
     assert "cannot read" in result.stderr
+
+
+def test_a_new_border_re_snaps_stored_reports_and_recounts(fresh_url: str, tmp_path: Path) -> None:
+    """After `segments load`, every stored report is snapped to the new border (as a fresh
+    snap would), and aggregates and tiles count by the new segments only."""
+    import uuid
+    from datetime import UTC, datetime, timedelta
+
+    from service.domain.reports import ReportDraft
+    from service.domain.snapping import snap
+    from service.domain.tiles import TileFilter, tile_address
+    from service.storage.base import TileQuery
+    from service.usecases.aggregates import AggregateRequest, aggregate
+    from service.usecases.segments import ensure_segments, read_segment_file
+    from service.usecases.submit_reports import submit_batch
+    from service.usecases.transfer import export_reports
+
+    settings = Settings(database_url=fresh_url)
+    store = open_store(settings)
+    try:
+        index = ensure_segments(store, None)
+        t0 = datetime(2026, 3, 1, tzinfo=UTC)
+        drafts = [
+            ReportDraft(uuid.uuid4(), t0 + timedelta(hours=i), lon, lat, 2, "crossing", None, None)
+            for i, (lon, lat) in enumerate(
+                [(-73.45, 45.01), (-97.2, 49.0), (-106.5, 31.77), (-117.03, 32.54)] * 5
+            )
+        ]
+        submit_batch(store, index, drafts, settings=settings, now=t0 + timedelta(days=2))
+    finally:
+        store.close()
+    # The new border: only the Mexico-US line, its ids renamed.
+    doc = _doc()
+    doc["features"] = [f for f in doc["features"] if f["properties"]["border"] == "MX-US"]
+    for f in doc["features"]:
+        f["properties"]["segment_id"] = "NEW-" + f["properties"]["segment_id"]
+    path = _write(tmp_path, doc)
+    result = run_cli(fresh_url, "segments", "load", str(path), text=True)
+    assert result.returncode == 0, result.stderr
+    assert "20 stored reports re-snapped" in result.stdout
+    new_index = read_segment_file(path)
+    store = open_store(settings)
+    try:
+        stored = list(export_reports(store))
+        fresh = snap([r.draft.lon for r in stored], [r.draft.lat for r in stored], new_index,
+                     max_distance_m=settings.max_snap_distance_m)  # fmt: skip
+        assert [r.snap for r in stored] == fresh
+        assert {r.snap.segment_id for r in stored} <= {None} | {
+            s.segment_id for s in new_index.segments
+        }
+        result_agg = aggregate(
+            store, new_index, AggregateRequest(group_by=("segment",)), suppress_below=0
+        )
+        counted = {row.group[0]: row.figure.reports for row in result_agg.rows}
+        assert sum(counted.values()) == 20
+        assert counted.get(None) == 10  # the Canada-US reports are now beyond reach
+        assert all(k is None or k.startswith("NEW-MX-US") for k in counted)
+        tile = store.tile_mvt(TileQuery(tile_address(0, 0, 0), TileFilter(), False, 4_000))
+        if tile is not None:  # PostGIS: the segments layer counts by the new segments
+            import mapbox_vector_tile
+
+            layer = mapbox_vector_tile.decode(tile)["segments"]["features"]
+            assert sum(f["properties"]["reports"] for f in layer) == 10
+            assert all(f["properties"]["segment_id"].startswith("NEW-") for f in layer)
+    finally:
+        store.close()

@@ -14,8 +14,17 @@ from service.domain.reports import IngestResult, Report
 from service.domain.segments import BorderSegment
 from service.domain.tiles import SegmentCount, TileFilter, TileReports
 from service.settings import Settings
-from service.storage.base import CountQuery, CountRow, Extent, ReportPage, ReportQuery, TileQuery
-from service.storage.postgis import counts, reports, rollups, segments, tiles
+from service.storage.base import (
+    CountQuery,
+    CountRow,
+    Extent,
+    OnProgress,
+    ReportPage,
+    ReportQuery,
+    Resnap,
+    TileQuery,
+)
+from service.storage.postgis import border, counts, reports, rollups, segments, tiles
 
 T = TypeVar("T")
 
@@ -84,6 +93,15 @@ class PostgisStore:
 
     def list_segments(self) -> list[BorderSegment]:
         return self._run(segments.list_segments)
+
+    def replace_border(
+        self,
+        batch: Sequence[BorderSegment],
+        resnap: Resnap,
+        *,
+        on_progress: OnProgress | None = None,
+    ) -> int:
+        return self._run(lambda conn: border.replace_border(conn, batch, resnap, on_progress))
 
     def add_reports(self, batch: Sequence[Report]) -> list[IngestResult]:
         return self._run(lambda conn: reports.add_reports(conn, batch))

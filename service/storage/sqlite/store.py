@@ -11,7 +11,17 @@ from uuid import UUID
 from service.domain.reports import IngestResult, Report
 from service.domain.segments import BorderSegment
 from service.domain.tiles import SegmentCount, TileFilter, TileReports
-from service.storage.base import CountQuery, CountRow, Extent, ReportPage, ReportQuery, TileQuery
+from service.storage.base import (
+    CountQuery,
+    CountRow,
+    Extent,
+    OnProgress,
+    ReportPage,
+    ReportQuery,
+    Resnap,
+    TileQuery,
+)
+from service.storage.sqlite import border as border_queries
 from service.storage.sqlite import counts as count_queries
 from service.storage.sqlite import reports as report_queries
 from service.storage.sqlite import segments as segment_queries
@@ -64,6 +74,22 @@ class SqliteStore:
 
     def list_segments(self) -> list[BorderSegment]:
         return self._db.read(segment_queries.list_segments)
+
+    def replace_border(
+        self,
+        segments: Sequence[BorderSegment],
+        resnap: Resnap,
+        *,
+        on_progress: OnProgress | None = None,
+    ) -> int:
+        return self._db.write(
+            partial(
+                border_queries.replace_border,
+                batch=segments,
+                resnap=resnap,
+                on_progress=on_progress,
+            )
+        )
 
     def add_reports(self, reports: Sequence[Report]) -> list[IngestResult]:
         if not reports:
