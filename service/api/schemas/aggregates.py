@@ -120,7 +120,7 @@ def rows(result: Aggregate) -> list[dict[str, Any]]:
 def document(result: Aggregate) -> dict[str, Any]:
     req = result.request
     totals: dict[str, Any] = {"all": figure_fields(result.total)}
-    if result.by_group:
+    if result.by_group and req.group_by:
         totals["by_group"] = [
             result.row_fields(group) | figure_fields(figure)
             for group, figure in result.by_group.items()
