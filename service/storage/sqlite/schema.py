@@ -116,7 +116,39 @@ _V2_COUNT_ROLLUPS = sql_step(
     ),
 )
 
-MIGRATIONS: tuple[MigrationStep, ...] = (_V1_SEGMENTS_AND_REPORTS, _V2_COUNT_ROLLUPS)
+# Access control: API keys (digests only), the audit log, and the key each report came in with.
+_V3_ACCESS = sql_step(
+    """
+    CREATE TABLE api_keys (
+        key_id     TEXT PRIMARY KEY,
+        name       TEXT NOT NULL,
+        role       TEXT NOT NULL,
+        digest     BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER,
+        revoked_at INTEGER
+    )
+    """,
+    """
+    CREATE TABLE audit_log (
+        entry_no INTEGER PRIMARY KEY,
+        at       INTEGER NOT NULL,
+        key_id   TEXT,
+        role     TEXT NOT NULL,
+        action   TEXT NOT NULL,
+        detail   TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX audit_log_at ON audit_log (at)",
+    "ALTER TABLE reports ADD COLUMN key_id TEXT",
+    "CREATE INDEX reports_by_key ON reports (key_id, observed_at) WHERE key_id IS NOT NULL",
+)
+
+MIGRATIONS: tuple[MigrationStep, ...] = (
+    _V1_SEGMENTS_AND_REPORTS,
+    _V2_COUNT_ROLLUPS,
+    _V3_ACCESS,
+)
 
 
 def schema_version(conn: sqlite3.Connection) -> int:
