@@ -46,6 +46,21 @@ class Settings(BaseSettings):
     startup_wait_s: float = Field(
         default=30.0, ge=0, description="How long start-up waits for the store"
     )
+    redis_url: str | None = Field(
+        default=None,
+        description="redis://host:port/db shared by every worker for rate limits; unset: per process",
+    )
+    rate_limit_public: int = Field(
+        default=300,
+        ge=0,
+        description="Requests per window per client address without a key; 0: off",
+    )
+    rate_limit_per_key: int = Field(
+        default=3_000, ge=0, description="Requests per window per API key; 0: off"
+    )
+    rate_limit_window_s: int = Field(
+        default=60, ge=1, description="Length of a rate-limit window, from a bucket's first request"
+    )
     db_pool_size: int = Field(default=8, ge=1)
     db_statement_timeout_ms: int = Field(default=30_000, ge=0)
     host: str = "127.0.0.1"

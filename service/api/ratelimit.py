@@ -1,0 +1,166 @@
+"""Request rate limits: a fixed window per bucket, in process or shared through Redis.
+
+A bucket's window opens with its first request and lasts ``window_s`` seconds; it lets ``limit``
+requests through and refuses the rest until it closes, then the next request opens a new one.
+Anchoring each window to its bucket's first request (rather than to the clock's minute) spreads
+the moments when refused clients come back, instead of releasing them all at once.
+
+The API calls ``hit`` once per request with a bucket such as ``key:<key_id>`` or
+``addr:<client address>``; a refusal becomes a 429 problem with ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import OrderedDict
+from typing import Protocol
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from service.settings import Settings
+
+log = logging.getLogger("crossings")
+
+KEY_PREFIX = "crossings:rl:"
+
+
+class RateLimiter(Protocol):
+    def hit(self, bucket: str, *, limit: int, window_s: int) -> float | None:
+        """Count one request against ``bucket``; None when allowed, else the seconds until it would be (for Retry-After, >= 1)."""
+
+    def close(self) -> None:
+        """Release connections (called when the app shuts down)."""
+
+
+def _retry_after(remaining_s: float) -> float:
+    """Whole seconds, rounded up so that a client who waits that long is let through, and >= 1."""
+    return float(max(1, math.ceil(remaining_s)))
+
+
+class LocalLimiter:
+    """Counts in this process only: each worker process has its own budget.
+
+    Thread-safe (requests run on the event loop and in the thread pool). Memory stays bounded:
+    windows are kept in the order they opened, so closed ones are dropped from the front as new
+    ones open, and past ``max_buckets`` open windows the oldest is dropped too (its bucket starts
+    afresh, which only errs towards letting requests through).
+    """
+
+    def __init__(self, *, max_buckets: int = 100_000) -> None:
+        self._max_buckets = max_buckets
+        self._lock = threading.Lock()
+        # bucket -> [window end (monotonic seconds), requests counted in the window]
+        self._windows: OrderedDict[str, list[float]] = OrderedDict()
+
+    def hit(self, bucket: str, *, limit: int, window_s: int) -> float | None:
+        if limit <= 0:
+            return None
+        now = time.monotonic()
+        with self._lock:
+            window = self._windows.get(bucket)
+            if window is None or window[0] <= now:
+                if window is not None:
+                    del self._windows[bucket]  # re-inserted at the end: the newest window
+                self._drop_closed(now)
+                window = self._windows[bucket] = [now + window_s, 0]
+            window[1] += 1
+            if window[1] <= limit:
+                return None
+            return _retry_after(window[0] - now)
+
+    def _drop_closed(self, now: float) -> None:
+        windows = self._windows
+        while windows:
+            oldest = next(iter(windows.values()))
+            if oldest[0] > now and len(windows) < self._max_buckets:
+                break
+            windows.popitem(last=False)
+
+    def close(self) -> None:
+        pass
+
+
+# INCR, then open the window on the first hit; refusals read the time left. One atomic round trip,
+# and the window's length is kept by Redis's clock, the same one for every worker and host.
+_HIT_SCRIPT = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+if count <= tonumber(ARGV[2]) then
+  return -1
+end
+local left = redis.call('PTTL', KEYS[1])
+if left < 0 then
+  -- a key without a TTL (not written by this script) would refuse forever: start a window
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  left = tonumber(ARGV[1])
+end
+return left
+"""
+
+
+class RedisLimiter:
+    """Counts in Redis, so every worker and host sharing it shares one budget per bucket.
+
+    Fails open: when Redis cannot be reached or answers with an error, requests are allowed, a
+    warning is logged (at most once per ``warn_every_s``) and Redis is left alone for
+    ``cooldown_s`` so that an outage costs at most one socket timeout per cool-down, not one per
+    request. A rate limiter is a guard against abuse, not a correctness check, so losing it for
+    the length of a Redis outage is the usual trade for keeping the API up.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = KEY_PREFIX,
+        timeout_s: float = 0.25,
+        cooldown_s: float = 1.0,
+        warn_every_s: float = 30.0,
+    ) -> None:
+        # No retries: a retry would multiply the time a request waits on a Redis that is down.
+        self._client = redis.Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._script = self._client.register_script(_HIT_SCRIPT)
+        self._prefix = prefix
+        self._cooldown_s = cooldown_s
+        self._warn_every_s = warn_every_s
+        self._skip_until = 0.0
+        self._warned_at = -math.inf
+
+    def hit(self, bucket: str, *, limit: int, window_s: int) -> float | None:
+        if limit <= 0 or time.monotonic() < self._skip_until:
+            return None
+        try:
+            left_ms = int(self._script(keys=[self._prefix + bucket], args=[window_s * 1000, limit]))
+        except redis.RedisError as error:
+            self._failed(error)
+            return None
+        return None if left_ms < 0 else _retry_after(left_ms / 1000)
+
+    def _failed(self, error: redis.RedisError) -> None:
+        now = time.monotonic()
+        self._skip_until = now + self._cooldown_s
+        if now - self._warned_at >= self._warn_every_s:
+            self._warned_at = now
+            log.warning("rate limits are off: Redis is unavailable (%s)", error)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def make_limiter(settings: Settings) -> RateLimiter:
+    """Shared through Redis when ``redis_url`` is set, else counted in this process."""
+    if settings.redis_url:
+        return RedisLimiter(settings.redis_url)
+    return LocalLimiter()
