@@ -87,6 +87,7 @@ class LocalLimiter:
 
 # INCR, then open the window on the first hit; refusals read the time left. One atomic round trip,
 # and the window's length is kept by Redis's clock, the same one for every worker and host.
+# ARGV[1] is the window in ms, ARGV[2] the limit.
 _HIT_SCRIPT = """
 local count = redis.call('INCR', KEYS[1])
 if count == 1 then
@@ -103,6 +104,13 @@ if left < 0 then
 end
 return left
 """
+
+
+# Redis counts expiry in whole ms and drops a key only once its time is strictly past, so a key
+# can outlive its TTL by about a millisecond (seen here: PTTL 0 at 1.0006 s after PEXPIRE 1000).
+# Windows are kept that much shorter and Retry-After that much longer, so that a client who waits
+# Retry-After is let through, and Retry-After still never exceeds the window.
+_EXPIRY_SLACK_MS = 5
 
 
 class RedisLimiter:
@@ -142,11 +150,12 @@ class RedisLimiter:
         if limit <= 0 or time.monotonic() < self._skip_until:
             return None
         try:
-            left_ms = int(self._script(keys=[self._prefix + bucket], args=[window_s * 1000, limit]))
+            window_ms = max(1, window_s * 1000 - _EXPIRY_SLACK_MS)
+            left_ms = int(self._script(keys=[self._prefix + bucket], args=[window_ms, limit]))
         except redis.RedisError as error:
             self._failed(error)
             return None
-        return None if left_ms < 0 else _retry_after(left_ms / 1000)
+        return None if left_ms < 0 else _retry_after((left_ms + _EXPIRY_SLACK_MS) / 1000)
 
     def _failed(self, error: redis.RedisError) -> None:
         now = time.monotonic()
