@@ -1,5 +1,5 @@
 """`crossings serve | db upgrade | db rebuild-rollups | segments load PATH | export | import
-PATH`: thin, calls usecases."""
+PATH | purge`: thin, calls usecases."""
 
 from __future__ import annotations
 
@@ -199,6 +199,41 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if refused or counts["conflict"] else 0
 
 
+def _purge(args: argparse.Namespace, settings: Settings) -> int:
+    """Run it daily to keep precise fields no longer than the retention period, e.g. from cron:
+    ``17 3 * * * crossings purge`` (with CROSSINGS_PRECISE_RETENTION_DAYS set)."""
+    from datetime import UTC, datetime, timedelta
+
+    from service.storage import open_store
+
+    days = args.older_than_days or settings.precise_retention_days
+    if days is None:
+        print(
+            "crossings purge: how old must a report be? Give --older-than-days N or set "
+            "CROSSINGS_PRECISE_RETENTION_DAYS",
+            file=sys.stderr,
+        )
+        return 2
+    before = datetime.now(UTC) - timedelta(days=days)
+    store = open_store(settings)
+    try:
+        purged = store.purge_precise(before)
+    finally:
+        store.close()
+    print(
+        f"purged {purged:,} reports observed before {before:%Y-%m-%dT%H:%M:%SZ}: their position "
+        "is now their grid cell's centre, their notes, device, accuracy and snapped point are gone"
+    )
+    return 0
+
+
+def _days(text: str) -> int:
+    days = int(text)
+    if days < 1:
+        raise argparse.ArgumentTypeError("must be a whole number of days, 1 or more")
+    return days
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crossings", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -226,6 +261,22 @@ def build_parser() -> argparse.ArgumentParser:
     imp = commands.add_parser("import", help="store reports from an export, exactly once by id")
     imp.add_argument("path", help="newline-delimited GeoJSON from `crossings export` (- for stdin)")
     imp.set_defaults(run=_import)
+    purge = commands.add_parser(
+        "purge",
+        help="coarsen older reports to their ~1 km grid cell and drop their notes and device",
+        description="Reports observed more than N days ago keep their segment, side, period, "
+        "kind, direction and people (so aggregates and low-zoom tiles do not change); their "
+        "position becomes the centre of their level-15 grid cell, and their notes, device_id, "
+        "accuracy and snapped point are dropped. Reports already purged are left alone.",
+    )
+    purge.add_argument(
+        "--older-than-days",
+        type=_days,
+        metavar="N",
+        help="purge reports observed more than N days ago (default: "
+        "CROSSINGS_PRECISE_RETENTION_DAYS)",
+    )
+    purge.set_defaults(run=_purge)
     return parser
 
 

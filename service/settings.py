@@ -33,6 +33,15 @@ class Settings(BaseSettings):
     suppress_below: int = Field(
         default=5, ge=0, description="Aggregate counts from 1 to this - 1 are suppressed"
     )
+    precise_retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "`crossings purge` coarsens reports observed more than this many days ago to their"
+            " ~1 km grid cell and drops their notes, device, accuracy and snapped point;"
+            " unset: kept"
+        ),
+    )
     tile_points_min_zoom: int = Field(
         default=10, ge=0, le=22, description="From this zoom, tiles draw reports as points"
     )

@@ -111,6 +111,19 @@ def grid_cell(lon: float, lat: float) -> tuple[int, int]:
     return min(max(gx, 0), _GRID_SIZE - 1), min(max(gy, 0), _GRID_SIZE - 1)
 
 
+def cell_centre(level: int, cx: int, cy: int) -> tuple[float, float]:
+    """The (lon, lat) at the centre of cell (cx, cy) of the 2^level Web Mercator grid.
+
+    ``grid_cell`` puts it back in that cell, and so in the same cell at every coarser level: it
+    lies half a cell from every edge, where float rounding (a few 1e-9 of a 2^24 cell) cannot
+    reach. A report moved there keeps every count and cluster drawn at those levels.
+    """
+    if not 0 <= level <= GRID_LEVEL:
+        raise ValueError(f"no grid level {level}: levels run from 0 to {GRID_LEVEL}")
+    n = 1 << level
+    return (cx + 0.5) / n * 360.0 - 180.0, _lat_of(cy + 0.5, n)
+
+
 def pixels(tile: TileAddress, lons: Any, lats: Any) -> tuple[np.ndarray, np.ndarray]:
     """Positions in the tile's pixel space (0-4096, y down), unrounded."""
     n = float(1 << tile.z)

@@ -191,7 +191,21 @@ class CountStore(Protocol):
         ...
 
 
-class Store(SegmentStore, ReportStore, TileStore, CountStore, Protocol):
+class RetentionStore(Protocol):
+    def purge_precise(self, before: datetime) -> int:
+        """In one transaction, strip every report observed before ``before`` and not purged yet
+        of what could identify or place it precisely, and mark it purged; returns how many.
+
+        Its position moves to the centre of its level-15 grid cell (``cell_centre``), so its cells
+        at every ROLLUP_LEVELS level, the tile rollups and every tile below zoom 10 stay the same;
+        notes, device_id, accuracy_m and the snapped point, distance and chainage become None.
+        Its id, times, people, kind, direction, snap status, segment, side and content hash stay,
+        so aggregates do not change and a replay is still recognised as a DUPLICATE.
+        """
+        ...
+
+
+class Store(SegmentStore, ReportStore, TileStore, CountStore, RetentionStore, Protocol):
     """One backend: segments, reports, and its own life cycle."""
 
     def ping(self) -> None:

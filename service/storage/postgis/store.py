@@ -24,7 +24,15 @@ from service.storage.base import (
     Resnap,
     TileQuery,
 )
-from service.storage.postgis import border, counts, reports, rollups, segments, tiles
+from service.storage.postgis import (
+    border,
+    counts,
+    reports,
+    retention,
+    rollups,
+    segments,
+    tiles,
+)
 
 T = TypeVar("T")
 
@@ -135,3 +143,6 @@ class PostgisStore:
 
     def observed_range(self) -> tuple[datetime, datetime] | None:
         return self._run(counts.observed_range)
+
+    def purge_precise(self, before: datetime) -> int:
+        return self._run(lambda conn: retention.purge_precise(conn, before))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from geoalchemy2 import Geometry
 from sqlalchemy import (
     CHAR,
+    Boolean,
     Column,
     DateTime,
     Double,
@@ -14,6 +15,7 @@ from sqlalchemy import (
     Table,
     Text,
     Uuid,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -54,4 +56,5 @@ reports = Table(
     Column("snap_geom", Geometry("POINT", srid=4326, spatial_index=False)),
     Column("chainage_km", Double),
     Column("side", CHAR(2)),
+    Column("purged", Boolean, nullable=False, server_default=false()),
 )

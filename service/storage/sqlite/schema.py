@@ -144,10 +144,18 @@ _V3_ACCESS = sql_step(
     "CREATE INDEX reports_by_key ON reports (key_id, observed_at) WHERE key_id IS NOT NULL",
 )
 
+# Retention: reports whose precise fields were purged (service/storage/sqlite/retention.py), and
+# an index of those not purged yet, so each purge reads only the reports it purges.
+_V4_RETENTION = sql_step(
+    "ALTER TABLE reports ADD COLUMN purged INTEGER NOT NULL DEFAULT 0",
+    "CREATE INDEX reports_unpurged ON reports (observed_at) WHERE purged = 0",
+)
+
 MIGRATIONS: tuple[MigrationStep, ...] = (
     _V1_SEGMENTS_AND_REPORTS,
     _V2_COUNT_ROLLUPS,
     _V3_ACCESS,
+    _V4_RETENTION,
 )
 
 

@@ -24,6 +24,7 @@ from service.storage.base import (
 from service.storage.sqlite import border as border_queries
 from service.storage.sqlite import counts as count_queries
 from service.storage.sqlite import reports as report_queries
+from service.storage.sqlite import retention as retention_queries
 from service.storage.sqlite import segments as segment_queries
 from service.storage.sqlite import tiles as tile_queries
 from service.storage.sqlite.database import BUSY_TIMEOUT_S, Database, path_from_url
@@ -124,6 +125,9 @@ class SqliteStore:
 
     def observed_range(self) -> tuple[datetime, datetime] | None:
         return self._db.read(count_queries.observed_range)
+
+    def purge_precise(self, before: datetime) -> int:
+        return self._db.write(partial(retention_queries.purge_precise, before=before))
 
     def ping(self) -> None:
         """Raise StoreUnavailable unless the file answers a read now."""
