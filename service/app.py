@@ -10,12 +10,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
+from fastapi.middleware.cors import CORSMiddleware
 from starlette.staticfiles import StaticFiles
 
 from service import __version__
 from service.api import openapi, problems
-from service.api.middleware import RequestId
-from service.api.routes import aggregates, health, map, ogc, reports, segments, snap, tiles
+from service.api.middleware import RequestId, SecurityHeaders
+from service.api.ratelimit import make_limiter
+from service.api.routes import admin, aggregates, health, map, ogc, reports, segments, snap, tiles
 from service.domain.errors import StoreUnavailable
 from service.settings import Settings
 from service.storage import open_store
@@ -55,6 +57,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         store.close()
+        app.state.limiter.close()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -70,6 +73,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.limiter = make_limiter(settings)
+    app.state.key_cache = {}
     problems.install(app)
     openapi.install(app)
     for router in (
@@ -80,10 +85,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ogc.router,
         tiles.router,
         aggregates.router,
+        admin.router,
         map.router,
     ):
         app.include_router(router)
     # The map page's script and the vendored MapLibre GL JS, from the installed package.
     app.mount("/static", StaticFiles(packages=[("service", "static")]), name="static")
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "If-None-Match"],
+            expose_headers=["ETag", "Location", "Retry-After", "X-Request-ID"],
+        )
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestId)
     return app

@@ -13,6 +13,7 @@ from service.domain.errors import ServiceError
 from service.settings import Settings
 
 if TYPE_CHECKING:
+    from service.domain.access import Caller
     from service.progress import Progress
 
 
@@ -234,6 +235,87 @@ def _days(text: str) -> int:
     return days
 
 
+def _cli_admin() -> Caller:
+    """Who acts from the command line: the operator of the machine, an admin without a key."""
+    from service.domain.access import Caller, Role
+
+    return Caller(role=Role.ADMIN, key_name="command line")
+
+
+def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import UTC, datetime
+
+    from service.storage import open_store
+    from service.usecases.access import create_key
+
+    expires = None
+    if args.expires:
+        expires = datetime.fromisoformat(args.expires)  # a date means its midnight
+        if expires.tzinfo is None:
+            expires = expires.replace(tzinfo=UTC)
+    store = open_store(settings)
+    try:
+        key, token = create_key(
+            store, role=args.role, name=args.name, expires_at=expires, actor=_cli_admin()
+        )
+    finally:
+        store.close()
+    print(token)
+    print(
+        f"key {key.key_id} ({key.role.value}, {key.name!r}) made; this is the only time it is "
+        "shown: only its digest is stored",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    from service.storage import open_store
+
+    store = open_store(settings)
+    try:
+        keys = store.list_keys()
+    finally:
+        store.close()
+    print(f"{'key_id':14} {'role':9} {'created':26} {'expires':26} {'revoked':26} name")
+    for k in keys:
+        cells = [k.created_at, k.expires_at, k.revoked_at]
+        when = [("-" if c is None else c.isoformat(timespec="seconds")).ljust(26) for c in cells]
+        print(f"{k.key_id:14} {k.role.value:9} {' '.join(when)} {k.name}")
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    from service.storage import open_store
+    from service.usecases.access import revoke_key
+
+    store = open_store(settings)
+    try:
+        revoke_key(store, args.key_id, actor=_cli_admin())
+    finally:
+        store.close()
+    print(f"key {args.key_id} revoked")
+    return 0
+
+
+def _audit(args: argparse.Namespace, settings: Settings) -> int:
+    import orjson
+
+    from service.api.schemas.pages import parse_time
+    from service.storage import open_store
+
+    store = open_store(settings)
+    try:
+        entries = store.list_audit(parse_time("since", args.since), args.limit)
+    finally:
+        store.close()
+    for e in entries:
+        who = e.key_id or "-"
+        detail = orjson.dumps(e.detail).decode()
+        print(f"{e.at.isoformat(timespec='seconds')} {who:12} {e.role.value:8} {e.action} {detail}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crossings", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -277,6 +359,20 @@ def build_parser() -> argparse.ArgumentParser:
         "CROSSINGS_PRECISE_RETENTION_DAYS)",
     )
     purge.set_defaults(run=_purge)
+    keys = commands.add_parser("keys", help="API keys").add_subparsers(dest="keys", required=True)
+    create = keys.add_parser("create", help="make a key and print it (once)")
+    create.add_argument("--role", required=True, choices=["reporter", "analyst", "admin"])
+    create.add_argument("--name", required=True, help="who or what holds it, e.g. 'field app'")
+    create.add_argument("--expires", help="a date or RFC 3339 instant (UTC unless an offset)")
+    create.set_defaults(run=_keys_create)
+    keys.add_parser("list", help="every key, never a secret").set_defaults(run=_keys_list)
+    revoke = keys.add_parser("revoke", help="refuse a key from now on")
+    revoke.add_argument("key_id")
+    revoke.set_defaults(run=_keys_revoke)
+    audit = commands.add_parser("audit", help="print the audit log, oldest first")
+    audit.add_argument("--since", help="from this instant (RFC 3339)")
+    audit.add_argument("--limit", type=int, default=1000)
+    audit.set_defaults(run=_audit)
     return parser
 
 

@@ -30,6 +30,15 @@ class Settings(BaseSettings):
     batch_max_body_bytes: int = Field(default=4_194_304, gt=0)
     page_max_items: int = Field(default=10_000, gt=0)
     report_kinds: Annotated[tuple[str, ...], NoDecode] = DEFAULT_KINDS
+    allow_anonymous_reports: bool = Field(
+        default=False, description="Accept reports without a key (closed networks only)"
+    )
+    key_cache_s: float = Field(
+        default=10.0, ge=0, description="How long a process trusts a key it has looked up"
+    )
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), description="Origins allowed by CORS, comma-separated (default none)"
+    )
     suppress_below: int = Field(
         default=5, ge=0, description="Aggregate counts from 1 to this - 1 are suppressed"
     )
@@ -76,6 +85,13 @@ class Settings(BaseSettings):
     port: int = 8000
     workers: int = Field(default=1, ge=1)
     log_level: str = "info"
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        return value
 
     @field_validator("report_kinds", mode="before")
     @classmethod

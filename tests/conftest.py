@@ -125,15 +125,46 @@ def make_settings(url: str, **overrides: Any) -> Settings:
 
 @pytest.fixture(scope="session")
 async def app(store_url: str) -> AsyncIterator[FastAPI]:
-    """One app per store for the session, its lifespan running (store open, border indexed)."""
-    application = create_app(make_settings(store_url))
+    """One app per store for the session, its lifespan running (store open, border indexed),
+    with a key of each role in ``app.state.test_keys`` (role -> the key to send)."""
+    application = create_app(make_settings(store_url, rate_limit_public=0, rate_limit_per_key=0))
     async with application.router.lifespan_context(application):
+        application.state.test_keys = {
+            role: make_key(application.state.store, role) for role in KEY_ROLES
+        }
         yield application
+
+
+def make_key(store: Any, role: str, name: str = "tests") -> str:
+    """A new key of ``role`` in ``store``: the token to send."""
+    from service.domain.access import Caller, Role
+    from service.usecases.access import create_key
+
+    _, token = create_key(
+        store, role=role, name=name, expires_at=None, actor=Caller(role=Role.ADMIN)
+    )
+    return token
+
+
+KEY_ROLES = ("reporter", "analyst", "admin")
 
 
 @pytest.fixture
 async def client(app: FastAPI, store_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client holding the admin key: tests of behaviour see everything. Tests of access
+    control send their own keys (``app.state.test_keys``) or none."""
     wipe_reports(store_url)
+    transport = httpx.ASGITransport(app=app)
+    headers = {"Authorization": f"Bearer {app.state.test_keys['admin']}"}
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://testserver", headers=headers
+    ) as c:
+        yield c
+
+
+@pytest.fixture
+async def anonymous(app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[httpx.AsyncClient]:
+    """A client without a key (the public), on the same app and data as ``client``."""
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
         yield c

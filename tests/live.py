@@ -70,6 +70,19 @@ def running_server(database_url: str, *, workers: int = 1, **env: str) -> Iterat
             process.stdout.close()
 
 
+def live_key(database_url: str, role: str = "admin") -> str:
+    """A new key of ``role`` in the store at ``database_url`` (made as `crossings keys create`
+    would): the token to send."""
+    result = run_cli(database_url, "keys", "create", "--role", role, "--name", "tests", text=True)
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr)
+    return str(result.stdout).strip()
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
 def run_cli(
     database_url: str, *args: str, stdin: bytes | None = None, text: bool = False
 ) -> subprocess.CompletedProcess[Any]:

@@ -8,11 +8,15 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 from tests.factories import report_body
-from tests.live import running_server
+from tests.live import auth, live_key, running_server
 
 
 def test_fresh_server_snaps_stores_and_reads_back_a_report(fresh_url: str) -> None:
-    with running_server(fresh_url) as base, httpx.Client(base_url=base, timeout=10) as http:
+    key = live_key(fresh_url)
+    with (
+        running_server(fresh_url) as base,
+        httpx.Client(base_url=base, timeout=10, headers=auth(key)) as http,
+    ):
         assert http.get("/readyz").json()["segments"] == 457
         body = report_body()
         created = http.post("/v1/reports", json=body)
@@ -29,10 +33,11 @@ def test_two_servers_on_one_store_store_each_report_exactly_once(fresh_url: str)
     """Two server processes on one store, posting at once, every report sent to both twice."""
     bodies = [report_body() for _ in range(120)]
     batches = [bodies[i : i + 15] for i in range(0, len(bodies), 15)]
+    key = live_key(fresh_url)
     with running_server(fresh_url) as first, running_server(fresh_url) as second:
 
         def send(base: str, batch: list[dict]) -> list[str]:
-            with httpx.Client(base_url=base, timeout=60) as http:
+            with httpx.Client(base_url=base, timeout=60, headers=auth(key)) as http:
                 singles = [http.post("/v1/reports", json=b).status_code for b in batch[:3]]
                 results = http.post("/v1/reports/batch", json=batch).json()["results"]
                 assert all(code in (200, 201) for code in singles)
@@ -42,7 +47,7 @@ def test_two_servers_on_one_store_store_each_report_exactly_once(fresh_url: str)
         with ThreadPoolExecutor(max_workers=8) as pool:
             statuses = [s for result in pool.map(lambda job: send(*job), jobs) for s in result]
         assert set(statuses) <= {"created", "duplicate"}
-        with httpx.Client(base_url=second, timeout=30) as http:
+        with httpx.Client(base_url=second, timeout=30, headers=auth(key)) as http:
             ids = _all_ids(http)
     assert sorted(ids) == sorted(b["id"] for b in bodies)
 

@@ -40,11 +40,18 @@ def _accepts_gzip(request: Request) -> bool:
     return False
 
 
-async def revalidated(request: Request, body: bytes, media_type: str, *, max_age: int) -> Response:
+async def revalidated(
+    request: Request, body: bytes, media_type: str, *, max_age: int, private: bool = False
+) -> Response:
     """The response for ``body``: 204 when empty, 304 when the client holds it, else 200 (gzipped
     when accepted and worth it) with its ETag. Caches may keep it ``max_age`` seconds; after that
     they revalidate, and a changed tile has a new tag."""
-    headers = {"Cache-Control": f"public, max-age={max_age}", "Vary": "Accept-Encoding"}
+    # What only a keyed caller may see must never sit in a shared cache.
+    scope = "private" if private else "public"
+    headers = {
+        "Cache-Control": f"{scope}, max-age={max_age}",
+        "Vary": "Accept-Encoding, Authorization, X-API-Key",
+    }
     if not body:
         return Response(status_code=204, headers=headers)
     tag = etag_of(body)

@@ -1,27 +1,26 @@
 """Dependencies every route takes, as Annotated aliases.
 
-They are async because they do no I/O: a plain def would cost a threadpool hop each.
+``get_caller`` is the one every router depends on: it identifies the caller from its API key (or
+none: the public), counts the request against the rate limit, and refuses what the caller's role
+may not do according to service/api/access.py.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import time
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 
+from service.api.access import permission_for
+from service.domain.access import PUBLIC, ApiKey, Caller, Permission, matches, parse_token
+from service.domain.errors import Forbidden, TooManyRequests, Unauthenticated
 from service.domain.segments import SegmentIndex
 from service.settings import Settings
 from service.storage.base import Store
-
-
-@dataclass(frozen=True, slots=True)
-class Caller:
-    """Who is calling. Access control (keys and roles) will fill this in; until then everyone is
-    anonymous. Every router depends on it, so no route can be added without it."""
-
-    role: str = "anonymous"
-    key_id: str | None = None
 
 
 async def get_settings(request: Request) -> Settings:
@@ -39,10 +38,99 @@ async def get_index(request: Request) -> SegmentIndex:
     return index
 
 
+def _token(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise Unauthenticated("send the key as 'Authorization: Bearer <key>'")
+        return value.strip()
+    return request.headers.get("x-api-key")
+
+
+async def _key(request: Request, key_id: str) -> ApiKey | None:
+    """The stored key, cached for ``key_cache_s`` (a revoked key stops working within that
+    time on other processes, at once on the one that revoked it)."""
+    state = request.app.state
+    cache: dict[str, tuple[float, ApiKey | None]] = state.key_cache
+    now = time.monotonic()
+    hit = cache.get(key_id)
+    if hit is not None and now - hit[0] < state.settings.key_cache_s:
+        return hit[1]
+    store: Store = state.store
+    key = await run_in_threadpool(store.get_key, key_id)
+    if len(cache) > 10_000:
+        cache.clear()
+    cache[key_id] = (now, key)
+    return key
+
+
+# Probes (a load balancer's, every few seconds from one address) are not counted.
+UNLIMITED = frozenset({"/healthz", "/readyz"})
+
+
+async def authenticate(request: Request) -> Caller:
+    token = _token(request)
+    if token is None:
+        return PUBLIC
+    parsed = parse_token(token)
+    key = None if parsed is None else await _key(request, parsed[0])
+    # One answer for every bad key (malformed, unknown, wrong secret, revoked, expired), and the
+    # key itself is never logged or echoed.
+    if parsed is None or key is None or not matches(key, parsed[1]):
+        raise Unauthenticated("the API key is not valid")
+    if not key.usable_at(datetime.now(UTC)):
+        raise Unauthenticated("the API key is revoked or expired")
+    return Caller(role=key.role, key_id=key.key_id, key_name=key.name)
+
+
+def _rate_limit(request: Request, caller: Caller) -> None:
+    settings: Settings = request.app.state.settings
+    if caller.key_id is not None:
+        bucket, limit = f"key:{caller.key_id}", settings.rate_limit_per_key
+    else:
+        address = request.client.host if request.client else "unknown"
+        bucket, limit = f"addr:{address}", settings.rate_limit_public
+    if limit <= 0:
+        return
+    wait = request.app.state.limiter.hit(bucket, limit=limit, window_s=settings.rate_limit_window_s)
+    if wait is not None:
+        raise TooManyRequests(
+            f"more than {limit} requests in {settings.rate_limit_window_s} s",
+            retry_after_s=max(1, math.ceil(wait)),
+        )
+
+
 async def get_caller(request: Request) -> Caller:
-    caller = Caller()
+    caller = await authenticate(request)
+    route = request.scope.get("route")
+    path = getattr(route, "path", request.url.path)
+    if path not in UNLIMITED:
+        _rate_limit(request, caller)
+    permission = permission_for(request.method, path, request.path_params)
+    if permission is None:
+        raise Forbidden("this route has no access rule")
+    settings: Settings = request.app.state.settings
+    anonymous_report = (
+        permission is Permission.SUBMIT and caller.role == "public"
+        and settings.allow_anonymous_reports
+    )  # fmt: skip
+    if not caller.may(permission) and not anonymous_report:
+        if caller.key_id is None:
+            raise Unauthenticated(f"this needs an API key ({_who(permission)})")
+        raise Forbidden(f"a {caller.role} key may not do this ({_who(permission)})")
     request.state.caller = caller
     return caller
+
+
+def _who(permission: Permission) -> str:
+    return {
+        Permission.SUBMIT: "a reporter or admin key",
+        Permission.READ_OWN: "a reporter key for its own reports, or an analyst or admin key",
+        Permission.READ_ALL: "an analyst or admin key",
+        Permission.ADMIN: "an admin key",
+        Permission.PUBLIC: "none",
+    }[permission]
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -21,7 +21,10 @@ PROBLEMS: dict[type[Exception], tuple[int, str, str]] = {
     e.MalformedBody: (400, "malformed-body", "The request body could not be read"),
     e.InvalidParameter: (400, "invalid-parameter", "A parameter is not valid"),
     e.InvalidInput: (422, "invalid-input", "The input breaks a rule"),
+    e.Unauthenticated: (401, "unauthenticated", "A valid API key is needed"),
+    e.Forbidden: (403, "forbidden", "Not allowed for this role"),
     e.NotFound: (404, "not-found", "Not found"),
+    e.TooManyRequests: (429, "too-many-requests", "Too many requests; retry later"),
     e.ReportConflict: (409, "report-conflict", "Report id reused with different content"),
     e.BodyTooLarge: (413, "too-large", "The request is too large"),
     e.UnsupportedMediaType: (415, "unsupported-media-type", "Unsupported media type"),
@@ -85,7 +88,12 @@ def install(app: FastAPI) -> None:
     async def service_error(request: Request, exc: e.ServiceError) -> Response:
         if isinstance(exc, e.StoreUnavailable):
             log.warning("store unavailable: %s", exc.__cause__ or exc)
-        return problem_response(request, type(exc), exc.detail, errors=exc.errors)
+        headers: dict[str, str] = {}
+        if isinstance(exc, e.TooManyRequests):
+            headers["Retry-After"] = str(exc.retry_after_s)
+        if isinstance(exc, e.Unauthenticated):
+            headers["WWW-Authenticate"] = 'Bearer realm="crossings"'
+        return problem_response(request, type(exc), exc.detail, errors=exc.errors, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:

@@ -73,3 +73,19 @@ class Problem:
 
 class InvalidParameter(InvalidInput):
     """A query or path parameter is not valid (400, where a bad body is 422)."""
+
+
+class Unauthenticated(ServiceError):
+    """The request needs an API key, or the key sent is not valid (unknown, revoked, expired)."""
+
+
+class Forbidden(ServiceError):
+    """The caller's role may not do this."""
+
+
+class TooManyRequests(ServiceError):
+    """Over the rate limit; ``retry_after_s`` says when to try again."""
+
+    def __init__(self, detail: str, *, retry_after_s: int) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s

@@ -225,15 +225,22 @@ def point_properties(p: TilePoint) -> dict[str, Any]:
     return props
 
 
-def segment_properties(segment: BorderSegment, count: SegmentCount | None) -> dict[str, Any]:
+def segment_properties(
+    segment: BorderSegment, count: SegmentCount | None, *, min_count: int = 0
+) -> dict[str, Any]:
+    """A segment's attributes; a count of 1 to ``min_count`` - 1 reports is left out, with
+    ``suppressed`` set (MVT has no null)."""
     count = count or SegmentCount(0, 0)
-    return {
+    props: dict[str, Any] = {
         "segment_id": segment.segment_id,
         "border": segment.border,
         "region_pair": str(segment.properties.get("region_pair") or ""),
-        "reports": count.reports,
-        "people": count.people,
     }
+    if 0 < count.reports < min_count:
+        props["suppressed"] = True
+    else:
+        props |= {"reports": count.reports, "people": count.people}
+    return props
 
 
 def cluster_centre_px(tile: TileAddress, c: TileCluster) -> tuple[int, int]:
@@ -258,6 +265,7 @@ class TileContent:
     tile: TileAddress
     segments: tuple[TileSegment, ...]
     reports: TileReports
+    min_count: int = 0  # smaller counts are not shown: cells left out, segment counts suppressed
 
     @property
     def is_empty(self) -> bool:
@@ -307,7 +315,7 @@ def encode_mvt(content: TileContent) -> bytes:
         seg_features.append(
             {
                 "geometry": geom,
-                "properties": segment_properties(ts.segment, ts.count),
+                "properties": segment_properties(ts.segment, ts.count, min_count=content.min_count),
                 "id": ts.fid,
             }
         )
@@ -334,6 +342,8 @@ def _report_features(content: TileContent) -> Iterable[dict[str, Any]]:
                 "id": point_feature_id(p.id),
             }
     for c in content.reports.clusters:
+        if c.reports < content.min_count:
+            continue
         x, y = cluster_centre_px(tile, c)
         yield {
             "geometry": shapely.Point(x, y),
@@ -360,12 +370,14 @@ def geojson_features(content: TileContent) -> list[dict[str, Any]]:
             if len(lines) == 1
             else {"type": "MultiLineString", "coordinates": lines}
         )
-        props = segment_properties(ts.segment, ts.count)
+        props = segment_properties(ts.segment, ts.count, min_count=content.min_count)
         out.append(_geojson("segments", ts.segment.segment_id, geometry, props))
     for p in content.reports.points:
         point = {"type": "Point", "coordinates": [p.lon, p.lat]}
         out.append(_geojson("reports", str(p.id), point, point_properties(p)))
     for c in content.reports.clusters:
+        if c.reports < content.min_count:
+            continue
         lon, lat = lonlat_of_pixel(tile, *cluster_centre_px(tile, c))
         centre = {"type": "Point", "coordinates": [lon, lat]}
         props = {"count": c.reports, "people": c.people}

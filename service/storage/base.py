@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Protocol
 from uuid import UUID
 
+from service.domain.access import ApiKey, AuditEntry
 from service.domain.aggregation import PeriodPart, RangePart
 from service.domain.reports import IngestResult, Report, SnapResult
 from service.domain.segments import BorderSegment
@@ -43,6 +44,7 @@ class ReportQuery:
     limit: int = 100
     after: PageKey | None = None
     descending: bool = False  # newest first; ``after`` then means "older than"
+    posted_by: str | None = None  # only reports that came in with this key
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +96,9 @@ class SegmentStore(Protocol):
 
 
 class ReportStore(Protocol):
-    def add_reports(self, reports: Sequence[Report]) -> list[IngestResult]:
+    def add_reports(
+        self, reports: Sequence[Report], *, posted_by: str | None = None
+    ) -> list[IngestResult]:
         """Store new reports exactly once, in one transaction; one result per input, in order.
 
         A report whose id is already stored (or earlier in the same call) is a DUPLICATE when its
@@ -103,7 +107,14 @@ class ReportStore(Protocol):
         """
         ...
 
-    def get_report(self, report_id: UUID) -> Report | None: ...
+    def get_report(self, report_id: UUID, *, posted_by: str | None = None) -> Report | None:
+        """The report, or None; with ``posted_by``, only if that key posted it."""
+        ...
+
+    def delete_report(self, report_id: UUID) -> bool:
+        """Delete a report and count it out of every rollup, in one transaction; False when there
+        was no such report."""
+        ...
 
     def query_reports(self, query: ReportQuery) -> ReportPage:
         """Reports matching ``query`` in (observed_at, id) order (or its reverse), after
@@ -124,6 +135,7 @@ class TileQuery:
     filter: TileFilter
     points: bool
     max_points: int
+    min_count: int = 0  # leave out cluster cells, and suppress segment counts, below this
 
 
 class TileStore(Protocol):
@@ -205,7 +217,27 @@ class RetentionStore(Protocol):
         ...
 
 
-class Store(SegmentStore, ReportStore, TileStore, CountStore, RetentionStore, Protocol):
+class AccessStore(Protocol):
+    def add_key(self, key: ApiKey) -> None: ...
+
+    def get_key(self, key_id: str) -> ApiKey | None: ...
+
+    def list_keys(self) -> list[ApiKey]: ...
+
+    def revoke_key(self, key_id: str, at: datetime) -> bool:
+        """Revoke a key (from ``at`` on); False when there is no such usable key."""
+        ...
+
+    def add_audit(self, entry: AuditEntry) -> None: ...
+
+    def list_audit(self, since: datetime | None = None, limit: int = 1000) -> list[AuditEntry]:
+        """Audit entries in the order they were written, from ``since``."""
+        ...
+
+
+class Store(
+    SegmentStore, ReportStore, TileStore, CountStore, RetentionStore, AccessStore, Protocol
+):
     """One backend: segments, reports, and its own life cycle."""
 
     def ping(self) -> None:

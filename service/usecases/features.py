@@ -39,12 +39,12 @@ def report_items(store: ReportStore, query: ReportQuery) -> ReportItems:
     return ReportItems(page=page, number_matched=len(page.reports) if is_whole else None)
 
 
-def report_item(store: ReportStore, report_id: str) -> Report:
+def report_item(store: ReportStore, report_id: str, *, posted_by: str | None = None) -> Report:
     try:
         key = UUID(report_id)
     except ValueError as error:
         raise FeatureNotFound(f"no report with id {report_id!r}") from error
-    report = store.get_report(key)
+    report = store.get_report(key, posted_by=posted_by)
     if report is None:
         raise FeatureNotFound(f"no report with id {report_id!r}")
     return report

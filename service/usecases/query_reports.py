@@ -9,8 +9,10 @@ from service.domain.reports import Report
 from service.storage.base import ReportPage, ReportQuery, ReportStore
 
 
-def get_report(store: ReportStore, report_id: UUID) -> Report:
-    report = store.get_report(report_id)
+def get_report(store: ReportStore, report_id: UUID, *, posted_by: str | None = None) -> Report:
+    """The report; with ``posted_by``, only if that key posted it (else not found: a reporter
+    learns nothing of others' reports, not even that they exist)."""
+    report = store.get_report(report_id, posted_by=posted_by)
     if report is None:
         raise ReportNotFound(f"no report with id {report_id}")
     return report

@@ -35,6 +35,7 @@ def submit_batch(
     *,
     settings: Settings,
     now: datetime | None = None,
+    posted_by: str | None = None,
 ) -> list[ItemOutcome]:
     """One outcome per item, in order. Valid items are stored even when others are refused."""
     now = now or datetime.now(UTC)
@@ -64,7 +65,9 @@ def submit_batch(
             max_distance_m=settings.max_snap_distance_m,
         )
         reports = [Report(d, now, s) for d, s in zip(drafts, snaps, strict=True)]
-        for (position, _), result in zip(valid, store.add_reports(reports), strict=True):
+        for (position, _), result in zip(
+            valid, store.add_reports(reports, posted_by=posted_by), strict=True
+        ):
             outcomes[position] = ItemOutcome(result, _conflict(result))
     return [o for o in outcomes if o is not None]
 

@@ -45,6 +45,7 @@ def tile_content(store: TileStore, index: SegmentIndex, query: TileQuery) -> Til
             for i, s in zip(positions, segments, strict=True)
         ),
         reports=store.tile_reports(query),
+        min_count=query.min_count,
     )
 
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from service.app import create_app
-from tests.conftest import make_settings, wipe_reports
+from tests.conftest import make_key, make_settings, wipe_reports
 from tests.factories import report_body
 
 pytestmark = pytest.mark.postgis
@@ -67,7 +67,10 @@ async def proxied_client(
     app = create_app(make_settings(url, retry_after_s=7, db_pool_size=2))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        headers = {"Authorization": f"Bearer {make_key(app.state.store, 'admin')}"}
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://testserver", headers=headers
+        ) as client:
             yield client, proxy
     with contextlib.suppress(Exception):
         await proxy.cut()

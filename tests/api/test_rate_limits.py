@@ -185,9 +185,6 @@ def test_make_limiter_uses_redis_only_when_a_url_is_set(redis_url: str) -> None:
     assert isinstance(shared, RedisLimiter)
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="wired into get_caller by the access-control work"
-)
 def test_two_servers_sharing_redis_share_one_public_budget(redis_url: str, tmp_path: Path) -> None:
     """Two real server processes on one store and one Redis: 10 public calls in all, then 429."""
     env = {

@@ -14,7 +14,16 @@ from service.api import encodings as enc
 from service.api.deps import IndexDep, SettingsDep, StoreDep, get_caller
 from service.api.routes.segments import segment_feature
 from service.api.schemas import aggregates as wire
+from service.domain.access import Caller
+from service.settings import Settings
 from service.usecases.aggregates import aggregate
+
+
+def _below(request: Request, settings: Settings) -> int:
+    """Small counts are suppressed except for callers who read everything (analysts, admins)."""
+    caller: Caller = request.state.caller
+    return 0 if caller.sees_everything else settings.suppress_below
+
 
 router = APIRouter(prefix="/v1", tags=["aggregates"], dependencies=[Depends(get_caller)])
 _Text = Annotated[str | None, Query()]
@@ -55,7 +64,7 @@ async def aggregates(
     media = enc.negotiate(request, offered=TABLE)
     req = wire.parse_request(dict(request.query_params), index=index, kinds=settings.report_kinds)
     result = await run_in_threadpool(
-        aggregate, store, index, req, suppress_below=settings.suppress_below
+        aggregate, store, index, req, suppress_below=_below(request, settings)
     )
     if media == enc.CSV:
         body = enc.rows_csv(wire.rows(result), wire.columns(result))
@@ -84,7 +93,7 @@ async def segments_choropleth(
     )
     req = dataclasses.replace(req, group_by=("segment",), all_segments=True)
     result = await run_in_threadpool(
-        aggregate, store, index, req, suppress_below=settings.suppress_below
+        aggregate, store, index, req, suppress_below=_below(request, settings)
     )
     figures = {row.group[0]: row.figure for row in result.rows}
     features = []
@@ -142,7 +151,7 @@ async def segment_timeseries(
     if req.bucket is None:
         req = dataclasses.replace(req, bucket="month")
     result = await run_in_threadpool(
-        aggregate, store, index, req, suppress_below=settings.suppress_below
+        aggregate, store, index, req, suppress_below=_below(request, settings)
     )
     if media == enc.CSV:
         body = enc.rows_csv(wire.rows(result), wire.columns(result))

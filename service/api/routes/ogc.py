@@ -3,6 +3,7 @@ Part 4 "create" for reports (the same code path as POST /v1/reports)."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -12,6 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from service.api import audit
 from service.api import encodings as enc
 from service.api.deps import IndexDep, SettingsDep, StoreDep, get_caller
 from service.api.openapi import request_body
@@ -22,6 +24,7 @@ from service.api.schemas import ogc
 from service.api.schemas.common import format_instant
 from service.api.schemas.pages import encode_cursor
 from service.api.schemas.reports import report_feature
+from service.domain.access import Caller
 from service.domain.segments import BorderSegment, SegmentIndex
 from service.usecases import features
 
@@ -272,8 +275,11 @@ async def _report_items(
     parsed = ogc.parse_items_params(
         params, filters=ogc.REPORT_FILTERS, max_limit=max_limit, known_properties=REPORT_PROPERTIES
     )
+    caller: Caller = request.state.caller
     query = ogc.report_query(parsed, border_segments=index.segment_ids_by_border)
+    query = dataclasses.replace(query, posted_by=caller.posted_by)
     result = await run_in_threadpool(features.report_items, store, query)
+    await audit.precise_read(request, store, caller)
     feats = [_select(report_feature(r), parsed.properties) for r in result.page.reports]
     next_token = None if result.page.next_key is None else encode_cursor(result.page.next_key)
     return _collection(request, feats, result.number_matched, next_token, "reports")
@@ -358,7 +364,12 @@ async def item(
             f"no collection {collection_id!r}; there are: reports, segments"
         )
     if collection_id == "reports":
-        doc = report_feature(await run_in_threadpool(features.report_item, store, feature_id))
+        caller: Caller = request.state.caller
+        report = await run_in_threadpool(
+            lambda: features.report_item(store, feature_id, posted_by=caller.posted_by)
+        )
+        await audit.precise_read(request, store, caller)
+        doc = report_feature(report)
     else:
         doc = segment_feature(features.segment_item(index, feature_id))
     url = f"{_base(request)}/collections/{collection_id}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -9,8 +10,9 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from service.api import audit
 from service.api.body import read_json
-from service.api.deps import IndexDep, SettingsDep, StoreDep, get_caller
+from service.api.deps import CallerDep, IndexDep, SettingsDep, StoreDep, get_caller
 from service.api.openapi import request_body
 from service.api.responses import GeoJSONResponse, JSONResponse
 from service.api.schemas.pages import encode_cursor, report_query
@@ -20,6 +22,7 @@ from service.api.schemas.reports import (
     raise_for_outcome,
     report_feature,
 )
+from service.domain.access import Caller
 from service.domain.errors import BodyTooLarge, MalformedBody
 from service.domain.reports import IngestOutcome
 from service.domain.segments import SegmentIndex
@@ -59,7 +62,10 @@ async def submit_single(
     ``location`` is the URL template of the stored report (``{id}`` is filled in)."""
     body = await read_json(request, max_bytes=settings.max_body_bytes)
     item = parse_report(body)
-    (outcome,) = await run_in_threadpool(submit_batch, store, index, [item], settings=settings)
+    caller: Caller = request.state.caller
+    (outcome,) = await run_in_threadpool(
+        lambda: submit_batch(store, index, [item], settings=settings, posted_by=caller.key_id)
+    )
     report = raise_for_outcome(outcome, is_feature=_is_feature(body))
     created = outcome.result.outcome is IngestOutcome.CREATED
     return GeoJSONResponse(
@@ -91,7 +97,10 @@ async def create_reports(
     if len(items) > settings.batch_max_items:
         raise BodyTooLarge(f"{len(items)} items; a batch holds at most {settings.batch_max_items}")
     parsed = [parse_report(item) for item in items]
-    outcomes = await run_in_threadpool(submit_batch, store, index, parsed, settings=settings)
+    caller: Caller = request.state.caller
+    outcomes = await run_in_threadpool(
+        lambda: submit_batch(store, index, parsed, settings=settings, posted_by=caller.key_id)
+    )
     with_report = "return=representation" in request.headers.get("prefer", "")
     results = [
         batch_item(o, position=i, is_feature=_is_feature(items[i]), with_report=with_report)
@@ -104,9 +113,14 @@ async def create_reports(
 
 
 @router.get("/reports/{report_id}", response_class=GeoJSONResponse)
-async def read_report(report_id: UUID, store: StoreDep) -> Response:
-    """One stored report as a GeoJSON Feature."""
-    report = await run_in_threadpool(get_report, store, report_id)
+async def read_report(
+    report_id: UUID, request: Request, store: StoreDep, caller: CallerDep
+) -> Response:
+    """One stored report as a GeoJSON Feature (a reporter key: only one it posted)."""
+    report = await run_in_threadpool(
+        lambda: get_report(store, report_id, posted_by=caller.posted_by)
+    )
+    await audit.precise_read(request, store, caller)
     return GeoJSONResponse(report_feature(report))
 
 
@@ -115,6 +129,7 @@ async def search_reports(
     request: Request,
     store: StoreDep,
     settings: SettingsDep,
+    caller: CallerDep,
     bbox: Annotated[
         str | None, Query(description="min_lon,min_lat,max_lon,max_lat (WGS84)")
     ] = None,
@@ -133,7 +148,9 @@ async def search_reports(
         bbox=bbox, start=start, end=end, segment_id=segment_id, kind=kind, limit=limit,
         cursor=cursor, max_limit=settings.page_max_items,
     )  # fmt: skip
+    query = dataclasses.replace(query, posted_by=caller.posted_by)
     page = await run_in_threadpool(list_reports, store, query)
+    await audit.precise_read(request, store, caller)
     links = [{"rel": "self", "href": str(request.url), "type": "application/geo+json"}]
     if page.next_key is not None:
         href = request.url.include_query_params(cursor=encode_cursor(page.next_key))

@@ -14,6 +14,7 @@ from service.api.caching import revalidated
 from service.api.deps import IndexDep, SettingsDep, StoreDep, get_caller
 from service.api.schemas.pages import parse_time
 from service.domain import tiles
+from service.domain.access import Caller
 from service.domain.errors import FieldError, InvalidParameter
 from service.settings import Settings
 from service.storage.base import TileQuery
@@ -47,13 +48,23 @@ def _filter(request: Request, settings: Settings) -> tiles.TileFilter:
     return tiles.check_filter(flt, settings.report_kinds)
 
 
+def _precise(request: Request) -> bool:
+    caller: Caller = request.state.caller
+    return caller.sees_everything
+
+
 def _query(z: int, x: int, y: int, request: Request, settings: Settings) -> TileQuery:
     tile = tiles.tile_address(z, x, y)
+    caller: Caller = request.state.caller
+    # Public-safe unless the caller reads everything: never single reports, only cluster cells
+    # of at least CROSSINGS_SUPPRESS_BELOW reports, small segment counts suppressed.
+    precise = caller.sees_everything
     return TileQuery(
         tile=tile,
         filter=_filter(request, settings),
-        points=tiles.shows_points(tile, settings.tile_points_min_zoom),
+        points=precise and tiles.shows_points(tile, settings.tile_points_min_zoom),
         max_points=settings.tile_max_points,
+        min_count=0 if precise else settings.suppress_below,
     )
 
 
@@ -83,7 +94,9 @@ async def vector_tile(
     clusters of 64 px cells below it or where a tile would hold too many points)."""
     query = _query(z, x, y, request, settings)
     body = await run_in_threadpool(usecase.mvt_tile, store, index, query)
-    return await revalidated(request, body, MVT, max_age=settings.tile_max_age_s)
+    return await revalidated(
+        request, body, MVT, max_age=settings.tile_max_age_s, private=_precise(request)
+    )
 
 
 @router.get(
@@ -113,7 +126,9 @@ async def geojson_tile(
     query = _query(z, x, y, request, settings)
     doc = await run_in_threadpool(usecase.geojson_tile, store, index, query)
     body = orjson.dumps(doc) if doc["features"] else b""
-    return await revalidated(request, body, GEOJSON, max_age=settings.tile_max_age_s)
+    return await revalidated(
+        request, body, GEOJSON, max_age=settings.tile_max_age_s, private=_precise(request)
+    )
 
 
 @router.get("/tiles.json")

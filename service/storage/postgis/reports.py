@@ -36,13 +36,13 @@ _INSERT = f"""
     WITH new AS (
         INSERT INTO reports (id, observed_at, received_at, geom, people_count, kind, direction,
             accuracy_m, notes, device_id, content_hash, snap_status, segment_id, snap_distance_m,
-            snap_geom, chainage_km, side)
+            snap_geom, chainage_km, side, key_id)
         SELECT u.id, u.observed_at, u.received_at, ST_SetSRID(ST_MakePoint(u.lon, u.lat), 4326),
             u.people_count, u.kind, u.direction, u.accuracy_m, u.notes, u.device_id,
             u.content_hash, u.snap_status, u.segment_id, u.snap_distance_m,
             CASE WHEN u.snap_lon IS NULL THEN NULL
                  ELSE ST_SetSRID(ST_MakePoint(u.snap_lon, u.snap_lat), 4326) END,
-            u.chainage_km, u.side
+            u.chainage_km, u.side, %(key_id)s
         FROM unnest(
             %(id)b::uuid[], %(observed_at)b::timestamptz[], %(received_at)b::timestamptz[],
             %(lon)b::float8[], %(lat)b::float8[], %(people_count)b::int[], %(kind)b::text[],
@@ -55,7 +55,7 @@ _INSERT = f"""
                snap_lat, chainage_km, side)
         ON CONFLICT (id) DO NOTHING
         RETURNING id, grid_x, grid_y, kind, people_count, snap_status, segment_id, observed_at,
-            side, direction
+            side, direction, 1 AS weight
     ),
     {ROLLUP_NEW_ROWS}
     SELECT id FROM new
@@ -108,7 +108,9 @@ def _arrays(batch: Sequence[Report]) -> dict[str, list[Any]]:
     }
 
 
-def add_reports(conn: Connection, batch: Sequence[Report]) -> list[IngestResult]:
+def add_reports(
+    conn: Connection, batch: Sequence[Report], posted_by: str | None = None
+) -> list[IngestResult]:
     """Insert new reports; classify the rest as duplicates or conflicts against what is stored."""
     first_of: dict[UUID, int] = {}
     for position, report in enumerate(batch):
@@ -116,7 +118,8 @@ def add_reports(conn: Connection, batch: Sequence[Report]) -> list[IngestResult]
     unique = [batch[p] for p in sorted(first_of.values())]
     created: set[UUID] = set()
     if unique:
-        created = {row[0] for row in conn.exec_driver_sql(_INSERT, _arrays(unique))}
+        params = _arrays(unique) | {"key_id": posted_by}
+        created = {row[0] for row in conn.exec_driver_sql(_INSERT, params)}
     others = {r.id for r in batch if r.id not in created} | {
         r.id for p, r in enumerate(batch) if first_of[r.id] != p
     }
@@ -142,8 +145,11 @@ def _fetch(conn: Connection, ids: set[UUID]) -> list[tuple[Report, bytes]]:
     return [(_to_report(row), row.content_hash) for row in conn.execute(stmt, {"ids": list(ids)})]
 
 
-def get_report(conn: Connection, report_id: UUID) -> Report | None:
-    row = conn.execute(select(*_COLUMNS).where(reports.c.id == report_id)).first()
+def get_report(conn: Connection, report_id: UUID, posted_by: str | None = None) -> Report | None:
+    stmt = select(*_COLUMNS).where(reports.c.id == report_id)
+    if posted_by is not None:
+        stmt = stmt.where(reports.c.key_id == posted_by)
+    row = conn.execute(stmt).first()
     return None if row is None else _to_report(row)
 
 

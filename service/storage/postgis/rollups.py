@@ -25,7 +25,7 @@ def _count_upsert(table: str, grain: str) -> str:
         INSERT INTO {table} AS t (segment_id, period, side, kind, direction, reports, people)
         SELECT coalesce(new.segment_id, ''), date_trunc('{grain}', new.observed_at, 'UTC'),
                coalesce(new.side::text, ''), new.kind, coalesce(new.direction::text, ''),
-               count(*), sum(new.people_count)
+               sum(new.weight), sum(new.weight * new.people_count)
         FROM new
         GROUP BY 1, 2, 3, 4, 5
         ORDER BY 1, 2, 3, 4, 5
@@ -37,12 +37,12 @@ def _count_upsert(table: str, grain: str) -> str:
 _LEVELS = "(VALUES " + ", ".join(f"({int(level)})" for level in ROLLUP_LEVELS) + ") AS l(level)"
 
 # CTEs over a row source ``new`` (grid_x, grid_y, kind, people_count, snap_status, segment_id,
-# observed_at, side, direction).
+# observed_at, side, direction, weight): weight 1 counts a report in, -1 counts it out.
 ROLLUP_NEW_ROWS = f"""
     cells AS (
         INSERT INTO tile_cells AS t (level, cx, cy, kind, reports, people)
         SELECT l.level, new.grid_x >> ({GRID_LEVEL} - l.level), new.grid_y >> ({GRID_LEVEL} - l.level),
-               new.kind, count(*), sum(new.people_count)
+               new.kind, sum(new.weight), sum(new.weight * new.people_count)
         FROM new CROSS JOIN {_LEVELS}
         GROUP BY 1, 2, 3, 4
         ORDER BY 1, 2, 3, 4
@@ -51,7 +51,7 @@ ROLLUP_NEW_ROWS = f"""
     ),
     totals AS (
         INSERT INTO segment_totals AS t (segment_id, kind, reports, people)
-        SELECT new.segment_id, new.kind, count(*), sum(new.people_count)
+        SELECT new.segment_id, new.kind, sum(new.weight), sum(new.weight * new.people_count)
         FROM new
         WHERE new.snap_status = 'snapped'
         GROUP BY 1, 2
@@ -99,3 +99,19 @@ def rebuild(conn: Connection) -> None:
         GROUP BY 1, 2
         """
     )
+
+
+# Delete one report and count it out of every rollup, in one statement; then drop emptied rows.
+UNCOUNT_DELETED = f"""
+    WITH new AS (
+        DELETE FROM reports WHERE id = %(id)s
+        RETURNING id, grid_x, grid_y, kind, people_count, snap_status, segment_id, observed_at,
+            side, direction, -1 AS weight
+    ),
+    {ROLLUP_NEW_ROWS}
+    SELECT id FROM new
+"""
+DROP_EMPTIED = tuple(
+    f"DELETE FROM {table} WHERE reports = 0"
+    for table in ("tile_cells", "segment_totals", "count_days", "count_months")
+)

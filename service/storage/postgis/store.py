@@ -9,6 +9,7 @@ from uuid import UUID
 
 from sqlalchemy import Connection, Engine, create_engine, exc, text
 
+from service.domain.access import ApiKey, AuditEntry
 from service.domain.errors import StoreUnavailable
 from service.domain.reports import IngestResult, Report
 from service.domain.segments import BorderSegment
@@ -25,6 +26,7 @@ from service.storage.base import (
     TileQuery,
 )
 from service.storage.postgis import (
+    access,
     border,
     counts,
     reports,
@@ -111,11 +113,34 @@ class PostgisStore:
     ) -> int:
         return self._run(lambda conn: border.replace_border(conn, batch, resnap, on_progress))
 
-    def add_reports(self, batch: Sequence[Report]) -> list[IngestResult]:
-        return self._run(lambda conn: reports.add_reports(conn, batch))
+    def add_reports(
+        self, batch: Sequence[Report], *, posted_by: str | None = None
+    ) -> list[IngestResult]:
+        return self._run(lambda conn: reports.add_reports(conn, batch, posted_by))
 
-    def get_report(self, report_id: UUID) -> Report | None:
-        return self._run(lambda conn: reports.get_report(conn, report_id))
+    def get_report(self, report_id: UUID, *, posted_by: str | None = None) -> Report | None:
+        return self._run(lambda conn: reports.get_report(conn, report_id, posted_by))
+
+    def delete_report(self, report_id: UUID) -> bool:
+        return self._run(lambda conn: access.delete_report(conn, report_id))
+
+    def add_key(self, key: ApiKey) -> None:
+        self._run(lambda conn: access.add_key(conn, key))
+
+    def get_key(self, key_id: str) -> ApiKey | None:
+        return self._run(lambda conn: access.get_key(conn, key_id))
+
+    def list_keys(self) -> list[ApiKey]:
+        return self._run(access.list_keys)
+
+    def revoke_key(self, key_id: str, at: datetime) -> bool:
+        return self._run(lambda conn: access.revoke_key(conn, key_id, at))
+
+    def add_audit(self, entry: AuditEntry) -> None:
+        self._run(lambda conn: access.add_audit(conn, entry))
+
+    def list_audit(self, since: datetime | None = None, limit: int = 1000) -> list[AuditEntry]:
+        return self._run(lambda conn: access.list_audit(conn, since, limit))
 
     def query_reports(self, query: ReportQuery) -> ReportPage:
         return self._run(lambda conn: reports.query_reports(conn, query))

@@ -56,5 +56,6 @@ reports = Table(
     Column("snap_geom", Geometry("POINT", srid=4326, spatial_index=False)),
     Column("chainage_km", Double),
     Column("side", CHAR(2)),
+    Column("key_id", Text),
     Column("purged", Boolean, nullable=False, server_default=false()),
 )

@@ -61,7 +61,9 @@ _ORDER_AND_LIMIT = " ORDER BY observed_at, id LIMIT :limit"
 _ORDER_DESC_AND_LIMIT = " ORDER BY observed_at DESC, id DESC LIMIT :limit"
 
 
-def add_reports(conn: sqlite3.Connection, reports: Sequence[Report]) -> list[IngestResult]:
+def add_reports(
+    conn: sqlite3.Connection, reports: Sequence[Report], posted_by: str | None = None
+) -> list[IngestResult]:
     """One result per report, in order; inserts those whose id is new (see ReportStore).
 
     Runs under the write lock (BEGIN IMMEDIATE), so the ids read here cannot change before the
@@ -86,6 +88,8 @@ def add_reports(conn: sqlite3.Connection, reports: Sequence[Report]) -> list[Ing
         (last_row_no,) = conn.execute("SELECT coalesce(max(row_no), 0) FROM reports").fetchone()
         conn.executemany(_INSERT, rows)
         conn.execute(_INDEX_NEW_ROWS, (last_row_no,))
+        if posted_by is not None:
+            conn.execute("UPDATE reports SET key_id = ? WHERE row_no > ?", (posted_by, last_row_no))
         count_rows(conn, after_row_no=last_row_no)
     return results
 
@@ -103,15 +107,32 @@ _PERIOD_OF = {
 def count_rows(conn: sqlite3.Connection, *, after_row_no: int) -> None:
     """Add the reports with row_no > ``after_row_no`` to the count rollups, in the caller's
     transaction, so that they commit or roll back together with the reports themselves."""
+    _count(conn, "row_no > ?", after_row_no, sign=1)
+
+
+def delete_report(conn: sqlite3.Connection, report_id: str) -> bool:
+    """Delete a report and count it out of the rollups, in the caller's transaction."""
+    row = conn.execute("SELECT row_no FROM reports WHERE id = ?", (report_id,)).fetchone()
+    if row is None:
+        return False
+    _count(conn, "row_no = ?", row[0], sign=-1)
+    conn.execute("DELETE FROM reports WHERE row_no = ?", row)
+    conn.execute("DELETE FROM reports_rtree WHERE row_no = ?", row)
+    for table in _PERIOD_OF:
+        conn.execute(f"DELETE FROM {table} WHERE reports = 0")
+    return True
+
+
+def _count(conn: sqlite3.Connection, where: str, value: int, *, sign: int) -> None:
     for table, period in _PERIOD_OF.items():
         conn.execute(
             f"INSERT INTO {table} (segment_id, period, side, kind, direction, reports, people)"
             f" SELECT coalesce(segment_id, ''), {period}, coalesce(side, ''), kind,"
-            " coalesce(direction, ''), count(*), sum(people_count)"
-            " FROM reports WHERE row_no > ? GROUP BY 1, 2, 3, 4, 5"
+            f" coalesce(direction, ''), {int(sign)} * count(*), {int(sign)} * sum(people_count)"
+            f" FROM reports WHERE {where} GROUP BY 1, 2, 3, 4, 5"
             " ON CONFLICT (segment_id, period, side, kind, direction) DO UPDATE"
             " SET reports = reports + excluded.reports, people = people + excluded.people",
-            (after_row_no,),
+            (value,),
         )
 
 
@@ -127,8 +148,15 @@ def _stored_by_id(conn: sqlite3.Connection, ids: set[str]) -> dict[str, tuple[by
     return {row[0]: (row[_HASH_COLUMN], report_from_row(row)) for row in rows}
 
 
-def get_report(conn: sqlite3.Connection, report_id: str) -> Report | None:
-    row = conn.execute(_SELECT + " WHERE id = ?", (report_id,)).fetchone()
+def get_report(
+    conn: sqlite3.Connection, report_id: str, posted_by: str | None = None
+) -> Report | None:
+    if posted_by is None:
+        row = conn.execute(_SELECT + " WHERE id = ?", (report_id,)).fetchone()
+    else:
+        row = conn.execute(
+            _SELECT + " WHERE id = ? AND key_id = ?", (report_id, posted_by)
+        ).fetchone()
     return None if row is None else report_from_row(row)
 
 
@@ -199,6 +227,9 @@ def _where(query: ReportQuery) -> tuple[list[str], dict[str, Any]]:
     if query.direction is not None:
         clauses.append(_OF_DIRECTION)
         params["direction"] = query.direction
+    if query.posted_by is not None:
+        clauses.append("key_id = :posted_by")
+        params["posted_by"] = query.posted_by
     if query.after is not None:
         clauses.append(_BEFORE_KEY if query.descending else _AFTER_KEY)
         params["after_observed_at"] = to_micros(query.after.observed_at)

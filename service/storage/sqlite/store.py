@@ -8,6 +8,7 @@ from functools import partial
 from pathlib import Path
 from uuid import UUID
 
+from service.domain.access import ApiKey, AuditEntry
 from service.domain.reports import IngestResult, Report
 from service.domain.segments import BorderSegment
 from service.domain.tiles import SegmentCount, TileFilter, TileReports
@@ -21,6 +22,7 @@ from service.storage.base import (
     Resnap,
     TileQuery,
 )
+from service.storage.sqlite import access as access_queries
 from service.storage.sqlite import border as border_queries
 from service.storage.sqlite import counts as count_queries
 from service.storage.sqlite import reports as report_queries
@@ -92,13 +94,40 @@ class SqliteStore:
             )
         )
 
-    def add_reports(self, reports: Sequence[Report]) -> list[IngestResult]:
+    def add_reports(
+        self, reports: Sequence[Report], *, posted_by: str | None = None
+    ) -> list[IngestResult]:
         if not reports:
             return []
-        return self._db.write(partial(report_queries.add_reports, reports=reports))
+        return self._db.write(
+            partial(report_queries.add_reports, reports=reports, posted_by=posted_by)
+        )
 
-    def get_report(self, report_id: UUID) -> Report | None:
-        return self._db.read(partial(report_queries.get_report, report_id=str(report_id)))
+    def get_report(self, report_id: UUID, *, posted_by: str | None = None) -> Report | None:
+        return self._db.read(
+            partial(report_queries.get_report, report_id=str(report_id), posted_by=posted_by)
+        )
+
+    def delete_report(self, report_id: UUID) -> bool:
+        return self._db.write(partial(report_queries.delete_report, report_id=str(report_id)))
+
+    def add_key(self, key: ApiKey) -> None:
+        self._db.write(partial(access_queries.add_key, key=key))
+
+    def get_key(self, key_id: str) -> ApiKey | None:
+        return self._db.read(partial(access_queries.get_key, key_id=key_id))
+
+    def list_keys(self) -> list[ApiKey]:
+        return self._db.read(access_queries.list_keys)
+
+    def revoke_key(self, key_id: str, at: datetime) -> bool:
+        return self._db.write(partial(access_queries.revoke_key, key_id=key_id, at=at))
+
+    def add_audit(self, entry: AuditEntry) -> None:
+        self._db.write(partial(access_queries.add_audit, entry=entry))
+
+    def list_audit(self, since: datetime | None = None, limit: int = 1000) -> list[AuditEntry]:
+        return self._db.read(partial(access_queries.list_audit, since=since, limit=limit))
 
     def query_reports(self, query: ReportQuery) -> ReportPage:
         return self._db.read(partial(report_queries.query_reports, query=query))

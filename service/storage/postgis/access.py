@@ -1,0 +1,76 @@
+"""API keys and the audit log on PostGIS."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection
+
+from service.domain.access import ApiKey, AuditEntry, Role
+from service.storage.postgis.rollups import DROP_EMPTIED, UNCOUNT_DELETED
+
+_KEY_COLUMNS = "key_id, name, role, digest, created_at, expires_at, revoked_at"
+
+
+def _key(row: Any) -> ApiKey:
+    key_id, name, role, digest, created, expires, revoked = row
+    return ApiKey(key_id, name, Role(role), bytes(digest), created, expires, revoked)
+
+
+def add_key(conn: Connection, key: ApiKey) -> None:
+    conn.exec_driver_sql(
+        f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        (key.key_id, key.name, key.role.value, key.digest, key.created_at, key.expires_at,
+         key.revoked_at),
+    )  # fmt: skip
+
+
+def get_key(conn: Connection, key_id: str) -> ApiKey | None:
+    row = conn.exec_driver_sql(
+        f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE key_id = %s", (key_id,)
+    ).first()
+    return None if row is None else _key(row)
+
+
+def list_keys(conn: Connection) -> list[ApiKey]:
+    rows = conn.exec_driver_sql(f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY created_at")
+    return [_key(row) for row in rows]
+
+
+def revoke_key(conn: Connection, key_id: str, at: datetime) -> bool:
+    result = conn.exec_driver_sql(
+        "UPDATE api_keys SET revoked_at = %s WHERE key_id = %s AND revoked_at IS NULL",
+        (at, key_id),
+    )
+    return bool(result.rowcount)
+
+
+def add_audit(conn: Connection, entry: AuditEntry) -> None:
+    conn.exec_driver_sql(
+        "INSERT INTO audit_log (at, key_id, role, action, detail) VALUES (%s, %s, %s, %s, %s)",
+        (entry.at, entry.key_id, entry.role.value, entry.action,
+         orjson.dumps(entry.detail).decode()),
+    )  # fmt: skip
+
+
+def list_audit(conn: Connection, since: datetime | None, limit: int) -> list[AuditEntry]:
+    rows = conn.exec_driver_sql(
+        "SELECT at, key_id, role, action, detail FROM audit_log"
+        " WHERE %(since)s::timestamptz IS NULL OR at >= %(since)s"
+        " ORDER BY entry_no LIMIT %(limit)s",
+        {"since": since, "limit": limit},
+    )
+    return [AuditEntry(at, key_id, Role(role), action, detail)
+            for at, key_id, role, action, detail in rows]  # fmt: skip
+
+
+def delete_report(conn: Connection, report_id: Any) -> bool:
+    """Delete a report and take it out of every rollup, in the caller's transaction."""
+    row = conn.exec_driver_sql(UNCOUNT_DELETED, {"id": report_id}).first()
+    if row is None:
+        return False
+    for statement in DROP_EMPTIED:
+        conn.exec_driver_sql(statement)
+    return True
