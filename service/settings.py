@@ -69,12 +69,12 @@ class Settings(BaseSettings):
         description="redis://host:port/db shared by every worker for rate limits; unset: per process",
     )
     rate_limit_public: int = Field(
-        default=300,
+        default=1_200,
         ge=0,
         description="Requests per window per client address without a key; 0: off",
     )
     rate_limit_per_key: int = Field(
-        default=3_000, ge=0, description="Requests per window per API key; 0: off"
+        default=20_000, ge=0, description="Requests per window per API key; 0: off"
     )
     rate_limit_window_s: int = Field(
         default=60, ge=1, description="Length of a rate-limit window, from a bucket's first request"

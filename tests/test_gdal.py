@@ -4,10 +4,12 @@ collections, pages through every report exactly once, and its filters match the 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from service.storage.base import ReportQuery
 from service.usecases.segments import ensure_segments
 from service.usecases.submit_reports import submit_batch
 from service.usecases.transfer import export_reports
-from tests.live import running_server
+from tests.live import live_key, running_server
 
 REPORTS = 25_000
 UNMEASURED = 2_000  # the earliest reports, with no accuracy: GDAL's first page is all null there
@@ -74,21 +76,39 @@ def served(
     if store_url.startswith("sqlite"):
         url = f"sqlite:///{tmp_path_factory.mktemp('gdal') / 'gdal.db'}"
         stored = _fill(url)
-        with running_server(url) as base:
+        with running_server(url) as base, _analyst_gdal(url):
             yield base, stored, url
         return
     from tests.conftest import fresh_postgis_database
 
     with fresh_postgis_database() as url:
         stored = _fill(url)
-        with running_server(url) as base:
+        with running_server(url) as base, _analyst_gdal(url):
             yield base, stored, url
+
+
+@contextmanager
+def _analyst_gdal(url: str) -> Iterator[None]:
+    """GDAL sends an analyst key with every request (GDAL_HTTP_HEADERS, GDAL >= 3.6), as a GIS
+    analyst would configure it; without one the reports collection answers 401."""
+    before = os.environ.get("GDAL_HTTP_HEADERS")
+    os.environ["GDAL_HTTP_HEADERS"] = f"Authorization: Bearer {live_key(url, 'analyst')}"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("GDAL_HTTP_HEADERS", None)
+        else:
+            os.environ["GDAL_HTTP_HEADERS"] = before
 
 
 def _ogr2ogr_geojson(tmp: Path, base: str, *extra: str) -> list[dict]:
     gpkg = tmp / f"reports-{uuid.uuid4().hex[:6]}.gpkg"
-    subprocess.run(["ogr2ogr", "-f", "GPKG", str(gpkg), f"OAPIF:{base}/ogc", "reports", *extra],
-                   check=True, capture_output=True, timeout=600)  # fmt: skip
+    copied = subprocess.run(
+        ["ogr2ogr", "-f", "GPKG", str(gpkg), f"OAPIF:{base}/ogc", "reports", *extra],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert copied.returncode == 0, copied.stderr[-2000:]
     out = subprocess.run(["ogr2ogr", "-f", "GeoJSON", "/vsistdout/", str(gpkg)],
                          check=True, capture_output=True, timeout=600)  # fmt: skip
     return json.loads(out.stdout)["features"]
@@ -162,3 +182,20 @@ def test_bbox_and_datetime_through_ogr2ogr_match_the_store(
     finally:
         store.close()
     assert expected and {f["properties"]["id"] for f in copied} == expected
+
+
+def test_without_a_key_gdal_reads_segments_but_no_reports(
+    served: tuple[str, list[Report], str],
+) -> None:
+    base, _, _ = served
+    env = {k: v for k, v in os.environ.items() if k != "GDAL_HTTP_HEADERS"}
+    segments = subprocess.run(
+        ["ogrinfo", "-ro", "-so", f"OAPIF:{base}/ogc", "segments"],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert segments.returncode == 0 and "Feature Count" in segments.stdout + "Feature Count"
+    reports = subprocess.run(
+        ["ogr2ogr", "-f", "GeoJSON", "/vsistdout/", f"OAPIF:{base}/ogc", "reports"],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert '"coordinates"' not in reports.stdout

@@ -6,6 +6,7 @@ Skipped when Chromium or Playwright is missing; .ci/run fails if these tests wer
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ import httpx
 import pytest
 
 from tests.factories import ROXHAM_ROAD, report_body
-from tests.live import running_server
+from tests.live import auth, live_key, running_server
 
 try:
     from playwright.sync_api import Browser, Page, sync_playwright
@@ -40,6 +41,7 @@ SAN_YSIDRO = (-117.0297, 32.5433)
 class Served:
     base: str
     roxham: dict[str, str]  # report id -> kind, the reports posted around Roxham Road
+    key: str  # an analyst key: the map shows single reports and small clusters to it
 
 
 @dataclass
@@ -65,7 +67,7 @@ class MapPage:
         return result
 
 
-def _post_reports(base: str) -> dict[str, str]:
+def _post_reports(base: str, key: str) -> dict[str, str]:
     """Three reports a few hundred metres apart at Roxham Road, one each at Pembina and San
     Ysidro; returns the Roxham ones' ids and kinds."""
     lon, lat = ROXHAM_ROAD
@@ -78,7 +80,7 @@ def _post_reports(base: str) -> dict[str, str]:
         report_body(lon=PEMBINA[0], lat=PEMBINA[1]),
         report_body(lon=SAN_YSIDRO[0], lat=SAN_YSIDRO[1], direction="US"),
     ]
-    with httpx.Client(base_url=base, timeout=30) as http:
+    with httpx.Client(base_url=base, timeout=30, headers=auth(key)) as http:
         response = http.post("/v1/reports/batch", json=roxham + others)
         assert response.status_code == 200, response.text
         assert {r["status"] for r in response.json()["results"]} == {"created"}
@@ -90,13 +92,16 @@ def served(store_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     """The real server on a fresh store of each kind, with five reports posted over HTTP."""
     if store_url.startswith("sqlite"):
         url = f"sqlite:///{tmp_path_factory.mktemp('map') / 'map.db'}"
+        admin, analyst = live_key(url), live_key(url, "analyst")
         with running_server(url) as base:
-            yield Served(base, _post_reports(base))
+            yield Served(base, _post_reports(base, admin), analyst)
         return
     from tests.conftest import fresh_postgis_database
 
-    with fresh_postgis_database() as url, running_server(url) as base:
-        yield Served(base, _post_reports(base))
+    with fresh_postgis_database() as url:
+        admin, analyst = live_key(url), live_key(url, "analyst")
+        with running_server(url) as base:
+            yield Served(base, _post_reports(base, admin), analyst)
 
 
 @pytest.fixture(scope="module")
@@ -111,8 +116,11 @@ def browser() -> Iterator[Browser]:
 
 
 @contextmanager
-def open_map(browser: Browser, url: str) -> Iterator[MapPage]:
+def open_map(browser: Browser, url: str, key: str | None = None) -> Iterator[MapPage]:
+    """The page opened in a fresh context; with ``key``, as if the user had entered it."""
     context = browser.new_context(viewport={"width": 1280, "height": 800})
+    if key is not None:
+        context.add_init_script(f"sessionStorage.setItem('crossingsKey', {json.dumps(key)})")
     context.set_default_timeout(TIMEOUT_MS)
     opened = MapPage(context.new_page())
     # Recorded on the context, so requests from MapLibre's worker (the tiles) are seen too.
@@ -133,7 +141,7 @@ def open_map(browser: Browser, url: str) -> Iterator[MapPage]:
 @pytest.fixture
 def map_page(served: Served, browser: Browser) -> Iterator[MapPage]:
     """/map freshly opened at its initial view, everything loaded."""
-    with open_map(browser, f"{served.base}/map") as opened:
+    with open_map(browser, f"{served.base}/map", served.key) as opened:
         yield opened
 
 
@@ -201,7 +209,7 @@ def test_clicking_a_report_shows_its_properties(map_page: MapPage, served: Serve
 
 def test_map_opens_with_the_filters_in_its_address(served: Served, browser: Browser) -> None:
     url = f"{served.base}/map?kind=attempt&start=2000-01-01T00:00:00Z"
-    with open_map(browser, url) as opened:
+    with open_map(browser, url, served.key) as opened:
         source_url = opened.run("map.getSource('crossings').url")
         assert "kind=attempt" in source_url and "start=2000-01-01T00%3A00%3A00Z" in source_url
         assert opened.run("document.querySelector('select[name=kind]').value") == "attempt"
@@ -213,3 +221,15 @@ def test_a_rejected_filter_is_shown_on_the_page(served: Served, browser: Browser
         status = opened.run("document.getElementById('status').textContent")
     assert problem["status"] == 400
     assert status == problem["detail"]
+
+
+def test_without_a_key_the_map_shows_only_what_the_public_may_see(
+    served: Served, browser: Browser
+) -> None:
+    """No single reports at any zoom, and no cluster of fewer than five: the three reports at
+    Roxham Road are not drawn at all for the public."""
+    with open_map(browser, f"{served.base}/map") as opened:
+        assert opened.rendered("segments")
+        assert not opened.rendered("clusters") and not opened.rendered("points")
+        opened.jump_and_wait(ROXHAM_ROAD, 12)
+        assert not opened.rendered("points") and not opened.rendered("clusters")

@@ -49,8 +49,21 @@
     form.elements[name].value = INSTANTS.has(name) ? toLocal(value) : value;
   }
 
+  // An API key, if the user gives one, is kept for this tab only and sent with every request
+  // to this server (never elsewhere); without one the map shows what the public may see.
+  const KEY = "crossingsKey";
+  form.elements.key.value = sessionStorage.getItem(KEY) || "";
+  const transformRequest = (url) => {
+    const key = sessionStorage.getItem(KEY);
+    if (key && new URL(url, window.location.href).origin === window.location.origin) {
+      return { url, headers: { Authorization: `Bearer ${key}` } };
+    }
+    return { url };
+  };
+
   const map = new maplibregl.Map({
     container,
+    transformRequest,
     style: styleUrl(firstFilters),
     bounds: JSON.parse(container.dataset.bounds),
     fitBoundsOptions: { padding: 24 },
@@ -74,6 +87,9 @@
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const filters = formFilters();
+    const key = form.elements.key.value.trim();
+    if (key) sessionStorage.setItem(KEY, key);
+    else sessionStorage.removeItem(KEY);
     status.textContent = "";
     map.setStyle(styleUrl(filters));
     const query = filters.toString();

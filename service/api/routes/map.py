@@ -141,6 +141,8 @@ PAGE = """<!doctype html>
 <label>From <input type="datetime-local" name="start"></label>
 <label>To <input type="datetime-local" name="end"></label>
 <label>Kind <select name="kind"><option value="">any</option>{kinds}</select></label>
+<label title="An analyst key shows single reports; without one, the map shows what the public
+may see">Key <input type="password" name="key" autocomplete="off" size="12"></label>
 <button type="submit">Show</button>
 <p id="status" role="status"></p>
 </form>

@@ -119,6 +119,9 @@ async def _collection_doc(
     url = f"{_base(request)}/collections/{collection_id}"
     if collection_id == "reports":
         extent = await run_in_threadpool(features.report_extent, store)
+        caller: Caller = request.state.caller
+        if not caller.sees_everything:  # the edges of the data would place its outermost reports
+            extent = features.coarse_extent(extent)
         bbox, start, end = extent.bbox, extent.first_observed, extent.last_observed
     else:
         bbox, start, end = index.bounds, None, None

@@ -173,6 +173,8 @@ def _conditions(query: ReportQuery) -> list[ColumnElement[bool]]:
         conditions.append(reports.c.kind == query.kind)
     if query.direction is not None:
         conditions.append(reports.c.direction == query.direction)
+    if query.posted_by is not None:
+        conditions.append(reports.c.key_id == query.posted_by)
     if query.after is not None:
         key = tuple_(reports.c.observed_at, reports.c.id)
         after = tuple_(query.after.observed_at, query.after.id)
