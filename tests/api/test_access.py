@@ -1,4 +1,4 @@
-"""Access control, on both stores: every route of the app × every role gets the status its row
+"""Access control, on both stores: every route of the app and every role gets the status its row
 of the access table says, and no answer to a caller who may not see precise data holds a precise
 position, a note or a device id; keys are stored only as digests, and are refused once revoked."""
 
