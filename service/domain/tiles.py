@@ -31,8 +31,12 @@ BUFFER = 64  # pixels drawn beyond each edge, so symbols and lines do not stop a
 GRID_LEVEL = 24  # reports' cells: the Web Mercator grid of 2^24 cells a side
 CELL_LEVELS = 6  # a cluster cell is 2^-6 of a tile side: 64 px
 # Grid levels whose cells are kept counted (the PostGIS store's tile_cells): the cluster cells of
-# zooms 0-6 (level 12) and 7-9 (level 15) are sums of these.
-ROLLUP_LEVELS = (12, 15)
+# zooms 0-6 (level 12), 7-9 (level 15) and 10-12 (level 18) are sums of these; whether a tile of
+# zoom 15 or less holds too many reports to draw one by one is a sum of its level-15 cells.
+ROLLUP_LEVELS = (12, 15, 18)
+COUNT_LEVEL = 15
+# A purged report (retention) moves to the centre of its cell at this level: about 1.2 km.
+PURGE_LEVEL = 15
 MAX_LAT = 85.051128779806592  # Web Mercator's edge
 _GRID_SIZE = 1 << GRID_LEVEL
 _EARTH_HALF = math.pi * 6378137.0  # half the Web Mercator world, metres

@@ -128,8 +128,9 @@ class ReportStore(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class TileQuery:
-    """One map tile's reports: individual points when ``points`` (at most ``max_points`` of them,
-    else the tile's cluster cells), cluster cells otherwise."""
+    """One map tile's reports: individual points (within the tile grown by its buffer) when
+    ``points`` and the tile itself holds at most ``max_points`` reports (counted by grid cell),
+    else the tile's cluster cells."""
 
     tile: TileAddress
     filter: TileFilter

@@ -340,3 +340,26 @@ def _postgis_positions(url: str) -> list[tuple[float, float, int, int]]:
         return pg.execute(
             "SELECT ST_X(geom), ST_Y(geom), grid_x, grid_y FROM reports WHERE purged"
         ).fetchall()
+
+
+def test_tile_rollups_still_count_the_reports_after_a_purge(
+    store: tuple[str, Store, SegmentIndex],
+) -> None:
+    """Cells finer than the purge level move with the purged reports (PostGIS keeps them)."""
+    url, opened, index = store
+    if url.startswith("sqlite"):
+        pytest.skip("SQLite keeps no tile rollups")
+    _ingest(url, opened, index)
+    assert opened.purge_precise(CUT) > 0
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1)) as conn:
+        kept = conn.execute(
+            "SELECT level, cx, cy, kind, reports, people FROM tile_cells ORDER BY 1, 2, 3, 4"
+        ).fetchall()
+        counted = conn.execute(
+            "SELECT l.level, grid_x >> (24 - l.level), grid_y >> (24 - l.level), kind, count(*),"
+            " sum(people_count) FROM reports CROSS JOIN (VALUES (12), (15), (18)) AS l(level)"
+            " GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
+        ).fetchall()
+    assert kept == counted

@@ -13,12 +13,12 @@ from uuid import UUID
 
 from sqlalchemy import Connection
 
-from service.domain.tiles import GRID_LEVEL, ROLLUP_LEVELS, cell_centre
+from service.domain.tiles import GRID_LEVEL, PURGE_LEVEL, ROLLUP_LEVELS, cell_centre
 
 BATCH = 20_000
 # The finest level the rollups count: cells there and at every coarser level stay the same, and
 # they are the cluster cells of every tile below zoom 10.
-LEVEL = max(ROLLUP_LEVELS)
+LEVEL = PURGE_LEVEL
 _SHIFT = GRID_LEVEL - LEVEL
 
 # Keyset pages through the partial index of unpurged reports (migration 0005). Rows this
@@ -44,6 +44,21 @@ _PURGE = """
 _BEFORE_ALL = datetime(1, 1, 1, tzinfo=UTC)
 
 
+def _recount_finer_cells(conn: Connection) -> None:
+    """Tile cells finer than the purge level move with the purged reports: count them again."""
+    for level in (lv for lv in ROLLUP_LEVELS if lv > LEVEL):
+        conn.exec_driver_sql("DELETE FROM tile_cells WHERE level = %(level)s", {"level": level})
+        conn.exec_driver_sql(
+            f"""
+            INSERT INTO tile_cells (level, cx, cy, kind, reports, people)
+            SELECT %(level)s, grid_x >> {GRID_LEVEL} - %(level)s, grid_y >> {GRID_LEVEL} - %(level)s,
+                   kind, count(*), sum(people_count)
+            FROM reports GROUP BY 2, 3, 4
+            """,
+            {"level": level},
+        )
+
+
 def purge_precise(conn: Connection, before: datetime) -> int:
     done = 0
     after_t, after_id = _BEFORE_ALL, UUID(int=0)
@@ -51,6 +66,8 @@ def purge_precise(conn: Connection, before: datetime) -> int:
         params = {"before": before, "after_t": after_t, "after_id": after_id, "n": BATCH}
         rows = conn.exec_driver_sql(_PAGE, params).all()
         if not rows:
+            if done:
+                _recount_finer_cells(conn)
             return done
         cells = {id_: (gx >> _SHIFT, gy >> _SHIFT) for id_, _, gx, gy in rows}
         centres = [cell_centre(LEVEL, *cells[id_]) for id_, *_ in rows]

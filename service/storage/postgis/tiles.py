@@ -22,6 +22,7 @@ from sqlalchemy import Connection
 
 from service.domain.tiles import (
     BUFFER,
+    COUNT_LEVEL,
     EXTENT,
     GRID_LEVEL,
     MAX_LAT,
@@ -123,9 +124,21 @@ def _clusters_sql(query: TileQuery, params: dict[str, Any]) -> str:
 
 
 def _too_many_points_sql(query: TileQuery) -> str:
+    """Whether more than max_points reports lie in the tile itself (by grid cell: the rule both
+    stores apply). Without a time window, and for tiles no smaller than a level-15 cell, a sum
+    of the tile's rollup cells; else a capped count of its reports."""
+    tile = query.tile
+    if query.filter.start is None and query.filter.end is None and tile.z <= COUNT_LEVEL:
+        kind = " AND kind = %(kind)s" if query.filter.kind is not None else ""
+        shift = GRID_LEVEL - COUNT_LEVEL
+        return f"""
+            (SELECT coalesce(sum(reports), 0) FROM tile_cells
+             WHERE level = {COUNT_LEVEL} AND cx >= %(gx0)s >> {shift} AND cx < %(gx1)s >> {shift}
+               AND cy >= %(gy0)s >> {shift} AND cy < %(gy1)s >> {shift}{kind}) > %(max_points)s
+            """
     return f"""
         (SELECT count(*) FROM (
-            SELECT 1 FROM reports WHERE {_IN_BUFFERED_TILE}{_filters(query.filter)}
+            SELECT 1 FROM reports WHERE {_IN_TILE_CELLS}{_filters(query.filter)}
             LIMIT %(max_points)s + 1) AS probe) > %(max_points)s
         """
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import sqlite3
 from datetime import datetime
 
-from service.domain.tiles import GRID_LEVEL, ROLLUP_LEVELS, cell_centre, grid_cell
+from service.domain.tiles import GRID_LEVEL, PURGE_LEVEL, cell_centre, grid_cell
 from service.storage.sqlite.rows import to_micros
 
 BATCH = 20_000
 # The finest level the rollups count: the cluster cells of every tile below zoom 10.
-LEVEL = max(ROLLUP_LEVELS)
+LEVEL = PURGE_LEVEL
 _SHIFT = GRID_LEVEL - LEVEL
 
 # Through the partial index of unpurged reports (schema step 4): a purged row leaves it at once,

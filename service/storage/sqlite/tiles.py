@@ -58,28 +58,31 @@ def _box(bounds: tuple[float, float, float, float]) -> dict[str, float]:
 def tile_reports(conn: sqlite3.Connection, query: TileQuery) -> TileReports:
     where, params = _filters(query.filter)
     tile = query.tile
-    if query.points:
-        rows = conn.execute(
-            "SELECT id, lon, lat, observed_at, kind, people_count, direction, snap_status,"
-            f" segment_id, side FROM reports WHERE {_IN_BOX}{where} LIMIT :cap",
-            params | _box(tile.lonlat_bounds(BUFFER)) | {"cap": query.max_points + 1},
-        ).fetchall()
-        if len(rows) <= query.max_points:
-            return TileReports(points=tuple(_point(row) for row in rows))
     # The tile's own box, a pixel wider (float rounding); the grid cell decides membership.
     rows = conn.execute(
         f"SELECT lon, lat, people_count FROM reports WHERE {_IN_BOX}{where}",
         params | _box(tile.lonlat_bounds(1.0)),
     ).fetchall()
     gx0, gy0, gx1, gy1 = tile.grid_range()
-    shift = GRID_LEVEL - tile.cluster_level
-    cells: dict[tuple[int, int], list[int]] = {}
+    inside = []
     for lon, lat, people in rows:
         gx, gy = grid_cell(lon, lat)
         if gx0 <= gx < gx1 and gy0 <= gy < gy1:
-            cell = cells.setdefault((gx >> shift, gy >> shift), [0, 0])
-            cell[0] += 1
-            cell[1] += people
+            inside.append((gx, gy, people))
+    # Points when the tile itself holds at most max_points reports (the rule of both stores).
+    if query.points and len(inside) <= query.max_points:
+        points = conn.execute(
+            "SELECT id, lon, lat, observed_at, kind, people_count, direction, snap_status,"
+            f" segment_id, side FROM reports WHERE {_IN_BOX}{where}",
+            params | _box(tile.lonlat_bounds(BUFFER)),
+        ).fetchall()
+        return TileReports(points=tuple(_point(row) for row in points))
+    shift = GRID_LEVEL - tile.cluster_level
+    cells: dict[tuple[int, int], list[int]] = {}
+    for gx, gy, people in inside:
+        cell = cells.setdefault((gx >> shift, gy >> shift), [0, 0])
+        cell[0] += 1
+        cell[1] += people
     clusters = (TileCluster(cx, cy, n, people) for (cx, cy), (n, people) in cells.items())
     return TileReports(clusters=tuple(sorted(clusters, key=lambda c: (c.cx, c.cy))))
 
