@@ -7,6 +7,7 @@ a client does (over HTTP), so the service code it measures is exactly what runs 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import itertools
 import json
@@ -275,6 +276,15 @@ class PostgresCpu:
         except (OSError, ValueError, IndexError):
             self.postmaster = None  # not local or not readable: report nothing rather than guess
 
+    @classmethod
+    def of_database(cls, url: str) -> PostgresCpu:
+        """The accountant of the database at ``url`` (a service or libpq URL)."""
+        import psycopg
+
+        with psycopg.connect(libpq_url(url)) as conn:
+            data_directory = pg_settings(conn, ["data_directory"])["data_directory"]
+            return cls(data_directory, conn.info.dbname)
+
     @staticmethod
     def _title(pid: int) -> str:
         """What follows ``postgres: 15/main: `` in a process title ("" if it is gone)."""
@@ -341,6 +351,23 @@ def core_plan() -> tuple[set[int] | None, set[int] | None, str]:
         "not pinned (it runs on either core, competing with both)"
     )
     return client, server, note
+
+
+def pin_for_database(*, no_pin: bool) -> tuple[set[int] | None, set[int] | None, str]:
+    """core_plan() for a benchmark that also pins the PostgreSQL backends of its database to the
+    server's core (PostgresCpu.pin_backends, before each measured round); pins this process to
+    the client core. Returns (client cores, server cores, a note)."""
+    if no_pin:
+        return None, None, "not pinned (--no-pin)"
+    client_cores, server_cores, note = core_plan()
+    note = note.replace(
+        "PostgreSQL is not pinned (it runs on either core, competing with both)",
+        "so are the PostgreSQL backends of the benchmark database (re-pinned before each "
+        "measured round); the cluster's shared helpers are not",
+    )
+    if client_cores:
+        pin_process(os.getpid(), client_cores)
+    return client_cores, server_cores, note
 
 
 def free_port() -> int:
@@ -485,6 +512,54 @@ def stop_process(process: subprocess.Popen[bytes], *, grace_s: float = 15.0) -> 
         process.wait()
 
 
+def tipg_env(url: str, *, properties: Sequence[str]) -> dict[str, str]:
+    """TiPG's settings for the ``reports`` table: collection ``public.reports``, geometry
+    ``geom``, datetime ``observed_at``, id ``id``, and ``properties`` (its variables are read
+    from the environment only: the process runs in an empty directory, so no stray .env is read
+    either)."""
+    return {
+        "DATABASE_URL": libpq_url(url),
+        "TIPG_DB_SCHEMAS": '["public"]',
+        "TIPG_DB_TABLES": '["public.reports"]',
+        "TIPG_TABLE_CONFIG__public_reports__GEOMCOL": "geom",
+        "TIPG_TABLE_CONFIG__public_reports__DATETIMECOL": "observed_at",
+        "TIPG_TABLE_CONFIG__public_reports__PK": "id",
+        "TIPG_TABLE_CONFIG__public_reports__PROPERTIES": orjson.dumps(list(properties)).decode(),
+    }
+
+
+@contextlib.contextmanager
+def running_tipg(
+    url: str,
+    *,
+    properties: Sequence[str],
+    scratch: Path,
+    cores: set[int] | None,
+    log_level: str,
+) -> Iterator[Server]:
+    """TiPG (``uvicorn tipg.main:app``, one worker) on the ``reports`` table of ``url``, pinned to
+    ``cores``, without any TIPG_*, POSTGRES_* or DATABASE_URL setting of ours leaking in."""
+    port = free_port()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("TIPG_", "POSTGRES_")) and k != "DATABASE_URL"
+    }
+    workdir = scratch / "tipg"
+    workdir.mkdir(exist_ok=True)
+    with running_process(
+        [sys.executable, "-m", "uvicorn", "tipg.main:app", "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1", "--log-level", log_level],
+        env=env | tipg_env(url, properties=properties),
+        base_url=f"http://127.0.0.1:{port}",
+        ready_path="/collections/public.reports",  # 200 once the catalog holds our table
+        log_path=scratch / "tipg.log",
+        cores=cores,
+        cwd=workdir,
+    ) as server:  # fmt: skip
+        yield server
+
+
 @contextlib.contextmanager
 def fresh_postgis_database(admin_url: str = ADMIN_URL, *, keep: bool = False) -> Iterator[str]:
     """A new, empty database ``crossings_bench_<random>`` with PostGIS; dropped afterwards, also
@@ -542,6 +617,62 @@ def handle_stop_signals() -> None:
 
     signal.signal(signal.SIGTERM, on_sigterm)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def add_database_arguments(parser: argparse.ArgumentParser, *, seed: int) -> None:
+    """The options of a benchmark that reads a database loaded by bench/dataset.py and pins its
+    server and PostgreSQL backends (pin_for_database)."""
+    parser.add_argument("--db", help="reuse this database, loaded by an earlier --keep-db run")
+    parser.add_argument("--keep-db", action="store_true", help="keep the database loaded here")
+    parser.add_argument(
+        "--allow-parallel-query",
+        action="store_true",
+        help="leave max_parallel_workers_per_gather at the server default",
+    )
+    parser.add_argument("--seed", type=int, default=seed)
+    parser.add_argument("--admin-url", default=ADMIN_URL, help="libpq URL that may CREATE DATABASE")
+    parser.add_argument("--server-log-level", default="warning")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
+
+
+@contextlib.contextmanager
+def benchmark_database(
+    args: argparse.Namespace, notes: list[str]
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(service URL, facts) of the database add_database_arguments' options ask for: ``--db``
+    reused, or ``args.reports`` reports loaded by bench/dataset.py (kept with ``--keep-db``).
+    What a later reader must know about it goes to ``notes``."""
+    from bench.dataset import reports_database  # it builds on this module
+
+    if args.db:
+        notes.append(f"reused database {args.db} (loaded by an earlier run, kept)")
+    with reports_database(
+        admin_url=args.admin_url, reuse=args.db, keep=args.keep_db, reports=args.reports,
+        seed=args.seed,
+    ) as (url, facts):  # fmt: skip
+        if args.keep_db and not args.db:
+            name = url.rsplit("/", 1)[-1]
+            notes.append(f"database {name} kept: rerun with --db {name}; drop it when done")
+        yield url, facts
+
+
+def fairness_notes(
+    pin_note: str, *, allow_parallel_query: bool, about: Sequence[str] = ()
+) -> list[str]:
+    """The notes of a read benchmark against TiPG: pinning, parallel query, encoding, then
+    ``about`` (what the benchmark itself should say), how CPU was read, and the machine's load."""
+    return [
+        pin_note,
+        "parallel query allowed" if allow_parallel_query
+        else "max_parallel_workers_per_gather = 0 on the benchmark database (parallel workers "
+        "would escape the pinning)",
+        "requests send Accept-Encoding: identity (TiPG compresses when asked; crossings does not)",
+        *about,
+        "CPU ms/req: the server process, PostgreSQL (backends on the benchmark database plus the "
+        "shared WAL writer, checkpointer and background writer), this load generator; /proc, "
+        "10 ms ticks",
+        f"load average at start {os.getloadavg()[0]:.2f} (other work on the machine skews figures)",
+    ]  # fmt: skip
 
 
 def pg_settings(conn: Any, names: Sequence[str]) -> dict[str, Any]:
@@ -603,19 +734,36 @@ def spread(values: Sequence[float], digits: int = 1) -> dict[str, float]:
     }
 
 
+def ms_of_us(us: float | None) -> float | None:
+    """Microseconds (as the summaries give CPU) in milliseconds, for a table."""
+    return None if us is None else round(us / 1000.0, 2)
+
+
 def per_item_us(seconds: float | None, items: int) -> float | None:
     return None if seconds is None or items == 0 else round(seconds / items * 1e6, 1)
 
 
 def machine_facts(
-    *, client_cores: set[int] | None, server_cores: set[int] | None
+    *,
+    client_cores: set[int] | None,
+    server_cores: set[int] | None,
+    pinned_backends: Sequence[int] | None = None,
 ) -> dict[str, Any]:
+    """The machine and the pinning; ``pinned_backends``: how many PostgreSQL backends were
+    pinned to the server cores before each measured round (see pin_for_database)."""
+    postgresql = None
+    if server_cores and pinned_backends is not None:
+        postgresql = {
+            "cores": sorted(server_cores),
+            "what": "backends on the benchmark database, before each measured round",
+            "backends_pinned_per_round": spread(list(pinned_backends) or [0], digits=0),
+        }
     return {
         "cpus": os.cpu_count(),
         "pinning": {
             "load_generator": sorted(client_cores) if client_cores else None,
             "server": sorted(server_cores) if server_cores else None,
-            "postgresql": None,
+            "postgresql": postgresql,
         },
         "loadavg_at_start": os.getloadavg(),
         "python": sys.version.split()[0],

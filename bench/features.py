@@ -40,40 +40,38 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 import psycopg
 
 from bench.common import (
-    ADMIN_URL,
     Border,
     PostgresCpu,
     Server,
-    core_plan,
-    free_port,
+    add_database_arguments,
+    benchmark_database,
+    fairness_notes,
     handle_stop_signals,
     libpq_url,
     machine_facts,
     percentile,
     pg_settings,
-    pin_process,
-    running_process,
+    pin_for_database,
     running_server,
+    running_tipg,
     scratch_dir,
     service_facts,
     spread,
+    tipg_env,
     write_results,
 )
-from bench.dataset import reports_database, set_parallel_query
+from bench.dataset import set_parallel_query
 from bench.feature_cases import Answer, Case, Query, build_cases, raw_page_statement, read_answer
 from bench.features_report import table
 from bench.load import Phase, Probes, Sender, Sent, ratios
@@ -100,49 +98,11 @@ WHO = (*TARGETS, "raw_sql")
 # --- the servers -----------------------------------------------------------------------------
 
 
-def tipg_env(url: str) -> dict[str, str]:
-    """TiPG's settings for our table (its variables are read from the environment only: the
-    process runs in an empty directory, so no stray .env is read either)."""
-    return {
-        "DATABASE_URL": libpq_url(url),
-        "TIPG_DB_SCHEMAS": '["public"]',
-        "TIPG_DB_TABLES": '["public.reports"]',
-        "TIPG_TABLE_CONFIG__public_reports__GEOMCOL": "geom",
-        "TIPG_TABLE_CONFIG__public_reports__DATETIMECOL": "observed_at",
-        "TIPG_TABLE_CONFIG__public_reports__PK": "id",
-        "TIPG_TABLE_CONFIG__public_reports__PROPERTIES": orjson.dumps(TIPG_PROPERTIES).decode(),
-    }
-
-
-@contextlib.contextmanager
-def running_tipg(
-    url: str, *, scratch: Path, cores: set[int] | None, log_level: str
-) -> Iterator[Server]:
-    port = free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("TIPG_", "POSTGRES_")) and k != "DATABASE_URL"
-    }
-    workdir = scratch / "tipg"
-    workdir.mkdir(exist_ok=True)
-    with running_process(
-        [sys.executable, "-m", "uvicorn", "tipg.main:app", "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1", "--log-level", log_level],
-        env=env | tipg_env(url),
-        base_url=f"http://127.0.0.1:{port}",
-        ready_path="/collections/public.reports",  # 200 once the catalog holds our table
-        log_path=scratch / "tipg.log",
-        cores=cores,
-        cwd=workdir,
-    ) as server:  # fmt: skip
-        yield server
-
-
 def start_server(target: str, ctx: Context) -> contextlib.AbstractContextManager[Server]:
     if target == "tipg":
         return running_tipg(
             ctx.url,
+            properties=TIPG_PROPERTIES,
             scratch=ctx.scratch,
             cores=ctx.server_cores,
             log_level=ctx.args.server_log_level,
@@ -397,23 +357,16 @@ def describe(
         "tipg": {
             "version": tipg.__version__,
             "items_path": TIPG_PATH,
-            "env": tipg_env("postgresql://<db>"),
+            "env": tipg_env("postgresql://<db>", properties=TIPG_PROPERTIES),
         },
         "request_headers": HEADERS,
         "database": {"settings": settings},
-        "machine": _machine(ctx, client_cores),
+        "machine": machine_facts(
+            client_cores=client_cores,
+            server_cores=ctx.server_cores,
+            pinned_backends=ctx.pinned_backends,
+        ),
     }
-
-
-def _machine(ctx: Context, client_cores: set[int] | None) -> dict[str, Any]:
-    facts = machine_facts(client_cores=client_cores, server_cores=ctx.server_cores)
-    if ctx.server_cores:
-        facts["pinning"]["postgresql"] = {
-            "cores": sorted(ctx.server_cores),
-            "what": "backends on the benchmark database, before each measured round",
-            "backends_pinned_per_round": spread(ctx.pinned_backends or [0], digits=0),
-        }
-    return facts
 
 
 # --- main ------------------------------------------------------------------------------------
@@ -446,17 +399,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--targets", nargs="+", choices=TARGETS, default=list(TARGETS))
     parser.add_argument("--no-raw", action="store_true", help="skip the SQL floor")
-    parser.add_argument("--db", help="reuse this database, loaded by an earlier --keep-db run")
-    parser.add_argument("--keep-db", action="store_true", help="keep the database loaded here")
-    parser.add_argument(
-        "--allow-parallel-query",
-        action="store_true",
-        help="leave max_parallel_workers_per_gather at the server default",
-    )
-    parser.add_argument("--seed", type=int, default=SEED)
-    parser.add_argument("--admin-url", default=ADMIN_URL, help="libpq URL that may CREATE DATABASE")
-    parser.add_argument("--server-log-level", default="warning")
-    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
+    add_database_arguments(parser, seed=SEED)
     parser.add_argument("--output", default="features", help="name of the JSON in bench/results")
     args = parser.parse_args(argv)
     if args.quick:
@@ -467,45 +410,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     handle_stop_signals()
-    client_cores, server_cores, pin_note = (None, None, "not pinned (--no-pin)")
-    if not args.no_pin:
-        client_cores, server_cores, pin_note = core_plan()
-        pin_note = pin_note.replace(
-            "PostgreSQL is not pinned (it runs on either core, competing with both)",
-            "so are the PostgreSQL backends of the benchmark database (re-pinned before each "
-            "measured round); the cluster's shared helpers are not",
-        )
-    if client_cores:
-        pin_process(os.getpid(), client_cores)
+    client_cores, server_cores, pin_note = pin_for_database(no_pin=args.no_pin)
     started = datetime.now(UTC)
-    notes = [
+    notes = fairness_notes(
         pin_note,
-        "parallel query allowed" if args.allow_parallel_query
-        else "max_parallel_workers_per_gather = 0 on the benchmark database (parallel workers "
-        "would escape the pinning)",
-        "requests send Accept-Encoding: identity (TiPG compresses when asked; crossings does not)",
-        "TiPG pages in its default order (by id) and counts every match (numberMatched) on every "
-        "page; crossings pages by (observed_at, id); the SQL floor as crossings, with a bare "
-        "geom && box test (float4 boxes: it admits points up to ~1 m outside the box; TiPG's "
-        "ST_Intersects is exact)",
-        "CPU ms/req: the server process, PostgreSQL (backends on the benchmark database plus the "
-        "shared WAL writer, checkpointer and background writer), this load generator; /proc, "
-        "10 ms ticks",
-        f"load average at start {os.getloadavg()[0]:.2f} (other work on the machine skews figures)",
-    ]  # fmt: skip
-    if args.db:
-        notes.append(f"reused database {args.db} (loaded by an earlier run, kept)")
-    database = reports_database(
-        admin_url=args.admin_url, reuse=args.db, keep=args.keep_db, reports=args.reports,
-        seed=args.seed,
-    )  # fmt: skip
-    with scratch_dir("crossings_features_") as scratch, database as (url, facts):
-        if args.keep_db and not args.db:
-            name = url.rsplit("/", 1)[-1]
-            notes.append(f"database {name} kept: rerun with --db {name}; drop it when done")
-        with psycopg.connect(libpq_url(url)) as conn:
-            data_directory = pg_settings(conn, ["data_directory"])["data_directory"]
-            postgres = PostgresCpu(data_directory, conn.info.dbname)
+        allow_parallel_query=args.allow_parallel_query,
+        about=[
+            "TiPG pages in its default order (by id) and counts every match (numberMatched) on "
+            "every page; crossings pages by (observed_at, id); the SQL floor as crossings, with a "
+            "bare geom && box test (float4 boxes: it admits points up to ~1 m outside the box; "
+            "TiPG's ST_Intersects is exact)"
+        ],
+    )
+    with (
+        scratch_dir("crossings_features_") as scratch,
+        benchmark_database(args, notes) as (url, facts),
+    ):
+        postgres = PostgresCpu.of_database(url)
         now = datetime.fromisoformat(facts["now"])
         cases = build_cases(
             now=now,
