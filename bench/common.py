@@ -384,11 +384,27 @@ def server_env(database_url: str, *, log_level: str, source: Path | None = None)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CROSSINGS_")}
     env["CROSSINGS_DATABASE_URL"] = database_url
     env["CROSSINGS_LOG_LEVEL"] = log_level
+    # Benchmarks measure the service, not its rate limits (a limit would refuse the load itself).
+    env["CROSSINGS_RATE_LIMIT_PUBLIC"] = "0"
+    env["CROSSINGS_RATE_LIMIT_PER_KEY"] = "0"
     if source is not None:
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(source), env.get("PYTHONPATH", "")) if p
         )
     return env
+
+
+def analyst_headers(database_url: str) -> dict[str, str]:
+    """An Authorization header with a new analyst key for the service on ``database_url``: the
+    role that reads precise reports and unsuppressed counts, as the benchmarks do."""
+    done = subprocess.run(
+        [str(CROSSINGS), "keys", "create", "--role", "analyst", "--name", "benchmark"],
+        env=server_env(database_url, log_level="warning"),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return {"authorization": f"Bearer {done.stdout.strip()}"}
 
 
 def run_cli(args: Sequence[str], *, database_url: str, source: Path | None = None) -> None:

@@ -55,6 +55,7 @@ from bench.common import (
     PostgresCpu,
     Server,
     add_database_arguments,
+    analyst_headers,
     benchmark_database,
     fairness_notes,
     handle_stop_signals,
@@ -434,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
             small_requests=args.small_requests,
             big_requests=args.big_requests,
         )
+        HEADERS.update(analyst_headers(url))  # TiPG ignores it
         ctx = Context(args, url, scratch, server_cores, postgres, cases)
         run(ctx, notes)
         result = describe(ctx, facts, started=started, client_cores=client_cores)

@@ -63,6 +63,7 @@ from bench.common import (
     PostgresCpu,
     Server,
     add_database_arguments,
+    analyst_headers,
     benchmark_database,
     fairness_notes,
     handle_stop_signals,
@@ -473,6 +474,7 @@ def main(argv: list[str] | None = None) -> int:
         scratch_dir("crossings_tiles_") as scratch,
         benchmark_database(args, notes) as (url, facts),
     ):
+        HEADERS.update(analyst_headers(url))  # the precise tiles; TiPG ignores it
         with psycopg.connect(libpq_url(url)) as conn:
             tiles = choose_tiles(conn, zooms=args.zooms, count=args.tiles, seed=args.seed)
         ctx = Context(
