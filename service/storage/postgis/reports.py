@@ -8,7 +8,16 @@ from typing import Any
 from uuid import UUID
 
 from geoalchemy2.functions import ST_X, ST_Y, ST_MakeEnvelope
-from sqlalchemy import ColumnElement, Connection, and_, bindparam, func, select, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    FromClause,
+    and_,
+    bindparam,
+    func,
+    select,
+    tuple_,
+)
 
 from service.domain.reports import (
     IngestOutcome,
@@ -200,34 +209,34 @@ def query_reports(conn: Connection, query: ReportQuery) -> ReportPage:
     return ReportPage(reports=page, next_key=next_key)
 
 
-# Two ways to a page of a bbox query: the first limit+1 matches in (observed_at, id) order.
+# Two ways to a page of a bbox query, the first limit+1 matches in (observed_at, id) order:
 #
-# - In time order: walk the (observed_at, id) index, testing each report, until limit+1 match.
-#   With n of N reports in the box, spread over time, that reads about (limit+1) * N / n rows.
-# - Matches first: every match through the GiST index (a bitmap scan), then the top limit+1.
-#   That reads n rows whatever the page size, each a heap page of its own.
+# - in time order: walk the (observed_at, id) index, testing each report, until limit+1 match.
+#   With n of N reports in the box, spread over time, that reads about (limit+1) * N / n rows;
+# - matches first: every match through the GiST index (a bitmap scan), then the top limit+1.
+#   That reads n rows whatever the page size, each on a heap page of its own.
 #
-# Measured on bench/features.py's data (1M reports, warm cache): ~0.35 us per row walked and
-# ~1.85 us per match fetched first, so they cost the same at n* = sqrt(0.19 (limit+1) N): ~4,400
-# matches for pages of 100, ~44,000 for pages of 10,000. A hot-spot box (82,000 matches) walks
-# 1,200 rows in 0.3 ms, where fetching its matches takes 150+ ms; a stretch of border (2,500-3,800)
-# walks 27,000-40,000 rows in 10-18 ms, where its matches take 4-6 ms.
+# On bench/features.py's data (1M reports, warm cache) a walked row costs ~0.35 us and a match
+# fetched first ~1.85 us, so the two cost the same at n* = sqrt(0.19 (limit+1) N): ~4,400 matches
+# for pages of 100, ~44,000 for pages of 10,000. A hot-spot box (82,000 matches) walks 1,200 rows
+# in 0.3 ms, where fetching its matches takes 150+ ms; a box on a quiet stretch of border
+# (2,500-3,800) walks 27,000-40,000 rows in 10-18 ms, where its matches take 4-6 ms.
 #
-# PostgreSQL makes this choice itself, and gets it wrong both ways: its costs (random_page_cost 4
-# against pages that are all cached) favour the walk several-fold, so it walked every border box,
-# and its estimate of n (PostGIS's histogram, a few hundred cells over the data's extent) is far
-# too coarse here: of 80 random boxes, five that clip a hot spot were estimated at 1,300-3,700
-# reports and held 30,000-80,000. So n is counted instead, from the rollups ingest keeps for the
-# map tiles (tile_cells at their coarsest level, cells of ~10 x 6 km): cells inside the box whole,
-# edge cells by the share of their area inside it. On the same 80 boxes that came within 10% of
-# the true count for all but five, and 2.5x at worst (on a box of 39,000 reports, still 3x n*):
-# the choice follows it with nothing lost on any box, and 20% less time in all. Counting takes one
-# round trip and ~0.1 ms of database time; it reads at most _CELL_ROWS_MAX rollup rows, and boxes
-# larger than that keep the planner's choice.
+# PostgreSQL makes this choice itself, and errs both ways here: its costs (random_page_cost 4,
+# for pages that are all cached) favour the walk several-fold, so it walked every border box; and
+# its n (PostGIS's histogram, a few hundred cells over the whole extent) is too coarse for
+# clustered data: of 80 random boxes, five that clip a hot spot were estimated at 1,200-5,400
+# reports (the figures move with each ANALYZE) and held 31,000-81,000. So n is counted instead,
+# from the rollups ingest keeps for the map tiles (tile_cells at their coarsest level, cells of
+# ~6 x 6 km here): cells inside the box whole, edge cells by the share of their area inside it.
+# On the same 80 boxes that was within 10% of the true count for 65 and within 25% for 74; the
+# worst, 2.5x low, was a box of 39,000 counted as 15,900, still 3.6 n*. Counting costs a round
+# trip and ~0.1 ms of database time; it reads at most _CELL_ROWS_MAX rollup rows, and a box over
+# more rows than that (a regional view) is left to the planner.
 #
 # The rollups may lag the reports (a bulk COPY before `crossings db rebuild-rollups`): fetching
-# matches first then stops at twice n* matches, and the page is walked after all, so a wrong count
-# costs a few milliseconds, never a scan of a hot spot.
+# matches first stops at 2 n* of them, and the page is walked after all, so a wrong count costs
+# milliseconds, never a scan of a hot spot.
 _WALK_US_PER_ROW = 0.35
 _MATCH_US_PER_ROW = 1.85
 _CELL_LEVEL = min(ROLLUP_LEVELS)
@@ -269,7 +278,7 @@ def _cell_range(bbox: tuple[float, float, float, float]) -> dict[str, float]:
     }  # fmt: skip
 
 
-def _order(table: Any, *, descending: bool) -> tuple[ColumnElement[Any], ...]:
+def _order(table: FromClause, *, descending: bool) -> tuple[ColumnElement[Any], ...]:
     if descending:
         return table.c.observed_at.desc(), table.c.id.desc()
     return table.c.observed_at, table.c.id
@@ -291,8 +300,10 @@ def _fetch_matches_first(conn: Connection, query: ReportQuery, *, cap: int) -> S
     """The page's limit+1 rows from every match (at most ``cap`` of them), or None if more match.
 
     MATERIALIZED fences the matches off from the ORDER BY ... LIMIT, which would otherwise lead
-    the planner back to the time walk; they carry only their keys, and the page's rows are read
-    again by primary key (cheaper than carrying every column of every match through the sort).
+    the planner back to the time walk. (Their own LIMIT could in principle tempt it into a scan
+    that stops early; on 1,500 random selective boxes it read them through the GiST index every
+    time.) They carry only their keys, and the page's rows are read again by primary key: ~15%
+    cheaper than carrying every column of every match through the sort.
     """
     matches = (
         select(reports.c.observed_at, reports.c.id)

@@ -1,0 +1,187 @@
+"""PostGIS bbox pages: walking the time index and fetching the matches first give the same pages.
+
+query_reports reads a page of a box one of two ways (service/storage/postgis/reports.py): walking
+the (observed_at, id) index, testing each report, or fetching every match through the GiST index
+and sorting them. Which one depends on how many reports the box holds, counted from the tile
+rollups. These tests pin that both ways return the same rows in the same order, page after page
+(ties on observed_at included, both directions, with filters), that each way is chosen where it
+should be, and that a count the rollups get wrong costs time, never rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from sqlalchemy import Connection, text
+
+from service.domain.reports import BEYOND, Report, ReportDraft
+from service.settings import Settings
+from service.storage.base import PageKey, ReportQuery
+from service.storage.postgis import reports as pages
+from service.storage.postgis.store import PostgisStore
+from tests.conftest import fresh_postgis_database
+
+pytestmark = pytest.mark.postgis
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+HOT_SPOT = (-73.52, 45.01)
+DENSE_BOX = (-73.6, 44.95, -73.44, 45.07)  # most of the hot spot's 3,000 reports
+SPARSE_BOX = (-95.0, 46.0, -93.0, 47.0)  # a few dozen of the scattered ones
+EDGE_BOX = (-90.0, 46.5, -89.5, 47.0)  # reports placed on its edges and corners
+EMPTY_BOX = (-60.0, 10.0, -59.0, 11.0)
+
+
+def _draft(rng: random.Random, lon: float, lat: float) -> ReportDraft:
+    # Whole hours only: many reports share an observed_at, so the id decides their order.
+    return ReportDraft(
+        id=uuid.UUID(int=rng.getrandbits(128), version=4),
+        observed_at=T0 + timedelta(hours=rng.randrange(60 * 24)),
+        lon=lon,
+        lat=lat,
+        people_count=rng.randint(1, 6),
+        kind=rng.choice(("crossing", "attempt")),
+        direction=rng.choice(("CA", "US", None)),
+        accuracy_m=None,
+        notes=None,
+        device_id=None,
+    )
+
+
+def _reports(seed: int) -> list[Report]:
+    """3,000 reports around a hot spot, 1,000 scattered along the border, 40 on a box's edges."""
+    rng = random.Random(seed)
+    drafts = [
+        _draft(rng, round(rng.gauss(HOT_SPOT[0], 0.03), 6), round(rng.gauss(HOT_SPOT[1], 0.02), 6))
+        for _ in range(3_000)
+    ]
+    drafts += [
+        _draft(rng, round(rng.uniform(-100.0, -80.0), 6), round(rng.uniform(45.0, 49.0), 6))
+        for _ in range(1_000)
+    ]
+    west, south, east, north = EDGE_BOX
+    drafts += [
+        _draft(rng, lon, lat)
+        for lon, lat in [(west, south), (east, north), (west, 46.7), (-89.8, north)] * 10
+    ]
+    received = T0 + timedelta(days=90)
+    return [Report(draft=d, received_at=received, snap=BEYOND) for d in drafts]
+
+
+@pytest.fixture(scope="module")
+def store() -> Iterator[PostgisStore]:
+    """A store of its own holding _reports(), analysed (so reltuples is known)."""
+    with fresh_postgis_database() as url:
+        opened = PostgisStore.open(Settings(database_url=url))
+        try:
+            batch = _reports(seed=7)
+            for start in range(0, len(batch), 1_000):
+                opened.add_reports(batch[start : start + 1_000])
+            libpq = url.replace("postgresql+psycopg://", "postgresql://", 1)
+            with psycopg.connect(libpq, autocommit=True) as conn:
+                conn.execute("VACUUM ANALYZE reports")
+            yield opened
+        finally:
+            opened.close()
+
+
+@pytest.fixture
+def conn(store: PostgisStore) -> Iterator[Connection]:
+    """A connection in a transaction that is rolled back: tests may change the rollups."""
+    with store.engine.connect() as connection, connection.begin() as transaction:
+        yield connection
+        transaction.rollback()
+
+
+def _inside(report: Report, box: tuple[float, float, float, float]) -> bool:
+    return box[0] <= report.draft.lon <= box[2] and box[1] <= report.draft.lat <= box[3]
+
+
+def _expected(query: ReportQuery) -> list[uuid.UUID]:
+    """Every report of ``query`` in page order, computed in Python from what was stored."""
+    assert query.bbox is not None
+    chosen = [
+        r
+        for r in _reports(seed=7)
+        if _inside(r, query.bbox)
+        and (query.start is None or r.draft.observed_at >= query.start)
+        and (query.kind is None or r.draft.kind == query.kind)
+    ]
+    chosen.sort(key=lambda r: (r.draft.observed_at, r.id), reverse=query.descending)
+    return [r.id for r in chosen]
+
+
+QUERIES = [
+    pytest.param(ReportQuery(bbox=DENSE_BOX, limit=250), id="dense"),
+    pytest.param(ReportQuery(bbox=DENSE_BOX, limit=250, descending=True), id="dense-newest-first"),
+    pytest.param(
+        ReportQuery(bbox=DENSE_BOX, limit=100, start=T0 + timedelta(days=50), kind="attempt"),
+        id="dense-late-attempts",
+    ),
+    pytest.param(ReportQuery(bbox=SPARSE_BOX, limit=7), id="sparse"),
+    pytest.param(ReportQuery(bbox=SPARSE_BOX, limit=7, descending=True), id="sparse-newest-first"),
+    pytest.param(ReportQuery(bbox=EDGE_BOX, limit=6), id="edges"),
+    pytest.param(ReportQuery(bbox=EMPTY_BOX, limit=10), id="empty"),
+]
+
+
+@pytest.mark.parametrize("query", QUERIES)
+def test_walking_in_time_order_and_fetching_matches_first_give_the_same_rows(
+    conn: Connection, query: ReportQuery
+) -> None:
+    pages_read = 0
+    while True:
+        walked = pages._fetch_in_time_order(conn, query)
+        matched = pages._fetch_matches_first(conn, query, cap=1_000_000)
+        assert matched is not None
+        assert [tuple(row) for row in matched] == [tuple(row) for row in walked]
+        pages_read += 1
+        if len(walked) <= query.limit:
+            break
+        last = walked[query.limit - 1]
+        query = dataclasses.replace(query, after=PageKey(last.observed_at, last.id))
+    assert pages_read > 1 or not _expected(query)
+
+
+@pytest.mark.parametrize("query", QUERIES)
+def test_store_pages_through_a_box_without_skips_or_repeats(
+    store: PostgisStore, query: ReportQuery
+) -> None:
+    seen: list[uuid.UUID] = []
+    while True:
+        page = store.query_reports(query)
+        seen += [r.id for r in page.reports]
+        if page.next_key is None:
+            break
+        query = dataclasses.replace(query, after=page.next_key)
+    assert seen == _expected(query)
+
+
+def test_a_sparse_box_is_read_matches_first_and_a_dense_one_in_time_order(
+    conn: Connection,
+) -> None:
+    assert pages._matches_first_cap(conn, SPARSE_BOX, limit=7) is not None
+    assert pages._matches_first_cap(conn, EMPTY_BOX, limit=7) is not None
+    assert pages._matches_first_cap(conn, DENSE_BOX, limit=7) is None
+
+
+def test_bigger_pages_read_more_boxes_matches_first(conn: Connection) -> None:
+    # Walking reads about limit * N / n rows: the bigger the page, the more it costs.
+    assert pages._matches_first_cap(conn, DENSE_BOX, limit=10) is None
+    assert pages._matches_first_cap(conn, DENSE_BOX, limit=100_000) is not None
+
+
+def test_a_box_denser_than_its_rollups_say_is_walked_after_all(conn: Connection) -> None:
+    conn.execute(text("DELETE FROM tile_cells"))  # as if reports were loaded around ingest
+    query = ReportQuery(bbox=DENSE_BOX, limit=50)
+    cap = pages._matches_first_cap(conn, DENSE_BOX, limit=query.limit)
+    assert cap is not None and cap < len(_expected(query))
+    assert pages._fetch_matches_first(conn, query, cap=cap) is None
+    page = pages.query_reports(conn, query)
+    assert [r.id for r in page.reports] == _expected(query)[:50]
+    assert page.next_key is not None
