@@ -110,8 +110,8 @@ def _group_of(
                 values.append(segment.section)
             elif key == "border":
                 values.append(segment.border)
-            else:
-                values.append(str(segment.properties.get("region_pair") or "") or None)
+            else:  # the file's region_pair, else the segment's section: never null when snapped
+                values.append(str(segment.properties.get("region_pair") or segment.section))
         else:
             values.append(counted.get(key))
     return tuple(values)

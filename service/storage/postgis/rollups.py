@@ -99,6 +99,8 @@ def rebuild(conn: Connection) -> None:
         GROUP BY 1, 2
         """
     )
+    # Fresh statistics, or the planner guesses at tables it has just seen emptied and refilled.
+    conn.exec_driver_sql("ANALYZE tile_cells, segment_totals, count_days, count_months")
 
 
 # Delete one report and count it out of every rollup, in one statement; then drop emptied rows.
