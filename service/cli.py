@@ -75,6 +75,7 @@ def _db_rebuild_rollups(args: argparse.Namespace, settings: Settings) -> int:
 def _segments_load(args: argparse.Namespace, settings: Settings) -> int:
     from service.progress import Progress
     from service.storage import open_store
+    from service.usecases.access import record
     from service.usecases.segments import load_segments
 
     store = open_store(settings)
@@ -86,6 +87,8 @@ def _segments_load(args: argparse.Namespace, settings: Settings) -> int:
             max_distance_m=settings.max_snap_distance_m,
             on_progress=lambda done, total: _tick(progress, done, total),
         )
+        record(store, _cli_admin(), "segments.load",
+               {"path": str(args.path), "segments": len(index), "resnapped": progress.done})  # fmt: skip
     finally:
         store.close()
     if progress.done:
@@ -111,6 +114,7 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
     from service.progress import Progress
     from service.storage import open_store
     from service.storage.base import ReportQuery
+    from service.usecases.access import record
     from service.usecases.transfer import export_reports
 
     query = ReportQuery(start=parse_time("start", args.start), end=parse_time("end", args.end))
@@ -122,6 +126,8 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
         for count, report in enumerate(export_reports(store, query), start=1):
             out.write(orjson.dumps(report_feature(report)) + b"\n")
             progress.update(count)
+        record(store, _cli_admin(), "reports.export",
+               {"start": args.start, "end": args.end, "reports": count})  # fmt: skip
     finally:
         if out is not sys.stdout.buffer:
             out.close()

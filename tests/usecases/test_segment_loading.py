@@ -141,6 +141,8 @@ def test_a_new_border_re_snaps_stored_reports_and_recounts(fresh_url: str, tmp_p
     result = run_cli(fresh_url, "segments", "load", str(path), text=True)
     assert result.returncode == 0, result.stderr
     assert "20 stored reports re-snapped" in result.stdout
+    audit = run_cli(fresh_url, "audit", text=True).stdout
+    assert "segments.load" in audit and '"resnapped":20' in audit
     new_index = read_segment_file(path)
     store = open_store(settings)
     try:
