@@ -16,14 +16,20 @@ _ROLLUP = """
     JOIN {table} c ON c.period = v.period
     WHERE true{filters}
 """
+# Each range reads its own reports (LATERAL, fenced by OFFSET 0): joined plainly, the planner
+# read every report of a segment once per range and filtered the join afterwards (bench/aggregates:
+# 190 of 244 ms for one segment's days; 0.5 ms as ranges on the (segment_id, observed_at) index).
 _RANGES = """
-    SELECT v.bucket, v.sign, coalesce(r.segment_id, '') AS segment_id,
-           coalesce(r.side::text, '') AS side, r.kind, coalesce(r.direction::text, '') AS direction,
-           1 AS reports, r.people_count AS people
+    SELECT v.bucket, v.sign, r.segment_id, r.side, r.kind, r.direction, 1 AS reports, r.people
     FROM unnest(%(r_start)s::timestamptz[], %(r_end)s::timestamptz[], %(r_bucket)s::int[],
                 %(r_sign)s::int[]) AS v(t0, t1, bucket, sign)
-    JOIN reports r ON r.observed_at >= v.t0 AND r.observed_at < v.t1
-    WHERE true{filters}
+    CROSS JOIN LATERAL (
+        SELECT coalesce(r.segment_id, '') AS segment_id, coalesce(r.side::text, '') AS side,
+               r.kind, coalesce(r.direction::text, '') AS direction, r.people_count AS people
+        FROM reports r
+        WHERE r.observed_at >= v.t0 AND r.observed_at < v.t1{filters}
+        OFFSET 0
+    ) AS r
 """
 _BOX = (
     " AND r.geom && ST_MakeEnvelope(%(w)s, %(s)s, %(e)s, %(n)s, 4326)"
