@@ -392,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.run(args, settings))
     except ServiceError as error:
         print(f"crossings: {error.detail}", file=sys.stderr)
+        for field_error in error.errors:
+            print(f"  {field_error.field}: {field_error.reason}", file=sys.stderr)
         return 1
 
 
