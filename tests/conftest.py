@@ -95,6 +95,30 @@ def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 STORES = ["sqlite", pytest.param("postgis", marks=pytest.mark.postgis)]
 
 
+@pytest.fixture(scope="module", params=STORES)
+def store_with_border(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Any, Any]]:
+    """(url, open store, index of its border): a fresh store of each kind, for one test module."""
+    from service.storage import open_store
+    from service.usecases.segments import ensure_segments
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('module') / 'module.db'}"
+        opened = open_store(Settings(database_url=url))
+        try:
+            yield url, opened, ensure_segments(opened, None)
+        finally:
+            opened.close()
+        return
+    with fresh_postgis_database() as url:
+        opened = open_store(Settings(database_url=url))
+        try:
+            yield url, opened, ensure_segments(opened, None)
+        finally:
+            opened.close()
+
+
 @pytest.fixture(scope="session", params=STORES)
 def store_url(request: pytest.FixtureRequest) -> str:
     """The URL of each store in turn: every behavioural test runs against both."""

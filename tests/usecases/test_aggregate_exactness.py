@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,13 +24,10 @@ from service.domain.aggregation import GROUP_KEYS, UNITS
 from service.domain.reports import Report, ReportDraft
 from service.domain.segments import SegmentIndex
 from service.settings import Settings
-from service.storage import open_store
 from service.storage.base import Store
 from service.usecases.aggregates import AggregateRequest, aggregate
-from service.usecases.segments import ensure_segments
 from service.usecases.submit_reports import submit_batch
 from service.usecases.transfer import export_reports
-from tests.conftest import STORES, fresh_postgis_database
 
 T0 = datetime(2025, 12, 20, tzinfo=UTC)
 NOW = datetime(2027, 1, 1, tzinfo=UTC)
@@ -39,26 +35,6 @@ ZONES = ["UTC", "America/St_Johns", "Asia/Kathmandu", "America/Los_Angeles", "Pa
 KINDS = ("crossing", "attempt", "evidence", "assistance")
 # Near the border (snapped) and one place far from it (beyond reach).
 PLACES = [(-73.45, 45.01), (-122.75, 49.0), (-97.2, 49.0), (-106.5, 31.77), (-95.0, 30.0)]
-
-
-@pytest.fixture(scope="module", params=STORES)
-def store(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[str, Store, SegmentIndex]]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('agg') / 'agg.db'}"
-        opened = open_store(Settings(database_url=url))
-        try:
-            yield url, opened, ensure_segments(opened, None)
-        finally:
-            opened.close()
-        return
-    with fresh_postgis_database() as url:
-        opened = open_store(Settings(database_url=url))
-        try:
-            yield url, opened, ensure_segments(opened, None)
-        finally:
-            opened.close()
 
 
 def _wipe(url: str) -> None:
@@ -194,9 +170,9 @@ def _drafts(rows: list[tuple]) -> list[ReportDraft]:
 )
 @given(batches=st.lists(_reports, min_size=1, max_size=3), spec=_requests)
 def test_aggregates_equal_counting_the_reports(
-    store: tuple[str, Store, SegmentIndex], batches: list[list[tuple]], spec: dict
+    store_with_border: tuple[str, Store, SegmentIndex], batches: list[list[tuple]], spec: dict
 ) -> None:
-    url, opened, index = store
+    url, opened, index = store_with_border
     _wipe(url)
     for batch in batches:
         submit_batch(opened, index, _drafts(batch), settings=Settings(database_url=url), now=NOW)
@@ -232,9 +208,9 @@ def test_aggregates_equal_counting_the_reports(
     ],
 )
 def test_local_month_boundaries(
-    store: tuple[str, Store, SegmentIndex], zone: str, local: str, expected_month: date
+    store_with_border: tuple[str, Store, SegmentIndex], zone: str, local: str, expected_month: date
 ) -> None:
-    url, opened, index = store
+    url, opened, index = store_with_border
     _wipe(url)
     moment = datetime.fromisoformat(local).replace(tzinfo=ZoneInfo(zone))
     draft = ReportDraft(uuid.uuid4(), moment.astimezone(UTC), -73.45, 45.01, 4, "crossing",

@@ -6,7 +6,6 @@ from __future__ import annotations
 import random
 import sqlite3
 import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,14 +27,12 @@ from service.domain.tiles import (
     tile_address,
 )
 from service.settings import Settings
-from service.storage import open_store
 from service.storage.base import ReportQuery, Store, TileQuery
 from service.usecases.aggregates import AggregateRequest, aggregate
-from service.usecases.segments import ensure_segments
 from service.usecases.submit_reports import submit_batch
 from service.usecases.tiles import mvt_tile
 from service.usecases.transfer import export_reports
-from tests.conftest import STORES, fresh_postgis_database, wipe_reports
+from tests.conftest import wipe_reports
 
 T0 = datetime(2025, 12, 20, tzinfo=UTC)
 CUT = T0 + timedelta(days=183, hours=5, minutes=7, seconds=3)  # not on a day boundary
@@ -47,26 +44,6 @@ PLACES = [(-73.45, 45.01), (-122.75, 49.0), (-97.2, 49.0), (-106.5, 31.77), (-95
 # Edges of the grid, kept exact: beyond Web Mercator's latitude limit, and at the antimeridian.
 EDGES = [(-60.0, 86.5), (179.9999, -87.0), (-180.0, 0.0)]
 ZOOMS = (0, 2, 5, 7, 9)
-
-
-@pytest.fixture(scope="module", params=STORES)
-def store(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[str, Store, SegmentIndex]]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('retention') / 'retention.db'}"
-        opened = open_store(Settings(database_url=url))
-        try:
-            yield url, opened, ensure_segments(opened, None)
-        finally:
-            opened.close()
-        return
-    with fresh_postgis_database() as url:
-        opened = open_store(Settings(database_url=url))
-        try:
-            yield url, opened, ensure_segments(opened, None)
-        finally:
-            opened.close()
 
 
 def _drafts(count: int = 160) -> list[ReportDraft]:
@@ -120,9 +97,9 @@ def _purged(report: Report) -> Report:
 
 
 def test_purge_strips_the_precise_fields_of_older_reports_only(
-    store: tuple[str, Store, SegmentIndex],
+    store_with_border: tuple[str, Store, SegmentIndex],
 ) -> None:
-    url, opened, index = store
+    url, opened, index = store_with_border
     before = _ingest(url, opened, index)
     old = [r for r in before.values() if _is_old(r)]
     # Not vacuous: the old reports had every precise field to lose, snapped or not.
@@ -142,11 +119,11 @@ def test_purge_strips_the_precise_fields_of_older_reports_only(
 
 
 def test_purged_reports_are_found_at_their_new_position(
-    store: tuple[str, Store, SegmentIndex],
+    store_with_border: tuple[str, Store, SegmentIndex],
 ) -> None:
     """The spatial index follows the move (SQLite's R*Tree): a box around the cell centre finds
     the report, a box around where it was no longer does."""
-    url, opened, index = store
+    url, opened, index = store_with_border
     before = _ingest(url, opened, index)
     opened.purge_precise(CUT)
     for report in (r for r in before.values() if _is_old(r)):
@@ -157,11 +134,11 @@ def test_purged_reports_are_found_at_their_new_position(
 
 
 def test_purge_keeps_every_report_in_its_level_15_cell(
-    store: tuple[str, Store, SegmentIndex],
+    store_with_border: tuple[str, Store, SegmentIndex],
 ) -> None:
     """PostGIS recomputes its generated grid_x/grid_y from the moved position: they stay in the
     same level-15 cell, and agree with grid_cell to the bit. SQLite computes cells from lon/lat."""
-    url, opened, index = store
+    url, opened, index = store_with_border
     _ingest(url, opened, index)
     cells_before = _level_15_cells(url)
     opened.purge_precise(CUT)
@@ -195,8 +172,10 @@ AGGREGATES = [
 ]
 
 
-def test_purge_keeps_aggregates_identical(store: tuple[str, Store, SegmentIndex]) -> None:
-    url, opened, index = store
+def test_purge_keeps_aggregates_identical(
+    store_with_border: tuple[str, Store, SegmentIndex],
+) -> None:
+    url, opened, index = store_with_border
     _ingest(url, opened, index)
     before = [aggregate(opened, index, request, suppress_below=0) for request in AGGREGATES]
     assert any(result.rows for result in before)
@@ -224,9 +203,9 @@ def _tile_queries() -> list[TileQuery]:
 
 
 def test_purge_keeps_tiles_below_zoom_10_identical(
-    store: tuple[str, Store, SegmentIndex],
+    store_with_border: tuple[str, Store, SegmentIndex],
 ) -> None:
-    url, opened, index = store
+    url, opened, index = store_with_border
     _ingest(url, opened, index)
     queries = _tile_queries()
     before = [_tile(opened, index, query) for query in queries]
@@ -265,8 +244,8 @@ def _tile(store: Store, index: SegmentIndex, query: TileQuery) -> Tile:
     return Tile(encoded, content, store.tile_mvt(query), clusters)
 
 
-def test_purging_again_purges_nothing(store: tuple[str, Store, SegmentIndex]) -> None:
-    url, opened, index = store
+def test_purging_again_purges_nothing(store_with_border: tuple[str, Store, SegmentIndex]) -> None:
+    url, opened, index = store_with_border
     _ingest(url, opened, index)
     assert opened.purge_precise(CUT) > 0
     once = list(export_reports(opened))
@@ -275,9 +254,9 @@ def test_purging_again_purges_nothing(store: tuple[str, Store, SegmentIndex]) ->
 
 
 def test_a_replayed_purged_report_is_still_a_duplicate(
-    store: tuple[str, Store, SegmentIndex],
+    store_with_border: tuple[str, Store, SegmentIndex],
 ) -> None:
-    url, opened, index = store
+    url, opened, index = store_with_border
     before = _ingest(url, opened, index)
     opened.purge_precise(CUT)
     drafts = _drafts()
@@ -343,10 +322,10 @@ def _postgis_positions(url: str) -> list[tuple[float, float, int, int]]:
 
 
 def test_tile_rollups_still_count_the_reports_after_a_purge(
-    store: tuple[str, Store, SegmentIndex],
+    store_with_border: tuple[str, Store, SegmentIndex],
 ) -> None:
     """Cells finer than the purge level move with the purged reports (PostGIS keeps them)."""
-    url, opened, index = store
+    url, opened, index = store_with_border
     if url.startswith("sqlite"):
         pytest.skip("SQLite keeps no tile rollups")
     _ingest(url, opened, index)
