@@ -20,6 +20,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
+from service.domain.errors import FieldError, InvalidParameter
+
 Unit = Literal["day", "week", "month", "quarter", "year"]
 Grain = Literal["day", "month"]
 UNITS: tuple[Unit, ...] = ("day", "week", "month", "quarter", "year")
@@ -87,10 +89,18 @@ def _midnight(d: date, zone: ZoneInfo) -> datetime:
     return datetime(d.year, d.month, d.day, tzinfo=zone)
 
 
+MAX_BUCKETS = 10_000
+_DAYS_AT_LEAST = {"day": 1, "week": 7, "month": 28, "quarter": 89, "year": 365}
+
+
 def buckets(unit: Unit | None, zone: ZoneInfo, start: datetime, end: datetime) -> list[Bucket]:
-    """The buckets covering [start, end), in order; each local period clipped to the window."""
+    """The buckets covering [start, end), in order; each local period clipped to the window.
+    Refuses (InvalidParameter) a range of more than MAX_BUCKETS buckets."""
     if end <= start:
         return []
+    if unit is not None and (end - start).days // _DAYS_AT_LEAST[unit] + 2 > MAX_BUCKETS:
+        reason = f"would make more than {MAX_BUCKETS:,} buckets: narrow start/end or take a longer bucket"
+        raise InvalidParameter(f"bucket {reason}", errors=[FieldError("bucket", reason)])
     if unit is None:
         return [Bucket(None, start, end)]
     out: list[Bucket] = []

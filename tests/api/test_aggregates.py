@@ -145,3 +145,13 @@ async def test_bad_parameters_are_400_naming_them(
     assert response.status_code == 400, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert field in [e["field"] for e in response.json()["errors"]]
+
+
+async def test_a_range_of_too_many_buckets_is_refused(client: httpx.AsyncClient) -> None:
+    await _post(client, [_body(ROXHAM, 0)])
+    response = await client.get("/v1/aggregates?bucket=day&start=0001-01-01T00:00:00Z")
+    assert response.status_code == 400
+    assert [e["field"] for e in response.json()["errors"]] == ["bucket"]
+    assert (
+        await client.get("/v1/aggregates?bucket=year&start=0001-01-01T00:00:00Z")
+    ).status_code == 200
