@@ -129,6 +129,11 @@ def _boundaries(grain: Grain, moment: datetime) -> tuple[datetime, datetime]:
     return floor, following
 
 
+def period_end(grain: Grain, period: datetime) -> datetime:
+    """The end of the UTC day or month that starts at ``period``."""
+    return _boundaries(grain, period)[1]
+
+
 def _nearest(grain: Grain, moment: datetime) -> datetime:
     floor, ceiling = _boundaries(grain, moment)
     if moment == floor:

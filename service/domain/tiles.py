@@ -75,12 +75,12 @@ class TileAddress:
         east = (self.x + 1 + m) / n * 360.0 - 180.0
         # Reports beyond Web Mercator's edge (85.05 degrees) belong to its first or last row of
         # tiles, as grid_cell puts them, and are drawn at that edge.
-        north = 90.0 if self.y == 0 else _lat_of(self.y - m, n)
-        south = -90.0 if self.y == n - 1 else _lat_of(self.y + 1 + m, n)
+        north = 90.0 if self.y == 0 else lat_of_row(self.y - m, n)
+        south = -90.0 if self.y == n - 1 else lat_of_row(self.y + 1 + m, n)
         return max(west, -180.0), south, min(east, 180.0), north
 
 
-def _lat_of(row: float, n: int) -> float:
+def lat_of_row(row: float, n: int) -> float:
     return math.degrees(math.atan(math.sinh(math.pi * (1.0 - 2.0 * row / n))))
 
 
@@ -125,7 +125,55 @@ def cell_centre(level: int, cx: int, cy: int) -> tuple[float, float]:
     if not 0 <= level <= GRID_LEVEL:
         raise ValueError(f"no grid level {level}: levels run from 0 to {GRID_LEVEL}")
     n = 1 << level
-    return (cx + 0.5) / n * 360.0 - 180.0, _lat_of(cy + 0.5, n)
+    return (cx + 0.5) / n * 360.0 - 180.0, lat_of_row(cy + 0.5, n)
+
+
+@dataclass(frozen=True, slots=True)
+class CellBlock:
+    """The cells x0..x1 by y0..y1 of the 2^level grid that lie wholly inside a box, and strips
+    (w, s, e, n) that together hold every position of the box outside those cells."""
+
+    level: int
+    x0: int
+    x1: int
+    y0: int
+    y1: int
+    strips: tuple[tuple[float, float, float, float], ...]
+
+
+# Strips reach this far (degrees) into the block: far more than float rounding in grid_cell
+# (~1e-13), far less than a cell. They only narrow an index search; the cells decide.
+_STRIP_OVERLAP = 1e-7
+
+
+def cells_inside(bbox: tuple[float, float, float, float], level: int) -> CellBlock | None:
+    """The block of whole level-``level`` cells inside ``bbox`` (w, s, e, n; inclusive), or None
+    when it holds no whole cell.
+
+    A block cell lies strictly right of the cell holding the box's west edge, so every position in
+    it has a grid_x above that edge's and, grid_cell being monotonic, a longitude above w; the
+    same holds for the other three edges. So a report in a block cell is in the box, whatever the
+    float rounding: the cells the box's edges cross are left for the reports themselves.
+    """
+    w, s, e, n = bbox
+    shift = GRID_LEVEL - level
+    west, north = grid_cell(w, n)
+    east, south = grid_cell(e, s)
+    x0, x1 = (west >> shift) + 1, (east >> shift) - 1
+    y0, y1 = (north >> shift) + 1, (south >> shift) - 1
+    if x0 > x1 or y0 > y1:
+        return None
+    size = 1 << level
+    inner_w, inner_e = x0 / size * 360.0 - 180.0, (x1 + 1) / size * 360.0 - 180.0
+    inner_n, inner_s = lat_of_row(y0, size), lat_of_row(y1 + 1, size)
+    lap = _STRIP_OVERLAP
+    strips = (
+        (w, s, inner_w + lap, n),
+        (inner_e - lap, s, e, n),
+        (w, inner_n - lap, e, n),
+        (w, s, e, inner_s + lap),
+    )
+    return CellBlock(level, x0, x1, y0, y1, strips)
 
 
 def pixels(tile: TileAddress, lons: Any, lats: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -140,7 +188,7 @@ def pixels(tile: TileAddress, lons: Any, lats: Any) -> tuple[np.ndarray, np.ndar
 
 def lonlat_of_pixel(tile: TileAddress, px: float, py: float) -> tuple[float, float]:
     n = 1 << tile.z
-    return (tile.x + px / EXTENT) / n * 360.0 - 180.0, _lat_of(tile.y + py / EXTENT, n)
+    return (tile.x + px / EXTENT) / n * 360.0 - 180.0, lat_of_row(tile.y + py / EXTENT, n)
 
 
 def point_feature_id(report_id: Any) -> int:

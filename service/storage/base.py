@@ -171,8 +171,8 @@ COUNT_KEYS = ("segment_id", "side", "kind", "direction")
 class CountQuery:
     """Counts of reports and people per bucket, by ``keys`` (a subset of COUNT_KEYS), from signed
     parts (service/domain/aggregation.py): rollup periods and ranges of observed_at. Filters:
-    ``segment_ids`` (any of them), ``kind``; ``bbox`` (inclusive; only with ranges, as rollups do
-    not know positions)."""
+    ``segment_ids`` (any of them), ``kind``; ``bbox`` (inclusive; only with day periods and
+    ranges: only a day rollup may know positions)."""
 
     keys: tuple[str, ...]
     periods: tuple[PeriodPart, ...] = ()

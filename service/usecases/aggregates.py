@@ -1,8 +1,9 @@
 """Aggregates: reports and people by group and time bucket, exact, with small counts suppressed.
 
 Counting goes through the store's rollups wherever a bucket covers whole UTC days or months (see
-service/domain/aggregation.py); a box filter needs positions, which rollups do not keep, so it
-counts the reports themselves. Figures are then suppressed (service/domain/suppression.py).
+service/domain/aggregation.py). A box filter asks for days only: the only rollup that knows
+positions (PostGIS's cell_days) counts days; a store without one counts the reports. Figures are
+then suppressed (service/domain/suppression.py).
 """
 
 from __future__ import annotations
@@ -132,10 +133,8 @@ def aggregate(
     # Day and week buckets hold no whole month: reading months and taking most days away again
     # would read twice the rows.
     grains: tuple[Any, ...] = (
-        ()
-        if request.bbox is not None
-        else ("day",)
-        if request.bucket in ("day", "week")
+        ("day",)
+        if request.bbox is not None or request.bucket in ("day", "week")
         else ("month", "day")
     )
     periods: list[PeriodPart] = []
@@ -173,13 +172,8 @@ def aggregate(
             for number in range(len(chosen)):
                 cells.setdefault((group, number), (0, 0))
     table = suppress(cells, groups, list(range(len(chosen))), below=suppress_below)
-    order = {g: i for i, g in enumerate(groups)}
-    rows = [
-        AggregateRow(group, number, figure)
-        for (group, number), figure in sorted(
-            table.cells.items(), key=lambda item: (order[item[0][0]], item[0][1])
-        )
-    ]
+    # suppress() gives the cells in row-major order: by group, then by bucket.
+    rows = [AggregateRow(group, number, figure) for (group, number), figure in table.cells.items()]
     return Aggregate(
         request=request,
         buckets=chosen,

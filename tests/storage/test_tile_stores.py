@@ -39,6 +39,7 @@ from service.domain.tiles import (
 from service.settings import Settings
 from service.storage import open_store
 from service.storage.base import Store, TileQuery
+from service.storage.postgis.rollups import ROLLUP_TABLES
 from service.storage.postgis.store import PostgisStore
 from service.usecases.segments import ensure_segments
 from service.usecases.submit_reports import submit_batch
@@ -233,7 +234,7 @@ def test_rollups_equal_a_count_of_the_reports(
 ) -> None:
     url, store, index = rollup_store
     with psycopg.connect(_libpq(url)) as conn:
-        conn.execute("TRUNCATE reports, tile_cells, segment_totals, count_days, count_months")
+        conn.execute(f"TRUNCATE reports, {', '.join(ROLLUP_TABLES)}")
     for batch in batches:
         drafts = [
             ReportDraft(
@@ -281,7 +282,7 @@ def test_rebuild_recounts_what_ingest_counted(
 ) -> None:
     url, store, index = rollup_store
     with psycopg.connect(_libpq(url)) as conn:
-        conn.execute("TRUNCATE reports, tile_cells, segment_totals, count_days, count_months")
+        conn.execute(f"TRUNCATE reports, {', '.join(ROLLUP_TABLES)}")
     later = T0 + timedelta(days=100)
     submit_batch(store, index, _drafts(500, seed=3), settings=Settings(database_url=url), now=later)
     query = "SELECT * FROM tile_cells ORDER BY 1, 2, 3, 4"

@@ -11,11 +11,9 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import psycopg
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -23,11 +21,13 @@ from hypothesis import strategies as st
 from service.domain.aggregation import GROUP_KEYS, UNITS
 from service.domain.reports import Report, ReportDraft
 from service.domain.segments import SegmentIndex
+from service.domain.tiles import cells_inside, lat_of_row
 from service.settings import Settings
 from service.storage.base import Store
 from service.usecases.aggregates import AggregateRequest, aggregate
 from service.usecases.submit_reports import submit_batch
 from service.usecases.transfer import export_reports
+from tests.conftest import wipe_reports
 
 T0 = datetime(2025, 12, 20, tzinfo=UTC)
 NOW = datetime(2027, 1, 1, tzinfo=UTC)
@@ -35,18 +35,6 @@ ZONES = ["UTC", "America/St_Johns", "Asia/Kathmandu", "America/Los_Angeles", "Pa
 KINDS = ("crossing", "attempt", "evidence", "assistance")
 # Near the border (snapped) and one place far from it (beyond reach).
 PLACES = [(-73.45, 45.01), (-122.75, 49.0), (-97.2, 49.0), (-106.5, 31.77), (-95.0, 30.0)]
-
-
-def _wipe(url: str) -> None:
-    if url.startswith("sqlite"):
-        import sqlite3
-
-        with sqlite3.connect(Path(url.removeprefix("sqlite:///"))) as conn:
-            for table in ("reports", "reports_rtree", "count_days", "count_months"):
-                conn.execute(f"DELETE FROM {table}")
-        return
-    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1)) as conn:
-        conn.execute("TRUNCATE reports, tile_cells, segment_totals, count_days, count_months")
 
 
 def _local_bucket(unit: str | None, moment: datetime, zone: ZoneInfo) -> date | None:
@@ -173,7 +161,7 @@ def test_aggregates_equal_counting_the_reports(
     store_with_border: tuple[str, Store, SegmentIndex], batches: list[list[tuple]], spec: dict
 ) -> None:
     url, opened, index = store_with_border
-    _wipe(url)
+    wipe_reports(url)
     for batch in batches:
         submit_batch(opened, index, _drafts(batch), settings=Settings(database_url=url), now=NOW)
     stored = list(export_reports(opened))
@@ -211,7 +199,7 @@ def test_local_month_boundaries(
     store_with_border: tuple[str, Store, SegmentIndex], zone: str, local: str, expected_month: date
 ) -> None:
     url, opened, index = store_with_border
-    _wipe(url)
+    wipe_reports(url)
     moment = datetime.fromisoformat(local).replace(tzinfo=ZoneInfo(zone))
     draft = ReportDraft(uuid.uuid4(), moment.astimezone(UTC), -73.45, 45.01, 4, "crossing",
                         "US", None)  # fmt: skip
@@ -222,3 +210,62 @@ def test_local_month_boundaries(
     bucket = result.buckets[row.bucket]
     assert bucket.local_start is not None and bucket.local_start.date() == expected_month
     assert (row.figure.reports, row.figure.people) == (1, 4)
+
+
+# Positions on, and a hair either side of, the edges of level-12 grid cells around Roxham Road
+# (the cells PostGIS's cell_days counts), so that reports sit on box edges and cell edges alike.
+_CELL_COLUMNS = range(1208, 1214)
+_CELL_ROWS = range(1470, 1476)
+_NUDGES = (0.0, 1e-9, -1e-9, 0.021)
+_LONS = sorted({round(k / 4096 * 360.0 - 180.0, 12) + d for k in _CELL_COLUMNS for d in _NUDGES})
+_LATS = sorted({lat_of_row(k, 4096) + d for k in _CELL_ROWS for d in _NUDGES})
+_boxes = st.tuples(
+    st.lists(st.sampled_from(_LONS), min_size=2, max_size=2, unique=True).map(sorted),
+    st.lists(st.sampled_from(_LATS), min_size=2, max_size=2, unique=True).map(sorted),
+).map(lambda t: (t[0][0], t[1][0], t[0][1], t[1][1]))
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.integers(0, 50 * 24 * 4),  # quarter-hours after T0
+            st.sampled_from(_LONS),
+            st.sampled_from(_LATS),
+            st.sampled_from(KINDS),
+            st.integers(1, 20),
+        ),
+        min_size=1,
+        max_size=80,
+    ),
+    box=_boxes,
+    bucket=st.sampled_from([None, "day", "week", "month"]),
+    zone=st.sampled_from(["UTC", "America/Toronto", "Asia/Kathmandu"]).map(ZoneInfo),
+    group_by=st.sampled_from([(), ("region",), ("kind", "side")]),
+)
+def test_box_aggregates_equal_counting_the_reports(
+    store_with_border: tuple[str, Store, SegmentIndex],
+    rows: list[tuple],
+    box: tuple[float, float, float, float],
+    bucket: str | None,
+    zone: ZoneInfo,
+    group_by: tuple[str, ...],
+) -> None:
+    """Whole cells from the rollup, edge cells from the reports (PostGIS), or every report
+    (SQLite): the same numbers as testing each report against the box."""
+    url, opened, index = store_with_border
+    wipe_reports(url)
+    drafts = [
+        ReportDraft(uuid.UUID(int=n + 1), T0 + timedelta(minutes=15 * q, seconds=n), lon, lat,
+                    people, kind, "US", None)
+        for n, (q, lon, lat, kind, people) in enumerate(rows)
+    ]  # fmt: skip
+    submit_batch(opened, index, drafts, settings=Settings(database_url=url), now=NOW)
+    stored = list(export_reports(opened))
+    request = AggregateRequest(group_by=group_by, bucket=bucket, zone=zone, bbox=box)  # type: ignore[arg-type]
+    expected = _by_hand(stored, request, index)
+    assert _from_service(opened, index, request) == expected
+    block = cells_inside(box, 12)
+    event(f"whole cells: {'none' if block is None else 'some'}; in box: {bool(expected)}")

@@ -108,11 +108,17 @@ def columns(result: Aggregate) -> list[str]:
 
 
 def rows(result: Aggregate) -> list[dict[str, Any]]:
+    # A big table repeats each group and period many times: work their fields out once.
+    group_fields: dict[tuple[str | None, ...], dict[str, Any]] = {}
+    starts = [{"period_start": local_start_text(b)} for b in result.buckets]
+    bucketed = result.request.bucket is not None
     out = []
     for row in result.rows:
-        fields = result.row_fields(row.group)
-        if result.request.bucket is not None:
-            fields["period_start"] = local_start_text(result.buckets[row.bucket])
+        fields = group_fields.get(row.group)
+        if fields is None:
+            fields = group_fields[row.group] = result.row_fields(row.group)
+        if bucketed:
+            fields = fields | starts[row.bucket]
         out.append(fields | figure_fields(row.figure))
     return out
 

@@ -1,10 +1,14 @@
-"""Rollups that map tiles and aggregates read instead of scanning reports (migrations 0002, 0003).
+"""Rollups that map tiles and aggregates read instead of scanning reports (migrations 0002, 0003,
+0007).
 
 - ``tile_cells``: reports and people per kind in each Web Mercator grid cell at the levels of
   ``ROLLUP_LEVELS``;
 - ``segment_totals``: snapped reports and people per segment and kind;
 - ``count_days``, ``count_months``: reports and people per UTC day / month and
-  (segment_id, side, kind, direction), '' standing for none.
+  (segment_id, side, kind, direction), '' standing for none;
+- ``count_segment_months``: the same per UTC month and (segment_id, kind) only;
+- ``cell_days``: the same per level-``CELL_DAYS_LEVEL`` grid cell, UTC day and
+  (segment_id, side, kind, direction), for aggregates in a box.
 
 Ingest keeps them in the same statement, so in the same transaction, as the reports it creates
 (``ROLLUP_NEW_ROWS``, spliced into the insert); ``rebuild`` recomputes them from the reports, for
@@ -18,18 +22,52 @@ from sqlalchemy import Connection
 
 from service.domain.tiles import GRID_LEVEL, ROLLUP_LEVELS
 
+CELL_DAYS_LEVEL = 12
+ROLLUP_TABLES = (
+    "tile_cells",
+    "segment_totals",
+    "count_days",
+    "count_months",
+    "count_segment_months",
+    "cell_days",
+)
+_CELL_SHIFT = GRID_LEVEL - CELL_DAYS_LEVEL
+# The source rows of each count rollup, over reports (or ingest's ``new``), weight aside.
+_COUNT_KEYS = {
+    "count_days": (
+        "segment_id, period, side, kind, direction",
+        "coalesce({r}.segment_id, ''), date_trunc('day', {r}.observed_at, 'UTC'),"
+        " coalesce({r}.side::text, ''), {r}.kind, coalesce({r}.direction::text, '')",
+    ),
+    "count_months": (
+        "segment_id, period, side, kind, direction",
+        "coalesce({r}.segment_id, ''), date_trunc('month', {r}.observed_at, 'UTC'),"
+        " coalesce({r}.side::text, ''), {r}.kind, coalesce({r}.direction::text, '')",
+    ),
+    "count_segment_months": (
+        "segment_id, period, kind",
+        "coalesce({r}.segment_id, ''), date_trunc('month', {r}.observed_at, 'UTC'), {r}.kind",
+    ),
+    "cell_days": (
+        "cx, cy, period, segment_id, side, kind, direction",
+        f"{{r}}.grid_x >> {_CELL_SHIFT}, {{r}}.grid_y >> {_CELL_SHIFT},"
+        " date_trunc('day', {r}.observed_at, 'UTC'), coalesce({r}.segment_id, ''),"
+        " coalesce({r}.side::text, ''), {r}.kind, coalesce({r}.direction::text, '')",
+    ),
+}
 
-def _count_upsert(table: str, grain: str) -> str:
+
+def _count_upsert(table: str) -> str:
+    columns, values = _COUNT_KEYS[table]
+    places = ", ".join(str(i + 1) for i in range(columns.count(",") + 1))
     return f"""
     {table} AS (
-        INSERT INTO {table} AS t (segment_id, period, side, kind, direction, reports, people)
-        SELECT coalesce(new.segment_id, ''), date_trunc('{grain}', new.observed_at, 'UTC'),
-               coalesce(new.side::text, ''), new.kind, coalesce(new.direction::text, ''),
-               sum(new.weight), sum(new.weight * new.people_count)
+        INSERT INTO {table} AS t ({columns}, reports, people)
+        SELECT {values.format(r="new")}, sum(new.weight), sum(new.weight * new.people_count)
         FROM new
-        GROUP BY 1, 2, 3, 4, 5
-        ORDER BY 1, 2, 3, 4, 5
-        ON CONFLICT (segment_id, period, side, kind, direction) DO UPDATE
+        GROUP BY {places}
+        ORDER BY {places}
+        ON CONFLICT ({columns}) DO UPDATE
             SET reports = t.reports + EXCLUDED.reports, people = t.people + EXCLUDED.people
     )"""
 
@@ -59,27 +97,23 @@ ROLLUP_NEW_ROWS = f"""
         ON CONFLICT (segment_id, kind) DO UPDATE
             SET reports = t.reports + EXCLUDED.reports, people = t.people + EXCLUDED.people
     ),
-    {_count_upsert("count_days", "day")},
-    {_count_upsert("count_months", "month")}
+    {",".join(_count_upsert(table) for table in _COUNT_KEYS)}
 """
 
 
 def rebuild(conn: Connection) -> None:
-    """Recompute both rollups from the stored reports (locks them against ingest meanwhile)."""
-    conn.exec_driver_sql(
-        "LOCK TABLE tile_cells, segment_totals, count_days, count_months IN EXCLUSIVE MODE"
-    )
-    for table in ("tile_cells", "segment_totals", "count_days", "count_months"):
+    """Recompute every rollup from the stored reports (locks them against ingest meanwhile)."""
+    conn.exec_driver_sql(f"LOCK TABLE {', '.join(ROLLUP_TABLES)} IN EXCLUSIVE MODE")
+    for table in ROLLUP_TABLES:
         conn.exec_driver_sql(f"DELETE FROM {table}")
-    for table, grain in (("count_days", "day"), ("count_months", "month")):
+    for table, (columns, values) in _COUNT_KEYS.items():
+        places = ", ".join(str(i + 1) for i in range(columns.count(",") + 1))
         conn.exec_driver_sql(
             f"""
-            INSERT INTO {table} (segment_id, period, side, kind, direction, reports, people)
-            SELECT coalesce(segment_id, ''), date_trunc('{grain}', observed_at, 'UTC'),
-                   coalesce(side::text, ''), kind, coalesce(direction::text, ''),
-                   count(*), sum(people_count)
+            INSERT INTO {table} ({columns}, reports, people)
+            SELECT {values.format(r="reports")}, count(*), sum(people_count)
             FROM reports
-            GROUP BY 1, 2, 3, 4, 5
+            GROUP BY {places}
             """
         )
     conn.exec_driver_sql(
@@ -100,7 +134,7 @@ def rebuild(conn: Connection) -> None:
         """
     )
     # Fresh statistics, or the planner guesses at tables it has just seen emptied and refilled.
-    conn.exec_driver_sql("ANALYZE tile_cells, segment_totals, count_days, count_months")
+    conn.exec_driver_sql(f"ANALYZE {', '.join(ROLLUP_TABLES)}")
 
 
 # Delete one report and count it out of every rollup, in one statement; then drop emptied rows.
@@ -113,7 +147,4 @@ UNCOUNT_DELETED = f"""
     {ROLLUP_NEW_ROWS}
     SELECT id FROM new
 """
-DROP_EMPTIED = tuple(
-    f"DELETE FROM {table} WHERE reports = 0"
-    for table in ("tile_cells", "segment_totals", "count_days", "count_months")
-)
+DROP_EMPTIED = tuple(f"DELETE FROM {table} WHERE reports = 0" for table in ROLLUP_TABLES)

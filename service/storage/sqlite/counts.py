@@ -1,13 +1,16 @@
 """Aggregate counts on SQLite: the same signed sum as on PostGIS (see postgis/counts.py), with
-the parts passed as JSON arrays and times as integer microseconds."""
+the parts passed as JSON arrays and times as integer microseconds. SQLite keeps no rollup with
+positions: a box counts the reports of every part, each period read as the range it covers."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from datetime import datetime
 from typing import Any
 
+from service.domain.aggregation import RangePart, period_end
 from service.storage.base import COUNT_KEYS, CountQuery, CountRow
 from service.storage.sqlite.rows import from_micros, to_micros
 
@@ -41,7 +44,11 @@ def _filters(query: CountQuery, alias: str) -> str:
 def count_reports(conn: sqlite3.Connection, query: CountQuery) -> list[CountRow]:
     assert set(query.keys) <= set(COUNT_KEYS), query.keys
     if query.bbox is not None and query.periods:
-        raise ValueError("rollups know no positions: a box is counted from ranges only")
+        as_ranges = tuple(
+            RangePart(p.period, period_end(p.grain, p.period), p.bucket, p.sign)
+            for p in query.periods
+        )
+        query = dataclasses.replace(query, periods=(), ranges=as_ranges + query.ranges)
     params: dict[str, Any] = {
         "kind": query.kind,
         "segment_ids": None if query.segment_ids is None else json.dumps(sorted(query.segment_ids)),
