@@ -15,10 +15,11 @@ import random
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Row, bindparam, func, select, text
 
 from service.domain.reports import BEYOND, Report, ReportDraft
 from service.settings import Settings
@@ -98,6 +99,29 @@ def conn(store: PostgisStore) -> Iterator[Connection]:
         transaction.rollback()
 
 
+def _walked(conn: Connection, query: ReportQuery) -> list[Row[Any]]:
+    """The page as walking in time order reads it."""
+    shape = pages._Shape.of(query)
+    return list(conn.execute(pages._walk(shape), pages._params(query, reltuples=0.0)))
+
+
+def _matched_first(conn: Connection, query: ReportQuery, *, cap: int) -> list[Row[Any]] | None:
+    """The page as fetching at most ``cap`` matches first reads it; None if more match."""
+    shape = pages._Shape.of(query)
+    matches = pages._matches(shape)
+    fits = select(func.count()).select_from(matches).scalar_subquery() <= bindparam("cap")
+    params = pages._params(query, reltuples=0.0) | {"cap": cap}
+    if not conn.execute(select(fits), params).scalar_one():
+        return None
+    return list(conn.execute(pages._matches_page(shape, matches), params))
+
+
+def _matches_first(conn: Connection, box: tuple[float, float, float, float], *, limit: int) -> bool:
+    """Whether the rollups' count says to fetch the box's matches first."""
+    params = pages._params(ReportQuery(bbox=box, limit=limit), reltuples=pages._reltuples(conn))
+    return bool(conn.execute(select(pages._plan().c.first), params).scalar_one())
+
+
 def _inside(report: Report, box: tuple[float, float, float, float]) -> bool:
     return box[0] <= report.draft.lon <= box[2] and box[1] <= report.draft.lat <= box[3]
 
@@ -136,8 +160,8 @@ def test_walking_in_time_order_and_fetching_matches_first_give_the_same_rows(
 ) -> None:
     pages_read = 0
     while True:
-        walked = pages._fetch_in_time_order(conn, query)
-        matched = pages._fetch_matches_first(conn, query, cap=1_000_000)
+        walked = _walked(conn, query)
+        matched = _matched_first(conn, query, cap=1_000_000)
         assert matched is not None
         assert [tuple(row) for row in matched] == [tuple(row) for row in walked]
         pages_read += 1
@@ -165,23 +189,24 @@ def test_store_pages_through_a_box_without_skips_or_repeats(
 def test_a_sparse_box_is_read_matches_first_and_a_dense_one_in_time_order(
     conn: Connection,
 ) -> None:
-    assert pages._matches_first_cap(conn, SPARSE_BOX, limit=7) is not None
-    assert pages._matches_first_cap(conn, EMPTY_BOX, limit=7) is not None
-    assert pages._matches_first_cap(conn, DENSE_BOX, limit=7) is None
+    assert _matches_first(conn, SPARSE_BOX, limit=7)
+    assert _matches_first(conn, EMPTY_BOX, limit=7)
+    assert not _matches_first(conn, DENSE_BOX, limit=7)
 
 
 def test_bigger_pages_read_more_boxes_matches_first(conn: Connection) -> None:
     # Walking reads about limit * N / n rows: the bigger the page, the more it costs.
-    assert pages._matches_first_cap(conn, DENSE_BOX, limit=10) is None
-    assert pages._matches_first_cap(conn, DENSE_BOX, limit=100_000) is not None
+    assert not _matches_first(conn, DENSE_BOX, limit=10)
+    assert _matches_first(conn, DENSE_BOX, limit=100_000)
 
 
 def test_a_box_denser_than_its_rollups_say_is_walked_after_all(conn: Connection) -> None:
     conn.execute(text("DELETE FROM tile_cells"))  # as if reports were loaded around ingest
     query = ReportQuery(bbox=DENSE_BOX, limit=50)
-    cap = pages._matches_first_cap(conn, DENSE_BOX, limit=query.limit)
-    assert cap is not None and cap < len(_expected(query))
-    assert pages._fetch_matches_first(conn, query, cap=cap) is None
+    assert _matches_first(conn, DENSE_BOX, limit=query.limit)
+    cap = pages._params(query, reltuples=pages._reltuples(conn))["cap"]
+    assert cap < len(_expected(query))
+    assert _matched_first(conn, query, cap=cap) is None
     page = pages.query_reports(conn, query)
     assert [r.id for r in page.reports] == _expected(query)[:50]
     assert page.next_key is not None

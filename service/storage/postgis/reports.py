@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import functools
 import math
+import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from geoalchemy2.functions import ST_X, ST_Y, ST_MakeEnvelope
 from sqlalchemy import (
+    CTE,
     ColumnElement,
     Connection,
     FromClause,
+    Select,
     and_,
     bindparam,
+    column,
     func,
+    not_,
     select,
+    table,
     tuple_,
+    union_all,
 )
 
 from service.domain.reports import (
@@ -162,43 +170,88 @@ def get_report(conn: Connection, report_id: UUID, posted_by: str | None = None) 
     return None if row is None else _to_report(row)
 
 
-def _conditions(query: ReportQuery) -> list[ColumnElement[bool]]:
-    conditions: list[ColumnElement[bool]] = []
+class _Shape(NamedTuple):
+    """Which filters a query has: one page statement is built for each shape, then reused with
+    the values bound (building and keying a statement cost more than running it on sparse
+    pages)."""
+
+    bbox: bool
+    start: bool
+    end: bool
+    segment_id: bool
+    segment_ids: bool
+    kind: bool
+    direction: bool
+    posted_by: bool
+    after: bool
+    descending: bool
+
+    @classmethod
+    def of(cls, query: ReportQuery) -> _Shape:
+        return cls(
+            query.bbox is not None, query.start is not None, query.end is not None,
+            query.segment_id is not None, query.segment_ids is not None, query.kind is not None,
+            query.direction is not None, query.posted_by is not None, query.after is not None,
+            query.descending,
+        )  # fmt: skip
+
+
+def _params(query: ReportQuery, *, reltuples: float = -1.0) -> dict[str, Any]:
+    """The values the page statement of ``query``'s shape binds (``reltuples``: for a box)."""
+    params: dict[str, Any] = {
+        "fetch": query.limit + 1,
+        "start": query.start,
+        "end": query.end,
+        "segment_id": query.segment_id,
+        "segment_ids": None if query.segment_ids is None else sorted(query.segment_ids),
+        "kind": query.kind,
+        "direction": query.direction,
+        "posted_by": query.posted_by,
+        "after_at": None if query.after is None else query.after.observed_at,
+        "after_id": None if query.after is None else query.after.id,
+    }
     if query.bbox is not None:
+        params |= _box_params(query.bbox, limit=query.limit, reltuples=reltuples)
+    return params
+
+
+def _conditions(shape: _Shape) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if shape.bbox:
         # && uses the GiST index but compares float4-rounded boxes, so it also lets in points up
         # to about a metre outside; query_reports tests the fetched rows exactly. (Exact tests in
         # SQL - ST_Intersects, or ranges on ST_X/ST_Y - mislead the planner: 0.3 ms became 14-89
         # ms on hot-spot pages in bench/features.py.)
-        conditions.append(reports.c.geom.op("&&")(ST_MakeEnvelope(*query.bbox, 4326)))
-    if query.start is not None:
-        conditions.append(reports.c.observed_at >= query.start)
-    if query.end is not None:
-        conditions.append(reports.c.observed_at < query.end)
-    if query.segment_id is not None:
-        conditions.append(reports.c.segment_id == query.segment_id)
-    if query.segment_ids is not None:
-        conditions.append(reports.c.segment_id.in_(sorted(query.segment_ids)))
-    if query.kind is not None:
-        conditions.append(reports.c.kind == query.kind)
-    if query.direction is not None:
-        conditions.append(reports.c.direction == query.direction)
-    if query.posted_by is not None:
-        conditions.append(reports.c.key_id == query.posted_by)
-    if query.after is not None:
+        envelope = ST_MakeEnvelope(
+            bindparam("min_lon"), bindparam("min_lat"), bindparam("max_lon"),
+            bindparam("max_lat"), 4326,
+        )  # fmt: skip
+        conditions.append(reports.c.geom.op("&&")(envelope))
+    if shape.start:
+        conditions.append(reports.c.observed_at >= bindparam("start"))
+    if shape.end:
+        conditions.append(reports.c.observed_at < bindparam("end"))
+    if shape.segment_id:
+        conditions.append(reports.c.segment_id == bindparam("segment_id"))
+    if shape.segment_ids:
+        conditions.append(reports.c.segment_id.in_(bindparam("segment_ids", expanding=True)))
+    if shape.kind:
+        conditions.append(reports.c.kind == bindparam("kind"))
+    if shape.direction:
+        conditions.append(reports.c.direction == bindparam("direction"))
+    if shape.posted_by:
+        conditions.append(reports.c.key_id == bindparam("posted_by"))
+    if shape.after:
         key = tuple_(reports.c.observed_at, reports.c.id)
-        after = tuple_(query.after.observed_at, query.after.id)
-        conditions.append(key < after if query.descending else key > after)
+        after = tuple_(bindparam("after_at"), bindparam("after_id"))
+        conditions.append(key < after if shape.descending else key > after)
     return conditions
 
 
 def query_reports(conn: Connection, query: ReportQuery) -> ReportPage:
-    rows = None
-    if query.bbox is not None:
-        cap = _matches_first_cap(conn, query.bbox, limit=query.limit)
-        if cap is not None:
-            rows = _fetch_matches_first(conn, query, cap=cap)
-    if rows is None:
-        rows = _fetch_in_time_order(conn, query)
+    reltuples = -1.0 if query.bbox is None else _reltuples(conn)
+    params = _params(query, reltuples=reltuples)
+    rows = conn.execute(_page_statement(_Shape.of(query)), params).all()
     fetched = [_to_report(row) for row in rows[: query.limit]]
     page = fetched if query.bbox is None else [r for r in fetched if _inside(r, query.bbox)]
     # The next page starts after the last row fetched, kept or not: a page may come out a row
@@ -230,52 +283,93 @@ def query_reports(conn: Connection, query: ReportQuery) -> ReportPage:
 # from the rollups ingest keeps for the map tiles (tile_cells at their coarsest level, cells of
 # ~6 x 6 km here): cells inside the box whole, edge cells by the share of their area inside it.
 # On the same 80 boxes that was within 10% of the true count for 65 and within 25% for 74; the
-# worst, 2.5x low, was a box of 39,000 counted as 15,900, still 3.6 n*. Counting costs a round
-# trip and ~0.1 ms of database time; it reads at most _CELL_ROWS_MAX rollup rows, and a box over
-# more rows than that (a regional view) is left to the planner.
+# worst, 2.5x low, was a box of 39,000 counted as 15,900, still 3.6 n*. Counting reads at most
+# _CELL_ROWS_MAX rollup rows, and a box over more rows than that (a regional view) is left to
+# the planner.
+#
+# The count, the choice and the page are one statement (_page_statement): a round trip of its
+# own for the count cost more than the count itself. PostgreSQL runs the way not chosen not at
+# all (its gate is a one-time filter, from an InitPlan).
 #
 # The rollups may lag the reports (a bulk COPY before `crossings db rebuild-rollups`): fetching
 # matches first stops at 2 n* of them, and the page is walked after all, so a wrong count costs
-# milliseconds, never a scan of a hot spot.
+# milliseconds, never a scan of a hot spot. That cap is a constant to the planner (from N as of
+# the last ANALYZE, kept with the connection for a minute): a LIMIT it cannot see leads it to
+# plan for a tenth of the matches, and for boxes it overestimates, that was a sequential scan.
 _WALK_US_PER_ROW = 0.35
 _MATCH_US_PER_ROW = 1.85
 _CELL_LEVEL = min(ROLLUP_LEVELS)
 _CELL_ROWS_MAX = 1_000
-_BOX_COUNT = f"""
-    SELECT (SELECT reltuples FROM pg_class WHERE oid = 'reports'::regclass), count(*),
-           coalesce(sum(reports * (least(cx + 1, %(x1)s) - greatest(cx, %(x0)s))
-                                * (least(cy + 1, %(y1)s) - greatest(cy, %(y0)s))), 0)
-    FROM (SELECT cx, cy, reports FROM tile_cells
-          WHERE level = {_CELL_LEVEL} AND cx BETWEEN %(cx0)s AND %(cx1)s
-            AND cy BETWEEN %(cy0)s AND %(cy1)s
-          LIMIT {_CELL_ROWS_MAX}) AS cells
-    """
+_RELTUPLES_KEPT_S = 60.0
+_tile_cells = table("tile_cells", column("level"), column("cx"), column("cy"), column("reports"))
 
 
-def _matches_first_cap(
-    conn: Connection, bbox: tuple[float, float, float, float], *, limit: int
-) -> int | None:
-    """How many matches to fetch first at most, when that beats walking in time order; else None."""
-    reltuples, cell_rows, in_box = conn.exec_driver_sql(_BOX_COUNT, _cell_range(bbox)).one()
-    if cell_rows >= _CELL_ROWS_MAX:
-        return None
-    total = max(reltuples, in_box)  # reltuples is -1 before the first ANALYZE
-    breakeven = math.sqrt(_WALK_US_PER_ROW / _MATCH_US_PER_ROW * (limit + 1) * total)
-    return 2 * math.ceil(breakeven) if in_box <= breakeven else None
+def _reltuples(conn: Connection) -> float:
+    """The number of reports as of the last ANALYZE (-1 before the first), read at most once a
+    minute per connection."""
+    now = time.monotonic()
+    kept = conn.info.get("reports_reltuples")
+    if kept is None or now - kept[0] > _RELTUPLES_KEPT_S:
+        value = conn.exec_driver_sql(
+            "SELECT reltuples FROM pg_class WHERE oid = 'reports'::regclass"
+        ).scalar_one()
+        kept = conn.info["reports_reltuples"] = (now, float(value))
+    return float(kept[1])
 
 
-def _cell_range(bbox: tuple[float, float, float, float]) -> dict[str, float]:
-    """The rollup cells under ``bbox`` (cx0-cx1, cy0-cy1) and its edges in cell units, from the
-    grid cells that reports inside it have (grid y runs south)."""
+def _box_params(
+    bbox: tuple[float, float, float, float], *, limit: int, reltuples: float
+) -> dict[str, float]:
+    """The box, the rollup cells under it (cx0-cx1, cy0-cy1) and its edges in cell units, from
+    the grid cells that reports inside it have (grid y runs south); and the cap on matches."""
     min_lon, min_lat, max_lon, max_lat = bbox
     gx0, gy1 = grid_cell(min_lon, min_lat)
     gx1, gy0 = grid_cell(max_lon, max_lat)
     shift = GRID_LEVEL - _CELL_LEVEL
     size = float(1 << shift)
+    walk_per_match = _WALK_US_PER_ROW / _MATCH_US_PER_ROW
     return {
+        "min_lon": min_lon, "min_lat": min_lat, "max_lon": max_lon, "max_lat": max_lat,
         "cx0": gx0 >> shift, "cx1": gx1 >> shift, "cy0": gy0 >> shift, "cy1": gy1 >> shift,
         "x0": gx0 / size, "x1": (gx1 + 1) / size, "y0": gy0 / size, "y1": (gy1 + 1) / size,
+        "walk_per_match": walk_per_match, "reltuples": reltuples,
+        "cap": 2 * math.ceil(math.sqrt(walk_per_match * (limit + 1) * max(reltuples, 0.0))),
     }  # fmt: skip
+
+
+def _plan() -> CTE:
+    """One row: whether the box's count (from the rollups) says to fetch its matches first.
+    Binds the box's cells and the table's size (_box_params), and ``fetch``, the rows a page
+    reads."""
+    cells = (
+        select(_tile_cells.c.cx, _tile_cells.c.cy, _tile_cells.c.reports)
+        .where(
+            _tile_cells.c.level == _CELL_LEVEL,
+            _tile_cells.c.cx.between(bindparam("cx0"), bindparam("cx1")),
+            _tile_cells.c.cy.between(bindparam("cy0"), bindparam("cy1")),
+        )
+        .limit(_CELL_ROWS_MAX)
+        .subquery("cells")
+    )
+    share_x = func.least(cells.c.cx + 1, bindparam("x1")) - func.greatest(
+        cells.c.cx, bindparam("x0")
+    )
+    share_y = func.least(cells.c.cy + 1, bindparam("y1")) - func.greatest(
+        cells.c.cy, bindparam("y0")
+    )
+    counted = select(
+        func.count().label("cell_rows"),
+        func.coalesce(func.sum(cells.c.reports * share_x * share_y), 0).label("in_box"),
+    ).subquery("counted")
+    total = func.greatest(bindparam("reltuples"), counted.c.in_box)
+    breakeven = func.sqrt(bindparam("walk_per_match") * bindparam("fetch") * total)
+    return (
+        select(
+            and_(counted.c.cell_rows < _CELL_ROWS_MAX, counted.c.in_box <= breakeven).label("first")
+        )
+        .cte("plan")
+        .prefix_with("MATERIALIZED")
+    )
 
 
 def _order(table: FromClause, *, descending: bool) -> tuple[ColumnElement[Any], ...]:
@@ -284,50 +378,67 @@ def _order(table: FromClause, *, descending: bool) -> tuple[ColumnElement[Any], 
     return table.c.observed_at, table.c.id
 
 
-def _fetch_in_time_order(conn: Connection, query: ReportQuery) -> Sequence[Any]:
-    """The page's limit+1 rows, as the planner chooses to find them (for a box: usually walking
-    the (observed_at, id) index)."""
-    stmt = (
+def _walk(shape: _Shape, *gate: ColumnElement[bool]) -> Select[Any]:
+    """The page's rows (``fetch`` of them), as the planner chooses to find them (for a box:
+    usually walking the (observed_at, id) index)."""
+    return (
         select(*_COLUMNS)
-        .where(and_(True, *_conditions(query)))
-        .order_by(*_order(reports, descending=query.descending))
-        .limit(query.limit + 1)
+        .where(and_(True, *gate, *_conditions(shape)))
+        .order_by(*_order(reports, descending=shape.descending))
+        .limit(bindparam("fetch"))
     )
-    return conn.execute(stmt).all()
 
 
-def _fetch_matches_first(conn: Connection, query: ReportQuery, *, cap: int) -> Sequence[Any] | None:
-    """The page's limit+1 rows from every match (at most ``cap`` of them), or None if more match.
+def _matches(shape: _Shape, *gate: ColumnElement[bool]) -> CTE:
+    """The keys of the box's matches, at most ``cap`` + 1 of them.
 
     MATERIALIZED fences the matches off from the ORDER BY ... LIMIT, which would otherwise lead
     the planner back to the time walk. (Their own LIMIT could in principle tempt it into a scan
     that stops early; on 1,500 random selective boxes it read them through the GiST index every
     time.) They carry only their keys, and the page's rows are read again by primary key: ~15%
-    cheaper than carrying every column of every match through the sort.
-    """
-    matches = (
+    cheaper than carrying every column of every match through the sort."""
+    return (
         select(reports.c.observed_at, reports.c.id)
-        .where(and_(True, *_conditions(query)))
-        .limit(cap + 1)
+        .where(and_(True, *gate, *_conditions(shape)))
+        .limit(bindparam("cap") + 1)
         .cte("matches")
         .prefix_with("MATERIALIZED")
     )
+
+
+def _matches_page(shape: _Shape, matches: CTE, *gate: ColumnElement[bool]) -> Select[Any]:
+    """The page's rows (``fetch`` of them) from the matches, in page order."""
     page = (
         select(matches.c.observed_at, matches.c.id)
-        .order_by(*_order(matches, descending=query.descending))
-        .limit(query.limit + 1)
+        .where(and_(True, *gate))
+        .order_by(*_order(matches, descending=shape.descending))
+        .limit(bindparam("fetch"))
         .subquery("page")
     )
-    matched = select(func.count()).select_from(matches).scalar_subquery()
-    stmt = (
-        select(*_COLUMNS, matched)
+    return (
+        select(*_COLUMNS)
         .select_from(page.join(reports, reports.c.id == page.c.id))
-        .order_by(*_order(page, descending=query.descending))
+        .order_by(*_order(page, descending=shape.descending))
     )
-    rows = conn.execute(stmt).all()
-    if rows and rows[0][-1] > cap:
-        return None
-    return [row[:-1] for row in rows]
+
+
+@functools.cache
+def _page_statement(shape: _Shape) -> Select[Any]:
+    """The statement of a page of this shape, with every value bound (_params)."""
+    if not shape.bbox:
+        return _walk(shape)
+    plan = _plan()
+    matches = _matches(shape, select(plan.c.first).scalar_subquery())
+    # Matches first only when the count said so and they were no more than the cap.
+    counted = select(func.count()).select_from(matches).scalar_subquery()
+    way = (
+        select(and_(plan.c.first, counted <= bindparam("cap")).label("first"))
+        .cte("way")
+        .prefix_with("MATERIALIZED")
+    )
+    first = select(way.c.first).scalar_subquery()
+    rows = union_all(_matches_page(shape, matches, first), _walk(shape, not_(first))).subquery()
+    return select(rows).order_by(*_order(rows, descending=shape.descending))
 
 
 def report_extent(conn: Connection) -> Extent:
