@@ -247,6 +247,20 @@ async def test_precise_reads_and_deletions_are_audited(
     assert deletions[-1]["detail"]["report_id"] == params["other_report_id"]
 
 
+async def test_ogc_reads_of_precise_reports_are_audited_before_they_are_answered(
+    clients: dict[str, httpx.AsyncClient],
+) -> None:
+    params = await _seed(clients)
+    items = await clients["analyst"].get("/ogc/collections/reports/items?kind=crossing&limit=2")
+    one = await clients["analyst"].get(f"/ogc/collections/reports/items/{params['report_id']}")
+    assert items.status_code == 200 and one.status_code == 200
+    entries = (await clients["admin"].get("/v1/audit")).json()["entries"]
+    reads = [e["detail"] for e in entries if e["action"] == "reports.read"]
+    assert {"method": "GET", "path": "/ogc/collections/reports/items",
+            "query": "kind=crossing&limit=2"} in reads  # fmt: skip
+    assert any(d["path"].endswith(params["report_id"]) for d in reads)
+
+
 async def test_anonymous_writes_are_refused_by_default(
     clients: dict[str, httpx.AsyncClient],
 ) -> None:

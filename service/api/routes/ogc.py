@@ -281,8 +281,9 @@ async def _report_items(
     caller: Caller = request.state.caller
     query = ogc.report_query(parsed, border_segments=index.segment_ids_by_border)
     query = dataclasses.replace(query, posted_by=caller.posted_by)
-    result = await run_in_threadpool(features.report_items, store, query)
-    await audit.precise_read(request, store, caller)
+    result = await audit.audited(
+        request, store, caller, functools.partial(features.report_items, store, query)
+    )
     feats = [_select(report_feature(r), parsed.properties) for r in result.page.reports]
     next_token = None if result.page.next_key is None else encode_cursor(result.page.next_key)
     return _collection(request, feats, result.number_matched, next_token, "reports")
@@ -368,10 +369,12 @@ async def item(
         )
     if collection_id == "reports":
         caller: Caller = request.state.caller
-        report = await run_in_threadpool(
-            lambda: features.report_item(store, feature_id, posted_by=caller.posted_by)
+        report = await audit.audited(
+            request,
+            store,
+            caller,
+            lambda: features.report_item(store, feature_id, posted_by=caller.posted_by),
         )
-        await audit.precise_read(request, store, caller)
         doc = report_feature(report)
     else:
         doc = segment_feature(features.segment_item(index, feature_id))
