@@ -105,28 +105,35 @@ def buckets(unit: Unit | None, zone: ZoneInfo, start: datetime, end: datetime) -
         return [Bucket(None, start, end)]
     out: list[Bucket] = []
     day = _local_floor(unit, start.astimezone(zone))
-    while True:
-        local_start = _midnight(day, zone)
+    local_start = _midnight(day, zone)
+    b_start = local_start.astimezone(UTC)
+    while b_start < end:
         following = _next(unit, day)
-        b_start = local_start.astimezone(UTC)
-        b_end = _midnight(following, zone).astimezone(UTC)
-        if b_start >= end:
-            break
+        local_end = _midnight(following, zone)
+        b_end = local_end.astimezone(UTC)
         if b_end > start:
             out.append(Bucket(local_start, max(b_start, start), min(b_end, end)))
-        day = following
+        day, local_start, b_start = following, local_end, b_end
     return out
 
 
 def _boundaries(grain: Grain, moment: datetime) -> tuple[datetime, datetime]:
     """The UTC boundaries of ``grain`` at or before, and after, ``moment``."""
+    floor = _floor(grain, moment)
+    if grain == "day":
+        return floor, floor + _DAY
+    following = datetime(floor.year + floor.month // 12, floor.month % 12 + 1, 1, tzinfo=UTC)
+    return floor, following
+
+
+_DAY = timedelta(days=1)
+
+
+def _floor(grain: Grain, moment: datetime) -> datetime:
     t = moment.astimezone(UTC)
     if grain == "day":
-        floor = datetime(t.year, t.month, t.day, tzinfo=UTC)
-        return floor, floor + timedelta(days=1)
-    floor = datetime(t.year, t.month, 1, tzinfo=UTC)
-    following = datetime(t.year + t.month // 12, t.month % 12 + 1, 1, tzinfo=UTC)
-    return floor, following
+        return t.replace(hour=0, minute=0, second=0, microsecond=0)
+    return t.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
 def period_end(grain: Grain, period: datetime) -> datetime:
@@ -135,9 +142,10 @@ def period_end(grain: Grain, period: datetime) -> datetime:
 
 
 def _nearest(grain: Grain, moment: datetime) -> datetime:
-    floor, ceiling = _boundaries(grain, moment)
-    if moment == floor:
+    floor = _floor(grain, moment)
+    if moment == floor:  # the common case: a bucket of whole UTC days or months
         return floor
+    ceiling = _boundaries(grain, floor)[1]
     return floor if moment - floor <= ceiling - moment else ceiling
 
 
@@ -147,7 +155,7 @@ def _units(grain: Grain, start: datetime, end: datetime) -> list[datetime]:
     t = start
     while t < end:
         out.append(t)
-        t = _boundaries(grain, t)[1]
+        t = t + _DAY if grain == "day" else _boundaries(grain, t)[1]
     return out
 
 

@@ -34,11 +34,14 @@ _REPORT_KEYS = """coalesce(r.segment_id, '') AS segment_id, coalesce(r.side::tex
 # read every report of a segment once per range and filtered the join afterwards (bench/aggregates:
 # 190 of 244 ms for one segment's days; 0.5 ms as ranges on the (segment_id, observed_at) index).
 # A range that two buckets share (local weeks: the hours between UTC and local midnight, counted
-# out of one week and into the next) is read once, and counted into each (u.k: its number).
+# out of one week and into the next) is read once, and counted into each (u.k: its number); its
+# reports are summed by key before they meet the buckets, as the planner joins them by a nested
+# loop (106 parts x 2,700 reports took 18 ms).
 _RANGES = f"""
-    SELECT v.bucket, v.sign, r.segment_id, r.side, r.kind, r.direction, 1 AS reports, r.people
+    SELECT v.bucket, v.sign, r.segment_id, r.side, r.kind, r.direction, r.reports, r.people
     FROM (
-        SELECT u.k, r.*
+        SELECT u.k, r.segment_id, r.side, r.kind, r.direction,
+               count(*) AS reports, sum(r.people) AS people
         FROM unnest(%(u_start)s::timestamptz[], %(u_end)s::timestamptz[]) WITH ORDINALITY
             AS u(t0, t1, k)
         CROSS JOIN LATERAL (
@@ -47,7 +50,7 @@ _RANGES = f"""
             WHERE r.observed_at >= u.t0 AND r.observed_at < u.t1{{filters}}
             OFFSET 0
         ) AS r
-        OFFSET 0
+        GROUP BY 1, 2, 3, 4, 5
     ) AS r
     JOIN unnest(%(r_range)s::int[], %(r_bucket)s::int[], %(r_sign)s::int[])
         AS v(k, bucket, sign) ON v.k = r.k
