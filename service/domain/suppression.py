@@ -93,9 +93,10 @@ def suppress(
     small = published & (reports > 0) & (reports < below)
     withheld = _protect(small | ~published, published=published, reports=reports, people=people)
     secondary = withheld & published & ~small
-    figure = _figures(reports, people, status=np.where(small, 1, np.where(secondary, 2, 0)))
+    status = np.where(small, 1, np.where(secondary, 2, 0))
+    figure = _figures(reports, people, status=status)
     return SuppressedTable(
-        cells={key: figure(i, j) for key, i, j in grid.cells},
+        cells=_cell_figures(grid, status),
         row_totals={row: figure(i, n_cols) for i, row in enumerate(rows)} if n_cols > 1 else {},
         column_totals=(
             {column: figure(n_rows, j) for j, column in enumerate(columns)} if n_rows > 1 else {}
@@ -137,6 +138,35 @@ class _Grid(Generic[R, C]):
         grids[:, -1, :] = grids[:, :-1, :].sum(axis=1)
         order = np.lexsort((jj, ii)).tolist()
         return cls(grids[0], grids[1], [(keys[k], ii[k], jj[k]) for k in order])
+
+
+def _cell_figures(grid: _Grid[R, C], status: IntArray) -> dict[tuple[R, C], Figure]:
+    """The figure of every input cell, in the grid's row-major order: what _figures gives entry by
+    entry, read for all cells at once (a big table has thousands)."""
+    if not grid.cells:
+        return {}
+    ii = np.fromiter((i for _, i, _ in grid.cells), np.intp, count=len(grid.cells))
+    jj = np.fromiter((j for _, _, j in grid.cells), np.intp, count=len(grid.cells))
+    withheld = {
+        1: Figure(None, None, suppressed=True, reason="small"),
+        2: Figure(None, None, suppressed=True, reason="secondary"),
+    }
+    shown: dict[tuple[int, int], Figure] = {}
+    out: dict[tuple[R, C], Figure] = {}
+    for (key, _, _), state, value in zip(
+        grid.cells,
+        status[ii, jj].tolist(),
+        zip(grid.reports[ii, jj].tolist(), grid.people[ii, jj].tolist(), strict=True),
+        strict=True,
+    ):
+        if state:
+            out[key] = withheld[state]
+            continue
+        figure = shown.get(value)
+        if figure is None:
+            figure = shown[value] = Figure(*value, suppressed=False)
+        out[key] = figure
+    return out
 
 
 def _figures(

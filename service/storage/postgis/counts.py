@@ -16,7 +16,7 @@ from sqlalchemy import Connection
 
 from service.domain.aggregation import period_end
 from service.domain.tiles import CellBlock, cells_inside
-from service.storage.base import COUNT_KEYS, CountQuery, CountRow
+from service.storage.base import COUNT_KEYS, CountQuery, CountRow, rows_of
 from service.storage.postgis.rollups import CELL_DAYS_LEVEL
 
 _ROLLUP = """
@@ -198,11 +198,7 @@ def count_reports(conn: Connection, query: CountQuery) -> list[CountRow]:
         rows = cursor.fetchall()
     finally:
         cursor.close()
-    return [
-        CountRow(row[0], tuple(v or None for v in row[1 : 1 + width]), row[-2], row[-1])
-        for row in rows
-        if row[-2] or row[-1]
-    ]
+    return rows_of(rows, width=width)
 
 
 def observed_range(conn: Connection) -> tuple[Any, Any] | None:

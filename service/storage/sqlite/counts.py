@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from service.domain.aggregation import RangePart, period_end
-from service.storage.base import COUNT_KEYS, CountQuery, CountRow
+from service.storage.base import COUNT_KEYS, CountQuery, CountRow, rows_of
 from service.storage.sqlite.rows import from_micros, to_micros
 
 _ROLLUP = """
@@ -79,11 +79,7 @@ def count_reports(conn: sqlite3.Connection, query: CountQuery) -> list[CountRow]
         f" FROM ({' UNION ALL '.join(sources)}) GROUP BY bucket{keys}"
     )
     width = len(query.keys)
-    return [
-        CountRow(int(row[0]), tuple(v or None for v in row[1 : 1 + width]), row[-2], row[-1])
-        for row in conn.execute(sql, params)
-        if row[-2] or row[-1]
-    ]
+    return rows_of(conn.execute(sql, params), width=width)
 
 
 def observed_range(conn: sqlite3.Connection) -> tuple[datetime, datetime] | None:
