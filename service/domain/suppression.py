@@ -85,16 +85,9 @@ def suppress(
     and on the order of ``rows`` and ``columns``.
     """
     grid = _Grid.of(cells, rows, columns)
-    reports, people = grid.reports, grid.people
+    status = suppressed_status(grid.reports, grid.people, below=below)
     n_rows, n_cols = len(rows), len(columns)
-    published = np.ones_like(reports, dtype=np.bool_)
-    published[:n_rows, n_cols] = n_cols > 1  # a lone column's row totals are its cells
-    published[n_rows, :n_cols] = n_rows > 1
-    small = published & (reports > 0) & (reports < below)
-    withheld = _protect(small | ~published, published=published, reports=reports, people=people)
-    secondary = withheld & published & ~small
-    status = np.where(small, 1, np.where(secondary, 2, 0))
-    figure = _figures(reports, people, status=status)
+    figure = figure_reader(grid.reports, grid.people, status=status)
     return SuppressedTable(
         cells=_cell_figures(grid, status),
         row_totals={row: figure(i, n_cols) for i, row in enumerate(rows)} if n_cols > 1 else {},
@@ -103,6 +96,31 @@ def suppress(
         ),
         total=figure(n_rows, n_cols),
     )
+
+
+def suppressed_status(reports: IntArray, people: IntArray, *, below: int) -> IntArray:
+    """``suppress`` on a whole table at once: ``reports`` and ``people`` as (rows + 1) x
+    (columns + 1) grids, totals in the last row and column; the status of each entry, 0
+    (published), 1 (small) or 2 (secondary). The cells of a big table need no figure each."""
+    n_rows, n_cols = reports.shape[0] - 1, reports.shape[1] - 1
+    published = np.ones_like(reports, dtype=np.bool_)
+    published[:n_rows, n_cols] = n_cols > 1  # a lone column's row totals are its cells
+    published[n_rows, :n_cols] = n_rows > 1
+    small = published & (reports > 0) & (reports < below)
+    if n_rows > 1 and n_cols > 1 and not small.any():  # every figure published, none withheld
+        return np.zeros_like(reports)
+    withheld = _protect(small | ~published, published=published, reports=reports, people=people)
+    secondary = withheld & published & ~small
+    return np.where(small, 1, np.where(secondary, 2, 0))
+
+
+def with_totals(reports: IntArray, people: IntArray) -> tuple[IntArray, IntArray]:
+    """(rows + 1) x (columns + 1) grids of a table's cells, with the row and column totals."""
+    grids = np.zeros((2, reports.shape[0] + 1, reports.shape[1] + 1), dtype=np.int64)
+    grids[0, :-1, :-1], grids[1, :-1, :-1] = reports, people
+    grids[:, :-1, -1] = grids[:, :-1, :-1].sum(axis=2)
+    grids[:, -1, :] = grids[:, :-1, :].sum(axis=1)
+    return grids[0], grids[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,35 +159,44 @@ class _Grid(Generic[R, C]):
 
 
 def _cell_figures(grid: _Grid[R, C], status: IntArray) -> dict[tuple[R, C], Figure]:
-    """The figure of every input cell, in the grid's row-major order: what _figures gives entry by
-    entry, read for all cells at once (a big table has thousands)."""
-    if not grid.cells:
-        return {}
-    ii = np.fromiter((i for _, i, _ in grid.cells), np.intp, count=len(grid.cells))
-    jj = np.fromiter((j for _, _, j in grid.cells), np.intp, count=len(grid.cells))
-    withheld = {
-        1: Figure(None, None, suppressed=True, reason="small"),
-        2: Figure(None, None, suppressed=True, reason="secondary"),
-    }
+    """The figure of every input cell, in the grid's row-major order."""
+    ii = [i for _, i, _ in grid.cells]
+    jj = [j for _, _, j in grid.cells]
+    figures = cell_figures(grid.reports, grid.people, status, ii, jj)
+    return {key: figure for (key, _, _), figure in zip(grid.cells, figures, strict=True)}
+
+
+_WITHHELD = {
+    1: Figure(None, None, suppressed=True, reason="small"),
+    2: Figure(None, None, suppressed=True, reason="secondary"),
+}
+
+
+def cell_figures(
+    reports: IntArray, people: IntArray, status: IntArray, ii: Sequence[int], jj: Sequence[int]
+) -> list[Figure]:
+    """The figures of grid entries (ii[k], jj[k]), read for all at once (a big table has
+    thousands); equal figures share one instance."""
+    if not len(ii):
+        return []
+    at = (np.asarray(ii, dtype=np.intp), np.asarray(jj, dtype=np.intp))
     shown: dict[tuple[int, int], Figure] = {}
-    out: dict[tuple[R, C], Figure] = {}
-    for (key, _, _), state, value in zip(
-        grid.cells,
-        status[ii, jj].tolist(),
-        zip(grid.reports[ii, jj].tolist(), grid.people[ii, jj].tolist(), strict=True),
+    out = []
+    for state, value in zip(
+        status[at].tolist(), zip(reports[at].tolist(), people[at].tolist(), strict=True),
         strict=True,
-    ):
+    ):  # fmt: skip
         if state:
-            out[key] = withheld[state]
+            out.append(_WITHHELD[state])
             continue
         figure = shown.get(value)
         if figure is None:
             figure = shown[value] = Figure(*value, suppressed=False)
-        out[key] = figure
+        out.append(figure)
     return out
 
 
-def _figures(
+def figure_reader(
     reports: IntArray, people: IntArray, *, status: IntArray
 ) -> Callable[[int, int], Figure]:
     """Figure of grid entry (i, j), for ``status`` 0 (published), 1 (small) or 2 (secondary).
@@ -177,10 +204,7 @@ def _figures(
     Equal figures share one instance: building a frozen dataclass costs about a microsecond, and a
     big table repeats small values a lot.
     """
-    withheld = {
-        1: Figure(None, None, suppressed=True, reason="small"),
-        2: Figure(None, None, suppressed=True, reason="secondary"),
-    }
+    withheld = _WITHHELD
     reports_of, people_of, status_of = reports.tolist(), people.tolist(), status.tolist()
     shown: dict[tuple[int, int], Figure] = {}
 

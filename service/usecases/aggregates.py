@@ -14,6 +14,8 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
+import numpy as np
+
 from service.domain.aggregation import (
     SEGMENT_KEYS,
     Bucket,
@@ -24,7 +26,13 @@ from service.domain.aggregation import (
     parts,
 )
 from service.domain.segments import SegmentIndex
-from service.domain.suppression import Figure, suppress
+from service.domain.suppression import (
+    Figure,
+    cell_figures,
+    figure_reader,
+    suppressed_status,
+    with_totals,
+)
 from service.storage.base import CountQuery, CountStore
 
 UTC_ZONE = ZoneInfo("UTC")
@@ -153,37 +161,67 @@ def aggregate(
             bbox=request.bbox,
         )
     )
-    cells: dict[tuple[tuple[str | None, ...], int], tuple[int, int]] = {}
+    # The table as arrays, one row per group found, then ordered: a month-by-segment table has
+    # thousands of cells, and a Python object per cell per step was most of the request's time.
     group_of: dict[tuple[str | None, ...], tuple[str | None, ...]] = {}  # each key's, once
+    slot: dict[tuple[str | None, ...], int] = {}
+    found: list[tuple[str | None, ...]] = []
+    at_group: list[int] = []
+    at_bucket: list[int] = []
+    counts: list[int] = []
+    people: list[int] = []
     for row in counted:
         group = group_of.get(row.key)
         if group is None:
             counted_keys = dict(zip(keys, row.key, strict=True))
             group = group_of[row.key] = _group_of(request.group_by, counted_keys, index)
-        reports, people = cells.get((group, row.bucket), (0, 0))
-        cells[group, row.bucket] = (reports + row.reports, people + row.people)
-    cells = {k: v for k, v in cells.items() if v != (0, 0)}
-    groups = sorted({g for g, _ in cells}, key=_sort_key)
+        place = slot.get(group)
+        if place is None:
+            place = slot[group] = len(found)
+            found.append(group)
+        at_group.append(place)
+        at_bucket.append(row.bucket)
+        counts.append(row.reports)
+        people.append(row.people)
+    found_reports = np.zeros((len(found), len(chosen)), dtype=np.int64)
+    found_people = np.zeros_like(found_reports)
+    np.add.at(found_reports, (at_group, at_bucket), counts)
+    np.add.at(found_people, (at_group, at_bucket), people)
+    nonzero = ((found_reports != 0) | (found_people != 0)).any(axis=1).tolist()
+    groups = sorted((g for g, keep in zip(found, nonzero, strict=True) if keep), key=_sort_key)
     if request.all_segments and request.group_by == ("segment",):
         wanted = request.segment_ids
         listed = [
             (s.segment_id,) for s in index.segments if wanted is None or s.segment_id in wanted
         ]
         groups = listed + [g for g in groups if g not in set(listed)]
-    if request.fill or request.all_segments:
-        for group in groups:
-            for number in range(len(chosen)):
-                cells.setdefault((group, number), (0, 0))
-    table = suppress(cells, groups, list(range(len(chosen))), below=suppress_below)
-    # suppress() gives the cells in row-major order: by group, then by bucket.
-    rows = [AggregateRow(group, number, figure) for (group, number), figure in table.cells.items()]
+    taken = np.asarray([slot.get(g, -1) for g in groups], dtype=np.intp)
+    table_reports = np.zeros((len(groups), len(chosen)), dtype=np.int64)
+    table_people = np.zeros_like(table_reports)
+    table_reports[taken >= 0] = found_reports[taken[taken >= 0]]
+    table_people[taken >= 0] = found_people[taken[taken >= 0]]
+    grid_reports, grid_people = with_totals(table_reports, table_people)
+    status = suppressed_status(grid_reports, grid_people, below=suppress_below)
+    figure = figure_reader(grid_reports, grid_people, status=status)
+    published = (
+        np.ones(table_reports.shape, dtype=np.bool_)
+        if request.fill or request.all_segments
+        else (table_reports != 0) | (table_people != 0)
+    )
+    ii, jj = np.nonzero(published)  # row-major: by group, then by bucket
+    ii_list, jj_list = ii.tolist(), jj.tolist()
+    figures = cell_figures(grid_reports, grid_people, status, ii_list, jj_list)
+    rows = [
+        AggregateRow(groups[i], j, f) for i, j, f in zip(ii_list, jj_list, figures, strict=True)
+    ]
+    n_rows, n_cols = len(groups), len(chosen)
     return Aggregate(
         request=request,
         buckets=chosen,
         rows=rows,
-        by_group=dict(table.row_totals),
-        by_bucket=dict(table.column_totals),
-        total=table.total,
+        by_group={g: figure(i, n_cols) for i, g in enumerate(groups)} if n_cols > 1 else {},
+        by_bucket={j: figure(n_rows, j) for j in range(n_cols)} if n_rows > 1 else {},
+        total=figure(n_rows, n_cols),
         suppress_below=suppress_below,
     )
 

@@ -110,16 +110,17 @@ def columns(result: Aggregate) -> list[str]:
 def rows(result: Aggregate) -> list[dict[str, Any]]:
     # A big table repeats each group and period many times: work their fields out once.
     group_fields: dict[tuple[str | None, ...], dict[str, Any]] = {}
-    starts = [{"period_start": local_start_text(b)} for b in result.buckets]
+    starts = [local_start_text(b) for b in result.buckets]
     bucketed = result.request.bucket is not None
     out = []
-    for row in result.rows:
-        fields = group_fields.get(row.group)
+    for group, bucket, figure in result.rows:
+        fields = group_fields.get(group)
         if fields is None:
-            fields = group_fields[row.group] = result.row_fields(row.group)
-        if bucketed:
-            fields = fields | starts[row.bucket]
-        out.append(fields | figure_fields(row.figure))
+            fields = group_fields[group] = result.row_fields(group)
+        row = {**fields, "period_start": starts[bucket]} if bucketed else dict(fields)
+        row["reports"], row["people"] = figure.reports, figure.people
+        row["suppressed"] = figure.suppressed
+        out.append(row)
     return out
 
 

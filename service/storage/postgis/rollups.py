@@ -6,7 +6,8 @@
 - ``segment_totals``: snapped reports and people per segment and kind;
 - ``count_days``, ``count_months``: reports and people per UTC day / month and
   (segment_id, side, kind, direction), '' standing for none;
-- ``count_segment_months``: the same per UTC month and (segment_id, kind) only;
+- ``count_segment_months``: the same per UTC month and (segment_id, kind) only, and per
+  (segment_id) under kind ``ALL_KINDS``;
 - ``cell_days``: the same per level-``CELL_DAYS_LEVEL`` grid cell, UTC day and
   (segment_id, side, kind, direction), for aggregates in a box.
 
@@ -32,39 +33,47 @@ ROLLUP_TABLES = (
     "cell_days",
 )
 _CELL_SHIFT = GRID_LEVEL - CELL_DAYS_LEVEL
-# The source rows of each count rollup, over reports (or ingest's ``new``), weight aside.
+ALL_KINDS = "*"  # count_segment_months' kind for every kind together (never a report's kind)
+# The source rows of each count rollup, over reports (or ingest's ``new``), weight aside: its
+# columns, their values over {r}, and what the rows are joined to (each report counted twice in
+# count_segment_months: under its kind and under ALL_KINDS).
 _COUNT_KEYS = {
     "count_days": (
         "segment_id, period, side, kind, direction",
         "coalesce({r}.segment_id, ''), date_trunc('day', {r}.observed_at, 'UTC'),"
         " coalesce({r}.side::text, ''), {r}.kind, coalesce({r}.direction::text, '')",
+        "",
     ),
     "count_months": (
         "segment_id, period, side, kind, direction",
         "coalesce({r}.segment_id, ''), date_trunc('month', {r}.observed_at, 'UTC'),"
         " coalesce({r}.side::text, ''), {r}.kind, coalesce({r}.direction::text, '')",
+        "",
     ),
     "count_segment_months": (
         "segment_id, period, kind",
-        "coalesce({r}.segment_id, ''), date_trunc('month', {r}.observed_at, 'UTC'), {r}.kind",
+        "coalesce({r}.segment_id, ''), date_trunc('month', {r}.observed_at, 'UTC'),"
+        f" CASE WHEN every.kind THEN '{ALL_KINDS}' ELSE {{r}}.kind END",
+        " CROSS JOIN (VALUES (false), (true)) AS every(kind)",
     ),
     "cell_days": (
         "cx, cy, period, segment_id, side, kind, direction",
         f"{{r}}.grid_x >> {_CELL_SHIFT}, {{r}}.grid_y >> {_CELL_SHIFT},"
         " date_trunc('day', {r}.observed_at, 'UTC'), coalesce({r}.segment_id, ''),"
         " coalesce({r}.side::text, ''), {r}.kind, coalesce({r}.direction::text, '')",
+        "",
     ),
 }
 
 
 def _count_upsert(table: str) -> str:
-    columns, values = _COUNT_KEYS[table]
+    columns, values, joined = _COUNT_KEYS[table]
     places = ", ".join(str(i + 1) for i in range(columns.count(",") + 1))
     return f"""
     {table} AS (
         INSERT INTO {table} AS t ({columns}, reports, people)
         SELECT {values.format(r="new")}, sum(new.weight), sum(new.weight * new.people_count)
-        FROM new
+        FROM new{joined}
         GROUP BY {places}
         ORDER BY {places}
         ON CONFLICT ({columns}) DO UPDATE
@@ -106,13 +115,13 @@ def rebuild(conn: Connection) -> None:
     conn.exec_driver_sql(f"LOCK TABLE {', '.join(ROLLUP_TABLES)} IN EXCLUSIVE MODE")
     for table in ROLLUP_TABLES:
         conn.exec_driver_sql(f"DELETE FROM {table}")
-    for table, (columns, values) in _COUNT_KEYS.items():
+    for table, (columns, values, joined) in _COUNT_KEYS.items():
         places = ", ".join(str(i + 1) for i in range(columns.count(",") + 1))
         conn.exec_driver_sql(
             f"""
             INSERT INTO {table} ({columns}, reports, people)
             SELECT {values.format(r="reports")}, count(*), sum(people_count)
-            FROM reports
+            FROM reports{joined}
             GROUP BY {places}
             """
         )
