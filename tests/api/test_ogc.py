@@ -71,6 +71,29 @@ async def test_paging_follows_next_links_and_counts_match(client: httpx.AsyncCli
     assert whole["numberMatched"] == whole["numberReturned"] == 23
 
 
+async def test_next_and_alternate_links_keep_every_other_parameter(
+    client: httpx.AsyncClient,
+) -> None:
+    await _post(client, [report_body(observed_at=(BASE + timedelta(minutes=i)).isoformat(),
+                                     kind="attempt") for i in range(3)])  # fmt: skip
+    query = "kind=attempt&direction=&f=json&limit=1&datetime=2026-03-01T00:00:00Z/.."
+    page = (await client.get(f"/ogc/collections/reports/items?{query}")).json()
+    following = httpx.URL(_href(page, "next") or "")
+    assert following.params.multi_items()[:-1] == [
+        (k, v) for k, v in httpx.QueryParams(query).multi_items() if k != "cursor"
+    ]
+    assert following.params.multi_items()[-1][0] == "cursor"
+    csv_link = httpx.URL(_href(page, "alternate", "text/csv") or "")
+    assert csv_link.params.multi_items() == [
+        *[(k, v) for k, v in httpx.QueryParams(query).multi_items() if k != "f"],
+        ("f", "csv"),
+    ]
+    second = (await client.get(str(following))).json()
+    assert second["features"][0]["id"] != page["features"][0]["id"]
+    assert "cursor" in str(httpx.URL(_href(second, "next") or "").params)
+    assert str(httpx.URL(_href(second, "next") or "").params).count("cursor=") == 1
+
+
 async def test_datetime_instant_and_intervals(client: httpx.AsyncClient) -> None:
     bodies = [report_body(observed_at=(BASE + timedelta(days=d)).isoformat()) for d in range(4)]
     await _post(client, bodies)

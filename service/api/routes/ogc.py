@@ -7,6 +7,7 @@ import dataclasses
 import functools
 from datetime import UTC, datetime
 from typing import Annotated, Any
+from urllib.parse import parse_qsl, urlencode
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
@@ -60,13 +61,18 @@ def _respond(
     return Response(orjson.dumps(doc), media_type=media)
 
 
+def _with_params(request: Request, **params: str) -> str:
+    """The request's URL with ``params`` set, replacing any values they had: what Starlette's
+    ``URL.include_query_params`` gives, at a third of its cost (four links a page)."""
+    items = parse_qsl(request.url.query, keep_blank_values=True)
+    kept = [(k, v) for k, v in items if k not in params]
+    return str(request.url.replace(query=urlencode(kept + list(params.items()))))
+
+
 def _alternates(request: Request, offered: tuple[str, ...], current: str) -> list[dict[str, Any]]:
     names = {enc.GEOJSON: "json", enc.HTML: "html", enc.CSV: "csv", enc.GEOJSON_SEQ: "jsonseq"}
-    url = request.url.remove_query_params("f")
     return [
-        ogc.link(str(url.include_query_params(f=names[m])), "alternate", m)
-        for m in offered
-        if m != current
+        ogc.link(_with_params(request, f=names[m]), "alternate", m) for m in offered if m != current
     ]
 
 
@@ -212,26 +218,12 @@ async def report_items(
     store: StoreDep,
     index: IndexDep,
     settings: SettingsDep,
-    bbox: Annotated[
-        str | None, Query(description="min_lon,min_lat,max_lon,max_lat (CRS84)")
-    ] = None,
-    datetime: Annotated[
-        str | None, Query(description="observed_at: an instant or an interval with ..")
-    ] = None,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
-    sortby: Annotated[str | None, Query(description="observed_at or -observed_at")] = None,
-    properties: Annotated[
-        str | None, Query(description="Comma-separated properties to return")
-    ] = None,
-    segment_id: _Text = None,
-    kind: _Text = None,
-    border: _Text = None,
-    direction: _Text = None,
-    f: Annotated[str | None, Query(description="json, html, csv or jsonseq")] = None,
-    cursor: Annotated[str | None, Query(description="From the next link")] = None,
+    query: Annotated[ogc.ReportItemsQuery, Query()],
 ) -> Response:
     """Reports, a page at a time in observed_at order (follow `next`). `numberMatched` is given
     when it is free: on a first page that is also the last."""
+    # ``query`` documents and checks the parameters; parse_items_params reads them (and refuses
+    # any it does not know).
     media = enc.negotiate(request, offered=ITEMS)
     doc = await _report_items(
         request, dict(request.query_params), store, index, settings.page_max_items
@@ -325,8 +317,8 @@ def _collection(
         ogc.link(f"{_base(request)}/collections/{collection_id}", "collection", enc.JSON),
     ]
     if next_token is not None:
-        next_url = request.url.include_query_params(cursor=next_token)
-        links.append(ogc.link(str(next_url), "next", enc.GEOJSON, "Next page"))
+        next_url = _with_params(request, cursor=next_token)
+        links.append(ogc.link(next_url, "next", enc.GEOJSON, "Next page"))
     doc["links"] = links
     return doc
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 from service.api.schemas.common import format_instant, parse_instant
 from service.api.schemas.pages import decode_cursor, parse_bbox
 from service.domain.errors import FieldError, InvalidParameter
@@ -36,6 +38,26 @@ SEGMENT_FILTERS = ("border", "section", "segment_id")
 SORTABLE = {"observed_at": False, "+observed_at": False, "-observed_at": True}
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _MICROSECOND = timedelta(microseconds=1)
+
+
+class ReportItemsQuery(BaseModel):
+    """The query parameters of the reports' items, as the OpenAPI document lists them (GDAL reads
+    it to learn which attribute filters it may send). One model validates them faster than as
+    many parameters; parse_items_params reads them."""
+
+    bbox: str | None = Field(default=None, description="min_lon,min_lat,max_lon,max_lat (CRS84)")
+    datetime: str | None = Field(
+        default=None, description="observed_at: an instant or an interval with .."
+    )
+    limit: int = Field(default=100, ge=1, le=10_000)
+    sortby: str | None = Field(default=None, description="observed_at or -observed_at")
+    properties: str | None = Field(default=None, description="Comma-separated properties to return")
+    segment_id: str | None = None
+    kind: str | None = None
+    border: str | None = None
+    direction: str | None = None
+    f: str | None = Field(default=None, description="json, html, csv or jsonseq")
+    cursor: str | None = Field(default=None, description="From the next link")
 
 
 def bad(field: str, reason: str) -> InvalidParameter:
