@@ -30,6 +30,11 @@ Requests ask for ``Accept-Encoding: identity``: TiPG would otherwise gzip on its
 crossings does not compress. CPU time per request is read from /proc for the server, PostgreSQL
 and this process.
 
+The framework floor: in each round, after the cases, each server also answers its cheapest route
+(crossings: the OGC landing page with the analyst key, so through authentication; TiPG: its
+landing page) ``--floor-requests`` times over all rounds. No items page can be served faster than
+that, so it shows whether a ratio to TiPG on its fastest case is reachable at all.
+
 Each case checks that crossings, TiPG and the SQL floor return the same number of features for the
 same query (and the same reports, where a page holds every match), and that every answer of a
 server to one query is the same; any difference is listed under ``mismatches``. Prints one JSON
@@ -94,6 +99,12 @@ TIPG_PROPERTIES = [
 ]  # fmt: skip
 TARGETS = ("crossings", "tipg")
 WHO = (*TARGETS, "raw_sql")
+# The framework floor: each server's cheapest route through the same stack (uvicorn, the
+# framework, for crossings the analyst key's authentication too), sent in the same rounds. No
+# items page can be answered faster than this, so it says how far a ratio to TiPG can go at all.
+FLOOR_PATHS = {"crossings": "/ogc?f=json", "tipg": "/?f=json"}
+FLOOR = "framework_floor"
+FLOOR_WARMUP = 50
 
 
 # --- the servers -----------------------------------------------------------------------------
@@ -164,6 +175,12 @@ class Context:
             self.measured[key] = Measured(Phase(f"{who} {case.name}"))
         return self.measured[key]
 
+    def of_floor(self, who: str) -> Measured:
+        key = (who, FLOOR)
+        if key not in self.measured:
+            self.measured[key] = Measured(Phase(f"{who} {FLOOR}"))
+        return self.measured[key]
+
     def urls(self, target: str, queries: list[Query]) -> list[str]:
         if target == "tipg":
             return [q.url(TIPG_PATH, ogc=True) for q in queries]
@@ -207,8 +224,23 @@ def server_round(target: str, ctx: Context, round_no: int, notes: list[str]) -> 
                 with measured.phase.round(probes, len(urls)):
                     sent = sender.get(urls, clients=args.clients)
                 record(measured, sent, dict(zip(urls, queries, strict=True)))
+            if not args.no_floor:
+                floor_round(target, ctx, sender, probes)
         finally:
             sender.close()
+
+
+def floor_round(target: str, ctx: Context, sender: Sender, probes: Probes) -> None:
+    """This round's share of requests to the server's cheapest route (FLOOR_PATHS)."""
+    path = FLOOR_PATHS[target]
+    warm = sender.get([path] * FLOOR_WARMUP, clients=ctx.args.clients)
+    if bad := [s for s in warm if s.status != 200]:
+        raise RuntimeError(f"{target} floor: {bad[0].status} {path} {bad[0].body[:300]!r}")
+    requests = max(1, round(ctx.args.floor_requests / ctx.args.rounds))
+    phase = ctx.of_floor(target).phase
+    with phase.round(probes, requests):
+        sent = sender.get([path] * requests, clients=ctx.args.clients)
+    phase.sent += [Sent(s.status, s.seconds, b"" if s.status < 300 else s.body) for s in sent]
 
 
 def warm_up(target: str, case: Case, ctx: Context, sender: Sender, measured: Measured) -> None:
@@ -278,6 +310,16 @@ def case_result(ctx: Context, case: Case) -> dict[str, Any]:
     if "crossings" in phases and "raw_sql" in phases:
         out["ratio_crossings_to_raw_sql"] = ratios(phases["crossings"], phases["raw_sql"])
     out["answers"], out["mismatches"] = compare_answers(ctx, case)
+    return out
+
+
+def floor_result(ctx: Context) -> dict[str, Any]:
+    """Each server on its cheapest route: the most requests a second its stack answers."""
+    out: dict[str, Any] = {}
+    for who in TARGETS:
+        m = ctx.measured.get((who, FLOOR))
+        if m is not None:
+            out[who] = {"path": FLOOR_PATHS[who]} | m.phase.summary(unit="requests", per="request")
     return out
 
 
@@ -400,11 +442,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--targets", nargs="+", choices=TARGETS, default=list(TARGETS))
     parser.add_argument("--no-raw", action="store_true", help="skip the SQL floor")
+    parser.add_argument(
+        "--floor-requests",
+        type=int,
+        default=2_000,
+        help="to each server's cheapest route (the framework floor), over all rounds",
+    )
+    parser.add_argument("--no-floor", action="store_true", help="skip the framework floor")
     add_database_arguments(parser, seed=SEED)
     parser.add_argument("--output", default="features", help="name of the JSON in bench/results")
     args = parser.parse_args(argv)
     if args.quick:
         args.reports, args.small_requests, args.big_requests = 100_000, 50, 10
+        args.floor_requests = 500
     return args
 
 
@@ -441,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
         result = describe(ctx, facts, started=started, client_cores=client_cores)
     measured = [c for c in cases if any((w, c.name) in ctx.measured for w in WHO)]
     result["cases"] = {c.name: case_result(ctx, c) for c in measured}
+    result[FLOOR] = floor_result(ctx)
     result["mismatches"] = [p for c in result["cases"].values() for p in c["mismatches"]]
     result["notes"] = notes
     path = write_results(args.output, result)

@@ -26,6 +26,15 @@ def table(result: dict[str, Any]) -> None:
         ],
         [_ratio_row(name, case) for name, case in result["cases"].items()],
     )  # fmt: skip
+    floor = result.get("framework_floor") or {}
+    if floor:
+        print()
+        print_table(
+            ["framework floor", "path", "req/s", "round range", "p50 ms", "p99 ms", "srv ms/req"],
+            [_floor_row(who, s) for who, s in floor.items()],
+        )
+        for line in _floor_notes(result):
+            print(line)
     if result["mismatches"]:
         print("\nMISMATCHES:")
         for problem in result["mismatches"]:
@@ -91,3 +100,30 @@ def _values(case: dict[str, Any], who: str, key: str) -> str:
 
 def _short(text: str, width: int = 28) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _floor_row(who: str, s: dict[str, Any]) -> list[Any]:
+    rounds = s["round_requests_per_s"]
+    return [
+        WHO[who], s["path"], s["requests_per_s"], f"{rounds['min']:,.1f}-{rounds['max']:,.1f}",
+        s["latency_ms"]["p50"], s["latency_ms"]["p99"], _ms(s["cpu_us_per_request"]["server"]),
+    ]  # fmt: skip
+
+
+def _floor_notes(result: dict[str, Any]) -> list[str]:
+    """For each case, what its aim asks of crossings as a share of crossings' own floor."""
+    floor = result["framework_floor"].get("crossings")
+    if floor is None:
+        return []
+    lines = []
+    for name, case in result["cases"].items():
+        tipg = case.get("tipg")
+        if tipg is None:
+            continue
+        needed = case["aim_crossings_over_tipg"] * tipg["requests_per_s"]
+        share = needed / floor["requests_per_s"]
+        lines.append(
+            f"{name}: the aim needs {needed:,.0f} req/s, {share:.0%} of crossings' floor"
+            f" ({floor['requests_per_s']:,.0f} req/s)"
+        )
+    return lines
