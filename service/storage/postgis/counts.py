@@ -22,7 +22,7 @@ from service.storage.postgis.rollups import ALL_KINDS, CELL_DAYS_LEVEL
 
 _ROLLUP = """
     SELECT v.bucket, v.sign, {columns}, c.reports, c.people
-    FROM unnest(%({name}_period)s::timestamptz[], %({name}_bucket)s::int[], %({name}_sign)s::int[])
+    FROM unnest(%({name}_period)b::timestamptz[], %({name}_bucket)b::int[], %({name}_sign)b::int[])
         AS v(period, bucket, sign)
     JOIN {table} c ON c.period = v.period
     WHERE true{filters}
@@ -43,7 +43,7 @@ _RANGES = f"""
     FROM (
         SELECT u.k, r.segment_id, r.side, r.kind, r.direction,
                count(*) AS reports, sum(r.people) AS people
-        FROM unnest(%(u_start)s::timestamptz[], %(u_end)s::timestamptz[]) WITH ORDINALITY
+        FROM unnest(%(u_start)b::timestamptz[], %(u_end)b::timestamptz[]) WITH ORDINALITY
             AS u(t0, t1, k)
         CROSS JOIN LATERAL (
             SELECT {_REPORT_KEYS}
@@ -53,7 +53,7 @@ _RANGES = f"""
         ) AS r
         GROUP BY 1, 2, 3, 4, 5
     ) AS r
-    JOIN unnest(%(r_range)s::int[], %(r_bucket)s::int[], %(r_sign)s::int[])
+    JOIN unnest(%(r_range)b::int[], %(r_bucket)b::int[], %(r_sign)b::int[])
         AS v(k, bucket, sign) ON v.k = r.k
 """
 # The reports of a box's day periods that no whole cell of the block holds: found through the
@@ -61,16 +61,16 @@ _RANGES = f"""
 # binary search (width_bucket): a join on the day was planned as a nested loop, 365 comparisons a
 # report.
 _EDGES = f"""
-    SELECT (%(d_bucket)s::int[])[e.i] AS bucket, (%(d_sign)s::int[])[e.i] AS sign,
+    SELECT (%(d_bucket)b::int[])[e.i] AS bucket, (%(d_sign)b::int[])[e.i] AS sign,
            e.segment_id, e.side, e.kind, e.direction, 1 AS reports, e.people
     FROM (
-        SELECT width_bucket(r.observed_at, %(d_period)s::timestamptz[]) AS i,
+        SELECT width_bucket(r.observed_at, %(d_period)b::timestamptz[]) AS i,
                date_trunc('day', r.observed_at, 'UTC') AS day, {_REPORT_KEYS}
         FROM reports r
         WHERE r.observed_at >= %(d_first)s AND r.observed_at < %(d_last)s
           AND ({{strips}}){{filters}}
     ) AS e
-    WHERE e.i > 0 AND (%(d_period)s::timestamptz[])[e.i] = e.day
+    WHERE e.i > 0 AND (%(d_period)b::timestamptz[])[e.i] = e.day
 """
 # With a box, every range is shorter than a day (the box asks for day periods): its reports are
 # found by time alone. (Adding the GiST index made the planner AND a bitmap of every report in
