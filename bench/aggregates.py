@@ -20,7 +20,9 @@ Cases (each one query, asked again and again; see ``build_cases``):
 - ``segment_days``: the busiest segment's daily series over the year to the start of the run
   (``/v1/segments/{id}/timeseries?bucket=day``), partial days at both ends;
 - ``region_week_bbox``: ``group_by=region&bucket=week&tz=America/Toronto`` in a 4 x 2 degree box
-  around Roxham Road; rollups keep no positions, so the service counts the reports themselves.
+  around Roxham Road; the service sums cell_days for the grid cells wholly inside the box and
+  counts the reports of the cells its edges cross, and of the hours between UTC and local
+  midnight at each week's ends.
 
 Targets: ``api`` (``crossings serve``, one uvicorn worker, asked without a key: small counts
 suppressed, as the public sees them), ``api_analyst`` (the same with an analyst key made for the
@@ -521,8 +523,9 @@ def main(argv: list[str] | None = None) -> int:
             "raw GROUP BY: psycopg from this process, never prepared, rows fetched into Python "
             "(encoding them for the checks is outside the clock); with few requests its p99 is "
             "about its maximum",
-            "region_week_bbox: rollups keep no positions, so the service counts the reports in "
-            "the box, one range of observed_at per week",
+            "region_week_bbox: whole cells of the box from cell_days, the reports of its edge "
+            "cells and of the hours between UTC and local midnight from the reports",
+            "raw GROUP BYs run with jit = off, as the service's sessions do (faster for them)",
         ],
     )
     with (

@@ -142,10 +142,9 @@ def html_dict(doc: dict[str, Any]) -> str:
 def rows_csv(rows: list[dict[str, Any]], columns: list[str]) -> bytes:
     """A header of ``columns``, then one line per row (null as an empty field)."""
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _csv_cell(v) for k, v in row.items()})
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows([_csv_cell(row.get(column)) for column in columns] for row in rows)
     return out.getvalue().encode()
 
 
