@@ -36,13 +36,12 @@ _REPORT_KEYS = """coalesce(r.segment_id, '') AS segment_id, coalesce(r.side::tex
 # 190 of 244 ms for one segment's days; 0.5 ms as ranges on the (segment_id, observed_at) index).
 # A range that two buckets share (local weeks: the hours between UTC and local midnight, counted
 # out of one week and into the next) is read once, and counted into each (u.k: its number); its
-# reports are summed by key before they meet the buckets, as the planner joins them by a nested
-# loop (106 parts x 2,700 reports took 18 ms).
+# reports are summed by the keys asked for before they meet the buckets, as the planner joins
+# them by a nested loop (106 parts x 2,700 reports took 18 ms).
 _RANGES = f"""
     SELECT v.bucket, v.sign, r.segment_id, r.side, r.kind, r.direction, r.reports, r.people
     FROM (
-        SELECT u.k, r.segment_id, r.side, r.kind, r.direction,
-               count(*) AS reports, sum(r.people) AS people
+        SELECT u.k, {{kept}}, count(*) AS reports, sum(r.people) AS people
         FROM unnest(%(u_start)b::timestamptz[], %(u_end)b::timestamptz[]) WITH ORDINALITY
             AS u(t0, t1, k)
         CROSS JOIN LATERAL (
@@ -51,7 +50,7 @@ _RANGES = f"""
             WHERE r.observed_at >= u.t0 AND r.observed_at < u.t1{{filters}}
             OFFSET 0
         ) AS r
-        GROUP BY 1, 2, 3, 4, 5
+        GROUP BY u.k{{grouped}}
     ) AS r
     JOIN unnest(%(r_range)b::int[], %(r_bucket)b::int[], %(r_sign)b::int[])
         AS v(k, bucket, sign) ON v.k = r.k
@@ -177,7 +176,11 @@ def count_reports(conn: Connection, query: CountQuery) -> list[CountRow]:
             "r_sign": [r.sign for r in query.ranges],
         }
         filters = _filters(query, "r") + (_BOX if query.bbox is not None else "")
-        sources.append(_RANGES.format(filters=filters))
+        kept = ", ".join(
+            f"r.{key}" if key in query.keys else f"'' AS {key}" for key in COUNT_KEYS
+        )
+        grouped = "".join(f", r.{key}" for key in query.keys)
+        sources.append(_RANGES.format(filters=filters, kept=kept, grouped=grouped))
     if not sources:
         return []
     # Each source sums its own rows by bucket and key before they meet: tens of thousands of
