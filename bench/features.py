@@ -8,6 +8,7 @@ Run from the repository root (TiPG: ``.venv/bin/pip install tipg``)::
     .venv/bin/python -m bench.features --keep-db        # keep the loaded database, then reuse it:
     .venv/bin/python -m bench.features --db crossings_bench_1a2b3c4d
     .venv/bin/python -m bench.features --crossings-path /v1/reports   # the service's own listing
+    .venv/bin/python -m bench.features --source /tmp/before   # serve another copy of service/
 
 Data: a fresh database ``crossings_bench_<random>``, migrated with ``crossings db upgrade``, the
 bundled segments loaded with ``crossings segments load``, and ``--reports`` realistic, really
@@ -121,7 +122,7 @@ def start_server(target: str, ctx: Context) -> contextlib.AbstractContextManager
         )
     return running_server(
         ctx.url, log_path=ctx.scratch / "crossings.log", cores=ctx.server_cores,
-        log_level=ctx.args.server_log_level,
+        log_level=ctx.args.server_log_level, source=ctx.args.source,
     )  # fmt: skip
 
 
@@ -396,7 +397,7 @@ def describe(
         "started_at": started.isoformat(),
         "params": {k: getattr(ctx.args, k) for k in params},
         "data": facts,
-        "crossings": service_facts(None) | {"items_path": ctx.crossings_path},
+        "crossings": service_facts(ctx.args.source) | {"items_path": ctx.crossings_path},
         "tipg": {
             "version": tipg.__version__,
             "items_path": TIPG_PATH,
@@ -442,6 +443,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--targets", nargs="+", choices=TARGETS, default=list(TARGETS))
     parser.add_argument("--no-raw", action="store_true", help="skip the SQL floor")
+    parser.add_argument(
+        "--source", type=Path,
+        help="run crossings from the service package in this directory (e.g. a copy of another "
+        "checkout, for a before/after) instead of the installed one",
+    )  # fmt: skip
     parser.add_argument(
         "--floor-requests",
         type=int,
