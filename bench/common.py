@@ -397,8 +397,13 @@ def server_env(database_url: str, *, log_level: str, source: Path | None = None)
 def analyst_headers(database_url: str) -> dict[str, str]:
     """An Authorization header with a new analyst key for the service on ``database_url``: the
     role that reads precise reports and unsuppressed counts, as the benchmarks do."""
+    return key_headers(database_url, "analyst")
+
+
+def key_headers(database_url: str, role: str) -> dict[str, str]:
+    """An Authorization header with a new key of ``role`` for the service on ``database_url``."""
     done = subprocess.run(
-        [str(CROSSINGS), "keys", "create", "--role", "analyst", "--name", "benchmark"],
+        [str(CROSSINGS), "keys", "create", "--role", role, "--name", "benchmark"],
         env=server_env(database_url, log_level="warning"),
         capture_output=True,
         text=True,

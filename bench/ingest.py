@@ -61,6 +61,7 @@ from bench.common import (
     core_plan,
     fresh_postgis_database,
     handle_stop_signals,
+    key_headers,
     libpq_url,
     machine_facts,
     pg_settings,
@@ -146,6 +147,7 @@ class Workload:
 
 
 def run_http_phases(
+    database_url: str,
     base_url: str,
     work: Workload,
     probes: Probes,
@@ -158,7 +160,8 @@ def run_http_phases(
     on the rows it stored (so that drift of the machine hits both alike), then the single and
     concurrent phases. Returns the phases' summaries."""
     results: dict[str, Any] = {}
-    sender = Sender(base_url)
+    # Reports are posted as a field app does: with a reporter key.
+    sender = Sender(base_url, headers=key_headers(database_url, "reporter"))
     try:
         warm = sender.send("/v1/reports/batch", work.warmup_batches, clients=args.batch_clients)
         warm += sender.send("/v1/reports", work.warmup_singles)
@@ -270,7 +273,7 @@ def run_postgis(
                 profile.pid = server.pid
                 raw = PostgisCopy(conn, Probes(None, postgres))
                 results = _run_against(
-                    server, work, Probes(server.pid, postgres), raw, args, profile
+                    url, server, work, Probes(server.pid, postgres), raw, args, profile
                 )
         results["database"] = {"url": url.rsplit("@", 1)[-1], "settings": facts}
     if profile.files:
@@ -290,7 +293,9 @@ def run_sqlite(
         profile.pid = server.pid
         raw = SqliteExecutemany(db_path, scratch / "executemany.db", Probes(None, None))
         try:
-            results = _run_against(server, work, Probes(server.pid, None), raw, args, profile)
+            results = _run_against(
+                f"sqlite:///{db_path}", server, work, Probes(server.pid, None), raw, args, profile
+            )
         finally:
             raw.close()
     results["database"] = {"url": "sqlite:///<tmp>/bench.db", "sqlite": sqlite3.sqlite_version}
@@ -300,6 +305,7 @@ def run_sqlite(
 
 
 def _run_against(
+    database_url: str,
     server: Server,
     work: Workload,
     probes: Probes,
@@ -309,7 +315,7 @@ def _run_against(
 ) -> dict[str, Any]:
     try:
         results = run_http_phases(
-            server.base_url, work, probes, raw=raw, args=args, profile=profile
+            database_url, server.base_url, work, probes, raw=raw, args=args, profile=profile
         )
     except Exception:
         print(server.log_tail(), file=sys.stderr)
