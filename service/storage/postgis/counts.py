@@ -75,7 +75,10 @@ _EDGES = f"""
 # found by time alone. (Adding the GiST index made the planner AND a bitmap of every report in
 # the box into every range: 8 ms a range for a box of 100,000 reports.)
 _BOX = " AND ST_X(r.geom) BETWEEN %(w)s AND %(e)s AND ST_Y(r.geom) BETWEEN %(s)s AND %(n)s"
-_IN_BLOCK = "r.grid_x >> {shift} BETWEEN %(x0)s AND %(x1)s AND r.grid_y >> {shift} BETWEEN %(y0)s AND %(y1)s"
+_IN_BLOCK = (
+    "r.grid_x >> {shift} BETWEEN %(x0)s AND %(x1)s"
+    " AND r.grid_y >> {shift} BETWEEN %(y0)s AND %(y1)s"
+)
 _NARROW = {"segment_id", "kind"}  # what count_segment_months keeps
 
 
@@ -176,9 +179,7 @@ def count_reports(conn: Connection, query: CountQuery) -> list[CountRow]:
             "r_sign": [r.sign for r in query.ranges],
         }
         filters = _filters(query, "r") + (_BOX if query.bbox is not None else "")
-        kept = ", ".join(
-            f"r.{key}" if key in query.keys else f"'' AS {key}" for key in COUNT_KEYS
-        )
+        kept = ", ".join(f"r.{key}" if key in query.keys else f"'' AS {key}" for key in COUNT_KEYS)
         grouped = "".join(f", r.{key}" for key in query.keys)
         sources.append(_RANGES.format(filters=filters, kept=kept, grouped=grouped))
     if not sources:
