@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 import numpy as np
+import numpy.typing as npt
 
 from service.domain.aggregation import (
     SEGMENT_KEYS,
@@ -34,7 +35,7 @@ from service.domain.suppression import (
     suppressed_status,
     with_totals,
 )
-from service.storage.base import CountQuery, CountStore
+from service.storage.base import CountQuery, CountRow, CountStore
 
 UTC_ZONE = ZoneInfo("UTC")
 # What each group_by key is called in a row, and the count key it derives from.
@@ -159,59 +160,18 @@ def aggregate(
             bbox=request.bbox,
         )
     )
-    # The table as arrays, one row per group found, then ordered: a month-by-segment table has
-    # thousands of cells, and a Python object per cell per step was most of the request's time.
-    group_of: dict[tuple[str | None, ...], tuple[str | None, ...]] = {}  # each key's, once
-    slot: dict[tuple[str | None, ...], int] = {}
-    found: list[tuple[str | None, ...]] = []
-    at_group: list[int] = []
-    at_bucket: list[int] = []
-    counts: list[int] = []
-    people: list[int] = []
-    for row in counted:
-        group = group_of.get(row.key)
-        if group is None:
-            counted_keys = dict(zip(keys, row.key, strict=True))
-            group = group_of[row.key] = _group_of(request.group_by, counted_keys, index)
-        place = slot.get(group)
-        if place is None:
-            place = slot[group] = len(found)
-            found.append(group)
-        at_group.append(place)
-        at_bucket.append(row.bucket)
-        counts.append(row.reports)
-        people.append(row.people)
-    found_reports = np.zeros((len(found), len(chosen)), dtype=np.int64)
-    found_people = np.zeros_like(found_reports)
-    np.add.at(found_reports, (at_group, at_bucket), counts)
-    np.add.at(found_people, (at_group, at_bucket), people)
-    nonzero = ((found_reports != 0) | (found_people != 0)).any(axis=1).tolist()
-    groups = sorted((g for g, keep in zip(found, nonzero, strict=True) if keep), key=_sort_key)
-    if request.all_segments and request.group_by == ("segment",):
-        wanted = request.segment_ids
-        listed = [
-            (s.segment_id,) for s in index.segments if wanted is None or s.segment_id in wanted
-        ]
-        groups = listed + [g for g in groups if g not in set(listed)]
-    taken = np.asarray([slot.get(g, -1) for g in groups], dtype=np.intp)
-    table_reports = np.zeros((len(groups), len(chosen)), dtype=np.int64)
-    table_people = np.zeros_like(table_reports)
-    table_reports[taken >= 0] = found_reports[taken[taken >= 0]]
-    table_people[taken >= 0] = found_people[taken[taken >= 0]]
-    grid_reports, grid_people = with_totals(table_reports, table_people)
+    groups, reports, people = _table(counted, keys, request, index, len(chosen))
+    grid_reports, grid_people = with_totals(reports, people)
     status = suppressed_status(grid_reports, grid_people, below=suppress_below)
     figure = figure_reader(grid_reports, grid_people, status=status)
     published = (
-        np.ones(table_reports.shape, dtype=np.bool_)
+        np.ones(reports.shape, dtype=np.bool_)
         if request.fill or request.all_segments
-        else (table_reports != 0) | (table_people != 0)
+        else (reports != 0) | (people != 0)
     )
-    ii, jj = np.nonzero(published)  # row-major: by group, then by bucket
-    ii_list, jj_list = ii.tolist(), jj.tolist()
-    figures = cell_figures(grid_reports, grid_people, status, ii_list, jj_list)
-    rows = [
-        AggregateRow(groups[i], j, f) for i, j, f in zip(ii_list, jj_list, figures, strict=True)
-    ]
+    ii, jj = (a.tolist() for a in np.nonzero(published))  # row-major: by group, then by bucket
+    figures = cell_figures(grid_reports, grid_people, status, ii, jj)
+    rows = [AggregateRow(groups[i], j, f) for i, j, f in zip(ii, jj, figures, strict=True)]
     n_rows, n_cols = len(groups), len(chosen)
     return Aggregate(
         request=request,
@@ -222,6 +182,56 @@ def aggregate(
         total=figure(n_rows, n_cols),
         suppress_below=suppress_below,
     )
+
+
+Group = tuple[str | None, ...]
+IntArray = npt.NDArray[np.int64]
+
+
+def _table(
+    counted: Sequence[CountRow],
+    keys: Sequence[str],
+    request: AggregateRequest,
+    index: SegmentIndex,
+    n_buckets: int,
+) -> tuple[list[Group], IntArray, IntArray]:
+    """The groups in order, and reports and people per group and bucket, as arrays: a month-by-
+    segment table has thousands of cells, and a Python object per cell per step was most of the
+    request's time. Groups with no report are left out, except the segments ``all_segments``
+    lists."""
+    group_of: dict[tuple[str | None, ...], Group] = {}  # each key's, once
+    slot: dict[Group, int] = {}
+    found: list[Group] = []
+    at_group: list[int] = []
+    for row in counted:
+        group = group_of.get(row.key)
+        if group is None:
+            counted_keys = dict(zip(keys, row.key, strict=True))
+            group = group_of[row.key] = _group_of(request.group_by, counted_keys, index)
+        place = slot.get(group)
+        if place is None:
+            place = slot[group] = len(found)
+            found.append(group)
+        at_group.append(place)
+    found_reports = np.zeros((len(found), n_buckets), dtype=np.int64)
+    found_people = np.zeros_like(found_reports)
+    at = (at_group, [row.bucket for row in counted])
+    np.add.at(found_reports, at, [row.reports for row in counted])
+    np.add.at(found_people, at, [row.people for row in counted])
+    nonzero = ((found_reports != 0) | (found_people != 0)).any(axis=1).tolist()
+    groups = sorted((g for g, keep in zip(found, nonzero, strict=True) if keep), key=_sort_key)
+    if request.all_segments and request.group_by == ("segment",):
+        wanted = request.segment_ids
+        listed = [
+            (s.segment_id,) for s in index.segments if wanted is None or s.segment_id in wanted
+        ]
+        groups = listed + [g for g in groups if g not in set(listed)]
+    taken = np.asarray([slot.get(g, -1) for g in groups], dtype=np.intp)
+    reports = np.zeros((len(groups), n_buckets), dtype=np.int64)
+    people = np.zeros_like(reports)
+    reports[taken >= 0] = found_reports[taken[taken >= 0]]
+    people[taken >= 0] = found_people[taken[taken >= 0]]
+    return groups, reports, people
 
 
 @functools.lru_cache(maxsize=256)

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from service.domain.aggregation import period_end
-from service.domain.tiles import CellBlock, cells_inside
+from service.domain.cells import CellBlock, cells_inside
 from service.storage.base import COUNT_KEYS, CountQuery, CountRow, rows_of
 from service.storage.postgis.rollups import ALL_KINDS, CELL_DAYS_LEVEL
 
