@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import time
@@ -22,7 +23,7 @@ from service.domain.errors import StoreUnavailable
 from service.settings import Settings
 from service.storage import open_store
 from service.storage.base import Store
-from service.usecases.segments import ensure_segments
+from service.usecases.segments import ensure_segments, stored_border
 
 log = logging.getLogger("crossings")
 
@@ -54,10 +55,31 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # garbage collection (those paused big pages by ~100 ms each in bench/features.py).
         gc.collect()
         gc.freeze()
-        yield
+        watcher = asyncio.create_task(_watch_border(app, store, settings.border_check_s))
+        try:
+            yield
+        finally:
+            watcher.cancel()
     finally:
         store.close()
         app.state.limiter.close()
+
+
+async def _watch_border(app: FastAPI, store: Store, every_s: float) -> None:
+    """Take up a border that another process (``crossings segments load``) stored, within
+    ``every_s``: tiles, segments and aggregates then use it. Ingest does not wait for this: it
+    finds a changed border in its own transaction (service/usecases/submit_reports.py)."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            version = await run_in_threadpool(store.border_version)
+            if version != app.state.index.version:
+                app.state.index = await run_in_threadpool(stored_border, store)
+                log.info("took up border version %s", app.state.index.version)
+        except StoreUnavailable:
+            continue  # the database is away: look again next time
+        except Exception:  # never let the watcher die with the server still up
+            log.exception("could not check the border's version")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     allow_anonymous_reports: bool = Field(
         default=False, description="Accept reports without a key (closed networks only)"
     )
+    border_check_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often a server looks whether another process loaded a new border",
+    )
     key_cache_s: float = Field(
         default=10.0, ge=0, description="How long a process trusts a key it has looked up"
     )

@@ -128,8 +128,10 @@ class SegmentIndex:
     line between two vertices, drawn straight in lon/lat as GeoJSON draws it, is what we measure to.
     """
 
-    def __init__(self, segments: Sequence[BorderSegment]) -> None:
+    def __init__(self, segments: Sequence[BorderSegment], *, version: int | None = None) -> None:
         self.segments: tuple[BorderSegment, ...] = tuple(segments)
+        # The stored border's version these segments are (None: not read from a store).
+        self.version = version
         self.by_id: dict[str, BorderSegment] = {s.segment_id: s for s in self.segments}
         ax: list[float] = []
         ay: list[float] = []

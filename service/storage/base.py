@@ -68,7 +68,16 @@ Resnap = Callable[[list[float], list[float]], list[SnapResult]]
 OnProgress = Callable[[int, int], None]
 
 
+class BorderChanged(Exception):
+    """The stored border is no longer the one the reports were snapped to: nothing was written;
+    load the border again, snap again, and retry."""
+
+
 class SegmentStore(Protocol):
+    def border_version(self) -> int:
+        """The stored border's version: raised by every change of the segment set."""
+        ...
+
     def count_segments(self) -> int:
         """How many segments are loaded."""
         ...
@@ -97,9 +106,15 @@ class SegmentStore(Protocol):
 
 class ReportStore(Protocol):
     def add_reports(
-        self, reports: Sequence[Report], *, posted_by: str | None = None
+        self,
+        reports: Sequence[Report],
+        *,
+        posted_by: str | None = None,
+        border_version: int | None = None,
     ) -> list[IngestResult]:
         """Store new reports exactly once, in one transaction; one result per input, in order.
+        With ``border_version`` (the border the reports were snapped to), raise BorderChanged and
+        write nothing when the stored border has another version, at any moment until commit.
 
         A report whose id is already stored (or earlier in the same call) is a DUPLICATE when its
         content hash matches and a CONFLICT otherwise; both carry the stored report. The database's

@@ -63,8 +63,20 @@ def replace_border(
 def ensure_segments(store: SegmentStore, path: Path | None) -> SegmentIndex:
     """The index of the stored border, loading the given (or bundled) file into an empty store."""
     if store.count_segments() == 0:
-        return load_segments(store, path or bundled_segments_path())
-    return SegmentIndex(store.list_segments())
+        load_segments(store, path or bundled_segments_path())
+    return stored_border(store)
+
+
+def stored_border(store: SegmentStore) -> SegmentIndex:
+    """The stored border, indexed, with its version (read again until it stays the same across
+    the read, so that segments and version belong together)."""
+    version = store.border_version()
+    while True:
+        segments = store.list_segments()
+        again = store.border_version()
+        if again == version:
+            return SegmentIndex(segments, version=version)
+        version = again
 
 
 def get_segment(index: SegmentIndex, segment_id: str) -> BorderSegment:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from service.domain.errors import InvalidInput, Problem, ReportConflict
+from service.domain.errors import InvalidInput, Problem, ReportConflict, StoreUnavailable
 from service.domain.reports import (
     IngestOutcome,
     IngestResult,
@@ -17,7 +17,7 @@ from service.domain.reports import (
 from service.domain.segments import SegmentIndex
 from service.domain.snapping import snap
 from service.settings import Settings
-from service.storage.base import ReportStore
+from service.storage.base import BorderChanged, ReportStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +28,11 @@ class ItemOutcome:
     problem: Problem | None = None
 
 
+# A border change while a batch is snapped makes it snap again; more than this in a row is a
+# border being reloaded in a loop, and the batch is refused as unavailable for now.
+BORDER_RETRIES = 3
+
+
 def submit_batch(
     store: ReportStore,
     index: SegmentIndex,
@@ -36,8 +41,37 @@ def submit_batch(
     settings: Settings,
     now: datetime | None = None,
     posted_by: str | None = None,
+    reload_border: Callable[[], SegmentIndex] | None = None,
 ) -> list[ItemOutcome]:
-    """One outcome per item, in order. Valid items are stored even when others are refused."""
+    """One outcome per item, in order. Valid items are stored even when others are refused.
+
+    With ``reload_border``, the reports are stored only if the stored border is still ``index``'s
+    version; if another process changed it meanwhile, ``reload_border`` gives the new one and the
+    batch is checked and snapped again, so no report is stored against a replaced border.
+    """
+    for _ in range(BORDER_RETRIES):
+        try:
+            return _submit(
+                store, index, items, settings=settings, now=now, posted_by=posted_by,
+                border_version=None if reload_border is None else index.version,
+            )  # fmt: skip
+        except BorderChanged:
+            if reload_border is None:
+                raise
+            index = reload_border()
+    raise StoreUnavailable("the border is being changed: try again in a moment")
+
+
+def _submit(
+    store: ReportStore,
+    index: SegmentIndex,
+    items: Sequence[ReportDraft | Problem],
+    *,
+    settings: Settings,
+    now: datetime | None,
+    posted_by: str | None,
+    border_version: int | None,
+) -> list[ItemOutcome]:
     now = now or datetime.now(UTC)
     outcomes: list[ItemOutcome | None] = [None] * len(items)
     valid: list[tuple[int, ReportDraft]] = []
@@ -65,9 +99,8 @@ def submit_batch(
             max_distance_m=settings.max_snap_distance_m,
         )
         reports = [Report(d, now, s) for d, s in zip(drafts, snaps, strict=True)]
-        for (position, _), result in zip(
-            valid, store.add_reports(reports, posted_by=posted_by), strict=True
-        ):
+        stored = store.add_reports(reports, posted_by=posted_by, border_version=border_version)
+        for (position, _), result in zip(valid, stored, strict=True):
             outcomes[position] = ItemOutcome(result, _conflict(result))
     return [o for o in outcomes if o is not None]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -29,6 +30,7 @@ from service.domain.segments import SegmentIndex
 from service.settings import Settings
 from service.storage.base import Store
 from service.usecases.query_reports import get_report, list_reports
+from service.usecases.segments import stored_border
 from service.usecases.submit_reports import submit_batch
 
 router = APIRouter(prefix="/v1", tags=["reports"], dependencies=[Depends(get_caller)])
@@ -55,6 +57,18 @@ async def create_report(
     )
 
 
+def border_reloader(request: Request, store: Store) -> Callable[[], SegmentIndex]:
+    """Reads the stored border again when ingest finds it changed (another process loaded one),
+    and makes it the one every later request uses."""
+
+    def reload() -> SegmentIndex:
+        index = stored_border(store)
+        request.app.state.index = index
+        return index
+
+    return reload
+
+
 async def submit_single(
     request: Request, store: Store, index: SegmentIndex, settings: Settings, *, location: str
 ) -> Response:
@@ -64,7 +78,14 @@ async def submit_single(
     item = parse_report(body)
     caller: Caller = request.state.caller
     (outcome,) = await run_in_threadpool(
-        lambda: submit_batch(store, index, [item], settings=settings, posted_by=caller.key_id)
+        lambda: submit_batch(
+            store,
+            index,
+            [item],
+            settings=settings,
+            posted_by=caller.key_id,
+            reload_border=border_reloader(request, store),
+        )
     )
     report = raise_for_outcome(outcome, is_feature=_is_feature(body))
     created = outcome.result.outcome is IngestOutcome.CREATED
@@ -99,7 +120,14 @@ async def create_reports(
     parsed = [parse_report(item) for item in items]
     caller: Caller = request.state.caller
     outcomes = await run_in_threadpool(
-        lambda: submit_batch(store, index, parsed, settings=settings, posted_by=caller.key_id)
+        lambda: submit_batch(
+            store,
+            index,
+            parsed,
+            settings=settings,
+            posted_by=caller.key_id,
+            reload_border=border_reloader(request, store),
+        )
     )
     with_report = "return=representation" in request.headers.get("prefer", "")
     results = [

@@ -35,10 +35,13 @@ def replace_border(
     resnap: Resnap,
     on_progress: OnProgress | None,
 ) -> int:
-    # Ingest waits (and answers 503 past its statement timeout: the client retries) rather than
-    # store a report snapped to the border being replaced.
-    conn.exec_driver_sql("LOCK TABLE reports IN EXCLUSIVE MODE")
+    # The segments (and the border's version) first, before any lock on reports: an ingest that
+    # read the version FOR SHARE finishes before this goes on; one that reads it later waits,
+    # then sees the new version and snaps its reports again.
     segments.replace_segments(conn, batch)
+    # Writers that do not check the version wait (and answer 503 past their statement timeout:
+    # the client retries) rather than store a report snapped to the border being replaced.
+    conn.exec_driver_sql("LOCK TABLE reports IN EXCLUSIVE MODE")
     total = int(conn.exec_driver_sql("SELECT count(*) FROM reports").scalar_one())
     done, after = 0, UUID(int=0)
     while True:

@@ -16,7 +16,21 @@ def count_segments(conn: Connection) -> int:
     return int(conn.execute(select(func.count()).select_from(segments)).scalar_one())
 
 
+def border_version(conn: Connection, *, for_share: bool = False) -> int:
+    """The border's version (migration 0009); ``for_share`` holds it against a change until the
+    transaction ends."""
+    lock = " FOR SHARE" if for_share else ""
+    return int(conn.exec_driver_sql(f"SELECT version FROM border_version{lock}").scalar_one())
+
+
+def bump_border_version(conn: Connection) -> None:
+    """Raise the border's version. Call it first in the transaction that changes the border,
+    before any lock on reports, so that an ingest holding the version cannot deadlock with it."""
+    conn.exec_driver_sql("UPDATE border_version SET version = version + 1")
+
+
 def replace_segments(conn: Connection, batch: Sequence[BorderSegment]) -> None:
+    bump_border_version(conn)
     conn.execute(delete(segments))
     rows = [
         {

@@ -16,6 +16,7 @@ from service.domain.segments import BorderSegment
 from service.domain.tiles import SegmentCount, TileFilter, TileReports
 from service.settings import Settings
 from service.storage.base import (
+    BorderChanged,
     CountQuery,
     CountRow,
     Extent,
@@ -98,6 +99,9 @@ class PostgisStore:
     def close(self) -> None:
         self.engine.dispose()
 
+    def border_version(self) -> int:
+        return self._run(segments.border_version)
+
     def count_segments(self) -> int:
         return self._run(segments.count_segments)
 
@@ -117,9 +121,22 @@ class PostgisStore:
         return self._run(lambda conn: border.replace_border(conn, batch, resnap, on_progress))
 
     def add_reports(
-        self, batch: Sequence[Report], *, posted_by: str | None = None
+        self,
+        batch: Sequence[Report],
+        *,
+        posted_by: str | None = None,
+        border_version: int | None = None,
     ) -> list[IngestResult]:
-        return self._run(lambda conn: reports.add_reports(conn, batch, posted_by))
+        def work(conn: Connection) -> list[IngestResult]:
+            # Held FOR SHARE until commit: a border change waits for this ingest, or this ingest
+            # waits for it and then sees its version (migration 0009).
+            if border_version is not None and border_version != segments.border_version(
+                conn, for_share=True
+            ):
+                raise BorderChanged("the border changed since these reports were snapped")
+            return reports.add_reports(conn, batch, posted_by)
+
+        return self._run(work)
 
     def get_report(self, report_id: UUID, *, posted_by: str | None = None) -> Report | None:
         return self._run(lambda conn: reports.get_report(conn, report_id, posted_by))

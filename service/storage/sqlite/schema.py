@@ -151,11 +151,21 @@ _V4_RETENTION = sql_step(
     "CREATE INDEX reports_unpurged ON reports (observed_at) WHERE purged = 0",
 )
 
+# The border's version, raised by every change of the segment set (as PostGIS migration 0009):
+# a running server learns of a border loaded by another process, and ingest refuses to store a
+# report snapped to a border that is no longer the stored one.
+_V5_BORDER_VERSION = sql_step(
+    "CREATE TABLE border_version (only_row INTEGER PRIMARY KEY CHECK (only_row = 1),"
+    " version INTEGER NOT NULL)",
+    "INSERT INTO border_version (only_row, version) VALUES (1, 1)",
+)
+
 MIGRATIONS: tuple[MigrationStep, ...] = (
     _V1_SEGMENTS_AND_REPORTS,
     _V2_COUNT_ROLLUPS,
     _V3_ACCESS,
     _V4_RETENTION,
+    _V5_BORDER_VERSION,
 )
 
 

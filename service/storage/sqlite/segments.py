@@ -29,12 +29,18 @@ def count_segments(conn: sqlite3.Connection) -> int:
     return int(count)
 
 
+def border_version(conn: sqlite3.Connection) -> int:
+    (version,) = conn.execute("SELECT version FROM border_version").fetchone()
+    return int(version)
+
+
 def replace_segments(conn: sqlite3.Connection, segments: Sequence[BorderSegment]) -> None:
     """Delete every segment and insert ``segments``; the caller's transaction makes it atomic.
 
     Raises InvalidSegmentFile for a repeated segment_id or properties that are not JSON values,
     after which the caller rolls back and the old set stays.
     """
+    conn.execute("UPDATE border_version SET version = version + 1")
     conn.execute("DELETE FROM segments")
     try:
         conn.executemany(_INSERT, _rows(segments))

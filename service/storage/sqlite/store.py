@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 from functools import partial
@@ -13,6 +14,7 @@ from service.domain.reports import IngestResult, Report
 from service.domain.segments import BorderSegment
 from service.domain.tiles import SegmentCount, TileFilter, TileReports
 from service.storage.base import (
+    BorderChanged,
     CountQuery,
     CountRow,
     Extent,
@@ -69,6 +71,9 @@ class SqliteStore:
     def path(self) -> Path:
         return self._db.path
 
+    def border_version(self) -> int:
+        return self._db.read(segment_queries.border_version)
+
     def count_segments(self) -> int:
         return self._db.read(segment_queries.count_segments)
 
@@ -95,13 +100,24 @@ class SqliteStore:
         )
 
     def add_reports(
-        self, reports: Sequence[Report], *, posted_by: str | None = None
+        self,
+        reports: Sequence[Report],
+        *,
+        posted_by: str | None = None,
+        border_version: int | None = None,
     ) -> list[IngestResult]:
         if not reports:
             return []
-        return self._db.write(
-            partial(report_queries.add_reports, reports=reports, posted_by=posted_by)
-        )
+
+        def work(conn: sqlite3.Connection) -> list[IngestResult]:
+            # In the write transaction (BEGIN IMMEDIATE): no border change can come between.
+            if border_version is not None and border_version != segment_queries.border_version(
+                conn
+            ):
+                raise BorderChanged("the border changed since these reports were snapped")
+            return report_queries.add_reports(conn, reports=reports, posted_by=posted_by)
+
+        return self._db.write(work)
 
     def get_report(self, report_id: UUID, *, posted_by: str | None = None) -> Report | None:
         return self._db.read(
