@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -46,59 +47,54 @@ def _draft() -> ReportDraft:
     return ReportDraft(uuid.uuid4(), now - timedelta(hours=1), *ROXHAM, 3, "crossing", "US", None)
 
 
-def _opened(url: str) -> Store:
-    return open_store(Settings(database_url=url))
-
-
-def test_a_border_change_raises_the_version_and_stale_ingest_writes_nothing(
-    fresh_url: str, tmp_path: Path
-) -> None:
+@pytest.fixture
+def replaced(fresh_url: str, tmp_path: Path) -> Iterator[tuple[Store, SegmentIndex]]:
+    """A store whose border was replaced by another process (the CLI), and the border it had."""
     _load(fresh_url, BUNDLED)
-    store = _opened(fresh_url)
+    store = open_store(Settings(database_url=fresh_url))
     try:
         old = stored_border(store)
         assert old.version == store.border_version()
         _load(fresh_url, _mexico_only(tmp_path))
-        assert store.border_version() > old.version  # type: ignore[operator]
-        draft = _draft()
-        (snapped,) = snap([draft.lon], [draft.lat], old, max_distance_m=25_000)
-        assert snapped.status is SnapStatus.SNAPPED  # to the border that is gone
-        with pytest.raises(BorderChanged):
-            store.add_reports(
-                [Report(draft, datetime.now(UTC), snapped)], border_version=old.version
-            )
-        assert store.get_report(draft.id) is None
+        yield store, old
     finally:
         store.close()
+
+
+def test_a_border_change_raises_the_version_and_stale_ingest_writes_nothing(
+    replaced: tuple[Store, SegmentIndex],
+) -> None:
+    store, old = replaced
+    assert store.border_version() > old.version  # type: ignore[operator]
+    draft = _draft()
+    (snapped,) = snap([draft.lon], [draft.lat], old, max_distance_m=25_000)
+    assert snapped.status is SnapStatus.SNAPPED  # to the border that is gone
+    with pytest.raises(BorderChanged):
+        store.add_reports([Report(draft, datetime.now(UTC), snapped)], border_version=old.version)
+    assert store.get_report(draft.id) is None
 
 
 def test_ingest_with_a_replaced_border_snaps_again_to_the_stored_one(
-    fresh_url: str, tmp_path: Path
+    replaced: tuple[Store, SegmentIndex], fresh_url: str
 ) -> None:
-    _load(fresh_url, BUNDLED)
-    store = _opened(fresh_url)
-    try:
-        old = stored_border(store)
-        _load(fresh_url, _mexico_only(tmp_path))
-        taken_up: list[SegmentIndex] = []
+    store, old = replaced
+    taken_up: list[SegmentIndex] = []
 
-        def reload() -> SegmentIndex:
-            taken_up.append(stored_border(store))
-            return taken_up[-1]
+    def reload() -> SegmentIndex:
+        taken_up.append(stored_border(store))
+        return taken_up[-1]
 
-        draft = _draft()
-        (outcome,) = submit_batch(
-            store, old, [draft], settings=Settings(database_url=fresh_url), reload_border=reload
-        )
-        assert outcome.problem is None
-        assert len(taken_up) == 1 and all(s.border == "MX-US" for s in taken_up[0].segments)
-        stored = store.get_report(draft.id)
-        assert stored is not None
-        # Hundreds of km from the only border stored now: beyond reach, not on a Canadian segment.
-        assert stored.snap.status is SnapStatus.BEYOND_MAX_DISTANCE
-        assert stored.snap.segment_id is None
-    finally:
-        store.close()
+    draft = _draft()
+    (outcome,) = submit_batch(
+        store, old, [draft], settings=Settings(database_url=fresh_url), reload_border=reload
+    )
+    assert outcome.problem is None
+    assert len(taken_up) == 1 and all(s.border == "MX-US" for s in taken_up[0].segments)
+    stored = store.get_report(draft.id)
+    assert stored is not None
+    # Hundreds of km from the only border stored now: beyond reach, not on a Canadian segment.
+    assert stored.snap.status is SnapStatus.BEYOND_MAX_DISTANCE
+    assert stored.snap.segment_id is None
 
 
 def test_a_running_server_takes_up_a_border_loaded_by_another_process(
