@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import time
@@ -23,7 +24,7 @@ from service.domain.errors import StoreUnavailable
 from service.settings import Settings
 from service.storage import open_store
 from service.storage.base import Store
-from service.usecases.segments import ensure_segments, stored_border
+from service.usecases.segments import CurrentBorder, ensure_segments
 
 log = logging.getLogger("crossings")
 
@@ -50,32 +51,34 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     store = await run_in_threadpool(_open_store_waiting, settings)
     try:
         app.state.store = store
-        app.state.index = await run_in_threadpool(ensure_segments, store, settings.segments_path)
+        index = await run_in_threadpool(ensure_segments, store, settings.segments_path)
+        app.state.border = CurrentBorder(store, index)
         # What start-up built lives as long as the process: keep it out of every later full
         # garbage collection (those paused big pages by ~100 ms each in bench/features.py).
         gc.collect()
         gc.freeze()
-        watcher = asyncio.create_task(_watch_border(app, store, settings.border_check_s))
+        watcher = asyncio.create_task(_watch_border(app.state.border, settings.border_check_s))
         try:
             yield
         finally:
             watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
     finally:
         store.close()
         app.state.limiter.close()
 
 
-async def _watch_border(app: FastAPI, store: Store, every_s: float) -> None:
+async def _watch_border(border: CurrentBorder, every_s: float) -> None:
     """Take up a border that another process (``crossings segments load``) stored, within
     ``every_s``: tiles, segments and aggregates then use it. Ingest does not wait for this: it
     finds a changed border in its own transaction (service/usecases/submit_reports.py)."""
     while True:
         await asyncio.sleep(every_s)
         try:
-            version = await run_in_threadpool(store.border_version)
-            if version != app.state.index.version:
-                app.state.index = await run_in_threadpool(stored_border, store)
-                log.info("took up border version %s", app.state.index.version)
+            before = border.index
+            if await run_in_threadpool(border.refresh) is not before:
+                log.info("took up border version %s", border.index.version)
         except StoreUnavailable:
             continue  # the database is away: look again next time
         except Exception:  # never let the watcher die with the server still up

@@ -2,7 +2,7 @@
 
 - ``count_segment_months``: reports and people per (segment_id, UTC month, kind), '' standing for
   no segment, and per (segment_id, UTC month) under kind '*' (every kind: a fifth of the rows
-  again for the queries that neither group nor filter by kind). Grouping by segment, section, border, region or kind (the commonest aggregates)
+  again for queries that neither group nor filter by kind). Grouping by segment, section, border, region or kind (the commonest aggregates)
   needs nothing finer; ``count_months`` keeps side and direction as well, and holds five times the
   rows (bench/aggregates: 99,000 against 18,000 for a year of 1,000,000 reports).
 - ``count_days``' key carries the counts too (INCLUDE), so one segment's days are read from the
@@ -14,7 +14,9 @@
   its level-12 cell: it stays counted where it was.
 
 Ingest keeps both in the same statement as the reports it creates (rollups.py). This migration
-fills them from the reports already stored.
+fills them from the reports already stored: stop servers of older code first (they would ingest
+without keeping these), or run ``crossings db rebuild-rollups`` once none is left, as after any
+bulk load that went around ingest.
 
 Revision ID: 0007
 Revises: 0006

@@ -20,15 +20,22 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute("DROP INDEX reports_observed_id")
-    op.execute(
-        """
-        CREATE INDEX reports_observed_id ON reports (observed_at, id)
-            INCLUDE (geom, segment_id, side, kind, direction, people_count)
-        """
-    )
+    # Built CONCURRENTLY beside the old one, which then gives way: ingest and reads go on
+    # meanwhile (a plain CREATE INDEX would hold writes for the whole build).
+    with op.get_context().autocommit_block():
+        op.execute("DROP INDEX CONCURRENTLY IF EXISTS reports_observed_cover")  # a failed try
+        op.execute(
+            """
+            CREATE INDEX CONCURRENTLY reports_observed_cover ON reports (observed_at, id)
+                INCLUDE (geom, segment_id, side, kind, direction, people_count)
+            """
+        )
+        op.execute("DROP INDEX CONCURRENTLY reports_observed_id")
+        op.execute("ALTER INDEX reports_observed_cover RENAME TO reports_observed_id")
 
 
 def downgrade() -> None:
-    op.execute("DROP INDEX reports_observed_id")
-    op.execute("CREATE INDEX reports_observed_id ON reports (observed_at, id)")
+    with op.get_context().autocommit_block():
+        op.execute("CREATE INDEX CONCURRENTLY reports_observed_plain ON reports (observed_at, id)")
+        op.execute("DROP INDEX CONCURRENTLY reports_observed_id")
+        op.execute("ALTER INDEX reports_observed_plain RENAME TO reports_observed_id")

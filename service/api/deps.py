@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -21,6 +22,7 @@ from service.domain.errors import Forbidden, TooManyRequests, Unauthenticated
 from service.domain.segments import SegmentIndex
 from service.settings import Settings
 from service.storage.base import Store
+from service.usecases.segments import CurrentBorder
 
 
 async def get_settings(request: Request) -> Settings:
@@ -34,8 +36,15 @@ async def get_store(request: Request) -> Store:
 
 
 async def get_index(request: Request) -> SegmentIndex:
-    index: SegmentIndex = request.app.state.index
-    return index
+    border: CurrentBorder = request.app.state.border
+    return border.index
+
+
+def border_reloader(request: Request) -> Callable[[SegmentIndex], SegmentIndex]:
+    """What ingest calls when it finds the border it snapped to replaced (another process loaded
+    one): the stored border, which every later request then uses too."""
+    border: CurrentBorder = request.app.state.border
+    return lambda stale: border.refresh(stale=stale)
 
 
 def _token(request: Request) -> str | None:

@@ -91,12 +91,17 @@ MAX_BUCKETS = 10_000
 _DAYS_AT_LEAST = {"day": 1, "week": 7, "month": 28, "quarter": 89, "year": 365}
 
 
+def bucket_count_at_most(unit: Unit | None, start: datetime, end: datetime) -> int:
+    """An upper bound of how many buckets cover [start, end)."""
+    return 1 if unit is None else (end - start).days // _DAYS_AT_LEAST[unit] + 2
+
+
 def buckets(unit: Unit | None, zone: ZoneInfo, start: datetime, end: datetime) -> list[Bucket]:
     """The buckets covering [start, end), in order; each local period clipped to the window.
     Refuses (InvalidParameter) a range of more than MAX_BUCKETS buckets."""
     if end <= start:
         return []
-    if unit is not None and (end - start).days // _DAYS_AT_LEAST[unit] + 2 > MAX_BUCKETS:
+    if bucket_count_at_most(unit, start, end) > MAX_BUCKETS:
         reason = f"would make more than {MAX_BUCKETS:,} buckets: narrow start/end or take a longer bucket"
         raise InvalidParameter(f"bucket {reason}", errors=[FieldError("bucket", reason)])
     if unit is None:

@@ -24,6 +24,7 @@ from service.domain.aggregation import (
     PeriodPart,
     RangePart,
     Unit,
+    bucket_count_at_most,
     buckets,
     parts,
 )
@@ -146,7 +147,7 @@ def aggregate(
     chosen_buckets, periods, ranges = (
         ((), (), ())
         if start is None or end is None
-        else _time_plan(request.bucket, request.zone, start, end, grains)
+        else time_plan(request.bucket, request.zone, start, end, grains)
     )
     chosen = list(chosen_buckets)
     keys = _count_keys(request.group_by)
@@ -234,13 +235,33 @@ def _table(
     return groups, reports, people
 
 
-@functools.lru_cache(maxsize=256)
-def _time_plan(
+Plan = tuple[tuple[Bucket, ...], tuple[PeriodPart, ...], tuple[RangePart, ...]]
+# Windows of at most this many buckets are kept (a year of days is 366): a plan of 10,000 local
+# days holds some 40,000 parts, and anyone can ask for new windows.
+CACHED_BUCKETS = 1_000
+
+
+def time_plan(
     unit: Unit | None, zone: ZoneInfo, start: datetime, end: datetime, grains: tuple[Any, ...]
-) -> tuple[tuple[Bucket, ...], tuple[PeriodPart, ...], tuple[RangePart, ...]]:
+) -> Plan:
     """The buckets of [start, end) and the signed parts that count them. Calendar arithmetic
-    only, no data: kept for the windows asked last, as dashboards ask the same ones again and
-    again (a year of days takes 2 ms to work out)."""
+    only, no data: small windows are kept for when they are asked again, as dashboards do (a
+    year of days takes 2 ms to work out)."""
+    if bucket_count_at_most(unit, start, end) <= CACHED_BUCKETS:
+        return _cached_plan(unit, zone, start, end, grains)
+    return _plan(unit, zone, start, end, grains)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_plan(
+    unit: Unit | None, zone: ZoneInfo, start: datetime, end: datetime, grains: tuple[Any, ...]
+) -> Plan:
+    return _plan(unit, zone, start, end, grains)
+
+
+def _plan(
+    unit: Unit | None, zone: ZoneInfo, start: datetime, end: datetime, grains: tuple[Any, ...]
+) -> Plan:
     chosen = buckets(unit, zone, start, end)
     periods: list[PeriodPart] = []
     ranges: list[RangePart] = []

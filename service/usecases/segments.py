@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import orjson
@@ -77,6 +78,32 @@ def stored_border(store: SegmentStore) -> SegmentIndex:
         if again == version:
             return SegmentIndex(segments, version=version)
         version = again
+
+
+class CurrentBorder:
+    """The border a server snaps to and reads by. Another process may load a new one
+    (``crossings segments load``): ``refresh`` takes it up, one reader at a time, and never goes
+    back to an older version."""
+
+    def __init__(self, store: SegmentStore, index: SegmentIndex) -> None:
+        self._store = store
+        self._lock = threading.Lock()
+        self.index = index
+
+    def refresh(self, *, stale: SegmentIndex | None = None) -> SegmentIndex:
+        """The stored border, read again only when its version moved. With ``stale`` (the border
+        an ingest found replaced), a newer one already taken up by another request is returned
+        as it is: a batch of requests that all found the change read the border once."""
+        with self._lock:
+            current = self.index
+            if stale is not None and current.version != stale.version:
+                return current
+            if self._store.border_version() == current.version:
+                return current
+            fresh = stored_border(self._store)
+            if current.version is None or (fresh.version or 0) > current.version:
+                self.index = fresh
+            return self.index
 
 
 def get_segment(index: SegmentIndex, segment_id: str) -> BorderSegment:

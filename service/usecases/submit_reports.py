@@ -41,15 +41,17 @@ def submit_batch(
     settings: Settings,
     now: datetime | None = None,
     posted_by: str | None = None,
-    reload_border: Callable[[], SegmentIndex] | None = None,
+    reload_border: Callable[[SegmentIndex], SegmentIndex] | None = None,
 ) -> list[ItemOutcome]:
     """One outcome per item, in order. Valid items are stored even when others are refused.
 
     With ``reload_border``, the reports are stored only if the stored border is still ``index``'s
-    version; if another process changed it meanwhile, ``reload_border`` gives the new one and the
-    batch is checked and snapped again, so no report is stored against a replaced border.
+    version; if another process changed it meanwhile, ``reload_border(index)`` gives the new one
+    and the batch is checked and snapped again, so no report is stored against a replaced border.
     """
-    for _ in range(BORDER_RETRIES):
+    if reload_border is not None and index.version is None:
+        index = reload_border(index)  # a border of unknown version cannot be checked
+    for attempt in range(1, BORDER_RETRIES + 1):
         try:
             return _submit(
                 store, index, items, settings=settings, now=now, posted_by=posted_by,
@@ -58,7 +60,8 @@ def submit_batch(
         except BorderChanged:
             if reload_border is None:
                 raise
-            index = reload_border()
+            if attempt < BORDER_RETRIES:
+                index = reload_border(index)
     raise StoreUnavailable("the border is being changed: try again in a moment")
 
 

@@ -58,11 +58,44 @@ def test_a_box_narrower_than_two_cells_has_no_block() -> None:
     assert cells_inside((w, 45.0, w + 360.0 / 4096 * 1.5, 45.5), LEVEL) is None
 
 
-def test_a_box_of_whole_cells_keeps_its_inner_cells() -> None:
-    # The box's edges lie on cell edges: the cells they touch are left to the reports.
-    w, e = _EDGE_LONS[2], _EDGE_LONS[8]
-    n, s = _EDGE_LATS[2], _EDGE_LATS[8]
+def test_the_block_is_every_cell_the_edges_do_not_cross() -> None:
+    # Edges a hair inside cells 1207 (west), 1212 (east), rows 1468 (north) and 1475 (south):
+    # those are crossed, so the block is columns 1208-1211 and rows 1469-1474.
+    w, e = _EDGE_LONS[2] + 1e-9, _EDGE_LONS[8] - 1e-9  # in columns 1207 and 1212
+    n, s = _EDGE_LATS[2] - 1e-9, _EDGE_LATS[10] + 1e-9  # in rows 1468 and 1475
     block = cells_inside((w, s, e, n), LEVEL)
     assert block is not None
-    assert block.x1 - block.x0 + 1 in (4, 5)
-    assert block.y1 - block.y0 + 1 in (4, 5)
+    assert (block.x0, block.x1, block.y0, block.y1) == (1208, 1211, 1469, 1474)
+
+
+@given(
+    west=st.sampled_from(_EDGE_LONS[:4]),
+    south=st.sampled_from(_EDGE_LATS[-4:]),
+    width=st.integers(3, 6),
+    height=st.integers(3, 6),
+    nudge=st.sampled_from([0.0, 1e-12, -1e-12, 1e-9]),
+    points=st.lists(st.tuples(_lon, _lat), min_size=1, max_size=50),
+)
+def test_a_box_three_cells_wide_always_has_a_block_inside_it(
+    west: float,
+    south: float,
+    width: int,
+    height: int,
+    nudge: float,
+    points: list[tuple[float, float]],
+) -> None:
+    k, j = _EDGE_LONS.index(west), _EDGE_LATS.index(south)
+    box = (
+        west + nudge,
+        south + nudge,
+        _EDGE_LONS[k + width] + nudge,
+        _EDGE_LATS[j - height] + nudge,
+    )
+    block = cells_inside(box, LEVEL)
+    assert block is not None
+    assert block.x1 - block.x0 >= width - 3 and block.y1 - block.y0 >= height - 3
+    w, s, e, n = box
+    for lon, lat in points:
+        gx, gy = grid_cell(lon, lat)
+        if block.x0 <= gx >> SHIFT <= block.x1 and block.y0 <= gy >> SHIFT <= block.y1:
+            assert w <= lon <= e and s <= lat <= n

@@ -256,6 +256,20 @@ def test_box_aggregates_equal_counting_the_reports(
 ) -> None:
     """Whole cells from the rollup, edge cells from the reports (PostGIS), or every report
     (SQLite): the same numbers as testing each report against the box."""
+    expected = _box_matches(store_with_border, rows, box, bucket, zone, group_by)
+    block = cells_inside(box, 12)
+    event(f"whole cells: {'none' if block is None else 'some'}; in box: {bool(expected)}")
+
+
+def _box_matches(
+    store_with_border: tuple[str, Store, SegmentIndex],
+    rows: list[tuple],
+    box: tuple[float, float, float, float],
+    bucket: str | None,
+    zone: ZoneInfo,
+    group_by: tuple[str, ...],
+) -> dict:
+    """Store ``rows``, and check the box's aggregate against testing each report; return it."""
     url, opened, index = store_with_border
     wipe_reports(url)
     drafts = [
@@ -268,5 +282,35 @@ def test_box_aggregates_equal_counting_the_reports(
     request = AggregateRequest(group_by=group_by, bucket=bucket, zone=zone, bbox=box)  # type: ignore[arg-type]
     expected = _by_hand(stored, request, index)
     assert _from_service(opened, index, request) == expected
-    block = cells_inside(box, 12)
-    event(f"whole cells: {'none' if block is None else 'some'}; in box: {bool(expected)}")
+    return expected
+
+
+def _column(k: int) -> float:
+    return round(k / 4096 * 360.0 - 180.0, 12)
+
+
+def test_reports_on_box_and_cell_edges_are_counted_once(
+    store_with_border: tuple[str, Store, SegmentIndex],
+) -> None:
+    """A box whose edges lie on cell edges, with reports in its whole cells, on its edges, a
+    hair inside and a hair outside them: each report inside counted once, none outside."""
+    box = (_column(1208), lat_of_row(1475, 4096), _column(1213), lat_of_row(1470, 4096))
+    assert cells_inside(box, 12) is not None
+    mid_lon, mid_lat = _column(1210) + 0.021, lat_of_row(1472, 4096) + 0.021
+    inside = [
+        (mid_lon, mid_lat),  # in a whole cell of the block
+        (box[0], mid_lat),  # on the west edge (the box is inclusive)
+        (box[0] + 1e-9, mid_lat),  # in a cell the west edge crosses
+        (mid_lon, box[3]),  # on the north edge
+        (box[2], box[1]),  # on the south-east corner
+    ]
+    outside = [(box[0] - 1e-9, mid_lat), (mid_lon, box[3] + 1e-9), (box[2] + 1e-9, box[1])]
+    rows = [
+        (n * 97, lon, lat, "crossing", 2)
+        for n, (lon, lat) in enumerate(inside + outside)
+    ]  # fmt: skip
+    for bucket in (None, "week"):
+        expected = _box_matches(
+            store_with_border, rows, box, bucket, ZoneInfo("America/Toronto"), ()
+        )
+        assert sum(n for n, _ in expected.values()) == len(inside)

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from service.domain.errors import StoreUnavailable
 from service.domain.reports import Report, ReportDraft, SnapStatus
 from service.domain.segments import SegmentIndex
 from service.domain.snapping import snap
@@ -21,7 +22,7 @@ from service.settings import Settings
 from service.storage import open_store
 from service.storage.base import BorderChanged, Store
 from service.usecases.segments import stored_border
-from service.usecases.submit_reports import submit_batch
+from service.usecases.submit_reports import BORDER_RETRIES, submit_batch
 from tests.factories import report_body
 from tests.live import auth, live_key, run_cli, running_server
 
@@ -80,7 +81,8 @@ def test_ingest_with_a_replaced_border_snaps_again_to_the_stored_one(
     store, old = replaced
     taken_up: list[SegmentIndex] = []
 
-    def reload() -> SegmentIndex:
+    def reload(stale: SegmentIndex) -> SegmentIndex:
+        assert stale is old
         taken_up.append(stored_border(store))
         return taken_up[-1]
 
@@ -97,6 +99,27 @@ def test_ingest_with_a_replaced_border_snaps_again_to_the_stored_one(
     assert stored.snap.segment_id is None
 
 
+def test_a_border_that_keeps_changing_refuses_the_batch_as_unavailable(
+    replaced: tuple[Store, SegmentIndex], fresh_url: str
+) -> None:
+    """Each reload finds the border replaced again (here: it hands back the replaced one): after
+    BORDER_RETRIES attempts the batch is refused with a 503's error, and nothing is stored."""
+    store, old = replaced
+    calls: list[SegmentIndex] = []
+
+    def reload(stale: SegmentIndex) -> SegmentIndex:
+        calls.append(stale)
+        return old
+
+    draft = _draft()
+    with pytest.raises(StoreUnavailable):
+        submit_batch(
+            store, old, [draft], settings=Settings(database_url=fresh_url), reload_border=reload
+        )
+    assert len(calls) == BORDER_RETRIES - 1
+    assert store.get_report(draft.id) is None
+
+
 def test_a_running_server_takes_up_a_border_loaded_by_another_process(
     fresh_url: str, tmp_path: Path
 ) -> None:
@@ -106,25 +129,22 @@ def test_a_running_server_takes_up_a_border_loaded_by_another_process(
         running_server(fresh_url, CROSSINGS_BORDER_CHECK_S="0.2") as base,
         httpx.Client(base_url=base, headers=auth(token), timeout=30) as client,
     ):
-
-        def post() -> dict:
-            response = client.post(
-                "/v1/reports", json=report_body(lon=ROXHAM[0], lat=ROXHAM[1], direction="US")
-            )
-            assert response.status_code == 201, response.text
-            return dict(response.json()["properties"])
-
-        assert post()["snap_status"] == "snapped"
+        body = report_body(lon=ROXHAM[0], lat=ROXHAM[1], direction="US")
+        response = client.post("/v1/reports", json=body)
+        assert response.status_code == 201, response.text
+        assert response.json()["properties"]["snap_status"] == "snapped"
         _load(fresh_url, _mexico_only(tmp_path))
-        # Ingest finds the change in its own transaction: at once, not at the next check.
-        after = post()
-        assert after["snap_status"] == "beyond_max_distance"
-        assert after["segment_id"] is None
-        # The read side takes it up within a few checks.
+        # Nothing is posted now: only the server's own check can take the new border up.
         deadline = time.monotonic() + 10
         while True:
-            features = client.get("/v1/segments").json()["features"]
-            if all(f["properties"]["border"] == "MX-US" for f in features):
+            borders = {
+                f["properties"]["border"] for f in client.get("/v1/segments").json()["features"]
+            }
+            if borders == {"MX-US"}:
                 break
-            assert time.monotonic() < deadline, "the server still serves the old border"
+            assert time.monotonic() < deadline, f"the server still serves {sorted(borders)}"
             time.sleep(0.2)
+        # The report stored before the load was re-snapped by it: beyond reach of Mexico.
+        stored = client.get(f"/v1/reports/{body['id']}")
+        assert stored.status_code == 200, stored.text
+        assert stored.json()["properties"]["snap_status"] == "beyond_max_distance"

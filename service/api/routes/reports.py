@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -13,7 +12,14 @@ from starlette.responses import Response
 
 from service.api import audit
 from service.api.body import read_json
-from service.api.deps import CallerDep, IndexDep, SettingsDep, StoreDep, get_caller
+from service.api.deps import (
+    CallerDep,
+    IndexDep,
+    SettingsDep,
+    StoreDep,
+    border_reloader,
+    get_caller,
+)
 from service.api.openapi import request_body
 from service.api.responses import GeoJSONResponse, JSONResponse
 from service.api.schemas.pages import encode_cursor, report_query
@@ -30,7 +36,6 @@ from service.domain.segments import SegmentIndex
 from service.settings import Settings
 from service.storage.base import Store
 from service.usecases.query_reports import get_report, list_reports
-from service.usecases.segments import stored_border
 from service.usecases.submit_reports import submit_batch
 
 router = APIRouter(prefix="/v1", tags=["reports"], dependencies=[Depends(get_caller)])
@@ -57,18 +62,6 @@ async def create_report(
     )
 
 
-def border_reloader(request: Request, store: Store) -> Callable[[], SegmentIndex]:
-    """Reads the stored border again when ingest finds it changed (another process loaded one),
-    and makes it the one every later request uses."""
-
-    def reload() -> SegmentIndex:
-        index = stored_border(store)
-        request.app.state.index = index
-        return index
-
-    return reload
-
-
 async def submit_single(
     request: Request, store: Store, index: SegmentIndex, settings: Settings, *, location: str
 ) -> Response:
@@ -84,7 +77,7 @@ async def submit_single(
             [item],
             settings=settings,
             posted_by=caller.key_id,
-            reload_border=border_reloader(request, store),
+            reload_border=border_reloader(request),
         )
     )
     report = raise_for_outcome(outcome, is_feature=_is_feature(body))
@@ -126,7 +119,7 @@ async def create_reports(
             parsed,
             settings=settings,
             posted_by=caller.key_id,
-            reload_border=border_reloader(request, store),
+            reload_border=border_reloader(request),
         )
     )
     with_report = "return=representation" in request.headers.get("prefer", "")

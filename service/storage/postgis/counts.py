@@ -6,7 +6,7 @@ Which rollup a period reads:
   fewer rows; its ALL_KINDS rows, 4x fewer again, when they need no kind either), else
   ``count_months``;
 - a day: ``count_days``; with a box, ``cell_days`` for the whole level-12 cells inside the box,
-  and the reports themselves in the cells its edges cross (service/domain/tiles.cells_inside).
+  and the reports themselves in the cells its edges cross (service/domain/cells.cells_inside).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from sqlalchemy import Connection
 
 from service.domain.aggregation import period_end
 from service.domain.cells import CellBlock, cells_inside
+from service.domain.tiles import GRID_LEVEL
 from service.storage.base import COUNT_KEYS, CountQuery, CountRow, rows_of
 from service.storage.postgis.rollups import ALL_KINDS, CELL_DAYS_LEVEL
 
@@ -121,7 +122,7 @@ def _box_days(query: CountQuery, params: dict[str, Any], block: CellBlock | None
         strips.append(
             f"r.geom && ST_MakeEnvelope(%(sw{i})s, %(ss{i})s, %(se{i})s, %(sn{i})s, 4326)"
         )
-    shift = 24 - block.level
+    shift = GRID_LEVEL - block.level
     edges = _EDGES.format(
         strips=" OR ".join(strips),
         filters=filters + f" AND NOT ({_IN_BLOCK.format(shift=shift)})",

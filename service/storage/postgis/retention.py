@@ -1,9 +1,10 @@
 """Retention on PostGIS: older reports lose their precise fields and keep what is counted.
 
-A purged report moves to the centre of its cell at the finest rollup level (15: cells of about
-1.2 km at the equator), so ``tile_cells``, ``segment_totals``, ``count_days`` and ``count_months``
-stay exactly right without being touched: the rows they count keep their cells, segment, side,
-kind, direction, period and people.
+A purged report moves to the centre of its level-15 grid cell (about 1.2 km at the equator), so
+``segment_totals``, ``count_days``, ``count_months``, ``count_segment_months``, ``cell_days``
+(level-12 cells) and ``tile_cells`` at levels 12 and 15 stay exactly right without being touched:
+the rows they count keep their cells, segment, side, kind, direction, period and people. Only
+``tile_cells`` finer than level 15 are counted again.
 """
 
 from __future__ import annotations
