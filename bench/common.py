@@ -582,19 +582,26 @@ def running_tipg(
 
 
 @contextlib.contextmanager
-def fresh_postgis_database(admin_url: str = ADMIN_URL, *, keep: bool = False) -> Iterator[str]:
-    """A new, empty database ``crossings_bench_<random>`` with PostGIS; dropped afterwards, also
-    when the run fails or is interrupted, unless ``keep`` (then only when the run fails while
-    creating it). Yields its SQLAlchemy URL for the service."""
+def fresh_postgis_database(
+    admin_url: str = ADMIN_URL, *, keep: bool = False, template: str | None = None
+) -> Iterator[str]:
+    """A new database ``crossings_bench_<random>`` with PostGIS: empty, or a copy of ``template``
+    (a database no one is connected to); dropped afterwards, also when the run fails or is
+    interrupted, unless ``keep`` (then only when the run fails while creating it). Yields its
+    SQLAlchemy URL for the service."""
     import psycopg
+    from psycopg import sql
 
     name = f"crossings_bench_{secrets.token_hex(4)}"
+    create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if template:
+        create += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
     with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')  # name is ours: hex only
+        admin.execute(create)
     drop = True
     try:
         with psycopg.connect(_with_dbname(admin_url, name), autocommit=True) as conn:
-            conn.execute("CREATE EXTENSION postgis")
+            conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
         drop = not keep
         yield postgis_url(admin_url, name)
     except BaseException:

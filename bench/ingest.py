@@ -7,6 +7,7 @@ Run from the repository root::
     .venv/bin/python -m bench.ingest --quick --store postgis
     .venv/bin/python -m bench.ingest --profile            # also py-spy the server (pip install py-spy)
     .venv/bin/python -m bench.ingest --source /tmp/other  # serve another copy of service/
+    .venv/bin/python -m bench.ingest --store postgis --onto crossings_bench_1a2b3c4d  # onto 1M
 
 For each store: a fresh database (PostGIS: ``crossings_bench_<random>``, migrated with ``crossings db
 upgrade``; SQLite: a file in a temporary directory, created by the server), a real ``crossings
@@ -261,7 +262,7 @@ def run_postgis(
     args: argparse.Namespace, work: Workload, *, server_cores: set[int] | None, scratch: Path
 ) -> dict[str, Any]:
     profile = Profiler(args.profile, RESULTS_DIR, f"{args.output}-postgis", rate=args.profile_rate)
-    with fresh_postgis_database(args.admin_url) as url:
+    with fresh_postgis_database(args.admin_url, template=args.onto) as url:
         run_cli(["db", "upgrade"], database_url=url, source=args.source)
         with psycopg.connect(libpq_url(url)) as conn:
             facts = pg_settings(conn, PG_SETTINGS)
@@ -421,7 +422,7 @@ def describe_run(
     """The result's header: parameters, data, which service code ran, the machine."""
     params = (
         "store", "batch_reports", "single_reports", "batch_size", "batch_clients", "concurrency",
-        "rounds", "seed", "quick", "profile",
+        "rounds", "seed", "quick", "profile", "onto",
     )  # fmt: skip
     return {
         "benchmark": "ingest",
@@ -487,6 +488,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="run the server from the service package in this directory (e.g. a copy of another "
         "checkout) instead of the installed one",
     )  # fmt: skip
+    parser.add_argument(
+        "--onto",
+        help="PostGIS: ingest into a copy of this database (e.g. one bench.features --keep-db "
+        "loaded with 1,000,000 reports) instead of an empty one; the COPY limit still fills an "
+        "empty copy of reports",
+    )
     parser.add_argument("--output", default="ingest", help="name of the JSON in bench/results")
     args = parser.parse_args(argv)
     if args.quick:
