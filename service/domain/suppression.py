@@ -28,7 +28,7 @@ for tests, logs and analysts, not for the public response.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from typing import Generic, Literal, TypeVar
@@ -87,17 +87,54 @@ def suppress(
     and on the order of ``rows`` and ``columns``.
     """
     grid = _Grid.of(cells, rows, columns)
-    status = suppressed_status(grid.reports, grid.people, below=below)
-    n_rows, n_cols = len(rows), len(columns)
-    figure = figure_reader(grid.reports, grid.people, status=status)
+    table = SuppressedGrid.of(grid.reports, grid.people, below=below)
+    row_totals, column_totals = table.row_totals(), table.column_totals()
     return SuppressedTable(
-        cells=_cell_figures(grid, status),
-        row_totals={row: figure(i, n_cols) for i, row in enumerate(rows)} if n_cols > 1 else {},
+        cells=_cell_figures(grid, table.status),
+        row_totals={} if row_totals is None else dict(zip(rows, row_totals, strict=True)),
         column_totals=(
-            {column: figure(n_rows, j) for j, column in enumerate(columns)} if n_rows > 1 else {}
+            {} if column_totals is None else dict(zip(columns, column_totals, strict=True))
         ),
-        total=figure(n_rows, n_cols),
+        total=table.total(),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class SuppressedGrid:
+    """A table and its totals as they may be published, as (rows + 1) x (columns + 1) grids
+    (totals in the last row and column) with each entry's status: 0 published, 1 small, 2
+    secondary. A big table's cells become figures only when read."""
+
+    reports: IntArray
+    people: IntArray
+    status: IntArray
+
+    @classmethod
+    def of(cls, reports: IntArray, people: IntArray, *, below: int) -> SuppressedGrid:
+        """``suppress`` for a table given as grids with totals (see ``with_totals``)."""
+        return cls(reports, people, suppressed_status(reports, people, below=below))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, columns) of the table, totals aside."""
+        return self.reports.shape[0] - 1, self.reports.shape[1] - 1
+
+    def figures(self, ii: Sequence[int], jj: Sequence[int]) -> list[Figure]:
+        return cell_figures(self.reports, self.people, self.status, ii, jj)
+
+    def row_totals(self) -> list[Figure] | None:
+        """Each row's total, or None for a table of one column (its row totals are its cells)."""
+        n_rows, n_cols = self.shape
+        return self.figures(range(n_rows), [n_cols] * n_rows) if n_cols > 1 else None
+
+    def column_totals(self) -> list[Figure] | None:
+        """Each column's total, or None for a table of one row."""
+        n_rows, n_cols = self.shape
+        return self.figures([n_rows] * n_cols, range(n_cols)) if n_rows > 1 else None
+
+    def total(self) -> Figure:
+        n_rows, n_cols = self.shape
+        return self.figures([n_rows], [n_cols])[0]
 
 
 def suppressed_status(reports: IntArray, people: IntArray, *, below: int) -> IntArray:
@@ -196,29 +233,6 @@ def cell_figures(
             figure = shown[value] = Figure(*value, suppressed=False)
         out.append(figure)
     return out
-
-
-def figure_reader(
-    reports: IntArray, people: IntArray, *, status: IntArray
-) -> Callable[[int, int], Figure]:
-    """Figure of grid entry (i, j), for ``status`` 0 (published), 1 (small) or 2 (secondary).
-
-    Equal figures share one instance: building a frozen dataclass costs about a microsecond, and a
-    big table repeats small values a lot.
-    """
-    withheld = _WITHHELD
-    reports_of, people_of, status_of = reports.tolist(), people.tolist(), status.tolist()
-    shown: dict[tuple[int, int], Figure] = {}
-
-    def figure(i: int, j: int) -> Figure:
-        if status_of[i][j]:
-            return withheld[status_of[i][j]]
-        value = (reports_of[i][j], people_of[i][j])
-        if value not in shown:
-            shown[value] = Figure(*value, suppressed=False)
-        return shown[value]
-
-    return figure
 
 
 def _protect(

@@ -29,13 +29,7 @@ from service.domain.aggregation import (
     parts,
 )
 from service.domain.segments import SegmentIndex
-from service.domain.suppression import (
-    Figure,
-    cell_figures,
-    figure_reader,
-    suppressed_status,
-    with_totals,
-)
+from service.domain.suppression import Figure, SuppressedGrid, with_totals
 from service.storage.base import CountQuery, CountRow, CountStore
 
 UTC_ZONE = ZoneInfo("UTC")
@@ -162,25 +156,24 @@ def aggregate(
         )
     )
     groups, reports, people = _table(counted, keys, request, index, len(chosen))
-    grid_reports, grid_people = with_totals(reports, people)
-    status = suppressed_status(grid_reports, grid_people, below=suppress_below)
-    figure = figure_reader(grid_reports, grid_people, status=status)
+    table = SuppressedGrid.of(*with_totals(reports, people), below=suppress_below)
     published = (
         np.ones(reports.shape, dtype=np.bool_)
         if request.fill or request.all_segments
         else (reports != 0) | (people != 0)
     )
     ii, jj = (a.tolist() for a in np.nonzero(published))  # row-major: by group, then by bucket
-    figures = cell_figures(grid_reports, grid_people, status, ii, jj)
-    rows = [AggregateRow(groups[i], j, f) for i, j, f in zip(ii, jj, figures, strict=True)]
-    n_rows, n_cols = len(groups), len(chosen)
+    rows = [
+        AggregateRow(groups[i], j, f) for i, j, f in zip(ii, jj, table.figures(ii, jj), strict=True)
+    ]
+    row_totals, column_totals = table.row_totals(), table.column_totals()
     return Aggregate(
         request=request,
         buckets=chosen,
         rows=rows,
-        by_group={g: figure(i, n_cols) for i, g in enumerate(groups)} if n_cols > 1 else {},
-        by_bucket={j: figure(n_rows, j) for j in range(n_cols)} if n_rows > 1 else {},
-        total=figure(n_rows, n_cols),
+        by_group={} if row_totals is None else dict(zip(groups, row_totals, strict=True)),
+        by_bucket={} if column_totals is None else dict(enumerate(column_totals)),
+        total=table.total(),
         suppress_below=suppress_below,
     )
 
