@@ -2,9 +2,10 @@
 
 - ``count_segment_months``: reports and people per (segment_id, UTC month, kind), '' standing for
   no segment, and per (segment_id, UTC month) under kind '*' (every kind: a fifth of the rows
-  again for queries that neither group nor filter by kind). Grouping by segment, section, border, region or kind (the commonest aggregates)
-  needs nothing finer; ``count_months`` keeps side and direction as well, and holds five times the
-  rows (bench/aggregates: 99,000 against 18,000 for a year of 1,000,000 reports).
+  again for queries that neither group nor filter by kind). Grouping by segment, section, border,
+  region or kind (the commonest aggregates) needs nothing finer; ``count_months`` keeps side and
+  direction as well, and holds five times the rows (bench/aggregates: 99,000 against 18,000 for a
+  year of 1,000,000 reports).
 - ``count_days``' key carries the counts too (INCLUDE), so one segment's days are read from the
   index alone: 8,600 rows of the busiest segment took 21 ms through the heap.
 - ``cell_days``: reports and people per level-12 Web Mercator grid cell (about 7 km a side at 45°

@@ -66,9 +66,14 @@ _COUNT_KEYS = {
 }
 
 
+def _places(columns: str) -> str:
+    """GROUP BY / ORDER BY positions of a column list: "1, 2, 3"."""
+    return ", ".join(str(i + 1) for i in range(columns.count(",") + 1))
+
+
 def _count_upsert(table: str) -> str:
     columns, values, joined = _COUNT_KEYS[table]
-    places = ", ".join(str(i + 1) for i in range(columns.count(",") + 1))
+    places = _places(columns)
     return f"""
     {table} AS (
         INSERT INTO {table} AS t ({columns}, reports, people)
@@ -116,7 +121,7 @@ def rebuild(conn: Connection) -> None:
     for table in ROLLUP_TABLES:
         conn.exec_driver_sql(f"DELETE FROM {table}")
     for table, (columns, values, joined) in _COUNT_KEYS.items():
-        places = ", ".join(str(i + 1) for i in range(columns.count(",") + 1))
+        places = _places(columns)
         conn.exec_driver_sql(
             f"""
             INSERT INTO {table} ({columns}, reports, people)
