@@ -118,8 +118,7 @@ def rows(result: Aggregate) -> list[dict[str, Any]]:
         if fields is None:
             fields = group_fields[group] = result.row_fields(group)
         row = {**fields, "period_start": starts[bucket]} if bucketed else dict(fields)
-        row["reports"], row["people"] = figure.reports, figure.people
-        row["suppressed"] = figure.suppressed
+        row.update(figure_fields(figure))
         out.append(row)
     return out
 

@@ -135,6 +135,49 @@ def _box_days(query: CountQuery, params: dict[str, Any], block: CellBlock | None
     return [cells, edges]
 
 
+def _period_sources(query: CountQuery, params: dict[str, Any]) -> list[str]:
+    """The sources of whole UTC months and days (no box): the narrow month rollup when the
+    keys and filters need no side or direction, and its every-kind rows when no kind either."""
+    narrow = set(query.keys) <= _NARROW
+    sources = []
+    for name, table, grain, columns in (
+        ("m", "count_segment_months" if narrow else "count_months", "month",
+         _NARROW_KEYS if narrow else _ALL_KEYS),
+        ("d", "count_days", "day", _ALL_KEYS),
+    ):  # fmt: skip
+        chosen = [p for p in query.periods if p.grain == grain]
+        if not chosen:
+            continue
+        filters = _filters(query, "c")
+        if table == "count_segment_months":
+            every = "kind" not in query.keys and query.kind is None
+            filters += f" AND c.kind {'=' if every else '<>'} '{ALL_KINDS}'"
+        params |= {
+            f"{name}_period": [p.period for p in chosen],
+            f"{name}_bucket": [p.bucket for p in chosen],
+            f"{name}_sign": [p.sign for p in chosen],
+        }
+        sources.append(_ROLLUP.format(name=name, table=table, columns=columns, filters=filters))
+    return sources
+
+
+def _range_source(query: CountQuery, params: dict[str, Any]) -> str:
+    """The source of the ranges of observed_at, each distinct span read once."""
+    spans = list(dict.fromkeys((r.start, r.end) for r in query.ranges))
+    number = {span: k for k, span in enumerate(spans, start=1)}
+    params |= {
+        "u_start": [start for start, _ in spans],
+        "u_end": [end for _, end in spans],
+        "r_range": [number[r.start, r.end] for r in query.ranges],
+        "r_bucket": [r.bucket for r in query.ranges],
+        "r_sign": [r.sign for r in query.ranges],
+    }
+    filters = _filters(query, "r") + (_BOX if query.bbox is not None else "")
+    kept = ", ".join(f"r.{key}" if key in query.keys else f"'' AS {key}" for key in COUNT_KEYS)
+    grouped = "".join(f", r.{key}" for key in query.keys)
+    return _RANGES.format(filters=filters, kept=kept, grouped=grouped)
+
+
 def count_reports(conn: Connection, query: CountQuery) -> list[CountRow]:
     assert set(query.keys) <= set(COUNT_KEYS), query.keys
     if query.bbox is not None and any(p.grain != "day" for p in query.periods):
@@ -149,40 +192,9 @@ def count_reports(conn: Connection, query: CountQuery) -> list[CountRow]:
         params |= {"w": w, "s": s, "e": e, "n": n}
         sources.extend(_box_days(query, params, cells_inside(query.bbox, CELL_DAYS_LEVEL)))
     else:
-        narrow = set(query.keys) <= _NARROW
-        for name, table, grain, columns in (
-            ("m", "count_segment_months" if narrow else "count_months", "month",
-             _NARROW_KEYS if narrow else _ALL_KEYS),
-            ("d", "count_days", "day", _ALL_KEYS),
-        ):  # fmt: skip
-            chosen = [p for p in query.periods if p.grain == grain]
-            filters = _filters(query, "c")
-            if table == "count_segment_months":
-                every = "kind" not in query.keys and query.kind is None
-                filters += f" AND c.kind {'=' if every else '<>'} '{ALL_KINDS}'"
-            if chosen:
-                params |= {
-                    f"{name}_period": [p.period for p in chosen],
-                    f"{name}_bucket": [p.bucket for p in chosen],
-                    f"{name}_sign": [p.sign for p in chosen],
-                }
-                sources.append(
-                    _ROLLUP.format(name=name, table=table, columns=columns, filters=filters)
-                )
+        sources.extend(_period_sources(query, params))
     if query.ranges:
-        spans = list(dict.fromkeys((r.start, r.end) for r in query.ranges))
-        number = {span: k for k, span in enumerate(spans, start=1)}
-        params |= {
-            "u_start": [start for start, _ in spans],
-            "u_end": [end for _, end in spans],
-            "r_range": [number[r.start, r.end] for r in query.ranges],
-            "r_bucket": [r.bucket for r in query.ranges],
-            "r_sign": [r.sign for r in query.ranges],
-        }
-        filters = _filters(query, "r") + (_BOX if query.bbox is not None else "")
-        kept = ", ".join(f"r.{key}" if key in query.keys else f"'' AS {key}" for key in COUNT_KEYS)
-        grouped = "".join(f", r.{key}" for key in query.keys)
-        sources.append(_RANGES.format(filters=filters, kept=kept, grouped=grouped))
+        sources.append(_range_source(query, params))
     if not sources:
         return []
     # Each source sums its own rows by bucket and key before they meet: tens of thousands of
