@@ -9,15 +9,23 @@ from typing import Any, TypeVar
 from fastapi.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from service.domain.access import Caller
+from service.domain.access import AuditEntry, Caller
 from service.storage.base import AccessStore
-from service.usecases.access import record
+from service.usecases.access import audit_entry, record
 
 T = TypeVar("T")
 
 
 def _detail(request: Request) -> dict[str, Any]:
     return {"method": request.method, "path": request.url.path, "query": request.url.query}
+
+
+def entry(request: Request, caller: Caller) -> AuditEntry | None:
+    """The audit entry of a read of precise reports by ``caller`` (None for a caller whose reads
+    are not audited), for a store method that writes it with the read."""
+    if not caller.sees_everything:
+        return None
+    return audit_entry(caller, "reports.read", _detail(request))
 
 
 async def precise_read(request: Request, store: AccessStore, caller: Caller) -> None:

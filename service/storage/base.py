@@ -131,9 +131,10 @@ class ReportStore(Protocol):
         was no such report."""
         ...
 
-    def query_reports(self, query: ReportQuery) -> ReportPage:
+    def query_reports(self, query: ReportQuery, *, audit: AuditEntry | None = None) -> ReportPage:
         """Reports matching ``query`` in (observed_at, id) order (or its reverse), after
-        ``query.after``."""
+        ``query.after``; with ``audit``, that entry is written in the same transaction, after the
+        read (the page and the record that it was read commit together, or neither does)."""
         ...
 
     def report_extent(self) -> Extent:

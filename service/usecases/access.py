@@ -15,9 +15,14 @@ class KeyNotFound(NotFound):
     pass
 
 
+def audit_entry(caller: Caller, action: str, detail: dict[str, Any]) -> AuditEntry:
+    """An audit entry: who (key id and role; no key for the command line), what, when (now)."""
+    return AuditEntry(datetime.now(UTC), caller.key_id, caller.role, action, detail)
+
+
 def record(store: AccessStore, caller: Caller, action: str, detail: dict[str, Any]) -> None:
-    """Write one audit entry: who (key id and role; no key for the command line), what, when."""
-    store.add_audit(AuditEntry(datetime.now(UTC), caller.key_id, caller.role, action, detail))
+    """Write one audit entry (audit_entry)."""
+    store.add_audit(audit_entry(caller, action, detail))
 
 
 def create_key(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
+from service.domain.access import AuditEntry
 from service.domain.errors import ReportNotFound
 from service.domain.reports import Report
 from service.storage.base import ReportPage, ReportQuery, ReportStore
@@ -18,5 +19,8 @@ def get_report(store: ReportStore, report_id: UUID, *, posted_by: str | None = N
     return report
 
 
-def list_reports(store: ReportStore, query: ReportQuery) -> ReportPage:
-    return store.query_reports(query)
+def list_reports(
+    store: ReportStore, query: ReportQuery, *, audit: AuditEntry | None = None
+) -> ReportPage:
+    """A page of reports; with ``audit``, its audit entry is written with the read."""
+    return store.query_reports(query, audit=audit)

@@ -105,3 +105,27 @@ async def test_service_recovers_without_restart_and_lost_nothing(
     assert retried.json()["results"][0]["status"] == "created"  # the refused batch wrote nothing
     assert (await client.get(f"/v1/reports/{acknowledged.json()['id']}")).status_code == 200
     assert (await client.get("/readyz")).status_code == 200
+
+
+async def test_pages_of_reports_answer_503_while_the_database_is_down_then_recover(
+    proxied_client,
+) -> None:
+    # Pages are read on psycopg's own cursor, in autocommit, with their audit entry in the same
+    # statement: a connection that dies under one is dropped like any other.
+    client, proxy = proxied_client
+    assert (await client.post("/v1/reports", json=report_body())).status_code == 201
+    pages = [
+        "/ogc/collections/reports/items",
+        "/ogc/collections/reports/items?bbox=-180,-90,180,90",
+    ]
+    for page in pages:
+        assert (await client.get(page)).json()["numberReturned"] == 1
+    await proxy.cut()
+    for page in pages:
+        response = await client.get(page)
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "7"
+        assert response.headers["content-type"] == "application/problem+json"
+    await proxy.start()
+    for page in pages:
+        assert (await client.get(page)).json()["numberReturned"] == 1

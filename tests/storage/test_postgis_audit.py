@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import Connection, create_engine
 
 from service.domain.access import AuditEntry, Role
-from service.storage.postgis import access
+from service.storage.base import ReportQuery
+from service.storage.postgis import access, reports
 
 pytestmark = pytest.mark.postgis
 
@@ -38,4 +39,15 @@ def test_an_audit_entry_is_stored_as_written(conn: Connection) -> None:
 def test_an_audit_entry_commits_without_waiting_for_the_disk(conn: Connection) -> None:
     entry = AuditEntry(datetime.now(UTC), None, Role.ADMIN, "report.delete", {"report_id": "x"})
     access.add_audit(conn, entry)
+    assert conn.exec_driver_sql("SHOW synchronous_commit").scalar_one() == "off"
+
+
+def test_a_page_of_reports_writes_its_audit_entry_from_its_own_statement(
+    conn: Connection,
+) -> None:
+    at = datetime(2099, 1, 3, 4, 5, 6, 7, tzinfo=UTC)
+    entry = AuditEntry(at, "key2", Role.ANALYST, "reports.read", {"path": "/ogc", "query": ""})
+    for query in (ReportQuery(limit=1), ReportQuery(bbox=(-80.0, 40.0, -70.0, 50.0), limit=1)):
+        reports.query_reports(conn, query, entry)
+    assert access.list_audit(conn, at, 10) == [entry, entry]
     assert conn.exec_driver_sql("SHOW synchronous_commit").scalar_one() == "off"

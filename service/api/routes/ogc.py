@@ -273,9 +273,8 @@ async def _report_items(
     caller: Caller = request.state.caller
     query = ogc.report_query(parsed, border_segments=index.segment_ids_by_border)
     query = dataclasses.replace(query, posted_by=caller.posted_by)
-    result = await audit.audited(
-        request, store, caller, functools.partial(features.report_items, store, query)
-    )
+    entry = audit.entry(request, caller)
+    result = await run_in_threadpool(features.report_items, store, query, audit=entry)
     feats = [_select(report_feature(r), parsed.properties) for r in result.page.reports]
     next_token = None if result.page.next_key is None else encode_cursor(result.page.next_key)
     return _collection(request, feats, result.number_matched, next_token, "reports")

@@ -170,8 +170,8 @@ async def search_reports(
         cursor=cursor, max_limit=settings.page_max_items,
     )  # fmt: skip
     query = dataclasses.replace(query, posted_by=caller.posted_by)
-    page = await run_in_threadpool(list_reports, store, query)
-    await audit.precise_read(request, store, caller)
+    entry = audit.entry(request, caller)
+    page = await run_in_threadpool(list_reports, store, query, audit=entry)
     links = [{"rel": "self", "href": str(request.url), "type": "application/geo+json"}]
     if page.next_key is not None:
         href = request.url.include_query_params(cursor=encode_cursor(page.next_key))

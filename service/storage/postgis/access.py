@@ -47,18 +47,31 @@ def revoke_key(conn: Connection, key_id: str, at: datetime) -> bool:
     return bool(result.rowcount)
 
 
+# Every page an analyst reads writes an entry: its commit need not wait for the disk (a crash
+# could lose the last fraction of a second of entries, never reorder or alter them). The setting
+# is made by the INSERT itself (set_config, local to the transaction; read at commit), which saves
+# a round trip of its own. A page of reports writes its entry from the page's own statement
+# (reports.query_reports), with these parameters.
+AUDIT_INSERT = (
+    "INSERT INTO audit_log (at, key_id, role, action, detail)"
+    " SELECT %(audit_at)s::timestamptz, %(audit_key_id)s::text, %(audit_role)s::text,"
+    " %(audit_action)s::text, %(audit_detail)s::jsonb"
+    " FROM set_config('synchronous_commit', 'off', true)"
+)
+
+
+def audit_params(entry: AuditEntry) -> dict[str, Any]:
+    return {
+        "audit_at": entry.at,
+        "audit_key_id": entry.key_id,
+        "audit_role": entry.role.value,
+        "audit_action": entry.action,
+        "audit_detail": orjson.dumps(entry.detail).decode(),
+    }
+
+
 def add_audit(conn: Connection, entry: AuditEntry) -> None:
-    # Every page an analyst reads writes an entry: its commit need not wait for the disk (a crash
-    # could lose the last fraction of a second of entries, never reorder or alter them). The
-    # setting is made by the INSERT itself (set_config, local to the transaction; read at commit),
-    # which saves a round trip of its own.
-    conn.exec_driver_sql(
-        "INSERT INTO audit_log (at, key_id, role, action, detail)"
-        " SELECT %s::timestamptz, %s::text, %s::text, %s::text, %s::jsonb"
-        " FROM set_config('synchronous_commit', 'off', true)",
-        (entry.at, entry.key_id, entry.role.value, entry.action,
-         orjson.dumps(entry.detail).decode()),
-    )  # fmt: skip
+    conn.exec_driver_sql(AUDIT_INSERT, audit_params(entry))
 
 
 def list_audit(conn: Connection, since: datetime | None, limit: int) -> list[AuditEntry]:

@@ -11,13 +11,17 @@ from uuid import UUID
 
 from geoalchemy2.functions import ST_X, ST_Y, ST_MakeEnvelope
 from sqlalchemy import (
+    ARRAY,
     CTE,
     ColumnElement,
     Connection,
     FromClause,
+    Integer,
     Select,
+    Text,
     and_,
     bindparam,
+    cast,
     column,
     func,
     not_,
@@ -26,7 +30,10 @@ from sqlalchemy import (
     tuple_,
     union_all,
 )
+from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
+from sqlalchemy.engine import Compiled
 
+from service.domain.access import AuditEntry
 from service.domain.reports import (
     IngestOutcome,
     IngestResult,
@@ -37,6 +44,7 @@ from service.domain.reports import (
 )
 from service.domain.tiles import GRID_LEVEL, ROLLUP_LEVELS, grid_cell
 from service.storage.base import Extent, PageKey, ReportPage, ReportQuery
+from service.storage.postgis import access
 from service.storage.postgis.rollups import ROLLUP_NEW_ROWS
 from service.storage.postgis.tables import reports
 
@@ -215,9 +223,12 @@ def _params(query: ReportQuery, *, reltuples: float = -1.0) -> dict[str, Any]:
     return params
 
 
-def _conditions(shape: _Shape) -> list[ColumnElement[bool]]:
+def _conditions(shape: _Shape, *, by_cells: bool = False) -> list[ColumnElement[bool]]:
+    """The query's filters; ``by_cells``: the box through the cell index (_in_box_cells)."""
     conditions: list[ColumnElement[bool]] = []
-    if shape.bbox:
+    if shape.bbox and by_cells:
+        conditions += _in_box_cells()
+    elif shape.bbox:
         # && uses the GiST index but compares float4-rounded boxes, so it also lets in points up
         # to about a metre outside; query_reports tests the fetched rows exactly. (Exact tests in
         # SQL - ST_Intersects, or ranges on ST_X/ST_Y - mislead the planner: 0.3 ms became 14-89
@@ -234,7 +245,8 @@ def _conditions(shape: _Shape) -> list[ColumnElement[bool]]:
     if shape.segment_id:
         conditions.append(reports.c.segment_id == bindparam("segment_id"))
     if shape.segment_ids:
-        conditions.append(reports.c.segment_id.in_(bindparam("segment_ids", expanding=True)))
+        ids = cast(bindparam("segment_ids"), ARRAY(Text))
+        conditions.append(reports.c.segment_id == func.any(ids))
     if shape.kind:
         conditions.append(reports.c.kind == bindparam("kind"))
     if shape.direction:
@@ -248,10 +260,39 @@ def _conditions(shape: _Shape) -> list[ColumnElement[bool]]:
     return conditions
 
 
-def query_reports(conn: Connection, query: ReportQuery) -> ReportPage:
+def _in_box_cells() -> list[ColumnElement[bool]]:
+    """Exactly the reports inside the box, as read from the cell index alone (migration 0010):
+    the grid columns and rows under the box (_box_params), then each position tested."""
+    lon, lat = ST_X(reports.c.geom), ST_Y(reports.c.geom)
+    return [
+        (reports.c.grid_x.op(">>")(_BOX_CELL_SHIFT))
+        == func.any(cast(bindparam("cell_columns"), ARRAY(Integer))),
+        reports.c.grid_y.between(bindparam("row0"), bindparam("row1")),
+        lon.between(bindparam("min_lon"), bindparam("max_lon")),
+        lat.between(bindparam("min_lat"), bindparam("max_lat")),
+    ]
+
+
+def query_reports(
+    conn: Connection, query: ReportQuery, audit: AuditEntry | None = None
+) -> ReportPage:
+    """A page of ``query``; with ``audit``, that entry is written by the page's own statement.
+
+    On a connection in autocommit mode (the store's reads), that is one round trip and one
+    transaction for both: the page and the record of its reading commit together or not at all.
+    """
     reltuples = -1.0 if query.bbox is None else _reltuples(conn)
-    params = _params(query, reltuples=reltuples)
-    rows = conn.execute(_page_statement(_Shape.of(query)), params).all()
+    compiled, sql = _page_sql(_Shape.of(query), audited=audit is not None)
+    params = dict(compiled.construct_params(_params(query, reltuples=reltuples)) or {})
+    if audit is not None:
+        params |= access.audit_params(audit)
+    # Straight from psycopg: SQLAlchemy's execution and rows cost more than a sparse page's query.
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    finally:
+        cursor.close()
     fetched = [_to_report(row) for row in rows[: query.limit]]
     page = fetched if query.bbox is None else [r for r in fetched if _inside(r, query.bbox)]
     # The next page starts after the last row fetched, kept or not: a page may come out a row
@@ -266,14 +307,17 @@ def query_reports(conn: Connection, query: ReportQuery) -> ReportPage:
 #
 # - in time order: walk the (observed_at, id) index, testing each report, until limit+1 match.
 #   With n of N reports in the box, spread over time, that reads about (limit+1) * N / n rows;
-# - matches first: every match through the GiST index (a bitmap scan), then the top limit+1.
-#   That reads n rows whatever the page size, each on a heap page of its own.
+# - matches first: every match, read from the cell index alone (migration 0010: a few columns
+#   of grid cells, a range of grid rows in each, every position tested exactly), then the top
+#   limit+1 by key, whose rows alone are read from the table. That reads n entries (and the few
+#   beside the box in its edge cells) whatever the page size.
 #
-# On bench/features.py's data (1M reports, warm cache) a walked row costs ~0.35 us and a match
-# fetched first ~1.85 us, so the two cost the same at n* = sqrt(0.19 (limit+1) N): ~4,400 matches
-# for pages of 100, ~44,000 for pages of 10,000. A hot-spot box (82,000 matches) walks 1,200 rows
-# in 0.3 ms, where fetching its matches takes 150+ ms; a box on a quiet stretch of border
-# (2,500-3,800) walks 27,000-40,000 rows in 10-18 ms, where its matches take 4-6 ms.
+# On bench/features.py's data (1M reports, warm cache) a walked row costs ~0.5 us and a match
+# ~0.55 us, so the two cost the same at n* = sqrt(0.9 (limit+1) N): ~9,500 matches for pages of
+# 100, ~95,000 for pages of 10,000. A hot-spot box (82,000 matches) walks 1,000-1,500 rows in
+# 1.5 ms, where its matches take 40-50 ms; a box on a quiet stretch of border (2,500-3,800) walks
+# 29,000-46,000 rows in 13-28 ms, where its matches take 2-3 ms. (Through the GiST index, before
+# the cell index, a match cost ~1.85 us: a heap page each.)
 #
 # PostgreSQL makes this choice itself, and errs both ways here: its costs (random_page_cost 4,
 # for pages that are all cached) favour the walk several-fold, so it walked every border box; and
@@ -296,10 +340,11 @@ def query_reports(conn: Connection, query: ReportQuery) -> ReportPage:
 # milliseconds, never a scan of a hot spot. That cap is a constant to the planner (from N as of
 # the last ANALYZE, kept with the connection for a minute): a LIMIT it cannot see leads it to
 # plan for a tenth of the matches, and for boxes it overestimates, that was a sequential scan.
-_WALK_US_PER_ROW = 0.35
-_MATCH_US_PER_ROW = 1.85
+_WALK_US_PER_ROW = 0.5
+_MATCH_US_PER_ROW = 0.55
 _CELL_LEVEL = min(ROLLUP_LEVELS)
 _CELL_ROWS_MAX = 1_000
+_BOX_CELL_SHIFT = 12  # the cell index's columns: level-24 grid columns >> 12 (migration 0010)
 _RELTUPLES_KEPT_S = 60.0
 _tile_cells = table("tile_cells", column("level"), column("cx"), column("cy"), column("reports"))
 
@@ -319,17 +364,22 @@ def _reltuples(conn: Connection) -> float:
 
 def _box_params(
     bbox: tuple[float, float, float, float], *, limit: int, reltuples: float
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """The box, the rollup cells under it (cx0-cx1, cy0-cy1) and its edges in cell units, from
     the grid cells that reports inside it have (grid y runs south); and the cap on matches."""
     min_lon, min_lat, max_lon, max_lat = bbox
     gx0, gy1 = grid_cell(min_lon, min_lat)
     gx1, gy0 = grid_cell(max_lon, max_lat)
+    # For the cell index, a cell more each way: a position on a cell's edge may round either way.
+    last = (1 << GRID_LEVEL) - 1
+    columns = list(range(max(gx0 - 1, 0) >> _BOX_CELL_SHIFT,
+                         (min(gx1 + 1, last) >> _BOX_CELL_SHIFT) + 1))  # fmt: skip
     shift = GRID_LEVEL - _CELL_LEVEL
     size = float(1 << shift)
     walk_per_match = _WALK_US_PER_ROW / _MATCH_US_PER_ROW
     return {
         "min_lon": min_lon, "min_lat": min_lat, "max_lon": max_lon, "max_lat": max_lat,
+        "cell_columns": columns, "row0": max(gy0 - 1, 0), "row1": min(gy1 + 1, last),
         "cx0": gx0 >> shift, "cx1": gx1 >> shift, "cy0": gy0 >> shift, "cy1": gy1 >> shift,
         "x0": gx0 / size, "x1": (gx1 + 1) / size, "y0": gy0 / size, "y1": (gy1 + 1) / size,
         "walk_per_match": walk_per_match, "reltuples": reltuples,
@@ -395,11 +445,12 @@ def _matches(shape: _Shape, *gate: ColumnElement[bool]) -> CTE:
     MATERIALIZED fences the matches off from the ORDER BY ... LIMIT, which would otherwise lead
     the planner back to the time walk. (Their own LIMIT could in principle tempt it into a scan
     that stops early; on 1,500 random selective boxes it read them through the GiST index every
-    time.) They carry only their keys, and the page's rows are read again by primary key: ~15%
+    time, and bench/features.py's boxes read them through the cell index.) They carry only their
+    keys, and the page's rows are read again by primary key: ~15%
     cheaper than carrying every column of every match through the sort."""
     return (
         select(reports.c.observed_at, reports.c.id)
-        .where(and_(True, *gate, *_conditions(shape)))
+        .where(and_(True, *gate, *_conditions(shape, by_cells=True)))
         .limit(bindparam("cap") + 1)
         .cte("matches")
         .prefix_with("MATERIALIZED")
@@ -439,6 +490,25 @@ def _page_statement(shape: _Shape) -> Select[Any]:
     first = select(way.c.first).scalar_subquery()
     rows = union_all(_matches_page(shape, matches, first), _walk(shape, not_(first))).subquery()
     return select(rows).order_by(*_order(rows, descending=shape.descending))
+
+
+_DIALECT = psycopg_dialect()  # type: ignore[no-untyped-call]
+
+
+@functools.cache
+def _page_sql(shape: _Shape, *, audited: bool) -> tuple[Compiled, str]:
+    """The page statement of this shape compiled once, and its SQL: with ``audited``, led by a
+    data-modifying CTE that writes the audit entry (access.AUDIT_INSERT)."""
+    compiled = _page_statement(shape).compile(dialect=_DIALECT)
+    sql = compiled.string
+    if audited:
+        head = f"WITH audit AS ({access.AUDIT_INSERT} RETURNING 1)"
+        if sql.startswith("WITH "):
+            sql = f"{head}, {sql.removeprefix('WITH ')}"
+        else:
+            assert sql.startswith("SELECT "), sql[:40]
+            sql = f"{head} {sql}"
+    return compiled, sql
 
 
 def report_extent(conn: Connection) -> Extent:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import TypeVar
 from uuid import UUID
 
+import psycopg
 from sqlalchemy import Connection, Engine, create_engine, exc, text
 
 from service.domain.access import ApiKey, AuditEntry
@@ -41,6 +43,16 @@ T = TypeVar("T")
 
 # Faults of the database or the network to it, not of the request: the client should retry.
 _UNAVAILABLE = (exc.OperationalError, exc.InterfaceError)
+_DRIVER_FAULTS = (psycopg.OperationalError, psycopg.InterfaceError)
+
+
+class _ConnectionLost(Exception):
+    """The connection died under a statement on psycopg's own cursor (dropped; try once more)."""
+
+
+def _closed(conn: Connection) -> bool:
+    dbapi = conn.connection.dbapi_connection
+    return dbapi is None or bool(getattr(dbapi, "closed", True))
 
 
 def make_engine(settings: Settings) -> Engine:
@@ -71,8 +83,9 @@ class PostgisStore:
     def open(cls, settings: Settings) -> PostgisStore:
         return cls(make_engine(settings))
 
-    def _run(self, work: Callable[[Connection], T]) -> T:
-        """Run ``work`` in one transaction; database faults become StoreUnavailable.
+    def _run(self, work: Callable[[Connection], T], *, autocommit: bool = False) -> T:
+        """Run ``work`` in one transaction (``autocommit``: each of its statements in its own);
+        database faults become StoreUnavailable.
 
         A pooled connection that died while the database was away is found on use rather than by
         a ping before every request (a round trip each). SQLAlchemy then drops the whole pool, and
@@ -81,8 +94,21 @@ class PostgisStore:
         """
         for attempt in (1, 2):
             try:
-                with self.engine.begin() as conn:
-                    return work(conn)
+                with self._connection(autocommit=autocommit) as conn:
+                    try:
+                        return work(conn)
+                    except _DRIVER_FAULTS as error:
+                        # From a statement run on psycopg's own cursor (report pages, counts),
+                        # which SQLAlchemy neither wraps nor notices: a connection that died is
+                        # dropped here, as SQLAlchemy drops its own.
+                        if _closed(conn):
+                            conn.invalidate()
+                            raise _ConnectionLost from error
+                        raise StoreUnavailable("the database is not reachable") from error
+            except _ConnectionLost as lost:
+                if attempt == 1:
+                    continue
+                raise StoreUnavailable("the database is not reachable") from lost
             except exc.DBAPIError as error:
                 if error.connection_invalidated and attempt == 1:
                     continue
@@ -92,6 +118,15 @@ class PostgisStore:
             except exc.TimeoutError as error:
                 raise StoreUnavailable("no database connection is free") from error
         raise AssertionError("unreachable")
+
+    @contextlib.contextmanager
+    def _connection(self, *, autocommit: bool) -> Iterator[Connection]:
+        if not autocommit:
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        with self.engine.connect() as conn:
+            yield conn.execution_options(isolation_level="AUTOCOMMIT")
 
     def ping(self) -> None:
         self._run(lambda conn: conn.execute(text("SELECT 1")))
@@ -162,8 +197,10 @@ class PostgisStore:
     def list_audit(self, since: datetime | None = None, limit: int = 1000) -> list[AuditEntry]:
         return self._run(lambda conn: access.list_audit(conn, since, limit))
 
-    def query_reports(self, query: ReportQuery) -> ReportPage:
-        return self._run(lambda conn: reports.query_reports(conn, query))
+    def query_reports(self, query: ReportQuery, *, audit: AuditEntry | None = None) -> ReportPage:
+        # One statement (the audit entry is written by the page's own), in autocommit mode: no
+        # BEGIN and COMMIT round trips around it.
+        return self._run(lambda conn: reports.query_reports(conn, query, audit), autocommit=True)
 
     def report_extent(self) -> Extent:
         return self._run(reports.report_extent)

@@ -145,8 +145,16 @@ class SqliteStore:
     def list_audit(self, since: datetime | None = None, limit: int = 1000) -> list[AuditEntry]:
         return self._db.read(partial(access_queries.list_audit, since=since, limit=limit))
 
-    def query_reports(self, query: ReportQuery) -> ReportPage:
-        return self._db.read(partial(report_queries.query_reports, query=query))
+    def query_reports(self, query: ReportQuery, *, audit: AuditEntry | None = None) -> ReportPage:
+        if audit is None:
+            return self._db.read(partial(report_queries.query_reports, query=query))
+
+        def read_then_record(conn: sqlite3.Connection) -> ReportPage:
+            page = report_queries.query_reports(conn, query=query)
+            access_queries.add_audit(conn, entry=audit)
+            return page
+
+        return self._db.write(read_then_record)
 
     def report_extent(self) -> Extent:
         return self._db.read(report_queries.report_extent)
