@@ -42,6 +42,21 @@ def request_body(*models: str) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": content}}
 
 
+def query_parameters(model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` listing ``model``'s fields as query parameters, for a route that reads
+    its query itself: documented as FastAPI documents a query model, without FastAPI validating
+    the model on every request (the route's own parser checks each parameter, naming it)."""
+    schema = model.model_json_schema()
+    required = set(schema.get("required", ()))
+    parameters = []
+    for name, prop in schema["properties"].items():
+        parameter = {"name": name, "in": "query", "required": name in required, "schema": prop}
+        if "description" in prop:
+            parameter["description"] = prop["description"]
+        parameters.append(parameter)
+    return {"parameters": parameters}
+
+
 def install(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from service.api import audit
 from service.api import encodings as enc
 from service.api.deps import IndexDep, SettingsDep, StoreDep, get_caller
-from service.api.openapi import request_body
+from service.api.openapi import query_parameters, request_body
 from service.api.openapi30 import OPENAPI_30, to_openapi_30
 from service.api.routes.reports import submit_single
 from service.api.routes.segments import segment_feature as v1_segment_feature
@@ -69,10 +69,20 @@ def _with_params(request: Request, **params: str) -> str:
     return str(request.url.replace(query=urlencode(kept + list(params.items()))))
 
 
+_FORMAT_NAMES = {enc.GEOJSON: "json", enc.HTML: "html", enc.CSV: "csv", enc.GEOJSON_SEQ: "jsonseq"}
+
+
 def _alternates(request: Request, offered: tuple[str, ...], current: str) -> list[dict[str, Any]]:
-    names = {enc.GEOJSON: "json", enc.HTML: "html", enc.CSV: "csv", enc.GEOJSON_SEQ: "jsonseq"}
+    """A link to the same request in each other encoding (its query read once for all)."""
+    kept = [(k, v) for k, v in parse_qsl(request.url.query, keep_blank_values=True) if k != "f"]
     return [
-        ogc.link(_with_params(request, f=names[m]), "alternate", m) for m in offered if m != current
+        ogc.link(
+            str(request.url.replace(query=urlencode([*kept, ("f", _FORMAT_NAMES[m])]))),
+            "alternate",
+            m,
+        )
+        for m in offered
+        if m != current
     ]
 
 
@@ -212,18 +222,14 @@ async def collection(
 _Text = Annotated[str | None, Query()]
 
 
-@router.get("/collections/reports/items")
+@router.get("/collections/reports/items", openapi_extra=query_parameters(ogc.ReportItemsQuery))
 async def report_items(
-    request: Request,
-    store: StoreDep,
-    index: IndexDep,
-    settings: SettingsDep,
-    query: Annotated[ogc.ReportItemsQuery, Query()],
+    request: Request, store: StoreDep, index: IndexDep, settings: SettingsDep
 ) -> Response:
     """Reports, a page at a time in observed_at order (follow `next`). `numberMatched` is given
     when it is free: on a first page that is also the last."""
-    # ``query`` documents and checks the parameters; parse_items_params reads them (and refuses
-    # any it does not know).
+    # The OpenAPI document lists the parameters (ReportItemsQuery); parse_items_params reads and
+    # checks them, and refuses any it does not know.
     media = enc.negotiate(request, offered=ITEMS)
     doc = await _report_items(
         request, dict(request.query_params), store, index, settings.page_max_items

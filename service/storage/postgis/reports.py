@@ -25,6 +25,7 @@ from sqlalchemy import (
     column,
     func,
     not_,
+    or_,
     select,
     table,
     tuple_,
@@ -262,15 +263,22 @@ def _conditions(shape: _Shape, *, by_cells: bool = False) -> list[ColumnElement[
 
 def _in_box_cells() -> list[ColumnElement[bool]]:
     """Exactly the reports inside the box, as read from the cell index alone (migration 0010):
-    the grid columns and rows under the box (_box_params), then each position tested."""
+    the grid columns and rows under the box (_box_params); then a report whose grid cell lies
+    inside the box's edge cells is in, and the rest have their position tested (reading it from
+    the index costs more than the integers: a border box's count took 0.8 ms where testing every
+    position took 1.3-1.7)."""
     lon, lat = ST_X(reports.c.geom), ST_Y(reports.c.geom)
+    x, y = reports.c.grid_x, reports.c.grid_y
     return [
-        (reports.c.grid_x.op(">>")(_BOX_CELL_SHIFT))
-        == func.any(cast(bindparam("cell_columns"), ARRAY(Integer))),
-        reports.c.grid_y.between(bindparam("row0"), bindparam("row1")),
-        lon.between(bindparam("min_lon"), bindparam("max_lon")),
-        lat.between(bindparam("min_lat"), bindparam("max_lat")),
-    ]
+        (x.op(">>")(_BOX_CELL_SHIFT)) == func.any(cast(bindparam("cell_columns"), ARRAY(Integer))),
+        y.between(bindparam("row0"), bindparam("row1")),
+        or_(
+            and_(x > bindparam("inner_x0"), x < bindparam("inner_x1"),
+                 y > bindparam("inner_y0"), y < bindparam("inner_y1")),
+            and_(lon.between(bindparam("min_lon"), bindparam("max_lon")),
+                 lat.between(bindparam("min_lat"), bindparam("max_lat"))),
+        ),
+    ]  # fmt: skip
 
 
 def query_reports(
@@ -287,7 +295,8 @@ def query_reports(
     if audit is not None:
         params |= access.audit_params(audit)
     # Straight from psycopg: SQLAlchemy's execution and rows cost more than a sparse page's query.
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    # Rows come back binary: parsing 100 rows' text took 0.3 ms more.
+    cursor = conn.connection.dbapi_connection.cursor(binary=True)  # type: ignore[union-attr]
     try:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
@@ -380,6 +389,8 @@ def _box_params(
     return {
         "min_lon": min_lon, "min_lat": min_lat, "max_lon": max_lon, "max_lat": max_lat,
         "cell_columns": columns, "row0": max(gy0 - 1, 0), "row1": min(gy1 + 1, last),
+        # Cells inside the box whatever the rounding: a cell's width inside its edge cells.
+        "inner_x0": gx0 + 1, "inner_x1": gx1 - 1, "inner_y0": gy0 + 1, "inner_y1": gy1 - 1,
         "cx0": gx0 >> shift, "cx1": gx1 >> shift, "cy0": gy0 >> shift, "cy1": gy1 >> shift,
         "x0": gx0 / size, "x1": (gx1 + 1) / size, "y0": gy0 / size, "y1": (gy1 + 1) / size,
         "walk_per_match": walk_per_match, "reltuples": reltuples,
