@@ -144,12 +144,13 @@ def _problem(errors: list[FieldError]) -> Problem:
 def report_feature(report: Report) -> dict[str, Any]:
     """A stored report as a GeoJSON Feature with flat properties (GIS tools map them to columns)."""
     d, s = report.draft, report.snap
+    report_id = str(d.id)
     return {
         "type": "Feature",
-        "id": str(d.id),
+        "id": report_id,
         "geometry": {"type": "Point", "coordinates": [d.lon, d.lat]},
         "properties": {
-            "id": str(d.id),
+            "id": report_id,
             "observed_at": format_instant(d.observed_at),
             "received_at": format_instant(report.received_at),
             "people_count": d.people_count,
