@@ -11,7 +11,7 @@ from sqlalchemy import Connection, create_engine
 
 from service.domain.access import AuditEntry, Role
 from service.storage.base import ReportQuery
-from service.storage.postgis import access, reports
+from service.storage.postgis import access, pages
 
 pytestmark = pytest.mark.postgis
 
@@ -48,6 +48,6 @@ def test_a_page_of_reports_writes_its_audit_entry_from_its_own_statement(
     at = datetime(2099, 1, 3, 4, 5, 6, 7, tzinfo=UTC)
     entry = AuditEntry(at, "key2", Role.ANALYST, "reports.read", {"path": "/ogc", "query": ""})
     for query in (ReportQuery(limit=1), ReportQuery(bbox=(-80.0, 40.0, -70.0, 50.0), limit=1)):
-        reports.query_reports(conn, query, entry)
+        pages.query_reports(conn, query, entry)
     assert access.list_audit(conn, at, 10) == [entry, entry]
     assert conn.exec_driver_sql("SHOW synchronous_commit").scalar_one() == "off"

@@ -51,7 +51,7 @@ def revoke_key(conn: Connection, key_id: str, at: datetime) -> bool:
 # could lose the last fraction of a second of entries, never reorder or alter them). The setting
 # is made by the INSERT itself (set_config, local to the transaction; read at commit), which saves
 # a round trip of its own. A page of reports writes its entry from the page's own statement
-# (reports.query_reports), with these parameters.
+# (pages.query_reports), with these parameters.
 AUDIT_INSERT = (
     "INSERT INTO audit_log (at, key_id, role, action, detail)"
     " SELECT %(audit_at)s::timestamptz, %(audit_key_id)s::text, %(audit_role)s::text,"

@@ -32,6 +32,7 @@ from service.storage.postgis import (
     access,
     border,
     counts,
+    pages,
     reports,
     retention,
     rollups,
@@ -200,7 +201,7 @@ class PostgisStore:
     def query_reports(self, query: ReportQuery, *, audit: AuditEntry | None = None) -> ReportPage:
         # One statement (the audit entry is written by the page's own), in autocommit mode: no
         # BEGIN and COMMIT round trips around it.
-        return self._run(lambda conn: reports.query_reports(conn, query, audit), autocommit=True)
+        return self._run(lambda conn: pages.query_reports(conn, query, audit), autocommit=True)
 
     def report_extent(self) -> Extent:
         return self._run(reports.report_extent)

@@ -1,0 +1,403 @@
+"""Pages of reports on PostGIS: filtered keyset pages, and for a box, the cheaper of two ways
+to its page (walking the time index, or fetching its matches first from the cell index)."""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from typing import Any, NamedTuple
+
+from geoalchemy2.functions import ST_X, ST_Y, ST_MakeEnvelope
+from sqlalchemy import (
+    ARRAY,
+    CTE,
+    ColumnElement,
+    Connection,
+    FromClause,
+    Integer,
+    Select,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    false,
+    func,
+    literal,
+    or_,
+    select,
+    tuple_,
+)
+from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
+from sqlalchemy.engine import Compiled
+
+from service.domain.access import AuditEntry
+from service.domain.reports import Report
+from service.domain.tiles import GRID_LEVEL, ROLLUP_LEVELS, grid_cell
+from service.storage.base import PageKey, ReportPage, ReportQuery
+from service.storage.postgis import access
+from service.storage.postgis.reports import COLUMNS, to_report
+from service.storage.postgis.tables import reports
+
+
+class _Shape(NamedTuple):
+    """Which filters a query has: one page statement is built for each shape, then reused with
+    the values bound (building and keying a statement cost more than running it on sparse
+    pages)."""
+
+    bbox: bool
+    start: bool
+    end: bool
+    segment_id: bool
+    segment_ids: bool
+    kind: bool
+    direction: bool
+    posted_by: bool
+    after: bool
+    descending: bool
+
+    @classmethod
+    def of(cls, query: ReportQuery) -> _Shape:
+        return cls(
+            query.bbox is not None, query.start is not None, query.end is not None,
+            query.segment_id is not None, query.segment_ids is not None, query.kind is not None,
+            query.direction is not None, query.posted_by is not None, query.after is not None,
+            query.descending,
+        )  # fmt: skip
+
+
+def _params(query: ReportQuery, *, reltuples: float = -1.0) -> dict[str, Any]:
+    """The values the page statement of ``query``'s shape binds (``reltuples``: for a box)."""
+    params: dict[str, Any] = {
+        "fetch": query.limit + 1,
+        "start": query.start,
+        "end": query.end,
+        "segment_id": query.segment_id,
+        "segment_ids": None if query.segment_ids is None else sorted(query.segment_ids),
+        "kind": query.kind,
+        "direction": query.direction,
+        "posted_by": query.posted_by,
+        "after_at": None if query.after is None else query.after.observed_at,
+        "after_id": None if query.after is None else query.after.id,
+    }
+    if query.bbox is not None:
+        params |= _box_params(query.bbox, limit=query.limit, reltuples=reltuples)
+    return params
+
+
+def _conditions(shape: _Shape, *, by_cells: bool = False) -> list[ColumnElement[bool]]:
+    """The query's filters; ``by_cells``: the box through the cell index (_in_box_cells)."""
+    conditions: list[ColumnElement[bool]] = []
+    if shape.bbox and by_cells:
+        conditions += _in_box_cells()
+    elif shape.bbox:
+        # && uses the GiST index but compares float4-rounded boxes, so it also lets in points up
+        # to about a metre outside; query_reports tests the fetched rows exactly. (Exact tests in
+        # SQL - ST_Intersects, or ranges on ST_X/ST_Y - mislead the planner: 0.3 ms became 14-89
+        # ms on hot-spot pages in bench/features.py.)
+        envelope = ST_MakeEnvelope(
+            bindparam("min_lon"), bindparam("min_lat"), bindparam("max_lon"),
+            bindparam("max_lat"), 4326,
+        )  # fmt: skip
+        conditions.append(reports.c.geom.op("&&")(envelope))
+    if shape.start:
+        conditions.append(reports.c.observed_at >= bindparam("start"))
+    if shape.end:
+        conditions.append(reports.c.observed_at < bindparam("end"))
+    if shape.segment_id:
+        conditions.append(reports.c.segment_id == bindparam("segment_id"))
+    if shape.segment_ids:
+        ids = cast(bindparam("segment_ids"), ARRAY(Text))
+        conditions.append(reports.c.segment_id == func.any(ids))
+    if shape.kind:
+        conditions.append(reports.c.kind == bindparam("kind"))
+    if shape.direction:
+        conditions.append(reports.c.direction == bindparam("direction"))
+    if shape.posted_by:
+        conditions.append(reports.c.key_id == bindparam("posted_by"))
+    if shape.after:
+        key = tuple_(reports.c.observed_at, reports.c.id)
+        after = tuple_(bindparam("after_at"), bindparam("after_id"))
+        conditions.append(key < after if shape.descending else key > after)
+    return conditions
+
+
+def _in_box_cells() -> list[ColumnElement[bool]]:
+    """Exactly the reports inside the box, as read from the cell index alone (migration 0010):
+    the grid columns and rows under the box (_box_params); then a report whose grid cell lies
+    inside the box's edge cells is in, and the rest have their position tested (reading it from
+    the index costs more than the integers: a border box's count took 0.8 ms where testing every
+    position took 1.3-1.7)."""
+    lon, lat = ST_X(reports.c.geom), ST_Y(reports.c.geom)
+    x, y = reports.c.grid_x, reports.c.grid_y
+    return [
+        (x.op(">>")(_BOX_CELL_SHIFT)) == func.any(cast(bindparam("cell_columns"), ARRAY(Integer))),
+        y.between(bindparam("row0"), bindparam("row1")),
+        or_(
+            and_(x > bindparam("inner_x0"), x < bindparam("inner_x1"),
+                 y > bindparam("inner_y0"), y < bindparam("inner_y1")),
+            and_(lon.between(bindparam("min_lon"), bindparam("max_lon")),
+                 lat.between(bindparam("min_lat"), bindparam("max_lat"))),
+        ),
+    ]  # fmt: skip
+
+
+def query_reports(
+    conn: Connection, query: ReportQuery, audit: AuditEntry | None = None
+) -> ReportPage:
+    """A page of ``query``; with ``audit``, that entry is written by the page's own statement.
+
+    On a connection in autocommit mode (the store's reads), that is one round trip and one
+    transaction for both: the page and the record of its reading commit together or not at all.
+    (If a box's matches turn out more than its count said, the page is read again, walking, and
+    the entry stays with the first read.)
+    """
+    shape = _Shape.of(query)
+    if query.bbox is None:
+        rows = _run(conn, shape, "walk", _params(query), audit)
+    else:
+        params = _params(query, reltuples=_reltuples(conn))
+        way = "matches" if _matches_first(_cell_counts(conn), params) else "walk"
+        rows = _run(conn, shape, way, params, audit)
+        if way == "matches" and rows and rows[0][-1]:  # more matches than the cap
+            rows = _run(conn, shape, "walk", params, None)
+    fetched = [to_report(row) for row in rows[: query.limit]]
+    page = fetched if query.bbox is None else [r for r in fetched if _inside(r, query.bbox)]
+    # The next page starts after the last row fetched, kept or not: a page may come out a row
+    # short, but no report inside the box is ever skipped.
+    more = len(rows) > query.limit
+    last = fetched[-1] if fetched else None
+    next_key = PageKey(last.draft.observed_at, last.id) if more and last else None
+    return ReportPage(reports=page, next_key=next_key)
+
+
+def _run(
+    conn: Connection, shape: _Shape, way: str, params: dict[str, Any], audit: AuditEntry | None
+) -> list[Any]:
+    """The rows of the page statement of this shape and way, with ``audit`` written by it."""
+    compiled, sql = _page_sql(shape, way, audited=audit is not None)
+    values = dict(compiled.construct_params(params) or {})
+    if audit is not None:
+        values |= access.audit_params(audit)
+    # Straight from psycopg: SQLAlchemy's execution and rows cost more than a sparse page's query.
+    # Rows come back binary: parsing 100 rows' text took 0.3 ms more.
+    cursor = conn.connection.dbapi_connection.cursor(binary=True)  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql, values)
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
+
+
+# Two ways to a page of a bbox query, the first limit+1 matches in (observed_at, id) order:
+#
+# - in time order: walk the (observed_at, id) index, testing each report, until limit+1 match.
+#   With n of N reports in the box, spread over time, that reads about (limit+1) * N / n rows;
+# - matches first: every match, read from the cell index alone (migration 0010: a few columns
+#   of grid cells, a range of grid rows in each, every position tested exactly), then the top
+#   limit+1 by key, whose rows alone are read from the table. That reads n entries (and the few
+#   beside the box in its edge cells) whatever the page size.
+#
+# On bench/features.py's data (1M reports, warm cache) a walked row costs ~0.5 us and a match
+# ~0.55 us, so the two cost the same at n* = sqrt(0.9 (limit+1) N): ~9,500 matches for pages of
+# 100, ~95,000 for pages of 10,000. A hot-spot box (82,000 matches) walks 1,000-1,500 rows in
+# 1.5 ms, where its matches take 40-50 ms; a box on a quiet stretch of border (2,500-3,800) walks
+# 29,000-46,000 rows in 13-28 ms, where its matches take 2-3 ms. (Through the GiST index, before
+# the cell index, a match cost ~1.85 us: a heap page each.)
+#
+# PostgreSQL makes this choice itself, and errs both ways here: its costs (random_page_cost 4,
+# for pages that are all cached) favour the walk several-fold, so it walked every border box; and
+# its n (PostGIS's histogram, a few hundred cells over the whole extent) is too coarse for
+# clustered data: of 80 random boxes, five that clip a hot spot were estimated at 1,200-5,400
+# reports (the figures move with each ANALYZE) and held 31,000-81,000. So n is counted instead,
+# from the rollups ingest keeps for the map tiles (tile_cells at their coarsest level, cells of
+# ~6 x 6 km here): cells inside the box whole, edge cells by the share of their area inside it.
+# On the same 80 boxes that was within 10% of the true count for 65 and within 25% for 74; the
+# worst, 2.5x low, was a box of 39,000 counted as 15,900, still 3.6 n*. A box over more than
+# _CELL_ROWS_MAX rollup cells (a regional view) is left to the planner.
+#
+# The count is made here, from the rollup's cells kept in memory (_cell_counts, read again at
+# most once a minute per connection), and only the way chosen is sent: one statement, planned
+# for one way. (Counting and choosing in SQL took the page statement a round trip fewer than a
+# count of its own, but PostgreSQL then planned both ways and gated them: 0.5-0.8 ms more a box
+# page than the way alone.)
+#
+# The counts may lag the reports (a bulk COPY before `crossings db rebuild-rollups`, or a minute
+# of ingest): fetching matches first stops at 2 n* of them and says so, and the page is walked
+# after all, so a wrong count costs milliseconds, never a scan of a hot spot. That cap is a
+# constant to the planner (from N as of the last ANALYZE, kept with the connection for a minute):
+# a LIMIT it cannot see leads it to plan for a tenth of the matches, and for boxes it
+# overestimates, that was a sequential scan.
+_WALK_US_PER_ROW = 0.5
+_MATCH_US_PER_ROW = 0.55
+_CELL_LEVEL = min(ROLLUP_LEVELS)
+_CELL_ROWS_MAX = 1_000
+_BOX_CELL_SHIFT = 12  # the cell index's columns: level-24 grid columns >> 12 (migration 0010)
+_RELTUPLES_KEPT_S = 60.0
+_CELL_COUNTS_KEPT_S = 60.0
+
+
+def _reltuples(conn: Connection) -> float:
+    """The number of reports as of the last ANALYZE (-1 before the first), read at most once a
+    minute per connection."""
+    now = time.monotonic()
+    kept = conn.info.get("reports_reltuples")
+    if kept is None or now - kept[0] > _RELTUPLES_KEPT_S:
+        value = conn.exec_driver_sql(
+            "SELECT reltuples FROM pg_class WHERE oid = 'reports'::regclass"
+        ).scalar_one()
+        kept = conn.info["reports_reltuples"] = (now, float(value))
+    return float(kept[1])
+
+
+def _cell_counts(conn: Connection) -> dict[tuple[int, int], int]:
+    """Reports per rollup cell at _CELL_LEVEL ((cx, cy) -> reports), read at most once a minute
+    per connection (17,000 cells for 1M reports along the CA-US border: ~1 MB)."""
+    now = time.monotonic()
+    kept = conn.info.get("cell_counts")
+    if kept is None or now - kept[0] > _CELL_COUNTS_KEPT_S:
+        rows = conn.exec_driver_sql(
+            "SELECT cx, cy, reports FROM tile_cells WHERE level = %(level)s",
+            {"level": _CELL_LEVEL},
+        )
+        kept = conn.info["cell_counts"] = (now, {(cx, cy): n for cx, cy, n in rows})
+    counts: dict[tuple[int, int], int] = kept[1]
+    return counts
+
+
+def _matches_first(counts: dict[tuple[int, int], int], params: dict[str, Any]) -> bool:
+    """Whether the box's count (from the rollup's cells: those inside it whole, those on its
+    edges by the share of their area inside it) says to fetch its matches first (_box_params
+    binds the box's cells and the table's size; ``fetch`` is the rows a page reads)."""
+    columns = range(params["cx0"], params["cx1"] + 1)
+    rows = range(params["cy0"], params["cy1"] + 1)
+    if len(columns) * len(rows) > 4 * _CELL_ROWS_MAX:
+        return False
+    x0, x1, y0, y1 = params["x0"], params["x1"], params["y0"], params["y1"]
+    cells, in_box = 0, 0.0
+    for cx in columns:
+        share_x = min(cx + 1, x1) - max(cx, x0)
+        for cy in rows:
+            reports_in_cell = counts.get((cx, cy))
+            if reports_in_cell is None:
+                continue
+            cells += 1
+            in_box += reports_in_cell * share_x * (min(cy + 1, y1) - max(cy, y0))
+    if cells >= _CELL_ROWS_MAX:
+        return False
+    total = max(params["reltuples"], in_box)
+    return in_box <= math.sqrt(params["walk_per_match"] * params["fetch"] * total)
+
+
+def _box_params(
+    bbox: tuple[float, float, float, float], *, limit: int, reltuples: float
+) -> dict[str, Any]:
+    """The box, the rollup cells under it (cx0-cx1, cy0-cy1) and its edges in cell units, from
+    the grid cells that reports inside it have (grid y runs south); and the cap on matches."""
+    min_lon, min_lat, max_lon, max_lat = bbox
+    gx0, gy1 = grid_cell(min_lon, min_lat)
+    gx1, gy0 = grid_cell(max_lon, max_lat)
+    # For the cell index, a cell more each way: a position on a cell's edge may round either way.
+    last = (1 << GRID_LEVEL) - 1
+    columns = list(range(max(gx0 - 1, 0) >> _BOX_CELL_SHIFT,
+                         (min(gx1 + 1, last) >> _BOX_CELL_SHIFT) + 1))  # fmt: skip
+    shift = GRID_LEVEL - _CELL_LEVEL
+    size = float(1 << shift)
+    walk_per_match = _WALK_US_PER_ROW / _MATCH_US_PER_ROW
+    return {
+        "min_lon": min_lon, "min_lat": min_lat, "max_lon": max_lon, "max_lat": max_lat,
+        "cell_columns": columns, "row0": max(gy0 - 1, 0), "row1": min(gy1 + 1, last),
+        # Cells inside the box whatever the rounding: a cell's width inside its edge cells.
+        "inner_x0": gx0 + 1, "inner_x1": gx1 - 1, "inner_y0": gy0 + 1, "inner_y1": gy1 - 1,
+        "cx0": gx0 >> shift, "cx1": gx1 >> shift, "cy0": gy0 >> shift, "cy1": gy1 >> shift,
+        "x0": gx0 / size, "x1": (gx1 + 1) / size, "y0": gy0 / size, "y1": (gy1 + 1) / size,
+        "walk_per_match": walk_per_match, "reltuples": reltuples,
+        "cap": 2 * math.ceil(math.sqrt(walk_per_match * (limit + 1) * max(reltuples, 0.0))),
+    }  # fmt: skip
+
+
+def _order(table: FromClause, *, descending: bool) -> tuple[ColumnElement[Any], ...]:
+    if descending:
+        return table.c.observed_at.desc(), table.c.id.desc()
+    return table.c.observed_at, table.c.id
+
+
+def _walk(shape: _Shape) -> Select[Any]:
+    """The page's rows (``fetch`` of them), as the planner chooses to find them (for a box:
+    usually walking the (observed_at, id) index)."""
+    return (
+        select(*COLUMNS, false().label("beyond"))
+        .where(and_(True, *_conditions(shape)))
+        .order_by(*_order(reports, descending=shape.descending))
+        .limit(bindparam("fetch"))
+    )
+
+
+def _matches(shape: _Shape) -> CTE:
+    """The keys of the box's matches, at most ``cap`` + 1 of them.
+
+    MATERIALIZED fences the matches off from the ORDER BY ... LIMIT, which would otherwise lead
+    the planner back to the time walk. (Their own LIMIT could in principle tempt it into a scan
+    that stops early; on 1,500 random selective boxes it read them through the GiST index every
+    time, and bench/features.py's boxes read them through the cell index.) They carry only their
+    keys, and the page's rows are read again by primary key: ~15%
+    cheaper than carrying every column of every match through the sort."""
+    return (
+        select(reports.c.observed_at, reports.c.id)
+        .where(and_(True, *_conditions(shape, by_cells=True)))
+        .limit(bindparam("cap") + 1)
+        .cte("matches")
+        .prefix_with("MATERIALIZED")
+    )
+
+
+def _matches_page(shape: _Shape, matches: CTE, *extra: ColumnElement[Any]) -> Select[Any]:
+    """The page's rows (``fetch`` of them) from the matches, in page order, with ``extra``
+    columns after the report's."""
+    page = (
+        select(matches.c.observed_at, matches.c.id)
+        .order_by(*_order(matches, descending=shape.descending))
+        .limit(bindparam("fetch"))
+        .subquery("page")
+    )
+    return (
+        select(*COLUMNS, *extra)
+        .select_from(page.join(reports, reports.c.id == page.c.id))
+        .order_by(*_order(page, descending=shape.descending))
+    )
+
+
+@functools.cache
+def _page_statement(shape: _Shape, way: str) -> Select[Any]:
+    """The statement of a page of this shape read this way ("walk" or "matches"), with every
+    value bound (_params). Its rows end in a flag: whether the box has more matches than the cap
+    (then the page is not to be trusted; always false for the walk)."""
+    if way == "walk":
+        return _walk(shape)
+    matches = _matches(shape)
+    beyond = select(literal(1)).select_from(matches).offset(bindparam("cap")).exists()
+    return _matches_page(shape, matches, beyond.label("beyond"))
+
+
+_DIALECT = psycopg_dialect()  # type: ignore[no-untyped-call]
+
+
+@functools.cache
+def _page_sql(shape: _Shape, way: str, *, audited: bool) -> tuple[Compiled, str]:
+    """The page statement of this shape and way compiled once, and its SQL: with ``audited``,
+    led by a data-modifying CTE that writes the audit entry (access.AUDIT_INSERT)."""
+    compiled = _page_statement(shape, way).compile(dialect=_DIALECT)
+    sql = compiled.string
+    if audited:
+        head = f"WITH audit AS ({access.AUDIT_INSERT} RETURNING 1)"
+        if sql.startswith("WITH "):
+            sql = f"{head}, {sql.removeprefix('WITH ')}"
+        else:
+            assert sql.startswith("SELECT "), sql[:40]
+            sql = f"{head} {sql}"
+    return compiled, sql
+
+
+def _inside(report: Report, bbox: tuple[float, float, float, float]) -> bool:
+    min_lon, min_lat, max_lon, max_lat = bbox
+    return min_lon <= report.draft.lon <= max_lon and min_lat <= report.draft.lat <= max_lat
