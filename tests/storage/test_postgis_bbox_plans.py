@@ -196,6 +196,13 @@ def test_a_sparse_box_is_read_matches_first_and_a_dense_one_in_time_order(
     assert not _matches_first(conn, DENSE_BOX, limit=7)
 
 
+def test_the_cell_counts_kept_in_memory_hold_every_report(conn: Connection) -> None:
+    # The rollup has a row per cell and kind: each cell's count is their sum.
+    counts = pages._cell_counts(conn)
+    assert sum(counts.values()) == len(_stored())
+    assert len(counts) < conn.execute(text("SELECT count(*) FROM tile_cells")).scalar_one()
+
+
 def test_bigger_pages_read_more_boxes_matches_first(conn: Connection) -> None:
     # Walking reads about limit * N / n rows: the bigger the page, the more it costs.
     assert not _matches_first(conn, DENSE_BOX, limit=10)

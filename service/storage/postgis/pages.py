@@ -257,10 +257,11 @@ def _cell_counts(conn: Connection) -> dict[tuple[int, int], int]:
     kept = conn.info.get("cell_counts")
     if kept is None or now - kept[0] > _CELL_COUNTS_KEPT_S:
         rows = conn.exec_driver_sql(
-            "SELECT cx, cy, reports FROM tile_cells WHERE level = %(level)s",
+            "SELECT cx, cy, sum(reports) FROM tile_cells WHERE level = %(level)s"
+            " GROUP BY cx, cy",  # a row per kind
             {"level": _CELL_LEVEL},
         )
-        kept = conn.info["cell_counts"] = (now, {(cx, cy): n for cx, cy, n in rows})
+        kept = conn.info["cell_counts"] = (now, {(cx, cy): int(n) for cx, cy, n in rows})
     counts: dict[tuple[int, int], int] = kept[1]
     return counts
 
