@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from geoalchemy2.functions import ST_X, ST_Y, ST_MakeEnvelope
 from sqlalchemy import (
@@ -38,6 +38,8 @@ from service.storage.base import PageKey, ReportPage, ReportQuery
 from service.storage.postgis import access
 from service.storage.postgis.reports import COLUMNS, to_report
 from service.storage.postgis.tables import reports
+
+_Way = Literal["walk", "matches"]  # in time order, or a box's matches first (see below)
 
 
 class _Shape(NamedTuple):
@@ -157,7 +159,7 @@ def query_reports(
         rows = _run(conn, shape, "walk", _params(query), audit)
     else:
         params = _params(query, reltuples=_reltuples(conn))
-        way = "matches" if _matches_first(_cell_counts(conn), params) else "walk"
+        way: _Way = "matches" if _matches_first(_cell_counts(conn), params) else "walk"
         rows = _run(conn, shape, way, params, audit)
         if way == "matches" and rows and rows[0][-1]:  # more matches than the cap
             rows = _run(conn, shape, "walk", params, None)
@@ -172,7 +174,7 @@ def query_reports(
 
 
 def _run(
-    conn: Connection, shape: _Shape, way: str, params: dict[str, Any], audit: AuditEntry | None
+    conn: Connection, shape: _Shape, way: _Way, params: dict[str, Any], audit: AuditEntry | None
 ) -> list[Any]:
     """The rows of the page statement of this shape and way, with ``audit`` written by it."""
     compiled, sql = _page_sql(shape, way, audited=audit is not None)
@@ -369,7 +371,7 @@ def _matches_page(shape: _Shape, matches: CTE, *extra: ColumnElement[Any]) -> Se
 
 
 @functools.cache
-def _page_statement(shape: _Shape, way: str) -> Select[Any]:
+def _page_statement(shape: _Shape, way: _Way) -> Select[Any]:
     """The statement of a page of this shape read this way ("walk" or "matches"), with every
     value bound (_params). Its rows end in a flag: whether the box has more matches than the cap
     (then the page is not to be trusted; always false for the walk)."""
@@ -384,7 +386,7 @@ _DIALECT = psycopg_dialect()  # type: ignore[no-untyped-call]
 
 
 @functools.cache
-def _page_sql(shape: _Shape, way: str, *, audited: bool) -> tuple[Compiled, str]:
+def _page_sql(shape: _Shape, way: _Way, *, audited: bool) -> tuple[Compiled, str]:
     """The page statement of this shape and way compiled once, and its SQL: with ``audited``,
     led by a data-modifying CTE that writes the audit entry (access.AUDIT_INSERT)."""
     compiled = _page_statement(shape, way).compile(dialect=_DIALECT)
