@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import gc
 import logging
+import random
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
@@ -24,6 +26,8 @@ from service.domain.errors import StoreUnavailable
 from service.settings import Settings
 from service.storage import open_store
 from service.storage.base import Store
+from service.usecases.public_release import CurrentRelease
+from service.usecases.release import cut_release, release_is_due
 from service.usecases.segments import CurrentBorder, ensure_segments
 
 log = logging.getLogger("crossings")
@@ -57,13 +61,21 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # garbage collection (those paused big pages by ~100 ms each in bench/features.py).
         gc.collect()
         gc.freeze()
-        watcher = asyncio.create_task(_watch_border(app.state.border, settings.border_check_s))
+        app.state.release = CurrentRelease(store, check_s=settings.release_check_s)
+        if await run_in_threadpool(store.release_info) is None:  # a new store: cut one now
+            await run_in_threadpool(_cut_now, store, settings)
+        tasks = [
+            asyncio.create_task(_watch_border(app.state.border, settings.border_check_s)),
+            asyncio.create_task(_keep_release(store, settings)),
+        ]
         try:
             yield
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
     finally:
         store.close()
         app.state.limiter.close()
@@ -83,6 +95,35 @@ async def _watch_border(border: CurrentBorder, every_s: float) -> None:
             continue  # the database is away: look again next time
         except Exception:  # never let the watcher die with the server still up
             log.exception("could not check the border's version")
+
+
+def _cut_now(store: Store, settings: Settings) -> None:
+    info = cut_release(store, now=datetime.now(UTC), delay_h=settings.public_delay_h)
+    log.info("cut public release %s (days before %s)", info.release_id, info.through)
+
+
+async def _keep_release(store: Store, settings: Settings) -> None:
+    """Cut the public release again when it is due: a new day came of age, or late reports,
+    deletions or a new border may have changed it (every ``release_refresh_s``). Several servers
+    may each cut; the store takes one cut at a time, and each is whole."""
+    every_s = min(settings.release_refresh_s, 60.0)
+    while True:
+        await asyncio.sleep(every_s * (0.75 + random.random() / 2))  # servers drift apart
+        try:
+            now = datetime.now(UTC)
+            due = await run_in_threadpool(
+                release_is_due,
+                store,
+                now=now,
+                delay_h=settings.public_delay_h,
+                refresh_s=settings.release_refresh_s,
+            )
+            if due:
+                await run_in_threadpool(_cut_now, store, settings)
+        except StoreUnavailable:
+            continue  # the database is away: try again next time
+        except Exception:  # never let the task die with the server still up
+            log.exception("could not cut the public release")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

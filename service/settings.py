@@ -8,6 +8,8 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.domain.release import PublicRule
+
 DEFAULT_KINDS = ("crossing", "attempt", "evidence", "assistance")
 
 
@@ -44,8 +46,24 @@ class Settings(BaseSettings):
     cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), description="Origins allowed by CORS, comma-separated (default none)"
     )
-    suppress_below: int = Field(
-        default=5, ge=0, description="Aggregate counts from 1 to this - 1 are suppressed"
+    # The public release (service/domain/release.py): all a caller without an analyst key sees.
+    public_min_count: int = Field(
+        default=5, ge=1, description="Public figures below this, zero included, are hidden"
+    )
+    public_round_to: int = Field(
+        default=5, ge=1, description="Every other public figure is rounded to a multiple of this"
+    )
+    public_delay_h: float = Field(
+        default=24, ge=0, description="The release holds only days that ended this long ago"
+    )
+    release_refresh_s: float = Field(
+        default=600, gt=0, description="How often the server cuts the release again"
+    )
+    release_check_s: float = Field(
+        default=5, ge=0, description="How often a server looks for a release another one cut"
+    )
+    public_max_rows: int = Field(
+        default=100_000, gt=0, description="Most rows a public answer with fill=true may list"
     )
     precise_retention_days: int | None = Field(
         default=None,
@@ -108,3 +126,7 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def public_rule(self) -> PublicRule:
+        return PublicRule(min_count=self.public_min_count, round_to=self.public_round_to)

@@ -22,6 +22,7 @@ from service.domain.errors import Forbidden, TooManyRequests, Unauthenticated
 from service.domain.segments import SegmentIndex
 from service.settings import Settings
 from service.storage.base import Store
+from service.usecases.public_release import CurrentRelease
 from service.usecases.segments import CurrentBorder
 
 
@@ -142,7 +143,13 @@ def _who(permission: Permission) -> str:
     }[permission]
 
 
+async def get_release(request: Request) -> CurrentRelease:
+    release: CurrentRelease = request.app.state.release
+    return release
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+ReleaseDep = Annotated[CurrentRelease, Depends(get_release)]
 StoreDep = Annotated[Store, Depends(get_store)]
 IndexDep = Annotated[SegmentIndex, Depends(get_index)]
 CallerDep = Annotated[Caller, Depends(get_caller)]

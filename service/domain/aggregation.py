@@ -59,10 +59,14 @@ class RangePart(NamedTuple):
 
 
 def _local_floor(unit: Unit, moment: datetime) -> date:
-    d = moment.date()
+    return period_floor(unit, moment.date())
+
+
+def period_floor(unit: Unit, d: date) -> date:
+    """The first day of the calendar period ``unit`` that holds ``d`` (weeks are ISO: Monday)."""
     if unit == "day":
         return d
-    if unit == "week":  # ISO weeks: Monday
+    if unit == "week":
         return d - timedelta(days=d.weekday())
     if unit == "month":
         return d.replace(day=1)
@@ -71,7 +75,8 @@ def _local_floor(unit: Unit, moment: datetime) -> date:
     return date(d.year, 1, 1)
 
 
-def _next(unit: Unit, d: date) -> date:
+def period_after(unit: Unit, d: date) -> date:
+    """The first day of the period after the one that starts at ``d``."""
     if unit == "day":
         return d + timedelta(days=1)
     if unit == "week":
@@ -111,7 +116,7 @@ def buckets(unit: Unit | None, zone: ZoneInfo, start: datetime, end: datetime) -
     local_start = _midnight(day, zone)
     b_start = local_start.astimezone(UTC)
     while b_start < end:
-        following = _next(unit, day)
+        following = period_after(unit, day)
         local_end = _midnight(following, zone)
         b_end = local_end.astimezone(UTC)
         if b_end > start:

@@ -12,6 +12,7 @@ centre, never at its reports' mean position: a cluster gives away no more than i
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ import numpy as np
 import shapely
 
 from service.domain.errors import FieldError, InvalidParameter, NotFound
-from service.domain.segments import BorderSegment
+from service.domain.segments import BorderSegment, SegmentIndex
 
 MAX_ZOOM = 22
 EXTENT = 4096  # MVT coordinates per tile side
@@ -230,17 +231,17 @@ def point_properties(p: TilePoint) -> dict[str, Any]:
 
 
 def segment_properties(
-    segment: BorderSegment, count: SegmentCount | None, *, min_count: int = 0
+    segment: BorderSegment, count: SegmentCount | None, *, min_count: int = 0, hidden: bool = False
 ) -> dict[str, Any]:
-    """A segment's attributes; a count of 1 to ``min_count`` - 1 reports is left out, with
-    ``suppressed`` set (MVT has no null)."""
+    """A segment's attributes; a count of 1 to ``min_count`` - 1 reports, or one ``hidden`` by
+    the public release's rule, is left out, with ``suppressed`` set (MVT has no null)."""
     count = count or SegmentCount(0, 0)
     props: dict[str, Any] = {
         "segment_id": segment.segment_id,
         "border": segment.border,
         "region_pair": str(segment.properties.get("region_pair") or ""),
     }
-    if 0 < count.reports < min_count:
+    if hidden or 0 < count.reports < min_count:
         props["suppressed"] = True
     else:
         props |= {"reports": count.reports, "people": count.people}
@@ -260,6 +261,7 @@ class TileSegment:
     segment: BorderSegment
     fid: int
     count: SegmentCount | None
+    hidden: bool = False  # a public figure the release's rule hides
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +277,16 @@ class TileContent:
     def is_empty(self) -> bool:
         r = self.reports
         return not self.segments and not r.points and not r.clusters
+
+
+@functools.lru_cache(maxsize=4)
+def segment_boxes(index: SegmentIndex) -> np.ndarray:
+    """min_lon, min_lat, max_lon, max_lat of each segment, in index order: once per border."""
+    boxes = np.empty((len(index.segments), 4))
+    for i, segment in enumerate(index.segments):
+        xy = np.asarray(segment.coords)
+        boxes[i] = (*xy.min(axis=0), *xy.max(axis=0))
+    return boxes
 
 
 def segments_in_tile(boxes: np.ndarray, tile: TileAddress) -> list[int]:
@@ -319,7 +331,9 @@ def encode_mvt(content: TileContent) -> bytes:
         seg_features.append(
             {
                 "geometry": geom,
-                "properties": segment_properties(ts.segment, ts.count, min_count=content.min_count),
+                "properties": segment_properties(
+                    ts.segment, ts.count, min_count=content.min_count, hidden=ts.hidden
+                ),
                 "id": ts.fid,
             }
         )
@@ -374,7 +388,9 @@ def geojson_features(content: TileContent) -> list[dict[str, Any]]:
             if len(lines) == 1
             else {"type": "MultiLineString", "coordinates": lines}
         )
-        props = segment_properties(ts.segment, ts.count, min_count=content.min_count)
+        props = segment_properties(
+            ts.segment, ts.count, min_count=content.min_count, hidden=ts.hidden
+        )
         out.append(_geojson("segments", ts.segment.segment_id, geometry, props))
     for p in content.reports.points:
         point = {"type": "Point", "coordinates": [p.lon, p.lat]}

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, NamedTuple, Protocol
 from uuid import UUID
 
 from service.domain.access import ApiKey, AuditEntry
 from service.domain.aggregation import PeriodPart, RangePart
+from service.domain.release import ReleaseInfo, ReleaseRow
 from service.domain.reports import IngestResult, Report, SnapResult
 from service.domain.segments import BorderSegment
 from service.domain.tiles import SegmentCount, TileAddress, TileFilter, TileReports
@@ -251,6 +252,25 @@ class RetentionStore(Protocol):
         ...
 
 
+class ReleaseReader(Protocol):
+    """The public release, and nothing else: what code that answers the public takes."""
+
+    def release_info(self) -> ReleaseInfo | None:
+        """The current cut (None before the first)."""
+        ...
+
+    def read_release(self) -> tuple[ReleaseInfo, list[ReleaseRow]] | None:
+        """The current cut and all its cells, read together (never two cuts mixed)."""
+        ...
+
+
+class ReleaseWriter(Protocol):
+    def cut_release(self, through: date, cut_at: datetime) -> ReleaseInfo:
+        """Replace the release, in one transaction, with exact counts of the stored reports
+        observed before ``through`` (a UTC midnight) per cell of the release's partition."""
+        ...
+
+
 class AccessStore(Protocol):
     def add_key(self, key: ApiKey) -> None: ...
 
@@ -270,7 +290,15 @@ class AccessStore(Protocol):
 
 
 class Store(
-    SegmentStore, ReportStore, TileStore, CountStore, RetentionStore, AccessStore, Protocol
+    SegmentStore,
+    ReportStore,
+    TileStore,
+    CountStore,
+    RetentionStore,
+    ReleaseReader,
+    ReleaseWriter,
+    AccessStore,
+    Protocol,
 ):
     """One backend: segments, reports, and its own life cycle."""
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import shapely
@@ -57,24 +55,6 @@ def report_item(store: ReportStore, report_id: str, *, posted_by: str | None = N
 
 def report_extent(store: ReportStore) -> Extent:
     return store.report_extent()
-
-
-def coarse_extent(extent: Extent) -> Extent:
-    """The extent widened to whole degrees and whole UTC days: what the public may know of where
-    and when the reports lie, without placing the outermost of them."""
-    box = extent.bbox
-    if box is not None:
-        box = (float(math.floor(box[0])), float(math.floor(box[1])),
-               float(math.ceil(box[2])), float(math.ceil(box[3])))  # fmt: skip
-    first, last = extent.first_observed, extent.last_observed
-    day = timedelta(days=1)
-    return Extent(
-        bbox=box,
-        first_observed=None if first is None else datetime(first.year, first.month, first.day,
-                                                           tzinfo=UTC),
-        last_observed=None if last is None else datetime(last.year, last.month, last.day,
-                                                         tzinfo=UTC) + day,
-    )  # fmt: skip
 
 
 def segment_items(

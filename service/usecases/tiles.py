@@ -6,10 +6,7 @@ in the very next tile asked for. Revalidation (ETag) saves the transfer, not the
 
 from __future__ import annotations
 
-import functools
 from typing import Any
-
-import numpy as np
 
 from service.domain.segments import SegmentIndex
 from service.domain.tiles import (
@@ -17,23 +14,14 @@ from service.domain.tiles import (
     TileSegment,
     encode_mvt,
     geojson_features,
+    segment_boxes,
     segments_in_tile,
 )
 from service.storage.base import TileQuery, TileStore
 
 
-@functools.lru_cache(maxsize=4)
-def _segment_boxes(index: SegmentIndex) -> np.ndarray:
-    """min_lon, min_lat, max_lon, max_lat of each segment, in index order: once per border."""
-    boxes = np.empty((len(index.segments), 4))
-    for i, segment in enumerate(index.segments):
-        xy = np.asarray(segment.coords)
-        boxes[i] = (*xy.min(axis=0), *xy.max(axis=0))
-    return boxes
-
-
 def tile_content(store: TileStore, index: SegmentIndex, query: TileQuery) -> TileContent:
-    positions = segments_in_tile(_segment_boxes(index), query.tile)
+    positions = segments_in_tile(segment_boxes(index), query.tile)
     segments = [index.segments[i] for i in positions]
     counts = (
         store.segment_counts(query.filter, [s.segment_id for s in segments]) if segments else {}

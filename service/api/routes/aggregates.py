@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
@@ -11,18 +11,47 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from service.api import encodings as enc
-from service.api.deps import IndexDep, SettingsDep, StoreDep, get_caller
+from service.api.deps import IndexDep, ReleaseDep, SettingsDep, StoreDep, get_caller
 from service.api.routes.segments import segment_feature
 from service.api.schemas import aggregates as wire
 from service.domain.access import Caller
+from service.domain.segments import SegmentIndex
 from service.settings import Settings
-from service.usecases.aggregates import aggregate
+from service.storage.base import Store
+from service.usecases.aggregates import Aggregate, AggregateRequest, aggregate
+from service.usecases.public_release import CurrentRelease, PublicAnswer, public_aggregate
 
 
-def _below(request: Request, settings: Settings) -> int:
-    """Small counts are suppressed except for callers who read everything (analysts, admins)."""
+async def _answer(
+    request: Request,
+    req: AggregateRequest,
+    *,
+    store: Store,
+    release: CurrentRelease,
+    index: SegmentIndex,
+    settings: Settings,
+) -> tuple[Aggregate, dict[str, Any]]:
+    """Exact figures for a caller who reads everything (analysts, admins); for everyone else the
+    public release's, with what the answer counts (its whole periods, the segments a box
+    selected) and the rule its figures went through."""
     caller: Caller = request.state.caller
-    return 0 if caller.sees_everything else settings.suppress_below
+    if caller.sees_everything:
+        return await run_in_threadpool(aggregate, store, index, req, suppress_below=0), {}
+    answer = await run_in_threadpool(_public, release, index, req, settings)
+    return answer.aggregate, wire.public_fields(answer, settings)
+
+
+def _public(
+    release: CurrentRelease, index: SegmentIndex, req: AggregateRequest, settings: Settings
+) -> PublicAnswer:
+    return public_aggregate(
+        release.view(), index, req, rule=settings.public_rule, max_cells=settings.public_max_rows
+    )
+
+
+def _table(result: Aggregate, meta: dict[str, Any]) -> Response:
+    body = enc.rows_csv(wire.rows(result, hidden_as=wire.hidden_text(meta)), wire.columns(result))
+    return Response(body, media_type="text/csv; charset=utf-8")
 
 
 router = APIRouter(prefix="/v1", tags=["aggregates"], dependencies=[Depends(get_caller)])
@@ -34,6 +63,7 @@ TABLE = (enc.JSON, enc.CSV)
 async def aggregates(
     request: Request,
     store: StoreDep,
+    release: ReleaseDep,
     index: IndexDep,
     settings: SettingsDep,
     group_by: Annotated[
@@ -57,25 +87,28 @@ async def aggregates(
     ] = None,
     f: Annotated[str | None, Query(description="json or csv")] = None,
 ) -> Response:
-    """Reports and people per group and period. Counts of 1 to CROSSINGS_SUPPRESS_BELOW - 1 are
-    published as null with `suppressed: true`, and so are others where needed to keep them from
-    being worked out from the totals. Reports beyond reach of the border form their own group
-    (`snap_status: beyond_max_distance`) when grouping by a segment key."""
+    """Reports and people per group and period. With an analyst or admin key, exact, over any
+    window, box and time zone. Without one (and for reporters), from the public release: whole
+    UTC periods that ended at least CROSSINGS_PUBLIC_DELAY_H ago (`start`/`end` move out to them,
+    and `window` says what was counted), whole segments for a `bbox` (`selected_segments`), every
+    figure below CROSSINGS_PUBLIC_MIN_COUNT (zero included) null with `suppressed: true` (`<5` in
+    CSV) and every other rounded to CROSSINGS_PUBLIC_ROUND_TO. Reports beyond reach of the border
+    form their own group (`snap_status: beyond_max_distance`) when grouping by a segment key."""
     media = enc.negotiate(request, offered=TABLE)
     req = wire.parse_request(dict(request.query_params), index=index, kinds=settings.report_kinds)
-    result = await run_in_threadpool(
-        aggregate, store, index, req, suppress_below=_below(request, settings)
+    result, meta = await _answer(
+        request, req, store=store, release=release, index=index, settings=settings
     )
     if media == enc.CSV:
-        body = enc.rows_csv(wire.rows(result), wire.columns(result))
-        return Response(body, media_type="text/csv; charset=utf-8")
-    return Response(orjson.dumps(wire.document(result)), media_type=enc.JSON)
+        return _table(result, meta)
+    return Response(orjson.dumps(wire.document(result) | meta), media_type=enc.JSON)
 
 
 @router.get("/aggregates/segments.geojson", response_class=Response)
 async def segments_choropleth(
     request: Request,
     store: StoreDep,
+    release: ReleaseDep,
     index: IndexDep,
     settings: SettingsDep,
     start: _Text = None,
@@ -83,8 +116,8 @@ async def segments_choropleth(
     kind: _Text = None,
     border: _Text = None,
 ) -> Response:
-    """Every border segment as a GeoJSON line with its reports and people (suppressed as above)
-    in the window: a choropleth GIS tools open directly."""
+    """Every border segment as a GeoJSON line with its reports and people in the window (for the
+    public: from the release, as for aggregates): a choropleth GIS tools open directly."""
     req = wire.parse_request(
         dict(request.query_params),
         index=index,
@@ -92,8 +125,8 @@ async def segments_choropleth(
         allowed=("start", "end", "kind", "border"),
     )
     req = dataclasses.replace(req, group_by=("segment",), all_segments=True)
-    result = await run_in_threadpool(
-        aggregate, store, index, req, suppress_below=_below(request, settings)
+    result, meta = await _answer(
+        request, req, store=store, release=release, index=index, settings=settings
     )
     figures = {row.group[0]: row.figure for row in result.rows}
     features = []
@@ -114,7 +147,7 @@ async def segments_choropleth(
         "features": features,
         "suppress_below": result.suppress_below,
         "totals": {"all": wire.figure_fields(result.total)},
-    }
+    } | meta
     return Response(orjson.dumps(doc), media_type=enc.GEOJSON)
 
 
@@ -123,6 +156,7 @@ async def segment_timeseries(
     segment_id: str,
     request: Request,
     store: StoreDep,
+    release: ReleaseDep,
     index: IndexDep,
     settings: SettingsDep,
     bucket: Annotated[str | None, Query(description="day, week, month, quarter or year")] = None,
@@ -150,11 +184,10 @@ async def segment_timeseries(
     req = dataclasses.replace(req, fill=True)
     if req.bucket is None:
         req = dataclasses.replace(req, bucket="month")
-    result = await run_in_threadpool(
-        aggregate, store, index, req, suppress_below=_below(request, settings)
+    result, meta = await _answer(
+        request, req, store=store, release=release, index=index, settings=settings
     )
     if media == enc.CSV:
-        body = enc.rows_csv(wire.rows(result), wire.columns(result))
-        return Response(body, media_type="text/csv; charset=utf-8")
-    doc = wire.document(result) | {"segment_id": segment_id}
+        return _table(result, meta)
+    doc = wire.document(result) | meta | {"segment_id": segment_id}
     return Response(orjson.dumps(doc), media_type=enc.JSON)

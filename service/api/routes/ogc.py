@@ -28,6 +28,7 @@ from service.api.schemas.reports import report_feature
 from service.domain.access import Caller
 from service.domain.segments import BorderSegment, SegmentIndex
 from service.usecases import features
+from service.usecases.public_release import CurrentRelease, public_extent
 
 router = APIRouter(prefix="/ogc", tags=["ogc"], dependencies=[Depends(get_caller)])
 DOCS = (enc.JSON, enc.HTML)
@@ -134,11 +135,14 @@ async def _collection_doc(
     title, description = COLLECTIONS[collection_id]
     url = f"{_base(request)}/collections/{collection_id}"
     if collection_id == "reports":
-        extent = await run_in_threadpool(features.report_extent, store)
         caller: Caller = request.state.caller
-        if not caller.sees_everything:  # the edges of the data would place its outermost reports
-            extent = features.coarse_extent(extent)
-        bbox, start, end = extent.bbox, extent.first_observed, extent.last_observed
+        if caller.sees_everything:
+            extent = await run_in_threadpool(features.report_extent, store)
+            bbox, start, end = extent.bbox, extent.first_observed, extent.last_observed
+        else:  # the edges of the data would place its outermost and newest reports
+            release: CurrentRelease = request.app.state.release
+            view = await run_in_threadpool(release.view)
+            bbox, (start, end) = index.bounds, public_extent(view)
     else:
         bbox, start, end = index.bounds, None, None
     doc: dict[str, Any] = {

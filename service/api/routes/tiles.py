@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -11,14 +12,16 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from service.api.caching import revalidated
-from service.api.deps import IndexDep, SettingsDep, StoreDep, get_caller
+from service.api.deps import IndexDep, ReleaseDep, SettingsDep, StoreDep, get_caller
 from service.api.schemas.pages import parse_time
 from service.domain import tiles
 from service.domain.access import Caller
 from service.domain.errors import FieldError, InvalidParameter
+from service.domain.segments import SegmentIndex
 from service.settings import Settings
-from service.storage.base import TileQuery
+from service.storage.base import Store, TileQuery
 from service.usecases import tiles as usecase
+from service.usecases.public_release import CurrentRelease, public_tile
 
 router = APIRouter(prefix="/v1", tags=["tiles"], dependencies=[Depends(get_caller)])
 MVT = "application/vnd.mapbox-vector-tile"
@@ -55,17 +58,45 @@ def _precise(request: Request) -> bool:
 
 def _query(z: int, x: int, y: int, request: Request, settings: Settings) -> TileQuery:
     tile = tiles.tile_address(z, x, y)
-    caller: Caller = request.state.caller
-    # Public-safe unless the caller reads everything: never single reports, only cluster cells
-    # of at least CROSSINGS_SUPPRESS_BELOW reports, small segment counts suppressed.
-    precise = caller.sees_everything
     return TileQuery(
         tile=tile,
         filter=_filter(request, settings),
-        points=precise and tiles.shows_points(tile, settings.tile_points_min_zoom),
+        points=tiles.shows_points(tile, settings.tile_points_min_zoom),
         max_points=settings.tile_max_points,
-        min_count=0 if precise else settings.suppress_below,
     )
+
+
+def _content(
+    query: TileQuery,
+    *,
+    precise: bool,
+    store: Store,
+    release: CurrentRelease,
+    index: SegmentIndex,
+    settings: Settings,
+) -> tiles.TileContent:
+    """Exact content for a caller who reads everything; for everyone else, the segments with
+    their public release figures and no reports."""
+    if precise:
+        return usecase.tile_content(store, index, query)
+    return public_tile(release.view(), index, query.tile, query.filter, rule=settings.public_rule)
+
+
+def _mvt(
+    query: TileQuery,
+    *,
+    precise: bool,
+    store: Store,
+    release: CurrentRelease,
+    index: SegmentIndex,
+    settings: Settings,
+) -> bytes:
+    if precise:
+        return usecase.mvt_tile(store, index, query)
+    content = _content(
+        query, precise=False, store=store, release=release, index=index, settings=settings
+    )
+    return tiles.encode_mvt(content)
 
 
 @router.get(
@@ -83,6 +114,7 @@ async def vector_tile(
     y: int,
     request: Request,
     store: StoreDep,
+    release: ReleaseDep,
     index: IndexDep,
     settings: SettingsDep,
     start: _Start = None,
@@ -93,7 +125,17 @@ async def vector_tile(
     with its reports and people in the window) and `reports` (points from the configured zoom,
     clusters of 64 px cells below it or where a tile would hold too many points)."""
     query = _query(z, x, y, request, settings)
-    body = await run_in_threadpool(usecase.mvt_tile, store, index, query)
+    body = await run_in_threadpool(
+        functools.partial(
+            _mvt,
+            query,
+            precise=_precise(request),
+            store=store,
+            release=release,
+            index=index,
+            settings=settings,
+        )
+    )
     return await revalidated(
         request, body, MVT, max_age=settings.tile_max_age_s, private=_precise(request)
     )
@@ -114,6 +156,7 @@ async def geojson_tile(
     y: int,
     request: Request,
     store: StoreDep,
+    release: ReleaseDep,
     index: IndexDep,
     settings: SettingsDep,
     start: _Start = None,
@@ -124,7 +167,18 @@ async def geojson_tile(
     reports at their own positions, clusters at their cell's centre, lines clipped to the tile
     and its buffer."""
     query = _query(z, x, y, request, settings)
-    doc = await run_in_threadpool(usecase.geojson_tile, store, index, query)
+    content = await run_in_threadpool(
+        functools.partial(
+            _content,
+            query,
+            precise=_precise(request),
+            store=store,
+            release=release,
+            index=index,
+            settings=settings,
+        )
+    )
+    doc = {"type": "FeatureCollection", "features": tiles.geojson_features(content)}
     body = orjson.dumps(doc) if doc["features"] else b""
     return await revalidated(
         request, body, GEOJSON, max_age=settings.tile_max_age_s, private=_precise(request)

@@ -10,7 +10,9 @@ from service.domain.aggregation import GROUP_KEYS, UNITS, local_start_text
 from service.domain.errors import FieldError, InvalidParameter
 from service.domain.segments import SegmentIndex
 from service.domain.suppression import Figure
+from service.settings import Settings
 from service.usecases.aggregates import ROW_NAMES, Aggregate, AggregateRequest
+from service.usecases.public_release import PublicAnswer
 
 PARAMS = ("group_by", "bucket", "tz", "start", "end", "bbox", "segment_id", "kind", "border",
           "fill", "f")  # fmt: skip
@@ -107,7 +109,37 @@ def columns(result: Aggregate) -> list[str]:
     return [*names, "reports", "people", "suppressed"]
 
 
-def rows(result: Aggregate) -> list[dict[str, Any]]:
+def public_fields(answer: PublicAnswer, settings: Settings) -> dict[str, Any]:
+    """What a public answer counts and how: the release it comes from, its whole periods, the
+    segments a box selected, and the rule every figure went through."""
+    info = answer.release
+    fields: dict[str, Any] = {
+        "release": {
+            "release_id": info.release_id,
+            "cut_at": info.cut_at.isoformat(),
+            "through": info.through.isoformat(),
+            "delay_h": settings.public_delay_h,
+            "min_count": settings.public_min_count,
+            "round_to": settings.public_round_to,
+        },
+        "window": {
+            "start": answer.window.start.isoformat(),
+            "end": answer.window.end.isoformat(),
+            "widened": answer.window.widened,
+        },
+    }
+    if answer.selected_segments is not None:
+        fields["selected_segments"] = list(answer.selected_segments)
+    return fields
+
+
+def hidden_text(meta: dict[str, Any]) -> str | None:
+    """How CSV writes a hidden public figure (``<5``); None for an exact answer."""
+    release = meta.get("release")
+    return None if release is None else f"<{release['min_count']}"
+
+
+def rows(result: Aggregate, *, hidden_as: str | None = None) -> list[dict[str, Any]]:
     # A big table repeats each group and period many times: work their fields out once.
     group_fields: dict[tuple[str | None, ...], dict[str, Any]] = {}
     starts = [local_start_text(b) for b in result.buckets]
@@ -119,6 +151,8 @@ def rows(result: Aggregate) -> list[dict[str, Any]]:
             fields = group_fields[group] = result.row_fields(group)
         row = {**fields, "period_start": starts[bucket]} if bucketed else dict(fields)
         row.update(figure_fields(figure))
+        if hidden_as is not None and figure.suppressed:
+            row["reports"] = row["people"] = hidden_as
         out.append(row)
     return out
 

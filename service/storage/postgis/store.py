@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import TypeVar
 from uuid import UUID
 
@@ -13,6 +13,7 @@ from sqlalchemy import Connection, Engine, create_engine, exc, text
 
 from service.domain.access import ApiKey, AuditEntry
 from service.domain.errors import StoreUnavailable
+from service.domain.release import ReleaseInfo, ReleaseRow
 from service.domain.reports import IngestResult, Report
 from service.domain.segments import BorderSegment
 from service.domain.tiles import SegmentCount, TileFilter, TileReports
@@ -33,6 +34,7 @@ from service.storage.postgis import (
     border,
     counts,
     pages,
+    release,
     reports,
     retention,
     rollups,
@@ -226,6 +228,15 @@ class PostgisStore:
 
     def observed_range(self) -> tuple[datetime, datetime] | None:
         return self._run(counts.observed_range)
+
+    def cut_release(self, through: date, cut_at: datetime) -> ReleaseInfo:
+        return self._run(lambda conn: release.cut_release(conn, through, cut_at))
+
+    def release_info(self) -> ReleaseInfo | None:
+        return self._run(release.release_info)
+
+    def read_release(self) -> tuple[ReleaseInfo, list[ReleaseRow]] | None:
+        return self._run(release.read_release)
 
     def purge_precise(self, before: datetime) -> int:
         return self._run(lambda conn: retention.purge_precise(conn, before))

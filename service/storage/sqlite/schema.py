@@ -160,12 +160,23 @@ _V5_BORDER_VERSION = sql_step(
     "INSERT INTO border_version (only_row, version) VALUES (1, 1)",
 )
 
+# The public release (as PostGIS migration 0011): exact counts per UTC day (days since the epoch),
+# segment, kind, direction and side; one current cut, replaced whole in one transaction.
+_V6_PUBLIC_RELEASE = sql_step(
+    "CREATE TABLE release_info (only_row INTEGER PRIMARY KEY CHECK (only_row = 1),"
+    " release_id INTEGER NOT NULL, cut_at INTEGER NOT NULL, through INTEGER NOT NULL,"
+    " first_day INTEGER)",
+    "CREATE TABLE release_cells (day INTEGER NOT NULL, segment_id TEXT, kind TEXT NOT NULL,"
+    " direction TEXT, side TEXT, reports INTEGER NOT NULL, people INTEGER NOT NULL)",
+)
+
 MIGRATIONS: tuple[MigrationStep, ...] = (
     _V1_SEGMENTS_AND_REPORTS,
     _V2_COUNT_ROLLUPS,
     _V3_ACCESS,
     _V4_RETENTION,
     _V5_BORDER_VERSION,
+    _V6_PUBLIC_RELEASE,
 )
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 from functools import partial
 from pathlib import Path
 from uuid import UUID
 
 from service.domain.access import ApiKey, AuditEntry
+from service.domain.release import ReleaseInfo, ReleaseRow
 from service.domain.reports import IngestResult, Report
 from service.domain.segments import BorderSegment
 from service.domain.tiles import SegmentCount, TileFilter, TileReports
@@ -27,6 +28,7 @@ from service.storage.base import (
 from service.storage.sqlite import access as access_queries
 from service.storage.sqlite import border as border_queries
 from service.storage.sqlite import counts as count_queries
+from service.storage.sqlite import release as release_queries
 from service.storage.sqlite import reports as report_queries
 from service.storage.sqlite import retention as retention_queries
 from service.storage.sqlite import segments as segment_queries
@@ -178,6 +180,15 @@ class SqliteStore:
 
     def observed_range(self) -> tuple[datetime, datetime] | None:
         return self._db.read(count_queries.observed_range)
+
+    def cut_release(self, through: date, cut_at: datetime) -> ReleaseInfo:
+        return self._db.write(partial(release_queries.cut_release, through=through, cut_at=cut_at))
+
+    def release_info(self) -> ReleaseInfo | None:
+        return self._db.read(release_queries.release_info)
+
+    def read_release(self) -> tuple[ReleaseInfo, list[ReleaseRow]] | None:
+        return self._db.read(release_queries.read_release)
 
     def purge_precise(self, before: datetime) -> int:
         return self._db.write(partial(retention_queries.purge_precise, before=before))

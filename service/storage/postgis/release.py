@@ -1,0 +1,70 @@
+"""The public release on PostGIS: cut from the reports in one transaction, read in one snapshot."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, text
+
+from service.domain.release import ReleaseInfo, ReleaseRow, day_start
+
+# One cut at a time, whichever process starts it: a second waits and then cuts again from the
+# reports as they are then (never from a half-replaced table).
+_CUT_LOCK = text("SELECT pg_advisory_xact_lock(hashtext('crossings.release'))")
+_CLEAR = text("DELETE FROM release_cells")
+_FILL = text(
+    """
+    INSERT INTO release_cells (day, segment_id, kind, direction, side, reports, people)
+    SELECT (observed_at AT TIME ZONE 'UTC')::date, segment_id, kind, direction, side,
+           count(*), sum(people_count)
+    FROM reports
+    WHERE observed_at < :through
+    GROUP BY 1, 2, 3, 4, 5
+    """
+)
+_INFO = text(
+    """
+    INSERT INTO release_info (release_id, cut_at, through, first_day)
+    VALUES (1, :cut_at, :through, (SELECT min(day) FROM release_cells))
+    ON CONFLICT (only_row) DO UPDATE
+       SET release_id = release_info.release_id + 1, cut_at = excluded.cut_at,
+           through = excluded.through, first_day = excluded.first_day
+    RETURNING release_id, cut_at, through, first_day
+    """
+)
+_READ_INFO = text("SELECT release_id, cut_at, through, first_day FROM release_info")
+_READ_CELLS = text(
+    "SELECT day, segment_id, kind, direction, side, reports, people FROM release_cells"
+)
+
+
+def _info(row: Row[Any]) -> ReleaseInfo:
+    return ReleaseInfo(int(row.release_id), row.cut_at, row.through, row.first_day)
+
+
+def cut_release(conn: Connection, through: date, cut_at: datetime) -> ReleaseInfo:
+    # A background job over every report: not bound by the requests' statement timeout.
+    conn.execute(text("SET LOCAL statement_timeout = 0"))
+    conn.execute(_CUT_LOCK)
+    conn.execute(_CLEAR)
+    conn.execute(_FILL, {"through": day_start(through)})
+    return _info(conn.execute(_INFO, {"cut_at": cut_at, "through": through}).one())
+
+
+def release_info(conn: Connection) -> ReleaseInfo | None:
+    row = conn.execute(_READ_INFO).one_or_none()
+    return None if row is None else _info(row)
+
+
+def read_release(conn: Connection) -> tuple[ReleaseInfo, list[ReleaseRow]] | None:
+    """The current cut and its cells, read from one snapshot."""
+    conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
+    info = release_info(conn)
+    if info is None:
+        return None
+    rows = [
+        ReleaseRow(day, segment_id, kind, direction, side, int(reports), int(people))
+        for day, segment_id, kind, direction, side, reports, people in conn.execute(_READ_CELLS)
+    ]
+    return info, rows

@@ -1,0 +1,62 @@
+"""The public release on SQLite: cut from the reports in one write transaction, read in one."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import date, datetime, timedelta
+
+from service.domain.release import ReleaseInfo, ReleaseRow, day_start
+from service.storage.sqlite.rows import from_micros, to_micros
+
+_EPOCH = date(1970, 1, 1)
+_DAY_US = 86_400_000_000
+
+
+def _day(number: int) -> date:
+    return _EPOCH + timedelta(days=number)
+
+
+def _number(d: date) -> int:
+    return (d - _EPOCH).days
+
+
+def cut_release(conn: sqlite3.Connection, through: date, cut_at: datetime) -> ReleaseInfo:
+    conn.execute("DELETE FROM release_cells")
+    conn.execute(
+        "INSERT INTO release_cells (day, segment_id, kind, direction, side, reports, people)"
+        f" SELECT observed_at / {_DAY_US}, segment_id, kind, direction, side,"
+        "        count(*), sum(people_count)"
+        " FROM reports WHERE observed_at < ? GROUP BY 1, 2, 3, 4, 5",
+        (to_micros(day_start(through)),),
+    )
+    conn.execute(
+        "INSERT INTO release_info (only_row, release_id, cut_at, through, first_day)"
+        " VALUES (1, 1, ?, ?, (SELECT min(day) FROM release_cells))"
+        " ON CONFLICT (only_row) DO UPDATE SET release_id = release_id + 1,"
+        " cut_at = excluded.cut_at, through = excluded.through, first_day = excluded.first_day",
+        (to_micros(cut_at), _number(through)),
+    )
+    info = release_info(conn)
+    assert info is not None  # written just above, in this transaction
+    return info
+
+
+def release_info(conn: sqlite3.Connection) -> ReleaseInfo | None:
+    row = conn.execute("SELECT release_id, cut_at, through, first_day FROM release_info").fetchone()
+    if row is None:
+        return None
+    release_id, cut_at, through, first = row
+    return ReleaseInfo(
+        int(release_id), from_micros(cut_at), _day(through), None if first is None else _day(first)
+    )
+
+
+def read_release(conn: sqlite3.Connection) -> tuple[ReleaseInfo, list[ReleaseRow]] | None:
+    info = release_info(conn)
+    if info is None:
+        return None
+    cells = conn.execute(
+        "SELECT day, segment_id, kind, direction, side, reports, people FROM release_cells"
+    )
+    rows = [ReleaseRow(_day(d), s, k, di, si, r, p) for d, s, k, di, si, r, p in cells]
+    return info, rows

@@ -1,0 +1,233 @@
+"""The public release: a cut holds exactly the stored reports' counts per cell, only for days that
+ended ``delay_h`` before the cut; and every public answer is a function of the release alone,
+computed here cell by cell from the release table with the scalar rule, on both stores."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections import Counter
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import shapely
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from service.domain.aggregation import GROUP_KEYS, UNITS, period_floor
+from service.domain.release import PublicRule, ReleaseRow, day_start, publish, release_through
+from service.domain.reports import ReportDraft
+from service.domain.segments import SegmentIndex
+from service.settings import Settings
+from service.usecases.aggregates import AggregateRequest
+from service.usecases.public_release import ReleaseView, public_aggregate
+from service.usecases.release import cut_release
+from service.usecases.submit_reports import submit_batch
+from service.usecases.transfer import export_reports
+from tests.conftest import wipe_reports
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+NOW = datetime(2026, 12, 1, tzinfo=UTC)
+KINDS = ("crossing", "attempt", "evidence", "assistance")
+# Near the border (two CA-US segments close together, a MX-US one) and one far from it.
+PLACES = [(-73.45, 45.01), (-73.60, 45.01), (-122.75, 49.0), (-106.5, 31.77), (-95.0, 30.0)]
+RULE = PublicRule(min_count=3, round_to=5)  # a low threshold: more figures shown, more to check
+
+
+def _drafts(rows: list[tuple[Any, ...]]) -> list[ReportDraft]:
+    return [
+        ReportDraft(
+            id=uuid.UUID(int=number + 1),
+            observed_at=T0 + timedelta(hours=hour, seconds=number),
+            lon=lon + (number % 5) * 0.01,
+            lat=lat,
+            people_count=people,
+            kind=kind,
+            direction=direction,
+        )
+        for number, hour, (lon, lat), kind, people, direction in rows
+    ]
+
+
+_reports = st.lists(
+    st.tuples(
+        st.integers(0, 400),
+        st.integers(0, 120 * 24),  # hours after T0: some after the cut's edge
+        st.sampled_from(PLACES),
+        st.sampled_from(KINDS[:2]),
+        st.integers(1, 9),
+        st.sampled_from(["CA", "US", None]),
+    ),
+    max_size=120,
+    unique_by=lambda row: row[0],
+)
+_requests = st.fixed_dictionaries(
+    {
+        "group_by": st.lists(st.sampled_from(GROUP_KEYS), unique=True, max_size=3).map(tuple),
+        "bucket": st.sampled_from([None, *UNITS]),
+        "window": st.one_of(
+            st.none(), st.tuples(st.integers(0, 130 * 24 * 60), st.integers(1, 130 * 24 * 60))
+        ),
+        "kind": st.sampled_from([None, "crossing"]),
+        "bbox": st.sampled_from([None, (-74.0, 44.5, -73.5, 45.5), (-130.0, 25.0, -100.0, 50.0)]),
+        "fill": st.booleans(),
+    }
+)
+
+
+def _request(spec: dict[str, Any]) -> AggregateRequest:
+    start = end = None
+    if spec["window"] is not None:
+        a, b = sorted(spec["window"])
+        start, end = T0 + timedelta(minutes=a), T0 + timedelta(minutes=b + 1)
+    return AggregateRequest(
+        group_by=spec["group_by"],
+        bucket=spec["bucket"],
+        start=start,
+        end=end,
+        kind=spec["kind"],
+        bbox=spec["bbox"],
+        fill=spec["fill"],
+    )
+
+
+def _value(key: str, row: ReleaseRow, index: SegmentIndex) -> str | None:
+    segment = index.by_id.get(row.segment_id or "")
+    if key == "segment":
+        return row.segment_id
+    if key in ("section", "border", "region"):
+        if segment is None:
+            return None
+        if key == "section":
+            return segment.section
+        if key == "border":
+            return segment.border
+        return str(segment.properties.get("region_pair") or segment.section)
+    return getattr(row, key)  # type: ignore[no-any-return]
+
+
+def _by_hand(
+    rows: list[ReleaseRow], request: AggregateRequest, window: tuple[date, date], index: Any
+) -> tuple[dict[Any, Any], dict[Any, Any], Any]:
+    """Cells, group totals and the total, summed from the release's rows one by one, each sum
+    then put through the scalar rule."""
+    selected = None
+    if request.bbox is not None:
+        box = shapely.box(*request.bbox)
+        selected = {
+            s.segment_id for s in index.segments if shapely.LineString(s.coords).intersects(box)
+        }
+    cells: Counter[Any] = Counter()
+    people: Counter[Any] = Counter()
+    for row in rows:
+        if not window[0] <= row.day < window[1]:
+            continue
+        if request.kind and row.kind != request.kind:
+            continue
+        if selected is not None and row.segment_id not in selected:
+            continue
+        group = tuple(_value(k, row, index) for k in request.group_by)
+        bucket = period_floor(request.bucket, row.day) if request.bucket else window[0]
+        cells[group, bucket] += row.reports
+        people[group, bucket] += row.people
+    groups: Counter[Any] = Counter()
+    group_people: Counter[Any] = Counter()
+    for (group, _), n in cells.items():
+        groups[group] += n
+    for (group, _), n in people.items():
+        group_people[group] += n
+    shown = {k: publish(n, people[k], RULE) for k, n in cells.items()}
+    by_group = {g: publish(n, group_people[g], RULE) for g, n in groups.items()}
+    total = publish(sum(cells.values()), sum(people.values()), RULE)
+    return shown, by_group, total
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(rows=_reports, specs=st.lists(_requests, min_size=1, max_size=4))
+def test_public_answers_are_the_release_put_through_the_rule(
+    store_with_border: tuple[str, Any, SegmentIndex],
+    rows: list[tuple[Any, ...]],
+    specs: list[dict[str, Any]],
+) -> None:
+    url, store, index = store_with_border
+    wipe_reports(url)
+    submit_batch(store, index, _drafts(rows), settings=Settings(database_url=url), now=NOW)
+    cut_at = T0 + timedelta(days=90, hours=7)
+    info = cut_release(store, now=cut_at, delay_h=24)
+    cut = store.read_release()
+    assert cut is not None
+    release_rows = cut[1]
+
+    # The cut holds exactly the stored reports of the days that ended a day before it.
+    through = release_through(cut_at, 24)
+    assert info.through == through == date(2026, 3, 31)
+    expected: Counter[Any] = Counter()
+    for report in export_reports(store):
+        day = report.draft.observed_at.astimezone(UTC).date()
+        if day < through:
+            key = (day, report.snap.segment_id, report.draft.kind, report.draft.direction,
+                   report.snap.side)  # fmt: skip
+            expected[(*key, "reports")] += 1
+            expected[(*key, "people")] += report.draft.people_count
+    got: Counter[Any] = Counter()
+    for r in release_rows:
+        got[(*r[:5], "reports")] += r.reports
+        got[(*r[:5], "people")] += r.people
+    assert got == expected
+
+    view = ReleaseView.of(*cut)
+    for spec in specs:
+        request = _request(spec)
+        answer = public_aggregate(view, index, request, rule=RULE, max_cells=10**6)
+        window = (answer.window.start, answer.window.end)
+        unit = request.bucket or "day"
+        # Whole periods of the calendar, only ones the release holds whole.
+        assert period_floor(unit, window[0]) == window[0]
+        assert window[1] <= period_floor(unit, through) or window[1] == window[0]
+        shown, by_group, total = _by_hand(release_rows, request, window, index)
+        result = answer.aggregate
+        got_cells = {
+            (row.group, result.buckets[row.bucket].start.date()): row.figure
+            for row in result.rows
+            if not row.figure.suppressed
+        }
+        assert got_cells == {
+            k: _figure(f) for k, f in shown.items() if not f.hidden and k[1] < window[1]
+        }
+        assert _pair(result.total) == tuple(total)
+        for group, figure in result.by_group.items():
+            assert _pair(figure) == tuple(by_group.get(group, (None, None)))
+        if request.fill and result.buckets:  # every bucket of every shown group is listed
+            assert len(result.rows) == len(result.buckets) * len({r.group for r in result.rows})
+
+
+def _figure(published: Any) -> Any:
+    from service.domain.suppression import Figure
+
+    return Figure(published.reports, published.people, False)
+
+
+def _pair(figure: Any) -> tuple[int | None, int | None]:
+    return (figure.reports, figure.people)
+
+
+def test_a_cut_leaves_out_days_younger_than_the_delay(
+    store_with_border: tuple[str, Any, SegmentIndex],
+) -> None:
+    url, store, index = store_with_border
+    wipe_reports(url)
+    cut_at = datetime(2026, 3, 10, 12, tzinfo=UTC)
+    edge = day_start(date(2026, 3, 9))  # 2026-03-09 ends at 03-10 00:00, only 12 h before
+    (draft,) = _drafts([(1, 0, PLACES[0], "crossing", 2, "CA")])
+    drafts = [
+        dataclasses.replace(draft, id=uuid.UUID(int=n), observed_at=at)
+        for n, at in enumerate([edge - timedelta(microseconds=1), edge], start=1)
+    ]
+    submit_batch(store, index, drafts, settings=Settings(database_url=url), now=cut_at)
+    info = cut_release(store, now=cut_at, delay_h=24)
+    cut = store.read_release()
+    assert cut is not None
+    assert info.through == date(2026, 3, 9)
+    assert [(r.day, r.reports) for r in cut[1]] == [(date(2026, 3, 8), 1)]
