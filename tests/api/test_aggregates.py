@@ -1,5 +1,5 @@
 """Aggregates over HTTP on both stores: JSON and CSV, the segment series and choropleth, the
-group of reports beyond reach, small-count suppression that totals cannot undo, and errors."""
+group of reports beyond reach, what the public reads (the release), and errors."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from fastapi import FastAPI
+
+from service.usecases.release import cut_release
 
 from tests.factories import report_body
 
@@ -58,37 +61,31 @@ async def test_monthly_series_per_segment_as_json_and_csv(client: httpx.AsyncCli
     assert via_accept.text == text
 
 
-async def test_small_counts_are_suppressed_and_cannot_be_worked_out(
-    client: httpx.AsyncClient, anonymous: httpx.AsyncClient
+async def test_the_public_reads_the_release_and_analysts_the_reports(
+    app: FastAPI, client: httpx.AsyncClient, anonymous: httpx.AsyncClient
 ) -> None:
-    """For the public; an analyst or admin sees every figure."""
-    # Roxham: 9 in January, 2 in February (small); Pembina: 8 and 6.
+    """Without a key: the last cut of the release, whole UTC months, hidden below 5 (CSV
+    ``<5``), rounded to 5; reports are public only once a cut holds them. An analyst or admin
+    sees every report, exact, at once."""
+    # Roxham: 9 in January, 2 in February; Pembina: 8 and 6.
     bodies = [_body(ROXHAM, d) for d in range(9)] + [_body(ROXHAM, 31 + d) for d in range(2)]
     bodies += [_body(PEMBINA, d) for d in range(8)] + [_body(PEMBINA, 31 + d) for d in range(6)]
     await _post(client, bodies)
     admin_view = (await client.get("/v1/aggregates?group_by=segment&bucket=month")).json()
-    assert admin_view["suppress_below"] == 0
-    assert not any(r["suppressed"] for r in admin_view["rows"])
-    doc = (await anonymous.get("/v1/aggregates?group_by=segment&bucket=month")).json()
-    small = [r for r in doc["rows"] if r["suppressed"]]
-    assert small and all(r["reports"] is None and r["people"] is None for r in small)
-    assert all(r["reports"] is None or r["reports"] >= 5 for r in doc["rows"])
-    # No line (a segment across months, a month across segments, the totals across both) with
-    # a published total holds exactly one suppressed figure: it would be the total minus the rest.
-    lines: dict[tuple[str, str], list[dict]] = {}
-    for r in doc["rows"]:
-        lines.setdefault(("segment", r["segment_id"]), []).append(r)
-        lines.setdefault(("period", r["period_start"]), []).append(r)
-    totals = {("segment", t["segment_id"]): t for t in doc["totals"]["by_group"]}
-    totals |= {("period", t["period_start"]): t for t in doc["totals"]["by_period"]}
-    for key, members in lines.items():
-        if not totals[key]["suppressed"]:
-            assert sum(m["suppressed"] for m in members) != 1, key
-    if not doc["totals"]["all"]["suppressed"]:
-        for margin in ("by_group", "by_period"):
-            assert sum(t["suppressed"] for t in doc["totals"][margin]) != 1, margin
-    open_doc = (await anonymous.get("/v1/aggregates?group_by=kind")).json()
-    assert open_doc["suppress_below"] == 5
+    assert sorted(r["reports"] for r in admin_view["rows"]) == [2, 6, 8, 9]
+    assert "release" not in admin_view
+    query = "/v1/aggregates?group_by=segment&bucket=month&start=2026-01-01T00:00:00Z"
+    assert (await anonymous.get(query)).json()["rows"] == []  # not in the last cut yet
+    cut_release(app.state.store, now=datetime.now(UTC), delay_h=24)
+    doc = (await anonymous.get(query)).json()
+    assert sorted(r["reports"] for r in doc["rows"]) == [5, 10, 10]  # 6, 8, 9; the 2 is hidden
+    assert doc["window"]["start"] == "2026-01-01" and doc["release"]["min_count"] == 5
+    by_period = [t["reports"] for t in doc["totals"]["by_period"]]
+    assert by_period[:2] == [15, 10] and set(by_period[2:]) <= {None}  # 17, 8, then none
+    text = (await anonymous.get(query + "&f=csv")).text
+    assert "<5" not in text  # hidden cells are not listed ...
+    filled = await anonymous.get(query + "&fill=true&f=csv")
+    assert "<5" in filled.text  # ... but shown as <5 where every period is listed
 
 
 async def test_segment_timeseries_fills_every_period(client: httpx.AsyncClient) -> None:
