@@ -101,6 +101,21 @@ def _segments_load(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _release_cut(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import UTC, datetime
+
+    from service.storage import open_store
+    from service.usecases.release import cut_release
+
+    store = open_store(settings)
+    try:
+        info = cut_release(store, now=datetime.now(UTC), delay_h=settings.public_delay_h)
+    finally:
+        store.close()
+    print(f"public release {info.release_id} cut: the days before {info.through} (UTC)")
+    return 0
+
+
 def _tick(progress: Progress, done: int, total: int) -> None:
     progress.total = total
     progress.update(done)
@@ -341,6 +356,12 @@ def build_parser() -> argparse.ArgumentParser:
     load = segs.add_parser("load", help="replace the segment set from a GeoJSON file")
     load.add_argument("path")
     load.set_defaults(run=_segments_load)
+    release = commands.add_parser("release", help="the public release").add_subparsers(
+        dest="release", required=True
+    )
+    release.add_parser(
+        "cut", help="cut the public release now (servers also cut it every few minutes)"
+    ).set_defaults(run=_release_cut)
     export = commands.add_parser("export", help="write reports as newline-delimited GeoJSON")
     export.add_argument("-o", "--output", default="-", help="file (default: standard output)")
     export.add_argument("--start", help="only observed_at >= START (RFC 3339)")
