@@ -62,8 +62,10 @@ class Settings(BaseSettings):
     release_check_s: float = Field(
         default=5, ge=0, description="How often a server looks for a release another one cut"
     )
-    public_max_rows: int = Field(
-        default=100_000, gt=0, description="Most rows a public answer with fill=true may list"
+    public_max_cells: int = Field(
+        default=100_000,
+        gt=0,
+        description="Most cells (periods x possible groups) a public aggregate may have",
     )
     precise_retention_days: int | None = Field(
         default=None,

@@ -11,6 +11,7 @@ direction and side), not on the number of reports, and answers are kept per cut.
 from __future__ import annotations
 
 import functools
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -23,7 +24,8 @@ import numpy as np
 import numpy.typing as npt
 import shapely
 
-from service.domain.aggregation import SEGMENT_KEYS, Bucket
+from service.domain.aggregation import SEGMENT_KEYS, Bucket, Unit
+from service.domain.countries import ALPHA3_TO_ALPHA2
 from service.domain.errors import FieldError, InvalidParameter, StoreUnavailable
 from service.domain.release import (
     PublicRule,
@@ -71,6 +73,7 @@ class ReleaseView:
 
     @classmethod
     def of(cls, info: ReleaseInfo, rows: Sequence[ReleaseRow]) -> ReleaseView:
+        rows = sorted(rows, key=lambda r: r.day)  # a window is then a slice
         codes: dict[str, IntArray] = {}
         vocab: dict[str, list[str | None]] = {}
         columns: dict[str, list[str | None]] = {
@@ -167,16 +170,29 @@ def public_aggregate(
     *,
     rule: PublicRule,
     max_cells: int,
+    kinds: Sequence[str],
 ) -> PublicAnswer:
     """Reports and people by group and whole period, from the release, every figure through the
-    rule. Rows are listed where their figure is shown (or all with ``fill``): which rows are
-    listed says no more than the figures do."""
+    rule. Rows are listed where their figure is shown (or every period of each listed group with
+    ``fill``), groups where their total is shown: which rows are listed says no more than the
+    figures do. Refuses, before counting, an answer of more than ``max_cells`` periods times
+    possible groups."""
     check_public(request)
-    key = ("aggregate", index.version, request, rule, max_cells)
+    key = ("aggregate", index.version, request, rule, max_cells, tuple(kinds))
     answer: PublicAnswer = view.kept(
-        key, lambda: _aggregate(view, index, request, rule=rule, max_cells=max_cells)
+        key,
+        lambda: _aggregate(view, index, request, rule=rule, max_cells=max_cells, kinds=kinds),
     )
     return answer
+
+
+def _buckets(unit: Unit, bucketed: bool, window: PublicWindow) -> list[Bucket]:
+    starts = [] if window.is_empty else periods(unit, window) if bucketed else [window.start]
+    ends = [*starts[1:], window.end][: len(starts)]
+    return [
+        Bucket(day_start(s) if bucketed else None, day_start(s), day_start(e))
+        for s, e in zip(starts, ends, strict=True)
+    ]
 
 
 def _aggregate(
@@ -186,108 +202,118 @@ def _aggregate(
     *,
     rule: PublicRule,
     max_cells: int,
+    kinds: Sequence[str],
 ) -> PublicAnswer:
-    unit = request.bucket or "day"
+    unit: Unit = request.bucket or "day"
     window = public_window(unit, request.start, request.end, view.info)
-    starts = [] if window.is_empty else periods(unit, window) if request.bucket else [window.start]
-    ends = [*starts[1:], window.end][: len(starts)]
-    buckets = [
-        Bucket(day_start(s) if request.bucket else None, day_start(s), day_start(e))
-        for s, e in zip(starts, ends, strict=True)
+    buckets = _buckets(unit, request.bucket is not None, window)
+    n_buckets = max(len(buckets), 1)
+    keys = [
+        view.kept(
+            ("key", index.version, key, tuple(kinds)),
+            lambda k=key: _key_values(view, index, k, kinds),
+        )
+        for key in request.group_by
     ]
+    possible = n_buckets * math.prod(len(values) for _, values in keys)
+    if possible > max_cells:
+        reason = (
+            f"would have {possible:,} cells (periods x possible groups), more than {max_cells:,}: "
+            "narrow the window, take a longer bucket or fewer group keys"
+        )
+        raise InvalidParameter(f"group_by {reason}", errors=[FieldError("group_by", reason)])
     selected = None if request.bbox is None else _segments_in_box(index, request.bbox)
     wanted = request.segment_ids
     if selected is not None:
         wanted = frozenset(selected) if wanted is None else wanted & frozenset(selected)
-    mask = (view.days >= window.start.toordinal()) & (view.days < window.end.toordinal())
+    # The window's cells are one slice of the rows (sorted by day); then the filters.
+    lo, hi = np.searchsorted(view.days, [window.start.toordinal(), window.end.toordinal()])
+    keep: npt.NDArray[np.bool_] | None = None
     if request.kind is not None:
-        mask &= _code_is(view, "kind", {request.kind})
+        keep = _code_in(view, "kind", {request.kind}, lo, hi)
     if wanted is not None:
-        mask &= _code_is(view, "segment_id", wanted)
-    at = np.flatnonzero(mask)
-    group_codes, values = _group_codes(view, index, request.group_by, at)
-    found, inverse = np.unique(group_codes, return_inverse=True)
-    groups: list[Group] = [_decode(int(code), values) for code in found]
-    n_buckets = max(len(buckets), 1)
-    bucket_of = (
-        np.searchsorted(
-            np.asarray([s.toordinal() for s in starts], dtype=np.int64), view.days[at], side="right"
-        )
-        - 1
-    )
-    reports = np.zeros((len(groups), n_buckets), dtype=np.int64)
-    people = np.zeros_like(reports)
-    np.add.at(reports, (inverse.reshape(-1), bucket_of), view.reports[at])
-    np.add.at(people, (inverse.reshape(-1), bucket_of), view.people[at])
+        chosen = _code_in(view, "segment_id", wanted, lo, hi)
+        keep = chosen if keep is None else keep & chosen
+
+    def taken(column: IntArray) -> IntArray:
+        part = column[lo:hi]
+        return part if keep is None else part[keep]
+
+    days = taken(view.days)
+    group = np.zeros(len(days), dtype=np.int64)
+    for codes, values in keys:  # one mixed-radix number per cell for its group
+        group = group * len(values) + taken(codes)
+    if request.bucket in (None, "day"):
+        bucket = days - window.start.toordinal() if request.bucket else np.zeros_like(days)
+    else:
+        ordinals = np.asarray([b.start.date().toordinal() for b in buckets], dtype=np.int64)
+        bucket = np.searchsorted(ordinals, days, side="right") - 1
+    n_groups = math.prod(len(values) for _, values in keys)
+    flat = group * n_buckets + bucket
+    size = n_groups * n_buckets
+    reports = np.bincount(flat, weights=taken(view.reports), minlength=size).astype(np.int64)
+    people = np.bincount(flat, weights=taken(view.people), minlength=size).astype(np.int64)
+    reports, people = reports.reshape(n_groups, n_buckets), people.reshape(n_groups, n_buckets)
     # Margins from the exact counts, then through the same rule as every cell.
-    totals = _figures(reports.sum(axis=1), people.sum(axis=1), rule)
-    group_totals = dict(zip(groups, totals, strict=True))
+    totals_hidden, totals_r, totals_p = publish_many(reports.sum(1), people.sum(1), rule)
     if request.all_segments and request.group_by == ("segment",):
-        listed: list[Group] = [
-            (s.segment_id,) for s in index.segments if wanted is None or s.segment_id in wanted
+        position = {v: i for i, v in enumerate(keys[0][1])}
+        listed = [
+            position[s.segment_id]
+            for s in index.segments
+            if wanted is None or s.segment_id in wanted
         ]
     else:
-        # Only groups with a shown total: a group listed for a hidden one would tell that it
-        # holds a report.
         listed = sorted(
-            (g for g, f in group_totals.items() if not f.suppressed),
-            key=lambda g: tuple(_none_last(v) for v in g),
+            np.flatnonzero(~totals_hidden).tolist(),
+            key=lambda code: tuple(_none_last(v) for v in _decode(code, keys)),
         )
-    if request.fill and len(listed) * len(buckets) > max_cells:
-        reason = (
-            f"would list {len(listed) * len(buckets):,} rows, more than {max_cells:,}: "
-            "narrow the window, take a longer bucket or fewer group keys"
-        )
-        raise InvalidParameter(f"fill {reason}", errors=[FieldError("fill", reason)])
-    slot = {g: i for i, g in enumerate(groups)}
-    taken = np.asarray([slot.get(g, -1) for g in listed], dtype=np.intp)
-    cell_r = np.zeros((len(listed), n_buckets), dtype=np.int64)
-    cell_p = np.zeros_like(cell_r)
-    cell_r[taken >= 0] = reports[taken[taken >= 0]]
-    cell_p[taken >= 0] = people[taken[taken >= 0]]
-    cells = _figures(cell_r, cell_p, rule)
+    hidden, shown_r, shown_p = publish_many(reports, people, rule)
+    every = request.fill or request.all_segments
     rows: list[AggregateRow] = []
-    for i, g in enumerate(listed):
-        every = request.fill or request.all_segments
-        rows.extend(
-            AggregateRow(g, j, cells[i][j])
-            for j in range(len(buckets))
-            if every or not cells[i][j].suppressed
-        )
-    by_bucket = _figures(reports.sum(axis=0), people.sum(axis=0), rule)[: len(buckets)]
-    total = _figures(np.asarray([reports.sum()]), np.asarray([people.sum()]), rule)[0]
+    for code in listed:
+        g = _decode(code, keys)
+        for j in range(len(buckets)):
+            if hidden[code, j]:
+                if every:
+                    rows.append(AggregateRow(g, j, HIDDEN_FIGURE))
+            else:
+                rows.append(
+                    AggregateRow(g, j, Figure(int(shown_r[code, j]), int(shown_p[code, j]), False))
+                )
+    by_group = {
+        _decode(code, keys): _figure(totals_hidden[code], totals_r[code], totals_p[code])
+        for code in listed
+    }
+    b_hidden, b_r, b_p = publish_many(reports.sum(0), people.sum(0), rule)
+    by_bucket = {j: _figure(b_hidden[j], b_r[j], b_p[j]) for j in range(len(buckets))}
+    t_hidden, t_r, t_p = publish_many(np.asarray([reports.sum()]), np.asarray([people.sum()]), rule)
     aggregate = Aggregate(
         request=replace(request, start=day_start(window.start), end=day_start(window.end)),
         buckets=buckets,
         rows=rows,
-        by_group={g: group_totals.get(g, _hidden()) for g in listed} if len(buckets) > 1 else {},
-        by_bucket=dict(enumerate(by_bucket)) if request.group_by else {},
-        total=total,
+        by_group=by_group if len(buckets) > 1 else {},
+        by_bucket=by_bucket if request.group_by else {},
+        total=_figure(t_hidden[0], t_r[0], t_p[0]),
         suppress_below=rule.min_count,
     )
     return PublicAnswer(aggregate, view.info, window, selected)
 
 
-def _hidden() -> Figure:
-    return Figure(None, None, True)
+HIDDEN_FIGURE = Figure(None, None, True)
 
 
-def _figures(reports: IntArray, people: IntArray, rule: PublicRule) -> Any:
-    """Figures of the same shape as the counts, every one through the rule."""
-    hidden, shown_r, shown_p = publish_many(reports, people, rule)
-    flat = [
-        _hidden() if h else Figure(int(r), int(p), False)
-        for h, r, p in zip(hidden.ravel(), shown_r.ravel(), shown_p.ravel(), strict=True)
-    ]
-    if reports.ndim == 1:
-        return flat
-    width = reports.shape[1]
-    return [flat[i * width : (i + 1) * width] for i in range(reports.shape[0])]
+def _figure(hidden: Any, reports: Any, people: Any) -> Figure:
+    return HIDDEN_FIGURE if hidden else Figure(int(reports), int(people), False)
 
 
-def _code_is(view: ReleaseView, name: str, allowed: frozenset[str] | set[str]) -> Any:
-    codes = [i for i, v in enumerate(view.vocab[name]) if v in allowed]
-    return np.isin(view.codes[name], np.asarray(codes, dtype=np.int64))
+def _code_in(
+    view: ReleaseView, name: str, allowed: frozenset[str] | set[str], lo: int, hi: int
+) -> npt.NDArray[np.bool_]:
+    """Which rows lo..hi have one of the ``allowed`` values of ``name``."""
+    wanted = np.zeros(len(view.vocab[name]) + 1, dtype=np.bool_)
+    wanted[[i for i, v in enumerate(view.vocab[name]) if v in allowed]] = True
+    return wanted[view.codes[name][lo:hi]]
 
 
 def _segment_value(key: str, segment_id: str | None, index: SegmentIndex) -> str | None:
@@ -303,33 +329,44 @@ def _segment_value(key: str, segment_id: str | None, index: SegmentIndex) -> str
     return str(segment.properties.get("region_pair") or segment.section)
 
 
-def _group_codes(
-    view: ReleaseView, index: SegmentIndex, group_by: Sequence[str], at: npt.NDArray[np.intp]
-) -> tuple[IntArray, list[list[str | None]]]:
-    """One integer per cell for its group (mixed-radix over the keys' values), and each key's
-    values in code order."""
-    combined = np.zeros(len(at), dtype=np.int64)
-    values: list[list[str | None]] = []
-    for key in group_by:
-        if key in SEGMENT_KEYS:
-            per_segment = [_segment_value(key, s, index) for s in view.vocab["segment_id"]]
-            known = sorted(set(per_segment), key=_none_last)
-            position = {v: i for i, v in enumerate(known)}
-            remap = np.asarray([position[v] for v in per_segment], dtype=np.int64)
-            codes = remap[view.codes["segment_id"][at]] if len(remap) else combined
-        else:
-            known = view.vocab[key]
-            codes = view.codes[key][at]
-        combined = combined * max(len(known), 1) + codes
-        values.append(known)
-    return combined, values
+Key = tuple[IntArray, list[str | None]]
 
 
-def _decode(code: int, values: list[list[str | None]]) -> Group:
+def _key_values(view: ReleaseView, index: SegmentIndex, key: str, kinds: Sequence[str]) -> Key:
+    """For one group key: the code of each release row's value (as ``remap[row]``) and the
+    values, in code order. What a key can take comes from the border and the configuration, not
+    from the data, so that the possible groups (and the cap on them) say nothing of it; a segment
+    the current border lacks (a cut from before a border load) counts as beyond reach."""
+    if key in SEGMENT_KEYS:
+        values = sorted(
+            {_segment_value(key, s.segment_id, index) for s in index.segments}, key=_none_last
+        )
+        values.append(None)
+        position = {v: i for i, v in enumerate(values)}
+        per_code = [
+            position.get(
+                _segment_value(key, sid, index) if sid in index.by_id else None, len(values) - 1
+            )
+            for sid in view.vocab["segment_id"]
+        ]
+        remap = np.asarray(per_code, dtype=np.int64)
+        return remap[view.codes["segment_id"]], values
+    if key == "kind":
+        fixed: list[str | None] = list(kinds)
+    else:  # direction, side: the border's countries, or none
+        countries = {c for s in index.segments for c in (s.left_country, s.right_country)}
+        fixed = [*sorted(ALPHA3_TO_ALPHA2[c] for c in countries), None]
+    values = fixed + [v for v in view.vocab[key] if v not in fixed]  # (kinds no longer configured)
+    position = {v: i for i, v in enumerate(values)}
+    remap = np.asarray([position[v] for v in view.vocab[key]], dtype=np.int64)
+    return remap[view.codes[key]], values
+
+
+def _decode(code: int, keys: Sequence[Key]) -> Group:
     out: list[str | None] = []
-    for known in reversed(values):
-        code, at = divmod(code, max(len(known), 1))
-        out.append(known[at])
+    for _, values in reversed(keys):
+        code, at = divmod(code, len(values))
+        out.append(values[at])
     return tuple(reversed(out))
 
 
@@ -356,7 +393,9 @@ def segment_figures(
     """Every segment's figure over the request's window (whole days), for maps and the
     choropleth."""
     req = replace(request, group_by=("segment",), bucket=None, all_segments=True, bbox=None)
-    answer = public_aggregate(view, index, req, rule=rule, max_cells=len(index.segments) + 1)
+    answer = public_aggregate(
+        view, index, req, rule=rule, max_cells=len(index.segments) + 1, kinds=()
+    )
     figures = {str(row.group[0]): row.figure for row in answer.aggregate.rows}
     return figures, answer.window
 
@@ -377,7 +416,7 @@ def public_tile(
     segments = []
     for i in segments_in_tile(segment_boxes(index), tile):
         segment = index.segments[i]
-        figure = figures.get(segment.segment_id) or _hidden()
+        figure = figures.get(segment.segment_id) or HIDDEN_FIGURE
         count = None if figure.suppressed else SegmentCount(figure.reports or 0, figure.people or 0)
         segments.append(TileSegment(segment, i + 1, count, hidden=figure.suppressed))
     return TileContent(tile=tile, segments=tuple(segments), reports=TileReports())

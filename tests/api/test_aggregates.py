@@ -67,6 +67,7 @@ async def test_the_public_reads_the_release_and_analysts_the_reports(
     """Without a key: the last cut of the release, whole UTC months, hidden below 5 (CSV
     ``<5``), rounded to 5; reports are public only once a cut holds them. An analyst or admin
     sees every report, exact, at once."""
+    cut_release(app.state.store, now=datetime.now(UTC), delay_h=24)  # of no reports
     # Roxham: 9 in January, 2 in February; Pembina: 8 and 6.
     bodies = [_body(ROXHAM, d) for d in range(9)] + [_body(ROXHAM, 31 + d) for d in range(2)]
     bodies += [_body(PEMBINA, d) for d in range(8)] + [_body(PEMBINA, 31 + d) for d in range(6)]

@@ -180,7 +180,7 @@ def test_public_answers_are_the_release_put_through_the_rule(
     view = ReleaseView.of(*cut)
     for spec in specs:
         request = _request(spec)
-        answer = public_aggregate(view, index, request, rule=RULE, max_cells=10**6)
+        answer = public_aggregate(view, index, request, rule=RULE, max_cells=10**7, kinds=KINDS)
         window = (answer.window.start, answer.window.end)
         unit = request.bucket or "day"
         # Whole periods of the calendar, only ones the release holds whole.

@@ -45,7 +45,12 @@ def _public(
     release: CurrentRelease, index: SegmentIndex, req: AggregateRequest, settings: Settings
 ) -> PublicAnswer:
     return public_aggregate(
-        release.view(), index, req, rule=settings.public_rule, max_cells=settings.public_max_rows
+        release.view(),
+        index,
+        req,
+        rule=settings.public_rule,
+        max_cells=settings.public_max_cells,
+        kinds=settings.report_kinds,
     )
 
 
