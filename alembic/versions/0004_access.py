@@ -43,7 +43,9 @@ def upgrade() -> None:
     # The key a report came in with: a reporter reads back its own reports, no one else's. A key
     # names a field team's app, not a person.
     op.execute("ALTER TABLE reports ADD COLUMN key_id text")
-    op.execute("CREATE INDEX reports_key_observed ON reports (key_id, observed_at) WHERE key_id IS NOT NULL")
+    op.execute(
+        "CREATE INDEX reports_key_observed ON reports (key_id, observed_at) WHERE key_id IS NOT NULL"
+    )
 
 
 def downgrade() -> None:

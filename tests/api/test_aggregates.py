@@ -12,7 +12,6 @@ import pytest
 from fastapi import FastAPI
 
 from service.usecases.release import cut_release
-
 from tests.factories import report_body
 
 T0 = datetime(2026, 1, 5, 12, tzinfo=UTC)
