@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -76,6 +77,7 @@ def _segments_load(args: argparse.Namespace, settings: Settings) -> int:
     from service.progress import Progress
     from service.storage import open_store
     from service.usecases.access import record
+    from service.usecases.release import cut_release
     from service.usecases.segments import load_segments
 
     store = open_store(settings)
@@ -89,6 +91,8 @@ def _segments_load(args: argparse.Namespace, settings: Settings) -> int:
         )
         record(store, _cli_admin(), "segments.load",
                {"path": str(args.path), "segments": len(index), "resnapped": progress.done})  # fmt: skip
+        # The public release counts by segment: cut it again at once from the re-snapped reports.
+        cut_release(store, now=datetime.now(UTC), delay_h=settings.public_delay_h)
     finally:
         store.close()
     if progress.done:
@@ -102,7 +106,6 @@ def _segments_load(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _release_cut(args: argparse.Namespace, settings: Settings) -> int:
-    from datetime import UTC, datetime
 
     from service.storage import open_store
     from service.usecases.release import cut_release
@@ -154,7 +157,6 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
 
 def _import(args: argparse.Namespace, settings: Settings) -> int:
     from collections.abc import Iterator
-    from datetime import UTC, datetime
 
     import orjson
 
@@ -224,7 +226,7 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
 def _purge(args: argparse.Namespace, settings: Settings) -> int:
     """Run it daily to keep precise fields no longer than the retention period, e.g. from cron:
     ``17 3 * * * crossings purge`` (with CROSSINGS_PRECISE_RETENTION_DAYS set)."""
-    from datetime import UTC, datetime, timedelta
+    from datetime import timedelta
 
     from service.storage import open_store
 
@@ -264,7 +266,6 @@ def _cli_admin() -> Caller:
 
 
 def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
-    from datetime import UTC, datetime
 
     from service.storage import open_store
     from service.usecases.access import create_key
