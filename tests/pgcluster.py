@@ -118,7 +118,7 @@ def replicated_cluster(dbname: str = "crossings") -> Iterator[Replicated]:
         primary.sql("CREATE EXTENSION postgis", dbname)
         subprocess.run(
             [*as_user, str(binaries / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port),
-             "-U", "postgres", "-D", str(replica.data), "-R", "-X", "stream", "--no-sync"],
+             "-U", "postgres", "-D", str(replica.data), "-R", "-X", "stream", "--checkpoint=fast", "--no-sync"],
             check=True, capture_output=True,
         )  # fmt: skip
         with (replica.data / "postgresql.conf").open("a") as conf:

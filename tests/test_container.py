@@ -53,13 +53,20 @@ def test_the_check_replays_every_step_of_the_dockerfile() -> None:
 
 @pytest.mark.parametrize(
     "line",
-    ["ADD https://example.org/x /x", "FROM python:3.11-slim", "COPY --from=build /a /b", "ENV A=$B"],
+    [
+        "ADD https://example.org/x /x",
+        "FROM python:3.11-slim",
+        "COPY --from=build /a /b",
+        "ENV A=$B",
+    ],
 )
 def test_a_step_the_check_cannot_reproduce_is_refused(line: str) -> None:
     checker = _checker()
     text = (REPO / "Dockerfile").read_text()
-    changed = text.replace("FROM debian:bookworm-slim", line) if line.startswith("FROM") else (
-        text + "\n" + line + "\n"
+    changed = (
+        text.replace("FROM debian:bookworm-slim", line)
+        if line.startswith("FROM")
+        else (text + "\n" + line + "\n")
     )
     with pytest.raises(checker.RecipeError):
         checker.parse(changed)

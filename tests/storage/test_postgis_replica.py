@@ -7,8 +7,8 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import time
-from datetime import UTC, datetime
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -113,7 +113,7 @@ async def test_aggregates_are_read_from_the_replica(cluster: Replicated) -> None
 async def test_a_reporter_reads_back_its_own_report_while_the_replica_lags(
     cluster: Replicated,
 ) -> None:
-    async with served(cluster, read_wait_ms=100) as (client, app, keys):
+    async with served(cluster, read_wait_ms=100) as (client, _, keys):
         cluster.replica.sql("SELECT pg_wal_replay_pause()")
         [report_id] = await _post(client, keys["reporter"], 1)
         assert _on_replica(cluster, report_id) == 0
