@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -121,6 +122,22 @@ async def test_a_reporter_reads_back_its_own_report_while_the_replica_lags(
         assert one.status_code == 200, one.text
         page = await client.get("/v1/reports", headers=_auth(keys["reporter"]))
         assert [f["id"] for f in page.json()["features"]] == [report_id]
+
+
+async def test_a_report_posted_through_another_process_reads_back_while_the_replica_lags(
+    cluster: Replicated,
+) -> None:
+    async with (
+        served(cluster) as (one, _, keys),
+        served(cluster) as (other, _, _),
+    ):
+        cluster.replica.sql("SELECT pg_wal_replay_pause()")
+        [report_id] = await _post(one, keys["reporter"], 1)
+        assert _on_replica(cluster, report_id) == 0
+        read = await other.get(f"/v1/reports/{report_id}", headers=_auth(keys["reporter"]))
+        assert read.status_code == 200, read.text
+        missing = await other.get(f"/v1/reports/{uuid.uuid4()}", headers=_auth(keys["reporter"]))
+        assert missing.status_code == 404
 
 
 async def test_own_writes_are_read_from_the_replica_once_it_has_replayed_them(

@@ -252,11 +252,16 @@ class PostgisStore:
 
     def get_report(self, report_id: UUID, *, posted_by: str | None = None) -> Report | None:
         # Read right after a write (a reporter reading back its report): own writes.
-        return self._read(
+        found = self._read(
             lambda conn: reports.get_report(conn, report_id, posted_by),
             own_writes=True,
             key=posted_by,
         )
+        if found is None and self.replica is not None:
+            # Maybe written through another process, whose write positions this one does not
+            # know, and not replayed yet: the primary has the last word on a miss.
+            return self._run(lambda conn: reports.get_report(conn, report_id, posted_by))
+        return found
 
     def delete_report(self, report_id: UUID) -> bool:
         return self._write(lambda conn: access.delete_report(conn, report_id))
