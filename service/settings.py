@@ -111,6 +111,27 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1)
     log_level: str = "info"
 
+    # Read replicas (issue #18, deployment): lag-tolerant reads go to a streaming replica.
+    read_database_url: str | None = Field(
+        default=None,
+        description=(
+            "postgresql+psycopg://... of a streaming (hot standby) replica of database_url: tiles,"
+            " aggregates and report pages are read there; unset: everything reads the primary"
+        ),
+    )
+    read_max_lag_s: float = Field(
+        default=5.0, gt=0, description="A replica behind the primary for longer is not read"
+    )
+    read_wait_ms: int = Field(
+        default=250,
+        ge=0,
+        description="How long a read of this process's own writes waits for the replica to"
+        " replay them before it reads the primary",
+    )
+    read_retry_s: float = Field(
+        default=5.0, gt=0, description="After a replica fault, how long the primary is read"
+    )
+
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _origins(cls, value: object) -> object:

@@ -1,4 +1,5 @@
-"""PostgisStore: one engine, one transaction per call, database faults as StoreUnavailable."""
+"""PostgisStore: one engine, one transaction per call, database faults as StoreUnavailable; with
+``read_database_url``, a second engine on a streaming replica for reads (replica.py)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,12 @@ from service.storage.postgis import (
     segments,
     tiles,
 )
+from service.storage.postgis.replica import (
+    PRIMARY_LSN,
+    ReplicaBehind,
+    ReplicaRouter,
+    ReplicaUnusable,
+)
 
 T = TypeVar("T")
 
@@ -58,7 +65,9 @@ def _closed(conn: Connection) -> bool:
     return dbapi is None or bool(getattr(dbapi, "closed", True))
 
 
-def make_engine(settings: Settings) -> Engine:
+def make_engine(
+    settings: Settings, url: str | None = None, *, connect_timeout_s: int = 5
+) -> Engine:
     options = [
         # Spatial queries with bound parameters turn slow under generic plans (see
         # PERFORMANCE-NOTES: 4x after five runs); always plan for the actual values.
@@ -70,23 +79,40 @@ def make_engine(settings: Settings) -> Engine:
         "-c jit=off",
     ]
     return create_engine(
-        settings.database_url,
+        url or settings.database_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
         pool_timeout=10,
-        connect_args={"connect_timeout": 5, "options": " ".join(options)},
+        connect_args={"connect_timeout": connect_timeout_s, "options": " ".join(options)},
     )
 
 
 class PostgisStore:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, replica: ReplicaRouter | None = None) -> None:
         self.engine = engine
+        self.replica = replica
 
     @classmethod
     def open(cls, settings: Settings) -> PostgisStore:
-        return cls(make_engine(settings))
+        replica = None
+        if settings.read_database_url:
+            # A short connect timeout: a lost replica costs a read that long, once per retry.
+            reader = make_engine(settings, settings.read_database_url, connect_timeout_s=2)
+            replica = ReplicaRouter(
+                reader,
+                max_lag_s=settings.read_max_lag_s,
+                wait_s=settings.read_wait_ms / 1000,
+                retry_s=settings.read_retry_s,
+            )
+        return cls(make_engine(settings), replica)
 
-    def _run(self, work: Callable[[Connection], T], *, autocommit: bool = False) -> T:
+    def _run(
+        self,
+        work: Callable[[Connection], T],
+        *,
+        autocommit: bool = False,
+        engine: Engine | None = None,
+    ) -> T:
         """Run ``work`` in one transaction (``autocommit``: each of its statements in its own);
         database faults become StoreUnavailable.
 
@@ -97,7 +123,7 @@ class PostgisStore:
         """
         for attempt in (1, 2):
             try:
-                with self._connection(autocommit=autocommit) as conn:
+                with self._connection(autocommit=autocommit, engine=engine) as conn:
                     try:
                         return work(conn)
                     except _DRIVER_FAULTS as error:
@@ -123,19 +149,69 @@ class PostgisStore:
         raise AssertionError("unreachable")
 
     @contextlib.contextmanager
-    def _connection(self, *, autocommit: bool) -> Iterator[Connection]:
+    def _connection(
+        self, *, autocommit: bool, engine: Engine | None = None
+    ) -> Iterator[Connection]:
+        engine = engine or self.engine
         if not autocommit:
-            with self.engine.begin() as conn:
+            with engine.begin() as conn:
                 yield conn
             return
-        with self.engine.connect() as conn:
+        with engine.connect() as conn:
             yield conn.execution_options(isolation_level="AUTOCOMMIT")
+
+    def _write(self, work: Callable[[Connection], T], *, key: str | None = None) -> T:
+        """``work`` on the primary; with a replica, its commit position is remembered (by
+        ``key``, who wrote) for the reads of own writes that follow (``_read``)."""
+        result = self._run(work)
+        if self.replica is not None:
+            lsn = self._run(lambda conn: int(conn.execute(PRIMARY_LSN).scalar_one()))
+            self.replica.wrote(lsn, key)
+        return result
+
+    def _read(
+        self,
+        work: Callable[[Connection], T],
+        *,
+        own_writes: bool = False,
+        key: str | None = None,
+        autocommit: bool = False,
+    ) -> T:
+        """``work`` on the replica when it may answer, else on the primary.
+
+        Lag-tolerant reads use the replica while it is within ``read_max_lag_s``; with
+        ``own_writes`` the replica must first have replayed this process's last write by ``key``
+        (None: by anyone), waiting up to ``read_wait_ms``. A replica fault, or a replica still
+        behind, sends the read to the primary (and a fault keeps it there for ``read_retry_s``).
+        """
+        replica = self.replica
+        if replica is None or not replica.usable(self.engine):
+            return self._run(work, autocommit=autocommit)
+        position = replica.must_see(key) if own_writes or key is not None else 0
+
+        def on_replica(conn: Connection) -> T:
+            replica.caught_up(conn, position)
+            return work(conn)
+
+        try:
+            result = self._run(on_replica, autocommit=autocommit, engine=replica.engine)
+        except ReplicaBehind:
+            replica.count("primary")
+            return self._run(work, autocommit=autocommit)
+        except (StoreUnavailable, exc.DBAPIError, ReplicaUnusable) as error:
+            replica.failed(error)
+            replica.count("primary")
+            return self._run(work, autocommit=autocommit)
+        replica.count("replica")
+        return result
 
     def ping(self) -> None:
         self._run(lambda conn: conn.execute(text("SELECT 1")))
 
     def close(self) -> None:
         self.engine.dispose()
+        if self.replica is not None:
+            self.replica.engine.dispose()
 
     def border_version(self) -> int:
         return self._run(segments.border_version)
@@ -144,7 +220,7 @@ class PostgisStore:
         return self._run(segments.count_segments)
 
     def replace_segments(self, batch: Sequence[BorderSegment]) -> None:
-        self._run(lambda conn: segments.replace_segments(conn, batch))
+        self._write(lambda conn: segments.replace_segments(conn, batch))
 
     def list_segments(self) -> list[BorderSegment]:
         return self._run(segments.list_segments)
@@ -156,7 +232,7 @@ class PostgisStore:
         *,
         on_progress: OnProgress | None = None,
     ) -> int:
-        return self._run(lambda conn: border.replace_border(conn, batch, resnap, on_progress))
+        return self._write(lambda conn: border.replace_border(conn, batch, resnap, on_progress))
 
     def add_reports(
         self,
@@ -174,13 +250,23 @@ class PostgisStore:
                 raise BorderChanged("the border changed since these reports were snapped")
             return reports.add_reports(conn, batch, posted_by)
 
-        return self._run(work)
+        return self._write(work, key=posted_by)
 
     def get_report(self, report_id: UUID, *, posted_by: str | None = None) -> Report | None:
-        return self._run(lambda conn: reports.get_report(conn, report_id, posted_by))
+        # Read right after a write (a reporter reading back its report): own writes.
+        found = self._read(
+            lambda conn: reports.get_report(conn, report_id, posted_by),
+            own_writes=True,
+            key=posted_by,
+        )
+        if found is None and self.replica is not None:
+            # Maybe written through another process, whose write positions this one does not
+            # know, and not replayed yet: the primary has the last word on a miss.
+            return self._run(lambda conn: reports.get_report(conn, report_id, posted_by))
+        return found
 
     def delete_report(self, report_id: UUID) -> bool:
-        return self._run(lambda conn: access.delete_report(conn, report_id))
+        return self._write(lambda conn: access.delete_report(conn, report_id))
 
     def add_key(self, key: ApiKey) -> None:
         self._run(lambda conn: access.add_key(conn, key))
@@ -201,42 +287,51 @@ class PostgisStore:
         return self._run(lambda conn: access.list_audit(conn, since, limit))
 
     def query_reports(self, query: ReportQuery, *, audit: AuditEntry | None = None) -> ReportPage:
-        # One statement (the audit entry is written by the page's own), in autocommit mode: no
-        # BEGIN and COMMIT round trips around it.
-        return self._run(lambda conn: pages.query_reports(conn, query, audit), autocommit=True)
+        if self.replica is None:
+            # One statement (the audit entry is written by the page's own), in autocommit mode:
+            # no BEGIN and COMMIT round trips around it.
+            return self._run(lambda conn: pages.query_reports(conn, query, audit), autocommit=True)
+        # A page is lag-tolerant, but a key's own reports (a reporter's list) are its own writes.
+        # A standby cannot write the audit entry: it is written on the primary after the page
+        # was read, before the page can be answered.
+        key = query.posted_by or (audit.key_id if audit is not None else None)
+        page = self._read(lambda conn: pages.query_reports(conn, query), key=key, autocommit=True)
+        if audit is not None:
+            self.add_audit(audit)
+        return page
 
     def report_extent(self) -> Extent:
-        return self._run(reports.report_extent)
+        return self._read(reports.report_extent)
 
     def tile_reports(self, query: TileQuery) -> TileReports:
-        return self._run(lambda conn: tiles.tile_reports(conn, query))
+        return self._read(lambda conn: tiles.tile_reports(conn, query))
 
     def segment_counts(
         self, flt: TileFilter, segment_ids: Sequence[str]
     ) -> dict[str, SegmentCount]:
-        return self._run(lambda conn: tiles.segment_counts(conn, flt, segment_ids))
+        return self._read(lambda conn: tiles.segment_counts(conn, flt, segment_ids))
 
     def tile_mvt(self, query: TileQuery) -> bytes | None:
-        return self._run(lambda conn: tiles.tile_mvt(conn, query))
+        return self._read(lambda conn: tiles.tile_mvt(conn, query))
 
     def rebuild_rollups(self) -> None:
         """Recompute the tile rollups from the stored reports (after a bulk load around ingest)."""
-        self._run(rollups.rebuild)
+        self._write(rollups.rebuild)
 
     def count_reports(self, query: CountQuery) -> list[CountRow]:
-        return self._run(lambda conn: counts.count_reports(conn, query))
+        return self._read(lambda conn: counts.count_reports(conn, query))
 
     def observed_range(self) -> tuple[datetime, datetime] | None:
-        return self._run(counts.observed_range)
+        return self._read(counts.observed_range)
 
     def cut_release(self, through: date, cut_at: datetime) -> ReleaseInfo:
         return self._run(lambda conn: release.cut_release(conn, through, cut_at))
 
     def release_info(self) -> ReleaseInfo | None:
-        return self._run(release.release_info)
+        return self._read(release.release_info)
 
     def read_release(self) -> tuple[ReleaseInfo, list[ReleaseRow]] | None:
-        return self._run(release.read_release)
+        return self._read(release.read_release)
 
     def purge_precise(self, before: datetime) -> int:
-        return self._run(lambda conn: retention.purge_precise(conn, before))
+        return self._write(lambda conn: retention.purge_precise(conn, before))
