@@ -293,7 +293,7 @@ def _aggregate(
         buckets=buckets,
         rows=rows,
         by_group=by_group if len(buckets) > 1 else {},
-        by_bucket=by_bucket if request.group_by else {},
+        by_bucket=by_bucket if request.group_by and request.bucket else {},
         total=_figure(t_hidden[0], t_r[0], t_p[0]),
         suppress_below=rule.min_count,
     )
