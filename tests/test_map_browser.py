@@ -60,10 +60,15 @@ class MapPage:
             [list(lon_lat), zoom],
         )
 
-    def rendered(self, layer: str) -> list[dict[str, Any]]:
-        """The properties of the features the map drew in one layer, in the whole viewport."""
-        script = "(layer) => map.queryRenderedFeatures({layers: [layer]}).map(f => f.properties)"
-        result: list[dict[str, Any]] = self.run(script, layer)
+    def rendered(self, group: str) -> list[dict[str, Any]]:
+        """The properties of the features the map drew in one group of layers (the style draws
+        a group in a layer per class: "segments-10", "points-crossing"), in the whole viewport."""
+        script = (
+            "(group) => { const layers = map.getStyle().layers.map(l => l.id)"
+            ".filter(id => id.split('-')[0] === group);"
+            " return map.queryRenderedFeatures({layers}).map(f => f.properties); }"
+        )
+        result: list[dict[str, Any]] = self.run(script, group)
         return result
 
 
@@ -198,7 +203,9 @@ def test_filter_form_reloads_the_style_with_the_kind(map_page: MapPage, served: 
 def test_clicking_a_report_shows_its_properties(map_page: MapPage, served: Served) -> None:
     map_page.jump_and_wait(ROXHAM_ROAD, 12)
     x, y = map_page.run(
-        "() => { const f = map.queryRenderedFeatures({layers: ['points']})[0];"
+        "() => { const layers = map.getStyle().layers.map(l => l.id)"
+        ".filter(id => id.startsWith('points-'));"
+        " const f = map.queryRenderedFeatures({layers})[0];"
         " const p = map.project(f.geometry.coordinates); return [p.x, p.y]; }"
     )
     map_page.page.mouse.click(x, y)

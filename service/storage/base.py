@@ -8,6 +8,7 @@ differs between backends is a bug unless documented here. Datetimes in and out a
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
@@ -45,6 +46,14 @@ class ReportQuery:
     after: PageKey | None = None
     descending: bool = False  # newest first; ``after`` then means "older than"
     posted_by: str | None = None  # only reports that came in with this key
+
+    def filters_nothing(self, *, but_bbox: bool = False) -> bool:
+        """Whether this query selects every report (every report in its box, with
+        ``but_bbox``): paging and order aside, it is the empty query, so any filter added to this
+        class later counts as one."""
+        bbox = self.bbox if but_bbox else None
+        paging = {"limit": ReportQuery.limit, "after": None, "descending": False}
+        return dataclasses.replace(self, bbox=bbox, **paging) == ReportQuery(bbox=bbox)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +148,11 @@ class ReportStore(Protocol):
 
     def report_extent(self) -> Extent:
         """The bounding box and observed_at range of every stored report."""
+        ...
+
+    def count_matched(self, query: ReportQuery) -> int | None:
+        """The number of reports ``query`` matches (paging aside) when the store knows it
+        exactly and cheaply (from rollups kept with the reports), else None."""
         ...
 
 

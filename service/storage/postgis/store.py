@@ -32,6 +32,7 @@ from service.storage.postgis import (
     access,
     border,
     counts,
+    matched,
     pages,
     reports,
     retention,
@@ -205,6 +206,9 @@ class PostgisStore:
 
     def report_extent(self) -> Extent:
         return self._run(reports.report_extent)
+
+    def count_matched(self, query: ReportQuery) -> int | None:
+        return self._run(lambda conn: matched.count_matched(conn, query), autocommit=True)
 
     def tile_reports(self, query: TileQuery) -> TileReports:
         return self._run(lambda conn: tiles.tile_reports(conn, query))
