@@ -8,7 +8,6 @@ differs between backends is a bug unless documented here. Datetimes in and out a
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
@@ -52,8 +51,9 @@ class ReportQuery:
         ``but_bbox``): paging and order aside, it is the empty query, so any filter added to this
         class later counts as one."""
         bbox = self.bbox if but_bbox else None
-        paging = {"limit": ReportQuery.limit, "after": None, "descending": False}
-        return dataclasses.replace(self, bbox=bbox, **paging) == ReportQuery(bbox=bbox)
+        return self == ReportQuery(
+            bbox=bbox, limit=self.limit, after=self.after, descending=self.descending
+        )
 
 
 @dataclass(frozen=True, slots=True)

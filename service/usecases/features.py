@@ -101,7 +101,9 @@ def segment_items(
     if bbox is None:
         return chosen
     box = shapely.box(*bbox)
-    lines = shapely.linestrings([list(s.coords) for s in chosen]) if chosen else []
+    # One LineString each: segments have different numbers of vertices (shapely.linestrings
+    # over the ragged list raised, and any box on the segments answered 500).
+    lines = [shapely.LineString(s.coords) for s in chosen]
     hits = shapely.intersects(lines, box) if chosen else []
     return [s for s, hit in zip(chosen, hits, strict=True) if hit]
 

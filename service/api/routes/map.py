@@ -47,7 +47,11 @@ def map_style(
     Every data-driven colour and size is a layer per class, with a filter and constant paint,
     rather than one layer with ``interpolate``/``match`` on a property: QGIS 3.22's MapBox GL
     converter drops those (segments drew black and every point grey) but converts filters. Each
-    layer's id is its group (``segments``, ``clusters``, ``points``), a dash, and its class."""
+    layer's id is its group (``segments``, ``clusters``, ``points``), a dash, and its class.
+
+    It has no background layer: QGIS paints one into every tile that has content, hiding the
+    user's own background map there (and leaving it visible in empty tiles: a patchwork). The
+    /map page gives its container that colour instead."""
     return {
         "version": 8,
         "name": "crossings",
@@ -55,7 +59,6 @@ def map_style(
         "zoom": 3,
         "sources": {"crossings": {"type": "vector", "url": tilejson_url}},
         "layers": [
-            {"id": "background", "type": "background", "paint": {"background-color": "#eef1f4"}},
             *_segment_layers(),
             *_cluster_layers(),
             *_point_layers(kinds),
@@ -63,9 +66,7 @@ def map_style(
     }
 
 
-def _classes(
-    name: str, classes: tuple[tuple[int, Any], ...]
-) -> list[tuple[int, Any, list[Any]]]:
+def _classes(name: str, classes: tuple[tuple[int, Any], ...]) -> list[tuple[int, Any, list[Any]]]:
     """(lower bound, value, conditions) of each class of the numeric property ``name``: from its
     bound up to the next one's."""
     out = []
@@ -125,7 +126,7 @@ def _point_layers(kinds: tuple[str, ...]) -> list[dict[str, Any]]:
     any other kind (``points-*``)."""
     single = ["!", ["has", "count"]]
 
-    def layer(name: str, test: list[Any], colour: str) -> dict[str, Any]:
+    def layer(name: str, test: list[Any] | bool, colour: str) -> dict[str, Any]:
         return {
             "id": f"points-{name}",
             "type": "circle",
@@ -144,7 +145,9 @@ def _point_layers(kinds: tuple[str, ...]) -> list[dict[str, Any]]:
         layer(kind, ["==", ["get", "kind"], kind], KIND_COLOURS[i % len(KIND_COLOURS)])
         for i, kind in enumerate(kinds)
     ]
-    other: list[Any] = ["match", ["get", "kind"], list(kinds), False, True] if kinds else True
+    other: list[Any] | bool = (
+        ["match", ["get", "kind"], list(kinds), False, True] if kinds else True
+    )
     return [*layers, layer("*", other, OTHER_KIND)]
 
 

@@ -53,12 +53,21 @@ def _respond(
         if "features" in doc:
             rows = [{"id": f["id"], **f["properties"]} for f in doc["features"]]
             body = enc.html_table(rows) + body
-        return Response(enc.html_page(title, body), media_type=enc.HTML)
+        return Response(enc.html_page(title, body), media_type=enc.HTML, headers=_link_header(doc))
+    headers = _link_header(doc)
     if media == enc.CSV:
-        return Response(enc.features_csv(doc["features"]), media_type=enc.CSV)
+        return Response(enc.features_csv(doc["features"]), media_type=enc.CSV, headers=headers)
     if media == enc.GEOJSON_SEQ:
-        return Response(enc.geojson_seq(doc["features"]), media_type=enc.GEOJSON_SEQ)
-    return Response(orjson.dumps(doc), media_type=media)
+        sequence = enc.geojson_seq(doc["features"])
+        return Response(sequence, media_type=enc.GEOJSON_SEQ, headers=headers)
+    return Response(orjson.dumps(doc), media_type=media, headers=headers)
+
+
+def _link_header(doc: dict[str, Any]) -> dict[str, str]:
+    """A page's next link as an RFC 8288 Link header too: CSV and GeoJSON text sequences have no
+    place for links in their bodies, and a client pages them by this header."""
+    nexts = [link["href"] for link in doc.get("links", ()) if link["rel"] == "next"]
+    return {"Link": f'<{nexts[0]}>; rel="next"'} if nexts else {}
 
 
 def _with_params(request: Request, **params: str) -> str:
@@ -350,7 +359,8 @@ def _collection(
     ]
     if next_token is not None:
         next_url = _with_params(request, cursor=next_token)
-        links.append(ogc.link(next_url, "next", enc.GEOJSON, "Next page"))
+        media = enc.negotiate(request, offered=ITEMS)  # the next page comes in this page's format
+        links.append(ogc.link(next_url, "next", media, "Next page"))
     doc["links"] = links
     return doc
 

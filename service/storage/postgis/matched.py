@@ -10,7 +10,7 @@ from service.storage.base import ReportQuery
 
 _LEVEL = min(ROLLUP_LEVELS)
 _SHIFT = GRID_LEVEL - _LEVEL
-_CELLS_MAX = 20_000  # a box over more rollup cells than this is not counted
+_CELLS_MAX = 20_000  # a box over more rollup cells with reports than this is not counted
 
 
 def count_matched(conn: Connection, query: ReportQuery) -> int | None:
@@ -30,14 +30,14 @@ def count_matched(conn: Connection, query: ReportQuery) -> int | None:
     gx0, gy1 = grid_cell(min_lon, min_lat)
     gx1, gy0 = grid_cell(max_lon, max_lat)  # grid y runs south
     cx0, cx1, cy0, cy1 = gx0 >> _SHIFT, gx1 >> _SHIFT, gy0 >> _SHIFT, gy1 >> _SHIFT
-    if (cx1 - cx0 + 1) * (cy1 - cy0 + 1) > _CELLS_MAX:
-        return None
     rows = conn.exec_driver_sql(
         "SELECT cx, cy, sum(reports) FROM tile_cells WHERE level = %(level)s"
         " AND cx BETWEEN %(cx0)s AND %(cx1)s AND cy BETWEEN %(cy0)s AND %(cy1)s"
-        " GROUP BY cx, cy HAVING sum(reports) > 0",
-        {"level": _LEVEL, "cx0": cx0, "cx1": cx1, "cy0": cy0, "cy1": cy1},
+        " GROUP BY cx, cy HAVING sum(reports) > 0 LIMIT %(most)s",
+        {"level": _LEVEL, "cx0": cx0, "cx1": cx1, "cy0": cy0, "cy1": cy1, "most": _CELLS_MAX + 1},
     ).all()
+    if len(rows) > _CELLS_MAX:
+        return None
     size = 1 << _SHIFT
     total = 0
     for cx, cy, reports in rows:
