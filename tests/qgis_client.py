@@ -102,8 +102,20 @@ def render(base: str, key: str | None, out: str, extent: list[float], size: int)
     job.waitForFinished()
     image = job.renderedImage()
     image.save(out, "PNG")
+    colours: dict[str, int] = {}
+    for y in range(image.height()):
+        for x in range(image.width()):
+            name = QColor(image.pixel(x, y)).name()
+            colours[name] = colours.get(name, 0) + 1
     errors = [f"{e.layerID}: {e.message}" for e in job.errors()]
-    return {"styled": bool(styled), "style_message": message, "errors": errors, "image": out}
+    return {
+        "styled": bool(styled),
+        "style_message": message,
+        "errors": errors,
+        "image": out,
+        "colours": colours,  # "#rrggbb" -> pixels
+        "styles": [st.styleName() for st in tiles.renderer().styles()],
+    }
 
 
 def main() -> None:
