@@ -19,7 +19,7 @@ from starlette.staticfiles import StaticFiles
 
 from service import __version__
 from service.api import openapi, problems
-from service.api.middleware import RequestId, SecurityHeaders
+from service.api.middleware import PublicCors, RequestId, SecurityHeaders
 from service.api.ratelimit import make_limiter
 from service.api.routes import admin, aggregates, health, map, ogc, reports, segments, snap, tiles
 from service.domain.errors import StoreUnavailable
@@ -165,6 +165,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "X-API-Key", "Content-Type", "If-None-Match"],
             expose_headers=["ETag", "Location", "Retry-After", "X-Request-ID"],
         )
+    if settings.cors_public:
+        app.add_middleware(PublicCors, listed=settings.cors_origins)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestId)
     return app

@@ -110,6 +110,14 @@ class Settings(BaseSettings):
     port: int = 8000
     workers: int = Field(default=1, ge=1)
     log_level: str = "info"
+    # Real GIS clients (issue 14): key-less reads answer any origin (CORS "*", no credentials).
+    cors_public: bool = Field(
+        default=True,
+        description=(
+            "Key-less GET requests answer any origin (Access-Control-Allow-Origin: *); keyed"
+            " cross-origin use still needs the origin in CROSSINGS_CORS_ORIGINS"
+        ),
+    )
 
     # Read replicas (issue #18, deployment): lag-tolerant reads go to a streaming replica.
     read_database_url: str | None = Field(

@@ -21,8 +21,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(database_url: str, *, workers: int = 1, **env: str) -> Iterator[str]:
-    """Start the server on a free port, wait until it is ready, yield its base URL, stop it."""
+def running_server(
+    database_url: str, *, workers: int = 1, log_path: str | None = None, **env: str
+) -> Iterator[str]:
+    """Start the server on a free port, wait until it is ready, yield its base URL, stop it.
+    With ``log_path``, its output (at ``CROSSINGS_LOG_LEVEL=info``: the access log) goes to that
+    file rather than a pipe that nobody reads while it runs."""
     port = free_port()
     environ = {
         **os.environ,
@@ -40,15 +44,16 @@ def running_server(database_url: str, *, workers: int = 1, **env: str) -> Iterat
         "--workers",
         str(workers),
     ]
+    log = open(log_path, "ab") if log_path else None  # noqa: SIM115 (closed below)
     process = subprocess.Popen(
-        command, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        command, env=environ, stdout=log or subprocess.PIPE, stderr=subprocess.STDOUT
     )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:
             if process.poll() is not None:
-                output = process.stdout.read().decode() if process.stdout else ""
+                output = process.stdout.read().decode() if process.stdout else str(log_path)
                 raise RuntimeError(f"server exited with {process.returncode}:\n{output}")
             try:
                 if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
@@ -68,6 +73,8 @@ def running_server(database_url: str, *, workers: int = 1, **env: str) -> Iterat
             process.wait()
         if process.stdout:
             process.stdout.close()
+        if log:
+            log.close()
 
 
 def live_key(database_url: str, role: str = "admin") -> str:

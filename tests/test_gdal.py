@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import uuid
@@ -13,6 +14,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
@@ -23,7 +25,7 @@ from service.storage.base import ReportQuery
 from service.usecases.segments import ensure_segments
 from service.usecases.submit_reports import submit_batch
 from service.usecases.transfer import export_reports
-from tests.live import live_key, running_server
+from tests.live import auth, live_key, running_server
 
 REPORTS = 25_000
 UNMEASURED = 2_000  # the earliest reports, with no accuracy: GDAL's first page is all null there
@@ -69,21 +71,29 @@ def _fill(url: str) -> list[Report]:
         store.close()
 
 
+# Each server's access log (base URL -> file): what GDAL asked the server for.
+ACCESS_LOGS: dict[str, Path] = {}
+
+
 @pytest.fixture(scope="module")
 def served(
     store_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, list[Report], str]]:
+    log = tmp_path_factory.mktemp("gdal-log") / "access.log"
+    logged = {"log_path": str(log), "CROSSINGS_LOG_LEVEL": "info"}
     if store_url.startswith("sqlite"):
         url = f"sqlite:///{tmp_path_factory.mktemp('gdal') / 'gdal.db'}"
         stored = _fill(url)
-        with running_server(url) as base, _analyst_gdal(url):
+        with running_server(url, **logged) as base, _analyst_gdal(url):
+            ACCESS_LOGS[base] = log
             yield base, stored, url
         return
     from tests.conftest import fresh_postgis_database
 
     with fresh_postgis_database() as url:
         stored = _fill(url)
-        with running_server(url) as base, _analyst_gdal(url):
+        with running_server(url, **logged) as base, _analyst_gdal(url):
+            ACCESS_LOGS[base] = log
             yield base, stored, url
 
 
@@ -102,11 +112,17 @@ def _analyst_gdal(url: str) -> Iterator[None]:
             os.environ["GDAL_HTTP_HEADERS"] = before
 
 
-def _ogr2ogr_geojson(tmp: Path, base: str, *extra: str) -> list[dict]:
-    gpkg = tmp / f"reports-{uuid.uuid4().hex[:6]}.gpkg"
+def _ogr2ogr_geojson(
+    tmp: Path,
+    base: str,
+    *extra: str,
+    collection: str = "reports",
+    env: dict[str, str] | None = None,
+) -> list[dict]:
+    gpkg = tmp / f"{collection}-{uuid.uuid4().hex[:6]}.gpkg"
     copied = subprocess.run(
-        ["ogr2ogr", "-f", "GPKG", str(gpkg), f"OAPIF:{base}/ogc", "reports", *extra],
-        capture_output=True, text=True, timeout=600,
+        ["ogr2ogr", "-f", "GPKG", str(gpkg), f"OAPIF:{base}/ogc", collection, *extra],
+        capture_output=True, text=True, timeout=600, env=env,
     )  # fmt: skip
     assert copied.returncode == 0, copied.stderr[-2000:]
     out = subprocess.run(["ogr2ogr", "-f", "GeoJSON", "/vsistdout/", str(gpkg)],
@@ -199,3 +215,102 @@ def test_without_a_key_gdal_reads_segments_but_no_reports(
         capture_output=True, text=True, timeout=120, env=env,
     )  # fmt: skip
     assert '"coordinates"' not in reports.stdout
+
+
+def _keyless_env() -> dict[str, str]:
+    return {
+        k: v for k, v in os.environ.items() if k not in ("GDAL_HTTP_HEADERS", "GDAL_HTTP_USERPWD")
+    }
+
+
+def _analyst_key() -> str:
+    return os.environ["GDAL_HTTP_HEADERS"].removeprefix("Authorization: Bearer ")
+
+
+@pytest.mark.parametrize("page_size", [None, "1000"])
+def test_ogr2ogr_copies_every_segment_without_a_key(
+    served: tuple[str, list[Report], str], tmp_path: Path, page_size: str | None
+) -> None:
+    """The segments' next links work (they answered 400 when every cursor was read as a
+    report's): at GDAL's default page size (10) and at 1,000."""
+    base, _, _ = served
+    extra = ("-oo", f"PAGE_SIZE={page_size}") if page_size else ()
+    copied = _ogr2ogr_geojson(tmp_path, base, *extra, collection="segments", env=_keyless_env())
+    expected = [f["id"] for f in httpx.get(f"{base}/v1/segments", timeout=60).json()["features"]]
+    assert sorted(f["properties"]["segment_id"] for f in copied) == sorted(expected)
+    assert len(expected) > 400
+
+
+def test_ogr2ogr_copies_every_report_at_pages_of_1000(
+    served: tuple[str, list[Report], str], tmp_path: Path
+) -> None:
+    base, stored, _ = served
+    copied = _ogr2ogr_geojson(tmp_path, base, "-oo", "PAGE_SIZE=1000")
+    assert sorted(f["properties"]["id"] for f in copied) == sorted(str(r.id) for r in stored)
+
+
+def _logged_items(base: str, since: int) -> list[str]:
+    """The reports' items requests in the server's access log after byte ``since``."""
+    text = ACCESS_LOGS[base].read_bytes()[since:].decode()
+    return re.findall(r'"GET (/ogc/collections/reports/items\?[^ ]*) HTTP', text)
+
+
+def test_where_and_spat_are_evaluated_by_the_server(
+    served: tuple[str, list[Report], str], tmp_path: Path
+) -> None:
+    """GDAL sends `-where` equalities on kind and direction and the `-spat` box as query
+    parameters (it finds them in /ogc/api, relative to its server): the server sends only the
+    matching reports, counted here by asking it again for every page GDAL asked for."""
+    base, stored, url = served
+    box = (-80.0, 42.0, -70.0, 46.0)
+    since = ACCESS_LOGS[base].stat().st_size
+    copied = _ogr2ogr_geojson(
+        tmp_path, base, "-oo", "PAGE_SIZE=500", "-spat", *map(str, box),
+        "-where", "kind = 'attempt' AND direction = 'US'",
+    )  # fmt: skip
+    asked = _logged_items(base, since)
+    # Besides a first look at one page to learn the layer's fields, every page GDAL read was
+    # filtered by the server.
+    filtered = [a for a in asked if "kind=attempt" in a]
+    assert filtered and all("direction=US" in a and "bbox=" in a for a in filtered)
+    looks = [a for a in asked if a not in filtered]
+    assert len(looks) <= 1 and all("cursor" not in a for a in looks)
+    pages = [a for a in filtered if "limit=500" in a]
+    sent = 0
+    with httpx.Client(base_url=base, headers=auth(_analyst_key()), timeout=60) as http:
+        for page in pages:
+            sent += http.get(page).json()["numberReturned"]
+    store = open_store(Settings(database_url=url))
+    try:
+        query = ReportQuery(bbox=box, kind="attempt", direction="US")
+        expected = {str(r.id) for r in export_reports(store, query)}
+    finally:
+        store.close()
+    assert {f["properties"]["id"] for f in copied} == expected
+    assert sent == len(expected) and 0 < sent < len(stored) / 10
+
+
+def test_gdal_sends_the_key_as_the_basic_password(
+    served: tuple[str, list[Report], str], tmp_path: Path
+) -> None:
+    base, stored, _ = served
+    env = {**_keyless_env(), "GDAL_HTTP_USERPWD": f"gdal:{_analyst_key()}"}
+    copied = _ogr2ogr_geojson(tmp_path, base, "-oo", "PAGE_SIZE=5000", env=env)
+    assert len({f["properties"]["id"] for f in copied}) == len(stored)
+    wrong = {**_keyless_env(), "GDAL_HTTP_USERPWD": "gdal:crs_0notakey"}
+    refused = subprocess.run(
+        ["ogrinfo", "-ro", "-so", f"OAPIF:{base}/ogc", "reports"],
+        capture_output=True, text=True, timeout=120, env=wrong,
+    )  # fmt: skip
+    assert "Feature Count: " not in refused.stdout
+
+
+def test_gdal_shows_one_id_column(served: tuple[str, list[Report], str]) -> None:
+    base, _, _ = served
+    out = subprocess.run(
+        ["ogrinfo", "-ro", "-so", f"OAPIF:{base}/ogc", "reports"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    columns = [line.split(":")[0] for line in out.stdout.splitlines() if re.match(r"^\w+: ", line)]
+    assert columns.count("id") == 1 and "id2" not in columns
+    assert f"Feature Count: {REPORTS}" in out.stdout  # numberMatched, from the first page

@@ -60,10 +60,15 @@ class MapPage:
             [list(lon_lat), zoom],
         )
 
-    def rendered(self, layer: str) -> list[dict[str, Any]]:
-        """The properties of the features the map drew in one layer, in the whole viewport."""
-        script = "(layer) => map.queryRenderedFeatures({layers: [layer]}).map(f => f.properties)"
-        result: list[dict[str, Any]] = self.run(script, layer)
+    def rendered(self, group: str) -> list[dict[str, Any]]:
+        """The properties of the features the map drew in one group of layers (the style draws
+        a group in a layer per class: "segments-10", "points-crossing"), in the whole viewport."""
+        script = (
+            "(group) => { const layers = map.getStyle().layers.map(l => l.id)"
+            ".filter(id => id.split('-')[0] === group);"
+            " return map.queryRenderedFeatures({layers}).map(f => f.properties); }"
+        )
+        result: list[dict[str, Any]] = self.run(script, group)
         return result
 
 
@@ -198,7 +203,9 @@ def test_filter_form_reloads_the_style_with_the_kind(map_page: MapPage, served: 
 def test_clicking_a_report_shows_its_properties(map_page: MapPage, served: Served) -> None:
     map_page.jump_and_wait(ROXHAM_ROAD, 12)
     x, y = map_page.run(
-        "() => { const f = map.queryRenderedFeatures({layers: ['points']})[0];"
+        "() => { const layers = map.getStyle().layers.map(l => l.id)"
+        ".filter(id => id.startsWith('points-'));"
+        " const f = map.queryRenderedFeatures({layers})[0];"
         " const p = map.project(f.geometry.coordinates); return [p.x, p.y]; }"
     )
     map_page.page.mouse.click(x, y)
@@ -233,3 +240,66 @@ def test_without_a_key_the_map_shows_only_what_the_public_may_see(
         assert not opened.rendered("clusters") and not opened.rendered("points")
         opened.jump_and_wait(ROXHAM_ROAD, 12)
         assert not opened.rendered("points") and not opened.rendered("clusters")
+
+
+@contextmanager
+def third_party_site(html_page: str) -> Iterator[str]:
+    """A page served from another origin (a second local port): a third party's web site."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = html_page.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+THIRD_PARTY_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>a third party's map</title>
+<script src="{base}/static/vendor/maplibre-gl/maplibre-gl.js"></script></head>
+<body style="margin:0"><div id="map" style="position:absolute;inset:0"></div>
+<script>
+window.map = new maplibregl.Map({{container: "map", style: "{base}/v1/tiles/style.json",
+  center: [{lon}, {lat}], zoom: 6}});
+</script></body></html>"""
+
+
+def test_a_page_of_another_origin_draws_the_public_tiles(served: Served, browser: Browser) -> None:
+    """No key and no CROSSINGS_CORS_ORIGINS: the style, the TileJSON and the tiles answer any
+    origin, so a third party's MapLibre page draws the border segments."""
+    page_html = THIRD_PARTY_PAGE.format(base=served.base, lon=ROXHAM_ROAD[0], lat=ROXHAM_ROAD[1])
+    with third_party_site(page_html) as site:
+        assert not site.startswith(served.base)
+        context = browser.new_context(viewport={"width": 1024, "height": 700})
+        context.set_default_timeout(TIMEOUT_MS)
+        failed: list[str] = []
+        context.on("requestfailed", lambda request: failed.append(request.url))
+        page = context.new_page()
+        try:
+            page.goto(site)
+            page.wait_for_function("() => window.map && map.loaded() && !map.isMoving()")
+            drawn = page.evaluate(
+                "() => { const layers = map.getStyle().layers.map(l => l.id)"
+                ".filter(id => id.startsWith('segments-'));"
+                " return map.queryRenderedFeatures({layers}).map(f => f.properties.segment_id); }"
+            )
+        finally:
+            context.close()
+    assert not failed, failed
+    assert len(set(drawn)) > 10

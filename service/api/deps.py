@@ -7,6 +7,8 @@ may not do according to service/api/access.py.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import time
 from collections.abc import Callable
@@ -49,13 +51,33 @@ def border_reloader(request: Request) -> Callable[[SegmentIndex], SegmentIndex]:
 
 
 def _token(request: Request) -> str | None:
+    """The key the request carries: ``Authorization: Bearer <key>``, ``Authorization: Basic``
+    with the key as the password (any user name: what QGIS's Basic authentication and GDAL's
+    GDAL_HTTP_USERPWD send), or ``X-API-Key``."""
     header = request.headers.get("authorization")
     if header:
         scheme, _, value = header.partition(" ")
-        if scheme.lower() != "bearer" or not value.strip():
-            raise Unauthenticated("send the key as 'Authorization: Bearer <key>'")
-        return value.strip()
+        value = value.strip()
+        if scheme.lower() == "bearer" and value:
+            return value
+        if scheme.lower() == "basic" and value:
+            return _basic_password(value)
+        raise Unauthenticated(
+            "send the key as 'Authorization: Bearer <key>', or as the password of HTTP Basic"
+        )
     return request.headers.get("x-api-key")
+
+
+def _basic_password(credentials: str) -> str:
+    """The password of HTTP Basic credentials (RFC 7617: base64 of user-id ":" password)."""
+    try:
+        decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError) as error:
+        raise Unauthenticated("the API key is not valid") from error
+    _, colon, password = decoded.partition(":")
+    if not colon or not password:
+        raise Unauthenticated("the API key is not valid")
+    return password
 
 
 async def _key(request: Request, key_id: str) -> ApiKey | None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Collection
 
+from starlette.datastructures import Headers
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -72,3 +75,75 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+_CREDENTIALS = frozenset({"authorization", "x-api-key", "cookie"})
+_PUBLIC_METHODS = frozenset({"GET", "HEAD"})
+_EXPOSED = b"ETag, Retry-After, X-Request-ID"
+
+
+class PublicCors:
+    """CORS for the public: a key-less GET from any origin is answered with
+    ``Access-Control-Allow-Origin: *`` (no credentials), so a third-party page can draw the public
+    tiles and read the segments. That opens nothing a key opens: keys travel in headers a page
+    must ask leave to send, and a preflight asking to send one from an origin not in
+    ``listed`` is refused. Requests from ``listed`` origins go on to Starlette's CORSMiddleware
+    (keyed cross-origin use, opt-in through CROSSINGS_CORS_ORIGINS)."""
+
+    def __init__(self, app: ASGIApp, *, listed: Collection[str]) -> None:
+        self.app = app
+        self.listed = frozenset(listed)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        origin = headers.get("origin")
+        if origin is None or origin in self.listed or "*" in self.listed:
+            await self.app(scope, receive, send)
+            return
+        method = scope["method"]
+        if method == "OPTIONS" and "access-control-request-method" in headers:
+            await self._preflight(headers)(scope, receive, send)
+            return
+        if method not in _PUBLIC_METHODS or _CREDENTIALS & set(headers.keys()):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_public(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"access-control-allow-origin", b"*"),
+                    (b"access-control-expose-headers", _EXPOSED),
+                ]
+            await send(message)
+
+        await self.app(scope, receive, send_public)
+
+    @staticmethod
+    def _preflight(headers: Headers) -> Response:
+        """Leave for a key-less GET (and the headers a cached read sends); refused for anything
+        else, a key above all."""
+        method = headers["access-control-request-method"].strip().upper()
+        asked = {
+            h.strip().lower()
+            for h in headers.get("access-control-request-headers", "").split(",")
+            if h.strip()
+        }
+        if method not in _PUBLIC_METHODS or asked & _CREDENTIALS:
+            body = (
+                b'{"type":"about:blank","title":"Cross-origin request not allowed","status":403,'
+                b'"detail":"only key-less GET requests are open to every origin; keyed use needs'
+                b' the origin in CROSSINGS_CORS_ORIGINS"}'
+            )
+            return Response(body, status_code=403, media_type="application/problem+json")
+        allowed = {
+            "access-control-allow-origin": "*",
+            "access-control-allow-methods": "GET, HEAD",
+            "access-control-max-age": "600",
+        }
+        if asked:
+            allowed["access-control-allow-headers"] = ", ".join(sorted(asked))
+        return Response(status_code=204, headers=allowed)

@@ -92,7 +92,9 @@ def install(app: FastAPI) -> None:
         if isinstance(exc, e.TooManyRequests):
             headers["Retry-After"] = str(exc.retry_after_s)
         if isinstance(exc, e.Unauthenticated):
-            headers["WWW-Authenticate"] = 'Bearer realm="crossings"'
+            # Basic too, so that clients that send credentials only when challenged (QGIS's
+            # Basic authentication, GDAL's GDAL_HTTP_USERPWD) send the key as the password.
+            headers["WWW-Authenticate"] = 'Bearer realm="crossings", Basic realm="crossings"'
         return problem_response(request, type(exc), exc.detail, errors=exc.errors, headers=headers)
 
     @app.exception_handler(RequestValidationError)

@@ -6,7 +6,12 @@
 (() => {
   const FILTERS = ["start", "end", "kind"];
   const INSTANTS = new Set(["start", "end"]);
+  // The style draws each group in a layer per class ("segments-10", "points-crossing"): a
+  // layer's group is its id up to the first dash.
   const QUERIED_LAYERS = ["points", "clusters", "segments"];
+  const groupOf = (id) => id.split("-")[0];
+  const groupLayers = () =>
+    map.getStyle().layers.map((layer) => layer.id).filter((id) => QUERIED_LAYERS.includes(groupOf(id)));
   const CAPTIONS = { points: "Report", clusters: "Reports near here", segments: "Border segment" };
   const container = document.getElementById("map");
   const form = document.getElementById("filters");
@@ -100,7 +105,7 @@
     const table = document.createElement("table");
     table.className = "properties";
     const caption = table.createCaption();
-    caption.textContent = CAPTIONS[feature.layer.id];
+    caption.textContent = CAPTIONS[groupOf(feature.layer.id)];
     for (const [name, value] of Object.entries(feature.properties)) {
       const row = table.insertRow();
       row.insertCell().textContent = name;
@@ -115,8 +120,11 @@
       [x - 5, y - 5],
       [x + 5, y + 5],
     ];
-    const layers = QUERIED_LAYERS.filter((id) => map.getLayer(id));
-    const [feature] = map.queryRenderedFeatures(box, { layers });
+    // Points first, then clusters, then segments: the order of QUERIED_LAYERS.
+    const layers = groupLayers();
+    const found = map.queryRenderedFeatures(box, { layers });
+    const rank = (f) => QUERIED_LAYERS.indexOf(groupOf(f.layer.id));
+    const [feature] = found.sort((a, b) => rank(a) - rank(b));
     if (!feature) return;
     new maplibregl.Popup({ maxWidth: "24em" })
       .setLngLat(event.lngLat)
@@ -124,8 +132,9 @@
       .addTo(map);
   });
 
-  for (const id of QUERIED_LAYERS) {
-    map.on("mouseenter", id, () => (map.getCanvas().style.cursor = "pointer"));
-    map.on("mouseleave", id, () => (map.getCanvas().style.cursor = ""));
-  }
+  map.on("mousemove", (event) => {
+    const layers = groupLayers();
+    const over = layers.length && map.queryRenderedFeatures(event.point, { layers }).length;
+    map.getCanvas().style.cursor = over ? "pointer" : "";
+  });
 })();

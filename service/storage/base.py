@@ -47,6 +47,15 @@ class ReportQuery:
     descending: bool = False  # newest first; ``after`` then means "older than"
     posted_by: str | None = None  # only reports that came in with this key
 
+    def filters_nothing(self, *, but_bbox: bool = False) -> bool:
+        """Whether this query selects every report (every report in its box, with
+        ``but_bbox``): paging and order aside, it is the empty query, so any filter added to this
+        class later counts as one."""
+        bbox = self.bbox if but_bbox else None
+        return self == ReportQuery(
+            bbox=bbox, limit=self.limit, after=self.after, descending=self.descending
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Extent:
@@ -140,6 +149,11 @@ class ReportStore(Protocol):
 
     def report_extent(self) -> Extent:
         """The bounding box and observed_at range of every stored report."""
+        ...
+
+    def count_matched(self, query: ReportQuery) -> int | None:
+        """The number of reports ``query`` matches (paging aside) when the store knows it
+        exactly and cheaply (from rollups kept with the reports), else None."""
         ...
 
 

@@ -31,15 +31,21 @@ class ReportItems:
 def report_items(
     store: ReportStore, query: ReportQuery, *, audit: AuditEntry | None = None
 ) -> ReportItems:
-    """A page, and numberMatched when it is free: a first page that is also the last.
+    """A page, and on a first page numberMatched when it is exact and cheap: the page itself when
+    it is also the last; else the store's count when its rollups give it (no filter, or a box
+    alone: store.count_matched), so QGIS knows the size at once.
 
-    Counting is not cheap even when capped (PostgreSQL builds a box's whole index bitmap before a
-    LIMIT can stop it: 13 of 18 ms on a hot-spot page in bench/features.py), so it is omitted, as
-    OGC allows, rather than paid on every page.
+    Counting the reports themselves is not cheap even when capped (PostgreSQL builds a box's
+    whole index bitmap before a LIMIT can stop it: 13 of 18 ms on a hot-spot page in
+    bench/features.py), so where the rollups do not say, it is omitted, as OGC allows. Later
+    pages omit it too: clients read it from the first.
     """
     page = store.query_reports(query, audit=audit)
-    is_whole = query.after is None and page.next_key is None
-    return ReportItems(page=page, number_matched=len(page.reports) if is_whole else None)
+    if query.after is not None:
+        return ReportItems(page=page, number_matched=None)
+    if page.next_key is None:
+        return ReportItems(page=page, number_matched=len(page.reports))
+    return ReportItems(page=page, number_matched=store.count_matched(query))
 
 
 def report_item(store: ReportStore, report_id: str, *, posted_by: str | None = None) -> Report:
@@ -75,7 +81,9 @@ def segment_items(
     if bbox is None:
         return chosen
     box = shapely.box(*bbox)
-    lines = shapely.linestrings([list(s.coords) for s in chosen]) if chosen else []
+    # One LineString each: segments have different numbers of vertices (shapely.linestrings
+    # over the ragged list raised, and any box on the segments answered 500).
+    lines = [shapely.LineString(s.coords) for s in chosen]
     hits = shapely.intersects(lines, box) if chosen else []
     return [s for s, hit in zip(chosen, hits, strict=True) if hit]
 

@@ -18,12 +18,15 @@ from service.api.responses import JSONResponse
 router = APIRouter(tags=["map"], dependencies=[Depends(get_caller)])
 
 WORLD = (-180.0, -85.0, 180.0, 85.0)  # for a store without segments: nothing better to fit
-# Reports on a segment -> its line colour: grey for none, then light to dark red.
-SEGMENT_RAMP = (0, "#8c96a0", 1, "#fdbb84", 10, "#fc8d59", 100, "#d7301f", 1000, "#7f0000")
-# Reports in a cluster -> its circle radius in pixels.
-CLUSTER_RADII = (1, 5, 10, 9, 100, 15, 1000, 24, 10000, 34)
+# Reports on a segment -> its line colour: grey for none, then light to dark red (from this many).
+SEGMENT_CLASSES = ((0, "#8c96a0"), (1, "#fdbb84"), (10, "#fc8d59"), (100, "#d7301f"),
+                   (1000, "#7f0000"))  # fmt: skip
+# Reports in a cluster -> its circle radius in pixels (from this many).
+CLUSTER_CLASSES = ((1, 5), (10, 9), (100, 15), (1000, 24), (10000, 34))
 KIND_COLOURS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d")
 OTHER_KIND = "#555555"
+# How wide the border draws at each zoom: an interpolation on zoom alone, which QGIS converts.
+LINE_WIDTH = ["interpolate", ["linear"], ["zoom"], 2, 1.5, 10, 3, 14, 5]
 
 Start = Annotated[str | None, Query(description="observed_at >= start (RFC 3339)")]
 End = Annotated[str | None, Query(description="observed_at < end (RFC 3339)")]
@@ -39,11 +42,16 @@ def map_style(
 ) -> dict[str, Any]:
     """A MapLibre style (v8) with one vector source: the border coloured by its report count,
     report clusters (features with ``count``) sized by count, single reports coloured by kind.
-    It has no text layers, so it needs no glyphs."""
-    by_kind: list[Any] = [
-        x for i, k in enumerate(kinds) for x in (k, KIND_COLOURS[i % len(KIND_COLOURS)])
-    ]
-    kind_colour = ["match", ["get", "kind"], *by_kind, OTHER_KIND] if by_kind else OTHER_KIND
+    It has no text layers, so it needs no glyphs.
+
+    Every data-driven colour and size is a layer per class, with a filter and constant paint,
+    rather than one layer with ``interpolate``/``match`` on a property: QGIS 3.22's MapBox GL
+    converter drops those (segments drew black and every point grey) but converts filters. Each
+    layer's id is its group (``segments``, ``clusters``, ``points``), a dash, and its class.
+
+    It has no background layer: QGIS paints one into every tile that has content, hiding the
+    user's own background map there (and leaving it visible in empty tiles: a patchwork). The
+    /map page gives its container that colour instead."""
     return {
         "version": 8,
         "name": "crossings",
@@ -51,57 +59,96 @@ def map_style(
         "zoom": 3,
         "sources": {"crossings": {"type": "vector", "url": tilejson_url}},
         "layers": [
-            {"id": "background", "type": "background", "paint": {"background-color": "#eef1f4"}},
+            *_segment_layers(),
+            *_cluster_layers(),
+            *_point_layers(kinds),
+        ],
+    }
+
+
+def _classes(name: str, classes: tuple[tuple[int, Any], ...]) -> list[tuple[int, Any, list[Any]]]:
+    """(lower bound, value, conditions) of each class of the numeric property ``name``: from its
+    bound up to the next one's."""
+    out = []
+    for i, (low, value) in enumerate(classes):
+        conditions: list[Any] = [[">=", ["get", name], low]] if i else []
+        if i + 1 < len(classes):
+            conditions.append(["<", ["get", name], classes[i + 1][0]])
+        out.append((low, value, conditions))
+    return out
+
+
+def _segment_layers() -> list[dict[str, Any]]:
+    """A layer per class of report count; the first also draws segments without a count."""
+    layers = []
+    for i, (low, colour, conditions) in enumerate(_classes("reports", SEGMENT_CLASSES)):
+        if i == 0:
+            test: list[Any] = ["any", ["!", ["has", "reports"]], *conditions]
+        else:
+            test = ["all", ["has", "reports"], *conditions]
+        layers.append(
             {
-                "id": "segments",
+                "id": f"segments-{low}",
                 "type": "line",
                 "source": "crossings",
                 "source-layer": "segments",
+                "filter": test,
                 "layout": {"line-cap": "round", "line-join": "round"},
-                "paint": {
-                    "line-color": [
-                        "interpolate",
-                        ["linear"],
-                        ["coalesce", ["get", "reports"], 0],
-                        *SEGMENT_RAMP,
-                    ],
-                    "line-width": ["interpolate", ["linear"], ["zoom"], 2, 1.5, 10, 3, 14, 5],
-                },
+                "paint": {"line-color": colour, "line-width": LINE_WIDTH},
+            }
+        )
+    return layers
+
+
+def _cluster_layers() -> list[dict[str, Any]]:
+    """Clusters (features with ``count``): a layer per class of count, sized by it."""
+    return [
+        {
+            "id": f"clusters-{low}",
+            "type": "circle",
+            "source": "crossings",
+            "source-layer": "reports",
+            "filter": ["all", ["has", "count"], *conditions],
+            "paint": {
+                "circle-radius": radius,
+                "circle-color": "#d7301f",
+                "circle-opacity": 0.7,
+                "circle-stroke-color": "#ffffff",
+                "circle-stroke-width": 1,
             },
-            {
-                "id": "clusters",
-                "type": "circle",
-                "source": "crossings",
-                "source-layer": "reports",
-                "filter": ["has", "count"],
-                "paint": {
-                    "circle-radius": ["interpolate", ["linear"], ["get", "count"], *CLUSTER_RADII],
-                    "circle-color": "#d7301f",
-                    "circle-opacity": 0.7,
-                    "circle-stroke-color": "#ffffff",
-                    "circle-stroke-width": 1,
-                },
+        }
+        for low, radius, conditions in _classes("count", CLUSTER_CLASSES)
+    ]
+
+
+def _point_layers(kinds: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Single reports (features without ``count``): a layer per configured kind, and one for
+    any other kind (``points-*``)."""
+    single = ["!", ["has", "count"]]
+
+    def layer(name: str, test: list[Any] | bool, colour: str) -> dict[str, Any]:
+        return {
+            "id": f"points-{name}",
+            "type": "circle",
+            "source": "crossings",
+            "source-layer": "reports",
+            "filter": ["all", single, test],
+            "paint": {
+                "circle-radius": ["interpolate", ["linear"], ["zoom"], 10, 4, 16, 8],
+                "circle-color": colour,
+                "circle-stroke-color": "#ffffff",
+                "circle-stroke-width": 1,
             },
-            {
-                "id": "points",
-                "type": "circle",
-                "source": "crossings",
-                "source-layer": "reports",
-                "filter": ["!", ["has", "count"]],
-                "paint": {
-                    "circle-radius": [
-                        "interpolate",
-                        ["linear"],
-                        ["coalesce", ["get", "people_count"], 1],
-                        *(1, 4, 10, 8, 50, 12),
-                    ],
-                    "circle-color": kind_colour,
-                    "circle-stroke-color": "#ffffff",
-                    "circle-stroke-width": 1,
-                },
-            },
-        ],
-    }
+        }
+
+    layers = [
+        layer(kind, ["==", ["get", "kind"], kind], KIND_COLOURS[i % len(KIND_COLOURS)])
+        for i, kind in enumerate(kinds)
+    ]
+    other: list[Any] | bool = (
+        ["match", ["get", "kind"], list(kinds), False, True] if kinds else True
+    )
+    return [*layers, layer("*", other, OTHER_KIND)]
 
 
 @router.get("/v1/tiles/style.json", name="map_style")

@@ -23,7 +23,7 @@ from service.api.routes.reports import submit_single
 from service.api.routes.segments import segment_feature as v1_segment_feature
 from service.api.schemas import ogc
 from service.api.schemas.common import format_instant
-from service.api.schemas.pages import encode_cursor
+from service.api.schemas.pages import decode_cursor, encode_cursor
 from service.api.schemas.reports import report_feature
 from service.domain.access import Caller
 from service.domain.segments import BorderSegment, SegmentIndex
@@ -54,12 +54,21 @@ def _respond(
         if "features" in doc:
             rows = [{"id": f["id"], **f["properties"]} for f in doc["features"]]
             body = enc.html_table(rows) + body
-        return Response(enc.html_page(title, body), media_type=enc.HTML)
+        return Response(enc.html_page(title, body), media_type=enc.HTML, headers=_link_header(doc))
+    headers = _link_header(doc)
     if media == enc.CSV:
-        return Response(enc.features_csv(doc["features"]), media_type=enc.CSV)
+        return Response(enc.features_csv(doc["features"]), media_type=enc.CSV, headers=headers)
     if media == enc.GEOJSON_SEQ:
-        return Response(enc.geojson_seq(doc["features"]), media_type=enc.GEOJSON_SEQ)
-    return Response(orjson.dumps(doc), media_type=media)
+        sequence = enc.geojson_seq(doc["features"])
+        return Response(sequence, media_type=enc.GEOJSON_SEQ, headers=headers)
+    return Response(orjson.dumps(doc), media_type=media, headers=headers)
+
+
+def _link_header(doc: dict[str, Any]) -> dict[str, str]:
+    """A page's next link as an RFC 8288 Link header too: CSV and GeoJSON text sequences have no
+    place for links in their bodies, and a client pages them by this header."""
+    nexts = [link["href"] for link in doc.get("links", ()) if link["rel"] == "next"]
+    return {"Link": f'<{nexts[0]}>; rel="next"'} if nexts else {}
 
 
 def _with_params(request: Request, **params: str) -> str:
@@ -115,8 +124,23 @@ async def landing(request: Request) -> Response:
 
 @router.get("/api")
 async def api_definition(request: Request) -> Response:
-    """The API definition as OpenAPI 3.0 (`/openapi.json` is the same in 3.1)."""
-    return Response(orjson.dumps(to_openapi_30(request.app.openapi())), media_type=OPENAPI_30)
+    """The OGC API's definition as OpenAPI 3.0: its paths relative to the server `/ogc` (the
+    whole service, in 3.1, is at `/openapi.json`)."""
+    return Response(orjson.dumps(_ogc_definition(request)), media_type=OPENAPI_30)
+
+
+def _ogc_definition(request: Request) -> dict[str, Any]:
+    """The OGC paths of the service's definition, under ``servers: [<base>/ogc]``: GDAL looks up
+    ``/collections/{id}/items`` relative to the server to learn which attribute filters it may
+    send (then `-where kind = 'attempt'` goes to the server as `kind=attempt`)."""
+    doc = to_openapi_30(request.app.openapi())
+    doc["servers"] = [{"url": _base(request), "description": "OGC API - Features"}]
+    doc["paths"] = {
+        path.removeprefix(router.prefix) or "/": item
+        for path, item in doc["paths"].items()
+        if path == router.prefix or path.startswith(f"{router.prefix}/")
+    }
+    return doc
 
 
 @router.get("/conformance")
@@ -198,7 +222,10 @@ async def collection_schema(collection_id: str, request: Request, index: IndexDe
     null."""
     url = f"{_base(request)}/collections/{collection_id}/schema"
     if collection_id == "reports":
-        doc = ogc.feature_schema(url, COLLECTIONS["reports"][0], "Point", ogc.REPORT_SCHEMA)
+        # The feature's own id is the report's id: GDAL makes it the "id" column, and a property
+        # of that name in the schema as well gave it a second, always-null column (id2).
+        props = tuple(p for p in ogc.REPORT_SCHEMA if p[0] != "id")
+        doc = ogc.feature_schema(url, COLLECTIONS["reports"][0], "Point", props)
     elif collection_id == "segments":
         doc = ogc.feature_schema(
             url, COLLECTIONS["segments"][0], "LineString", _segment_schema(index)
@@ -230,8 +257,9 @@ _Text = Annotated[str | None, Query()]
 async def report_items(
     request: Request, store: StoreDep, index: IndexDep, settings: SettingsDep
 ) -> Response:
-    """Reports, a page at a time in observed_at order (follow `next`). `numberMatched` is given
-    when it is free: on a first page that is also the last."""
+    """Reports, a page at a time in observed_at order (follow `next`). A first page gives
+    `numberMatched` when it is exact and cheap: with no filter or a box alone (when the rollups
+    say it exactly), or when it is also the last page."""
     # The OpenAPI document lists the parameters (ReportItemsQuery); parse_items_params reads and
     # checks them, and refuses any it does not know.
     media = enc.negotiate(request, offered=ITEMS)
@@ -278,7 +306,11 @@ async def _report_items(
     request: Request, params: dict[str, str], store: StoreDep, index: IndexDep, max_limit: int
 ) -> dict[str, Any]:
     parsed = ogc.parse_items_params(
-        params, filters=ogc.REPORT_FILTERS, max_limit=max_limit, known_properties=REPORT_PROPERTIES
+        params,
+        filters=ogc.REPORT_FILTERS,
+        max_limit=max_limit,
+        known_properties=REPORT_PROPERTIES,
+        read_cursor=decode_cursor,
     )
     caller: Caller = request.state.caller
     query = ogc.report_query(parsed, border_segments=index.segment_ids_by_border)
@@ -295,7 +327,11 @@ def _segment_items(
 ) -> dict[str, Any]:
     known = _segment_properties(index)
     parsed = ogc.parse_items_params(
-        params, filters=ogc.SEGMENT_FILTERS, max_limit=max_limit, known_properties=known
+        params,
+        filters=ogc.SEGMENT_FILTERS,
+        max_limit=max_limit,
+        known_properties=known,
+        read_cursor=ogc.decode_offset,
     )
     offset = ogc.decode_offset(parsed.cursor)
     chosen = features.segment_items(index, bbox=parsed.bbox, filters=parsed.filters)
@@ -327,7 +363,8 @@ def _collection(
     ]
     if next_token is not None:
         next_url = _with_params(request, cursor=next_token)
-        links.append(ogc.link(next_url, "next", enc.GEOJSON, "Next page"))
+        media = enc.negotiate(request, offered=ITEMS)  # the next page comes in this page's format
+        links.append(ogc.link(next_url, "next", media, "Next page"))
     doc["links"] = links
     return doc
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -84,8 +85,13 @@ def parse_items_params(
     filters: tuple[str, ...],
     max_limit: int,
     known_properties: AbstractSet[str],
+    read_cursor: Callable[[str], object],
 ) -> ItemsParams:
-    """Items parameters; InvalidParameter naming the first that is unknown or not valid."""
+    """Items parameters; InvalidParameter naming the first that is unknown or not valid.
+
+    Each collection owns its cursor: ``read_cursor`` is the decoder of the collection's own
+    tokens (the reports' keyset cursor, the segments' offset), called here so that a bad cursor
+    is refused before any work."""
     for name in params:
         if name not in COMMON_ITEM_PARAMS and name not in filters:
             allowed = ", ".join(sorted(COMMON_ITEM_PARAMS | set(filters)))
@@ -111,7 +117,7 @@ def parse_items_params(
             raise bad("properties", f"unknown: {', '.join(unknown)}")
     cursor = params.get("cursor")
     if cursor is not None:
-        decode_cursor(cursor)  # refuse a bad cursor before any work
+        read_cursor(cursor)
     return ItemsParams(
         bbox=bbox,
         start=start,

@@ -34,6 +34,7 @@ from service.storage.postgis import (
     access,
     border,
     counts,
+    matched,
     pages,
     release,
     reports,
@@ -302,6 +303,9 @@ class PostgisStore:
 
     def report_extent(self) -> Extent:
         return self._read(reports.report_extent)
+
+    def count_matched(self, query: ReportQuery) -> int | None:
+        return self._run(lambda conn: matched.count_matched(conn, query), autocommit=True)
 
     def tile_reports(self, query: TileQuery) -> TileReports:
         return self._read(lambda conn: tiles.tile_reports(conn, query))

@@ -262,3 +262,12 @@ def _widen_down(value: float) -> float:
 
 def _widen_up(value: float) -> float:
     return value + abs(value) * _RELATIVE_MARGIN + _ABSOLUTE_MARGIN
+
+
+def count_matched(conn: sqlite3.Connection, *, query: ReportQuery) -> int | None:
+    """With no filter, the number of reports from the month rollup (kept in the same transaction
+    as the reports: a sum over a few rows per segment and month); else None (not counted)."""
+    if not query.filters_nothing():
+        return None
+    (total,) = conn.execute("SELECT coalesce(sum(reports), 0) FROM count_months").fetchone()
+    return int(total)

@@ -161,6 +161,9 @@ class SqliteStore:
     def report_extent(self) -> Extent:
         return self._db.read(report_queries.report_extent)
 
+    def count_matched(self, query: ReportQuery) -> int | None:
+        return self._db.read(partial(report_queries.count_matched, query=query))
+
     def tile_reports(self, query: TileQuery) -> TileReports:
         return self._db.read(partial(tile_queries.tile_reports, query=query))
 
