@@ -9,7 +9,11 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from service.api import cql2
+from service.domain.errors import InvalidParameter
 from tests.factories import report_body
 
 BASE = datetime(2026, 3, 1, tzinfo=UTC)
@@ -125,6 +129,9 @@ TEXT_CASES = {
     ],
     "T_DURING(observed_at, INTERVAL('2026-03-01T01:00:00Z', '2026-03-01T03:00:00Z'))": [2],
     "T_INTERSECTS(observed_at, DATE('2026-03-01'))": [0, 1, 2, 3, 4, 5],
+    "T_INTERSECTS(observed_at, INTERVAL('2026-03-01T04:00:00Z', '..'))": [4, 5],
+    "T_INTERSECTS(observed_at, INTERVAL('..', '2026-02-28'))": [],
+    "T_DURING(observed_at, INTERVAL('2026-03-01', '2026-03-01T02:00:00Z'))": [1],
     "T_INTERSECTS(observed_at, DATE('2026-03-02'))": [],
     "T_EQUALS(observed_at, TIMESTAMP('2026-03-01T02:00:00Z'))": [2],
     "S_INTERSECTS(geometry, BBOX(-74, 44, -73, 46))": [0, 1, 2, 3, 5],
@@ -257,7 +264,14 @@ BAD_FILTERS = [
     ({"filter": "S_INTERSECTS(geometry, POLYGON((" + ", ".join(
         f"{i / 1000} {(i % 2) / 1000}" for i in range(1_100)) + ", 0 0)))"}, "filter",
      "vertices"),
+    ({"filter": "observed_at > DATE('2026-02-30')"}, "filter", "day is out of range"),
+    ({"filter": "kind = - 'a'"}, "filter", "not valid CQL2 text"),
+    ({"filter": "S_INTERSECTS(geometry, SRID=3857;POINT(0 0))"}, "filter", "SRID"),
+    ({"filter": "T_DURING(observed_at, INTERVAL('2026-03-02', '2026-03-01'))"}, "filter",
+     "ends before it starts"),
     ({"filter": "kind = 'a'", "filter-lang": "sql"}, "filter-lang", "one of"),
+    ({"filter": '{"filter-lang": "x"}', "filter-lang": "cql2-json"}, "filter",
+     "not valid CQL2 JSON"),
     ({"filter": "kind = 'a'", "filter-crs": "http://www.opengis.net/def/crs/EPSG/0/3857"},
      "filter-crs", "CRS84"),
     ({"filter": "{", "filter-lang": "cql2-json"}, "filter", "not valid JSON"),
@@ -283,3 +297,48 @@ async def test_a_bad_filter_is_a_400_naming_the_parameter_and_the_reason(
     (error,) = response.json()["errors"]
     assert error["field"] == field
     assert reason in error["reason"], error["reason"]
+
+
+TOKENS = ["kind", "people_count", "observed_at", "geometry", "notes", "=", "<>", "<", ">=",
+          "AND", "OR", "NOT", "(", ")", ",", "'", "'a'", "3", "-1.5", "1e999", "-", "+", "*",
+          "IN", "BETWEEN", "LIKE", "IS", "NULL", "TRUE", "INCLUDE", "''", "\\", "%",
+          "TIMESTAMP('2026-13-45T00:00:00Z')", "DATE('2026-02-30')", "DATE('2026-03-01')",
+          "INTERVAL('2026-01-02T00:00:00Z', '..')", "TIMESTAMP('2026-01-01T00:00:00Z')",
+          "T_AFTER", "T_INTERSECTS", "T_MEETS", "S_INTERSECTS", "S_WITHIN", "BBOX",
+          "POLYGON((0 0, 1 1, 0 1, 0 0))", "POINT(0 0)", "SRID=3857;", "MULTIPOINT((0 0))",
+          "LINESTRING(0 0, 1 1)", "ENVELOPE(1 2 3 4)", "casei", '"kind"', "x:y"]  # fmt: skip
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(TOKENS), min_size=1, max_size=14))
+def test_any_filter_text_is_read_or_refused_as_invalid_never_an_error(tokens: list[str]) -> None:
+    """Token soup from the CQL2 vocabulary: a filter, or InvalidParameter (a 400), nothing
+    else (pygeofilter raises ValueError, TypeError and bare Exceptions from inside its parser)."""
+    try:
+        cql2.parse_filter({"filter": " ".join(tokens)})
+    except InvalidParameter as error:
+        assert error.errors[0].field == "filter"
+
+
+JSON_VALUES = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=4),
+              st.sampled_from(["kind", "geometry", "observed_at", "2026-01-01", "..", "=",
+                               "and", "not", "isNull", "between", "in", "like", "s_intersects",
+                               "t_after", "t_intersects"])),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(st.sampled_from(["op", "args", "property", "bbox", "interval",
+                                         "timestamp", "date", "type", "coordinates",
+                                         "function", "filter-lang"]), inner, max_size=3),
+    ),
+    max_leaves=12,
+)  # fmt: skip
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(JSON_VALUES)
+def test_any_filter_json_is_read_or_refused_as_invalid_never_an_error(doc: object) -> None:
+    try:
+        cql2.parse_filter({"filter": json.dumps(doc), "filter-lang": "cql2-json"})
+    except InvalidParameter as error:
+        assert error.errors[0].field == "filter"
