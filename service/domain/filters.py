@@ -144,24 +144,50 @@ def property_value(report: Report, prop: str) -> Value | None:
     return values[prop]
 
 
-def like_regex(pattern: str) -> re.Pattern[str]:
-    """The regular expression of a LIKE pattern (whole string, dot matching newlines)."""
-    out, escaped = [], False
-    for char in pattern:
+class LikePattern:
+    """A compiled LIKE pattern, matched in time linear in the pattern times the text: the pattern
+    is cut at each ``%`` into pieces of fixed length (characters and ``_``), the first matched at
+    the start, the last at the end, and each one between at its leftmost place after the one
+    before (leftmost is never worse for a piece of fixed length). A regular expression of
+    ``.*``s would backtrack exponentially on patterns like ``%a%a%a%a%b``."""
+
+    def __init__(self, pattern: str) -> None:
+        pieces: list[list[str]] = [[]]
+        escaped = False
+        for char in pattern:
+            if escaped:
+                pieces[-1].append(re.escape(char))
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == "%":
+                pieces.append([])
+            elif char == "_":
+                pieces[-1].append(".")
+            else:
+                pieces[-1].append(re.escape(char))
         if escaped:
-            out.append(re.escape(char))
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == "%":
-            out.append(".*")
-        elif char == "_":
-            out.append(".")
-        else:
-            out.append(re.escape(char))
-    if escaped:
-        out.append(re.escape("\\"))
-    return re.compile("".join(out), re.DOTALL)
+            pieces[-1].append(re.escape("\\"))
+        self._pieces = [re.compile("".join(p), re.DOTALL) for p in pieces]
+        self._lengths = [len(p) for p in pieces]
+
+    def matches(self, text: str) -> bool:
+        pieces, lengths = self._pieces, self._lengths
+        if len(pieces) == 1:
+            return pieces[0].fullmatch(text) is not None
+        first, last = pieces[0], pieces[-1]
+        end = len(text) - lengths[-1]
+        if end < lengths[0] or not first.match(text, 0, lengths[0]):
+            return False
+        if not last.fullmatch(text, end):
+            return False
+        at = lengths[0]
+        for piece in pieces[1:-1]:
+            found = piece.search(text, at, end)
+            if found is None:
+                return False
+            at = found.end()
+        return True
 
 
 def _compare(left: Value, op: Op, right: Value) -> bool:
@@ -190,7 +216,7 @@ def evaluate(flt: Filter, report: Report) -> bool | None:
             return _compare(value, flt.op, flt.value)
         if isinstance(flt, InList):
             return value in flt.values
-        return like_regex(flt.pattern).fullmatch(str(value)) is not None
+        return LikePattern(flt.pattern).matches(str(value))
     if isinstance(flt, InBox):
         lon, lat = report.draft.lon, report.draft.lat
         return flt.min_lon <= lon <= flt.max_lon and flt.min_lat <= lat <= flt.max_lat

@@ -48,7 +48,7 @@ class Condition:
             return int(shapely.intersects_xy(geometries[number], lon, lat))
 
         def like(number: int, value: str | None) -> int | None:
-            return None if value is None else int(patterns[number].fullmatch(value) is not None)
+            return None if value is None else int(patterns[number].matches(value))
 
         conn.create_function(_INTERSECTS, 3, intersects, deterministic=True)
         conn.create_function(_LIKE, 2, like, deterministic=True)
@@ -80,7 +80,7 @@ def _sql(flt: f.Filter, out: Condition) -> str:
     if isinstance(flt, f.IsNull):
         return f"({_COLUMNS[flt.prop]} IS NULL)"
     if isinstance(flt, f.Like):
-        out.patterns.append(f.like_regex(flt.pattern))
+        out.patterns.append(f.LikePattern(flt.pattern))
         number = out.bind(len(out.patterns) - 1)
         return f"{_LIKE}({number}, {_COLUMNS[flt.prop]})"
     if isinstance(flt, f.InBox):
