@@ -100,7 +100,7 @@ def _value(prop: str) -> st.SearchStrategy[Any]:
 @st.composite
 def _leaf(draw: st.DrawFn) -> f.Filter:
     props = list(f.FILTER_PROPERTIES)
-    kind = draw(st.sampled_from(["compare", "in", "null", "like", "box", "polygon"]))
+    kind = draw(st.sampled_from(["compare", "in", "null", "like", "box", "polygon", "lines"]))
     if kind == "compare":
         prop = draw(st.sampled_from(props))
         return f.Compare(prop, draw(st.sampled_from(list(f.Op))), draw(_value(prop)))
@@ -114,6 +114,10 @@ def _leaf(draw: st.DrawFn) -> f.Filter:
     (x0, y0), (x1, y1) = draw(_coordinate()), draw(_coordinate())
     if kind == "box":
         return f.InBox(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+    if kind == "lines":  # a line, some points, or both: intersected exactly on the grid
+        line = shapely.LineString([(x0, y0), (x1, y1 + GRID)])
+        points = shapely.MultiPoint(draw(st.lists(_coordinate(), min_size=1, max_size=3)))
+        return f.Intersects(draw(st.sampled_from([line, points, line.union(points)])))
     polygon = shapely.Polygon([(x0, y0), (x1, y1), draw(_coordinate())])
     if not polygon.is_valid or polygon.area == 0:
         polygon = shapely.box(min(x0, x1), min(y0, y1), max(x0, x1) + GRID, max(y0, y1) + GRID)
