@@ -46,6 +46,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/ogc/collections"): P.PUBLIC,
     ("GET", "/ogc/collections/{collection_id}"): P.PUBLIC,
     ("GET", "/ogc/collections/{collection_id}/schema"): P.PUBLIC,
+    ("GET", "/ogc/collections/{collection_id}/queryables"): P.PUBLIC,
     ("GET", "/ogc/collections/reports/items"): P.READ_OWN,
     ("POST", "/ogc/collections/reports/items"): P.SUBMIT,
     ("GET", "/ogc/collections/segments/items"): P.PUBLIC,

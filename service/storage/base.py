@@ -15,6 +15,7 @@ from uuid import UUID
 
 from service.domain.access import ApiKey, AuditEntry
 from service.domain.aggregation import PeriodPart, RangePart
+from service.domain.filters import Filter
 from service.domain.release import ReleaseInfo, ReleaseRow
 from service.domain.reports import IngestResult, Report, SnapResult
 from service.domain.segments import BorderSegment
@@ -46,6 +47,7 @@ class ReportQuery:
     after: PageKey | None = None
     descending: bool = False  # newest first; ``after`` then means "older than"
     posted_by: str | None = None  # only reports that came in with this key
+    filter: Filter | None = None  # only reports it selects (OGC API - Features Part 3)
 
     def filters_nothing(self, *, but_bbox: bool = False) -> bool:
         """Whether this query selects every report (every report in its box, with

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from service.api import audit
+from service.api import audit, cql2
 from service.api import encodings as enc
 from service.api.deps import IndexDep, SettingsDep, StoreDep, get_caller
 from service.api.openapi import query_parameters, request_body
@@ -146,7 +146,8 @@ def _ogc_definition(request: Request) -> dict[str, Any]:
 @router.get("/conformance")
 async def conformance(request: Request) -> Response:
     """The conformance classes this API passes."""
-    return _respond(request, {"conformsTo": ogc.CONFORMANCE}, offered=DOCS, title="Conformance")
+    classes = [*ogc.CONFORMANCE, *cql2.CONFORMANCE]
+    return _respond(request, {"conformsTo": classes}, offered=DOCS, title="Conformance")
 
 
 async def _collection_doc(
@@ -193,6 +194,9 @@ async def _collection_doc(
             ogc.link(f"{url}/schema", "describedBy", SCHEMA, "JSON Schema of one item"),
         ],
     }
+    if collection_id == "reports":  # Part 3; GDAL 3.6 reads the rel "queryables"
+        for rel in (cql2.QUERYABLES_REL, "queryables"):
+            doc["links"].append(ogc.link(f"{url}/queryables", rel, SCHEMA, "Queryables"))
     if collection_id == "reports":
         doc["extent"]["temporal"] = {
             "interval": ogc.temporal(start, end),
@@ -239,6 +243,19 @@ async def collection_schema(collection_id: str, request: Request, index: IndexDe
     return Response(orjson.dumps(doc), media_type=media)
 
 
+@router.get("/collections/{collection_id}/queryables")
+async def collection_queryables(
+    collection_id: str, request: Request, index: IndexDep, settings: SettingsDep
+) -> Response:
+    """The properties a `filter` (CQL2) may name, as a JSON Schema (OGC API - Features Part 3)."""
+    if collection_id != "reports":
+        raise features.CollectionNotFound(f"no queryables for {collection_id!r}; only reports")
+    url = f"{_base(request)}/collections/reports/queryables"
+    doc = cql2.queryables(url, title=COLLECTIONS["reports"][0], kinds=settings.report_kinds,
+                          countries=index.countries)  # fmt: skip
+    return Response(orjson.dumps(doc), media_type=cql2.queryables_media(request))
+
+
 @router.get("/collections/{collection_id}")
 async def collection(
     collection_id: str, request: Request, store: StoreDep, index: IndexDep
@@ -253,7 +270,10 @@ async def collection(
 _Text = Annotated[str | None, Query()]
 
 
-@router.get("/collections/reports/items", openapi_extra=query_parameters(ogc.ReportItemsQuery))
+@router.get(
+    "/collections/reports/items",
+    openapi_extra=cql2.with_filter_parameters(query_parameters(ogc.ReportItemsQuery)),
+)
 async def report_items(
     request: Request, store: StoreDep, index: IndexDep, settings: SettingsDep
 ) -> Response:
@@ -307,14 +327,15 @@ async def _report_items(
 ) -> dict[str, Any]:
     parsed = ogc.parse_items_params(
         params,
-        filters=ogc.REPORT_FILTERS,
+        filters=(*ogc.REPORT_FILTERS, *cql2.PARAMS),
         max_limit=max_limit,
         known_properties=REPORT_PROPERTIES,
         read_cursor=decode_cursor,
     )
     caller: Caller = request.state.caller
     query = ogc.report_query(parsed, border_segments=index.segment_ids_by_border)
-    query = dataclasses.replace(query, posted_by=caller.posted_by)
+    flt = cql2.parse_filter(parsed.filters)
+    query = dataclasses.replace(query, posted_by=caller.posted_by, filter=flt)
     entry = audit.entry(request, caller)
     result = await run_in_threadpool(features.report_items, store, query, audit=entry)
     feats = [_select(report_feature(r), parsed.properties) for r in result.page.reports]

@@ -32,10 +32,11 @@ from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 from sqlalchemy.engine import Compiled
 
 from service.domain.access import AuditEntry
+from service.domain.filters import Filter
 from service.domain.reports import Report
 from service.domain.tiles import GRID_LEVEL, ROLLUP_LEVELS, grid_cell
 from service.storage.base import PageKey, ReportPage, ReportQuery
-from service.storage.postgis import access
+from service.storage.postgis import access, filters
 from service.storage.postgis.reports import COLUMNS, to_report
 from service.storage.postgis.tables import reports
 
@@ -57,6 +58,7 @@ class _Shape(NamedTuple):
     posted_by: bool
     after: bool
     descending: bool
+    filter: Filter | None  # a statement of its own (not kept: its values are bound in it)
 
     @classmethod
     def of(cls, query: ReportQuery) -> _Shape:
@@ -64,7 +66,7 @@ class _Shape(NamedTuple):
             query.bbox is not None, query.start is not None, query.end is not None,
             query.segment_id is not None, query.segment_ids is not None, query.kind is not None,
             query.direction is not None, query.posted_by is not None, query.after is not None,
-            query.descending,
+            query.descending, query.filter,
         )  # fmt: skip
 
 
@@ -117,6 +119,8 @@ def _conditions(shape: _Shape, *, by_cells: bool = False) -> list[ColumnElement[
         conditions.append(reports.c.direction == bindparam("direction"))
     if shape.posted_by:
         conditions.append(reports.c.key_id == bindparam("posted_by"))
+    if shape.filter is not None:
+        conditions.append(filters.condition(shape.filter))
     if shape.after:
         key = tuple_(reports.c.observed_at, reports.c.id)
         after = tuple_(bindparam("after_at"), bindparam("after_id"))
@@ -370,7 +374,6 @@ def _matches_page(shape: _Shape, matches: CTE, *extra: ColumnElement[Any]) -> Se
     )
 
 
-@functools.cache
 def _page_statement(shape: _Shape, way: _Way) -> Select[Any]:
     """The statement of a page of this shape read this way ("walk" or "matches"), with every
     value bound (_params). Its rows end in a flag: whether the box has more matches than the cap
@@ -385,10 +388,22 @@ def _page_statement(shape: _Shape, way: _Way) -> Select[Any]:
 _DIALECT = psycopg_dialect()  # type: ignore[no-untyped-call]
 
 
-@functools.cache
 def _page_sql(shape: _Shape, way: _Way, *, audited: bool) -> tuple[Compiled, str]:
-    """The page statement of this shape and way compiled once, and its SQL: with ``audited``,
-    led by a data-modifying CTE that writes the audit entry (access.AUDIT_INSERT)."""
+    """The page statement of this shape and way compiled (once, but for a filter's: its values
+    are bound in it, and filters are too many to keep), and its SQL."""
+    if shape.filter is not None:
+        return _compile(shape, way, audited=audited)
+    return _kept_page_sql(shape, way, audited=audited)
+
+
+@functools.cache
+def _kept_page_sql(shape: _Shape, way: _Way, *, audited: bool) -> tuple[Compiled, str]:
+    return _compile(shape, way, audited=audited)
+
+
+def _compile(shape: _Shape, way: _Way, *, audited: bool) -> tuple[Compiled, str]:
+    """The page statement compiled, and its SQL: with ``audited``, led by a data-modifying CTE
+    that writes the audit entry (access.AUDIT_INSERT)."""
     compiled = _page_statement(shape, way).compile(dialect=_DIALECT)
     sql = compiled.string
     if audited:

@@ -12,6 +12,7 @@ from typing import Any
 
 from service.domain.reports import IngestOutcome, IngestResult, Report
 from service.storage.base import Extent, PageKey, ReportPage, ReportQuery
+from service.storage.sqlite import filters
 from service.storage.sqlite.rows import (
     REPORT_COLUMNS,
     ReportRow,
@@ -168,7 +169,7 @@ def query_reports(conn: sqlite3.Connection, query: ReportQuery) -> ReportPage:
     """
     if query.limit < 1:
         raise ValueError(f"limit must be at least 1, not {query.limit}")
-    clauses, params = _where(query)
+    clauses, params = _where(conn, query)
     if query.bbox is not None and _is_sparse_box(conn, params):
         clauses.append(_IN_RTREE_BOX)
     where = " WHERE " + " AND ".join(clauses) if clauses else ""
@@ -196,7 +197,8 @@ def report_extent(conn: sqlite3.Connection) -> Extent:
     )
 
 
-def _where(query: ReportQuery) -> tuple[list[str], dict[str, Any]]:
+def _where(conn: sqlite3.Connection, query: ReportQuery) -> tuple[list[str], dict[str, Any]]:
+    """The query's conditions and their values (a filter's functions registered on ``conn``)."""
     clauses: list[str] = []
     params: dict[str, Any] = {}
     if query.bbox is not None:
@@ -230,6 +232,11 @@ def _where(query: ReportQuery) -> tuple[list[str], dict[str, Any]]:
     if query.posted_by is not None:
         clauses.append("key_id = :posted_by")
         params["posted_by"] = query.posted_by
+    if query.filter is not None:
+        condition = filters.condition(query.filter)
+        condition.register(conn)
+        clauses.append(condition.sql)
+        params.update(condition.params)
     if query.after is not None:
         clauses.append(_BEFORE_KEY if query.descending else _AFTER_KEY)
         params["after_observed_at"] = to_micros(query.after.observed_at)
