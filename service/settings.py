@@ -90,6 +90,13 @@ class Settings(BaseSettings):
     port: int = 8000
     workers: int = Field(default=1, ge=1)
     log_level: str = "info"
+    # Issue #17 (writepath): ingest appends reports to rollup_pending; a thread per server
+    # process folds them into the rollups (service/storage/postgis/folder.py). Readers count
+    # pending reports too, so these change only how much a read sums, never what it answers.
+    rollup_fold_interval_ms: int = Field(
+        default=100, ge=0, description="PostGIS: how often pending reports are folded; 0: never"
+    )
+    rollup_fold_batch: int = Field(default=5_000, gt=0, description="Pending reports per fold")
 
     @field_validator("cors_origins", mode="before")
     @classmethod

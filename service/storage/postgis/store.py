@@ -28,6 +28,7 @@ from service.storage.base import (
     Resnap,
     TileQuery,
 )
+from service.storage.postgis.folder import Folder
 from service.storage.postgis import (
     access,
     border,
@@ -77,12 +78,21 @@ def make_engine(settings: Settings) -> Engine:
 
 
 class PostgisStore:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(
+        self, engine: Engine, *, fold_interval_s: float = 0.1, fold_batch: int = 5_000
+    ) -> None:
         self.engine = engine
+        # Folds what ingest leaves pending into the rollups; started by the first ingest, so
+        # that the CLI's and readers' stores run no thread.
+        self._folder = Folder(self._fold_some, interval_s=fold_interval_s, batch=fold_batch)
 
     @classmethod
     def open(cls, settings: Settings) -> PostgisStore:
-        return cls(make_engine(settings))
+        return cls(
+            make_engine(settings),
+            fold_interval_s=settings.rollup_fold_interval_ms / 1000,
+            fold_batch=settings.rollup_fold_batch,
+        )
 
     def _run(self, work: Callable[[Connection], T], *, autocommit: bool = False) -> T:
         """Run ``work`` in one transaction (``autocommit``: each of its statements in its own);
@@ -133,6 +143,7 @@ class PostgisStore:
         self._run(lambda conn: conn.execute(text("SELECT 1")))
 
     def close(self) -> None:
+        self._folder.stop()
         self.engine.dispose()
 
     def border_version(self) -> int:
@@ -163,16 +174,10 @@ class PostgisStore:
         posted_by: str | None = None,
         border_version: int | None = None,
     ) -> list[IngestResult]:
-        def work(conn: Connection) -> list[IngestResult]:
-            # Held FOR SHARE until commit: a border change waits for this ingest, or this ingest
-            # waits for it and then sees its version (migration 0009).
-            if border_version is not None and border_version != segments.border_version(
-                conn, for_share=True
-            ):
-                raise BorderChanged("the border changed since these reports were snapped")
-            return reports.add_reports(conn, batch, posted_by)
-
-        return self._run(work)
+        self._folder.start()
+        return self._run(
+            lambda conn: reports.add_reports(conn, batch, posted_by, border_version)
+        )
 
     def get_report(self, report_id: UUID, *, posted_by: str | None = None) -> Report | None:
         return self._run(lambda conn: reports.get_report(conn, report_id, posted_by))
@@ -220,6 +225,12 @@ class PostgisStore:
     def rebuild_rollups(self) -> None:
         """Recompute the tile rollups from the stored reports (after a bulk load around ingest)."""
         self._run(rollups.rebuild)
+
+    def fold_rollups(self) -> int:
+        return self._run(rollups.fold_all)
+
+    def _fold_some(self, limit: int) -> int | None:
+        return self._run(lambda conn: rollups.fold(conn, limit))
 
     def count_reports(self, query: CountQuery) -> list[CountRow]:
         return self._run(lambda conn: counts.count_reports(conn, query))
