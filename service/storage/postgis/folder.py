@@ -20,9 +20,7 @@ _BACKOFF = 20
 
 
 class Folder:
-    def __init__(
-        self, fold: Callable[[int], int | None], *, interval_s: float, batch: int
-    ) -> None:
+    def __init__(self, fold: Callable[[int], int | None], *, interval_s: float, batch: int) -> None:
         self._fold = fold
         self.interval_s = interval_s
         self.batch = batch

@@ -168,7 +168,9 @@ FOLD_LOCK = 0x726F6C6C  # pg_advisory_xact_lock key ("roll")
 def fold(conn: Connection, limit: int) -> int | None:
     """Count up to ``limit`` pending reports into the rollups, in the caller's transaction: how
     many, or None when another transaction is folding."""
-    if not conn.exec_driver_sql("SELECT pg_try_advisory_xact_lock(%(k)s)", {"k": FOLD_LOCK}).scalar():
+    if not conn.exec_driver_sql(
+        "SELECT pg_try_advisory_xact_lock(%(k)s)", {"k": FOLD_LOCK}
+    ).scalar():
         return None
     return int(conn.exec_driver_sql(FOLD, {"n": limit}).scalar_one())
 

@@ -18,7 +18,6 @@ from service.domain.segments import BorderSegment
 from service.domain.tiles import SegmentCount, TileFilter, TileReports
 from service.settings import Settings
 from service.storage.base import (
-    BorderChanged,
     CountQuery,
     CountRow,
     Extent,
@@ -28,7 +27,6 @@ from service.storage.base import (
     Resnap,
     TileQuery,
 )
-from service.storage.postgis.folder import Folder
 from service.storage.postgis import (
     access,
     border,
@@ -40,6 +38,7 @@ from service.storage.postgis import (
     segments,
     tiles,
 )
+from service.storage.postgis.folder import Folder
 
 T = TypeVar("T")
 
@@ -175,9 +174,7 @@ class PostgisStore:
         border_version: int | None = None,
     ) -> list[IngestResult]:
         self._folder.start()
-        return self._run(
-            lambda conn: reports.add_reports(conn, batch, posted_by, border_version)
-        )
+        return self._run(lambda conn: reports.add_reports(conn, batch, posted_by, border_version))
 
     def get_report(self, report_id: UUID, *, posted_by: str | None = None) -> Report | None:
         return self._run(lambda conn: reports.get_report(conn, report_id, posted_by))
