@@ -23,6 +23,7 @@ import numpy as np
 
 from bench.common import (
     PostgresCpu,
+    children_of,
     cpu_seconds,
     latency_summary,
     per_item_us,
@@ -50,9 +51,14 @@ class Probes:
         self.server_pid = server_pid
         self.postgres = postgres
 
+    @staticmethod
+    def _server_cpu(pid: int) -> float:
+        """The server process's CPU and its live children's (uvicorn's workers, if several)."""
+        return cpu_seconds(pid) + sum(cpu_seconds(child) for child in children_of(pid))
+
     def read(self) -> dict[str, float | None]:
         return {
-            "server": None if self.server_pid is None else cpu_seconds(self.server_pid),
+            "server": None if self.server_pid is None else self._server_cpu(self.server_pid),
             "postgres": None if self.postgres is None else self.postgres.seconds(),
             "client": self_cpu_seconds(),
         }

@@ -17,11 +17,24 @@ log = logging.getLogger("crossings")
 
 # After a failure (the database away), wait this many intervals before trying again.
 _BACKOFF = 20
+# Vacuum rollup_pending once this many rows were folded out of it and it is caught up: a queue
+# table's dead rows are otherwise read by every reader's scan, and its freed pages are not
+# reused, until autovacuum comes by (if it is on at all).
+VACUUM_AFTER = 20_000
 
 
 class Folder:
-    def __init__(self, fold: Callable[[int], int | None], *, interval_s: float, batch: int) -> None:
+    def __init__(
+        self,
+        fold: Callable[[int], int | None],
+        *,
+        interval_s: float,
+        batch: int,
+        vacuum: Callable[[], None] | None = None,
+    ) -> None:
         self._fold = fold
+        self._vacuum = vacuum
+        self._since_vacuum = 0
         self.interval_s = interval_s
         self.batch = batch
         self._stop = threading.Event()
@@ -54,5 +67,13 @@ class Folder:
                 log.warning("folding pending reports into the rollups failed", exc_info=True)
                 self._stop.wait(self.interval_s * _BACKOFF)
                 continue
-            if folded != self.batch:
-                self._stop.wait(self.interval_s)
+            self._since_vacuum += folded or 0
+            if folded == self.batch:
+                continue
+            if self._vacuum is not None and self._since_vacuum >= VACUUM_AFTER:
+                self._since_vacuum = 0
+                try:
+                    self._vacuum()
+                except Exception:
+                    log.warning("vacuuming rollup_pending failed", exc_info=True)
+            self._stop.wait(self.interval_s)

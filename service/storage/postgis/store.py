@@ -83,7 +83,12 @@ class PostgisStore:
         self.engine = engine
         # Folds what ingest leaves pending into the rollups; started by the first ingest, so
         # that the CLI's and readers' stores run no thread.
-        self._folder = Folder(self._fold_some, interval_s=fold_interval_s, batch=fold_batch)
+        self._folder = Folder(
+            self._fold_some,
+            interval_s=fold_interval_s,
+            batch=fold_batch,
+            vacuum=self._vacuum_pending,
+        )
 
     @classmethod
     def open(cls, settings: Settings) -> PostgisStore:
@@ -228,6 +233,9 @@ class PostgisStore:
 
     def _fold_some(self, limit: int) -> int | None:
         return self._run(lambda conn: rollups.fold(conn, limit))
+
+    def _vacuum_pending(self) -> None:
+        self._run(lambda conn: conn.exec_driver_sql(f"VACUUM {rollups.PENDING}"), autocommit=True)
 
     def count_reports(self, query: CountQuery) -> list[CountRow]:
         return self._run(lambda conn: counts.count_reports(conn, query))
