@@ -75,7 +75,7 @@ from bench.common import (
     service_facts,
     write_results,
 )
-from bench.load import Phase, Probes, Sender, Sent, ratios, split
+from bench.load import Phase, Probes, RawSender, Sender, Sent, ratios, split
 from bench.pyspy import Profiler, Rule, breakdown
 from bench.raw_limits import PostgisCopy, PostgisInsert, RawLimit, SqliteExecutemany
 
@@ -209,7 +209,10 @@ def run_http_phases(
     the folding); the time that takes is reported as well. Returns the phases' summaries."""
     results: dict[str, Any] = {}
     # Reports are posted as a field app does: with a reporter key.
-    sender = Sender(base_url, headers=key_headers(database_url, "reporter"))
+    headers = key_headers(database_url, "reporter")
+    sender = Sender(base_url, headers=headers)
+    # Single reports: a client lighter than the server (see RawSender), unless --client httpx.
+    singles = sender if args.client == "httpx" else RawSender(base_url, headers=headers)
     try:
         warm = sender.send("/v1/reports/batch", work.warmup_batches, clients=args.batch_clients)
         warm += sender.send("/v1/reports", work.warmup_singles)
@@ -248,7 +251,7 @@ def run_http_phases(
             with profile.recording("single"):
                 for bodies in split(work.singles, args.rounds):
                     with single.round(probes, len(bodies)):
-                        single.sent += sender.send("/v1/reports", bodies)
+                        single.sent += singles.send("/v1/reports", bodies)
                     folds.wait(single.name)
             results["single"] = single.summary() | {"clients": 1} | folds.summary(single)
 
@@ -259,7 +262,7 @@ def run_http_phases(
                 for positions in rounds:
                     bodies = [work.concurrent[i] for i in positions]
                     with conc.round(probes, len(bodies)):
-                        conc.sent += sender.send("/v1/reports", bodies, clients=args.concurrency)
+                        conc.sent += singles.send("/v1/reports", bodies, clients=args.concurrency)
                     folds.wait(conc.name)
                     if insert is not None:
                         insert.round([work.concurrent_ids[i] for i in positions])
@@ -271,6 +274,7 @@ def run_http_phases(
                 results[f"ratio_{conc.name}_to_{insert.phase.name}"] = ratios(conc, insert.phase)
     finally:
         sender.close()
+        singles.close()
     return results
 
 
@@ -499,7 +503,7 @@ def describe_run(
     """The result's header: parameters, data, which service code ran, the machine."""
     params = (
         "store", "batch_reports", "single_reports", "batch_size", "batch_clients", "concurrency",
-        "rounds", "seed", "quick", "profile", "onto", "workers",
+        "rounds", "seed", "quick", "profile", "onto", "workers", "client",
     )  # fmt: skip
     return {
         "benchmark": "ingest",
@@ -554,6 +558,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="concurrent clients in the batch phase (default 1: one request at a time)",
     )  # fmt: skip
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--client", choices=("raw", "httpx"), default="raw",
+        help="load generator of the single phases: raw HTTP/1.1 on asyncio streams (default; "
+        "~50 us a request) or httpx (1-3 ms a request: it was the bottleneck at 16 clients)",
+    )  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="10,000 batch / 500 single reports")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--admin-url", default=ADMIN_URL, help="libpq URL that may CREATE DATABASE")
