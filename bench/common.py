@@ -453,12 +453,15 @@ def running_server(
     log_level: str = "warning",
     source: Path | None = None,
     ready_timeout_s: float = 60.0,
+    workers: int = 1,
 ) -> Iterator[Server]:
-    """Start ``crossings serve`` (one uvicorn worker) on a free port, pinned to ``cores`` from
-    before exec so every thread it starts inherits the pinning; wait for /readyz; stop it after."""
+    """Start ``crossings serve`` (``workers`` uvicorn workers) on a free port, pinned to ``cores``
+    from before exec so every thread it starts inherits the pinning; wait for /readyz; stop it
+    after."""
     port = free_port()
+    argv = [str(CROSSINGS), "serve", "--host", "127.0.0.1", "--port", str(port)]
     with running_process(
-        [str(CROSSINGS), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        [*argv, "--workers", str(workers)],
         env=server_env(database_url, log_level=log_level, source=source),
         base_url=f"http://127.0.0.1:{port}",
         ready_path="/readyz",

@@ -75,9 +75,9 @@ from bench.common import (
     service_facts,
     write_results,
 )
-from bench.load import Phase, Probes, Sender, Sent, ratios, split
+from bench.load import Phase, Probes, RawSender, Sender, Sent, ratios, split
 from bench.pyspy import Profiler, Rule, breakdown
-from bench.raw_limits import PostgisCopy, RawLimit, SqliteExecutemany
+from bench.raw_limits import PostgisCopy, PostgisInsert, RawLimit, SqliteExecutemany
 
 SEED = 20_240_611
 WARMUP_BATCHES = 5
@@ -114,10 +114,12 @@ class Workload:
     warmup_ids: list[str]
     warmup_singles: list[bytes]
     warmup_concurrent: list[bytes]
+    warmup_concurrent_ids: list[str]
     batches: list[bytes]
     batch_ids: list[list[str]]
     singles: list[bytes]
     concurrent: list[bytes]
+    concurrent_ids: list[str]
 
     @classmethod
     def build(cls, args: argparse.Namespace, *, now: datetime) -> Workload:
@@ -140,11 +142,51 @@ class Workload:
             warmup_ids=[b["id"] for b in w_batch],
             warmup_singles=[orjson.dumps(b) for b in w_single],
             warmup_concurrent=[orjson.dumps(b) for b in w_conc],
+            warmup_concurrent_ids=[b["id"] for b in w_conc],
             batches=[orjson.dumps(c) for c in chunks],
             batch_ids=[[b["id"] for b in c] for c in chunks],
             singles=[orjson.dumps(b) for b in single],
             concurrent=[orjson.dumps(b) for b in bodies],
+            concurrent_ids=[b["id"] for b in bodies],
         )
+
+
+class FoldWatch:
+    """PostGIS: how long after a round the rollups hold every report it stored (rollup_pending
+    empty again; migration 0011). Code without that table is always caught up."""
+
+    def __init__(self, conn: psycopg.Connection[Any] | None) -> None:
+        self.conn = conn
+        self.lags: dict[str, list[float]] = {}
+        self.present = conn is not None and bool(
+            conn.execute("SELECT to_regclass('rollup_pending') IS NOT NULL").fetchone()[0]  # type: ignore[index]
+        )
+        if conn is not None:
+            conn.commit()
+
+    def wait(self, phase: str, timeout_s: float = 600.0) -> None:
+        if self.conn is None or not self.present:
+            return
+        start = time.perf_counter()
+        while True:
+            row = self.conn.execute("SELECT EXISTS (SELECT 1 FROM rollup_pending)").fetchone()
+            self.conn.commit()
+            if not row or not row[0] or time.perf_counter() - start > timeout_s:
+                break
+            time.sleep(0.01)
+        self.lags.setdefault(phase, []).append(time.perf_counter() - start)
+
+    def summary(self, phase: Phase) -> dict[str, Any]:
+        """The phase's rate counting the time until every report it stored was folded in."""
+        lags = self.lags.get(phase.name)
+        if not lags:
+            return {}
+        items = sum(phase.items_per_round)
+        seconds = sum(phase.seconds_per_round) + sum(lags)
+        return {
+            "fold_lag_s": {"total": round(sum(lags), 3), "max": round(max(lags), 3)},
+            "reports_per_s_folded": round(items / seconds, 1),
+        }
 
 
 def run_http_phases(
@@ -154,15 +196,23 @@ def run_http_phases(
     probes: Probes,
     *,
     raw: RawLimit,
+    insert: PostgisInsert | None,
+    folds: FoldWatch,
     args: argparse.Namespace,
     profile: Profiler,
 ) -> dict[str, Any]:
     """Warm up, then run the batch phase, each of its rounds followed by a round of the raw limit
     on the rows it stored (so that drift of the machine hits both alike), then the single and
-    concurrent phases. Returns the phases' summaries."""
+    concurrent phases (the latter's rounds each followed by a round of bare single-row INSERTs
+    over as many connections, PostGIS). After every round of the service, the rollups are let
+    catch up (outside the clock, and before the raw round, which would otherwise compete with
+    the folding); the time that takes is reported as well. Returns the phases' summaries."""
     results: dict[str, Any] = {}
     # Reports are posted as a field app does: with a reporter key.
-    sender = Sender(base_url, headers=key_headers(database_url, "reporter"))
+    headers = key_headers(database_url, "reporter")
+    sender = Sender(base_url, headers=headers)
+    # Single reports: a client lighter than the server (see RawSender), unless --client httpx.
+    singles = sender if args.client == "httpx" else RawSender(base_url, headers=headers)
     try:
         warm = sender.send("/v1/reports/batch", work.warmup_batches, clients=args.batch_clients)
         warm += sender.send("/v1/reports", work.warmup_singles)
@@ -170,41 +220,61 @@ def run_http_phases(
             warm += sender.send("/v1/reports", work.warmup_concurrent, clients=args.concurrency)
         if bad := [s for s in warm if s.status >= 300]:
             raise RuntimeError(f"warm-up failed: {bad[0].status} {bad[0].body[:500]!r}")
+        folds.wait("warm-up")
         raw.warm_up(work.warmup_ids)
+        if insert is not None and work.concurrent:
+            insert.warm_up(work.warmup_concurrent_ids)
 
-        batch = Phase("batch")
-        # py-spy --gil sees nothing of the idle server while the raw rounds run.
-        with profile.recording("batch"):
-            for requests in split(range(len(work.batches)), args.rounds):
-                bodies = [work.batches[i] for i in requests]
-                ids = [report_id for i in requests for report_id in work.batch_ids[i]]
-                with batch.round(probes, len(ids)):
-                    batch.sent += sender.send(
-                        "/v1/reports/batch", bodies, clients=args.batch_clients
-                    )
-                raw.round(ids)
-        results["batch"] = batch.summary() | {
-            "clients": args.batch_clients,
-            "outcomes": batch_outcomes(batch.sent),
-        }
-        results[raw.name] = raw.summary()
-        results[f"ratio_batch_to_{raw.name}"] = ratios(batch, raw.phase)
+        if work.batches:
+            batch = Phase("batch")
+            # py-spy --gil sees nothing of the idle server while the raw rounds run.
+            with profile.recording("batch"):
+                for requests in split(range(len(work.batches)), args.rounds):
+                    bodies = [work.batches[i] for i in requests]
+                    ids = [report_id for i in requests for report_id in work.batch_ids[i]]
+                    with batch.round(probes, len(ids)):
+                        batch.sent += sender.send(
+                            "/v1/reports/batch", bodies, clients=args.batch_clients
+                        )
+                    folds.wait(batch.name)
+                    raw.round(ids)
+            results["batch"] = (
+                batch.summary()
+                | {"clients": args.batch_clients, "outcomes": batch_outcomes(batch.sent)}
+                | folds.summary(batch)
+            )
+            results[raw.name] = raw.summary()
+            results[f"ratio_batch_to_{raw.name}"] = ratios(batch, raw.phase)
 
-        single = Phase("single")
-        with profile.recording("single"):
-            for bodies in split(work.singles, args.rounds):
-                with single.round(probes, len(bodies)):
-                    single.sent += sender.send("/v1/reports", bodies)
-        results["single"] = single.summary() | {"clients": 1}
+        if work.singles:
+            single = Phase("single")
+            with profile.recording("single"):
+                for bodies in split(work.singles, args.rounds):
+                    with single.round(probes, len(bodies)):
+                        single.sent += singles.send("/v1/reports", bodies)
+                    folds.wait(single.name)
+            results["single"] = single.summary() | {"clients": 1} | folds.summary(single)
 
         if work.concurrent:
             conc = Phase(f"single_x{args.concurrency}")
-            for bodies in split(work.concurrent, args.rounds):
-                with conc.round(probes, len(bodies)):
-                    conc.sent += sender.send("/v1/reports", bodies, clients=args.concurrency)
-            results[conc.name] = conc.summary() | {"clients": args.concurrency}
+            rounds = split(range(len(work.concurrent)), args.rounds)
+            with profile.recording(conc.name):
+                for positions in rounds:
+                    bodies = [work.concurrent[i] for i in positions]
+                    with conc.round(probes, len(bodies)):
+                        conc.sent += singles.send("/v1/reports", bodies, clients=args.concurrency)
+                    folds.wait(conc.name)
+                    if insert is not None:
+                        insert.round([work.concurrent_ids[i] for i in positions])
+            results[conc.name] = (
+                conc.summary() | {"clients": args.concurrency} | folds.summary(conc)
+            )
+            if insert is not None:
+                results[insert.phase.name] = insert.summary()
+                results[f"ratio_{conc.name}_to_{insert.phase.name}"] = ratios(conc, insert.phase)
     finally:
         sender.close()
+        singles.close()
     return results
 
 
@@ -269,13 +339,19 @@ def run_postgis(
             postgres = PostgresCpu(facts.pop("data_directory"), conn.info.dbname)
             with running_server(
                 url, log_path=scratch / "server-postgis.log", cores=server_cores,
-                log_level=args.server_log_level, source=args.source,
-            ) as server:  # fmt: skip
+                log_level=args.server_log_level, source=args.source, workers=args.workers,
+            ) as server, psycopg.connect(libpq_url(url), autocommit=True) as watch:  # fmt: skip
                 profile.pid = server.pid
                 raw = PostgisCopy(conn, Probes(None, postgres))
-                results = _run_against(
-                    url, server, work, Probes(server.pid, postgres), raw, args, profile
+                insert = (
+                    PostgisInsert(conn, Probes(None, postgres), connections=args.concurrency)
+                    if args.concurrency
+                    else None
                 )
+                results = _run_against(
+                    url, server, work, Probes(server.pid, postgres), raw, args, profile,
+                    insert=insert, folds=FoldWatch(watch),
+                )  # fmt: skip
         results["database"] = {"url": url.rsplit("@", 1)[-1], "settings": facts}
     if profile.files:
         results["profiles"] = profile_breakdowns(profile, results, rate=args.profile_rate)
@@ -289,7 +365,7 @@ def run_sqlite(
     db_path = scratch / "bench.db"
     with running_server(
         f"sqlite:///{db_path}", log_path=scratch / "server-sqlite.log", cores=server_cores,
-        log_level=args.server_log_level, source=args.source,
+        log_level=args.server_log_level, source=args.source, workers=args.workers,
     ) as server:  # fmt: skip
         profile.pid = server.pid
         raw = SqliteExecutemany(db_path, scratch / "executemany.db", Probes(None, None))
@@ -313,11 +389,15 @@ def _run_against(
     raw: RawLimit,
     args: argparse.Namespace,
     profile: Profiler,
+    *,
+    insert: PostgisInsert | None = None,
+    folds: FoldWatch | None = None,
 ) -> dict[str, Any]:
     try:
         results = run_http_phases(
-            database_url, server.base_url, work, probes, raw=raw, args=args, profile=profile
-        )
+            database_url, server.base_url, work, probes, raw=raw, args=args, profile=profile,
+            insert=insert, folds=folds or FoldWatch(None),
+        )  # fmt: skip
     except Exception:
         print(server.log_tail(), file=sys.stderr)
         raise
@@ -340,6 +420,7 @@ def table(result: dict[str, Any]) -> None:
     headers = [
         "store", "phase", "clients", "reports", "reports/s", "round median", "round range",
         "p50 ms", "p99 ms", "server us/rep", "pg us/rep", "client us/rep", "non-2xx",
+        "/s until folded",
     ]  # fmt: skip
     rows = []
     for store, phases in result["stores"].items():
@@ -353,13 +434,13 @@ def table(result: dict[str, Any]) -> None:
                     store, name, phase.get("clients"), phase[unit], phase[f"{unit}_per_s"],
                     rounds["median"], f"{rounds['min']:,.0f}-{rounds['max']:,.0f}",
                     latency.get("p50"), latency.get("p99"), cpu["server"], cpu["postgres"],
-                    cpu["client"], phase.get("non_2xx"),
+                    cpu["client"], phase.get("non_2xx"), phase.get("reports_per_s_folded"),
                 ]
             )  # fmt: skip
     print()
     print_table(headers, rows)
     for store, phases in result["stores"].items():
-        for key in ("ratio_batch_to_copy", "ratio_batch_to_executemany"):
+        for key in [k for k in phases if k.startswith("ratio_")]:
             if key in phases:
                 r = phases[key]
                 print(
@@ -422,7 +503,7 @@ def describe_run(
     """The result's header: parameters, data, which service code ran, the machine."""
     params = (
         "store", "batch_reports", "single_reports", "batch_size", "batch_clients", "concurrency",
-        "rounds", "seed", "quick", "profile", "onto",
+        "rounds", "seed", "quick", "profile", "onto", "workers", "client",
     )  # fmt: skip
     return {
         "benchmark": "ingest",
@@ -459,12 +540,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--store", choices=("postgis", "sqlite", "both"), default="both")
     parser.add_argument("--batch-reports", type=int, default=100_000)
-    parser.add_argument("--single-reports", type=int, default=5_000)
+    parser.add_argument("--single-reports", type=int, default=20_000)
+    parser.add_argument(
+        "--workers", type=int, default=1,
+        help="uvicorn workers (the server's CPU is then summed over them; with 2 they share "
+        "the one server core unless --no-pin)",
+    )  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument(
         "--concurrency",
         type=int,
-        default=8,
+        default=16,
         help="clients in the concurrent single phase (0: skip)",
     )
     parser.add_argument(
@@ -472,6 +558,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="concurrent clients in the batch phase (default 1: one request at a time)",
     )  # fmt: skip
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--client", choices=("raw", "httpx"), default="raw",
+        help="load generator of the single phases: raw HTTP/1.1 on asyncio streams (default; "
+        "~50 us a request) or httpx (1-3 ms a request: it was the bottleneck at 16 clients)",
+    )  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="10,000 batch / 500 single reports")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--admin-url", default=ADMIN_URL, help="libpq URL that may CREATE DATABASE")

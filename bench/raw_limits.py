@@ -201,3 +201,90 @@ class SqliteExecutemany:
     def close(self) -> None:
         self.source.close()
         self.target.close()
+
+
+class PostgisInsert:
+    """A bare single-row ``INSERT`` per report, each its own transaction (autocommit), from
+    ``connections`` connections at once (a thread each, taking the next row when free), into
+    ``reports_insert`` (``LIKE reports INCLUDING ALL``), of the rows read back from ``reports``
+    exactly as the service stored them (outside the clock). What a single-report write path
+    could do at best over the same number of connections."""
+
+    name = "insert"
+
+    def __init__(self, conn: psycopg.Connection[Any], probes: Probes, *, connections: int) -> None:
+        self.conn = conn
+        self.probes = probes
+        self.phase = Phase(f"{self.name}_x{connections}")
+        self.url = conn.info.dsn
+        geometry = register_ewkb_dumper(conn)
+        self.types = [geometry if t == "geometry" else t for t in COPY_TYPES]
+        self.select = PG_COLUMNS.replace(" geom,", " ST_AsEWKB(geom),").replace(
+            "snap_geom,", "ST_AsEWKB(snap_geom),"
+        )
+        conn.execute("CREATE TABLE reports_insert (LIKE reports INCLUDING ALL)")
+        conn.commit()
+        self.sql = (
+            f"INSERT INTO reports_insert ({PG_COLUMNS}) VALUES ("
+            + ", ".join("ST_GeomFromEWKB(%s)" if t == "geometry" else "%s" for t in COPY_TYPES)
+            + ")"
+        )
+        self.connections = [psycopg.connect(self.url, autocommit=True) for _ in range(connections)]
+        self.latencies: list[float] = []
+
+    def _rows(self, ids: Sequence[str]) -> list[tuple[Any, ...]]:
+        found = {
+            str(row[0]): tuple(
+                bytes(v) if t == "geometry" and v is not None else v
+                for v, t in zip(row, COPY_TYPES, strict=True)
+            )
+            for row in self.conn.execute(
+                f"SELECT {self.select} FROM reports WHERE id = ANY(%s::uuid[])", [list(ids)]
+            )
+        }
+        self.conn.commit()
+        return [found[i] for i in ids if i in found]
+
+    def _insert(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        import threading
+        import time
+
+        pending = iter(rows)
+        lock = threading.Lock()
+        latencies: list[float] = []
+
+        def worker(conn: psycopg.Connection[Any]) -> None:
+            while True:
+                with lock:
+                    row = next(pending, None)
+                if row is None:
+                    return
+                start = time.perf_counter()
+                conn.execute(self.sql, row, prepare=True)
+                latencies.append(time.perf_counter() - start)
+
+        threads = [threading.Thread(target=worker, args=(c,)) for c in self.connections]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.latencies.extend(latencies)
+
+    def warm_up(self, ids: Sequence[str]) -> None:
+        self._insert(self._rows(ids))
+
+    def round(self, ids: Sequence[str]) -> None:
+        rows = self._rows(ids)
+        with self.phase.round(self.probes, len(rows)):
+            self._insert(rows)
+
+    def summary(self) -> dict[str, Any]:
+        from bench.common import latency_summary
+
+        for conn in self.connections:
+            conn.close()
+        return self.phase.summary(unit="rows") | {
+            "method": f"INSERT ... VALUES, one row per statement in autocommit, prepared, from "
+            f"{len(self.connections)} connections at once (a thread each)",
+            "latency_ms": latency_summary(self.latencies),
+        }

@@ -140,6 +140,14 @@ class Settings(BaseSettings):
         default=5.0, gt=0, description="After a replica fault, how long the primary is read"
     )
 
+    # Issue #17 (writepath): ingest appends reports to rollup_pending; a thread per server
+    # process folds them into the rollups (service/storage/postgis/folder.py). Readers count
+    # pending reports too, so these change only how much a read sums, never what it answers.
+    rollup_fold_interval_ms: int = Field(
+        default=100, ge=0, description="PostGIS: how often pending reports are folded; 0: never"
+    )
+    rollup_fold_batch: int = Field(default=5_000, gt=0, description="Pending reports per fold")
+
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _origins(cls, value: object) -> object:

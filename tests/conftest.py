@@ -22,7 +22,7 @@ from fastapi import FastAPI
 
 from service.app import create_app
 from service.settings import Settings
-from service.storage.postgis.rollups import ROLLUP_TABLES
+from service.storage.postgis.rollups import PENDING, ROLLUP_TABLES
 
 ADMIN_URL = os.environ.get(
     "CROSSINGS_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -141,7 +141,7 @@ def wipe_reports(url: str) -> None:
         conn.close()
         return
     with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1)) as conn:
-        conn.execute(f"TRUNCATE reports, {', '.join(ROLLUP_TABLES)}")
+        conn.execute(f"TRUNCATE reports, {PENDING}, {', '.join(ROLLUP_TABLES)}")
 
 
 def make_settings(url: str, **overrides: Any) -> Settings:

@@ -190,6 +190,12 @@ class TileStore(Protocol):
         (a bulk COPY) or rewritten (re-snapped to a new border)."""
         ...
 
+    def fold_rollups(self) -> int:
+        """Count every report that ingest left pending into the rollups (a store that counts
+        them at ingest has none): how many. Reads count pending reports anyway; this only
+        moves them, e.g. before looking at the rollup tables themselves."""
+        ...
+
     def tile_mvt(self, query: TileQuery) -> bytes | None:
         """The whole tile (segments and reports layers) encoded by the database, or None when the
         store has no encoder of its own (the caller then encodes ``tile_reports`` in Python).

@@ -330,6 +330,7 @@ def test_tile_rollups_still_count_the_reports_after_a_purge(
         pytest.skip("SQLite keeps no tile rollups")
     _ingest(url, opened, index)
     assert opened.purge_precise(CUT) > 0
+    opened.fold_rollups()  # the rollup table alone is compared below
     import psycopg
 
     with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1)) as conn:

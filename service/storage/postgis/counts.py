@@ -1,7 +1,7 @@
 """Aggregate counts on PostGIS: one statement sums the signed parts of every bucket, reading the
 rollups for whole UTC periods and the reports for the ranges between.
 
-Which rollup a period reads:
+Which rollup a period reads (each with the reports pending for it: rollups.live):
 - a month: ``count_segment_months`` when the keys and filters need no side or direction (5x
   fewer rows; its ALL_KINDS rows, 4x fewer again, when they need no kind either), else
   ``count_months``;
@@ -19,13 +19,13 @@ from service.domain.aggregation import period_end
 from service.domain.cells import CellBlock, cells_inside
 from service.domain.tiles import GRID_LEVEL
 from service.storage.base import COUNT_KEYS, CountQuery, CountRow, rows_of
-from service.storage.postgis.rollups import ALL_KINDS, CELL_DAYS_LEVEL
+from service.storage.postgis.rollups import ALL_KINDS, CELL_DAYS_LEVEL, live
 
 _ROLLUP = """
     SELECT v.bucket, v.sign, {columns}, c.reports, c.people
     FROM unnest(%({name}_period)b::timestamptz[], %({name}_bucket)b::int[], %({name}_sign)b::int[])
         AS v(period, bucket, sign)
-    JOIN {table} c ON c.period = v.period
+    JOIN {source} c ON c.period = v.period
     WHERE true{filters}
 """
 _ALL_KEYS = "c.segment_id, c.side, c.kind, c.direction"
@@ -128,7 +128,7 @@ def _box_days(query: CountQuery, params: dict[str, Any], block: CellBlock | None
         filters=filters + f" AND NOT ({_IN_BLOCK.format(shift=shift)})",
     )
     cells = _ROLLUP.format(
-        name="d", table="cell_days", columns=_ALL_KEYS,
+        name="d", source=live("cell_days"), columns=_ALL_KEYS,
         filters=_filters(query, "c")
         + " AND c.cx BETWEEN %(x0)s AND %(x1)s AND c.cy BETWEEN %(y0)s AND %(y1)s",
     )  # fmt: skip
@@ -157,7 +157,9 @@ def _period_sources(query: CountQuery, params: dict[str, Any]) -> list[str]:
             f"{name}_bucket": [p.bucket for p in chosen],
             f"{name}_sign": [p.sign for p in chosen],
         }
-        sources.append(_ROLLUP.format(name=name, table=table, columns=columns, filters=filters))
+        sources.append(
+            _ROLLUP.format(name=name, source=live(table), columns=columns, filters=filters)
+        )
     return sources
 
 

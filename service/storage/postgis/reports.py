@@ -22,21 +22,31 @@ from service.domain.reports import (
     SnapResult,
     SnapStatus,
 )
-from service.storage.base import Extent
-from service.storage.postgis.rollups import ROLLUP_NEW_ROWS
+from service.storage.base import BorderChanged, Extent
+from service.storage.postgis.rollups import PENDING_NEW_ROWS
 from service.storage.postgis.tables import reports
 
 # One statement for a whole batch: arrays in, rows out, the primary key deciding what is new, and
-# the rollups the map tiles read updated with what was created (rollups.py).
+# each created report appended to rollup_pending for the rollups (rollups.py: no rollup row is
+# written here, so concurrent writers share no row).
 # ON CONFLICT DO NOTHING waits for a concurrent insert of the same id and then skips it, so two
 # writers of one id cannot both create it.
+#
+# With %(version)s, the reports are stored only if the border is still that version (migration
+# 0009), and the statement's first row says which version it saw. No row lock is needed for that:
+# a border change raises the version first, then locks reports against every writer. A writer
+# that got in before the lock is re-snapped by the change; one that waited for it runs on a
+# snapshot taken after the change committed (PostgreSQL takes a statement's snapshot after its
+# table locks), so it sees the new version and writes nothing. (A FOR SHARE on the one row made
+# every ingest write that row's lock, and concurrent ones share it through a multixact.)
 #
 # The arrays go to psycopg as binary parameters (%(name)b): dumping 19 lists of 500 values as
 # text cost ~15 us per report, a fifth of the whole request (bench/ingest.py --profile); binary
 # costs ~3. SQLAlchemy's text() has no way to ask for that, so the statement is a driver-level
 # one, still with bound parameters only.
 _INSERT = f"""
-    WITH new AS (
+    WITH border AS (SELECT version FROM border_version),
+    new AS (
         INSERT INTO reports (id, observed_at, received_at, geom, people_count, kind, direction,
             accuracy_m, notes, device_id, content_hash, snap_status, segment_id, snap_distance_m,
             snap_geom, chainage_km, side, key_id)
@@ -56,12 +66,15 @@ _INSERT = f"""
         ) AS u(id, observed_at, received_at, lon, lat, people_count, kind, direction, accuracy_m,
                notes, device_id, content_hash, snap_status, segment_id, snap_distance_m, snap_lon,
                snap_lat, chainage_km, side)
+        WHERE %(version)s::bigint IS NULL OR %(version)s::bigint = (SELECT version FROM border)
         ON CONFLICT (id) DO NOTHING
         RETURNING id, grid_x, grid_y, kind, people_count, snap_status, segment_id, observed_at,
-            side, direction, 1 AS weight
+            side, direction
     ),
-    {ROLLUP_NEW_ROWS}
-    SELECT id FROM new
+    {PENDING_NEW_ROWS}
+    SELECT (SELECT version FROM border), NULL::uuid
+    UNION ALL
+    SELECT NULL, id FROM new
     """
 
 COLUMNS = (
@@ -112,17 +125,32 @@ def _arrays(batch: Sequence[Report]) -> dict[str, list[Any]]:
 
 
 def add_reports(
-    conn: Connection, batch: Sequence[Report], posted_by: str | None = None
+    conn: Connection,
+    batch: Sequence[Report],
+    posted_by: str | None = None,
+    border_version: int | None = None,
 ) -> list[IngestResult]:
-    """Insert new reports; classify the rest as duplicates or conflicts against what is stored."""
+    """Insert new reports; classify the rest as duplicates or conflicts against what is stored.
+    With ``border_version``, raise BorderChanged (storing nothing) if the border is another."""
     first_of: dict[UUID, int] = {}
     for position, report in enumerate(batch):
         first_of.setdefault(report.id, position)
     unique = [batch[p] for p in sorted(first_of.values())]
     created: set[UUID] = set()
     if unique:
-        params = _arrays(unique) | {"key_id": posted_by}
-        created = {row[0] for row in conn.exec_driver_sql(_INSERT, params)}
+        params = _arrays(unique) | {"key_id": posted_by, "version": border_version}
+        # Straight from psycopg: SQLAlchemy's execute costs more than the rest of a single
+        # report's statement.
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(_INSERT, params)
+            rows = cursor.fetchall()
+        finally:
+            cursor.close()
+        (version,) = (v for v, id_ in rows if id_ is None)
+        if border_version is not None and version != border_version:
+            raise BorderChanged("the border changed since these reports were snapped")
+        created = {id_ for _, id_ in rows if id_ is not None}
     others = {r.id for r in batch if r.id not in created} | {
         r.id for p, r in enumerate(batch) if first_of[r.id] != p
     }

@@ -15,6 +15,7 @@ from uuid import UUID
 from sqlalchemy import Connection
 
 from service.domain.tiles import GRID_LEVEL, PURGE_LEVEL, ROLLUP_LEVELS, cell_centre
+from service.storage.postgis import rollups
 
 BATCH = 20_000
 # The finest level the rollups count: cells there and at every coarser level stay the same, and
@@ -46,7 +47,12 @@ _BEFORE_ALL = datetime(1, 1, 1, tzinfo=UTC)
 
 
 def _recount_finer_cells(conn: Connection) -> None:
-    """Tile cells finer than the purge level move with the purged reports: count them again."""
+    """Tile cells finer than the purge level move with the purged reports: count them again.
+
+    What is pending is folded first (pending rows keep the cells the reports had when stored),
+    and no fold runs until this transaction ends; reports that ingest stores meanwhile are left
+    out of the recount, as they wait in rollup_pending."""
+    rollups.fold_all(conn)
     for level in (lv for lv in ROLLUP_LEVELS if lv > LEVEL):
         conn.exec_driver_sql("DELETE FROM tile_cells WHERE level = %(level)s", {"level": level})
         conn.exec_driver_sql(
@@ -54,7 +60,9 @@ def _recount_finer_cells(conn: Connection) -> None:
             INSERT INTO tile_cells (level, cx, cy, kind, reports, people)
             SELECT %(level)s, grid_x >> {GRID_LEVEL} - %(level)s, grid_y >> {GRID_LEVEL} - %(level)s,
                    kind, count(*), sum(people_count)
-            FROM reports GROUP BY 2, 3, 4
+            FROM reports r
+            WHERE NOT EXISTS (SELECT 1 FROM {rollups.PENDING} p WHERE p.id = r.id)
+            GROUP BY 2, 3, 4
             """,
             {"level": level},
         )

@@ -1,5 +1,5 @@
 """Rollups that map tiles and aggregates read instead of scanning reports (migrations 0002, 0003,
-0007).
+0007), and how they stay exact while ingest does not write them (migration 0011).
 
 - ``tile_cells``: reports and people per kind in each Web Mercator grid cell at the levels of
   ``ROLLUP_LEVELS``;
@@ -11,10 +11,19 @@
 - ``cell_days``: the same per level-``CELL_DAYS_LEVEL`` grid cell, UTC day and
   (segment_id, side, kind, direction), for aggregates in a box.
 
-Ingest keeps them in the same statement, so in the same transaction, as the reports it creates
-(``ROLLUP_NEW_ROWS``, spliced into the insert); ``rebuild`` recomputes them from the reports, for
-data written around ingest (bulk COPY) or after a change of rules. Upserts go in key order, so
-two batches that touch the same cells lock them in the same order and cannot deadlock.
+Ingest appends each report it creates to ``rollup_pending`` in the same statement as the report
+(``PENDING_NEW_ROWS``), and touches no rollup row: concurrent writers no longer queue on the hot
+rows of the low-level cells and the day counts. ``fold`` moves pending rows into the rollups in
+one statement (it deletes them and adds them up, so a fold that dies midway leaves them pending,
+and none is counted twice); a maintainer thread per server process runs it (folder.py), one
+process at a time (an advisory lock). Every reader reads ``live(table)``: the rollup plus what is
+pending, as TimescaleDB's real-time aggregates read the materialised part plus the raw rows
+after it; one statement sees either a report pending or folded, never both.
+
+``rebuild`` recomputes them from the reports, for data written around ingest (bulk COPY) or after
+a change of rules. Upserts go in key order, so two transactions that touch the same cells lock
+them in the same order and cannot deadlock. Locks are taken in one order everywhere: reports,
+rollup_pending, the rollups.
 """
 
 from __future__ import annotations
@@ -34,36 +43,47 @@ ROLLUP_TABLES = (
 )
 _CELL_SHIFT = GRID_LEVEL - CELL_DAYS_LEVEL
 ALL_KINDS = "*"  # count_segment_months' kind for every kind together (never a report's kind)
-# The source rows of each count rollup, over reports (or ingest's ``new``), weight aside: its
-# columns, their values over {r}, and what the rows are joined to (each report counted twice in
-# count_segment_months: under its kind and under ALL_KINDS).
+PENDING = "rollup_pending"
+# The source rows of each count rollup, over reports (or a fold's ``new``, or rollup_pending),
+# weight aside: its columns, their values over {r} (with {day} and {month} its UTC periods), and
+# what the rows are joined to (each report counted twice in count_segment_months: under its kind
+# and under ALL_KINDS).
 _COUNT_KEYS = {
     "count_days": (
         "segment_id, period, side, kind, direction",
-        "coalesce({r}.segment_id, ''), date_trunc('day', {r}.observed_at, 'UTC'),"
+        "coalesce({r}.segment_id, ''), {day},"
         " coalesce({r}.side::text, ''), {r}.kind, coalesce({r}.direction::text, '')",
         "",
     ),
     "count_months": (
         "segment_id, period, side, kind, direction",
-        "coalesce({r}.segment_id, ''), date_trunc('month', {r}.observed_at, 'UTC'),"
+        "coalesce({r}.segment_id, ''), {month},"
         " coalesce({r}.side::text, ''), {r}.kind, coalesce({r}.direction::text, '')",
         "",
     ),
     "count_segment_months": (
         "segment_id, period, kind",
-        "coalesce({r}.segment_id, ''), date_trunc('month', {r}.observed_at, 'UTC'),"
+        "coalesce({r}.segment_id, ''), {month},"
         f" CASE WHEN every.kind THEN '{ALL_KINDS}' ELSE {{r}}.kind END",
         " CROSS JOIN (VALUES (false), (true)) AS every(kind)",
     ),
     "cell_days": (
         "cx, cy, period, segment_id, side, kind, direction",
         f"{{r}}.grid_x >> {_CELL_SHIFT}, {{r}}.grid_y >> {_CELL_SHIFT},"
-        " date_trunc('day', {r}.observed_at, 'UTC'), coalesce({r}.segment_id, ''),"
+        " {day}, coalesce({r}.segment_id, ''),"
         " coalesce({r}.side::text, ''), {r}.kind, coalesce({r}.direction::text, '')",
         "",
     ),
 }
+
+
+def _periods(r: str) -> dict[str, str]:
+    """The values of a _COUNT_KEYS template over the rows of ``r``."""
+    return {
+        "r": r,
+        "day": f"date_trunc('day', {r}.observed_at, 'UTC')",
+        "month": f"date_trunc('month', {r}.observed_at, 'UTC')",
+    }
 
 
 def _places(columns: str) -> str:
@@ -77,7 +97,8 @@ def _count_upsert(table: str) -> str:
     return f"""
     {table} AS (
         INSERT INTO {table} AS t ({columns}, reports, people)
-        SELECT {values.format(r="new")}, sum(new.weight), sum(new.weight * new.people_count)
+        SELECT {values.format(**_periods("new"))}, sum(new.weight),
+               sum(new.weight * new.people_count)
         FROM new{joined}
         GROUP BY {places}
         ORDER BY {places}
@@ -115,9 +136,96 @@ ROLLUP_NEW_ROWS = f"""
 """
 
 
+_PENDING_COLUMNS = (
+    "id, grid_x, grid_y, kind, people_count, snap_status, segment_id, observed_at, side, direction"
+)
+# A CTE of ingest's statement over its ``new`` (the reports it created): each waits in
+# rollup_pending until a fold counts it in.
+PENDING_NEW_ROWS = f"""
+    pending AS (
+        INSERT INTO {PENDING} ({_PENDING_COLUMNS}, day, month)
+        SELECT {_PENDING_COLUMNS}, date_trunc('day', observed_at, 'UTC'),
+               date_trunc('month', observed_at, 'UTC')
+        FROM new
+    )
+"""
+
+# Up to %(n)s pending rows out of rollup_pending and into every rollup, in one statement.
+FOLD = f"""
+    WITH new AS (
+        DELETE FROM {PENDING}
+        WHERE ctid = ANY(ARRAY(SELECT ctid FROM {PENDING} LIMIT %(n)s))
+        RETURNING {_PENDING_COLUMNS}, 1 AS weight
+    ),
+    {ROLLUP_NEW_ROWS}
+    SELECT count(*) FROM new
+"""
+# One folder at a time (the maintainer threads of every server process, and the recounts of
+# retention and rebuild, which wait for it): folders would otherwise queue on each other's rows.
+FOLD_LOCK = 0x726F6C6C  # pg_advisory_xact_lock key ("roll")
+
+
+def fold(conn: Connection, limit: int) -> int | None:
+    """Count up to ``limit`` pending reports into the rollups, in the caller's transaction: how
+    many, or None when another transaction is folding."""
+    if not conn.exec_driver_sql(
+        "SELECT pg_try_advisory_xact_lock(%(k)s)", {"k": FOLD_LOCK}
+    ).scalar():
+        return None
+    return int(conn.exec_driver_sql(FOLD, {"n": limit}).scalar_one())
+
+
+def fold_all(conn: Connection, *, batch: int = 50_000) -> int:
+    """Count every pending report in, waiting for a folder at work (in the caller's transaction,
+    which then keeps every other folder out until it ends)."""
+    conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%(k)s)", {"k": FOLD_LOCK})
+    done = 0
+    while n := int(conn.exec_driver_sql(FOLD, {"n": batch}).scalar_one()):
+        done += n
+    return done
+
+
+def pending_count(conn: Connection) -> int:
+    return int(conn.exec_driver_sql(f"SELECT count(*) FROM {PENDING}").scalar_one())
+
+
+def _live_sources() -> dict[str, str]:
+    """Each rollup's rows read as the rollup plus the pending reports (one row each)."""
+    out = {}
+    for table, (columns, values, joined) in _COUNT_KEYS.items():
+        pending = values.format(r="p", day="p.day", month="p.month")
+        out[table] = (
+            f"(SELECT {columns}, reports, people FROM {table}"
+            f" UNION ALL SELECT {pending}, 1, p.people_count FROM {PENDING} p{joined})"
+        )
+    out["tile_cells"] = (
+        "(SELECT level, cx, cy, kind, reports, people FROM tile_cells"
+        f" UNION ALL SELECT l.level, p.grid_x >> ({GRID_LEVEL} - l.level),"
+        f" p.grid_y >> ({GRID_LEVEL} - l.level), p.kind, 1, p.people_count"
+        f" FROM {PENDING} p CROSS JOIN {_LEVELS})"
+    )
+    out["segment_totals"] = (
+        "(SELECT segment_id, kind, reports, people FROM segment_totals"
+        f" UNION ALL SELECT p.segment_id, p.kind, 1, p.people_count FROM {PENDING} p"
+        " WHERE p.snap_status = 'snapped')"
+    )
+    return out
+
+
+_LIVE = _live_sources()
+
+
+def live(table: str) -> str:
+    """A rollup as readers must read it: a subquery of its rows and the pending reports' (its
+    columns, reports, people). Sum its rows by key: a key may come once from each part."""
+    return _LIVE[table]
+
+
 def rebuild(conn: Connection) -> None:
-    """Recompute every rollup from the stored reports (locks them against ingest meanwhile)."""
-    conn.exec_driver_sql(f"LOCK TABLE {', '.join(ROLLUP_TABLES)} IN EXCLUSIVE MODE")
+    """Recompute every rollup from the stored reports and empty rollup_pending (locks both
+    against ingest meanwhile)."""
+    conn.exec_driver_sql(f"LOCK TABLE {PENDING}, {', '.join(ROLLUP_TABLES)} IN EXCLUSIVE MODE")
+    conn.exec_driver_sql(f"DELETE FROM {PENDING}")
     for table in ROLLUP_TABLES:
         conn.exec_driver_sql(f"DELETE FROM {table}")
     for table, (columns, values, joined) in _COUNT_KEYS.items():
@@ -125,7 +233,7 @@ def rebuild(conn: Connection) -> None:
         conn.exec_driver_sql(
             f"""
             INSERT INTO {table} ({columns}, reports, people)
-            SELECT {values.format(r="reports")}, count(*), sum(people_count)
+            SELECT {values.format(**_periods("reports"))}, count(*), sum(people_count)
             FROM reports{joined}
             GROUP BY {places}
             """
@@ -151,14 +259,22 @@ def rebuild(conn: Connection) -> None:
     conn.exec_driver_sql(f"ANALYZE {', '.join(ROLLUP_TABLES)}")
 
 
-# Delete one report and count it out of every rollup, in one statement; then drop emptied rows.
+# Delete one report and take it out of the rollups, in one statement; then drop emptied rows.
+# A report still pending is only taken out of rollup_pending. If a fold holds its pending row,
+# the delete waits for the fold's commit, then finds the row gone and counts the report out of
+# the rollups the fold counted it into.
 UNCOUNT_DELETED = f"""
-    WITH new AS (
+    WITH gone AS (
         DELETE FROM reports WHERE id = %(id)s
-        RETURNING id, grid_x, grid_y, kind, people_count, snap_status, segment_id, observed_at,
-            side, direction, -1 AS weight
+        RETURNING {_PENDING_COLUMNS}
+    ),
+    unpended AS (
+        DELETE FROM {PENDING} WHERE id = %(id)s RETURNING id
+    ),
+    new AS (
+        SELECT gone.*, -1 AS weight FROM gone WHERE NOT EXISTS (SELECT 1 FROM unpended)
     ),
     {ROLLUP_NEW_ROWS}
-    SELECT id FROM new
+    SELECT id FROM gone
 """
 DROP_EMPTIED = tuple(f"DELETE FROM {table} WHERE reports = 0" for table in ROLLUP_TABLES)

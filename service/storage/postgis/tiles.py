@@ -2,9 +2,9 @@
 content as plain data for GeoJSON tiles.
 
 What a tile reads (see service/domain/tiles.py for what it shows):
-- without a time window, the rollups ingest keeps (``tile_cells`` for cluster cells,
-  ``segment_totals`` for the segments layer): a low-zoom tile sums a few thousand rows however
-  many reports there are;
+- without a time window, the rollups (``tile_cells`` for cluster cells, ``segment_totals`` for
+  the segments layer, each with the reports pending for it: rollups.live): a low-zoom tile sums a
+  few thousand rows however many reports there are;
 - with a window, the window's reports themselves (exact for any instants; the GiST index finds the
   tile's reports, and the segments layer counts through the (segment_id, observed_at) index);
 - individual points always from ``reports``, found through the GiST index with the tile's
@@ -34,6 +34,7 @@ from service.domain.tiles import (
     TileReports,
 )
 from service.storage.base import TileQuery
+from service.storage.postgis.rollups import live
 
 _ENVELOPE = "ST_MakeEnvelope(%(w)s, %(s)s, %(e)s, %(n)s, 4326)"
 _TILE_3857 = "ST_TileEnvelope(%(z)s, %(x)s, %(y)s)"
@@ -116,7 +117,7 @@ def _clusters_sql(query: TileQuery, params: dict[str, Any]) -> str:
     return f"""
         SELECT cx >> %(down)s AS cx, cy >> %(down)s AS cy,
                sum(reports)::int AS n, sum(people)::int AS people
-        FROM tile_cells
+        FROM {live("tile_cells")} AS cells
         WHERE level = %(level)s AND cx >= %(lx0)s AND cx < %(lx1)s
           AND cy >= %(ly0)s AND cy < %(ly1)s{kind}
         GROUP BY 1, 2
@@ -132,7 +133,7 @@ def _too_many_points_sql(query: TileQuery) -> str:
         kind = " AND kind = %(kind)s" if query.filter.kind is not None else ""
         shift = GRID_LEVEL - COUNT_LEVEL
         return f"""
-            (SELECT coalesce(sum(reports), 0) FROM tile_cells
+            (SELECT coalesce(sum(reports), 0) FROM {live("tile_cells")} AS cells
              WHERE level = {COUNT_LEVEL} AND cx >= %(gx0)s >> {shift} AND cx < %(gx1)s >> {shift}
                AND cy >= %(gy0)s >> {shift} AND cy < %(gy1)s >> {shift}{kind}) > %(max_points)s
             """
@@ -170,7 +171,7 @@ def _counts_sql(flt: TileFilter, among: str) -> str:
         kind = " WHERE kind = %(kind)s" if flt.kind is not None else ""
         return f"""
             SELECT segment_id, sum(reports)::int AS reports, sum(people)::int AS people
-            FROM segment_totals{kind} GROUP BY segment_id
+            FROM {live("segment_totals")} AS totals{kind} GROUP BY segment_id
             """
     return f"""
         SELECT segment_id, count(*)::int AS reports, sum(people_count)::int AS people

@@ -175,6 +175,9 @@ class SqliteStore:
     def rebuild_rollups(self) -> None:
         self._db.write(report_queries.rebuild_counts)
 
+    def fold_rollups(self) -> int:
+        return 0  # counted in ingest's transaction: nothing is left pending
+
     def tile_mvt(self, query: TileQuery) -> bytes | None:
         return None  # no encoder in SQLite: the caller encodes tile_reports in Python
 

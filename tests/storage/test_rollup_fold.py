@@ -1,0 +1,381 @@
+"""PostGIS keeps its rollups off ingest's critical path (migration 0011): a report waits in
+rollup_pending until a fold counts it in. These tests hold the promises that makes:
+
+- every read (aggregates by month and day and in a box, tile clusters, the "too many points"
+  test, segment counts) answers the same with reports pending, after a fold, and after a recount
+  of the rollups from the reports;
+- a fold killed midway (its process killed inside the transaction) loses nothing and counts
+  nothing twice, and neither does a writer killed between its commit and a fold;
+- concurrent writers (threads on two stores, as two server processes; and 16 HTTP clients on a
+  real server with two workers) with replays, conflicts and deletes: no deadlock, no lost count,
+  and the rollups equal a recount from the reports.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from service.domain.reports import ReportDraft
+from service.domain.segments import SegmentIndex
+from service.domain.tiles import GRID_LEVEL, TileFilter, grid_cell, tile_address
+from service.settings import Settings
+from service.storage.base import TileQuery
+from service.storage.postgis.rollups import PENDING, ROLLUP_TABLES
+from service.storage.postgis.store import PostgisStore
+from service.usecases.aggregates import AggregateRequest, aggregate
+from service.usecases.segments import ensure_segments
+from service.usecases.submit_reports import submit_batch
+from tests.conftest import fresh_postgis_database
+from tests.factories import report_body
+from tests.live import auth, live_key, running_server
+
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+KINDS = ("crossing", "attempt", "evidence", "assistance")
+# Near the border (snapped) and one place far from it (beyond reach).
+PLACES = [(-73.45, 45.01), (-122.75, 49.0), (-97.2, 49.0), (-106.5, 31.77), (-95.0, 30.0)]
+BOX = (-73.9, 44.7, -73.0, 45.3)  # around Roxham Road: whole level-12 cells and edge strips
+
+
+def _libpq(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def _drafts(n: int, seed: int) -> list[ReportDraft]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        lon, lat = rng.choice(PLACES)
+        out.append(
+            ReportDraft(
+                id=uuid.UUID(int=rng.getrandbits(128), version=4),
+                observed_at=NOW - timedelta(seconds=rng.randrange(120 * 86_400)),
+                lon=round(lon + rng.gauss(0, 0.1), 6),
+                lat=round(lat + rng.gauss(0, 0.06), 6),
+                people_count=rng.randint(1, 9),
+                kind=rng.choice(KINDS),
+                direction=rng.choice(["CA", "US", None]),
+                accuracy_m=None,
+            )
+        )
+    return out
+
+
+def _settings(url: str) -> Settings:
+    return Settings(database_url=url)
+
+
+@pytest.fixture
+def database() -> Iterator[tuple[str, SegmentIndex]]:
+    """A fresh migrated database with the bundled border, and the border's index."""
+    with fresh_postgis_database() as url:
+        store = PostgisStore.open(_settings(url))
+        try:
+            index = ensure_segments(store, None)
+        finally:
+            store.close()
+        yield url, index
+
+
+def _store(url: str, *, interval_ms: int = 0, batch: int = 5_000) -> PostgisStore:
+    """A store whose folder runs every ``interval_ms`` (0: never; folds only when asked)."""
+    return PostgisStore.open(
+        Settings(database_url=url, rollup_fold_interval_ms=interval_ms, rollup_fold_batch=batch)
+    )
+
+
+REQUESTS = [
+    AggregateRequest(group_by=("segment", "kind"), bucket="month"),
+    AggregateRequest(group_by=("side", "direction", "kind"), bucket="day"),
+    AggregateRequest(group_by=("border",), bucket="month"),
+    AggregateRequest(group_by=("kind",), bucket="day", bbox=BOX),
+]
+
+
+def _reads(store: PostgisStore, index: SegmentIndex) -> dict[str, Any]:
+    """What every rollup reader answers, in a comparable form."""
+    out: dict[str, Any] = {}
+    for request in REQUESTS:
+        result = aggregate(store, index, request, suppress_below=0)
+        out[repr(request)] = sorted((repr(r.group), r.bucket, r.figure) for r in result.rows)
+    for z in (3, 6, 9, 12):
+        for lon, lat in PLACES:
+            gx, gy = grid_cell(lon, lat)
+            tile = tile_address(z, gx >> (GRID_LEVEL - z), gy >> (GRID_LEVEL - z))
+            for kind in (None, "crossing"):
+                flt = TileFilter(kind=kind)
+                clusters = store.tile_reports(TileQuery(tile, flt, points=False, max_points=0))
+                # Points or clusters: decided by the tile's count, from the rollup at z <= 15.
+                probe = store.tile_reports(TileQuery(tile, flt, points=True, max_points=40))
+                out[f"tile {z} {lon} {lat} {kind}"] = (
+                    sorted(clusters.clusters or (), key=repr),
+                    probe.points is not None and len(probe.points) > 0,
+                    len(probe.clusters or ()),
+                )
+    ids = [s.segment_id for s in index.segments]
+    out["segments"] = sorted(store.segment_counts(TileFilter(), ids).items())
+    out["segments crossing"] = sorted(
+        store.segment_counts(TileFilter(kind="crossing"), ids).items()
+    )
+    return out
+
+
+def _rollup_tables(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    with psycopg.connect(_libpq(url)) as conn:
+        return {t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall()) for t in ROLLUP_TABLES}
+
+
+def _pending(url: str) -> int:
+    with psycopg.connect(_libpq(url)) as conn:
+        (n,) = conn.execute(f"SELECT count(*) FROM {PENDING}").fetchone()  # type: ignore[misc]
+        return int(n)
+
+
+def _assert_rollups_equal_a_recount(url: str, store: PostgisStore) -> None:
+    store.fold_rollups()
+    assert _pending(url) == 0
+    folded = _rollup_tables(url)
+    store.rebuild_rollups()  # from the reports
+    assert _rollup_tables(url) == folded
+
+
+def test_reads_count_pending_reports_exactly_once(database: tuple[str, SegmentIndex]) -> None:
+    url, index = database
+    store = _store(url)
+    try:
+        drafts = _drafts(600, seed=1)
+        submit_batch(store, index, drafts[:400], settings=_settings(url), now=NOW)
+        store.fold_rollups()
+        # Some folded, some pending, and replays of both (stored once, counted once).
+        submit_batch(store, index, drafts[300:], settings=_settings(url), now=NOW)
+        assert _pending(url) == 200
+        pending = _reads(store, index)
+        assert any(v for k, v in pending.items() if k.startswith("tile"))
+        store.fold_rollups()
+        assert _pending(url) == 0
+        folded = _reads(store, index)
+        store.rebuild_rollups()
+        assert pending == folded == _reads(store, index)
+        # A deleted report leaves every read, whether it was pending or folded.
+        submit_batch(store, index, _drafts(50, seed=2), settings=_settings(url), now=NOW)
+        for draft in drafts[::9] + _drafts(50, seed=2)[::5]:
+            assert store.delete_report(draft.id)
+        pending = _reads(store, index)
+        _assert_rollups_equal_a_recount(url, store)
+        assert pending == _reads(store, index)
+    finally:
+        store.close()
+
+
+# A fold run by hand in another process, which stops inside its transaction.
+_FOLD_AND_HANG = """
+import sys, psycopg
+from service.storage.postgis.rollups import FOLD
+conn = psycopg.connect(sys.argv[1], application_name="fold-killed-midway")
+conn.execute("SET client_connection_check_interval = 50")  # notice a dead client in pg_sleep
+(n,) = conn.execute(FOLD, {"n": 100_000}).fetchone()
+print(n, flush=True)
+conn.execute("SELECT pg_sleep(600)")
+"""
+
+
+def _wait_gone(url: str, application: str) -> None:
+    deadline = time.monotonic() + 30
+    with psycopg.connect(_libpq(url), autocommit=True) as conn:
+        while conn.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE application_name = %s", [application]
+        ).fetchone():
+            assert time.monotonic() < deadline, f"{application} still connected"
+            time.sleep(0.05)
+
+
+def test_a_fold_killed_midway_loses_nothing_and_counts_nothing_twice(
+    database: tuple[str, SegmentIndex],
+) -> None:
+    url, index = database
+    store = _store(url)
+    try:
+        submit_batch(store, index, _drafts(300, seed=3), settings=_settings(url), now=NOW)
+        store.fold_rollups()
+        submit_batch(store, index, _drafts(300, seed=4), settings=_settings(url), now=NOW)
+        before, tables = _reads(store, index), _rollup_tables(url)
+        folder = subprocess.Popen(
+            [sys.executable, "-c", _FOLD_AND_HANG, _libpq(url)], stdout=subprocess.PIPE
+        )
+        try:
+            assert folder.stdout is not None
+            assert folder.stdout.readline().strip() == b"300"  # folded, not committed
+            assert _reads(store, index) == before  # readers see it still pending
+        finally:
+            folder.send_signal(signal.SIGKILL)
+            folder.wait()
+            folder.stdout.close()  # type: ignore[union-attr]
+        _wait_gone(url, "fold-killed-midway")
+        assert _pending(url) == 300
+        assert _rollup_tables(url) == tables
+        assert _reads(store, index) == before
+        _assert_rollups_equal_a_recount(url, store)
+        assert _reads(store, index) == before
+    finally:
+        store.close()
+
+
+# Ingest as a server does (a store with its folder on, but a long interval: the fold has not run
+# yet), then wait to be killed.
+_INGEST_AND_HANG = """
+import sys, time
+from datetime import datetime
+from tests.storage.test_rollup_fold import NOW, _drafts, _settings, _store
+from service.usecases.segments import ensure_segments
+from service.usecases.submit_reports import submit_batch
+store = _store(sys.argv[1], interval_ms=600_000)
+index = ensure_segments(store, None)
+outcomes = submit_batch(store, index, _drafts(400, seed=5), settings=_settings(sys.argv[1]), now=NOW)
+print(sum(o.problem is None for o in outcomes), flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_writer_killed_before_its_reports_are_folded_loses_none(
+    database: tuple[str, SegmentIndex],
+) -> None:
+    url, index = database
+    writer = subprocess.Popen([sys.executable, "-c", _INGEST_AND_HANG, url], stdout=subprocess.PIPE)
+    try:
+        assert writer.stdout is not None
+        assert writer.stdout.readline().strip() == b"400"  # acknowledged
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+        writer.stdout.close()  # type: ignore[union-attr]
+    assert _pending(url) == 400
+    # The service back: its first ingest starts the folder, which counts the rest in.
+    store = _store(url, interval_ms=20)
+    try:
+        before = _reads(store, index)
+        submit_batch(store, index, _drafts(10, seed=6), settings=_settings(url), now=NOW)
+        deadline = time.monotonic() + 30
+        while _pending(url):
+            assert time.monotonic() < deadline, "the folder did not fold what was pending"
+            time.sleep(0.05)
+        store.fold_rollups()
+        store.rebuild_rollups()
+        after = _reads(store, index)
+        assert before != after  # the 10 new ones
+        with psycopg.connect(_libpq(url)) as conn:
+            (n,) = conn.execute("SELECT count(*) FROM reports").fetchone()  # type: ignore[misc]
+        assert n == 410
+        _assert_rollups_equal_a_recount(url, store)
+    finally:
+        store.close()
+
+
+def test_concurrent_writers_and_folders_lose_no_count(database: tuple[str, SegmentIndex]) -> None:
+    """Eight threads on two stores (two processes' pools and folders, folding every 5 ms in
+    small batches) send overlapping batches and single reports, with replays of each other's
+    reports, conflicts, and deletes."""
+    url, index = database
+    stores = [_store(url, interval_ms=5, batch=37), _store(url, interval_ms=5, batch=53)]
+    pool = _drafts(1_500, seed=7)
+    errors: list[BaseException] = []
+    deleted: set[uuid.UUID] = set()
+
+    def writer(number: int) -> None:
+        rng = random.Random(number)
+        store = stores[number % 2]
+        try:
+            for _ in range(25):
+                size = rng.choice((1, 1, 1, 20, 80))
+                start = rng.randrange(len(pool) - size)
+                batch = list(pool[start : start + size])
+                if rng.random() < 0.2:  # the same id with other content: a conflict
+                    d = batch[0]
+                    batch.append(
+                        ReportDraft(
+                            d.id,
+                            d.observed_at,
+                            d.lon,
+                            d.lat,
+                            d.people_count + 1,
+                            d.kind,
+                            d.direction,
+                            None,
+                        )
+                    )
+                submit_batch(store, index, batch, settings=_settings(url), now=NOW)
+                if number == 0 and rng.random() < 0.5:
+                    victim = rng.choice(batch)
+                    if store.delete_report(victim.id):
+                        deleted.add(victim.id)
+        except BaseException as error:  # reported by the test below
+            errors.append(error)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+        assert not any(t.is_alive() for t in threads), "a writer hung (deadlock?)"
+        assert errors == []
+        assert deleted
+        live = _reads(stores[0], index)
+        _assert_rollups_equal_a_recount(url, stores[0])
+        assert _reads(stores[1], index) == live
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_two_workers_and_sixteen_clients_lose_no_count(
+    database: tuple[str, SegmentIndex],
+) -> None:
+    url, index = database
+    bodies = [
+        report_body(id=str(d.id), lon=d.lon, lat=d.lat, people_count=d.people_count, kind=d.kind)
+        for d in _drafts(480, seed=8)
+    ]
+    token = live_key(url, "reporter")
+    statuses: list[int] = []
+    lock = threading.Lock()
+    with running_server(url, workers=2) as base:
+
+        def client(number: int) -> None:
+            with httpx.Client(base_url=base, headers=auth(token), timeout=60) as http:
+                # Each client sends its share, and a replay of its neighbour's first reports.
+                mine = bodies[number::16] + bodies[(number + 1) % 16 :: 16][:5]
+                for body in mine:
+                    status = http.post("/v1/reports", json=body).status_code
+                    with lock:
+                        statuses.append(status)
+
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+        assert not any(t.is_alive() for t in threads)
+    assert set(statuses) == {200, 201}  # created, and replays answered with the original
+    assert statuses.count(201) == len(bodies)
+    store = _store(url)
+    try:
+        live = _reads(store, index)
+        _assert_rollups_equal_a_recount(url, store)
+        assert _reads(store, index) == live
+        with psycopg.connect(_libpq(url)) as conn:
+            (n,) = conn.execute("SELECT count(*) FROM reports").fetchone()  # type: ignore[misc]
+        assert n == len(bodies)
+    finally:
+        store.close()
