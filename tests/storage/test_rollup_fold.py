@@ -1,4 +1,4 @@
-"""PostGIS keeps its rollups off ingest's critical path (migration 0011): a report waits in
+"""PostGIS keeps its rollups off ingest's critical path (migration 0012): a report waits in
 rollup_pending until a fold counts it in. These tests hold the promises that makes:
 
 - every read (aggregates by month and day and in a box, tile clusters, the "too many points"

@@ -1,5 +1,5 @@
 """Rollups that map tiles and aggregates read instead of scanning reports (migrations 0002, 0003,
-0007), and how they stay exact while ingest does not write them (migration 0011).
+0007), and how they stay exact while ingest does not write them (migration 0012).
 
 - ``tile_cells``: reports and people per kind in each Web Mercator grid cell at the levels of
   ``ROLLUP_LEVELS``;
