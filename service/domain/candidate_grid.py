@@ -37,6 +37,7 @@ LEAF_MAX_EDGES = 8  # more than this, and a cell splits if that pays (SPLIT_MIN_
 SPLIT_MIN_GAIN = 0.6
 LEAF_MAX_LISTED = 64  # longer lists are left to the STRtree path
 CELL_SLACK_M = 1.0
+PAIR_BLOCK = 1 << 16  # (node, edge) pairs measured at once while building
 
 
 def _expand(start: IntArray, count: IntArray) -> tuple[IntArray, IntArray]:
@@ -202,6 +203,35 @@ def _cell_radius(west: FloatArray, south: FloatArray, size: FloatArray) -> Float
     return box_radius_m(south, south + size, lon_span_deg=size) + CELL_SLACK_M
 
 
+def _planar_distance(
+    index: SegmentIndex, clon: FloatArray, clat: FloatArray, pair_node: IntArray, edge: IntArray
+) -> FloatArray:
+    """Planar distance from each pair's node centre to its edge, in the centre's local plane.
+
+    In blocks of PAIR_BLOCK pairs: a dense border makes tens of millions of pairs, and the
+    temporaries of one block stay in the cache where whole-level arrays would be fetched from
+    memory (and first touched) by every step of the arithmetic.
+    """
+    kx, ky = metres_per_degree(clat)
+    out = np.empty(len(pair_node))
+    for lo in range(0, len(pair_node), PAIR_BLOCK):
+        node = pair_node[lo : lo + PAIR_BLOCK]
+        d2, _ = index.plane_foot(
+            clon[node], clat[node], kx=kx[node], ky=ky[node], edge=edge[lo : lo + PAIR_BLOCK]
+        )
+        np.sqrt(d2, out=out[lo : lo + PAIR_BLOCK])
+    return out
+
+
+def _least_per_node(value: FloatArray, pair_node: IntArray, nodes: int) -> FloatArray:
+    """The least value of each node's pairs (pairs sorted by node); inf for a node without any."""
+    least = np.full(nodes, np.inf)
+    if len(pair_node):
+        first = np.flatnonzero(np.r_[True, pair_node[1:] != pair_node[:-1]])
+        least[pair_node[first]] = np.minimum.reduceat(value, first)
+    return least
+
+
 @dataclass(frozen=True, slots=True)
 class _Level:
     """One depth of the grid: its nodes' boxes and surviving (node, edge) pairs, sorted."""
@@ -239,13 +269,8 @@ class _Level:
         """
         clon, clat = west + 0.5 * size, south + 0.5 * size
         radius = _cell_radius(west, south, size)
-        kx, ky = metres_per_degree(clat)
-        d2, _ = index.plane_foot(
-            clon[pair_node], clat[pair_node], kx=kx[pair_node], ky=ky[pair_node], edge=pair_edge
-        )
-        planar = np.sqrt(d2)
-        least = np.full(len(west), np.inf)
-        np.minimum.at(least, pair_node, planar)
+        planar = _planar_distance(index, clon, clat, pair_node, pair_edge)
+        least = _least_per_node(planar, pair_node, len(west))
         band_m = MAX_SPREAD * least + 2 * radius + 1.0
         rho = scale_spread(clat - band_m / MIN_M_PER_DEG_LAT, clat + band_m / MIN_M_PER_DEG_LAT)
         usable = rho <= MAX_SPREAD  # then band_m covers D + 2h, as the bound needs
