@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,6 +120,23 @@ def _parse_coords(raw: object, where: str) -> tuple[tuple[float, float], ...]:
             raise InvalidSegmentFile(f"{where}: bad position {pos!r}")
         out.append((float(pos[0]), float(pos[1])))
     return tuple(out)
+
+
+def border_fingerprint(segments: Iterable[BorderSegment]) -> str:
+    """A digest of a segment set's ids, order, countries, chainage and geometry (to 1e-7 degree),
+    the same whether the set was read from a file or back from either store.
+
+    Tells which border a store holds (e.g. the one an earlier release bundled) without keeping
+    where it came from. The free-form properties are left out: stores may reorder their keys.
+    """
+    digest = hashlib.sha256()
+    for s in segments:
+        head = f"{s.segment_id}|{s.border}|{s.left_country}|{s.right_country}"
+        digest.update(f"{head}|{s.start_km:.6f}|{s.end_km:.6f}|{len(s.coords)}\n".encode())
+        digest.update(
+            np.round(np.asarray(s.coords, dtype=np.float64) * 1e7).astype("<i8").tobytes()
+        )
+    return digest.hexdigest()
 
 
 class SegmentIndex:

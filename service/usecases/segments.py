@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 import orjson
 
 from service.domain.errors import InvalidSegmentFile, SegmentNotFound
 from service.domain.reports import SnapResult
-from service.domain.segments import BorderSegment, SegmentIndex, parse_segment_collection
+from service.domain.segments import (
+    BorderSegment,
+    SegmentIndex,
+    border_fingerprint,
+    parse_segment_collection,
+)
 from service.domain.snapping import snap
 from service.resources import bundled_segments_path
-from service.storage.base import OnProgress, SegmentStore
+from service.storage.base import BorderChanged, OnProgress, SegmentStore
 
 DEFAULT_REACH_M = 25_000.0  # CROSSINGS_MAX_SNAP_DISTANCE_M's default
 
@@ -20,6 +28,10 @@ DEFAULT_REACH_M = 25_000.0  # CROSSINGS_MAX_SNAP_DISTANCE_M's default
 def read_segment_file(path: Path) -> SegmentIndex:
     """Parse and check a segment file, indexed (a set the service could not snap to is refused
     before it is stored); raise InvalidSegmentFile naming what is wrong."""
+    return SegmentIndex(_parse_segment_file(path))
+
+
+def _parse_segment_file(path: Path) -> list[BorderSegment]:
     try:
         raw = path.read_bytes()
     except OSError as error:
@@ -28,7 +40,7 @@ def read_segment_file(path: Path) -> SegmentIndex:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as error:
         raise InvalidSegmentFile(f"{path} is not JSON: {error}") from error
-    return SegmentIndex(parse_segment_collection(doc))
+    return parse_segment_collection(doc)
 
 
 def load_segments(
@@ -52,13 +64,32 @@ def replace_border(
     *,
     max_distance_m: float,
     on_progress: OnProgress | None = None,
+    expected_version: int | None = None,
 ) -> int:
-    """Make ``index`` the stored border, re-snapping every report to it; return how many."""
+    """Make ``index`` the stored border, re-snapping every report to it and recounting what
+    counts them; return how many were re-snapped. With ``expected_version``, raise
+    BorderChanged (nothing changed) if another process replaced the border meanwhile."""
 
     def resnap(lons: list[float], lats: list[float]) -> list[SnapResult]:
         return snap(lons, lats, index, max_distance_m=max_distance_m)
 
-    return store.replace_border(index.segments, resnap, on_progress=on_progress)
+    resnapped = store.replace_border(
+        index.segments, resnap, on_progress=on_progress, expected_version=expected_version
+    )
+    recount_after_border_change(store)
+    return resnapped
+
+
+def recount_after_border_change(store: SegmentStore) -> None:
+    """Recount what is derived from the reports' snaps and is not kept by the store's own border
+    transaction. Every border change (``segments load``, the bundled border's upgrade, the first
+    load into an empty store) comes through here, after that transaction has committed.
+
+    The report rollups (tile cells, segment totals, day and month counts) are already recounted
+    inside ``store.replace_border``. The public release (issue #13) hooks in here: its figures
+    are per segment, so a border change must recount it too.
+    """
+    del store  # nothing else is derived from the snaps yet
 
 
 def ensure_segments(store: SegmentStore, path: Path | None) -> SegmentIndex:
@@ -111,3 +142,70 @@ def get_segment(index: SegmentIndex, segment_id: str) -> BorderSegment:
     if segment is None:
         raise SegmentNotFound(f"no segment with id {segment_id!r}")
     return segment
+
+
+# Fingerprints (domain.segments.border_fingerprint) of the borders that earlier releases bundled
+# and loaded into a new store. A store holding one of them holds the bundled border of its day,
+# not a border its operator chose: upgrade_bundled_border may replace it.
+PREVIOUS_BUNDLED_BORDERS: Mapping[str, str] = {
+    "ae3fa734cccfabce6e65f9ad5df3e54df4c8cda9c2f6c98f9ecc44d4e9327969": (
+        "Canada-US from the IBC list, Mexico-US from Natural Earth 1:10m (before issue #15)"
+    ),
+}
+
+
+class BorderUpgrade(StrEnum):
+    EMPTY = "empty"  # no border stored: the first start loads the bundled one
+    CURRENT = "current"  # the stored border is the bundled one
+    UPGRADED = "upgraded"  # an earlier bundled border was replaced by this release's
+    OWN = "own"  # a border the operator loaded: left as it is
+
+
+@dataclass(frozen=True, slots=True)
+class BorderUpgradeResult:
+    outcome: BorderUpgrade
+    resnapped: int = 0
+    previous: str | None = None  # what the replaced border was (PREVIOUS_BUNDLED_BORDERS)
+    segments: int = 0  # segments of the border now stored
+
+
+def upgrade_bundled_border(
+    store: SegmentStore,
+    *,
+    max_distance_m: float,
+    on_progress: OnProgress | None = None,
+    bundled: Path | None = None,
+) -> BorderUpgradeResult:
+    """Bring a store from an earlier release's bundled border to this release's.
+
+    Only a border that is exactly one an earlier release bundled is replaced (by its
+    fingerprint); a border the operator loaded is never touched. The replacement is
+    ``replace_border``'s: every stored report re-snapped, every rollup recounted, in one
+    transaction; then ``recount_after_border_change``. Safe to run from several processes at
+    once: the border's version is compared in that transaction, and a process that finds the
+    border already replaced looks again instead of replacing it twice.
+    """
+    path = bundled or bundled_segments_path()
+    while True:
+        if store.count_segments() == 0:
+            return BorderUpgradeResult(BorderUpgrade.EMPTY)
+        version = store.border_version()
+        stored = store.list_segments()
+        fingerprint = border_fingerprint(stored)
+        previous = PREVIOUS_BUNDLED_BORDERS.get(fingerprint)
+        if previous is None:
+            current = fingerprint == border_fingerprint(_parse_segment_file(path))
+            outcome = BorderUpgrade.CURRENT if current else BorderUpgrade.OWN
+            return BorderUpgradeResult(outcome, segments=len(stored))
+        index = read_segment_file(path)
+        try:
+            resnapped = replace_border(
+                store,
+                index,
+                max_distance_m=max_distance_m,
+                on_progress=on_progress,
+                expected_version=version,
+            )
+        except BorderChanged:
+            continue  # another process changed the border meanwhile: judge what it left
+        return BorderUpgradeResult(BorderUpgrade.UPGRADED, resnapped, previous, len(index))
