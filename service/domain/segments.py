@@ -139,6 +139,56 @@ def border_fingerprint(segments: Iterable[BorderSegment]) -> str:
     return digest.hexdigest()
 
 
+Lines = tuple[FloatArray, FloatArray, FloatArray, FloatArray]  # (ax, ay, dlon, dlat) of each
+
+
+def plane_foot(
+    lines: Lines,
+    lon: FloatArray,
+    lat: FloatArray,
+    *,
+    kx: FloatArray,
+    ky: FloatArray,
+    line: IntArray,
+) -> tuple[FloatArray, FloatArray]:
+    """Squared planar distance from each point to its straight line piece (``lines[.][line]``),
+    and the foot's parameter t in [0, 1].
+
+    The plane is centred on the point with ``kx``, ``ky`` metres per degree (geodesy's local
+    plane): affine in lon/lat, so a piece straight in lon/lat is exactly straight in it.
+    """
+    ax, ay, dlon, dlat = lines
+    # In place throughout: on millions of pairs, fresh temporaries cost more than the maths.
+    x = ax[line]
+    x -= lon
+    x *= kx
+    y = ay[line]
+    y -= lat
+    y *= ky
+    dx = dlon[line]
+    dx *= kx
+    dy = dlat[line]
+    dy *= ky
+    t = x * dx
+    scratch = y * dy
+    t += scratch
+    length2 = dx * dx
+    np.multiply(dy, dy, out=scratch)
+    length2 += scratch
+    np.maximum(length2, np.finfo(np.float64).tiny, out=length2)  # a zero-length piece: t = 0
+    np.divide(t, length2, out=t)
+    np.negative(t, out=t)
+    np.clip(t, 0.0, 1.0, out=t)
+    np.multiply(t, dx, out=scratch)
+    x += scratch
+    np.multiply(t, dy, out=scratch)
+    y += scratch
+    x *= x
+    y *= y
+    x += y
+    return x, t
+
+
 class SegmentIndex:
     """Every edge of every segment as flat arrays, with the lookups snapping runs on.
 
@@ -204,7 +254,9 @@ class SegmentIndex:
             else None
         )
         from service.domain.candidate_grid import CandidateGrid  # builds from this index
+        from service.domain.chains import Chains
 
+        self.chains = Chains.of(self)
         self.grid = CandidateGrid.build(self)
 
     def __len__(self) -> int:
@@ -218,40 +270,11 @@ class SegmentIndex:
     def plane_foot(
         self, lon: FloatArray, lat: FloatArray, *, kx: FloatArray, ky: FloatArray, edge: IntArray
     ) -> tuple[FloatArray, FloatArray]:
-        """Squared planar distance from each point to its edge, and the foot's parameter t in [0, 1].
-
-        The plane is centred on the point with ``kx``, ``ky`` metres per degree (geodesy's local
-        plane): affine in lon/lat, so the edge is exactly straight in it.
-        """
-        # In place throughout: on millions of pairs, fresh temporaries cost more than the maths.
-        x = self.ax[edge]
-        x -= lon
-        x *= kx
-        y = self.ay[edge]
-        y -= lat
-        y *= ky
-        dx = self.dlon[edge]
-        dx *= kx
-        dy = self.dlat[edge]
-        dy *= ky
-        t = x * dx
-        scratch = y * dy
-        t += scratch
-        length2 = dx * dx
-        np.multiply(dy, dy, out=scratch)
-        length2 += scratch
-        np.maximum(length2, np.finfo(np.float64).tiny, out=length2)  # a zero-length edge: t = 0
-        np.divide(t, length2, out=t)
-        np.negative(t, out=t)
-        np.clip(t, 0.0, 1.0, out=t)
-        np.multiply(t, dx, out=scratch)
-        x += scratch
-        np.multiply(t, dy, out=scratch)
-        y += scratch
-        x *= x
-        y *= y
-        x += y
-        return x, t
+        """Squared planar distance from each point to its edge, and the foot's parameter t in [0, 1]
+        (see ``plane_foot``)."""
+        return plane_foot(
+            (self.ax, self.ay, self.dlon, self.dlat), lon, lat, kx=kx, ky=ky, line=edge
+        )
 
     def _neighbours(self) -> tuple[IntArray, IntArray]:
         """The edge before and after each edge along its line, or -1 at a line's end.
