@@ -98,6 +98,7 @@ class Run:
     name: str
     index: SegmentIndex
     build_s: float
+    build_cpu_s: float
     lon: np.ndarray
     lat: np.ndarray
     seconds: list[float] = field(default_factory=list)
@@ -107,11 +108,12 @@ class Run:
     @classmethod
     def of(cls, name: str, doc: object, *, points: int, seed: int) -> Run:
         segments = parse_segment_collection(doc)
-        build_start = time.perf_counter()
+        build_start, cpu_start = time.perf_counter(), time.process_time()
         index = SegmentIndex(segments)
         build_s = time.perf_counter() - build_start
+        build_cpu_s = time.process_time() - cpu_start
         lon, lat = realistic_points(index, n=points, seed=seed)
-        return cls(name, index, build_s, lon, lat)
+        return cls(name, index, build_s, build_cpu_s, lon, lat)
 
     def once(self) -> None:
         start, cpu_start = time.perf_counter(), time.process_time()
@@ -127,16 +129,20 @@ class Run:
         best = min(self.seconds)
         snapped = self.result.edge >= 0
         grid = self.index.grid
-        listed = (grid.child < 0) & (grid.stop > grid.start)
+        leaf = grid.child < 0
         return {
             "file": self.name,
             "points": points,
             "seed": seed,
             "max_distance_m": MAX_DISTANCE_M,
             "vertices": len(self.index.ax) + len(self.index.segments),
+            "chains": len(self.index.chains),
             "index_build_s": round(self.build_s, 3),
-            "grid_leaves_listed": int(listed.sum()),
+            "index_build_cpu_s": round(self.build_cpu_s, 3),
+            "grid_leaves_listing_edges": int((leaf & (grid.stop > grid.start)).sum()),
+            "grid_leaves_listing_chains": int((leaf & (grid.chain_stop > grid.chain_start)).sum()),
             "grid_edges_listed": len(grid.edges),
+            "grid_chains_listed": len(grid.chains),
             "runs_s": [round(s, 3) for s in self.seconds],
             "points_per_s": round(points / best),
             "us_per_point": round(best / points * 1e6, 3),
@@ -201,6 +207,9 @@ def main() -> None:
                     ],
                     "build_s_vs_first": [
                         round(r["index_build_s"] - first["index_build_s"], 3) for r in rows
+                    ],
+                    "build_cpu_s_vs_first": [
+                        round(r["index_build_cpu_s"] - first["index_build_cpu_s"], 3) for r in rows
                     ],
                 }
             )

@@ -72,6 +72,8 @@ def _upgrade_bundled_border(settings: Settings) -> None:
     from service.usecases.access import record
     from service.usecases.segments import BorderUpgrade, upgrade_bundled_border
 
+    if not settings.upgrade_bundled_border:
+        return
     store = open_store(settings)
     progress = Progress("re-snapping reports to the new bundled border")
     try:
@@ -94,10 +96,10 @@ def _upgrade_bundled_border(settings: Settings) -> None:
             f"by this release's ({result.segments} segments); {result.resnapped:,} stored "
             "reports re-snapped to it and the rollups recounted"
         )
-    elif result.outcome is BorderUpgrade.OWN:
+    elif result.outcome is BorderUpgrade.KEPT:
         print(
-            "border: the stored border is not one this service bundled; kept as it is "
-            "(`crossings segments load PATH` replaces it)"
+            f"border: the stored border ({result.segments} segments) is not one an earlier "
+            "release bundled; kept as it is (`crossings segments load PATH` replaces it)"
         )
 
 

@@ -91,6 +91,13 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1)
     log_level: str = "info"
 
+    # Issue #15 (the Mexico-US border from the IBWC line): docs/border-data.md.
+    upgrade_bundled_border: bool = Field(
+        default=True,
+        description="`crossings db upgrade` and `crossings serve` replace an earlier release's "
+        "bundled border with this release's (never a border the operator loaded)",
+    )
+
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _origins(cls, value: object) -> object:

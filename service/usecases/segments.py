@@ -145,20 +145,21 @@ def get_segment(index: SegmentIndex, segment_id: str) -> BorderSegment:
 
 
 # Fingerprints (domain.segments.border_fingerprint) of the borders that earlier releases bundled
-# and loaded into a new store. A store holding one of them holds the bundled border of its day,
-# not a border its operator chose: upgrade_bundled_border may replace it.
-PREVIOUS_BUNDLED_BORDERS: Mapping[str, str] = {
+# and loaded into a new store, with their number of segments. A store holding one of them holds
+# the bundled border of its day, not a border its operator chose: upgrade_bundled_border may
+# replace it.
+PREVIOUS_BUNDLED_BORDERS: Mapping[str, tuple[int, str]] = {
     "ae3fa734cccfabce6e65f9ad5df3e54df4c8cda9c2f6c98f9ecc44d4e9327969": (
-        "Canada-US from the IBC list, Mexico-US from Natural Earth 1:10m (before issue #15)"
+        457,
+        "Canada-US from the IBC list, Mexico-US from Natural Earth 1:10m (before issue #15)",
     ),
 }
 
 
 class BorderUpgrade(StrEnum):
     EMPTY = "empty"  # no border stored: the first start loads the bundled one
-    CURRENT = "current"  # the stored border is the bundled one
     UPGRADED = "upgraded"  # an earlier bundled border was replaced by this release's
-    OWN = "own"  # a border the operator loaded: left as it is
+    KEPT = "kept"  # not an earlier release's bundled border (this release's, or the operator's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,21 +184,21 @@ def upgrade_bundled_border(
     ``replace_border``'s: every stored report re-snapped, every rollup recounted, in one
     transaction; then ``recount_after_border_change``. Safe to run from several processes at
     once: the border's version is compared in that transaction, and a process that finds the
-    border already replaced looks again instead of replacing it twice.
+    border already replaced looks again instead of replacing it twice. Cheap when there is
+    nothing to do and the number of segments tells so (every start of ``crossings serve``).
     """
-    path = bundled or bundled_segments_path()
+    sizes = {size for size, _ in PREVIOUS_BUNDLED_BORDERS.values()}
     while True:
-        if store.count_segments() == 0:
+        count = store.count_segments()
+        if count == 0:
             return BorderUpgradeResult(BorderUpgrade.EMPTY)
+        if count not in sizes:
+            return BorderUpgradeResult(BorderUpgrade.KEPT, segments=count)
         version = store.border_version()
-        stored = store.list_segments()
-        fingerprint = border_fingerprint(stored)
-        previous = PREVIOUS_BUNDLED_BORDERS.get(fingerprint)
+        previous = PREVIOUS_BUNDLED_BORDERS.get(border_fingerprint(store.list_segments()))
         if previous is None:
-            current = fingerprint == border_fingerprint(_parse_segment_file(path))
-            outcome = BorderUpgrade.CURRENT if current else BorderUpgrade.OWN
-            return BorderUpgradeResult(outcome, segments=len(stored))
-        index = read_segment_file(path)
+            return BorderUpgradeResult(BorderUpgrade.KEPT, segments=count)
+        index = read_segment_file(bundled or bundled_segments_path())
         try:
             resnapped = replace_border(
                 store,
@@ -208,4 +209,4 @@ def upgrade_bundled_border(
             )
         except BorderChanged:
             continue  # another process changed the border meanwhile: judge what it left
-        return BorderUpgradeResult(BorderUpgrade.UPGRADED, resnapped, previous, len(index))
+        return BorderUpgradeResult(BorderUpgrade.UPGRADED, resnapped, previous[1], len(index))

@@ -169,8 +169,7 @@ def _check_upgraded(url: str, drafts: list[ReportDraft]) -> None:
 
 def test_the_old_border_rebuilt_from_tests_data_is_the_one_listed_as_bundled() -> None:
     old = parse_segment_collection(old_bundled_doc())
-    assert len(old) == 457
-    assert border_fingerprint(old) in PREVIOUS_BUNDLED_BORDERS
+    assert PREVIOUS_BUNDLED_BORDERS[border_fingerprint(old)][0] == len(old) == 457
     new = parse_segment_collection(json.loads(BUNDLED.read_text()))
     assert border_fingerprint(new) not in PREVIOUS_BUNDLED_BORDERS
 
@@ -202,7 +201,7 @@ def test_a_second_upgrade_changes_nothing(fresh_url: str, old_border_file: Path)
     try:
         version = store.border_version()
         result = upgrade_bundled_border(store, max_distance_m=25_000)
-        assert result.outcome is BorderUpgrade.CURRENT
+        assert result.outcome is BorderUpgrade.KEPT
         assert store.border_version() == version
     finally:
         store.close()
@@ -227,11 +226,25 @@ def test_a_border_the_operator_loaded_is_never_replaced(
     result = run_cli(fresh_url, "db", "upgrade", text=True)
 
     assert result.returncode == 0, result.stderr
-    assert "not one this service bundled; kept" in result.stdout
+    assert "not one an earlier release bundled; kept as it is" in result.stdout
     store = open_store(Settings(database_url=fresh_url))
     try:
         assert store.border_version() == version
         assert border_fingerprint(store.list_segments()) == fingerprint
+    finally:
+        store.close()
+
+
+def test_the_upgrade_can_be_turned_off(fresh_url: str, old_border_file: Path) -> None:
+    _store_reports_on_old_border(fresh_url, old_border_file)
+
+    result = run_cli(fresh_url, "db", "upgrade", text=True,
+                     env={"CROSSINGS_UPGRADE_BUNDLED_BORDER": "false"})  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    store = open_store(Settings(database_url=fresh_url))
+    try:
+        assert border_fingerprint(store.list_segments()) in PREVIOUS_BUNDLED_BORDERS
     finally:
         store.close()
 
