@@ -26,10 +26,12 @@ from service.domain.segments import IntArray
 if TYPE_CHECKING:
     from service.domain.segments import SegmentIndex
 
-# The candidate grid (see CandidateGrid), tuned on the bundled border with bench/snapping.py:
-# about 9 candidates per realistic point, 0.3 s to build, 17 MB. Deeper or finer grids barely
-# shorten the lists (where edges are dense, a cell's candidates span the cell's whole width), and
-# build time and memory grow fast.
+# The candidate grid (see CandidateGrid), tuned on the bundled border with bench/snapping.py
+# (--side-by-side; docs/border-data.md): about 0.5 s of CPU to build for its 52,826 vertices; 9-10
+# edges per point in cells that list edges, about 26 chains and then 17 edges in the fifth of the
+# points whose cells list chains (near the Rio Grande). Deeper grids, longer or shorter chains and
+# other list limits did not snap faster (where edges are dense, a cell's candidates span the
+# cell's whole width), and build time and memory grow fast with depth.
 GRID_CELL_DEG = 0.1
 GRID_REACH_M = 10_000.0
 GRID_MAX_DEPTH = 3
@@ -41,7 +43,7 @@ LEAF_MAX_LISTED = 256  # longer lists (of chains) are left to the STRtree path
 LEAF_DIRECT_EDGES = 24
 LEAF_DIRECT_MAX_EDGES = 64
 CELL_SLACK_M = 1.0
-PAIR_BLOCK = 1 << 16  # (node, edge) pairs measured at once while building
+PAIR_BLOCK = 1 << 16  # (node, chain) pairs measured at once while building
 
 
 def expand_slices(start: IntArray, count: IntArray) -> tuple[IntArray, IntArray]:
