@@ -3,6 +3,11 @@
 Run from the repository root: ``python -m bench.snapping [--points N] [--seed S] [--repeat R]``.
 Prints one JSON object, then the same figures as a small table.
 
+``--side-by-side`` measures two border files in one sitting, their runs interleaved so that the
+machine's drift falls on both alike: by default the bundled file and the bundled file before
+issue #15 (its Mexico-US line from Natural Earth, rebuilt from ``tests/data``); ``--files A B``
+names others. It prints one JSON object per file and their ratio, then a table.
+
 Realistic means: positions spread uniformly by *length* along the border (dense river sections have
 100 m edges, so spreading by edge index would crowd them), pushed off the line roughly
 perpendicularly by an exponential distance (mean 1.5 km), with 40% of the points instead
@@ -15,15 +20,21 @@ import argparse
 import json
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from service.domain.geodesy import GEOD
 from service.domain.segments import SegmentIndex, parse_segment_collection
-from service.domain.snapping import snap_arrays
+from service.domain.snapping import SnapArrays, snap_arrays
 
-SEGMENTS_PATH = Path(__file__).resolve().parents[1] / "data" / "border_segments.geojson"
+REPO = Path(__file__).resolve().parents[1]
+SEGMENTS_PATH = REPO / "data" / "border_segments.geojson"
+# The Mexico-US features of the bundled border before issue #15 (Natural Earth 1:10m): with today's
+# Canada-US features, which did not change, they are that border again.
+OLD_MX_US_PATH = REPO / "tests" / "data" / "old_mx_us_segments.geojson"
 MAX_DISTANCE_M = 25_000.0  # the service default (Settings.max_snap_distance_m)
 MEAN_OFFSET_M = 1_500.0
 HOT_FRACTION = 0.4
@@ -70,51 +81,140 @@ def realistic_points(index: SegmentIndex, *, n: int, seed: int) -> tuple[np.ndar
     return lon[order], lat[order]
 
 
+def old_bundled_border() -> dict[str, Any]:
+    """The bundled border before issue #15: today's Canada-US features, the old Mexico-US ones."""
+    doc: dict[str, Any] = json.loads(SEGMENTS_PATH.read_text())
+    old_mx_us = json.loads(OLD_MX_US_PATH.read_text())["features"]
+    doc["features"] = [
+        f for f in doc["features"] if f["properties"]["border"] != "MX-US"
+    ] + old_mx_us
+    return doc
+
+
+@dataclass
+class Run:
+    """One border file under test: its index, its points, and the timings of its runs."""
+
+    name: str
+    index: SegmentIndex
+    build_s: float
+    build_cpu_s: float
+    lon: np.ndarray
+    lat: np.ndarray
+    seconds: list[float] = field(default_factory=list)
+    cpu_seconds: list[float] = field(default_factory=list)
+    result: SnapArrays | None = None
+
+    @classmethod
+    def of(cls, name: str, doc: object, *, points: int, seed: int) -> Run:
+        segments = parse_segment_collection(doc)
+        build_start, cpu_start = time.perf_counter(), time.process_time()
+        index = SegmentIndex(segments)
+        build_s = time.perf_counter() - build_start
+        build_cpu_s = time.process_time() - cpu_start
+        lon, lat = realistic_points(index, n=points, seed=seed)
+        return cls(name, index, build_s, build_cpu_s, lon, lat)
+
+    def once(self) -> None:
+        start, cpu_start = time.perf_counter(), time.process_time()
+        self.result = snap_arrays(self.lon, self.lat, self.index, max_distance_m=MAX_DISTANCE_M)
+        self.seconds.append(time.perf_counter() - start)
+        self.cpu_seconds.append(time.process_time() - cpu_start)
+
+    def figures(self, *, seed: int) -> dict[str, Any]:
+        assert self.result is not None
+        # Best of the runs: on a shared machine the others only add other people's load. CPU
+        # time is reported too, as it is less disturbed by that load.
+        points = len(self.lon)
+        best = min(self.seconds)
+        snapped = self.result.edge >= 0
+        grid = self.index.grid
+        leaf = grid.child < 0
+        return {
+            "file": self.name,
+            "points": points,
+            "seed": seed,
+            "max_distance_m": MAX_DISTANCE_M,
+            "vertices": len(self.index.ax) + len(self.index.segments),
+            "chains": len(self.index.chains),
+            "index_build_s": round(self.build_s, 3),
+            "index_build_cpu_s": round(self.build_cpu_s, 3),
+            "grid_leaves_listing_edges": int((leaf & (grid.stop > grid.start)).sum()),
+            "grid_leaves_listing_chains": int((leaf & (grid.chain_stop > grid.chain_start)).sum()),
+            "grid_edges_listed": len(grid.edges),
+            "grid_chains_listed": len(grid.chains),
+            "runs_s": [round(s, 3) for s in self.seconds],
+            "points_per_s": round(points / best),
+            "us_per_point": round(best / points * 1e6, 3),
+            "cpu_points_per_s": round(points / min(self.cpu_seconds)),
+            "median_distance_m": round(float(np.median(self.result.distance_m[snapped])), 1),
+            "p90_distance_m": round(float(np.percentile(self.result.distance_m[snapped], 90)), 1),
+            "snapped_fraction": round(float(snapped.mean()), 5),
+        }
+
+
+def _table(rows: list[dict[str, Any]]) -> None:
+    width = max(len(k) for k in rows[0])
+    for key in rows[0]:
+        cells = "  ".join(f"{row[key]!s:>24}" for row in rows)
+        print(f"{key:<{width}}  {cells}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=20240611)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help="the bundled border and the one before issue #15, interleaved in one sitting",
+    )
+    parser.add_argument(
+        "--files", nargs="+", type=Path, help="border files to measure side by side instead"
+    )
     args = parser.parse_args()
 
     # One core: the figure is per-core throughput, and a second core would only add noise.
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-    segments = parse_segment_collection(json.loads(SEGMENTS_PATH.read_text()))
-    build_start = time.perf_counter()
-    index = SegmentIndex(segments)
-    build_s = time.perf_counter() - build_start
-    lon, lat = realistic_points(index, n=args.points, seed=args.seed)
-
-    seconds: list[float] = []
-    cpu_seconds: list[float] = []
-    result = None
+    if args.files:
+        docs: list[tuple[str, object]] = [(str(p), json.loads(p.read_text())) for p in args.files]
+    elif args.side_by_side:
+        docs = [
+            ("before #15 (MX-US: Natural Earth)", old_bundled_border()),
+            ("bundled (MX-US: IBWC)", json.loads(SEGMENTS_PATH.read_text())),
+        ]
+    else:
+        docs = [("bundled", json.loads(SEGMENTS_PATH.read_text()))]
+    runs = [Run.of(name, doc, points=args.points, seed=args.seed) for name, doc in docs]
     for _ in range(args.repeat):
-        start, cpu_start = time.perf_counter(), time.process_time()
-        result = snap_arrays(lon, lat, index, max_distance_m=MAX_DISTANCE_M)
-        seconds.append(time.perf_counter() - start)
-        cpu_seconds.append(time.process_time() - cpu_start)
-    assert result is not None
-    # Best of the runs: on a shared machine the others only add other people's load. CPU time is
-    # reported too, as it is less disturbed by that load.
-    best = min(seconds)
-    snapped = result.edge >= 0
-    figures = {
-        "points": args.points,
-        "seed": args.seed,
-        "max_distance_m": MAX_DISTANCE_M,
-        "index_build_s": round(build_s, 3),
-        "runs_s": [round(s, 3) for s in seconds],
-        "points_per_s": round(args.points / best),
-        "us_per_point": round(best / args.points * 1e6, 3),
-        "cpu_points_per_s": round(args.points / min(cpu_seconds)),
-        "median_distance_m": round(float(np.median(result.distance_m[snapped])), 1),
-        "p90_distance_m": round(float(np.percentile(result.distance_m[snapped], 90)), 1),
-        "snapped_fraction": round(float(snapped.mean()), 5),
-    }
-    print(json.dumps(figures))
-    width = max(len(k) for k in figures)
-    for key, value in figures.items():
-        print(f"{key:<{width}}  {value}")
+        for run in runs:  # interleaved: drift of the machine falls on every file alike
+            run.once()
+    rows = [run.figures(seed=args.seed) for run in runs]
+    if len(rows) == 1:
+        print(json.dumps(rows[0]))
+    else:
+        first = rows[0]
+        print(
+            json.dumps(
+                {
+                    "files": rows,
+                    "rate_vs_first": [
+                        round(r["points_per_s"] / first["points_per_s"], 3) for r in rows
+                    ],
+                    "cpu_rate_vs_first": [
+                        round(r["cpu_points_per_s"] / first["cpu_points_per_s"], 3) for r in rows
+                    ],
+                    "build_s_vs_first": [
+                        round(r["index_build_s"] - first["index_build_s"], 3) for r in rows
+                    ],
+                    "build_cpu_s_vs_first": [
+                        round(r["index_build_cpu_s"] - first["index_build_cpu_s"], 3) for r in rows
+                    ],
+                }
+            )
+        )
+    _table(rows)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
                 return 2
         finally:
             engine.dispose()
+    # Once, here, before any worker starts: a new release's bundled border replaces the one an
+    # earlier release bundled (never a border the operator loaded).
+    _upgrade_bundled_border(settings)
     uvicorn.run(
         "service.app:create_app",
         factory=True,
@@ -53,12 +56,52 @@ def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
 
         open_store(settings).close()  # SQLite migrates itself on open
         print(f"SQLite store at {settings.database_url} is current")
-        return 0
-    from service.storage.postgis.migrations import upgrade
+    else:
+        from service.storage.postgis.migrations import upgrade
 
-    upgrade(settings.database_url)
-    print("PostGIS schema is current")
+        upgrade(settings.database_url)
+        print("PostGIS schema is current")
+    _upgrade_bundled_border(settings)
     return 0
+
+
+def _upgrade_bundled_border(settings: Settings) -> None:
+    """Replace an earlier release's bundled border with this release's, re-snapping every
+    stored report (docs/border-data.md); say what was done."""
+    from service.progress import Progress
+    from service.storage import open_store
+    from service.usecases.access import record
+    from service.usecases.segments import BorderUpgrade, upgrade_bundled_border
+
+    if not settings.upgrade_bundled_border:
+        return
+    store = open_store(settings)
+    progress = Progress("re-snapping reports to the new bundled border")
+    try:
+        result = upgrade_bundled_border(
+            store,
+            max_distance_m=settings.max_snap_distance_m,
+            on_progress=lambda done, total: _tick(progress, done, total),
+        )
+        if result.outcome is BorderUpgrade.UPGRADED:
+            record(store, _cli_admin(), "segments.upgrade",
+                   {"replaced": result.previous, "segments": result.segments,
+                    "resnapped": result.resnapped})  # fmt: skip
+    finally:
+        store.close()
+    if progress.done:
+        progress.finish()
+    if result.outcome is BorderUpgrade.UPGRADED:
+        print(
+            f"border: the bundled border of an earlier release ({result.previous}) was replaced "
+            f"by this release's ({result.segments} segments); {result.resnapped:,} stored "
+            "reports re-snapped to it and the rollups recounted"
+        )
+    elif result.outcome is BorderUpgrade.KEPT:
+        print(
+            f"border: the stored border ({result.segments} segments) is not one an earlier "
+            "release bundled; kept as it is (`crossings segments load PATH` replaces it)"
+        )
 
 
 def _db_rebuild_rollups(args: argparse.Namespace, settings: Settings) -> int:
@@ -77,7 +120,6 @@ def _segments_load(args: argparse.Namespace, settings: Settings) -> int:
     from service.progress import Progress
     from service.storage import open_store
     from service.usecases.access import record
-    from service.usecases.release import cut_release
     from service.usecases.segments import load_segments
 
     store = open_store(settings)
@@ -91,8 +133,6 @@ def _segments_load(args: argparse.Namespace, settings: Settings) -> int:
         )
         record(store, _cli_admin(), "segments.load",
                {"path": str(args.path), "segments": len(index), "resnapped": progress.done})  # fmt: skip
-        # The public release counts by segment: cut it again at once from the re-snapped reports.
-        cut_release(store, now=datetime.now(UTC), delay_h=settings.public_delay_h)
     finally:
         store.close()
     if progress.done:

@@ -148,6 +148,13 @@ class Settings(BaseSettings):
     )
     rollup_fold_batch: int = Field(default=5_000, gt=0, description="Pending reports per fold")
 
+    # Issue #15 (the Mexico-US border from the IBWC line): docs/border-data.md.
+    upgrade_bundled_border: bool = Field(
+        default=True,
+        description="`crossings db upgrade` and `crossings serve` replace an earlier release's "
+        "bundled border with this release's (never a border the operator loaded)",
+    )
+
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _origins(cls, value: object) -> object:

@@ -91,10 +91,15 @@ def auth(token: str) -> dict[str, str]:
 
 
 def run_cli(
-    database_url: str, *args: str, stdin: bytes | None = None, text: bool = False
+    database_url: str,
+    *args: str,
+    stdin: bytes | None = None,
+    text: bool = False,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[Any]:
-    """Run `crossings ARGS` against a store, as a user would, and return what it printed."""
-    env = {**os.environ, "CROSSINGS_DATABASE_URL": database_url}
+    """Run `crossings ARGS` against a store, as a user would (``env``: more settings), and return
+    what it printed."""
+    env = {**os.environ, "CROSSINGS_DATABASE_URL": database_url, **(env or {})}
     command = [sys.executable, "-m", "service.cli", *args]
     if text:
         return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)

@@ -17,7 +17,7 @@ def test_fresh_server_snaps_stores_and_reads_back_a_report(fresh_url: str) -> No
         running_server(fresh_url) as base,
         httpx.Client(base_url=base, timeout=10, headers=auth(key)) as http,
     ):
-        assert http.get("/readyz").json()["segments"] == 457
+        assert http.get("/readyz").json()["segments"] == 478
         body = report_body()
         created = http.post("/v1/reports", json=body)
         assert created.status_code == 201

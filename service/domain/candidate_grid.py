@@ -26,20 +26,27 @@ from service.domain.segments import IntArray
 if TYPE_CHECKING:
     from service.domain.segments import SegmentIndex
 
-# The candidate grid (see CandidateGrid), tuned on the bundled border with bench/snapping.py:
-# about 9 candidates per realistic point, 0.3 s to build, 17 MB. Deeper or finer grids barely
-# shorten the lists (where edges are dense, a cell's candidates span the cell's whole width), and
-# build time and memory grow fast.
+# The candidate grid (see CandidateGrid), tuned on the bundled border with bench/snapping.py
+# (--side-by-side; docs/border-data.md): about 0.5 s of CPU to build for its 52,826 vertices; 9-10
+# edges per point in cells that list edges, about 26 chains and then 17 edges in the fifth of the
+# points whose cells list chains (near the Rio Grande). Deeper grids, longer or shorter chains and
+# other list limits did not snap faster (where edges are dense, a cell's candidates span the
+# cell's whole width), and build time and memory grow fast with depth.
 GRID_CELL_DEG = 0.1
 GRID_REACH_M = 10_000.0
 GRID_MAX_DEPTH = 3
 LEAF_MAX_EDGES = 8  # more than this, and a cell splits if that pays (SPLIT_MIN_GAIN)
 SPLIT_MIN_GAIN = 0.6
-LEAF_MAX_LISTED = 64  # longer lists are left to the STRtree path
+LEAF_MAX_LISTED = 256  # longer lists (of chains) are left to the STRtree path
+# A leaf whose chains hold no more than LEAF_DIRECT_EDGES edges lists the edges themselves; so
+# does one with up to LEAF_DIRECT_MAX_EDGES where its chains are mostly single edges.
+LEAF_DIRECT_EDGES = 24
+LEAF_DIRECT_MAX_EDGES = 64
 CELL_SLACK_M = 1.0
+PAIR_BLOCK = 1 << 16  # (node, chain) pairs measured at once while building
 
 
-def _expand(start: IntArray, count: IntArray) -> tuple[IntArray, IntArray]:
+def expand_slices(start: IntArray, count: IntArray) -> tuple[IntArray, IntArray]:
     """(group, position) for every element of the slices ``[start, start + count)``, in order."""
     group = np.repeat(np.arange(len(count)), count)
     before = np.cumsum(count) - count
@@ -51,11 +58,14 @@ class CandidateGrid:
     """The edges that may be nearest to a point, looked up by where the point is.
 
     Square lon/lat cells of GRID_CELL_DEG cover every place within GRID_REACH_M of an edge; a cell
-    with more than LEAF_MAX_EDGES candidates splits into quarters (SW, SE, NW, NE) where that pays,
-    down to GRID_MAX_DEPTH. A leaf lists, in edge order, every edge that can be geodesically
-    nearest to some point of its box (and a few more: the test is a bound), unless there are more
-    than LEAF_MAX_LISTED; then its list is empty and snapping asks the STRtree. ``rank_ratio`` is
-    geodesy.rank_ratio for the leaf's points: how far planar ranking may be trusted there.
+    with more than LEAF_MAX_EDGES candidate chains (domain.chains) splits into quarters (SW, SE,
+    NW, NE) where that pays, down to GRID_MAX_DEPTH. A leaf lists, in edge order, every chain
+    with an edge that can be geodesically nearest to some point of its box (and a few more: the
+    test is a bound), unless there are more than LEAF_MAX_LISTED; then its lists are empty and
+    snapping asks the STRtree. A leaf whose chains hold few edges (LEAF_DIRECT_EDGES) lists
+    those edges instead, and snapping measures them straight away; otherwise snapping first
+    sorts out the chains by their bounds. ``rank_ratio`` is geodesy.rank_ratio for the leaf's
+    points: how far planar ranking may be trusted there.
     """
 
     lon0: float
@@ -67,9 +77,12 @@ class CandidateGrid:
     west: FloatArray
     south: FloatArray
     size_deg: FloatArray
-    start: IntArray  # a leaf's candidates are edges[start:stop]
+    start: IntArray  # a leaf's candidate edges are edges[start:stop] ...
     stop: IntArray
     edges: IntArray
+    chain_start: IntArray  # ... or the edges of chains[chain_start:chain_stop] (index.chains)
+    chain_stop: IntArray
+    chains: IntArray
     rank_ratio: FloatArray
 
     def locate(self, lon: FloatArray, lat: FloatArray) -> IntArray:
@@ -112,27 +125,46 @@ class CandidateGrid:
         levels.append(level)
         root = np.full(nx * ny, -1, dtype=np.int64)
         root[cells] = np.arange(len(cells))
-        return cls._assemble(lon0, lat0, nx, ny, root, levels)
+        return cls._assemble(index, (lon0, lat0, nx, ny), root, levels)
 
     @classmethod
     def _assemble(
-        cls, lon0: float, lat0: float, nx: int, ny: int, root: IntArray, levels: list[_Level]
+        cls,
+        index: SegmentIndex,
+        origin: tuple[float, float, int, int],
+        root: IntArray,
+        levels: list[_Level],
     ) -> CandidateGrid:
         first_id = np.cumsum([0] + [len(level.west) for level in levels])
-        child, start, stop, edges, ratio = [], [], [], [], []
-        offset = 0
+        child, ratio = [], []
+        direct: list[tuple[IntArray, IntArray]] = []  # per level: (count per node, edges)
+        chained: list[tuple[IntArray, IntArray]] = []  # per level: (count per node, chains)
+        chains = index.chains
         for depth, level in enumerate(levels):
             kids = np.full(len(level.west), -1, dtype=np.int64)
             kids[level.split] = first_id[depth + 1] + 4 * np.arange(int(level.split.sum()))
             child.append(kids)
-            # Split nodes, and leaves too crowded to be worth listing, get an empty slice.
+            # Split nodes, and leaves too crowded to be worth listing, get empty slices. A leaf
+            # lists its edges when they are few, else its chains.
             listed = ~level.split & (level.count <= LEAF_MAX_LISTED)
-            count = np.where(listed, level.count, 0)
-            start.append(offset + np.cumsum(count) - count)
-            stop.append(offset + np.cumsum(count))
-            edges.append(level.pair_edge[listed[level.pair_node]])
-            offset += int(count.sum())
+            width = np.bincount(
+                level.pair_node, weights=chains.count[level.pair_chain], minlength=len(listed)
+            ).astype(np.int64)
+            # Sorting out chains first pays where they hold several edges each.
+            few = (width <= LEAF_DIRECT_EDGES) | (width <= LEAF_DIRECT_MAX_EDGES) & (
+                width <= 2 * level.count
+            )
+            is_direct = listed & few
+            is_chained = listed & ~is_direct
+            through = level.pair_chain[is_direct[level.pair_node]]
+            _, edges = expand_slices(chains.first[through], chains.count[through])
+            direct.append((np.where(is_direct, width, 0), edges))
+            kept = level.pair_chain[is_chained[level.pair_node]]
+            chained.append((np.where(is_chained, level.count, 0), kept))
             ratio.append(level.rank_ratio)
+        start, stop, edges = _slices(direct)
+        chain_start, chain_stop, chain_ids = _slices(chained)
+        lon0, lat0, nx, ny = origin
         return cls(
             lon0=lon0,
             lat0=lat0,
@@ -143,11 +175,21 @@ class CandidateGrid:
             west=np.concatenate([level.west for level in levels]),
             south=np.concatenate([level.south for level in levels]),
             size_deg=np.concatenate([level.size for level in levels]),
-            start=np.concatenate(start),
-            stop=np.concatenate(stop),
-            edges=np.concatenate(edges),
+            start=start,
+            stop=stop,
+            edges=edges,
+            chain_start=chain_start,
+            chain_stop=chain_stop,
+            chains=chain_ids,
             rank_ratio=np.concatenate(ratio),
         )
+
+
+def _slices(lists: list[tuple[IntArray, IntArray]]) -> tuple[IntArray, IntArray, IntArray]:
+    """(start, stop, items) of every node's list, from each level's (count per node, items)."""
+    count = np.concatenate([c for c, _ in lists])
+    stop = np.cumsum(count)
+    return stop - count, stop, np.concatenate([items for _, items in lists])
 
 
 def _band_cells(index: SegmentIndex) -> tuple[float, float, int, int, IntArray]:
@@ -180,10 +222,11 @@ def _band_cells(index: SegmentIndex) -> tuple[float, float, int, int, IntArray]:
 def _root_pairs(
     index: SegmentIndex, west: FloatArray, south: FloatArray, size: FloatArray
 ) -> tuple[IntArray, IntArray]:
-    """(cell, edge) for every edge within reach of a cell, sorted by cell then edge.
+    """(cell, chain) for every chain within reach of a cell, sorted by cell then chain.
 
     The reach is the distance from the cell's centre to some vertex (the degree-nearest, measured
-    exactly) plus the cell's diameter: no edge beyond it can be nearest to any point of the cell.
+    exactly) plus the cell's diameter: no edge beyond it can be nearest to any point of the cell,
+    and a chain whose box misses the reach's box has no edge within it.
     """
     clon, clat = west + 0.5 * size, south + 0.5 * size
     near = index.vertex_tree.query_nearest(shapely.points(clon, clat), all_matches=False)
@@ -192,7 +235,7 @@ def _root_pairs(
     _, _, to_vertex = GEOD.inv(clon, clat, index.vx[vertex], index.vy[vertex])
     reach = np.asarray(to_vertex) + 2 * _cell_radius(west, south, size)
     dlon, dlat = reach_degrees(clat, reach)
-    pairs = index.tree.query(shapely.box(clon - dlon, clat - dlat, clon + dlon, clat + dlat))
+    pairs = index.chains.tree.query(shapely.box(clon - dlon, clat - dlat, clon + dlon, clat + dlat))
     order = np.lexsort((pairs[1], pairs[0]))
     return pairs[0][order].astype(np.int64), pairs[1][order].astype(np.int64)
 
@@ -202,15 +245,44 @@ def _cell_radius(west: FloatArray, south: FloatArray, size: FloatArray) -> Float
     return box_radius_m(south, south + size, lon_span_deg=size) + CELL_SLACK_M
 
 
+def _chain_bounds(
+    index: SegmentIndex, clon: FloatArray, clat: FloatArray, pair_node: IntArray, chain: IntArray
+) -> tuple[FloatArray, FloatArray]:
+    """(lower, upper) planar distances from each pair's node centre to its chain
+    (Chains.bounds), in the centre's local plane.
+
+    In blocks of PAIR_BLOCK pairs: a dense border makes millions of pairs, and the temporaries
+    of one block stay in the cache where whole-level arrays would be fetched from memory (and
+    first touched) by every step of the arithmetic.
+    """
+    kx, ky = metres_per_degree(clat)
+    lower, upper = np.empty(len(pair_node)), np.empty(len(pair_node))
+    for lo in range(0, len(pair_node), PAIR_BLOCK):
+        node = pair_node[lo : lo + PAIR_BLOCK]
+        lower[lo : lo + PAIR_BLOCK], upper[lo : lo + PAIR_BLOCK] = index.chains.bounds(
+            clon[node], clat[node], kx=kx[node], ky=ky[node], chain=chain[lo : lo + PAIR_BLOCK]
+        )
+    return lower, upper
+
+
+def _least_per_node(value: FloatArray, pair_node: IntArray, nodes: int) -> FloatArray:
+    """The least value of each node's pairs (pairs sorted by node); inf for a node without any."""
+    least = np.full(nodes, np.inf)
+    if len(pair_node):
+        first = np.flatnonzero(np.r_[True, pair_node[1:] != pair_node[:-1]])
+        least[pair_node[first]] = np.minimum.reduceat(value, first)
+    return least
+
+
 @dataclass(frozen=True, slots=True)
 class _Level:
-    """One depth of the grid: its nodes' boxes and surviving (node, edge) pairs, sorted."""
+    """One depth of the grid: its nodes' boxes and surviving (node, chain) pairs, sorted."""
 
     west: FloatArray
     south: FloatArray
     size: FloatArray
     pair_node: IntArray
-    pair_edge: IntArray
+    pair_chain: IntArray
     count: IntArray
     split: npt.NDArray[np.bool_]
     rank_ratio: FloatArray
@@ -223,36 +295,33 @@ class _Level:
         south: FloatArray,
         size: FloatArray,
         pair_node: IntArray,
-        pair_edge: IntArray,
+        pair_chain: IntArray,
         *,
         depth: int,
     ) -> _Level:
-        """Keep the pairs whose edge may be nearest to some point of the node.
+        """Keep the pairs whose chain has an edge that may be nearest to some point of the node.
 
         With c the node's centre, h its radius and D the distance from c to the border, a point p
         of the node is within D + h of the border and at least d(c, e) - h from edge e, so e can
         win only if d(c, e) <= D + 2h. Both sides come from planar distances in c's local plane,
         inside a latitude band that every path in question stays in (it spans ``band_m`` around
-        c), where scale_spread bounds the plane's stretch by rho: D <= rho * m for the least planar
-        distance m; and d(c, e) >= min(planar, rho * band_m) / rho (if d(c, e) is within band_m,
-        the plane stretches its geodesic by at most rho; otherwise it already exceeds band_m).
+        c), where scale_spread bounds the plane's stretch by rho: D <= rho * m for m the least
+        planar distance to some point of a chain (Chains.bounds' upper: at least the least planar
+        distance to the border); and for every edge e of a chain whose planar lower bound is l,
+        d(c, e) >= min(l, rho * band_m) / rho (if d(c, e) is within band_m, the plane stretches
+        its geodesic by at most rho; otherwise it already exceeds band_m).
         """
         clon, clat = west + 0.5 * size, south + 0.5 * size
         radius = _cell_radius(west, south, size)
-        kx, ky = metres_per_degree(clat)
-        d2, _ = index.plane_foot(
-            clon[pair_node], clat[pair_node], kx=kx[pair_node], ky=ky[pair_node], edge=pair_edge
-        )
-        planar = np.sqrt(d2)
-        least = np.full(len(west), np.inf)
-        np.minimum.at(least, pair_node, planar)
+        nearest, farthest_point = _chain_bounds(index, clon, clat, pair_node, pair_chain)
+        least = _least_per_node(farthest_point, pair_node, len(west))
         band_m = MAX_SPREAD * least + 2 * radius + 1.0
         rho = scale_spread(clat - band_m / MIN_M_PER_DEG_LAT, clat + band_m / MIN_M_PER_DEG_LAT)
         usable = rho <= MAX_SPREAD  # then band_m covers D + 2h, as the bound needs
         rho = np.where(usable, rho, 1.0)
-        lower = np.minimum(planar, (rho * band_m)[pair_node]) / rho[pair_node]
+        lower = np.minimum(nearest, (rho * band_m)[pair_node]) / rho[pair_node]
         keep = ~usable[pair_node] | (lower <= (rho * least + 2 * radius)[pair_node])
-        pair_node, pair_edge = pair_node[keep], pair_edge[keep]
+        pair_node, pair_chain = pair_node[keep], pair_chain[keep]
         count = np.bincount(pair_node, minlength=len(west))
         split = (count > LEAF_MAX_EDGES) & (depth < GRID_MAX_DEPTH)
         farthest = np.where(usable, rho * least + radius, np.inf)
@@ -261,7 +330,7 @@ class _Level:
             south,
             size,
             pair_node,
-            pair_edge,
+            pair_chain,
             count,
             split,
             rank_ratio(south, south + size, reach_m=farthest),
@@ -284,7 +353,7 @@ class _Level:
             south=self.south[kept],
             size=self.size[kept],
             pair_node=renumber[self.pair_node[pairs]],
-            pair_edge=self.pair_edge[pairs],
+            pair_chain=self.pair_chain[pairs],
             count=self.count[kept],
             split=self.split[kept],
             rank_ratio=self.rank_ratio[kept],
@@ -299,5 +368,7 @@ class _Level:
         south = (self.south[parents][:, None] + half[:, None] * (quarter // 2)).ravel()
         size = np.repeat(half, 4)
         first = np.cumsum(self.count) - self.count
-        node, position = _expand(np.repeat(first[parents], 4), np.repeat(self.count[parents], 4))
-        return west, south, size, node, self.pair_edge[position]
+        node, position = expand_slices(
+            np.repeat(first[parents], 4), np.repeat(self.count[parents], 4)
+        )
+        return west, south, size, node, self.pair_chain[position]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,6 +122,73 @@ def _parse_coords(raw: object, where: str) -> tuple[tuple[float, float], ...]:
     return tuple(out)
 
 
+def border_fingerprint(segments: Iterable[BorderSegment]) -> str:
+    """A digest of a segment set's ids, order, countries, chainage and geometry (to 1e-7 degree),
+    the same whether the set was read from a file or back from either store.
+
+    Tells which border a store holds (e.g. the one an earlier release bundled) without keeping
+    where it came from. The free-form properties are left out: stores may reorder their keys.
+    """
+    digest = hashlib.sha256()
+    for s in segments:
+        head = f"{s.segment_id}|{s.border}|{s.left_country}|{s.right_country}"
+        digest.update(f"{head}|{s.start_km:.6f}|{s.end_km:.6f}|{len(s.coords)}\n".encode())
+        digest.update(
+            np.round(np.asarray(s.coords, dtype=np.float64) * 1e7).astype("<i8").tobytes()
+        )
+    return digest.hexdigest()
+
+
+Lines = tuple[FloatArray, FloatArray, FloatArray, FloatArray]  # (ax, ay, dlon, dlat) of each
+
+
+def plane_foot(
+    lines: Lines,
+    lon: FloatArray,
+    lat: FloatArray,
+    *,
+    kx: FloatArray,
+    ky: FloatArray,
+    line: IntArray,
+) -> tuple[FloatArray, FloatArray]:
+    """Squared planar distance from each point to its straight line piece (``lines[.][line]``),
+    and the foot's parameter t in [0, 1].
+
+    The plane is centred on the point with ``kx``, ``ky`` metres per degree (geodesy's local
+    plane): affine in lon/lat, so a piece straight in lon/lat is exactly straight in it.
+    """
+    ax, ay, dlon, dlat = lines
+    # In place throughout: on millions of pairs, fresh temporaries cost more than the maths.
+    x = ax[line]
+    x -= lon
+    x *= kx
+    y = ay[line]
+    y -= lat
+    y *= ky
+    dx = dlon[line]
+    dx *= kx
+    dy = dlat[line]
+    dy *= ky
+    t = x * dx
+    scratch = y * dy
+    t += scratch
+    length2 = dx * dx
+    np.multiply(dy, dy, out=scratch)
+    length2 += scratch
+    np.maximum(length2, np.finfo(np.float64).tiny, out=length2)  # a zero-length piece: t = 0
+    np.divide(t, length2, out=t)
+    np.negative(t, out=t)
+    np.clip(t, 0.0, 1.0, out=t)
+    np.multiply(t, dx, out=scratch)
+    x += scratch
+    np.multiply(t, dy, out=scratch)
+    y += scratch
+    x *= x
+    y *= y
+    x += y
+    return x, t
+
+
 class SegmentIndex:
     """Every edge of every segment as flat arrays, with the lookups snapping runs on.
 
@@ -186,7 +254,9 @@ class SegmentIndex:
             else None
         )
         from service.domain.candidate_grid import CandidateGrid  # builds from this index
+        from service.domain.chains import Chains
 
+        self.chains = Chains.of(self)
         self.grid = CandidateGrid.build(self)
 
     def __len__(self) -> int:
@@ -200,40 +270,11 @@ class SegmentIndex:
     def plane_foot(
         self, lon: FloatArray, lat: FloatArray, *, kx: FloatArray, ky: FloatArray, edge: IntArray
     ) -> tuple[FloatArray, FloatArray]:
-        """Squared planar distance from each point to its edge, and the foot's parameter t in [0, 1].
-
-        The plane is centred on the point with ``kx``, ``ky`` metres per degree (geodesy's local
-        plane): affine in lon/lat, so the edge is exactly straight in it.
-        """
-        # In place throughout: on millions of pairs, fresh temporaries cost more than the maths.
-        x = self.ax[edge]
-        x -= lon
-        x *= kx
-        y = self.ay[edge]
-        y -= lat
-        y *= ky
-        dx = self.dlon[edge]
-        dx *= kx
-        dy = self.dlat[edge]
-        dy *= ky
-        t = x * dx
-        scratch = y * dy
-        t += scratch
-        length2 = dx * dx
-        np.multiply(dy, dy, out=scratch)
-        length2 += scratch
-        np.maximum(length2, np.finfo(np.float64).tiny, out=length2)  # a zero-length edge: t = 0
-        np.divide(t, length2, out=t)
-        np.negative(t, out=t)
-        np.clip(t, 0.0, 1.0, out=t)
-        np.multiply(t, dx, out=scratch)
-        x += scratch
-        np.multiply(t, dy, out=scratch)
-        y += scratch
-        x *= x
-        y *= y
-        x += y
-        return x, t
+        """Squared planar distance from each point to its edge, and the foot's parameter t in [0, 1]
+        (see ``plane_foot``)."""
+        return plane_foot(
+            (self.ax, self.ay, self.dlon, self.dlat), lon, lat, kx=kx, ky=ky, line=edge
+        )
 
     def _neighbours(self) -> tuple[IntArray, IntArray]:
         """The edge before and after each edge along its line, or -1 at a line's end.

@@ -5,8 +5,10 @@ draws them) at the least WGS84 geodesic distance. All numpy/GEOS arrays, no Pyth
 or edges:
 
 1. Candidate edges. Most points sit in a leaf of the index's candidate grid, which lists every edge
-   that can be nearest to any point of the leaf. The others (far from the border, or where edges
-   are too crowded to list) take a box query on the STRtree whose reach is the exact geodesic
+   that can be nearest to any point of the leaf, or, where edges are short and many (a river
+   line), every chain of edges that can hold it: the chains' bounds then leave the few whose
+   edges are measured (domain.chains). The others (far from the border, or where even chains are
+   too crowded to list) take a box query on the STRtree whose reach is the exact geodesic
    distance to some vertex. Degree-space nearness is never the answer: at 49 N a degree of
    longitude is 0.66 of a degree of latitude.
 2. Ranking. Each point measures its candidates in its own local plane (see geodesy), which is affine
@@ -29,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 import shapely
 
-from service.domain.candidate_grid import GRID_REACH_M
+from service.domain.candidate_grid import GRID_REACH_M, expand_slices
 from service.domain.geodesy import GEOD, FloatArray, metres_per_degree, rank_ratio, reach_degrees
 from service.domain.reports import BEYOND, SnapResult, SnapStatus
 from service.domain.segments import IntArray, SegmentIndex
@@ -77,14 +79,18 @@ def snap_arrays(
     if n and len(index):
         grid = index.grid
         leaf = grid.locate(lon, lat)
-        listed = leaf >= 0
-        listed[listed] = grid.stop[leaf[listed]] > grid.start[leaf[listed]]
-        slow = ~listed & np.isfinite(lon) & np.isfinite(lat)
+        inside = leaf >= 0
+        listed, chained = inside.copy(), inside.copy()
+        listed[inside] = grid.stop[leaf[inside]] > grid.start[leaf[inside]]
+        chained[inside] = grid.chain_stop[leaf[inside]] > grid.chain_start[leaf[inside]]
+        slow = ~listed & ~chained & np.isfinite(lon) & np.isfinite(lat)
         if max_distance_m <= GRID_REACH_M:
-            slow &= leaf >= 0  # outside the grid's band every edge is farther than its reach
-        fast, slow = np.flatnonzero(listed), np.flatnonzero(slow)
+            slow &= inside  # outside the grid's band every edge is farther than its reach
+        fast, by_chain = np.flatnonzero(listed), np.flatnonzero(chained)
+        slow = np.flatnonzero(slow)
         for points, found in (
             (fast, _grid_candidates(index, leaf[fast])),
+            (by_chain, _chain_candidates(index, lon[by_chain], lat[by_chain], leaf[by_chain])),
             (slow, _tree_candidates(index, lon[slow], lat[slow], max_distance_m)),
         ):
             e, d, t = _nearest(index, lon[points], lat[points], found)
@@ -99,6 +105,43 @@ def _grid_candidates(index: SegmentIndex, leaf: IntArray) -> _Candidates:
     grid = index.grid
     start = grid.start[leaf]
     return _Candidates(grid.edges, start, grid.stop[leaf] - start, grid.rank_ratio[leaf])
+
+
+def _chain_candidates(
+    index: SegmentIndex, lon: FloatArray, lat: FloatArray, leaf: IntArray
+) -> _Candidates:
+    """The edges of the leaf's chains that may hold the nearest edge, by the chains' bounds.
+
+    The nearest edge's planar distance is at most ``ratio`` times the least planar distance to
+    the border (geodesy.rank_ratio), which is at most the least of the chains' upper bounds; a
+    chain whose lower bound exceeds that holds no edge that can win, nor the planar-nearest edge,
+    so ranking its survivors' edges (``_nearest``) gives what ranking every edge would.
+    """
+    grid, chains = index.grid, index.chains
+    start = grid.chain_start[leaf]
+    count = grid.chain_stop[leaf] - start
+    ratio = grid.rank_ratio[leaf]
+    kept_point: list[IntArray] = []
+    kept_chain: list[IntArray] = []
+    by_count = np.argsort(count, kind="stable")
+    for rows in np.split(by_count, np.flatnonzero(np.diff(count[by_count])) + 1):
+        if not len(rows):
+            continue
+        ids = grid.chains[start[rows][:, None] + np.arange(int(count[rows[0]]))]
+        kx, ky = metres_per_degree(lat[rows])
+        lower, upper = chains.bounds(lon[rows][:, None], lat[rows][:, None], kx=kx[:, None],
+                                     ky=ky[:, None], chain=ids)  # fmt: skip
+        limit = upper.min(axis=1) * ratio[rows] + RANK_SLACK_M
+        row, col = np.nonzero(lower <= limit[:, None])  # row by row, in chain order
+        kept_point.append(rows[row])
+        kept_chain.append(ids[row, col])
+    point = np.concatenate(kept_point) if kept_point else np.zeros(0, dtype=np.int64)
+    chain = np.concatenate(kept_chain) if kept_chain else np.zeros(0, dtype=np.int64)
+    order = np.argsort(point, kind="stable")
+    point, chain = point[order], chain[order]
+    pair, edge = expand_slices(chains.first[chain], chains.count[chain])
+    per_point = np.bincount(point[pair], minlength=len(lon))
+    return _Candidates(edge, np.cumsum(per_point) - per_point, per_point, ratio)
 
 
 def _tree_candidates(

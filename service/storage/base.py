@@ -108,11 +108,13 @@ class SegmentStore(Protocol):
         resnap: Resnap,
         *,
         on_progress: OnProgress | None = None,
+        expected_version: int | None = None,
     ) -> int:
         """In one transaction: replace the segment set, re-snap every stored report with
         ``resnap``, and recount every rollup, so that no reader ever sees reports snapped to one
         border with segments or counts of another. Writers of reports wait meanwhile. Returns how
-        many reports were re-snapped."""
+        many reports were re-snapped. With ``expected_version``, raise BorderChanged and change
+        nothing when the stored border is no longer that version (another process replaced it)."""
         ...
 
 
@@ -291,6 +293,10 @@ class ReleaseWriter(Protocol):
         """Replace the release, in one transaction, with exact counts of the stored reports
         observed before ``through`` (a UTC midnight) per cell of the release's partition."""
         ...
+
+
+class BorderStore(SegmentStore, ReleaseReader, ReleaseWriter, Protocol):
+    """The border, and what must be recounted when it changes (the public release)."""
 
 
 class AccessStore(Protocol):

@@ -103,7 +103,7 @@ async def test_segment_and_kind_filters(client: httpx.AsyncClient) -> None:
 
 async def test_segments_list_the_whole_border(client: httpx.AsyncClient) -> None:
     collection = (await client.get("/v1/segments")).json()
-    assert len(collection["features"]) == 457
+    assert len(collection["features"]) == 478
     ca_us = (await client.get("/v1/segments?border=CA-US")).json()["features"]
     assert len(ca_us) == 351 and all(f["properties"]["border"] == "CA-US" for f in ca_us)
 
@@ -111,4 +111,4 @@ async def test_segments_list_the_whole_border(client: httpx.AsyncClient) -> None
 async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     ready = await client.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["segments"] == 457
+    assert ready.status_code == 200 and ready.json()["segments"] == 478

@@ -33,5 +33,5 @@ def edges() -> Edges:
 @cache
 def known_places() -> tuple[dict[str, Any], ...]:
     """The published crossing places with their brute-force-derived snap figures."""
-    doc = json.loads((REPO / "tests" / "known_places.geojson").read_text())
+    doc = json.loads((REPO / "data" / "known_places.geojson").read_text())
     return tuple(doc["features"])

@@ -114,14 +114,8 @@ def test_known_place_snaps_as_published(index: SegmentIndex, place: dict[str, An
     assert result.chainage_km == pytest.approx(published["chainage_km"], abs=0.001)
 
 
-def test_points_in_cells_too_crowded_to_list_snap_like_brute_force(
-    index: SegmentIndex, edges: Edges
-) -> None:
-    # Where edges are dense the grid leaves a cell unlisted and the STRtree answers instead.
+def _like_brute_force(index: SegmentIndex, edges: Edges, cells: np.ndarray) -> None:
     grid = index.grid
-    unlisted = np.flatnonzero((grid.child < 0) & (grid.stop == grid.start))
-    assert len(unlisted)
-    cells = np.random.default_rng(0).choice(unlisted, 8, replace=False)
     lon = grid.west[cells] + 0.3 * grid.size_deg[cells]
     lat = grid.south[cells] + 0.6 * grid.size_deg[cells]
 
@@ -132,6 +126,34 @@ def test_points_in_cells_too_crowded_to_list_snap_like_brute_force(
         for x, y in zip(lon, lat, strict=True)
     ]
     np.testing.assert_allclose(got.distance_m, want, atol=0.001)
+
+
+def test_points_in_leaves_that_list_chains_snap_like_brute_force(
+    index: SegmentIndex, edges: Edges
+) -> None:
+    # Along the Rio Grande edges are tens of metres: leaves list chains of them, and snapping
+    # sorts the chains out by their bounds before measuring edges.
+    grid = index.grid
+    chained = np.flatnonzero((grid.child < 0) & (grid.chain_stop > grid.chain_start))
+    assert len(chained)
+    _like_brute_force(index, edges, np.random.default_rng(0).choice(chained, 12, replace=False))
+
+
+def test_points_in_cells_too_crowded_to_list_snap_like_brute_force() -> None:
+    # Where even chains are too many the grid leaves a cell unlisted and the STRtree answers.
+    # The bundled border has no such cell; a comb of 2,000 separate 111 m lines 3.6 m apart has.
+    comb = [
+        make_segment(f"C{i}", [(-100.0 + i * 0.00005, 49.0), (-100.0 + i * 0.00005, 49.001)])
+        for i in range(2_000)
+    ]
+    index = SegmentIndex(comb)
+    grid = index.grid
+    unlisted = np.flatnonzero(
+        (grid.child < 0) & (grid.stop == grid.start) & (grid.chain_stop == grid.chain_start)
+    )
+    assert len(unlisted)
+    cells = np.random.default_rng(0).choice(unlisted, min(8, len(unlisted)), replace=False)
+    _like_brute_force(index, Edges.of(comb), cells)
 
 
 def test_points_beyond_the_grid_snap_when_the_reach_allows(

@@ -9,8 +9,9 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from service.domain.candidate_grid import GRID_REACH_M
+from service.domain.geodesy import metres_per_degree
 from service.domain.reports import SnapStatus
-from service.domain.segments import SegmentIndex
+from service.domain.segments import SegmentIndex, plane_foot
 from service.domain.snapping import SnapArrays, snap, snap_arrays
 
 from . import bundled
@@ -219,3 +220,27 @@ def test_chainage_grows_along_a_segment(index: SegmentIndex, data: st.DataObject
     got = snap_arrays(lon, lat, index, max_distance_m=1_000)
     chainage = got.chainage_km[got.segment == number]
     assert np.all(np.diff(chainage) >= -1e-9)  # a micrometre: feet of near-equal points may swap
+
+
+@CHEAP
+@given(st.data())
+def test_every_point_of_a_chain_is_within_its_tolerance_of_its_chord(data: st.DataObject) -> None:
+    index = bundled.index()
+    chains = index.chains
+    c = data.draw(st.integers(0, len(chains) - 1))
+    e = data.draw(st.integers(int(chains.first[c]), int(chains.first[c] + chains.count[c] - 1)))
+    t = data.draw(st.floats(0.0, 1.0))
+    lat0 = data.draw(st.floats(-80.0, 80.0))
+    x = index.ax[e] + t * index.dlon[e]
+    y = index.ay[e] + t * index.dlat[e]
+    # In the plane of any point: here one at latitude lat0 (the scale is all that matters).
+    kx, ky = metres_per_degree(np.array([lat0]))
+    d2, _ = plane_foot(
+        (chains.ax, chains.ay, chains.dlon, chains.dlat),
+        np.array([x]),
+        np.array([y]),
+        kx=kx,
+        ky=ky,
+        line=np.array([c]),
+    )
+    assert math.sqrt(float(d2[0])) <= chains.eps_m[c] + 1e-6

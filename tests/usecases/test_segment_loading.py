@@ -38,9 +38,9 @@ def test_loading_twice_leaves_the_same_set(fresh_url: str) -> None:
     for _ in range(2):
         result = run_cli(fresh_url, "segments", "load", str(BUNDLED), text=True)
         assert result.returncode == 0, result.stderr
-        assert "loaded 457 segments" in result.stdout
+        assert "loaded 478 segments" in result.stdout
     ids = _segment_ids(fresh_url)
-    assert len(ids) == 457 and len(set(ids)) == 457
+    assert len(ids) == 478 and len(set(ids)) == 478
 
 
 def test_a_new_set_replaces_the_old_one(fresh_url: str, tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from uuid import UUID
 from sqlalchemy import Connection
 
 from service.domain.segments import BorderSegment
-from service.storage.base import OnProgress, Resnap
+from service.storage.base import BorderChanged, OnProgress, Resnap
 from service.storage.postgis import rollups, segments
 
 BATCH = 20_000
@@ -34,7 +34,15 @@ def replace_border(
     batch: Sequence[BorderSegment],
     resnap: Resnap,
     on_progress: OnProgress | None,
+    *,
+    expected_version: int | None = None,
 ) -> int:
+    # Held until commit: a second process replacing the border waits here, then sees the version
+    # the first one left and gives up rather than replace the border twice.
+    if expected_version is not None and segments.border_version(conn, for_update=True) != (
+        expected_version
+    ):
+        raise BorderChanged("the border was replaced by another process")
     # The segments (and the border's version) first, before any lock on reports: an ingest that
     # read the version FOR SHARE finishes before this goes on; one that reads it later waits,
     # then sees the new version and snaps its reports again.

@@ -16,10 +16,10 @@ def count_segments(conn: Connection) -> int:
     return int(conn.execute(select(func.count()).select_from(segments)).scalar_one())
 
 
-def border_version(conn: Connection, *, for_share: bool = False) -> int:
+def border_version(conn: Connection, *, for_share: bool = False, for_update: bool = False) -> int:
     """The border's version (migration 0009); ``for_share`` holds it against a change until the
-    transaction ends."""
-    lock = " FOR SHARE" if for_share else ""
+    transaction ends, ``for_update`` against a change by anyone else and against ingest."""
+    lock = " FOR UPDATE" if for_update else " FOR SHARE" if for_share else ""
     return int(conn.exec_driver_sql(f"SELECT version FROM border_version{lock}").scalar_one())
 
 

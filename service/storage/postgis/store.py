@@ -257,8 +257,13 @@ class PostgisStore:
         resnap: Resnap,
         *,
         on_progress: OnProgress | None = None,
+        expected_version: int | None = None,
     ) -> int:
-        return self._write(lambda conn: border.replace_border(conn, batch, resnap, on_progress))
+        return self._write(
+            lambda conn: border.replace_border(
+                conn, batch, resnap, on_progress, expected_version=expected_version
+            )
+        )
 
     def add_reports(
         self,

@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from service.domain.segments import BorderSegment
-from service.storage.base import OnProgress, Resnap
+from service.storage.base import BorderChanged, OnProgress, Resnap
 from service.storage.sqlite import reports, segments
 
 BATCH = 20_000
@@ -23,7 +23,12 @@ def replace_border(
     batch: Sequence[BorderSegment],
     resnap: Resnap,
     on_progress: OnProgress | None,
+    *,
+    expected_version: int | None = None,
 ) -> int:
+    # In the write transaction (BEGIN IMMEDIATE): no other border change can come between.
+    if expected_version is not None and segments.border_version(conn) != expected_version:
+        raise BorderChanged("the border was replaced by another process")
     segments.replace_segments(conn, batch)
     (total,) = conn.execute("SELECT count(*) FROM reports").fetchone()
     done = after = 0

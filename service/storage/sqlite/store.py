@@ -91,6 +91,7 @@ class SqliteStore:
         resnap: Resnap,
         *,
         on_progress: OnProgress | None = None,
+        expected_version: int | None = None,
     ) -> int:
         return self._db.write(
             partial(
@@ -98,6 +99,7 @@ class SqliteStore:
                 batch=segments,
                 resnap=resnap,
                 on_progress=on_progress,
+                expected_version=expected_version,
             )
         )
 
