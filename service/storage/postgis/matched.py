@@ -7,6 +7,7 @@ from sqlalchemy import Connection
 
 from service.domain.tiles import GRID_LEVEL, ROLLUP_LEVELS, grid_cell
 from service.storage.base import ReportQuery
+from service.storage.postgis.rollups import live
 
 _LEVEL = min(ROLLUP_LEVELS)
 _SHIFT = GRID_LEVEL - _LEVEL
@@ -14,13 +15,14 @@ _CELLS_MAX = 20_000  # a box over more rollup cells with reports than this is no
 
 
 def count_matched(conn: Connection, query: ReportQuery) -> int | None:
-    """The number of reports ``query`` matches, when the rollups (kept in the same transaction as
-    the reports) say it exactly: with no filter, their total; with a box alone, the total of the
+    """The number of reports ``query`` matches, when the rollups (with the reports still pending
+    for them) say it exactly: with no filter, their total; with a box alone, the total of the
     rollup cells under it when every cell holding reports there lies wholly inside the box (as a
     box around all the data does). Else None."""
     if query.filters_nothing():
         total = conn.exec_driver_sql(
-            "SELECT coalesce(sum(reports), 0) FROM tile_cells WHERE level = %(level)s",
+            f"SELECT coalesce(sum(reports), 0) FROM {live('tile_cells')} AS cells"
+            " WHERE level = %(level)s",
             {"level": _LEVEL},
         ).scalar_one()
         return int(total)
@@ -31,7 +33,7 @@ def count_matched(conn: Connection, query: ReportQuery) -> int | None:
     gx1, gy0 = grid_cell(max_lon, max_lat)  # grid y runs south
     cx0, cx1, cy0, cy1 = gx0 >> _SHIFT, gx1 >> _SHIFT, gy0 >> _SHIFT, gy1 >> _SHIFT
     rows = conn.exec_driver_sql(
-        "SELECT cx, cy, sum(reports) FROM tile_cells WHERE level = %(level)s"
+        f"SELECT cx, cy, sum(reports) FROM {live('tile_cells')} AS cells WHERE level = %(level)s"
         " AND cx BETWEEN %(cx0)s AND %(cx1)s AND cy BETWEEN %(cy0)s AND %(cy1)s"
         " GROUP BY cx, cy HAVING sum(reports) > 0 LIMIT %(most)s",
         {"level": _LEVEL, "cx0": cx0, "cx1": cx1, "cy0": cy0, "cy1": cy1, "most": _CELLS_MAX + 1},
