@@ -836,6 +836,7 @@ def main(argv: list[str] | None = None) -> int:
     handle_stop_signals()
     client_cores, server_cores, pin_note = pin_for_database(no_pin=args.no_pin)
     started = datetime.now(UTC)
+    load_at_start = os.getloadavg()
     notes = fairness_notes(
         pin_note,
         allow_parallel_query=args.allow_parallel_query,
@@ -886,7 +887,7 @@ def main(argv: list[str] | None = None) -> int:
             server_cores=server_cores,
             pinned_backends=ctx.pinned_backends,
         )
-        | {"loadavg_at_end": os.getloadavg()},
+        | {"loadavg_at_start": load_at_start, "loadavg_at_end": os.getloadavg()},
         "cut": cut,
         "load_ms": [round(v, 1) for v in ctx.load_ms],
     }
