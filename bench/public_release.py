@@ -687,6 +687,50 @@ def cap_check(ctx: Context) -> list[str]:
     return problems
 
 
+def reload_stall(ctx: Context) -> dict[str, Any]:
+    """What a new cut costs a running server: 4 clients ask for the (kept) public tile in a loop
+    while ``crossings release cut`` stores a new cut, until an aggregate answer names the new
+    release (the server looks every ``CROSSINGS_RELEASE_CHECK_S``, 5 s, and then loads it)."""
+    tile = next(c for c in ctx.cases if c.answer == "tile")
+    probe = ctx.cases[0].url()
+
+    def release_id(body: bytes) -> int:
+        return int(orjson.loads(body)["release"]["release_id"])
+
+    latencies: list[float] = []
+    with public_server(ctx) as server:
+        sender = Sender(server.base_url, headers=HEADERS, warm_path="/healthz")
+        try:
+            before = release_id(sender.get([probe])[0].body)  # the current cut, loaded
+            sender.get([tile.url()] * 8, clients=4)
+            cores = ctx.server_cores
+            subprocess.run(
+                [str(CROSSINGS), "release", "cut"],
+                env=server_env(ctx.url, log_level="warning") | SERVER_ENV,
+                capture_output=True, check=True,
+                preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None,
+            )  # fmt: skip
+            start = time.perf_counter()
+            after = before
+            while after == before and time.perf_counter() - start < 120.0:
+                sent = sender.get([tile.url()] * 8, clients=4)
+                latencies += [s.seconds * 1000.0 for s in sent if s.status == 200]
+                after = release_id(sender.get([probe])[0].body)
+            seconds = time.perf_counter() - start
+        finally:
+            sender.close()
+    ordered = sorted(latencies)
+    return {
+        "clients": 4,
+        "tile_requests": len(latencies),
+        "tile_p50_ms": round(ordered[len(ordered) // 2], 1) if ordered else None,
+        "tile_max_ms": round(ordered[-1], 1) if ordered else None,
+        "tile_requests_over_1s": sum(1 for v in latencies if v > 1000.0),
+        "seconds_until_new_release_answered": round(seconds, 1),
+        "new_release_seen": after != before,
+    }
+
+
 # --- results ---------------------------------------------------------------------------------
 
 
@@ -794,6 +838,7 @@ def table(result: dict[str, Any]) -> None:
         summary,
     )  # fmt: skip
     print(f"\nfirst request of a server (loads the cut): {result['load_ms']} ms")
+    print(f"a new cut while 4 clients ask for a tile: {result['new_cut_under_load']}")
     for problem in result["checks"] or ["checks: no problem found"]:
         print(problem)
     for note in result["notes"]:
@@ -865,6 +910,8 @@ def main(argv: list[str] | None = None) -> int:
         ctx = Context(args, url, scratch, server_cores, postgres, cases)
         checks = cap_check(ctx)
         run(ctx)
+        print("a new cut under load ...", file=sys.stderr)
+        stall = reload_stall(ctx)
         with psycopg.connect(libpq_url(url)) as conn:
             settings = pg_settings(conn, PG_SETTINGS)
             (reports,) = conn.execute("SELECT count(*) FROM reports").fetchone()  # type: ignore[misc]
@@ -890,6 +937,7 @@ def main(argv: list[str] | None = None) -> int:
         | {"loadavg_at_start": load_at_start, "loadavg_at_end": os.getloadavg()},
         "cut": cut,
         "load_ms": [round(v, 1) for v in ctx.load_ms],
+        "new_cut_under_load": stall,
     }
     result["cases"] = {c.name: case_result(ctx, c, info) for c in cases}
     result["checks"] = checks + [p for c in result["cases"].values() for p in c["checks"]]
