@@ -66,7 +66,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await run_in_threadpool(_cut_now, store, settings)
         tasks = [
             asyncio.create_task(_watch_border(app.state.border, settings.border_check_s)),
-            asyncio.create_task(_keep_release(store, settings)),
+            asyncio.create_task(_keep_release(store, app.state.release, settings)),
         ]
         try:
             yield
@@ -102,7 +102,7 @@ def _cut_now(store: Store, settings: Settings) -> None:
     log.info("cut public release %s (days before %s)", info.release_id, info.through)
 
 
-async def _keep_release(store: Store, settings: Settings) -> None:
+async def _keep_release(store: Store, release: CurrentRelease, settings: Settings) -> None:
     """Cut the public release again when it is due: a new day came of age, or late reports,
     deletions or a new border may have changed it (every ``release_refresh_s``). Several servers
     may each cut; the store takes one cut at a time, and each is whole."""
@@ -120,6 +120,7 @@ async def _keep_release(store: Store, settings: Settings) -> None:
             )
             if due:
                 await run_in_threadpool(_cut_now, store, settings)
+                await run_in_threadpool(release.refresh_now)  # this process's own cut, at once
         except StoreUnavailable:
             continue  # the database is away: try again next time
         except Exception:  # never let the task die with the server still up

@@ -57,13 +57,13 @@ class Settings(BaseSettings):
         default=24, ge=0, description="The release holds only days that ended this long ago"
     )
     release_refresh_s: float = Field(
-        default=600, gt=0, description="How often the server cuts the release again"
+        default=3600, gt=0, description="How often the server cuts the release again"
     )
     release_check_s: float = Field(
         default=5, ge=0, description="How often a server looks for a release another one cut"
     )
     public_max_cells: int = Field(
-        default=100_000,
+        default=12_000,
         gt=0,
         description="Most cells (periods x possible groups) a public aggregate may have",
     )

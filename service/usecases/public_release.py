@@ -11,6 +11,7 @@ direction and side), not on the number of reports, and answers are kept per cut.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import threading
 import time
@@ -53,9 +54,11 @@ from service.domain.tiles import (
 from service.storage.base import ReleaseReader
 from service.usecases.aggregates import Aggregate, AggregateRequest, AggregateRow
 
+log = logging.getLogger("crossings")
 IntArray = npt.NDArray[np.int64]
 Group = tuple[str | None, ...]
-_KEPT_ANSWERS = 512  # per cut: dashboards and map tiles ask the same few things again
+_KEPT_ANSWERS = 128  # per cut: dashboards and map tiles ask the same few things again
+_KEPT_ROWS = 5_000  # larger answers are not kept: memory, and they are rarely asked again
 
 
 @dataclass(eq=False)
@@ -73,36 +76,37 @@ class ReleaseView:
 
     @classmethod
     def of(cls, info: ReleaseInfo, rows: Sequence[ReleaseRow]) -> ReleaseView:
-        rows = sorted(rows, key=lambda r: r.day)  # a window is then a slice
+        """Column by column (a cut at 1,000,000 reports holds ~550,000 cells), sorted by day so
+        that a window is a slice."""
+        days = np.fromiter((r.day.toordinal() for r in rows), dtype=np.int64, count=len(rows))
+        order = np.argsort(days, kind="stable")
         codes: dict[str, IntArray] = {}
         vocab: dict[str, list[str | None]] = {}
-        columns: dict[str, list[str | None]] = {
-            "segment_id": [r.segment_id for r in rows],
-            "kind": [r.kind for r in rows],
-            "direction": [r.direction for r in rows],
-            "side": [r.side for r in rows],
-        }
-        for name, values in columns.items():
-            known = sorted(set(values), key=_none_last)
-            at = {v: i for i, v in enumerate(known)}
-            codes[name] = np.fromiter((at[v] for v in values), dtype=np.int64, count=len(rows))
-            vocab[name] = known
+        for name, at in (("segment_id", 1), ("kind", 2), ("direction", 3), ("side", 4)):
+            # "" stands in for None while sorting: no value of these columns is empty.
+            column = np.asarray([r[at] or "" for r in rows], dtype=object)
+            known, inverse = np.unique(column, return_inverse=True)
+            vocab[name] = [v or None for v in known.tolist()]
+            codes[name] = inverse.reshape(-1).astype(np.int64)[order]
         return cls(
             info=info,
-            days=np.fromiter((r.day.toordinal() for r in rows), dtype=np.int64, count=len(rows)),
+            days=days[order],
             codes=codes,
             vocab=vocab,
-            reports=np.fromiter((r.reports for r in rows), dtype=np.int64, count=len(rows)),
-            people=np.fromiter((r.people for r in rows), dtype=np.int64, count=len(rows)),
+            reports=np.fromiter((r.reports for r in rows), np.int64, len(rows))[order],
+            people=np.fromiter((r.people for r in rows), np.int64, len(rows))[order],
         )
 
     def kept(self, key: Hashable, make: Any) -> Any:
-        """The answer for ``key``, made once per cut (the cut never changes)."""
+        """The answer for ``key``, made once per cut (the cut never changes); a large answer is
+        made each time instead."""
         with self.lock:
             if key in self.answers:
                 self.answers.move_to_end(key)
                 return self.answers[key]
         answer = make()
+        if len(getattr(getattr(answer, "aggregate", None), "rows", ())) > _KEPT_ROWS:
+            return answer
         with self.lock:
             self.answers[key] = answer
             while len(self.answers) > _KEPT_ANSWERS:
@@ -111,8 +115,9 @@ class ReleaseView:
 
 
 class CurrentRelease:
-    """The cut this process answers from: looked up at most every ``check_s`` seconds, loaded
-    again only when another cut was stored."""
+    """The cut this process answers from. It looks for a newer cut at most every ``check_s``
+    seconds and loads it in the background, answering from the one it has meanwhile (loading a
+    cut of 1,000,000 reports takes seconds); only the very first load is waited for."""
 
     def __init__(self, reader: ReleaseReader, *, check_s: float) -> None:
         self._reader = reader
@@ -120,25 +125,53 @@ class CurrentRelease:
         self._view: ReleaseView | None = None
         self._checked = -float("inf")
         self._lock = threading.Lock()
+        self._loading: threading.Thread | None = None
 
     def view(self) -> ReleaseView:
         """The current cut; StoreUnavailable before the first cut is stored."""
         now = time.monotonic()
         with self._lock:
-            if self._view is None or now - self._checked >= self._check_s:
-                self._refresh()
+            current = self._view
+            due = now - self._checked >= self._check_s
+            if due:
                 self._checked = now
+        if current is None:
+            with self._lock:  # the first load: every caller waits for it
+                if self._view is None:
+                    self._refresh()
+                if self._view is None:
+                    raise StoreUnavailable("the public release has not been cut yet")
+                return self._view
+        if due and self._reader.release_info() != current.info:
+            self._load_in_background()
+        return current
+
+    def _load_in_background(self) -> None:
+        with self._lock:
+            if self._loading is not None and self._loading.is_alive():
+                return
+            self._loading = threading.Thread(target=self._refresh_quietly, daemon=True)
+            self._loading.start()
+
+    def _refresh_quietly(self) -> None:
+        try:
+            self._refresh()
+        except Exception:  # the next look tries again; meanwhile the current cut answers
+            log.exception("could not load the public release")
+
+    def _refresh(self) -> None:
+        cut = self._reader.read_release()
+        if cut is not None and (self._view is None or self._view.info != cut[0]):
+            self._view = ReleaseView.of(*cut)
+
+    def refresh_now(self) -> ReleaseView:
+        """Load the stored cut now, waiting for it (after a cut this process made itself)."""
+        with self._lock:
+            self._refresh()
+            self._checked = time.monotonic()
             if self._view is None:
                 raise StoreUnavailable("the public release has not been cut yet")
             return self._view
-
-    def _refresh(self) -> None:
-        info = self._reader.release_info()
-        if info is None or (self._view is not None and self._view.info == info):
-            return
-        cut = self._reader.read_release()
-        if cut is not None:
-            self._view = ReleaseView.of(*cut)
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,8 @@ def replace_border(
     *,
     expected_version: int | None = None,
 ) -> int:
+    # Re-snapping every report is maintenance, not a request: no statement timeout.
+    conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
     # Held until commit: a second process replacing the border waits here, then sees the version
     # the first one left and gives up rather than replace the border twice.
     if expected_version is not None and segments.border_version(conn, for_update=True) != (

@@ -52,6 +52,10 @@ def cut_release(conn: Connection, through: date, cut_at: datetime) -> ReleaseInf
     return _info(conn.execute(_INFO, {"cut_at": cut_at, "through": through}).one())
 
 
+def vacuum(conn: Connection) -> None:
+    conn.execute(text("VACUUM release_cells"))
+
+
 def release_info(conn: Connection) -> ReleaseInfo | None:
     row = conn.execute(_READ_INFO).one_or_none()
     return None if row is None else _info(row)

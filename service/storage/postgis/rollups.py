@@ -223,7 +223,9 @@ def live(table: str) -> str:
 
 def rebuild(conn: Connection) -> None:
     """Recompute every rollup from the stored reports and empty rollup_pending (locks both
-    against ingest meanwhile)."""
+    against ingest meanwhile). Maintenance over every report: not bound by the requests'
+    statement timeout (at 1,000,000 reports it takes longer than the default 30 s)."""
+    conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
     conn.exec_driver_sql(f"LOCK TABLE {PENDING}, {', '.join(ROLLUP_TABLES)} IN EXCLUSIVE MODE")
     conn.exec_driver_sql(f"DELETE FROM {PENDING}")
     for table in ROLLUP_TABLES:

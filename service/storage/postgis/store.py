@@ -363,7 +363,10 @@ class PostgisStore:
         return self._read(counts.observed_range)
 
     def cut_release(self, through: date, cut_at: datetime) -> ReleaseInfo:
-        return self._run(lambda conn: release.cut_release(conn, through, cut_at))
+        info = self._run(lambda conn: release.cut_release(conn, through, cut_at))
+        # Every cut replaces every row: reclaim the last cut's now (autovacuum may be off or slow).
+        self._run(release.vacuum, autocommit=True)
+        return info
 
     def release_info(self) -> ReleaseInfo | None:
         return self._read(release.release_info)
