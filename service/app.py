@@ -17,7 +17,13 @@ from starlette.staticfiles import StaticFiles
 
 from service import __version__
 from service.api import openapi, problems
-from service.api.middleware import RequestId, SecurityHeaders
+from service.api.middleware import (
+    HostGuard,
+    KeysNotInUrls,
+    RequestId,
+    SecurityHeaders,
+    install_log_redaction,
+)
 from service.api.ratelimit import make_limiter
 from service.api.routes import admin, aggregates, health, map, ogc, reports, segments, snap, tiles
 from service.domain.errors import StoreUnavailable
@@ -85,6 +91,13 @@ async def _watch_border(border: CurrentBorder, every_s: float) -> None:
             log.exception("could not check the border's version")
 
 
+def allowed_hosts(settings: Settings) -> tuple[str, ...]:
+    """The Host names served without a public URL: the setting's, and the bind host unless it
+    is a wildcard address (then the operator names the hosts)."""
+    extra = () if settings.host in ("0.0.0.0", "::", "") else (settings.host,)
+    return (*settings.allowed_hosts, *extra)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     app = FastAPI(
@@ -124,6 +137,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "X-API-Key", "Content-Type", "If-None-Match"],
             expose_headers=["ETag", "Location", "Retry-After", "X-Request-ID"],
         )
+    # Inside the request id and security headers (their 400s carry both), outside all else.
+    app.add_middleware(
+        HostGuard, public_url=settings.public_url, allowed_hosts=allowed_hosts(settings)
+    )
+    app.add_middleware(KeysNotInUrls)
+    install_log_redaction()
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestId)
     return app

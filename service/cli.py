@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,6 +35,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
                 return 2
         finally:
             engine.dispose()
+    if args.host:  # the bind host is one of the allowed Host names (service/app.py)
+        os.environ["CROSSINGS_HOST"] = args.host
     uvicorn.run(
         "service.app:create_app",
         factory=True,

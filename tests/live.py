@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,8 +22,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(database_url: str, *, workers: int = 1, **env: str) -> Iterator[str]:
-    """Start the server on a free port, wait until it is ready, yield its base URL, stop it."""
+def running_server(
+    database_url: str, *, workers: int = 1, log_to: Path | None = None, **env: str
+) -> Iterator[str]:
+    """Start the server on a free port, wait until it is ready, yield its base URL, stop it.
+    With ``log_to``, its output (the access log among it) is written to that file."""
     port = free_port()
     environ = {
         **os.environ,
@@ -40,8 +44,12 @@ def running_server(database_url: str, *, workers: int = 1, **env: str) -> Iterat
         "--workers",
         str(workers),
     ]
+    log_file = None if log_to is None else log_to.open("wb")
     process = subprocess.Popen(
-        command, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        command,
+        env=environ,
+        stdout=subprocess.PIPE if log_file is None else log_file,
+        stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -68,6 +76,8 @@ def running_server(database_url: str, *, workers: int = 1, **env: str) -> Iterat
             process.wait()
         if process.stdout:
             process.stdout.close()
+        if log_file is not None:
+            log_file.close()
 
 
 def live_key(database_url: str, role: str = "admin") -> str:

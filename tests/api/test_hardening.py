@@ -92,3 +92,148 @@ async def test_an_id_another_key_posted_is_a_bare_conflict(
     assert own.status_code == (200 if same_content else 409)
     if same_content:
         assert own.json()["properties"]["received_at"] == stored["properties"]["received_at"]
+
+
+# --- one 401 for every bad key -------------------------------------------------------------------
+
+
+async def test_invalid_revoked_and_expired_keys_get_the_same_401(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from service.domain.access import ApiKey, Role, digest_of, new_token
+
+    store = app.state.store
+    now = datetime.now(UTC)
+    revoked_id, revoked, digest = new_token()
+    store.add_key(ApiKey(revoked_id, "revoked", Role.ANALYST, digest, now - timedelta(days=2)))
+    assert store.revoke_key(revoked_id, now - timedelta(days=1))
+    expired_id, expired, digest = new_token()
+    store.add_key(ApiKey(expired_id, "expired", Role.ANALYST, digest, now - timedelta(days=2), now))
+    good = app.state.test_keys["analyst"]
+    unknown = "crs_0123456789ab_" + good.split("_", 2)[2]
+    wrong_secret = good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
+    assert digest_of(good.split("_", 2)[2]) != digest_of(wrong_secret.split("_", 2)[2])
+    answers = []
+    for token in (unknown, wrong_secret, "not-a-key", revoked, expired):
+        async with _client(app, token) as c:
+            response = await c.get("/v1/reports")
+        assert response.status_code == 401, token
+        body = response.json()
+        body.pop("request_id")
+        answers.append((body, response.headers["www-authenticate"]))
+    assert all(a == answers[0] for a in answers), answers
+
+
+# --- keys never in URLs, logs, the audit or the database ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["api_key={token}", "key={token}", "access_token={token}", "cursor={token}", "kind=x&{token}"],
+)
+async def test_a_key_in_the_query_string_is_refused(
+    app: FastAPI, anonymous: httpx.AsyncClient, query: str
+) -> None:
+    token = app.state.test_keys["analyst"]
+    response = await anonymous.get(f"/v1/aggregates?{query.format(token=token)}")
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "header" in response.json()["errors"][0]["reason"]
+    assert token not in response.text
+    # Words that merely contain "key" are no key.
+    assert (await anonymous.get("/v1/segments?keys_are=here&monkey=1")).status_code == 200
+
+
+def _stored_text(url: str) -> str:
+    """Everything the store holds in its audit log and reports, as text."""
+    if url.startswith("sqlite"):
+        import sqlite3
+
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            rows = conn.execute("SELECT * FROM audit_log").fetchall()
+            rows += conn.execute("SELECT * FROM reports").fetchall()
+        return repr(rows)
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1)) as conn:
+        rows = conn.execute("SELECT detail::text, key_id FROM audit_log").fetchall()
+        rows += conn.execute("SELECT notes, device_id FROM reports").fetchall()
+    return repr(rows)
+
+
+def test_a_key_in_a_url_reaches_neither_the_access_log_nor_the_audit_nor_the_database(
+    store_url: str, tmp_path: Any
+) -> None:
+    from tests.live import auth, live_key, running_server
+
+    analyst = live_key(store_url, "analyst")
+    secret = analyst.split("_", 2)[2]
+    log = tmp_path / "server.log"
+    with (
+        running_server(store_url, log_to=log, CROSSINGS_LOG_LEVEL="info") as base,
+        httpx.Client(base_url=base, headers=auth(analyst), timeout=30) as c,
+    ):
+        for path in (
+            f"/v1/reports?api_key={analyst}",  # an analyst's read is audited with its query
+            f"/v1/aggregates?access_token={analyst}",
+            f"/v1/reports?bbox=0,0,1,1&note={analyst}",
+            f"/ogc/collections/reports/items?token={analyst}&f=csv",
+        ):
+            response = c.get(path)
+            assert response.status_code == 400, (path, response.text)
+        assert c.get("/v1/reports?kind=crossing").status_code == 200  # this one is audited
+    text = log.read_text()
+    assert "GET /v1/reports?api_key=[redacted]" in text, text  # the access log is on
+    assert secret not in text
+    stored = _stored_text(store_url)
+    assert "kind=crossing" in stored  # the audit is on
+    assert secret not in stored
+
+
+# --- Host header ---------------------------------------------------------------------------------
+
+
+async def test_a_host_not_allowed_is_refused_and_never_written_into_a_page(
+    anonymous: httpx.AsyncClient,
+) -> None:
+    for path in ("/map", "/ogc", "/v1/tiles.json", "/healthz"):
+        response = await anonymous.get(path, headers={"Host": "evil.example"})
+        assert response.status_code == 400, (path, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["errors"][0]["field"] == "Host"
+        assert "evil.example" not in response.text
+    for host in ("localhost:8000", "127.0.0.1", "[::1]:8000", "testserver"):
+        page = await anonymous.get("/map", headers={"Host": host})
+        assert page.status_code == 200, host
+        assert f"//{host}/static/" in page.text
+
+
+async def test_the_public_url_makes_every_link_whatever_the_host(store_url: str) -> None:
+    from service.app import create_app
+    from tests.conftest import make_settings
+
+    application = create_app(
+        make_settings(store_url, public_url="https://crossings.example.org", rate_limit_public=0)
+    )
+    async with application.router.lifespan_context(application), _client(application) as c:
+        page = await c.get("/map", headers={"Host": "evil.example"})
+        assert page.status_code == 200
+        assert "evil.example" not in page.text
+        assert 'src="https://crossings.example.org/static/' in page.text
+        ogc = (await c.get("/ogc", headers={"Host": "evil.example"})).json()
+        assert all(ln["href"].startswith("https://crossings.example.org/") for ln in ogc["links"])
+        tiles = (await c.get("/v1/tiles.json", headers={"Host": "evil.example"})).json()
+        assert all(t.startswith("https://crossings.example.org/") for t in tiles["tiles"])
+
+
+def test_the_public_url_is_an_origin() -> None:
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    assert Settings(public_url="https://a.example:8443/").public_url == "https://a.example:8443"
+    for bad in ("ftp://a.example", "https://a.example/prefix", "a.example"):
+        with pytest.raises(ValidationError):
+            Settings(public_url=bad)

@@ -31,7 +31,9 @@ _INSERT = (
 )
 _HASH_COLUMN = ReportRow._fields.index("content_hash")
 _SELECT_BY_IDS = (
-    "SELECT " + REPORT_COLUMNS + ", key_id FROM reports WHERE id IN (SELECT value FROM json_each(?))"
+    "SELECT "
+    + REPORT_COLUMNS
+    + ", key_id FROM reports WHERE id IN (SELECT value FROM json_each(?))"
 )
 # New rows get rowids above the old maximum (SQLite's rule while it is below 2**63 - 1), so this
 # indexes exactly the rows the batch inserted. The R*Tree rounds each stored box outward to
