@@ -237,3 +237,79 @@ def test_the_public_url_is_an_origin() -> None:
     for bad in ("ftp://a.example", "https://a.example/prefix", "a.example"):
         with pytest.raises(ValidationError):
             Settings(public_url=bad)
+
+
+# --- CSV formula injection -----------------------------------------------------------------------
+
+FORMULAS = ['=HYPERLINK("http://x.example","y")', "+1+2", "-2+3", "@SUM(A1)", "\tx", "\r=1"]
+
+
+def _csv(text: str) -> list[dict[str, str]]:
+    import csv
+    import io
+
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+async def test_report_csv_cells_never_start_a_formula_and_numbers_stay_numbers(
+    client: httpx.AsyncClient,
+) -> None:
+    for i, note in enumerate(FORMULAS):
+        body = report_body(notes=note, device_id="@dev" if i % 2 else "=dev", lon=-73.5172)
+        assert (await client.post("/v1/reports", json=body)).status_code == 201
+    response = await client.get("/ogc/collections/reports/items?f=csv&limit=100")
+    assert response.status_code == 200
+    rows = _csv(response.text)
+    assert sorted(r["notes"] for r in rows) == sorted("'" + n for n in FORMULAS)
+    assert {r["device_id"] for r in rows} == {"'@dev", "'=dev"}
+    for row in rows:
+        for name, cell in row.items():
+            assert not cell.startswith(("=", "+", "@", "\t", "\r")), (name, cell)
+            if cell.startswith("-"):
+                float(cell)  # only numbers may start with a minus: a negative longitude
+        assert float(row["lon"]) == -73.5172
+
+
+async def test_aggregate_csv_cells_never_start_a_formula(store_url: str) -> None:
+    from service.app import create_app
+    from tests.conftest import make_settings
+
+    kinds = ("crossing", "=cmd|' /C calc'!A0", "-1", "@x")
+    application = create_app(
+        make_settings(store_url, report_kinds=",".join(kinds), rate_limit_public=0)
+    )
+    async with application.router.lifespan_context(application):
+        token = make_key(application.state.store, "analyst")
+        reporter = make_key(application.state.store, "reporter")
+        async with _client(application, reporter) as r:
+            for kind in kinds:
+                assert (await r.post("/v1/reports", json=report_body(kind=kind))).status_code == 201
+        async with _client(application, token) as c:
+            for path in (
+                "/v1/aggregates?group_by=kind&f=csv",
+                "/v1/aggregates?group_by=kind,segment&bucket=day&f=csv",
+            ):
+                response = await c.get(path)
+                assert response.status_code == 200, response.text
+                cells = {row["kind"] for row in _csv(response.text)}
+                assert {"'=cmd|' /C calc'!A0", "'-1", "'@x", "crossing"} <= cells, cells
+
+
+def test_a_safe_cell_is_the_text_behind_a_quote_and_numbers_are_untouched() -> None:
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from service.api.encodings import FORMULA_START, safe_cell
+
+    @given(st.text())
+    def text(value: str) -> None:
+        cell = safe_cell(value)
+        assert not str(cell).startswith(FORMULA_START)
+        assert cell == value or cell == "'" + value
+
+    @given(st.integers() | st.floats(allow_nan=False))
+    def numbers(value: float) -> None:
+        assert safe_cell(value) == value
+
+    text()
+    numbers()
