@@ -108,14 +108,25 @@ class Settings(BaseSettings):
         ),
     )
     aggregate_max_cells: int = Field(
-        default=20_000,
+        default=200_000,
         gt=0,
-        description="Most cells (periods x groups) one aggregates answer may hold; refused above",
+        description=(
+            "Most cells (periods x groups, bounded before counting) one aggregates answer may"
+            " hold; refused above"
+        ),
     )
     aggregate_max_range_days: int = Field(
-        default=3_660,
+        default=36_525,
         gt=0,
-        description="Longest start..end window, in days, one aggregates request may count",
+        description="Longest window, in days, one aggregates request may count (100 years)",
+    )
+    aggregate_max_parts: int = Field(
+        default=50_000,
+        gt=0,
+        description=(
+            "Most counting parts (rollup periods and ranges of reports) one aggregates request"
+            " may need: local zones off UTC midnight need more per bucket"
+        ),
     )
 
     @field_validator("allowed_hosts", mode="before")

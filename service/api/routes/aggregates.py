@@ -7,22 +7,50 @@ from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from service.api import audit
 from service.api import encodings as enc
+from service.api.cancel import until_disconnected
 from service.api.deps import IndexDep, SettingsDep, StoreDep, get_caller
 from service.api.routes.segments import segment_feature
 from service.api.schemas import aggregates as wire
 from service.domain.access import Caller
+from service.domain.segments import SegmentIndex
 from service.settings import Settings
-from service.usecases.aggregates import aggregate
+from service.storage.base import Store
+from service.usecases.aggregates import Aggregate, AggregateLimits, AggregateRequest, aggregate
 
 
 def _below(request: Request, settings: Settings) -> int:
     """Small counts are suppressed except for callers who read everything (analysts, admins)."""
     caller: Caller = request.state.caller
     return 0 if caller.sees_everything else settings.suppress_below
+
+
+async def _aggregate(
+    request: Request, store: Store, index: SegmentIndex, req: AggregateRequest, settings: Settings
+) -> Aggregate:
+    """The aggregate, refused before any work when it asks for more than the caps, and stopped
+    (its statement cancelled) if the client goes away; for a caller who reads everything
+    (unsuppressed figures, which can single out a report) audited like any precise read."""
+    below = _below(request, settings)
+    caller: Caller = request.state.caller
+    limits = AggregateLimits(
+        max_cells=settings.aggregate_max_cells,
+        max_range_days=settings.aggregate_max_range_days,
+        max_parts=settings.aggregate_max_parts,
+        kinds=settings.report_kinds,
+    )
+    return await until_disconnected(
+        request,
+        audit.read_and_record(
+            store,
+            caller,
+            audit.detail(request, caller),
+            lambda: aggregate(store, index, req, suppress_below=below, limits=limits),
+        ),
+    )
 
 
 router = APIRouter(prefix="/v1", tags=["aggregates"], dependencies=[Depends(get_caller)])
@@ -63,9 +91,7 @@ async def aggregates(
     (`snap_status: beyond_max_distance`) when grouping by a segment key."""
     media = enc.negotiate(request, offered=TABLE)
     req = wire.parse_request(dict(request.query_params), index=index, kinds=settings.report_kinds)
-    result = await run_in_threadpool(
-        aggregate, store, index, req, suppress_below=_below(request, settings)
-    )
+    result = await _aggregate(request, store, index, req, settings)
     if media == enc.CSV:
         body = enc.rows_csv(wire.rows(result), wire.columns(result))
         return Response(body, media_type="text/csv; charset=utf-8")
@@ -92,9 +118,7 @@ async def segments_choropleth(
         allowed=("start", "end", "kind", "border"),
     )
     req = dataclasses.replace(req, group_by=("segment",), all_segments=True)
-    result = await run_in_threadpool(
-        aggregate, store, index, req, suppress_below=_below(request, settings)
-    )
+    result = await _aggregate(request, store, index, req, settings)
     figures = {row.group[0]: row.figure for row in result.rows}
     features = []
     for segment in index.segments:
@@ -150,9 +174,7 @@ async def segment_timeseries(
     req = dataclasses.replace(req, fill=True)
     if req.bucket is None:
         req = dataclasses.replace(req, bucket="month")
-    result = await run_in_threadpool(
-        aggregate, store, index, req, suppress_below=_below(request, settings)
-    )
+    result = await _aggregate(request, store, index, req, settings)
     if media == enc.CSV:
         body = enc.rows_csv(wire.rows(result), wire.columns(result))
         return Response(body, media_type="text/csv; charset=utf-8")

@@ -7,9 +7,9 @@ from urllib.parse import urlencode
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from service.api import audit
 from service.api.caching import revalidated
 from service.api.deps import IndexDep, SettingsDep, StoreDep, get_caller
 from service.api.schemas.pages import parse_time
@@ -93,7 +93,13 @@ async def vector_tile(
     with its reports and people in the window) and `reports` (points from the configured zoom,
     clusters of 64 px cells below it or where a tile would hold too many points)."""
     query = _query(z, x, y, request, settings)
-    body = await run_in_threadpool(usecase.mvt_tile, store, index, query)
+    body = await audit.audited(
+        request,
+        store,
+        request.state.caller,
+        lambda: usecase.mvt_tile(store, index, query),
+        precise=query.points,  # single reports at their positions
+    )
     return await revalidated(
         request, body, MVT, max_age=settings.tile_max_age_s, private=_precise(request)
     )
@@ -124,7 +130,13 @@ async def geojson_tile(
     reports at their own positions, clusters at their cell's centre, lines clipped to the tile
     and its buffer."""
     query = _query(z, x, y, request, settings)
-    doc = await run_in_threadpool(usecase.geojson_tile, store, index, query)
+    doc = await audit.audited(
+        request,
+        store,
+        request.state.caller,
+        lambda: usecase.geojson_tile(store, index, query),
+        precise=query.points,  # single reports at their positions
+    )
     body = orjson.dumps(doc) if doc["features"] else b""
     return await revalidated(
         request, body, GEOJSON, max_age=settings.tile_max_age_s, private=_precise(request)

@@ -11,6 +11,7 @@ Which rollup a period reads:
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from sqlalchemy import Connection
@@ -19,6 +20,7 @@ from service.domain.aggregation import period_end
 from service.domain.cells import CellBlock, cells_inside
 from service.domain.tiles import GRID_LEVEL
 from service.storage.base import COUNT_KEYS, CountQuery, CountRow, rows_of
+from service.storage.cancel import cancellable
 from service.storage.postgis.rollups import ALL_KINDS, CELL_DAYS_LEVEL
 
 _ROLLUP = """
@@ -212,13 +214,22 @@ def count_reports(conn: Connection, query: CountQuery) -> list[CountRow]:
     )
     width = len(query.keys)
     # Straight from psycopg: SQLAlchemy's row objects cost more than the query for big tables.
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    driver = conn.connection.dbapi_connection
+    cursor = driver.cursor()  # type: ignore[union-attr]
     try:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
+        # The server stops the statement when the request's client goes away (storage/cancel.py).
+        with cancellable(lambda: _cancel(driver)):
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
     finally:
         cursor.close()
     return rows_of(rows, width=width)
+
+
+def _cancel(driver: Any) -> None:
+    # On failure the statement still ends (statement_timeout): nothing more to do here.
+    with contextlib.suppress(Exception):
+        driver.cancel_safe(timeout=5.0)
 
 
 def observed_range(conn: Connection) -> tuple[Any, Any] | None:
