@@ -313,3 +313,54 @@ def test_a_safe_cell_is_the_text_behind_a_quote_and_numbers_are_untouched() -> N
 
     text()
     numbers()
+
+
+# --- every precise read is audited ---------------------------------------------------------------
+
+
+def _tile_of(lon: float, lat: float, z: int) -> tuple[int, int]:
+    import math
+
+    n = 2**z
+    x = int((lon + 180) / 360 * n)
+    y = int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * n)
+    return x, y
+
+
+def _audited_paths(app: FastAPI) -> list[str]:
+    return [str(e.detail.get("path")) for e in app.state.store.list_audit(None, 100_000)]
+
+
+async def test_point_zoom_tiles_and_aggregates_are_audited_for_analysts(
+    app: FastAPI, client: httpx.AsyncClient, anonymous: httpx.AsyncClient
+) -> None:
+    from tests.factories import ROXHAM_ROAD
+
+    assert (await client.post("/v1/reports", json=report_body())).status_code == 201
+    points_from = app.state.settings.tile_points_min_zoom
+    async with _client(app, app.state.test_keys["analyst"]) as analyst:
+        for z in (points_from, points_from + 2):
+            x, y = _tile_of(*ROXHAM_ROAD, z)
+            for suffix in ("mvt", "geojson"):
+                path = f"/v1/tiles/{z}/{x}/{y}.{suffix}"
+                before = _audited_paths(app).count(path)
+                assert (await analyst.get(path)).status_code == 200
+                assert _audited_paths(app).count(path) == before + 1, path
+                # The public's tiles show no report: not a precise read.
+                await anonymous.get(path)
+                assert _audited_paths(app).count(path) == before + 1, path
+        x, y = _tile_of(*ROXHAM_ROAD, points_from - 2)  # clusters only: not audited
+        path = f"/v1/tiles/{points_from - 2}/{x}/{y}.mvt"
+        assert (await analyst.get(path)).status_code == 200
+        assert path not in _audited_paths(app)
+        for path in ("/v1/aggregates", "/v1/segments/{}/timeseries"):
+            segment = (await client.get("/v1/reports")).json()["features"][0]["properties"]
+            path = path.format(segment["segment_id"])
+            before = _audited_paths(app).count(path)
+            assert (await analyst.get(path, params={"f": "csv"})).status_code == 200
+            assert (await analyst.get(path)).status_code == 200
+            assert _audited_paths(app).count(path) == before + 2, path
+        before = _audited_paths(app).count("/ogc/collections/reports/items")
+        response = await analyst.get("/ogc/collections/reports/items", params={"f": "csv"})
+        assert response.status_code == 200
+        assert _audited_paths(app).count("/ogc/collections/reports/items") == before + 1

@@ -233,7 +233,9 @@ def _cancel(driver: Any) -> None:
 
 
 def observed_range(conn: Connection) -> tuple[Any, Any] | None:
-    first, last = conn.exec_driver_sql(
-        "SELECT min(observed_at), max(observed_at) FROM reports"
-    ).one()
+    driver = conn.connection.dbapi_connection
+    with cancellable(lambda: _cancel(driver)):
+        first, last = conn.exec_driver_sql(
+            "SELECT min(observed_at), max(observed_at) FROM reports"
+        ).one()
     return None if first is None else (first, last)
