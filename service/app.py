@@ -25,7 +25,18 @@ from service.api.middleware import (
     install_log_redaction,
 )
 from service.api.ratelimit import make_limiter
-from service.api.routes import admin, aggregates, health, map, ogc, reports, segments, snap, tiles
+from service.api.routes import (
+    admin,
+    aggregates,
+    docs,
+    health,
+    map,
+    ogc,
+    reports,
+    segments,
+    snap,
+    tiles,
+)
 from service.domain.errors import StoreUnavailable
 from service.settings import Settings
 from service.storage import open_store
@@ -109,6 +120,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "application/problem+json."
         ),
         lifespan=lifespan,
+        # Served from vendored copies under the same CSP as the rest (routes/docs.py), not a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.limiter = make_limiter(settings)
@@ -125,6 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         aggregates.router,
         admin.router,
         map.router,
+        docs.router,
     ):
         app.include_router(router)
     # The map page's script and the vendored MapLibre GL JS, from the installed package.

@@ -45,8 +45,7 @@ SECURITY_HEADERS = [
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"permissions-policy", b"geolocation=(), camera=(), microphone=()"),
 ]
-_DOCS_PATHS = (b"/docs", b"/redoc")
-# FastAPI's /docs page loads Swagger UI from a CDN; everything else is same-origin only.
+# Same-origin only, on every page: /docs and /redoc too (their scripts are vendored copies).
 _CSP = (
     b"default-src 'self'; img-src 'self' data: blob:; worker-src 'self' blob:; "
     b"child-src blob:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
@@ -54,8 +53,7 @@ _CSP = (
 
 
 class SecurityHeaders:
-    """Standard security headers on every response; a strict Content-Security-Policy on all but
-    the interactive API documentation."""
+    """Standard security headers and a strict Content-Security-Policy on every response."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -64,10 +62,7 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = scope.get("path", "").encode()
-        extra = list(SECURITY_HEADERS)
-        if not path.startswith(_DOCS_PATHS):
-            extra.append((b"content-security-policy", _CSP))
+        extra = [*SECURITY_HEADERS, (b"content-security-policy", _CSP)]
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
