@@ -66,7 +66,9 @@ def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
 def _db_rebuild_rollups(args: argparse.Namespace, settings: Settings) -> int:
     from service.storage import open_store
 
-    store = open_store(settings)
+    # A recount of every report is no API request: the API's statement timeout (30 s) cancelled it
+    # at a million reports on a busy machine, reported as "the database is not reachable".
+    store = open_store(settings.model_copy(update={"db_statement_timeout_ms": 0}))
     try:
         store.rebuild_rollups()
     finally:
