@@ -108,7 +108,7 @@ class Settings(BaseSettings):
         ),
     )
     aggregate_max_cells: int = Field(
-        default=200_000,
+        default=100_000,
         gt=0,
         description=(
             "Most cells (periods x groups, bounded before counting) one aggregates answer may"
