@@ -19,9 +19,27 @@ from starlette.staticfiles import StaticFiles
 
 from service import __version__
 from service.api import openapi, problems
-from service.api.middleware import PublicCors, RequestId, SecurityHeaders
+from service.api.middleware import (
+    HostGuard,
+    KeysNotInUrls,
+    PublicCors,
+    RequestId,
+    SecurityHeaders,
+    install_log_redaction,
+)
 from service.api.ratelimit import make_limiter
-from service.api.routes import admin, aggregates, health, map, ogc, reports, segments, snap, tiles
+from service.api.routes import (
+    admin,
+    aggregates,
+    docs,
+    health,
+    map,
+    ogc,
+    reports,
+    segments,
+    snap,
+    tiles,
+)
 from service.domain.errors import StoreUnavailable
 from service.settings import Settings
 from service.storage import open_store
@@ -127,6 +145,13 @@ async def _keep_release(store: Store, release: CurrentRelease, settings: Setting
             log.exception("could not cut the public release")
 
 
+def allowed_hosts(settings: Settings) -> tuple[str, ...]:
+    """The Host names served without a public URL: the setting's, and the bind host unless it
+    is a wildcard address (then the operator names the hosts)."""
+    extra = () if settings.host in ("0.0.0.0", "::", "") else (settings.host,)
+    return (*settings.allowed_hosts, *extra)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     app = FastAPI(
@@ -138,6 +163,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "application/problem+json."
         ),
         lifespan=lifespan,
+        # Served from vendored copies under the same CSP as the rest (routes/docs.py), not a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.limiter = make_limiter(settings)
@@ -154,6 +182,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         aggregates.router,
         admin.router,
         map.router,
+        docs.router,
     ):
         app.include_router(router)
     # The map page's script and the vendored MapLibre GL JS, from the installed package.
@@ -168,6 +197,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     if settings.cors_public:
         app.add_middleware(PublicCors, listed=settings.cors_origins)
+    # Inside the request id and security headers (their 400s carry both), outside all else.
+    app.add_middleware(
+        HostGuard, public_url=settings.public_url, allowed_hosts=allowed_hosts(settings)
+    )
+    app.add_middleware(KeysNotInUrls)
+    install_log_redaction()
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestId)
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +36,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
                 return 2
         finally:
             engine.dispose()
+    if args.host:  # the bind host is one of the allowed Host names (service/app.py)
+        os.environ["CROSSINGS_HOST"] = args.host
     # Once, here, before any worker starts: a new release's bundled border replaces the one an
     # earlier release bundled (never a border the operator loaded).
     _upgrade_bundled_border(settings)
@@ -107,7 +110,9 @@ def _upgrade_bundled_border(settings: Settings) -> None:
 def _db_rebuild_rollups(args: argparse.Namespace, settings: Settings) -> int:
     from service.storage import open_store
 
-    store = open_store(settings)
+    # A recount of every report is no API request: the API's statement timeout (30 s) cancelled it
+    # at a million reports on a busy machine, reported as "the database is not reachable".
+    store = open_store(settings.model_copy(update={"db_statement_timeout_ms": 0}))
     try:
         store.rebuild_rollups()
     finally:

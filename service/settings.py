@@ -155,6 +155,65 @@ class Settings(BaseSettings):
         "bundled border with this release's (never a border the operator loaded)",
     )
 
+    # Hardening (issue #13): where links point, which Host headers are served, bounded work.
+    public_url: str | None = Field(
+        default=None,
+        description=(
+            "scheme://host[:port] this service is reached at (behind a proxy): every link and the"
+            " map page's script URLs use it, whatever Host a request carries; unset: the Host"
+            " header, which must then be one of allowed_hosts"
+        ),
+    )
+    allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("localhost", "127.0.0.1", "::1", "testserver"),
+        description=(
+            "Host header names served when public_url is unset, comma-separated (the bind host"
+            " is added); '*' serves any (do not, unless a proxy checks Host)"
+        ),
+    )
+    aggregate_max_cells: int = Field(
+        default=100_000,
+        gt=0,
+        description=(
+            "Most cells (periods x groups, bounded before counting) one aggregates answer may"
+            " hold; refused above"
+        ),
+    )
+    aggregate_max_range_days: int = Field(
+        default=36_525,
+        gt=0,
+        description="Longest window, in days, one aggregates request may count (100 years)",
+    )
+    aggregate_max_parts: int = Field(
+        default=50_000,
+        gt=0,
+        description=(
+            "Most counting parts (rollup periods and ranges of reports) one aggregates request"
+            " may need: local zones off UTC midnight need more per bucket"
+        ),
+    )
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(h.strip().lower() for h in value.split(",") if h.strip())
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be http(s)://host[:port]")
+        if parts.path.strip("/") or parts.query or parts.fragment:
+            raise ValueError("must be http(s)://host[:port], without a path (no prefix support)")
+        return f"{parts.scheme}://{parts.netloc}"
+
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _origins(cls, value: object) -> object:

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,11 +23,18 @@ def free_port() -> int:
 
 @contextmanager
 def running_server(
-    database_url: str, *, workers: int = 1, log_path: str | None = None, **env: str
+    database_url: str,
+    *,
+    workers: int = 1,
+    log_path: str | None = None,
+    log_to: Path | None = None,
+    **env: str,
 ) -> Iterator[str]:
     """Start the server on a free port, wait until it is ready, yield its base URL, stop it.
-    With ``log_path``, its output (at ``CROSSINGS_LOG_LEVEL=info``: the access log) goes to that
-    file rather than a pipe that nobody reads while it runs."""
+    With ``log_to`` (or ``log_path``), its output (the access log among it, at
+    ``CROSSINGS_LOG_LEVEL=info``) is appended to that file rather than a pipe nobody reads."""
+    if log_to is None and log_path is not None:
+        log_to = Path(log_path)
     port = free_port()
     environ = {
         **os.environ,
@@ -44,16 +52,19 @@ def running_server(
         "--workers",
         str(workers),
     ]
-    log = open(log_path, "ab") if log_path else None  # noqa: SIM115 (closed below)
+    log_file = None if log_to is None else log_to.open("ab")
     process = subprocess.Popen(
-        command, env=environ, stdout=log or subprocess.PIPE, stderr=subprocess.STDOUT
+        command,
+        env=environ,
+        stdout=subprocess.PIPE if log_file is None else log_file,
+        stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:
             if process.poll() is not None:
-                output = process.stdout.read().decode() if process.stdout else str(log_path)
+                output = process.stdout.read().decode() if process.stdout else str(log_to)
                 raise RuntimeError(f"server exited with {process.returncode}:\n{output}")
             try:
                 if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
@@ -73,8 +84,8 @@ def running_server(
             process.wait()
         if process.stdout:
             process.stdout.close()
-        if log:
-            log.close()
+        if log_file is not None:
+            log_file.close()
 
 
 def live_key(database_url: str, role: str = "admin") -> str:

@@ -58,8 +58,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("DELETE", "/v1/keys/{key_id}"): P.ADMIN,
     ("GET", "/v1/audit"): P.ADMIN,
 }
-# FastAPI's own documentation routes: public, and outside the routers (no dependency).
-DOCUMENTATION = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+# The documentation routes: public, and outside the routers' dependency (routes/docs.py).
+DOCUMENTATION = frozenset({"/openapi.json", "/docs", "/redoc"})
 
 
 def permission_for(method: str, path: str, params: Mapping[str, Any]) -> P | None:

@@ -1,5 +1,6 @@
 """Audit what the issue asks to audit from the API: every read of precise reports by a caller who
-sees everything (an export: who, when, what query)."""
+sees everything (who, when, what query): reports and their pages, OGC items (CSV included),
+unsuppressed aggregates (JSON and CSV), and tiles that draw single reports (point zooms)."""
 
 from __future__ import annotations
 
@@ -33,10 +34,15 @@ async def precise_read(request: Request, store: AccessStore, caller: Caller) -> 
         await run_in_threadpool(record, store, caller, "reports.read", _detail(request))
 
 
-async def audited(request: Request, store: AccessStore, caller: Caller, read: Callable[[], T]) -> T:
-    """``read()`` in the thread pool, then its audit entry (precise_read) in the same trip there:
-    written after the read succeeded and before its answer can be sent."""
-    detail = _detail(request) if caller.sees_everything else None
+def detail(request: Request, caller: Caller, *, precise: bool = True) -> dict[str, Any] | None:
+    """What an audit entry of this request says; None when the read is not audited."""
+    return _detail(request) if caller.sees_everything and precise else None
+
+
+def read_and_record(
+    store: AccessStore, caller: Caller, detail: dict[str, Any] | None, read: Callable[[], T]
+) -> Callable[[], T]:
+    """``read``, then its audit entry (when ``detail``): one function for the thread pool."""
 
     def read_then_record() -> T:
         result = read()
@@ -44,4 +50,20 @@ async def audited(request: Request, store: AccessStore, caller: Caller, read: Ca
             record(store, caller, "reports.read", detail)
         return result
 
-    return await run_in_threadpool(read_then_record)
+    return read_then_record
+
+
+async def audited(
+    request: Request,
+    store: AccessStore,
+    caller: Caller,
+    read: Callable[[], T],
+    *,
+    precise: bool = True,
+) -> T:
+    """``read()`` in the thread pool, then its audit entry (precise_read) in the same trip there:
+    written after the read succeeded and before its answer can be sent. ``precise=False``: this
+    read shows nothing precise even to a caller who sees everything (not audited)."""
+    return await run_in_threadpool(
+        read_and_record(store, caller, detail(request, caller, precise=precise), read)
+    )

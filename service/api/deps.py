@@ -107,12 +107,15 @@ async def authenticate(request: Request) -> Caller:
         return PUBLIC
     parsed = parse_token(token)
     key = None if parsed is None else await _key(request, parsed[0])
-    # One answer for every bad key (malformed, unknown, wrong secret, revoked, expired), and the
-    # key itself is never logged or echoed.
-    if parsed is None or key is None or not matches(key, parsed[1]):
+    # One answer for every bad key (malformed, unknown, wrong secret, revoked, expired): it tells
+    # nobody holding an old key whether it ever was one. The key is never logged or echoed.
+    if (
+        parsed is None
+        or key is None
+        or not matches(key, parsed[1])
+        or not key.usable_at(datetime.now(UTC))
+    ):
         raise Unauthenticated("the API key is not valid")
-    if not key.usable_at(datetime.now(UTC)):
-        raise Unauthenticated("the API key is revoked or expired")
     return Caller(role=key.role, key_id=key.key_id, key_name=key.name)
 
 

@@ -79,16 +79,31 @@ def features_csv(features: list[dict[str, Any]]) -> bytes:
     for f in features:
         columns.update(dict.fromkeys(f["properties"]))
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(columns), extrasaction="ignore")
-    writer.writeheader()
+    names = list(columns)
+    writer = csv.writer(out)
+    writer.writerow([safe_cell(name) for name in names])
     for f in features:
-        row = {k: _cell(v) for k, v in f["properties"].items()}
+        row = dict(f["properties"])
         row["id"] = f.get("id")
         geometry = f.get("geometry") or {}
         if points and geometry.get("type") == "Point":
             row["lon"], row["lat"] = geometry["coordinates"][:2]
-        writer.writerow(row)
+        writer.writerow([safe_cell(_cell(row.get(name))) for name in names])
     return out.getvalue().encode()
+
+
+# OWASP's CSV injection rule: a spreadsheet runs a cell that starts with one of these as a
+# formula (tab and carriage return too, as some split on them before looking).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_cell(value: Any) -> Any:
+    """A CSV cell no spreadsheet runs: text that starts like a formula gets a leading ``'``
+    (OWASP), which spreadsheets show as text. Numbers stay numbers: a negative longitude is
+    written as ``-73.5``, since only text (notes, device ids, any string) can carry a formula."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
 
 
 def _cell(value: Any) -> Any:
@@ -143,8 +158,8 @@ def rows_csv(rows: list[dict[str, Any]], columns: list[str]) -> bytes:
     """A header of ``columns``, then one line per row (null as an empty field)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(columns)
-    writer.writerows([_csv_cell(row.get(column)) for column in columns] for row in rows)
+    writer.writerow([safe_cell(column) for column in columns])
+    writer.writerows([safe_cell(_csv_cell(row.get(column))) for column in columns] for row in rows)
     return out.getvalue().encode()
 
 

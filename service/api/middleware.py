@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 
+import orjson
 from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -45,8 +47,7 @@ SECURITY_HEADERS = [
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"permissions-policy", b"geolocation=(), camera=(), microphone=()"),
 ]
-_DOCS_PATHS = (b"/docs", b"/redoc")
-# FastAPI's /docs page loads Swagger UI from a CDN; everything else is same-origin only.
+# Same-origin only, on every page: /docs and /redoc too (their scripts are vendored copies).
 _CSP = (
     b"default-src 'self'; img-src 'self' data: blob:; worker-src 'self' blob:; "
     b"child-src blob:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
@@ -54,8 +55,7 @@ _CSP = (
 
 
 class SecurityHeaders:
-    """Standard security headers on every response; a strict Content-Security-Policy on all but
-    the interactive API documentation."""
+    """Standard security headers and a strict Content-Security-Policy on every response."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -64,10 +64,7 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = scope.get("path", "").encode()
-        extra = list(SECURITY_HEADERS)
-        if not path.startswith(_DOCS_PATHS):
-            extra.append((b"content-security-policy", _CSP))
+        extra = [*SECURITY_HEADERS, (b"content-security-policy", _CSP)]
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -75,6 +72,160 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+# --- Hardening (issue #13): keys never in URLs or logs; only the hosts this server answers to ---
+
+# Query parameters that carry a key in other APIs, and anything shaped like one of ours.
+_KEY_NAMES = frozenset(
+    {"api_key", "apikey", "api-key", "x-api-key", "key", "access_token", "token", "auth",
+     "authorization", "bearer"}
+)  # fmt: skip
+_KEY_SHAPE = re.compile(r"crs_[0-9a-f]{12}")
+_REDACTED = "[redacted]"
+
+
+def _is_secret(name: str, value: str) -> bool:
+    return name.strip().lower() in _KEY_NAMES or bool(
+        _KEY_SHAPE.search(name) or _KEY_SHAPE.search(value)
+    )
+
+
+def redact_query(query: str) -> tuple[str, list[str]]:
+    """``query`` with the value of every key-bearing parameter replaced, and those parameters'
+    names (a key sent as a bare name is itself replaced)."""
+    from urllib.parse import unquote_plus
+
+    kept, found = [], []
+    for part in query.split("&"):
+        raw_name, eq, raw_value = part.partition("=")
+        name, value = unquote_plus(raw_name), unquote_plus(raw_value)
+        if part and _is_secret(name, value):
+            shown = _REDACTED if _KEY_SHAPE.search(name) else raw_name
+            found.append(shown)
+            kept.append(f"{shown}{eq}{_REDACTED if eq else ''}")
+        else:
+            kept.append(part)
+    return "&".join(kept), found
+
+
+def redact_text(text: str) -> str:
+    """``text`` (a logged line or path with query) with anything key-like replaced."""
+    path, mark, query = text.partition("?")
+    if mark:
+        text = path + mark + redact_query(query)[0]
+    return re.sub(r"crs_[0-9A-Za-z_-]+", "crs_" + _REDACTED, text)
+
+
+class RedactKeys(logging.Filter):
+    """On uvicorn's access log: a request line never shows a key (the middleware below has
+    already replaced it in the request; this also covers what reaches the log another way)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact_text(a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+def install_log_redaction() -> None:
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactKeys) for f in access.filters):
+        access.addFilter(RedactKeys())
+
+
+def _problem(scope: Scope, detail: str, field: str, reason: str) -> bytes:
+    from service.api.problems import problem_body
+    from service.domain.errors import FieldError, InvalidParameter
+
+    body = problem_body(
+        InvalidParameter, detail, errors=[FieldError(field, reason)], instance=scope.get("path")
+    )
+    body["request_id"] = scope.get("state", {}).get("request_id")
+    return orjson.dumps(body)
+
+
+async def _send_problem(send: Send, body: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 400,
+            "headers": [
+                (b"content-type", b"application/problem+json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class KeysNotInUrls:
+    """A key in the query string is refused (400, saying to send it in a header) before anything
+    reads the request, and is replaced in the request itself, so that neither uvicorn's access
+    log nor the audit log nor the database ever holds it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope.get("query_string"):
+            await self.app(scope, receive, send)
+            return
+        redacted, found = redact_query(scope["query_string"].decode("latin-1"))
+        if not found:
+            await self.app(scope, receive, send)
+            return
+        scope["query_string"] = redacted.encode("latin-1")
+        reason = "an API key goes in the Authorization (Bearer) or X-API-Key header, never in a URL"
+        await _send_problem(
+            send,
+            _problem(scope, f"a key was sent in the URL ({', '.join(found)})", found[0], reason),
+        )
+
+
+def _host_name(header: str) -> str:
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else header
+    name, colon, port = header.rpartition(":")
+    return name if colon and port.isdigit() else header
+
+
+class HostGuard:
+    """Links are built from the request's Host. With ``public_url``, every request is given that
+    scheme and host (whatever Host it came with); without it, only ``allowed_hosts`` are served
+    and any other Host gets a 400 problem (Starlette's TrustedHostMiddleware answers plain text
+    and cannot rewrite)."""
+
+    def __init__(
+        self, app: ASGIApp, *, public_url: str | None, allowed_hosts: Iterable[str]
+    ) -> None:
+        from urllib.parse import urlsplit
+
+        self.app = app
+        self.allowed = frozenset(h.lower().strip("[]") for h in allowed_hosts)
+        self.public: tuple[str, bytes, tuple[str, int]] | None = None
+        if public_url:
+            parts = urlsplit(public_url)
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            self.public = (parts.scheme, parts.netloc.encode(), (parts.hostname or "", port))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.public is not None:
+            scheme, netloc, server = self.public
+            scope["scheme"], scope["server"] = scheme, server
+            scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"host"] + [
+                (b"host", netloc)
+            ]
+        elif "*" not in self.allowed:
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            if _host_name(host) not in self.allowed:
+                reason = "not a host this server answers to (CROSSINGS_ALLOWED_HOSTS)"
+                await _send_problem(send, _problem(scope, "the Host is not served", "Host", reason))
+                return
+        await self.app(scope, receive, send)
 
 
 _CREDENTIALS = frozenset({"authorization", "x-api-key", "cookie"})

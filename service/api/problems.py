@@ -30,6 +30,8 @@ PROBLEMS: dict[type[Exception], tuple[int, str, str]] = {
     e.UnsupportedMediaType: (415, "unsupported-media-type", "Unsupported media type"),
     e.StoreUnavailable: (503, "store-unavailable", "The store is unavailable; retry later"),
     e.InvalidSegmentFile: (422, "invalid-segment-file", "The segment file was refused"),
+    e.TooCostly: (400, "too-costly", "The request asks for more work than this service does"),
+    e.ClientGone: (499, "client-gone", "The client went away before the answer was ready"),
     e.ServiceError: (400, "bad-request", "Bad request"),
 }
 

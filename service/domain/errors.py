@@ -89,3 +89,12 @@ class TooManyRequests(ServiceError):
     def __init__(self, detail: str, *, retry_after_s: int) -> None:
         super().__init__(detail)
         self.retry_after_s = retry_after_s
+
+
+class ClientGone(ServiceError):
+    """The client went away before its answer was ready; its work was stopped (nobody reads the
+    answer, but the access log shows 499)."""
+
+
+class TooCostly(InvalidParameter):
+    """A request whose work is over a configured cap; refused before any work is done."""

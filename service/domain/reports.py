@@ -103,10 +103,14 @@ class IngestOutcome(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class IngestResult:
-    """The outcome for one submitted report; ``report`` is the stored one (created or duplicate)."""
+    """The outcome for one submitted report; ``report`` is the stored one (created or duplicate).
+
+    ``same_poster`` is False when the id was already stored by another key (or with a key by
+    none, or without one by a key): the caller must then learn nothing of the stored report."""
 
     outcome: IngestOutcome
     report: Report | None = None
+    same_poster: bool = True
 
 
 # Rules that need context (the clock, the configured kinds, the border): the wire schema checks

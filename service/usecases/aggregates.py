@@ -28,7 +28,8 @@ from service.domain.aggregation import (
     buckets,
     parts,
 )
-from service.domain.segments import SegmentIndex
+from service.domain.errors import FieldError, TooCostly
+from service.domain.segments import BorderSegment, SegmentIndex
 from service.domain.suppression import Figure, SuppressedGrid, with_totals
 from service.storage.base import CountQuery, CountRow, CountStore
 
@@ -57,6 +58,17 @@ class AggregateRequest:
     kind: str | None = None
     fill: bool = False
     all_segments: bool = False  # one group per segment of the border, even with no reports
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateLimits:
+    """The most work one request may ask for (CROSSINGS_AGGREGATE_MAX_*); checked before any is
+    done. ``kinds``: the configured report kinds, which bound the groups of ``group_by=kind``."""
+
+    max_cells: int
+    max_range_days: int
+    max_parts: int
+    kinds: tuple[str, ...]
 
 
 class AggregateRow(NamedTuple):  # a tuple: thousands per request, built 4x faster than a dataclass
@@ -99,6 +111,17 @@ def _count_keys(group_by: Sequence[str]) -> tuple[str, ...]:
     return tuple(keys)
 
 
+def _segment_value(segment: BorderSegment, key: str) -> str:
+    if key == "segment":
+        return segment.segment_id
+    if key == "section":
+        return segment.section
+    if key == "border":
+        return segment.border
+    # region: the file's region_pair, else the segment's section: never null when snapped
+    return str(segment.properties.get("region_pair") or segment.section)
+
+
 def _group_of(
     group_by: Sequence[str], counted: dict[str, str | None], index: SegmentIndex
 ) -> tuple[str | None, ...]:
@@ -106,31 +129,95 @@ def _group_of(
     segment = index.by_id.get(segment_id) if segment_id else None
     values: list[str | None] = []
     for key in group_by:
-        if key == "segment":
-            values.append(segment_id)
-        elif key in ("section", "border", "region"):
-            if segment is None:
-                values.append(None)
-            elif key == "section":
-                values.append(segment.section)
-            elif key == "border":
-                values.append(segment.border)
-            else:  # the file's region_pair, else the segment's section: never null when snapped
-                values.append(str(segment.properties.get("region_pair") or segment.section))
+        if key in SEGMENT_KEYS:
+            values.append(None if segment is None else _segment_value(segment, key))
         else:
             values.append(counted.get(key))
     return tuple(values)
 
 
+def group_bound(request: AggregateRequest, index: SegmentIndex, kinds: Sequence[str]) -> int:
+    """At most how many groups ``request.group_by`` makes, known before counting: the distinct
+    segment-derived keys of the segments asked for (plus the reports beyond reach), times the
+    sides and directions (the border's countries, or none), times the kinds."""
+    bound = 1
+    by_segment = [k for k in request.group_by if k in SEGMENT_KEYS]
+    if by_segment:
+        chosen = (
+            index.segments
+            if request.segment_ids is None
+            else [index.by_id[s] for s in request.segment_ids if s in index.by_id]
+        )
+        bound *= len({tuple(_segment_value(s, k) for k in by_segment) for s in chosen}) + 1
+    for key in ("side", "direction"):
+        if key in request.group_by:
+            bound *= len(index.countries) + 1
+    if "kind" in request.group_by and request.kind is None:
+        bound *= max(1, len(kinds))
+    return bound
+
+
+def check_cost(
+    request: AggregateRequest,
+    index: SegmentIndex,
+    start: datetime,
+    end: datetime,
+    limits: AggregateLimits,
+) -> None:
+    """Refuse (TooCostly, naming the cap) an answer of more cells (periods x groups) than the
+    cap, or a window longer than the cap: before any work is done."""
+    periods = bucket_count_at_most(request.bucket, start, end)
+    groups = group_bound(request, index, limits.kinds)
+    if periods * groups > limits.max_cells:
+        reason = (
+            f"would make up to {periods:,} periods x {groups:,} groups = {periods * groups:,}"
+            f" cells; at most {limits.max_cells:,} (CROSSINGS_AGGREGATE_MAX_CELLS): narrow"
+            " start/end, take a longer bucket or fewer group_by keys"
+        )
+        field = "group_by" if request.group_by else "bucket"
+        raise TooCostly(f"{field}: {reason}", errors=[FieldError(field, reason)])
+    days = (end - start).total_seconds() / 86_400
+    if days > limits.max_range_days:
+        reason = (
+            f"start..end spans {days:,.0f} days; at most {limits.max_range_days:,}"
+            " (CROSSINGS_AGGREGATE_MAX_RANGE_DAYS)"
+        )
+        field = "start" if request.start is not None else "end"
+        raise TooCostly(f"{field}: {reason}", errors=[FieldError(field, reason)])
+
+
+def check_parts(request: AggregateRequest, plan: Plan, limits: AggregateLimits) -> None:
+    """Refuse a window whose buckets need more counting parts (rollup periods and report ranges)
+    than the cap: a zone whose midnights are not UTC's (Asia/Kathmandu, +05:45) makes every
+    bucket count two ranges of reports on top of its days."""
+    _, periods, ranges = plan
+    if len(periods) + len(ranges) > limits.max_parts:
+        reason = (
+            f"bucket={request.bucket} in tz={request.zone} over this window needs"
+            f" {len(periods) + len(ranges):,} counting parts; at most {limits.max_parts:,}"
+            " (CROSSINGS_AGGREGATE_MAX_PARTS): narrow start/end or take a longer bucket"
+        )
+        raise TooCostly(f"tz: {reason}", errors=[FieldError("tz", reason)])
+
+
 def aggregate(
-    store: CountStore, index: SegmentIndex, request: AggregateRequest, *, suppress_below: int
+    store: CountStore,
+    index: SegmentIndex,
+    request: AggregateRequest,
+    *,
+    suppress_below: int,
+    limits: AggregateLimits | None = None,
 ) -> Aggregate:
+    """The aggregate of ``request``; with ``limits``, refused (TooCostly) before counting when it
+    asks for more work than they allow."""
     start, end = request.start, request.end
     if start is None or end is None:
         observed = store.observed_range()
         if observed is not None:
             start = start or observed[0]
             end = end or observed[1] + timedelta(microseconds=1)
+    if limits is not None and start is not None and end is not None:
+        check_cost(request, index, start, end, limits)
     # Day and week buckets hold no whole month: reading months and taking most days away again
     # would read twice the rows.
     grains: tuple[Any, ...] = (
@@ -138,11 +225,14 @@ def aggregate(
         if request.bbox is not None or request.bucket in ("day", "week")
         else ("month", "day")
     )
-    chosen_buckets, periods, ranges = (
+    plan: Plan = (
         ((), (), ())
         if start is None or end is None
         else time_plan(request.bucket, request.zone, start, end, grains)
     )
+    if limits is not None:
+        check_parts(request, plan, limits)
+    chosen_buckets, periods, ranges = plan
     chosen = list(chosen_buckets)
     keys = _count_keys(request.group_by)
     counted = store.count_reports(

@@ -103,8 +103,12 @@ def _submit(
         )
         reports = [Report(d, now, s) for d, s in zip(drafts, snaps, strict=True)]
         stored = store.add_reports(reports, posted_by=posted_by, border_version=border_version)
-        for (position, _), result in zip(valid, stored, strict=True):
-            outcomes[position] = ItemOutcome(result, _conflict(result))
+        for (position, draft), result in zip(valid, stored, strict=True):
+            outcomes[position] = (
+                ItemOutcome(result, _conflict(result))
+                if result.same_poster or result.outcome is IngestOutcome.CREATED
+                else _taken(draft)
+            )
     return [o for o in outcomes if o is not None]
 
 
@@ -125,6 +129,16 @@ def submit_one(
 
 def _invalid(problem: Problem) -> ItemOutcome:
     return ItemOutcome(IngestResult(IngestOutcome.INVALID), problem)
+
+
+def _taken(draft: ReportDraft) -> ItemOutcome:
+    """An id another key posted (a replay or not): a conflict that tells nothing of the stored
+    report, not even whether its content is the same."""
+    problem = Problem(
+        ReportConflict,
+        f"report id {draft.id} is already taken; send a new id for a new report",
+    )
+    return ItemOutcome(IngestResult(IngestOutcome.CONFLICT, same_poster=False), problem)
 
 
 def _conflict(result: IngestResult) -> Problem | None:

@@ -151,6 +151,10 @@ async def test_a_range_of_too_many_buckets_is_refused(client: httpx.AsyncClient)
     response = await client.get("/v1/aggregates?bucket=day&start=0001-01-01T00:00:00Z")
     assert response.status_code == 400
     assert [e["field"] for e in response.json()["errors"]] == ["bucket"]
+    # Few buckets over a window longer than CROSSINGS_AGGREGATE_MAX_RANGE_DAYS: refused by that cap.
+    too_long = await client.get("/v1/aggregates?bucket=year&start=0001-01-01T00:00:00Z")
+    assert too_long.status_code == 400
+    assert [e["field"] for e in too_long.json()["errors"]] == ["start"]
     assert (
-        await client.get("/v1/aggregates?bucket=year&start=0001-01-01T00:00:00Z")
+        await client.get("/v1/aggregates?bucket=year&start=1940-01-01T00:00:00Z")
     ).status_code == 200

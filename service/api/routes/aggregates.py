@@ -10,7 +10,9 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from service.api import audit
 from service.api import encodings as enc
+from service.api.cancel import until_disconnected
 from service.api.deps import IndexDep, ReleaseDep, SettingsDep, StoreDep, get_caller
 from service.api.routes.segments import segment_feature
 from service.api.schemas import aggregates as wire
@@ -18,7 +20,7 @@ from service.domain.access import Caller
 from service.domain.segments import SegmentIndex
 from service.settings import Settings
 from service.storage.base import Store
-from service.usecases.aggregates import Aggregate, AggregateRequest, aggregate
+from service.usecases.aggregates import Aggregate, AggregateLimits, AggregateRequest, aggregate
 from service.usecases.public_release import CurrentRelease, PublicAnswer, public_aggregate
 
 
@@ -36,9 +38,33 @@ async def _answer(
     selected) and the rule its figures went through."""
     caller: Caller = request.state.caller
     if caller.sees_everything:
-        return await run_in_threadpool(aggregate, store, index, req, suppress_below=0), {}
+        return await _exact(request, store, index, req, settings), {}
     answer = await run_in_threadpool(_public, release, index, req, settings)
     return answer.aggregate, wire.public_fields(answer, settings)
+
+
+async def _exact(
+    request: Request, store: Store, index: SegmentIndex, req: AggregateRequest, settings: Settings
+) -> Aggregate:
+    """The exact aggregate, refused before any work when it asks for more than the caps, and
+    stopped (its statement cancelled) if the client goes away; audited like any precise read
+    (exact figures can single out a report)."""
+    caller: Caller = request.state.caller
+    limits = AggregateLimits(
+        max_cells=settings.aggregate_max_cells,
+        max_range_days=settings.aggregate_max_range_days,
+        max_parts=settings.aggregate_max_parts,
+        kinds=settings.report_kinds,
+    )
+    return await until_disconnected(
+        request,
+        audit.read_and_record(
+            store,
+            caller,
+            audit.detail(request, caller),
+            lambda: aggregate(store, index, req, suppress_below=0, limits=limits),
+        ),
+    )
 
 
 def _public(

@@ -8,9 +8,9 @@ from urllib.parse import urlencode
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from service.api import audit
 from service.api.caching import revalidated
 from service.api.deps import IndexDep, ReleaseDep, SettingsDep, StoreDep, get_caller
 from service.api.schemas.pages import parse_time
@@ -125,7 +125,10 @@ async def vector_tile(
     with its reports and people in the window) and `reports` (points from the configured zoom,
     clusters of 64 px cells below it or where a tile would hold too many points)."""
     query = _query(z, x, y, request, settings)
-    body = await run_in_threadpool(
+    body = await audit.audited(
+        request,
+        store,
+        request.state.caller,
         functools.partial(
             _mvt,
             query,
@@ -134,7 +137,8 @@ async def vector_tile(
             release=release,
             index=index,
             settings=settings,
-        )
+        ),
+        precise=_precise(request) and query.points,  # single reports at their positions
     )
     return await revalidated(
         request, body, MVT, max_age=settings.tile_max_age_s, private=_precise(request)
@@ -167,7 +171,10 @@ async def geojson_tile(
     reports at their own positions, clusters at their cell's centre, lines clipped to the tile
     and its buffer."""
     query = _query(z, x, y, request, settings)
-    content = await run_in_threadpool(
+    content = await audit.audited(
+        request,
+        store,
+        request.state.caller,
         functools.partial(
             _content,
             query,
@@ -176,7 +183,8 @@ async def geojson_tile(
             release=release,
             index=index,
             settings=settings,
-        )
+        ),
+        precise=_precise(request) and query.points,  # single reports at their positions
     )
     doc = {"type": "FeatureCollection", "features": tiles.geojson_features(content)}
     body = orjson.dumps(doc) if doc["features"] else b""

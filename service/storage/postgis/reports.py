@@ -154,26 +154,32 @@ def add_reports(
     others = {r.id for r in batch if r.id not in created} | {
         r.id for p, r in enumerate(batch) if first_of[r.id] != p
     }
-    stored = {rep.id: (rep, digest) for rep, digest in _fetch(conn, others)}
+    stored = {rep.id: (rep, digest, key) for rep, digest, key in _fetch(conn, others)}
     results: list[IngestResult] = []
     for position, report in enumerate(batch):
         if report.id in created and first_of[report.id] == position:
             results.append(IngestResult(IngestOutcome.CREATED, report))
             continue
-        existing, digest = stored.get(report.id, (None, b""))
+        existing, digest, key = stored.get(report.id, (None, b"", posted_by))
         if existing is None:
             existing, digest = report, report.draft.content_hash()  # created earlier in this call
         same = digest == report.draft.content_hash()
         outcome = IngestOutcome.DUPLICATE if same else IngestOutcome.CONFLICT
-        results.append(IngestResult(outcome, existing))
+        results.append(IngestResult(outcome, existing, same_poster=key == posted_by))
     return results
 
 
-def _fetch(conn: Connection, ids: set[UUID]) -> list[tuple[Report, bytes]]:
+def _fetch(conn: Connection, ids: set[UUID]) -> list[tuple[Report, bytes, str | None]]:
+    """The stored report, content hash and posting key of each of ``ids`` that exists."""
     if not ids:
         return []
-    stmt = select(*COLUMNS).where(reports.c.id.in_(bindparam("ids", expanding=True)))
-    return [(to_report(row), row.content_hash) for row in conn.execute(stmt, {"ids": list(ids)})]
+    stmt = select(*COLUMNS, reports.c.key_id).where(
+        reports.c.id.in_(bindparam("ids", expanding=True))
+    )
+    return [
+        (to_report(row), row.content_hash, row.key_id)
+        for row in conn.execute(stmt, {"ids": list(ids)})
+    ]
 
 
 def get_report(conn: Connection, report_id: UUID, posted_by: str | None = None) -> Report | None:

@@ -31,7 +31,11 @@ _INSERT = (
     + ")"
 )
 _HASH_COLUMN = ReportRow._fields.index("content_hash")
-_SELECT_BY_IDS = _SELECT + " WHERE id IN (SELECT value FROM json_each(?))"
+_SELECT_BY_IDS = (
+    "SELECT "
+    + REPORT_COLUMNS
+    + ", key_id FROM reports WHERE id IN (SELECT value FROM json_each(?))"
+)
 # New rows get rowids above the old maximum (SQLite's rule while it is below 2**63 - 1), so this
 # indexes exactly the rows the batch inserted. The R*Tree rounds each stored box outward to
 # float32, so a point's box always contains the point.
@@ -71,20 +75,19 @@ def add_reports(
     insert: a plain INSERT cannot meet an existing id, and if it ever did the unique key would
     roll the whole batch back rather than store a second copy.
     """
-    known: dict[str, tuple[bytes, Report]] = _stored_by_id(conn, {str(r.id) for r in reports})
+    known = _stored_by_id(conn, {str(r.id) for r in reports})
     results: list[IngestResult] = []
     rows: list[ReportRow] = []
     for report in reports:
         key, digest = str(report.id), report.draft.content_hash()
         stored = known.get(key)
         if stored is None:
-            known[key] = (digest, report)
+            known[key] = (digest, report, posted_by)
             rows.append(report_row(report, digest))
             results.append(IngestResult(IngestOutcome.CREATED, report))
-        elif stored[0] == digest:
-            results.append(IngestResult(IngestOutcome.DUPLICATE, stored[1]))
         else:
-            results.append(IngestResult(IngestOutcome.CONFLICT, stored[1]))
+            outcome = IngestOutcome.DUPLICATE if stored[0] == digest else IngestOutcome.CONFLICT
+            results.append(IngestResult(outcome, stored[1], same_poster=stored[2] == posted_by))
     if rows:
         (last_row_no,) = conn.execute("SELECT coalesce(max(row_no), 0) FROM reports").fetchone()
         conn.executemany(_INSERT, rows)
@@ -143,10 +146,12 @@ def rebuild_counts(conn: sqlite3.Connection) -> None:
     count_rows(conn, after_row_no=0)
 
 
-def _stored_by_id(conn: sqlite3.Connection, ids: set[str]) -> dict[str, tuple[bytes, Report]]:
-    """The content hash and report stored under each of ``ids`` that exists."""
+def _stored_by_id(
+    conn: sqlite3.Connection, ids: set[str]
+) -> dict[str, tuple[bytes, Report, str | None]]:
+    """The content hash, report and posting key stored under each of ``ids`` that exists."""
     rows = conn.execute(_SELECT_BY_IDS, (json.dumps(sorted(ids)),)).fetchall()
-    return {row[0]: (row[_HASH_COLUMN], report_from_row(row)) for row in rows}
+    return {row[0]: (row[_HASH_COLUMN], report_from_row(row[:-1]), row[-1]) for row in rows}
 
 
 def get_report(

@@ -25,6 +25,7 @@ from service.storage.base import (
     Resnap,
     TileQuery,
 )
+from service.storage.cancel import cancellable
 from service.storage.sqlite import access as access_queries
 from service.storage.sqlite import border as border_queries
 from service.storage.sqlite import counts as count_queries
@@ -184,7 +185,12 @@ class SqliteStore:
         return None  # no encoder in SQLite: the caller encodes tile_reports in Python
 
     def count_reports(self, query: CountQuery) -> list[CountRow]:
-        return self._db.read(partial(count_queries.count_reports, query=query))
+        def count(conn: sqlite3.Connection) -> list[CountRow]:
+            # Interrupted when the request's client goes away (service/storage/cancel.py).
+            with cancellable(conn.interrupt):
+                return count_queries.count_reports(conn, query=query)
+
+        return self._db.read(count)
 
     def observed_range(self) -> tuple[datetime, datetime] | None:
         return self._db.read(count_queries.observed_range)

@@ -1,0 +1,352 @@
+"""The costliest request each role can make (issue #13: bounded work; aim analyst <= 2 s at a
+million reports, public <= 50 ms once the public release lands).
+
+Run from the repository root::
+
+    .venv/bin/python -m bench.costliest                  # 1,000,000 reports
+    .venv/bin/python -m bench.costliest --quick          # 100,000 reports
+    .venv/bin/python -m bench.costliest --keep-db        # keep the loaded database, then reuse it:
+    .venv/bin/python -m bench.costliest --db crossings_bench_1a2b3c4d
+
+Data: as bench/aggregates.py (bench/dataset.py: realistic, snapped reports over the past year,
+written by COPY into a fresh ``crossings_bench_<random>``, rollups counted with ``crossings db
+rebuild-rollups``; dropped at the end unless ``--keep-db``).
+
+Cases: for each role, the requests that make the service work hardest while staying within its
+caps (CROSSINGS_AGGREGATE_MAX_CELLS, _MAX_RANGE_DAYS, _MAX_PARTS, page and batch sizes at their
+defaults): the largest aggregates tables (every segment by local day in a zone off UTC midnight,
+every grouping key at once, a box), a full page of reports or OGC items (as CSV too), a tile at
+the first point zoom over the busiest place. And the requests that the caps refuse (``bucket=week``
+from 1836 in Asia/Kathmandu, the 123 s request of the issue), to show that a refusal costs
+nothing. Each case is asked once to warm up, then ``--repeat`` times; its time is the median
+wall time seen by the client, with the server's CPU (the uvicorn process) and PostgreSQL's (the
+database's backends) per request from /proc.
+
+The public's cases are those of today's code (the lead replaces what the public reads with the
+release of issue #13): add the release's cases to ``PUBLIC_CASES`` (the hook) and they are
+measured the same way and held to the public aim.
+
+Fairness: the server and the database's backends on one core, this client on the other
+(bench/common.pin_for_database), parallel query off for the database unless
+``--allow-parallel-query``; two cores shared with other work on this machine: see the load
+average in the JSON. Prints one JSON object, writes bench/results/<--output>.json, then a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import psycopg
+
+from bench.common import (
+    HOT_SPOTS,
+    PostgresCpu,
+    add_database_arguments,
+    benchmark_database,
+    cpu_seconds,
+    fairness_notes,
+    handle_stop_signals,
+    key_headers,
+    libpq_url,
+    machine_facts,
+    pin_for_database,
+    print_table,
+    running_server,
+    scratch_dir,
+    service_facts,
+    write_results,
+)
+from bench.dataset import set_parallel_query
+from service.settings import Settings
+
+SEED = 20_261_207
+AIM_S = {"analyst": 2.0, "admin": 2.0, "reporter": 2.0, "public": 0.050}
+DEFAULTS = Settings.model_fields
+CAPS = ("aggregate_max_cells", "aggregate_max_range_days", "aggregate_max_parts",
+        "page_max_items", "tile_max_points")  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    role: str  # public (no key), reporter, analyst, admin
+    name: str
+    path: str  # path and query
+    expect: int = 200  # 400: a request the caps refuse
+
+
+def _q(path: str, **params: Any) -> str:
+    return f"{path}?{urlencode(params)}"
+
+
+def analyst_cases(now: datetime, segment_id: str) -> list[Case]:
+    def ago(days: int) -> str:
+        return (now - timedelta(days=days)).replace(hour=0, minute=0, second=0).isoformat()
+
+    # The longest windows the default cap on cells (100,000) allows for each grouping: 459
+    # segment groups x 216 days; 7,328 (segment, side, kind) x 12 months; 29,312 (every key) x 3
+    # quarters; 156 (region, kind) x 368 days.
+    year_ago = ago(365)
+    end = now.isoformat()
+    lon, lat = HOT_SPOTS["roxham_road"]
+    box = f"{lon - 2},{lat - 1},{lon + 2},{lat + 1}"
+    z = int(DEFAULTS["tile_points_min_zoom"].default)
+    x, y = _tile(lon, lat, z)
+    agg = "/v1/aggregates"
+    return [
+        Case("analyst", "segment_by_local_day_kathmandu",
+             _q(agg, group_by="segment", bucket="day", tz="Asia/Kathmandu", start=ago(214),
+                end=end)),
+        Case("analyst", "segment_by_local_day_kathmandu_fill_csv",
+             _q(agg, group_by="segment", bucket="day", tz="Asia/Kathmandu", start=ago(214),
+                end=end, fill="true", f="csv")),
+        Case("analyst", "segment_side_kind_by_local_month",
+             _q(agg, group_by="segment,side,kind", bucket="month", tz="America/St_Johns",
+                start=ago(300), end=end)),
+        Case("analyst", "all_keys_by_local_quarter",
+             _q(agg, group_by="segment,kind,direction,side", bucket="quarter",
+                tz="Asia/Kathmandu", start=ago(150), end=end)),
+        Case("analyst", "box_region_kind_by_local_day",
+             _q(agg, group_by="region,kind", bucket="day", tz="Asia/Kathmandu",
+                bbox=box, start=year_ago, end=end)),
+        Case("analyst", "week_since_1970_kathmandu",
+             _q(agg, bucket="week", tz="Asia/Kathmandu", start="1970-01-01T00:00:00Z")),
+        Case("analyst", "segment_timeseries_local_day",
+             _q(f"/v1/segments/{segment_id}/timeseries", bucket="day", tz="Asia/Kathmandu",
+                start=year_ago, end=end)),
+        Case("analyst", "reports_page_10000",
+             _q("/v1/reports", limit=DEFAULTS["page_max_items"].default)),
+        Case("analyst", "ogc_items_page_10000_csv",
+             _q("/ogc/collections/reports/items", limit=DEFAULTS["page_max_items"].default,
+                f="csv")),
+        Case("analyst", "ogc_items_box_page_10000",
+             _q("/ogc/collections/reports/items", limit=DEFAULTS["page_max_items"].default,
+                bbox=box)),
+        Case("analyst", "tile_first_point_zoom_roxham", f"/v1/tiles/{z}/{x}/{y}.mvt"),
+        Case("analyst", "refused_week_since_1836_kathmandu",
+             _q(agg, bucket="week", tz="Asia/Kathmandu", start="1836-01-01T00:00:00Z"), 400),
+        Case("analyst", "refused_segment_by_local_day_over_a_year",
+             _q(agg, group_by="segment", bucket="day", tz="Asia/Kathmandu", start=year_ago,
+                end=end), 400),
+        Case("analyst", "refused_segment_kind_direction_side_by_day",
+             _q(agg, group_by="segment,kind,direction,side", bucket="day", start=year_ago,
+                end=end), 400),
+    ]  # fmt: skip
+
+
+def reporter_cases(now: datetime) -> list[Case]:
+    """A reporter reads its own reports only (none here: the data came in without a key) and
+    what the public reads; its costliest are the pages of its own reports."""
+    limit = DEFAULTS["page_max_items"].default
+    return [
+        Case("reporter", "own_reports_page_10000", _q("/v1/reports", limit=limit)),
+        Case("reporter", "own_ogc_items_page_10000",
+             _q("/ogc/collections/reports/items", limit=limit, f="csv")),
+    ]  # fmt: skip
+
+
+def current_public_cases(now: datetime) -> list[Case]:
+    """What the public can ask of today's code (suppressed, not yet the release)."""
+
+    def ago(days: int) -> str:
+        return (now - timedelta(days=days)).replace(hour=0, minute=0, second=0).isoformat()
+
+    agg = "/v1/aggregates"
+    return [
+        Case("public", "segment_by_local_day_kathmandu",
+             _q(agg, group_by="segment", bucket="day", tz="Asia/Kathmandu", start=ago(214))),
+        Case("public", "all_keys_by_quarter",
+             _q(agg, group_by="segment,kind,direction,side", bucket="quarter", start=ago(150))),
+        Case("public", "segments_choropleth", "/v1/aggregates/segments.geojson"),
+        Case("public", "tile_z5_clusters", "/v1/tiles/5/9/11.mvt"),
+        Case("public", "refused_week_since_1836_kathmandu",
+             _q(agg, bucket="week", tz="Asia/Kathmandu", start="1836-01-01T00:00:00Z"), 400),
+    ]  # fmt: skip
+
+
+# The hook for the public release: functions of (now) -> cases, measured like the others and held
+# to the public aim (50 ms). Replace or extend when the release lands.
+PUBLIC_CASES: list[Callable[[datetime], list[Case]]] = [current_public_cases]
+
+
+def _tile(lon: float, lat: float, z: int) -> tuple[int, int]:
+    import math
+
+    n = 2**z
+    x = int((lon + 180) / 360 * n)
+    y = int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * n)
+    return x, y
+
+
+def busiest_segment(url: str) -> str:
+    with psycopg.connect(libpq_url(url)) as conn:
+        row = conn.execute(
+            "SELECT segment_id FROM reports WHERE segment_id IS NOT NULL"
+            " GROUP BY 1 ORDER BY count(*) DESC LIMIT 1"
+        ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def measure(
+    client: httpx.Client,
+    case: Case,
+    headers: dict[str, str],
+    *,
+    repeat: int,
+    server_pid: int,
+    postgres: PostgresCpu,
+) -> dict[str, Any]:
+    def once() -> tuple[float, int, int]:
+        started = time.perf_counter()
+        response = client.get(case.path, headers=headers)
+        return time.perf_counter() - started, response.status_code, len(response.content)
+
+    _, status, size = once()  # warm-up
+    walls = []
+    cpu0, pg0 = cpu_seconds(server_pid), postgres.seconds()
+    for _ in range(repeat):
+        wall, status, size = once()
+        walls.append(wall)
+    cpu1, pg1 = cpu_seconds(server_pid), postgres.seconds()
+    median = statistics.median(walls)
+    return {
+        "role": case.role,
+        "case": case.name,
+        "path": case.path,
+        "status": status,
+        "expected_status": case.expect,
+        "bytes": size,
+        "median_s": round(median, 4),
+        "max_s": round(max(walls), 4),
+        "server_cpu_s": round((cpu1 - cpu0) / repeat, 4),
+        "postgres_cpu_s": None if pg0 is None or pg1 is None else round((pg1 - pg0) / repeat, 4),
+        "aim_s": AIM_S[case.role] if case.expect == 200 else None,
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.costliest", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--reports", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=5, help="measured requests per case")
+    parser.add_argument("--quick", action="store_true", help="100,000 reports, 3 per case")
+    parser.add_argument("--roles", nargs="+", default=["public", "reporter", "analyst"])
+    add_database_arguments(parser, seed=SEED)
+    parser.add_argument("--output", default="costliest", help="name of the JSON in bench/results")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.reports, args.repeat = 100_000, 3
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    handle_stop_signals()
+    client_cores, server_cores, pin_note = pin_for_database(no_pin=args.no_pin)
+    started = datetime.now(UTC)
+    notes = fairness_notes(
+        pin_note,
+        allow_parallel_query=args.allow_parallel_query,
+        about=[
+            "median of --repeat requests after one warm-up; crossings keeps no answers, so each "
+            "request does its work afresh; rate limits off (bench/common.server_env)",
+            "public cases: today's suppressed aggregates and tiles, until the release replaces "
+            "them (PUBLIC_CASES is the hook)",
+        ],
+    )
+    results: list[dict[str, Any]] = []
+    with (
+        scratch_dir("crossings_costliest_") as scratch,
+        benchmark_database(args, notes) as (url, facts),
+    ):
+        set_parallel_query(url, allowed=args.allow_parallel_query)
+        now = datetime.now(UTC).replace(microsecond=0)
+        segment_id = busiest_segment(url)
+        cases: list[Case] = []
+        if "public" in args.roles:
+            cases += [c for make in PUBLIC_CASES for c in make(now)]
+        if "reporter" in args.roles:
+            cases += reporter_cases(now)
+        if "analyst" in args.roles:
+            cases += analyst_cases(now, segment_id)
+        headers = {
+            role: {} if role == "public" else key_headers(url, role)
+            for role in {c.role for c in cases}
+        }
+        postgres = PostgresCpu.of_database(url)
+        with (
+            running_server(
+                url, log_path=scratch / "server.log", cores=server_cores,
+                log_level=args.server_log_level,
+            ) as server,
+            httpx.Client(base_url=server.base_url, timeout=600) as client,
+        ):  # fmt: skip
+            postgres.pin_backends(server_cores)
+            for case in cases:
+                print(f"{case.role} {case.name} ...", file=sys.stderr)
+                results.append(
+                    measure(
+                        client, case, headers[case.role], repeat=args.repeat,
+                        server_pid=server.pid, postgres=postgres,
+                    )
+                )  # fmt: skip
+                postgres.pin_backends(server_cores)
+    costliest = {}
+    for role in dict.fromkeys(r["role"] for r in results):
+        served = [r for r in results if r["role"] == role and r["expected_status"] == 200]
+        if served:
+            worst = max(served, key=lambda r: r["median_s"])
+            costliest[role] = {
+                "case": worst["case"],
+                "median_s": worst["median_s"],
+                "aim_s": AIM_S[role],
+                "within_aim": worst["median_s"] <= AIM_S[role],
+            }
+    result = {
+        "benchmark": "costliest",
+        "started_at": started.isoformat(),
+        "params": {k: getattr(args, k) for k in ("reports", "repeat", "quick", "roles", "seed")},
+        "data": facts,
+        "crossings": service_facts(None),
+        "caps": {name: DEFAULTS[name].default for name in CAPS},
+        "machine": machine_facts(client_cores=client_cores, server_cores=server_cores),
+        "cases": results,
+        "costliest": costliest,
+        "checks": [
+            f"{r['role']} {r['case']}: status {r['status']}, expected {r['expected_status']}"
+            for r in results
+            if r["status"] != r["expected_status"]
+        ],
+        "notes": notes,
+    }
+    path = write_results(args.output, result)
+    print()
+    print_table(
+        ["role", "case", "status", "median s", "max s", "server CPU s", "PG CPU s", "KB"],
+        [
+            [r["role"], r["case"], r["status"], r["median_s"], r["max_s"], r["server_cpu_s"],
+             r["postgres_cpu_s"], round(r["bytes"] / 1024, 1)]
+            for r in results
+        ],
+    )  # fmt: skip
+    print()
+    print_table(
+        ["role", "costliest case", "median s", "aim s", "within"],
+        [[k, v["case"], v["median_s"], v["aim_s"], v["within_aim"]] for k, v in costliest.items()],
+    )
+    print(f"\nwritten to {path}")
+    return 1 if result["checks"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
