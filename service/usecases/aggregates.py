@@ -1,9 +1,9 @@
-"""Aggregates: reports and people by group and time bucket, exact, with small counts suppressed.
+"""Aggregates: reports and people by group and time bucket, exact, for callers who read
+everything (the public reads the release: service/usecases/public_release.py).
 
 Counting goes through the store's rollups wherever a bucket covers whole UTC days or months (see
 service/domain/aggregation.py). A box filter asks for days only: the only rollup that knows
-positions (PostGIS's cell_days) counts days; a store without one counts the reports. Figures are
-then suppressed (service/domain/suppression.py).
+positions (PostGIS's cell_days) counts days; a store without one counts the reports.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from service.domain.aggregation import (
     parts,
 )
 from service.domain.errors import FieldError, TooCostly
+from service.domain.figures import ExactTable, Figure
 from service.domain.segments import BorderSegment, SegmentIndex
-from service.domain.suppression import Figure, SuppressedGrid, with_totals
 from service.storage.base import CountQuery, CountRow, CountStore
 
 UTC_ZONE = ZoneInfo("UTC")
@@ -205,10 +205,10 @@ def aggregate(
     index: SegmentIndex,
     request: AggregateRequest,
     *,
-    suppress_below: int,
     limits: AggregateLimits | None = None,
 ) -> Aggregate:
-    """The aggregate of ``request``; with ``limits``, refused (TooCostly) before counting when it
+    """The exact aggregate of ``request`` (what a caller who reads everything gets; the public
+    reads usecases/public_release.py); with ``limits``, refused (TooCostly) before counting when it
     asks for more work than they allow."""
     start, end = request.start, request.end
     if start is None or end is None:
@@ -246,7 +246,7 @@ def aggregate(
         )
     )
     groups, reports, people = _table(counted, keys, request, index, len(chosen))
-    table = SuppressedGrid.of(*with_totals(reports, people), below=suppress_below)
+    table = ExactTable(reports, people)
     published = (
         np.ones(reports.shape, dtype=np.bool_)
         if request.fill or request.all_segments
@@ -264,7 +264,7 @@ def aggregate(
         by_group={} if row_totals is None else dict(zip(groups, row_totals, strict=True)),
         by_bucket={} if column_totals is None else dict(enumerate(column_totals)),
         total=table.total(),
-        suppress_below=suppress_below,
+        suppress_below=0,
     )
 
 

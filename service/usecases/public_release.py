@@ -28,6 +28,7 @@ import shapely
 from service.domain.aggregation import SEGMENT_KEYS, Bucket, Unit
 from service.domain.countries import ALPHA3_TO_ALPHA2
 from service.domain.errors import FieldError, InvalidParameter, StoreUnavailable
+from service.domain.figures import Figure
 from service.domain.release import (
     PublicRule,
     PublicWindow,
@@ -40,7 +41,6 @@ from service.domain.release import (
     publish_many,
 )
 from service.domain.segments import SegmentIndex
-from service.domain.suppression import Figure
 from service.domain.tiles import (
     SegmentCount,
     TileAddress,

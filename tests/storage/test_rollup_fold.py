@@ -108,7 +108,7 @@ def _reads(store: PostgisStore, index: SegmentIndex) -> dict[str, Any]:
     """What every rollup reader answers, in a comparable form."""
     out: dict[str, Any] = {}
     for request in REQUESTS:
-        result = aggregate(store, index, request, suppress_below=0)
+        result = aggregate(store, index, request)
         out[repr(request)] = sorted((repr(r.group), r.bucket, r.figure) for r in result.rows)
     for z in (3, 6, 9, 12):
         for lon, lat in PLACES:

@@ -101,7 +101,7 @@ def _by_hand(
 
 
 def _from_service(store: Store, index: SegmentIndex, request: AggregateRequest) -> dict:
-    result = aggregate(store, index, request, suppress_below=0)
+    result = aggregate(store, index, request)
     out = {}
     for row in result.rows:
         bucket = result.buckets[row.bucket]
@@ -206,7 +206,7 @@ def test_local_month_boundaries(
                         "US", None)  # fmt: skip
     submit_batch(opened, index, [draft], settings=Settings(database_url=url), now=NOW)
     request = AggregateRequest(bucket="month", zone=ZoneInfo(zone))
-    result = aggregate(opened, index, request, suppress_below=0)
+    result = aggregate(opened, index, request)
     (row,) = result.rows
     bucket = result.buckets[row.bucket]
     assert bucket.local_start is not None and bucket.local_start.date() == expected_month

@@ -116,7 +116,7 @@ def _rollup_figures(store: Store, index: SegmentIndex) -> dict[Any, tuple[int, i
             start=datetime(2026, 1, 1, tzinfo=UTC),
             end=datetime(2026, 5, 1, tzinfo=UTC),
         )
-        result = aggregate(store, index, request, suppress_below=0)
+        result = aggregate(store, index, request)
         for row in result.rows:
             if row.figure.reports:
                 key = (bucket, *row.group, result.buckets[row.bucket].start)

@@ -204,7 +204,7 @@ def test_public_answers_are_the_release_put_through_the_rule(
 
 
 def _figure(published: Any) -> Any:
-    from service.domain.suppression import Figure
+    from service.domain.figures import Figure
 
     return Figure(published.reports, published.people, False)
 

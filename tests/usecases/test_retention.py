@@ -177,10 +177,10 @@ def test_purge_keeps_aggregates_identical(
 ) -> None:
     url, opened, index = store_with_border
     _ingest(url, opened, index)
-    before = [aggregate(opened, index, request, suppress_below=0) for request in AGGREGATES]
+    before = [aggregate(opened, index, request) for request in AGGREGATES]
     assert any(result.rows for result in before)
     assert opened.purge_precise(CUT) > 0
-    after = [aggregate(opened, index, request, suppress_below=0) for request in AGGREGATES]
+    after = [aggregate(opened, index, request) for request in AGGREGATES]
     assert after == before
 
 

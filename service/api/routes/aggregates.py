@@ -62,7 +62,7 @@ async def _exact(
             store,
             caller,
             audit.detail(request, caller),
-            lambda: aggregate(store, index, req, suppress_below=0, limits=limits),
+            lambda: aggregate(store, index, req, limits=limits),
         ),
     )
 

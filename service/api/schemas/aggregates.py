@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from service.api.schemas.pages import parse_bbox, parse_time
 from service.domain.aggregation import GROUP_KEYS, UNITS, local_start_text
 from service.domain.errors import FieldError, InvalidParameter
+from service.domain.figures import Figure
 from service.domain.segments import SegmentIndex
-from service.domain.suppression import Figure
 from service.settings import Settings
 from service.usecases.aggregates import ROW_NAMES, Aggregate, AggregateRequest
 from service.usecases.public_release import PublicAnswer
