@@ -153,9 +153,7 @@ def test_a_new_border_re_snaps_stored_reports_and_recounts(fresh_url: str, tmp_p
         assert {r.snap.segment_id for r in stored} <= {None} | {
             s.segment_id for s in new_index.segments
         }
-        result_agg = aggregate(
-            store, new_index, AggregateRequest(group_by=("segment",)), suppress_below=0
-        )
+        result_agg = aggregate(store, new_index, AggregateRequest(group_by=("segment",)))
         counted = {row.group[0]: row.figure.reports for row in result_agg.rows}
         assert sum(counted.values()) == 20
         assert counted.get(None) == 10  # the Canada-US reports are now beyond reach
