@@ -18,32 +18,76 @@ if TYPE_CHECKING:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Run uvicorn. Exits at once only on what waiting cannot fix: a database URL that names no
+    usable driver, a SQLite file that cannot be opened, a PostGIS schema found behind this code.
+    A database that cannot be reached is waited for, by the server itself (/healthz answers)."""
+    import os
+    import shutil
+    import tempfile
+
+    problem = _check_store(settings)
+    if problem is not None:
+        print(f"crossings serve: {problem}", file=sys.stderr)
+        return 2
+    workers = args.workers or settings.workers
+    metrics_dir = None
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Each worker writes its metrics there; /metrics in any worker sums them all.
+        metrics_dir = tempfile.mkdtemp(prefix="crossings-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     import uvicorn
 
-    if not settings.is_sqlite:
-        from service.storage.postgis.migrations import pending
-        from service.storage.postgis.store import make_engine
+    from service.logs import log_config
 
-        engine = make_engine(settings)
-        try:
-            if pending(engine, settings.database_url):
-                print(
-                    "the database schema is not current: run `crossings db upgrade` first",
-                    file=sys.stderr,
-                )
-                return 2
-        finally:
-            engine.dispose()
-    uvicorn.run(
-        "service.app:create_app",
-        factory=True,
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        workers=args.workers or settings.workers,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=10,
-    )
+    try:
+        uvicorn.run(
+            "service.app:create_app",
+            factory=True,
+            host=args.host or settings.host,
+            port=args.port or settings.port,
+            workers=workers,
+            log_level=settings.log_level,
+            log_config=log_config(settings),
+            access_log=False,  # service/api/observe.py writes one line per request
+            # The app decides whose X-Forwarded-For to believe (CROSSINGS_TRUSTED_PROXIES):
+            # uvicorn's default believes any request from 127.0.0.1.
+            proxy_headers=False,
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def _check_store(settings: Settings) -> str | None:
+    """What makes starting pointless, or None. Only a database that answers can be checked for
+    its schema; one that does not is the server's to wait for."""
+    from sqlalchemy import exc
+
+    from service.domain.errors import SchemaNotCurrent, StoreUnavailable
+    from service.storage import check_ready, open_store
+
+    try:
+        store = open_store(settings)
+    except (exc.ArgumentError, exc.NoSuchModuleError) as error:
+        return f"CROSSINGS_DATABASE_URL is not a database URL this service can use: {error}"
+    except StoreUnavailable as error:
+        if settings.is_sqlite:
+            return f"cannot open the SQLite store: {error.detail}"
+        return None
+    try:
+        check_ready(store, settings)
+    except SchemaNotCurrent as error:
+        return error.detail
+    except StoreUnavailable as error:
+        logging.getLogger("crossings").warning(
+            "the database does not answer yet (%s): the server starts and waits for it",
+            error.detail,
+        )
+    finally:
+        store.close()
+    return None
 
 
 def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
@@ -383,11 +427,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import logging.config
+
+    from pydantic import ValidationError
+
     args = build_parser().parse_args(argv)
-    settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
-    )
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        print("crossings: the configuration is not valid:", file=sys.stderr)
+        for e in error.errors():
+            name = "CROSSINGS_" + "_".join(str(p) for p in e["loc"]).upper()
+            print(f"  {name}: {e['msg']}", file=sys.stderr)
+        return 2
+    from service.logs import log_config
+
+    logging.config.dictConfig(log_config(settings))
     try:
         return int(args.run(args, settings))
     except ServiceError as error:

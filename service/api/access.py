@@ -56,6 +56,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/v1/keys"): P.ADMIN,
     ("DELETE", "/v1/keys/{key_id}"): P.ADMIN,
     ("GET", "/v1/audit"): P.ADMIN,
+    # operations: an admin key, or (without a key) an address in CROSSINGS_METRICS_ALLOW
+    ("GET", "/metrics"): P.METRICS,
 }
 # FastAPI's own documentation routes: public, and outside the routers (no dependency).
 DOCUMENTATION = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
