@@ -20,9 +20,9 @@ from collections import OrderedDict
 from typing import Protocol
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from service.settings import Settings
 
@@ -136,12 +136,17 @@ class RedisLimiter:
         cooldown_s: float = 1.0,
     ) -> None:
         # No retries: a retry would multiply the time a request waits on a Redis that is down.
-        self._client = aioredis.Redis.from_url(
+        # A bounded pool that makes a burst wait (within the timeout) for a free connection,
+        # rather than fail: one round trip frees a connection in well under a millisecond.
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=64,
+            timeout=timeout_s,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             retry=Retry(NoBackoff(), 0),
         )
+        self._client = aioredis.Redis(connection_pool=pool)
         self._script = self._client.register_script(_HIT_SCRIPT)
         self._prefix = prefix
         self._timeout_s = timeout_s
@@ -192,7 +197,7 @@ class RedisLimiter:
         if self._probe is not None:
             self._probe.cancel()
             self._probe = None
-        await self._client.aclose()
+        await self._client.aclose(close_connection_pool=True)
 
 
 def make_limiter(settings: Settings) -> RateLimiter:
