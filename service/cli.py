@@ -70,8 +70,11 @@ def _check_store(settings: Settings) -> str | None:
 
     try:
         store = open_store(settings)
-    except (exc.ArgumentError, exc.NoSuchModuleError) as error:
-        return f"CROSSINGS_DATABASE_URL is not a database URL this service can use: {error}"
+    except (exc.ArgumentError, exc.NoSuchModuleError, ImportError) as error:
+        return (
+            "CROSSINGS_DATABASE_URL is not a database URL this service can use (sqlite:///PATH "
+            f"or postgresql+psycopg://USER@HOST/DB): {type(error).__name__}: {error}"
+        )
     except StoreUnavailable as error:
         if settings.is_sqlite:
             return f"cannot open the SQLite store: {error.detail}"

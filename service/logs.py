@@ -47,6 +47,6 @@ def log_config(settings: Settings) -> dict[str, Any]:
             "uvicorn.error": {"handlers": [], "level": level, "propagate": True},
             # Replaced by crossings.access (uvicorn's line holds the path and its query string).
             "uvicorn.access": {"handlers": [], "level": "CRITICAL", "propagate": False},
-            ACCESS_LOGGER: {"handlers": [], "level": "INFO", "propagate": True},
+            ACCESS_LOGGER: {"handlers": [], "level": level, "propagate": True},
         },
     }
