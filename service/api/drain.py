@@ -22,8 +22,10 @@ from typing import Any
 
 log = logging.getLogger("crossings")
 
-# After the listening socket is closed, connections it had just accepted get this long to send
-# their request before uvicorn closes the idle ones.
+# The listening socket closes this long after the drain period, so that a request sent within
+# the period is accepted even on a busy machine (a connection still in the kernel's queue when
+# the socket closes is reset); then connections just accepted get as long again to send their
+# request before uvicorn closes the idle ones.
 LINGER_S = 0.5
 
 Handler = Callable[[int, FrameType | None], Any]
@@ -74,7 +76,7 @@ class Drain:
 
     async def _finish(self, sig: int) -> None:
         assert self._previous is not None
-        await asyncio.sleep(self.drain_s)
+        await asyncio.sleep(self.drain_s + LINGER_S)
         # Stop accepting first, and give connections just accepted a moment to send their
         # request: uvicorn's shutdown closes connections that have no request in progress.
         server = getattr(self._previous, "__self__", None)
