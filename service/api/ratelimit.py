@@ -119,10 +119,12 @@ class RedisLimiter:
     """Counts in Redis, so every worker and host sharing it shares one budget per bucket.
 
     Asynchronous (redis.asyncio): a slow Redis delays only the requests waiting on it, never the
-    event loop. Each call is bounded by ``timeout_s``. A circuit breaker fails open: the first
-    failure (an error, or no answer within ``timeout_s``) opens it, requests are then let
-    through without touching Redis, and a background probe pings Redis every ``cooldown_s``
-    until it answers; the circuit then closes. Each outage is logged once, and its end once.
+    event loop. Each call is bounded by ``timeout_s``. A circuit breaker fails open:
+    ``failures_to_open`` failures in a row (an error, or no answer within ``timeout_s``) open it,
+    requests are then let through without touching Redis, and a background probe pings Redis
+    every ``cooldown_s`` until it answers; the circuit then closes. (One slow answer on a busy
+    machine is not an outage: the first use of a connection loads the script, three round
+    trips.) Each outage is logged once, and its end once.
     A rate limiter is a guard against abuse, not a correctness check, so losing it for the length
     of a Redis outage is the usual trade for keeping the API up.
     """
@@ -132,8 +134,9 @@ class RedisLimiter:
         url: str,
         *,
         prefix: str = KEY_PREFIX,
-        timeout_s: float = 0.05,
+        timeout_s: float = 0.1,
         cooldown_s: float = 1.0,
+        failures_to_open: int = 3,
     ) -> None:
         # No retries: a retry would multiply the time a request waits on a Redis that is down.
         # A bounded pool that makes a burst wait (within the timeout) for a free connection,
@@ -151,6 +154,8 @@ class RedisLimiter:
         self._prefix = prefix
         self._timeout_s = timeout_s
         self._cooldown_s = cooldown_s
+        self._failures_to_open = failures_to_open
+        self._failures = 0
         self._probe: asyncio.Task[None] | None = None
 
     @property
@@ -166,8 +171,11 @@ class RedisLimiter:
             async with asyncio.timeout(self._timeout_s):
                 left = await self._script(keys=[self._prefix + bucket], args=[window_ms, limit])
         except (RedisError, OSError, TimeoutError) as error:
-            self._open(error)
+            self._failures += 1
+            if self._failures >= self._failures_to_open:
+                self._open(error)
             return None
+        self._failures = 0
         left_ms = int(left)
         return None if left_ms < 0 else _retry_after((left_ms + _EXPIRY_SLACK_MS) / 1000)
 
@@ -190,6 +198,7 @@ class RedisLimiter:
             except (RedisError, OSError, TimeoutError):
                 continue
             log.warning("Redis answers again: rate limits are back on")
+            self._failures = 0
             self._probe = None
             return
 

@@ -239,11 +239,12 @@ async def test_a_silent_redis_opens_the_circuit_and_is_skipped(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     with silent_redis() as url, caplog.at_level(logging.WARNING, logger="crossings"):
-        limiter = RedisLimiter(url, timeout_s=0.05, cooldown_s=0.2)
+        limiter = RedisLimiter(url, timeout_s=0.05, cooldown_s=0.2, failures_to_open=3)
         try:
             started = time.perf_counter()
-            assert await limiter.hit("a", limit=1, window_s=30) is None  # waited once
-            first_s = time.perf_counter() - started
+            first = [await limiter.hit("a", limit=1, window_s=30) for _ in range(3)]
+            first_s = time.perf_counter() - started  # three waits, then the circuit opens
+            assert first == [None] * 3
             assert limiter.is_open
             started = time.perf_counter()
             results = [await limiter.hit("a", limit=1, window_s=30) for _ in range(500)]
@@ -252,7 +253,7 @@ async def test_a_silent_redis_opens_the_circuit_and_is_skipped(
             assert limiter.is_open
         finally:
             await limiter.close()
-    assert 0.04 <= first_s < 1.0
+    assert 0.14 <= first_s < 2.0
     assert results == [None] * 500
     assert rest_s < 0.25  # 500 requests, no wait on Redis: skipped while the circuit is open
     assert len([r for r in caplog.records if "Redis is unavailable" in r.message]) == 1
@@ -266,7 +267,9 @@ async def test_the_circuit_closes_when_redis_answers_again(
     proxy = CuttableProxy(parts.hostname or "127.0.0.1", parts.port or 6379)
     await proxy.start()
     through = urlunsplit(parts._replace(netloc=f"127.0.0.1:{proxy.port}"))
-    limiter = RedisLimiter(through, prefix=redis_prefix, timeout_s=0.2, cooldown_s=0.1)
+    limiter = RedisLimiter(
+        through, prefix=redis_prefix, timeout_s=0.2, cooldown_s=0.1, failures_to_open=3
+    )
     try:
         with caplog.at_level(logging.WARNING, logger="crossings"):
             assert [await limiter.hit("a", limit=2, window_s=30) for _ in range(2)] == [None] * 2
