@@ -148,7 +148,7 @@ def test_serve_waits_for_an_absent_database_and_heals_when_it_is_lost(
         with httpx.Client(base_url=base, timeout=10) as http:
             waiting = http.get("/readyz")
         assert waiting.status_code == 503
-        assert "waiting for the database" in waiting.json()["detail"]
+        assert "waiting for the database" in waiting.json()["detail"], waiting.json()["detail"]
         time.sleep(8)  # longer than the old start-up ever waited (3 s, then exit)
         assert process.poll() is None
         assert status(base, "/healthz") == 200

@@ -35,7 +35,7 @@ class Startup:
 
     def __init__(self) -> None:
         self.ready = asyncio.Event()
-        self.reason = "the service is starting"
+        self.reason = "waiting for the database: the first attempt is under way"
         self.store: Store | None = None  # opened, not yet known to answer
         self.reached = False  # the store answered in the attempt under way (the border loads)
 
