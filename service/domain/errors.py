@@ -59,8 +59,10 @@ class StoreUnavailable(ServiceError):
 
     ``operation`` names the store call that failed (for the log: never the statement's text)."""
 
-    def __init__(self, detail: str, *, operation: str | None = None) -> None:
-        super().__init__(detail)
+    def __init__(
+        self, detail: str, *, operation: str | None = None, errors: list[FieldError] | None = None
+    ) -> None:
+        super().__init__(detail, errors=errors)
         self.operation = operation
 
 
@@ -80,8 +82,10 @@ class StatementTimeout(ServiceError):
     """A statement ran past the database's statement timeout: the database is up, the work was
     too long. Sending the same request again will most likely time out again."""
 
-    def __init__(self, detail: str, *, operation: str | None = None) -> None:
-        super().__init__(detail)
+    def __init__(
+        self, detail: str, *, operation: str | None = None, errors: list[FieldError] | None = None
+    ) -> None:
+        super().__init__(detail, errors=errors)
         self.operation = operation
 
 
