@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from service.domain.errors import ServiceError
+from service.domain.errors import ServiceError, StoreUnavailable
 from service.settings import Settings
 
 if TYPE_CHECKING:
@@ -20,37 +20,87 @@ if TYPE_CHECKING:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Run uvicorn. Exits at once only on what waiting cannot fix: a database URL that names no
+    usable driver, a SQLite file that cannot be opened, a PostGIS schema found behind this code.
+    A database that cannot be reached is waited for, by the server itself (/healthz answers)."""
+    import shutil
+    import tempfile
+
+    problem = _check_store(settings)
+    if problem is not None:
+        print(f"crossings serve: {problem}", file=sys.stderr)
+        return 2
+    workers = args.workers or settings.workers
+    metrics_dir = None
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Each worker writes its metrics there; /metrics in any worker sums them all.
+        metrics_dir = tempfile.mkdtemp(prefix="crossings-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     import uvicorn
 
-    if not settings.is_sqlite:
-        from service.storage.postgis.migrations import pending
-        from service.storage.postgis.store import make_engine
+    from service.logs import log_config
 
-        engine = make_engine(settings)
-        try:
-            if pending(engine, settings.database_url):
-                print(
-                    "the database schema is not current: run `crossings db upgrade` first",
-                    file=sys.stderr,
-                )
-                return 2
-        finally:
-            engine.dispose()
     if args.host:  # the bind host is one of the allowed Host names (service/app.py)
         os.environ["CROSSINGS_HOST"] = args.host
     # Once, here, before any worker starts: a new release's bundled border replaces the one an
-    # earlier release bundled (never a border the operator loaded).
-    _upgrade_bundled_border(settings)
-    uvicorn.run(
-        "service.app:create_app",
-        factory=True,
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        workers=args.workers or settings.workers,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=10,
-    )
+    # earlier release bundled (never a border the operator loaded). A database not reachable now
+    # is the server's to wait for; `crossings db upgrade` (the container runs it) does it then.
+    try:
+        _upgrade_bundled_border(settings)
+    except StoreUnavailable as error:
+        logging.getLogger("crossings").warning("bundled border not checked: %s", error.detail)
+    try:
+        uvicorn.run(
+            "service.app:create_app",
+            factory=True,
+            host=args.host or settings.host,
+            port=args.port or settings.port,
+            workers=workers,
+            log_level=settings.log_level,
+            log_config=log_config(settings),
+            access_log=False,  # service/api/observe.py writes one line per request
+            # The app decides whose X-Forwarded-For to believe (CROSSINGS_TRUSTED_PROXIES):
+            # uvicorn's default believes any request from 127.0.0.1.
+            proxy_headers=False,
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def _check_store(settings: Settings) -> str | None:
+    """What makes starting pointless, or None. Only a database that answers can be checked for
+    its schema; one that does not is the server's to wait for."""
+    from sqlalchemy import exc
+
+    from service.domain.errors import SchemaNotCurrent, StoreUnavailable
+    from service.storage import check_ready, open_store
+
+    try:
+        store = open_store(settings)
+    except (exc.ArgumentError, exc.NoSuchModuleError, ImportError) as error:
+        return (
+            "CROSSINGS_DATABASE_URL is not a database URL this service can use (sqlite:///PATH "
+            f"or postgresql+psycopg://USER@HOST/DB): {type(error).__name__}: {error}"
+        )
+    except StoreUnavailable as error:
+        if settings.is_sqlite:
+            return f"cannot open the SQLite store: {error.detail}"
+        return None
+    try:
+        check_ready(store, settings)
+    except SchemaNotCurrent as error:
+        return error.detail
+    except StoreUnavailable as error:
+        logging.getLogger("crossings").warning(
+            "the database does not answer yet (%s): the server starts and waits for it",
+            error.detail,
+        )
+    finally:
+        store.close()
+    return None
 
 
 def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
@@ -450,11 +500,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import logging.config
+
+    from pydantic import ValidationError
+
     args = build_parser().parse_args(argv)
-    settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
-    )
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        print("crossings: the configuration is not valid:", file=sys.stderr)
+        for e in error.errors():
+            name = "CROSSINGS_" + "_".join(str(p) for p in e["loc"]).upper()
+            print(f"  {name}: {e['msg']}", file=sys.stderr)
+        return 2
+    from service.logs import log_config
+
+    logging.config.dictConfig(log_config(settings))
     try:
         return int(args.run(args, settings))
     except ServiceError as error:

@@ -57,6 +57,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/v1/keys"): P.ADMIN,
     ("DELETE", "/v1/keys/{key_id}"): P.ADMIN,
     ("GET", "/v1/audit"): P.ADMIN,
+    # operations: an admin key, or (without a key) an address in CROSSINGS_METRICS_ALLOW
+    ("GET", "/metrics"): P.METRICS,
 }
 # The documentation routes: public, and outside the routers' dependency (routes/docs.py).
 DOCUMENTATION = frozenset({"/openapi.json", "/docs", "/redoc"})

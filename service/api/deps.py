@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import math
 import time
 from collections.abc import Callable
@@ -19,13 +20,14 @@ from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 
 from service.api.access import permission_for
+from service.api.lifecycle import current_border, current_release, current_store
+from service.api.ratelimit import RateLimiter
 from service.domain.access import PUBLIC, ApiKey, Caller, Permission, matches, parse_token
 from service.domain.errors import Forbidden, TooManyRequests, Unauthenticated
 from service.domain.segments import SegmentIndex
 from service.settings import Settings
 from service.storage.base import Store
 from service.usecases.public_release import CurrentRelease
-from service.usecases.segments import CurrentBorder
 
 
 async def get_settings(request: Request) -> Settings:
@@ -34,19 +36,17 @@ async def get_settings(request: Request) -> Settings:
 
 
 async def get_store(request: Request) -> Store:
-    store: Store = request.app.state.store
-    return store
+    return current_store(request.app)
 
 
 async def get_index(request: Request) -> SegmentIndex:
-    border: CurrentBorder = request.app.state.border
-    return border.index
+    return current_border(request.app).index
 
 
 def border_reloader(request: Request) -> Callable[[SegmentIndex], SegmentIndex]:
     """What ingest calls when it finds the border it snapped to replaced (another process loaded
     one): the stored border, which every later request then uses too."""
-    border: CurrentBorder = request.app.state.border
+    border = current_border(request.app)
     return lambda stale: border.refresh(stale=stale)
 
 
@@ -89,7 +89,7 @@ async def _key(request: Request, key_id: str) -> ApiKey | None:
     hit = cache.get(key_id)
     if hit is not None and now - hit[0] < state.settings.key_cache_s:
         return hit[1]
-    store: Store = state.store
+    store = current_store(request.app)
     key = await run_in_threadpool(store.get_key, key_id)
     if len(cache) > 10_000:
         cache.clear()
@@ -119,29 +119,51 @@ async def authenticate(request: Request) -> Caller:
     return Caller(role=key.role, key_id=key.key_id, key_name=key.name)
 
 
-def _rate_limit(request: Request, caller: Caller) -> None:
+def client_address(request: Request) -> str:
+    """The client's address: the peer's, or what a trusted proxy says (the ProxyHeaders
+    middleware in service/app.py has already decided which)."""
+    return request.client.host if request.client else "unknown"
+
+
+async def _rate_limit(request: Request, caller: Caller) -> None:
     settings: Settings = request.app.state.settings
     if caller.key_id is not None:
         bucket, limit = f"key:{caller.key_id}", settings.rate_limit_per_key
     else:
-        address = request.client.host if request.client else "unknown"
-        bucket, limit = f"addr:{address}", settings.rate_limit_public
+        bucket, limit = f"addr:{client_address(request)}", settings.rate_limit_public
     if limit <= 0:
         return
-    wait = request.app.state.limiter.hit(bucket, limit=limit, window_s=settings.rate_limit_window_s)
+    limiter: RateLimiter = request.app.state.limiter
+    wait = await limiter.hit(bucket, limit=limit, window_s=settings.rate_limit_window_s)
     if wait is not None:
+        request.app.state.metrics.rate_limited.labels(bucket.partition(":")[0]).inc()
         raise TooManyRequests(
             f"more than {limit} requests in {settings.rate_limit_window_s} s",
             retry_after_s=max(1, math.ceil(wait)),
         )
 
 
+def _in_networks(address: str, networks: tuple[str, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(n, strict=False) for n in networks)
+
+
 async def get_caller(request: Request) -> Caller:
-    caller = await authenticate(request)
     route = request.scope.get("route")
     path = getattr(route, "path", request.url.path)
-    if path not in UNLIMITED:
-        _rate_limit(request, caller)
+    limited = path not in UNLIMITED
+    try:
+        caller = await authenticate(request)
+    except Unauthenticated:
+        # A bad key counts against its address (guessing keys is rate-limited like the public).
+        if limited:
+            await _rate_limit(request, PUBLIC)
+        raise
+    if limited:
+        await _rate_limit(request, caller)
     permission = permission_for(request.method, path, request.path_params)
     if permission is None:
         raise Forbidden("this route has no access rule")
@@ -150,7 +172,11 @@ async def get_caller(request: Request) -> Caller:
         permission is Permission.SUBMIT and caller.role == "public"
         and settings.allow_anonymous_reports
     )  # fmt: skip
-    if not caller.may(permission) and not anonymous_report:
+    allowed_scraper = (
+        permission is Permission.METRICS and caller.key_id is None
+        and _in_networks(client_address(request), settings.metrics_allow)
+    )  # fmt: skip
+    if not caller.may(permission) and not anonymous_report and not allowed_scraper:
         if caller.key_id is None:
             raise Unauthenticated(f"this needs an API key ({_who(permission)})")
         raise Forbidden(f"a {caller.role} key may not do this ({_who(permission)})")
@@ -165,12 +191,12 @@ def _who(permission: Permission) -> str:
         Permission.READ_ALL: "an analyst or admin key",
         Permission.ADMIN: "an admin key",
         Permission.PUBLIC: "none",
+        Permission.METRICS: "an admin key, or an address in CROSSINGS_METRICS_ALLOW",
     }[permission]
 
 
 async def get_release(request: Request) -> CurrentRelease:
-    release: CurrentRelease = request.app.state.release
-    return release
+    return current_release(request.app)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

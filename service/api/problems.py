@@ -29,6 +29,11 @@ PROBLEMS: dict[type[Exception], tuple[int, str, str]] = {
     e.BodyTooLarge: (413, "too-large", "The request is too large"),
     e.UnsupportedMediaType: (415, "unsupported-media-type", "Unsupported media type"),
     e.StoreUnavailable: (503, "store-unavailable", "The store is unavailable; retry later"),
+    # 504, not 503: the database is up but the work took too long; no Retry-After (the same
+    # request would time out again). Not a 4xx either: the request was within every bound the
+    # service checks before work (the batch cost cap refuses predictably costly ones with 413).
+    e.StatementTimeout: (504, "statement-timeout", "The database did not finish in time"),
+    e.ShuttingDown: (503, "shutting-down", "This server is shutting down"),
     e.InvalidSegmentFile: (422, "invalid-segment-file", "The segment file was refused"),
     e.TooCostly: (400, "too-costly", "The request asks for more work than this service does"),
     e.ClientGone: (499, "client-gone", "The client went away before the answer was ready"),
@@ -78,6 +83,15 @@ def problem_response(
     )
 
 
+def _reason(cause: BaseException | None) -> str:
+    """The first line of the driver's message (SQLAlchemy appends the SQL after it)."""
+    if cause is None:
+        return "-"
+    orig = getattr(cause, "orig", None) or cause
+    lines = str(orig).strip().splitlines()
+    return f"{type(orig).__name__}: {lines[0] if lines else ''}"
+
+
 def _field(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc]
     if parts and parts[0] in ("query", "path", "header", "body", "cookie"):
@@ -88,8 +102,13 @@ def _field(loc: tuple[Any, ...]) -> str:
 def install(app: FastAPI) -> None:
     @app.exception_handler(e.ServiceError)
     async def service_error(request: Request, exc: e.ServiceError) -> Response:
-        if isinstance(exc, e.StoreUnavailable):
-            log.warning("store unavailable: %s", exc.__cause__ or exc)
+        if isinstance(exc, e.StoreUnavailable | e.StatementTimeout):
+            # The store call's name and the driver's first line: never the statement's text or
+            # its parameters (a report's position and notes).
+            log.warning(
+                "%s in %s: %s", type(exc).__name__, exc.operation or "?", _reason(exc.__cause__)
+            )
+            request.app.state.metrics.db_error(exc)
         headers: dict[str, str] = {}
         if isinstance(exc, e.TooManyRequests):
             headers["Retry-After"] = str(exc.retry_after_s)
@@ -122,5 +141,6 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        route = getattr(request.scope.get("route"), "path", "unmatched")  # never the path: a tile
+        log.exception("unhandled error on %s %s", request.method, route)  # address is a place
         return problem_response(request, Exception, "an unexpected error occurred")

@@ -5,12 +5,13 @@ requests through and refuses the rest until it closes, then the next request ope
 Anchoring each window to its bucket's first request (rather than to the clock's minute) spreads
 the moments when refused clients come back, instead of releasing them all at once.
 
-The API calls ``hit`` once per request with a bucket such as ``key:<key_id>`` or
+The API awaits ``hit`` once per request with a bucket such as ``key:<key_id>`` or
 ``addr:<client address>``; a refusal becomes a 429 problem with ``Retry-After``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import threading
@@ -18,9 +19,10 @@ import time
 from collections import OrderedDict
 from typing import Protocol
 
-import redis
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.retry import Retry
+from redis.exceptions import RedisError
 
 from service.settings import Settings
 
@@ -30,10 +32,10 @@ KEY_PREFIX = "crossings:rl:"
 
 
 class RateLimiter(Protocol):
-    def hit(self, bucket: str, *, limit: int, window_s: int) -> float | None:
+    async def hit(self, bucket: str, *, limit: int, window_s: int) -> float | None:
         """Count one request against ``bucket``; None when allowed, else the seconds until it would be (for Retry-After, >= 1)."""
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Release connections (called when the app shuts down)."""
 
 
@@ -57,7 +59,7 @@ class LocalLimiter:
         # bucket -> [window end (monotonic seconds), requests counted in the window]
         self._windows: OrderedDict[str, list[float]] = OrderedDict()
 
-    def hit(self, bucket: str, *, limit: int, window_s: int) -> float | None:
+    async def hit(self, bucket: str, *, limit: int, window_s: int) -> float | None:
         if limit <= 0:
             return None
         now = time.monotonic()
@@ -81,7 +83,7 @@ class LocalLimiter:
                 break
             windows.popitem(last=False)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         pass
 
 
@@ -116,11 +118,15 @@ _EXPIRY_SLACK_MS = 5
 class RedisLimiter:
     """Counts in Redis, so every worker and host sharing it shares one budget per bucket.
 
-    Fails open: when Redis cannot be reached or answers with an error, requests are allowed, a
-    warning is logged (at most once per ``warn_every_s``) and Redis is left alone for
-    ``cooldown_s`` so that an outage costs at most one socket timeout per cool-down, not one per
-    request. A rate limiter is a guard against abuse, not a correctness check, so losing it for
-    the length of a Redis outage is the usual trade for keeping the API up.
+    Asynchronous (redis.asyncio): a slow Redis delays only the requests waiting on it, never the
+    event loop. Each call is bounded by ``timeout_s``. A circuit breaker fails open:
+    ``failures_to_open`` failures in a row (an error, or no answer within ``timeout_s``) open it,
+    requests are then let through without touching Redis, and a background probe pings Redis
+    every ``cooldown_s`` until it answers; the circuit then closes. (One slow answer on a busy
+    machine is not an outage: the first use of a connection loads the script, three round
+    trips.) Each outage is logged once, and its end once.
+    A rate limiter is a guard against abuse, not a correctness check, so losing it for the length
+    of a Redis outage is the usual trade for keeping the API up.
     """
 
     def __init__(
@@ -128,44 +134,79 @@ class RedisLimiter:
         url: str,
         *,
         prefix: str = KEY_PREFIX,
-        timeout_s: float = 0.25,
+        timeout_s: float = 0.1,
         cooldown_s: float = 1.0,
-        warn_every_s: float = 30.0,
+        failures_to_open: int = 3,
     ) -> None:
         # No retries: a retry would multiply the time a request waits on a Redis that is down.
-        self._client = redis.Redis.from_url(
+        # A bounded pool that makes a burst wait (within the timeout) for a free connection,
+        # rather than fail: one round trip frees a connection in well under a millisecond.
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=64,
+            timeout=timeout_s,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             retry=Retry(NoBackoff(), 0),
         )
+        self._client = aioredis.Redis(connection_pool=pool)
         self._script = self._client.register_script(_HIT_SCRIPT)
         self._prefix = prefix
+        self._timeout_s = timeout_s
         self._cooldown_s = cooldown_s
-        self._warn_every_s = warn_every_s
-        self._skip_until = 0.0
-        self._warned_at = -math.inf
+        self._failures_to_open = failures_to_open
+        self._failures = 0
+        self._probe: asyncio.Task[None] | None = None
 
-    def hit(self, bucket: str, *, limit: int, window_s: int) -> float | None:
-        if limit <= 0 or time.monotonic() < self._skip_until:
+    @property
+    def is_open(self) -> bool:
+        """Whether Redis is being skipped (requests let through uncounted)."""
+        return self._probe is not None
+
+    async def hit(self, bucket: str, *, limit: int, window_s: int) -> float | None:
+        if limit <= 0 or self.is_open:
             return None
+        window_ms = max(1, window_s * 1000 - _EXPIRY_SLACK_MS)
         try:
-            window_ms = max(1, window_s * 1000 - _EXPIRY_SLACK_MS)
-            left_ms = int(self._script(keys=[self._prefix + bucket], args=[window_ms, limit]))
-        except redis.RedisError as error:
-            self._failed(error)
+            async with asyncio.timeout(self._timeout_s):
+                left = await self._script(keys=[self._prefix + bucket], args=[window_ms, limit])
+        except (RedisError, OSError, TimeoutError) as error:
+            self._failures += 1
+            if self._failures >= self._failures_to_open:
+                self._open(error)
             return None
+        self._failures = 0
+        left_ms = int(left)
         return None if left_ms < 0 else _retry_after((left_ms + _EXPIRY_SLACK_MS) / 1000)
 
-    def _failed(self, error: redis.RedisError) -> None:
-        now = time.monotonic()
-        self._skip_until = now + self._cooldown_s
-        if now - self._warned_at >= self._warn_every_s:
-            self._warned_at = now
-            log.warning("rate limits are off: Redis is unavailable (%s)", error)
+    def _open(self, error: BaseException) -> None:
+        if self._probe is not None:
+            return  # requests that were already waiting when it opened: logged once
+        log.warning(
+            "rate limits are off: Redis is unavailable (%s); requests are let through until it "
+            "answers again",
+            type(error).__name__ if isinstance(error, TimeoutError) else error,
+        )
+        self._probe = asyncio.get_running_loop().create_task(self._wait_for_redis())
 
-    def close(self) -> None:
-        self._client.close()
+    async def _wait_for_redis(self) -> None:
+        while True:
+            await asyncio.sleep(self._cooldown_s)
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    await self._client.ping()
+            except (RedisError, OSError, TimeoutError):
+                continue
+            log.warning("Redis answers again: rate limits are back on")
+            self._failures = 0
+            self._probe = None
+            return
+
+    async def close(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+            self._probe = None
+        await self._client.aclose(close_connection_pool=True)
 
 
 def make_limiter(settings: Settings) -> RateLimiter:

@@ -30,6 +30,7 @@ class Permission(StrEnum):
     READ_OWN = "read_own"  # read reports: a reporter only its own
     READ_ALL = "read_all"  # read every report, precise
     ADMIN = "admin"  # keys, segment loading, deletions, the audit log
+    METRICS = "metrics"  # /metrics: an admin key, or a keyless scraper from CROSSINGS_METRICS_ALLOW
 
 
 GRANTS: dict[Role, frozenset[Permission]] = {

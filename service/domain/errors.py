@@ -55,7 +55,42 @@ class ReportConflict(ServiceError):
 
 
 class StoreUnavailable(ServiceError):
-    """The store cannot be reached right now; the client should retry later."""
+    """The store cannot be reached right now; the client should retry later.
+
+    ``operation`` names the store call that failed (for the log: never the statement's text)."""
+
+    def __init__(
+        self, detail: str, *, operation: str | None = None, errors: list[FieldError] | None = None
+    ) -> None:
+        super().__init__(detail, errors=errors)
+        self.operation = operation
+
+
+class PoolExhausted(StoreUnavailable):
+    """Every database connection of this process is busy (the pool's wait ran out)."""
+
+
+class SchemaNotCurrent(StoreUnavailable):
+    """The database is reached but its schema is behind this code: `crossings db upgrade`."""
+
+
+class ShuttingDown(ServiceError):
+    """This server is draining after SIGTERM: it answers what it is sent, but is not ready."""
+
+
+class StatementTimeout(ServiceError):
+    """A statement ran past the database's statement timeout: the database is up, the work was
+    too long. Sending the same request again will most likely time out again."""
+
+    def __init__(
+        self, detail: str, *, operation: str | None = None, errors: list[FieldError] | None = None
+    ) -> None:
+        super().__init__(detail, errors=errors)
+        self.operation = operation
+
+
+class BatchTooCostly(BodyTooLarge):
+    """A batch whose predicted database time passes the statement timeout: refused before work."""
 
 
 class InvalidSegmentFile(ServiceError):

@@ -15,3 +15,14 @@ def open_store(settings: Settings) -> Store:
     from service.storage.postgis.store import PostgisStore
 
     return PostgisStore.open(settings)
+
+
+def check_ready(store: Store, settings: Settings) -> None:
+    """Raise StoreUnavailable unless the store answers now and its schema is this code's
+    (SchemaNotCurrent when a PostGIS schema is behind; SQLite migrates itself on open)."""
+    store.ping()
+    if not settings.is_sqlite:
+        from service.storage.postgis.store import PostgisStore
+
+        if isinstance(store, PostgisStore):
+            store.check_schema(settings.database_url)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 from uuid import UUID
 
 from service.domain.access import ApiKey, AuditEntry
@@ -335,3 +335,12 @@ class Store(
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class PooledStore(Protocol):
+    """A store with a pool of database connections (PostGIS), for the pool's metrics."""
+
+    def pool_usage(self) -> tuple[int, int]:
+        """(connections lent out now, connections open) in this process."""
+        ...

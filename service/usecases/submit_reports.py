@@ -6,7 +6,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from service.domain.errors import InvalidInput, Problem, ReportConflict, StoreUnavailable
+from service.domain.costs import batch_cost_cap
+from service.domain.errors import (
+    BatchTooCostly,
+    BodyTooLarge,
+    InvalidInput,
+    Problem,
+    ReportConflict,
+    StoreUnavailable,
+)
 from service.domain.reports import (
     IngestOutcome,
     IngestResult,
@@ -31,6 +39,25 @@ class ItemOutcome:
 # A border change while a batch is snapped makes it snap again; more than this in a row is a
 # border being reloaded in a loop, and the batch is refused as unavailable for now.
 BORDER_RETRIES = 3
+
+
+def check_batch_size(count: int, *, settings: Settings) -> None:
+    """Refuse before any work a batch over ``batch_max_items``, or one whose predicted database
+    time (``count`` x ``batch_item_cost_ms``) passes half the PostGIS statement timeout."""
+    if count > settings.batch_max_items:
+        raise BodyTooLarge(f"{count} items; a batch holds at most {settings.batch_max_items}")
+    if settings.is_sqlite:
+        return  # SQLite has no statement timeout
+    cap = batch_cost_cap(
+        item_cost_ms=settings.batch_item_cost_ms,
+        statement_timeout_ms=settings.db_statement_timeout_ms,
+    )
+    if cap is not None and count > cap:
+        raise BatchTooCostly(
+            f"{count} items would take about {count * settings.batch_item_cost_ms:.0f} ms of "
+            f"database time, over what the statement timeout "
+            f"({settings.db_statement_timeout_ms} ms) allows: send at most {cap} per batch"
+        )
 
 
 def submit_batch(

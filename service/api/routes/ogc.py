@@ -17,6 +17,7 @@ from starlette.responses import Response
 from service.api import audit, cql2
 from service.api import encodings as enc
 from service.api.deps import IndexDep, SettingsDep, StoreDep, get_caller
+from service.api.lifecycle import current_release
 from service.api.openapi import query_parameters, request_body
 from service.api.openapi30 import OPENAPI_30, to_openapi_30
 from service.api.routes.reports import submit_single
@@ -165,7 +166,7 @@ async def _collection_doc(
             extent = await run_in_threadpool(features.report_extent, store)
             bbox, start, end = extent.bbox, extent.first_observed, extent.last_observed
         else:  # the edges of the data would place its outermost and newest reports
-            release: CurrentRelease = request.app.state.release
+            release: CurrentRelease = current_release(request.app)
             view = await run_in_threadpool(release.view)
             bbox, (start, end) = index.bounds, public_extent(view)
     else:

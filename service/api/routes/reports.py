@@ -20,6 +20,7 @@ from service.api.deps import (
     border_reloader,
     get_caller,
 )
+from service.api.metrics import Metrics
 from service.api.openapi import request_body
 from service.api.responses import GeoJSONResponse, JSONResponse
 from service.api.schemas.pages import encode_cursor, report_query
@@ -30,13 +31,13 @@ from service.api.schemas.reports import (
     report_feature,
 )
 from service.domain.access import Caller
-from service.domain.errors import BodyTooLarge, MalformedBody
+from service.domain.errors import MalformedBody
 from service.domain.reports import IngestOutcome
 from service.domain.segments import SegmentIndex
 from service.settings import Settings
 from service.storage.base import Store
 from service.usecases.query_reports import get_report, list_reports
-from service.usecases.submit_reports import submit_batch
+from service.usecases.submit_reports import ItemOutcome, check_batch_size, submit_batch
 
 router = APIRouter(prefix="/v1", tags=["reports"], dependencies=[Depends(get_caller)])
 
@@ -80,6 +81,7 @@ async def submit_single(
             reload_border=border_reloader(request),
         )
     )
+    _count(request, [outcome])
     report = raise_for_outcome(outcome, is_feature=_is_feature(body))
     created = outcome.result.outcome is IngestOutcome.CREATED
     return GeoJSONResponse(
@@ -108,8 +110,7 @@ async def create_reports(
     )
     if not isinstance(items, list):
         raise MalformedBody("send a JSON array of reports or a GeoJSON FeatureCollection")
-    if len(items) > settings.batch_max_items:
-        raise BodyTooLarge(f"{len(items)} items; a batch holds at most {settings.batch_max_items}")
+    check_batch_size(len(items), settings=settings)
     parsed = [parse_report(item) for item in items]
     caller: Caller = request.state.caller
     outcomes = await run_in_threadpool(
@@ -122,6 +123,7 @@ async def create_reports(
             reload_border=border_reloader(request),
         )
     )
+    _count(request, outcomes)
     with_report = "return=representation" in request.headers.get("prefer", "")
     results = [
         batch_item(o, position=i, is_feature=_is_feature(items[i]), with_report=with_report)
@@ -184,3 +186,11 @@ async def search_reports(
             "links": links,
         }
     )
+
+
+def _count(request: Request, outcomes: list[ItemOutcome]) -> None:
+    """Ingest outcomes and snap distances into the metrics."""
+    metrics: Metrics = request.app.state.metrics
+    for o in outcomes:
+        report = o.result.report
+        metrics.ingest(o.result.outcome, report.snap.distance_m if report is not None else None)

@@ -23,9 +23,13 @@ def upgrade(database_url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(database_url), revision)
 
 
+def head(database_url: str) -> str | None:
+    """The newest migration this code knows."""
+    return ScriptDirectory.from_config(alembic_config(database_url)).get_current_head()
+
+
 def pending(engine: Engine, database_url: str) -> bool:
     """Whether the database is behind the newest migration this code knows."""
-    head = ScriptDirectory.from_config(alembic_config(database_url)).get_current_head()
     with engine.connect() as conn:
         current = MigrationContext.configure(conn).get_current_revision()
-    return current != head
+    return current != head(database_url)

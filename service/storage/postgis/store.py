@@ -10,10 +10,16 @@ from typing import TypeVar
 from uuid import UUID
 
 import psycopg
+from psycopg.errors import QueryCanceled
 from sqlalchemy import Connection, Engine, create_engine, exc, text
 
 from service.domain.access import ApiKey, AuditEntry
-from service.domain.errors import StoreUnavailable
+from service.domain.errors import (
+    PoolExhausted,
+    SchemaNotCurrent,
+    StatementTimeout,
+    StoreUnavailable,
+)
 from service.domain.release import ReleaseInfo, ReleaseRow
 from service.domain.reports import IngestResult, Report
 from service.domain.segments import BorderSegment
@@ -66,6 +72,18 @@ def _closed(conn: Connection) -> bool:
     return dbapi is None or bool(getattr(dbapi, "closed", True))
 
 
+def _unreachable(name: str) -> StoreUnavailable:
+    return StoreUnavailable("the database is not reachable", operation=name)
+
+
+def _timeout(name: str) -> StatementTimeout:
+    return StatementTimeout(
+        "the database did not finish this request within its statement timeout; a smaller "
+        "request (fewer items, a narrower window) may pass",
+        operation=name,
+    )
+
+
 def make_engine(
     settings: Settings, url: str | None = None, *, connect_timeout_s: int = 5
 ) -> Engine:
@@ -88,6 +106,8 @@ def make_engine(
         pool_size=2 * settings.db_pool_size,
         max_overflow=0,
         pool_timeout=10,
+        # Errors carry the statement but never its parameters (positions, notes) into logs.
+        hide_parameters=True,
         connect_args={"connect_timeout": connect_timeout_s, "options": " ".join(options)},
     )
 
@@ -133,13 +153,15 @@ class PostgisStore:
 
     def _run(
         self,
+        name: str,
         work: Callable[[Connection], T],
         *,
         autocommit: bool = False,
         engine: Engine | None = None,
     ) -> T:
         """Run ``work`` in one transaction (``autocommit``: each of its statements in its own);
-        database faults become StoreUnavailable.
+        database faults become StoreUnavailable, a statement timeout StatementTimeout, both
+        carrying ``name`` (the store call) for the log instead of the statement's text.
 
         A pooled connection that died while the database was away is found on use rather than by
         a ping before every request (a round trip each). SQLAlchemy then drops the whole pool, and
@@ -151,6 +173,8 @@ class PostgisStore:
                 with self._connection(autocommit=autocommit, engine=engine) as conn:
                     try:
                         return work(conn)
+                    except QueryCanceled as error:
+                        raise _timeout(name) from error
                     except _DRIVER_FAULTS as error:
                         # From a statement run on psycopg's own cursor (report pages, counts),
                         # which SQLAlchemy neither wraps nor notices: a connection that died is
@@ -158,19 +182,21 @@ class PostgisStore:
                         if _closed(conn):
                             conn.invalidate()
                             raise _ConnectionLost from error
-                        raise StoreUnavailable("the database is not reachable") from error
+                        raise _unreachable(name) from error
             except _ConnectionLost as lost:
                 if attempt == 1:
                     continue
-                raise StoreUnavailable("the database is not reachable") from lost
+                raise _unreachable(name) from lost
             except exc.DBAPIError as error:
+                if isinstance(error.orig, QueryCanceled):
+                    raise _timeout(name) from error
                 if error.connection_invalidated and attempt == 1:
                     continue
                 if error.connection_invalidated or isinstance(error, _UNAVAILABLE):
-                    raise StoreUnavailable("the database is not reachable") from error
+                    raise _unreachable(name) from error
                 raise
             except exc.TimeoutError as error:
-                raise StoreUnavailable("no database connection is free") from error
+                raise PoolExhausted("no database connection is free", operation=name) from error
         raise AssertionError("unreachable")
 
     @contextlib.contextmanager
@@ -185,17 +211,18 @@ class PostgisStore:
         with engine.connect() as conn:
             yield conn.execution_options(isolation_level="AUTOCOMMIT")
 
-    def _write(self, work: Callable[[Connection], T], *, key: str | None = None) -> T:
+    def _write(self, name: str, work: Callable[[Connection], T], *, key: str | None = None) -> T:
         """``work`` on the primary; with a replica, its commit position is remembered (by
         ``key``, who wrote) for the reads of own writes that follow (``_read``)."""
-        result = self._run(work)
+        result = self._run(name, work)
         if self.replica is not None:
-            lsn = self._run(lambda conn: int(conn.execute(PRIMARY_LSN).scalar_one()))
+            lsn = self._run("primary_lsn", lambda conn: int(conn.execute(PRIMARY_LSN).scalar_one()))
             self.replica.wrote(lsn, key)
         return result
 
     def _read(
         self,
+        name: str,
         work: Callable[[Connection], T],
         *,
         own_writes: bool = False,
@@ -211,7 +238,7 @@ class PostgisStore:
         """
         replica = self.replica
         if replica is None or not replica.usable(self.engine):
-            return self._run(work, autocommit=autocommit)
+            return self._run(name, work, autocommit=autocommit)
         position = replica.must_see(key) if own_writes or key is not None else 0
 
         def on_replica(conn: Connection) -> T:
@@ -219,19 +246,42 @@ class PostgisStore:
             return work(conn)
 
         try:
-            result = self._run(on_replica, autocommit=autocommit, engine=replica.engine)
+            result = self._run(name, on_replica, autocommit=autocommit, engine=replica.engine)
         except ReplicaBehind:
             replica.count("primary")
-            return self._run(work, autocommit=autocommit)
+            return self._run(name, work, autocommit=autocommit)
         except (StoreUnavailable, exc.DBAPIError, ReplicaUnusable) as error:
             replica.failed(error)
             replica.count("primary")
-            return self._run(work, autocommit=autocommit)
+            return self._run(name, work, autocommit=autocommit)
         replica.count("replica")
         return result
 
     def ping(self) -> None:
-        self._run(lambda conn: conn.execute(text("SELECT 1")))
+        self._run("ping", lambda conn: conn.execute(text("SELECT 1")))
+
+    def check_schema(self, database_url: str) -> None:
+        """Raise SchemaNotCurrent unless the schema is at the newest migration this code knows."""
+        from alembic.runtime.migration import MigrationContext
+
+        from service.storage.postgis.migrations import head
+
+        current = self._run(
+            "check_schema", lambda conn: MigrationContext.configure(conn).get_current_revision()
+        )
+        if current != head(database_url):
+            raise SchemaNotCurrent(
+                f"the database schema is at {current or 'nothing'}, this code needs "
+                f"{head(database_url)}: run `crossings db upgrade`",
+                operation="check_schema",
+            )
+
+    def pool_usage(self) -> tuple[int, int]:
+        """(connections lent out now, connections open) in this process's pool."""
+        pool = self.engine.pool
+        checked_out = int(getattr(pool, "checkedout", lambda: 0)())
+        idle = int(getattr(pool, "checkedin", lambda: 0)())
+        return checked_out, checked_out + idle
 
     def close(self) -> None:
         self._folder.stop()
@@ -240,16 +290,16 @@ class PostgisStore:
             self.replica.engine.dispose()
 
     def border_version(self) -> int:
-        return self._run(segments.border_version)
+        return self._run("border_version", segments.border_version)
 
     def count_segments(self) -> int:
-        return self._run(segments.count_segments)
+        return self._run("count_segments", segments.count_segments)
 
     def replace_segments(self, batch: Sequence[BorderSegment]) -> None:
-        self._write(lambda conn: segments.replace_segments(conn, batch))
+        self._write("replace_segments", lambda conn: segments.replace_segments(conn, batch))
 
     def list_segments(self) -> list[BorderSegment]:
-        return self._run(segments.list_segments)
+        return self._run("list_segments", segments.list_segments)
 
     def replace_border(
         self,
@@ -260,9 +310,10 @@ class PostgisStore:
         expected_version: int | None = None,
     ) -> int:
         return self._write(
+            "replace_border",
             lambda conn: border.replace_border(
                 conn, batch, resnap, on_progress, expected_version=expected_version
-            )
+            ),
         )
 
     def add_reports(
@@ -274,6 +325,7 @@ class PostgisStore:
     ) -> list[IngestResult]:
         self._folder.start()
         return self._write(
+            "add_reports",
             lambda conn: reports.add_reports(conn, batch, posted_by, border_version),
             key=posted_by,
         )
@@ -281,6 +333,7 @@ class PostgisStore:
     def get_report(self, report_id: UUID, *, posted_by: str | None = None) -> Report | None:
         # Read right after a write (a reporter reading back its report): own writes.
         found = self._read(
+            "get_report",
             lambda conn: reports.get_report(conn, report_id, posted_by),
             own_writes=True,
             key=posted_by,
@@ -288,91 +341,107 @@ class PostgisStore:
         if found is None and self.replica is not None:
             # Maybe written through another process, whose write positions this one does not
             # know, and not replayed yet: the primary has the last word on a miss.
-            return self._run(lambda conn: reports.get_report(conn, report_id, posted_by))
+            return self._run(
+                "get_report", lambda conn: reports.get_report(conn, report_id, posted_by)
+            )
         return found
 
     def delete_report(self, report_id: UUID) -> bool:
-        return self._write(lambda conn: access.delete_report(conn, report_id))
+        return self._write("delete_report", lambda conn: access.delete_report(conn, report_id))
 
     def add_key(self, key: ApiKey) -> None:
-        self._run(lambda conn: access.add_key(conn, key))
+        self._run("add_key", lambda conn: access.add_key(conn, key))
 
     def get_key(self, key_id: str) -> ApiKey | None:
-        return self._run(lambda conn: access.get_key(conn, key_id))
+        return self._run("get_key", lambda conn: access.get_key(conn, key_id))
 
     def list_keys(self) -> list[ApiKey]:
-        return self._run(access.list_keys)
+        return self._run("list_keys", access.list_keys)
 
     def revoke_key(self, key_id: str, at: datetime) -> bool:
-        return self._run(lambda conn: access.revoke_key(conn, key_id, at))
+        return self._run("revoke_key", lambda conn: access.revoke_key(conn, key_id, at))
 
     def add_audit(self, entry: AuditEntry) -> None:
-        self._run(lambda conn: access.add_audit(conn, entry))
+        self._run("add_audit", lambda conn: access.add_audit(conn, entry))
 
     def list_audit(self, since: datetime | None = None, limit: int = 1000) -> list[AuditEntry]:
-        return self._run(lambda conn: access.list_audit(conn, since, limit))
+        return self._run("list_audit", lambda conn: access.list_audit(conn, since, limit))
 
     def query_reports(self, query: ReportQuery, *, audit: AuditEntry | None = None) -> ReportPage:
         if self.replica is None:
             # One statement (the audit entry is written by the page's own), in autocommit mode:
             # no BEGIN and COMMIT round trips around it.
-            return self._run(lambda conn: pages.query_reports(conn, query, audit), autocommit=True)
+            return self._run(
+                "query_reports",
+                lambda conn: pages.query_reports(conn, query, audit),
+                autocommit=True,
+            )
         # A page is lag-tolerant, but a key's own reports (a reporter's list) are its own writes.
         # A standby cannot write the audit entry: it is written on the primary after the page
         # was read, before the page can be answered.
         key = query.posted_by or (audit.key_id if audit is not None else None)
-        page = self._read(lambda conn: pages.query_reports(conn, query), key=key, autocommit=True)
+        page = self._read(
+            "query_reports", lambda conn: pages.query_reports(conn, query), key=key, autocommit=True
+        )
         if audit is not None:
             self.add_audit(audit)
         return page
 
     def report_extent(self) -> Extent:
-        return self._read(reports.report_extent)
+        return self._read("report_extent", reports.report_extent)
 
     def count_matched(self, query: ReportQuery) -> int | None:
-        return self._run(lambda conn: matched.count_matched(conn, query), autocommit=True)
+        return self._run(
+            "count_matched", lambda conn: matched.count_matched(conn, query), autocommit=True
+        )
 
     def tile_reports(self, query: TileQuery) -> TileReports:
-        return self._read(lambda conn: tiles.tile_reports(conn, query))
+        return self._read("tile_reports", lambda conn: tiles.tile_reports(conn, query))
 
     def segment_counts(
         self, flt: TileFilter, segment_ids: Sequence[str]
     ) -> dict[str, SegmentCount]:
-        return self._read(lambda conn: tiles.segment_counts(conn, flt, segment_ids))
+        return self._read(
+            "segment_counts", lambda conn: tiles.segment_counts(conn, flt, segment_ids)
+        )
 
     def tile_mvt(self, query: TileQuery) -> bytes | None:
-        return self._read(lambda conn: tiles.tile_mvt(conn, query))
+        return self._read("tile_mvt", lambda conn: tiles.tile_mvt(conn, query))
 
     def rebuild_rollups(self) -> None:
         """Recompute the tile rollups from the stored reports (after a bulk load around ingest)."""
-        self._write(rollups.rebuild)
+        self._write("rebuild_rollups", rollups.rebuild)
 
     def fold_rollups(self) -> int:
-        return self._run(rollups.fold_all)
+        return self._run("fold_rollups", rollups.fold_all)
 
     def _fold_some(self, limit: int) -> int | None:
-        return self._run(lambda conn: rollups.fold(conn, limit))
+        return self._run("fold_some", lambda conn: rollups.fold(conn, limit))
 
     def _vacuum_pending(self) -> None:
-        self._run(lambda conn: conn.exec_driver_sql(f"VACUUM {rollups.PENDING}"), autocommit=True)
+        self._run(
+            "vacuum_pending",
+            lambda conn: conn.exec_driver_sql(f"VACUUM {rollups.PENDING}"),
+            autocommit=True,
+        )
 
     def count_reports(self, query: CountQuery) -> list[CountRow]:
-        return self._read(lambda conn: counts.count_reports(conn, query))
+        return self._read("count_reports", lambda conn: counts.count_reports(conn, query))
 
     def observed_range(self) -> tuple[datetime, datetime] | None:
-        return self._read(counts.observed_range)
+        return self._read("observed_range", counts.observed_range)
 
     def cut_release(self, through: date, cut_at: datetime) -> ReleaseInfo:
-        info = self._run(lambda conn: release.cut_release(conn, through, cut_at))
+        info = self._run("cut_release", lambda conn: release.cut_release(conn, through, cut_at))
         # Every cut replaces every row: reclaim the last cut's now (autovacuum may be off or slow).
-        self._run(release.vacuum, autocommit=True)
+        self._run("cut_release", release.vacuum, autocommit=True)
         return info
 
     def release_info(self) -> ReleaseInfo | None:
-        return self._read(release.release_info)
+        return self._read("release_info", release.release_info)
 
     def read_release(self) -> tuple[ReleaseInfo, list[ReleaseRow]] | None:
-        return self._read(release.read_release)
+        return self._read("read_release", release.read_release)
 
     def purge_precise(self, before: datetime) -> int:
-        return self._write(lambda conn: retention.purge_precise(conn, before))
+        return self._write("purge_precise", lambda conn: retention.purge_precise(conn, before))

@@ -1,0 +1,188 @@
+"""Start-up that waits and heals: the store is reached, its schema checked and the border indexed
+in the background, retried forever with backoff, while the server already answers /healthz
+(/readyz and store-backed routes answer 503, saying why). Once ready, background watchers keep
+the border current and the pool's metrics fresh.
+
+A database lost after start-up needs nothing here: each request's store call fails as
+StoreUnavailable (503) and the connection pool reconnects when the database is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import random
+from datetime import UTC, datetime
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+
+from service.api.metrics import Metrics
+from service.domain.errors import StoreUnavailable
+from service.domain.release import day_start
+from service.settings import Settings
+from service.storage import check_ready, open_store
+from service.storage.base import PooledStore, Store
+from service.usecases.public_release import CurrentRelease
+from service.usecases.release import cut_release, release_is_due
+from service.usecases.segments import CurrentBorder, ensure_segments
+
+log = logging.getLogger("crossings")
+
+FIRST_RETRY_S = 0.25
+POOL_METRICS_EVERY_S = 2.0
+
+
+class Startup:
+    """Whether start-up is done, and if not, why (for /readyz and the 503s meanwhile)."""
+
+    def __init__(self) -> None:
+        self.ready = asyncio.Event()
+        self.reason = "waiting for the database: the first attempt is under way"
+        self.store: Store | None = None  # opened, not yet known to answer
+        self.reached = False  # the store answered in the attempt under way (the border loads)
+
+    async def wait(self, wait_s: float) -> None:
+        """Until ready, or ``wait_s`` passed without the store answering (a store that answered
+        is waited for while its attempt goes on: loading the first border takes a while)."""
+        deadline = asyncio.get_running_loop().time() + wait_s
+        while not self.ready.is_set():
+            if not self.reached and asyncio.get_running_loop().time() >= deadline:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.ready.wait(), 0.05)
+
+
+async def start(app: FastAPI) -> None:
+    """Become ready (however long the database takes), then watch the border and the pool."""
+    settings: Settings = app.state.settings
+    startup: Startup = app.state.startup
+    delay = FIRST_RETRY_S
+    while True:
+        try:
+            await run_in_threadpool(_connect, app)
+            break
+        except StoreUnavailable as error:
+            startup.reached = False
+            startup.reason = f"waiting for the database: {error.detail}"
+            log.warning("%s (next try in %.2f s)", startup.reason, delay)
+        except Exception as error:  # e.g. a segment file refused: say so, and keep trying
+            startup.reached = False
+            startup.reason = f"start-up failed: {type(error).__name__}: {error}"
+            log.exception("%s (next try in %.2f s)", startup.reason, delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, settings.db_retry_max_s)
+    startup.ready.set()
+    log.info("ready: the store answers and the border has %d segments", len(app.state.border.index))
+    # What start-up built lives as long as the process: keep it out of every later full
+    # garbage collection (those paused big pages by ~100 ms each in bench/features.py).
+    gc.collect()
+    gc.freeze()
+    await asyncio.gather(
+        _watch_border(app.state.border, settings.border_check_s),
+        _watch_pool(app.state.store, app.state.metrics),
+        _keep_release(app.state.store, app.state.release, app.state.metrics, settings),
+    )
+
+
+def _connect(app: FastAPI) -> None:
+    settings: Settings = app.state.settings
+    startup: Startup = app.state.startup
+    if startup.store is None:
+        startup.store = open_store(settings)
+    check_ready(startup.store, settings)
+    startup.reached = True
+    index = ensure_segments(startup.store, settings.segments_path)
+    app.state.border = CurrentBorder(startup.store, index)
+    app.state.release = CurrentRelease(startup.store, check_s=settings.release_check_s)
+    if startup.store.release_info() is None:  # a new store: cut one now
+        _cut_now(startup.store, settings)
+    app.state.store = startup.store
+
+
+async def _watch_border(border: CurrentBorder, every_s: float) -> None:
+    """Take up a border that another process (``crossings segments load``) stored, within
+    ``every_s``: tiles, segments and aggregates then use it. Ingest does not wait for this: it
+    finds a changed border in its own transaction (service/usecases/submit_reports.py)."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            before = border.index
+            if await run_in_threadpool(border.refresh) is not before:
+                log.info("took up border version %s", border.index.version)
+        except StoreUnavailable:
+            continue  # the database is away: look again next time
+        except Exception:  # never let the watcher die with the server still up
+            log.exception("could not check the border's version")
+
+
+def _cut_now(store: Store, settings: Settings) -> None:
+    info = cut_release(store, now=datetime.now(UTC), delay_h=settings.public_delay_h)
+    log.info("cut public release %s (days before %s)", info.release_id, info.through)
+
+
+async def _keep_release(
+    store: Store, release: CurrentRelease, metrics: Metrics, settings: Settings
+) -> None:
+    """Cut the public release again when it is due: a new day came of age, or late reports,
+    deletions or a new border may have changed it (every ``release_refresh_s``). Several servers
+    may each cut; the store takes one cut at a time, and each is whole. The release's lag (how
+    long ago the newest day it holds ended) goes to /metrics."""
+    every_s = min(settings.release_refresh_s, 60.0)
+    while True:
+        try:
+            now = datetime.now(UTC)
+            due = await run_in_threadpool(
+                release_is_due,
+                store,
+                now=now,
+                delay_h=settings.public_delay_h,
+                refresh_s=settings.release_refresh_s,
+            )
+            if due:
+                await run_in_threadpool(_cut_now, store, settings)
+                await run_in_threadpool(release.refresh_now)  # this process's own cut, at once
+            info = await run_in_threadpool(store.release_info)
+            if info is not None:
+                metrics.release_lag.set((now - day_start(info.through)).total_seconds())
+        except StoreUnavailable:
+            pass  # the database is away: try again next time
+        except Exception:  # never let the task die with the server still up
+            log.exception("could not cut the public release")
+        await asyncio.sleep(every_s * (0.75 + random.random() / 2))  # servers drift apart
+
+
+async def _watch_pool(store: Store, metrics: Metrics) -> None:
+    """Copy the pool's use into its gauges (in every worker: /metrics sums them)."""
+    if not isinstance(store, PooledStore):
+        return
+    while True:
+        metrics.pool(*store.pool_usage())
+        await asyncio.sleep(POOL_METRICS_EVERY_S)
+
+
+def current_store(app: FastAPI) -> Store:
+    """The store, once start-up has reached it; StoreUnavailable (503) saying why before."""
+    store: Store | None = getattr(app.state, "store", None)
+    if store is None:
+        startup: Startup = app.state.startup
+        raise StoreUnavailable(startup.reason, operation="start-up")
+    return store
+
+
+def current_release(app: FastAPI) -> CurrentRelease:
+    release: CurrentRelease | None = getattr(app.state, "release", None)
+    if release is None or getattr(app.state, "store", None) is None:
+        current_store(app)  # raises, saying why
+    assert release is not None
+    return release
+
+
+def current_border(app: FastAPI) -> CurrentBorder:
+    border: CurrentBorder | None = getattr(app.state, "border", None)
+    if border is None or getattr(app.state, "store", None) is None:
+        current_store(app)  # raises, saying why
+    assert border is not None
+    return border
