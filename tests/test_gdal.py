@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import unquote
 
 import httpx
 import numpy as np
@@ -26,7 +25,7 @@ from service.storage.base import ReportQuery
 from service.usecases.segments import ensure_segments
 from service.usecases.submit_reports import submit_batch
 from service.usecases.transfer import export_reports
-from tests.live import auth, live_key, running_server
+from tests.live import live_key, running_server
 
 REPORTS = 25_000
 UNMEASURED = 2_000  # the earliest reports, with no accuracy: GDAL's first page is all null there
@@ -73,28 +72,23 @@ def _fill(url: str) -> list[Report]:
 
 
 # Each server's access log (base URL -> file): what GDAL asked the server for.
-ACCESS_LOGS: dict[str, Path] = {}
 
 
 @pytest.fixture(scope="module")
 def served(
     store_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, list[Report], str]]:
-    log = tmp_path_factory.mktemp("gdal-log") / "access.log"
-    logged = {"log_path": str(log), "CROSSINGS_LOG_LEVEL": "info"}
     if store_url.startswith("sqlite"):
         url = f"sqlite:///{tmp_path_factory.mktemp('gdal') / 'gdal.db'}"
         stored = _fill(url)
-        with running_server(url, **logged) as base, _analyst_gdal(url):
-            ACCESS_LOGS[base] = log
+        with running_server(url) as base, _analyst_gdal(url):
             yield base, stored, url
         return
     from tests.conftest import fresh_postgis_database
 
     with fresh_postgis_database() as url:
         stored = _fill(url)
-        with running_server(url, **logged) as base, _analyst_gdal(url):
-            ACCESS_LOGS[base] = log
+        with running_server(url) as base, _analyst_gdal(url):
             yield base, stored, url
 
 
@@ -248,50 +242,6 @@ def test_ogr2ogr_copies_every_report_at_pages_of_1000(
     base, stored, _ = served
     copied = _ogr2ogr_geojson(tmp_path, base, "-oo", "PAGE_SIZE=1000")
     assert sorted(f["properties"]["id"] for f in copied) == sorted(str(r.id) for r in stored)
-
-
-def _logged_items(base: str, since: int) -> list[str]:
-    """The reports' items requests in the server's access log after byte ``since``."""
-    text = ACCESS_LOGS[base].read_bytes()[since:].decode()
-    return re.findall(r'"GET (/ogc/collections/reports/items\?[^ ]*) HTTP', text)
-
-
-def test_where_and_spat_are_evaluated_by_the_server(
-    served: tuple[str, list[Report], str], tmp_path: Path
-) -> None:
-    """GDAL sends `-where` on kind and direction (as a CQL filter, since the server declares
-    one; as query parameters before that) and the `-spat` box with every page (it finds them in
-    /ogc/api, relative to its server): the server sends only the matching reports, counted here
-    by asking it again for every page GDAL asked for."""
-    base, stored, url = served
-    box = (-80.0, 42.0, -70.0, 46.0)
-    since = ACCESS_LOGS[base].stat().st_size
-    copied = _ogr2ogr_geojson(
-        tmp_path, base, "-oo", "PAGE_SIZE=500", "-spat", *map(str, box),
-        "-where", "kind = 'attempt' AND direction = 'US'",
-    )  # fmt: skip
-    asked = _logged_items(base, since)
-    # Besides a first look at one page to learn the layer's fields, every page GDAL read was
-    # filtered by the server.
-    filtered = [a for a in asked if "attempt" in unquote(a)]
-    assert filtered and all(
-        "direction" in unquote(a) and "US" in unquote(a) and "bbox=" in a for a in filtered
-    )
-    looks = [a for a in asked if a not in filtered]
-    assert len(looks) <= 1 and all("cursor" not in a for a in looks)
-    pages = [a for a in filtered if "limit=500" in a]
-    sent = 0
-    with httpx.Client(base_url=base, headers=auth(_analyst_key()), timeout=60) as http:
-        for page in pages:
-            sent += http.get(page).json()["numberReturned"]
-    store = open_store(Settings(database_url=url))
-    try:
-        query = ReportQuery(bbox=box, kind="attempt", direction="US")
-        expected = {str(r.id) for r in export_reports(store, query)}
-    finally:
-        store.close()
-    assert {f["properties"]["id"] for f in copied} == expected
-    assert sent == len(expected) and 0 < sent < len(stored) / 10
 
 
 def test_gdal_sends_the_key_as_the_basic_password(
