@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urlencode
 
 import orjson
@@ -23,6 +24,7 @@ from service.storage.base import Store, TileQuery
 from service.usecases import tiles as usecase
 from service.usecases.public_release import CurrentRelease, public_tile
 
+T = TypeVar("T")
 router = APIRouter(prefix="/v1", tags=["tiles"], dependencies=[Depends(get_caller)])
 MVT = "application/vnd.mapbox-vector-tile"
 GEOJSON = "application/geo+json"
@@ -99,6 +101,25 @@ def _mvt(
     return tiles.encode_mvt(content)
 
 
+async def _read(
+    make: Callable[..., T],
+    query: TileQuery,
+    request: Request,
+    *,
+    store: Store,
+    release: CurrentRelease,
+    index: SegmentIndex,
+) -> T:
+    """The tile made by ``make`` in the thread pool, audited when it places single reports."""
+    precise = _precise(request)
+    settings: Settings = request.app.state.settings
+    read = functools.partial(
+        make, query, precise=precise, store=store, release=release, index=index, settings=settings
+    )
+    caller: Caller = request.state.caller
+    return await audit.audited(request, store, caller, read, precise=precise and query.points)
+
+
 @router.get(
     "/tiles/{z}/{x}/{y}.mvt",
     response_class=Response,
@@ -122,24 +143,12 @@ async def vector_tile(
     kind: _Kind = None,
 ) -> Response:
     """A vector tile (EPSG:3857, extent 4096, 64 px buffer) with layers `segments` (each segment
-    with its reports and people in the window) and `reports` (points from the configured zoom,
-    clusters of 64 px cells below it or where a tile would hold too many points)."""
+    with its reports and people in the window) and, with an analyst or admin key, `reports`
+    (points from the configured zoom, clusters of 64 px cells below it or where a tile would hold
+    too many points). Without one: the segments with the public release's figures (whole days),
+    and no reports."""
     query = _query(z, x, y, request, settings)
-    body = await audit.audited(
-        request,
-        store,
-        request.state.caller,
-        functools.partial(
-            _mvt,
-            query,
-            precise=_precise(request),
-            store=store,
-            release=release,
-            index=index,
-            settings=settings,
-        ),
-        precise=_precise(request) and query.points,  # single reports at their positions
-    )
+    body = await _read(_mvt, query, request, store=store, release=release, index=index)
     return await revalidated(
         request, body, MVT, max_age=settings.tile_max_age_s, private=_precise(request)
     )
@@ -171,21 +180,7 @@ async def geojson_tile(
     reports at their own positions, clusters at their cell's centre, lines clipped to the tile
     and its buffer."""
     query = _query(z, x, y, request, settings)
-    content = await audit.audited(
-        request,
-        store,
-        request.state.caller,
-        functools.partial(
-            _content,
-            query,
-            precise=_precise(request),
-            store=store,
-            release=release,
-            index=index,
-            settings=settings,
-        ),
-        precise=_precise(request) and query.points,  # single reports at their positions
-    )
+    content = await _read(_content, query, request, store=store, release=release, index=index)
     doc = {"type": "FeatureCollection", "features": tiles.geojson_features(content)}
     body = orjson.dumps(doc) if doc["features"] else b""
     return await revalidated(
