@@ -6,14 +6,11 @@ in the very next tile asked for. Revalidation (ETag) saves the transfer, not the
 
 from __future__ import annotations
 
-from typing import Any
-
 from service.domain.segments import SegmentIndex
 from service.domain.tiles import (
     TileContent,
     TileSegment,
     encode_mvt,
-    geojson_features,
     segment_boxes,
     segments_in_tile,
 )
@@ -44,9 +41,3 @@ def mvt_tile(store: TileStore, index: SegmentIndex, query: TileQuery) -> bytes:
     if native is not None:
         return native
     return encode_mvt(tile_content(store, index, query))
-
-
-def geojson_tile(store: TileStore, index: SegmentIndex, query: TileQuery) -> dict[str, Any]:
-    """The tile as a GeoJSON FeatureCollection in WGS84; each feature names its ``layer``."""
-    features = geojson_features(tile_content(store, index, query))
-    return {"type": "FeatureCollection", "features": features}
