@@ -133,12 +133,12 @@ def wipe_reports(url: str) -> None:
         path = Path(url.removeprefix("sqlite:///"))
         if not path.exists():
             return  # not created yet: nothing to wipe
-        with sqlite3.connect(path) as conn:
-            conn.execute("DELETE FROM reports")
-            conn.execute("DELETE FROM reports_rtree")
-            conn.execute("DELETE FROM count_days")
-            conn.execute("DELETE FROM count_months")
-        conn.close()
+        with sqlite3.connect(path) as lite:
+            lite.execute("DELETE FROM reports")
+            lite.execute("DELETE FROM reports_rtree")
+            lite.execute("DELETE FROM count_days")
+            lite.execute("DELETE FROM count_months")
+        lite.close()
         return
     with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1)) as conn:
         conn.execute(f"TRUNCATE reports, {PENDING}, {', '.join(ROLLUP_TABLES)}")

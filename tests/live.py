@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,20 +26,19 @@ def running_server(
     database_url: str,
     *,
     workers: int = 1,
-    log_path: str | None = None,
     log_to: Path | None = None,
+    extra_env: Mapping[str, str] | None = None,
     **env: str,
 ) -> Iterator[str]:
     """Start the server on a free port, wait until it is ready, yield its base URL, stop it.
-    With ``log_to`` (or ``log_path``), its output (the access log among it, at
+    With ``log_to``, its output (the access log among it, at
     ``CROSSINGS_LOG_LEVEL=info``) is appended to that file rather than a pipe nobody reads."""
-    if log_to is None and log_path is not None:
-        log_to = Path(log_path)
     port = free_port()
     environ = {
         **os.environ,
         "CROSSINGS_DATABASE_URL": database_url,
         "CROSSINGS_LOG_LEVEL": "warning",
+        **(extra_env or {}),
         **env,
     }
     command = [

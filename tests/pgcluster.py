@@ -63,7 +63,7 @@ class Cluster:
 
     def sql(self, statement: str, dbname: str = "postgres") -> object:
         with psycopg.connect(self.dsn(dbname), autocommit=True, connect_timeout=5) as conn:
-            cursor = conn.execute(statement)  # type: ignore[arg-type]
+            cursor = conn.execute(statement)
             row = cursor.fetchone() if cursor.description else None
             return None if row is None else row[0]
 

@@ -2,7 +2,7 @@
 the vendored Swagger UI and ReDoc render the API's operations under the service's own Content
 Security Policy, and no request leaves the server.
 
-Skipped when Chromium or Playwright is missing; .ci/run fails if these tests were skipped."""
+Skipped when Chromium is missing; .ci/run fails if these tests were skipped."""
 
 from __future__ import annotations
 
@@ -11,18 +11,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from playwright.sync_api import Browser, sync_playwright
 
 from tests.live import running_server
-
-try:
-    from playwright.sync_api import Browser, sync_playwright
-except ImportError:  # the test extras not installed
-    sync_playwright = None
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
     pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt: chromium)"),
-    pytest.mark.skipif(sync_playwright is None, reason="Playwright is not installed (pip)"),
 ]
 TIMEOUT_MS = 60_000
 
@@ -36,7 +31,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    assert sync_playwright is not None and CHROMIUM is not None
+    assert CHROMIUM is not None
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
         yield chromium

@@ -4,6 +4,7 @@ start, load the bundled border by itself, accept a report, read it back."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx
 
@@ -36,7 +37,7 @@ def test_two_servers_on_one_store_store_each_report_exactly_once(fresh_url: str)
     key = live_key(fresh_url)
     with running_server(fresh_url) as first, running_server(fresh_url) as second:
 
-        def send(base: str, batch: list[dict]) -> list[str]:
+        def send(base: str, batch: list[dict[str, Any]]) -> list[str]:
             with httpx.Client(base_url=base, timeout=60, headers=auth(key)) as http:
                 singles = [http.post("/v1/reports", json=b).status_code for b in batch[:3]]
                 results = http.post("/v1/reports/batch", json=batch).json()["results"]

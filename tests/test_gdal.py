@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -113,7 +114,7 @@ def _ogr2ogr_geojson(
     *extra: str,
     collection: str = "reports",
     env: dict[str, str] | None = None,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     gpkg = tmp / f"{collection}-{uuid.uuid4().hex[:6]}.gpkg"
     copied = subprocess.run(
         ["ogr2ogr", "-f", "GPKG", str(gpkg), f"OAPIF:{base}/ogc", collection, *extra],
@@ -122,7 +123,8 @@ def _ogr2ogr_geojson(
     assert copied.returncode == 0, copied.stderr[-2000:]
     out = subprocess.run(["ogr2ogr", "-f", "GeoJSON", "/vsistdout/", str(gpkg)],
                          check=True, capture_output=True, timeout=600)  # fmt: skip
-    return json.loads(out.stdout)["features"]
+    features: list[dict[str, Any]] = json.loads(out.stdout)["features"]
+    return features
 
 
 def test_ogrinfo_lists_both_collections(served: tuple[str, list[Report], str]) -> None:

@@ -149,7 +149,9 @@ def served(
             yield base, stored, live_key(url, "analyst")
 
 
-def _ogr2ogr(base: str, key: str, proxy: str, *extra: str, **config: str) -> tuple[list[dict], str]:
+def _ogr2ogr(
+    base: str, key: str, proxy: str, *extra: str, **config: str
+) -> tuple[list[dict[str, Any]], str]:
     """The reports ogr2ogr copies (through the proxy), and GDAL's debug output."""
     env = {**os.environ, "GDAL_HTTP_HEADERS": f"Authorization: Bearer {key}",
            "GDAL_HTTP_PROXY": proxy, "CPL_DEBUG": "ON", **config}  # fmt: skip

@@ -2,7 +2,7 @@
 SwiftShader) driven by Playwright against the real server. MapLibre fetches the style, the
 TileJSON and the vector tiles, and `map.queryRenderedFeatures()` tells what it drew.
 
-Skipped when Chromium or Playwright is missing; .ci/run fails if these tests were skipped."""
+Skipped when Chromium is missing; .ci/run fails if these tests were skipped."""
 
 from __future__ import annotations
 
@@ -15,19 +15,14 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.factories import ROXHAM_ROAD, report_body
 from tests.live import auth, live_key, running_server
 
-try:
-    from playwright.sync_api import Browser, Page, sync_playwright
-except ImportError:  # the test extras not installed
-    sync_playwright = None
-
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
     pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt: chromium)"),
-    pytest.mark.skipif(sync_playwright is None, reason="Playwright is not installed (pip)"),
 ]
 # No GPU here: ANGLE on SwiftShader gives WebGL 2 in software. Chromium only allows that fallback
 # when asked (--enable-unsafe-swiftshader); without WebGL, maplibregl.Map throws.
@@ -111,7 +106,7 @@ def served(store_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    assert sync_playwright is not None and CHROMIUM is not None
+    assert CHROMIUM is not None
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(
             executable_path=CHROMIUM, headless=True, args=WEBGL_IN_SOFTWARE

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -89,11 +89,11 @@ class ThreadedProxy:
 
 @contextlib.contextmanager
 def serve(
-    database_url: str, log: Path, *, workers: int = 1, **env: str
+    database_url: str, log: Path, *, workers: int = 1, env: Mapping[str, str] | None = None
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """`crossings serve` on a free port, its output to ``log``; nothing waited for."""
     port = free_port()
-    environ = {**os.environ, "CROSSINGS_DATABASE_URL": database_url, **env}
+    environ = {**os.environ, "CROSSINGS_DATABASE_URL": database_url, **(env or {})}
     command = [sys.executable, "-m", "service.cli", "serve", "--port", str(port),
                "--workers", str(workers)]  # fmt: skip
     with log.open("wb") as out:
@@ -142,7 +142,7 @@ def test_serve_waits_for_an_absent_database_and_heals_when_it_is_lost(
     url = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}"))
     key = live_key(postgis_url)
     env = {"CROSSINGS_DB_RETRY_MAX_S": "1", "CROSSINGS_LOG_LEVEL": "info"}
-    with serve(url, tmp_path / "server.log", workers=2, **env) as (process, base):
+    with serve(url, tmp_path / "server.log", workers=2, env=env) as (process, base):
         # Nothing listens where the database should be: the server starts anyway.
         wait_for(lambda: status(base, "/healthz") == 200, within_s=60, what="/healthz answers")
         with httpx.Client(base_url=base, timeout=10) as http:
@@ -183,7 +183,7 @@ def test_serve_exits_on_a_configuration_error_saying_which(
     env: dict[str, str], named: str, tmp_path: Path
 ) -> None:
     url = env.pop("CROSSINGS_DATABASE_URL", f"sqlite:///{tmp_path / 'c.db'}")
-    with serve(url, tmp_path / "server.log", **env) as (process, _):
+    with serve(url, tmp_path / "server.log", env=env) as (process, _):
         assert process.wait(timeout=60) == 2
     assert named in (tmp_path / "server.log").read_text()
 
@@ -217,7 +217,7 @@ def test_sigterm_drains_without_resetting_requests_sent_meanwhile(
                 time.sleep(0.05)
 
     env = {"CROSSINGS_DRAIN_S": str(drain_s), "CROSSINGS_RATE_LIMIT_PUBLIC": "0"}
-    with serve(fresh_url, tmp_path / "server.log", **env) as (process, base):
+    with serve(fresh_url, tmp_path / "server.log", env=env) as (process, base):
         wait_for(lambda: status(base, "/readyz") == 200, within_s=60, what="ready")
         threads = [threading.Thread(target=load, args=(base,)) for _ in range(4)]
         threads.append(threading.Thread(target=probe, args=(base,)))
@@ -252,7 +252,7 @@ def test_a_rotating_forwarded_for_from_loopback_no_longer_escapes_the_limit(
 ) -> None:
     """Issue #13: uvicorn believed X-Forwarded-For from 127.0.0.1; 3,000 of 3,000 got through."""
     env = {"CROSSINGS_RATE_LIMIT_PUBLIC": "20"}  # counted in this server's process alone
-    with serve(fresh_url, tmp_path / "server.log", **env) as (_, base):
+    with serve(fresh_url, tmp_path / "server.log", env=env) as (_, base):
         wait_for(lambda: status(base, "/readyz") == 200, within_s=60, what="ready")
         with httpx.Client(base_url=base, timeout=10) as http:  # from 127.0.0.1
             codes = [
@@ -271,7 +271,7 @@ def test_logs_are_json_lines_without_keys_notes_positions_or_queries(
     body = report_body(notes=note, lon=-73.4617321, lat=45.0123456, device_id="device-xyz-123")
     log = tmp_path / "server.log"
     env = {"CROSSINGS_LOG_FORMAT": "json", "CROSSINGS_LOG_LEVEL": "info"}
-    with serve(fresh_url, log, **env) as (_, base):
+    with serve(fresh_url, log, env=env) as (_, base):
         wait_for(lambda: status(base, "/readyz") == 200, within_s=60, what="ready")
         with httpx.Client(base_url=base, timeout=10, headers=auth(key)) as http:
             created = http.post("/v1/reports", json=body, headers={"X-Request-ID": "trace-1"})
@@ -308,7 +308,7 @@ def _sample(text: str, name: str, **labels: str) -> float:
 
 def test_metrics_are_summed_over_two_workers(fresh_url: str, tmp_path: Path) -> None:
     env = {"CROSSINGS_METRICS_ALLOW": "127.0.0.0/8", "CROSSINGS_RATE_LIMIT_PUBLIC": "0"}
-    with serve(fresh_url, tmp_path / "server.log", workers=2, **env) as (_, base):
+    with serve(fresh_url, tmp_path / "server.log", workers=2, env=env) as (_, base):
         wait_for(lambda: steadily_ready(base), within_s=90, what="both workers ready")
         for _ in range(40):  # a new connection each: the two workers share them
             assert status(base, "/ogc/conformance", headers={"Connection": "close"}) == 200

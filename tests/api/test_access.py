@@ -112,7 +112,7 @@ def _app_routes(app: FastAPI) -> set[tuple[str, str]]:
     while pending:
         route = pending.pop()
         if isinstance(route, APIRoute):
-            found |= {(m, route.path) for m in route.methods}
+            found |= {(m, route.path) for m in route.methods or ()}
         elif hasattr(route, "original_router"):  # an included router (FastAPI >= 0.16x)
             pending.extend(route.original_router.routes)
         elif hasattr(route, "routes") and not hasattr(route, "app"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -20,7 +21,9 @@ PEMBINA = (-97.2, 49.0)
 FAR = (-95.0, 30.0)  # beyond reach of the border
 
 
-def _body(place: tuple[float, float], day: int, people: int = 2, kind: str = "crossing") -> dict:
+def _body(
+    place: tuple[float, float], day: int, people: int = 2, kind: str = "crossing"
+) -> dict[str, Any]:
     return report_body(
         location={"type": "Point", "coordinates": list(place)},
         observed_at=(T0 + timedelta(days=day)).isoformat(),
@@ -29,7 +32,7 @@ def _body(place: tuple[float, float], day: int, people: int = 2, kind: str = "cr
     )
 
 
-async def _post(client: httpx.AsyncClient, bodies: list[dict]) -> None:
+async def _post(client: httpx.AsyncClient, bodies: list[dict[str, Any]]) -> None:
     response = await client.post("/v1/reports/batch", json=bodies)
     assert response.json()["summary"]["created"] == len(bodies)
 

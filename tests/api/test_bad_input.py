@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -122,7 +123,9 @@ async def test_body_over_the_limit_is_413(client: httpx.AsyncClient) -> None:
 
 
 async def test_streamed_body_over_the_limit_is_413(client: httpx.AsyncClient) -> None:
-    async def chunks():  # no Content-Length: the limit is counted as the body arrives
+    async def chunks() -> AsyncIterator[
+        bytes
+    ]:  # no Content-Length: the limit is counted as the body arrives
         for _ in range(20):
             yield b" " * 65_536
         yield b"{}"

@@ -138,10 +138,12 @@ async def test_the_group_bound_holds_for_every_grouping(
 
 def _report() -> Any:
     from service.api.schemas.reports import parse_report
-    from service.domain.reports import Report
-    from service.domain.snapping import BEYOND
+    from service.domain.errors import Problem
+    from service.domain.reports import BEYOND, Report
 
-    return Report(parse_report(report_body()), datetime.now(UTC), BEYOND)
+    draft = parse_report(report_body())
+    assert not isinstance(draft, Problem), draft
+    return Report(draft, datetime.now(UTC), BEYOND)
 
 
 # --- the work stops when the client goes away --------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 
@@ -11,13 +12,13 @@ from tests.factories import report_body
 BASE = datetime(2026, 3, 1, tzinfo=UTC)
 
 
-async def _post_many(client: httpx.AsyncClient, bodies: list[dict]) -> None:
+async def _post_many(client: httpx.AsyncClient, bodies: list[dict[str, Any]]) -> None:
     response = await client.post("/v1/reports/batch", json=bodies)
     assert response.json()["summary"]["created"] == len(bodies)
 
 
-async def _all_pages(client: httpx.AsyncClient, url: str) -> list[dict]:
-    features: list[dict] = []
+async def _all_pages(client: httpx.AsyncClient, url: str) -> list[dict[str, Any]]:
+    features: list[dict[str, Any]] = []
     while url:
         page = (await client.get(url)).json()
         features.extend(page["features"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -14,23 +15,29 @@ from tests.factories import report_body, report_feature_body
 BASE = datetime(2026, 3, 1, tzinfo=UTC)
 
 
-async def _post(client: httpx.AsyncClient, bodies: list[dict]) -> None:
+async def _post(client: httpx.AsyncClient, bodies: list[dict[str, Any]]) -> None:
     response = await client.post("/v1/reports/batch", json=bodies)
     assert response.json()["summary"]["created"] == len(bodies)
 
 
-def _href(doc: dict, rel: str, media: str | None = None) -> str | None:
+def _href(doc: dict[str, Any], rel: str, media: str | None = None) -> str | None:
     for link in doc["links"]:
         if link["rel"] == rel and (media is None or link["type"] == media):
             return str(link["href"])
     return None
 
 
+def _must_href(doc: dict[str, Any], rel: str, media: str | None = None) -> str:
+    href = _href(doc, rel, media)
+    assert href is not None, (rel, media, doc["links"])
+    return href
+
+
 async def test_landing_page_links_the_api_conformance_and_data(client: httpx.AsyncClient) -> None:
     doc = (await client.get("/ogc")).json()
     rels = {link["rel"] for link in doc["links"]}
     assert {"self", "service-desc", "service-doc", "conformance", "data"} <= rels
-    desc = await client.get(_href(doc, "service-desc"))
+    desc = await client.get(_must_href(doc, "service-desc"))
     assert "/collections/reports/items" in desc.json()["paths"]  # relative to servers: /ogc
 
 
@@ -58,14 +65,16 @@ async def test_collections_have_spatial_and_temporal_extents(client: httpx.Async
 async def test_paging_follows_next_links_and_counts_match(client: httpx.AsyncClient) -> None:
     bodies = [report_body(observed_at=(BASE + timedelta(minutes=i)).isoformat()) for i in range(23)]
     await _post(client, bodies)
-    url, seen, first = "/ogc/collections/reports/items?limit=10", [], None
+    url: str | None = "/ogc/collections/reports/items?limit=10"
+    seen: list[str] = []
+    first: dict[str, Any] | None = None
     while url:
-        page = (await client.get(url)).json()
+        page: dict[str, Any] = (await client.get(url)).json()
         first = first or page
         assert page["numberReturned"] == len(page["features"])
         seen += [f["id"] for f in page["features"]]
         url = _href(page, "next")
-    assert first["numberMatched"] == 23  # no filter: from the rollups
+    assert first is not None and first["numberMatched"] == 23  # no filter: from the rollups
     assert seen == [b["id"] for b in bodies]
     whole = (await client.get("/ogc/collections/reports/items?limit=50")).json()
     assert whole["numberMatched"] == whole["numberReturned"] == 23
@@ -215,7 +224,7 @@ async def test_service_description_is_valid_openapi_30(client: httpx.AsyncClient
 
     landing = (await client.get("/ogc")).json()
     response = await client.get(
-        _href(landing, "service-desc", "application/vnd.oai.openapi+json;version=3.0")
+        _must_href(landing, "service-desc", "application/vnd.oai.openapi+json;version=3.0")
     )
     assert response.headers["content-type"] == "application/vnd.oai.openapi+json;version=3.0"
     doc = response.json()
@@ -224,7 +233,12 @@ async def test_service_description_is_valid_openapi_30(client: httpx.AsyncClient
     assert "/collections/reports/items" in doc["paths"]  # relative to its servers entry
 
 
-_JSON_TYPES = {"string": str, "integer": int, "number": (int, float), "boolean": bool}
+_JSON_TYPES: dict[str, type | tuple[type, ...]] = {
+    "string": str,
+    "integer": int,
+    "number": (int, float),
+    "boolean": bool,
+}
 
 
 @pytest.mark.parametrize("collection", ["reports", "segments"])

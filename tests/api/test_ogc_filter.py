@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -20,7 +21,7 @@ BASE = datetime(2026, 3, 1, tzinfo=UTC)
 ITEMS = "/ogc/collections/reports/items"
 
 
-async def _post(client: httpx.AsyncClient, bodies: list[dict]) -> None:
+async def _post(client: httpx.AsyncClient, bodies: list[dict[str, Any]]) -> None:
     response = await client.post("/v1/reports/batch", json=bodies)
     assert response.json()["summary"]["created"] == len(bodies)
 
@@ -31,7 +32,7 @@ async def _ids(client: httpx.AsyncClient, **params: str) -> list[str]:
     return [f["id"] for f in response.json()["features"]]
 
 
-def _sample() -> list[dict]:
+def _sample() -> list[dict[str, Any]]:
     """Six reports: kinds, directions, people, times and places that the filters below tell
     apart (two near Roxham Road, one at Tijuana, one with no direction and notes)."""
     at = [(BASE + timedelta(hours=h)).isoformat() for h in range(6)]
@@ -159,7 +160,7 @@ async def test_cql2_text_filters_select_exactly_the_matching_reports(
     assert await _ids(client, filter=text, **{"filter-lang": "cql-text"}) == expected
 
 
-JSON_CASES: list[tuple[dict, list[int]]] = [
+JSON_CASES: list[tuple[dict[str, Any], list[int]]] = [
     ({"op": "and", "args": [{"op": "=", "args": [{"property": "kind"}, "attempt"]},
                             {"op": ">", "args": [{"property": "people_count"}, 3]}]}, [0, 4]),
     ({"op": "between", "args": [{"property": "people_count"}, 2, 4]}, [1, 4, 5]),
@@ -182,7 +183,7 @@ JSON_CASES: list[tuple[dict, list[int]]] = [
 
 @pytest.mark.parametrize("case", JSON_CASES, ids=[c[0]["op"] for c in JSON_CASES])
 async def test_cql2_json_filters_select_exactly_the_matching_reports(
-    client: httpx.AsyncClient, case: tuple[dict, list[int]]
+    client: httpx.AsyncClient, case: tuple[dict[str, Any], list[int]]
 ) -> None:
     doc, indices = case
     bodies = _sample()

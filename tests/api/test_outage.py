@@ -54,6 +54,9 @@ class CuttableProxy:
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
 
+Proxied = tuple[httpx.AsyncClient, CuttableProxy]
+
+
 @pytest.fixture
 async def proxied_client(
     postgis_url: str,
@@ -79,7 +82,7 @@ async def proxied_client(
 
 
 async def test_writes_answer_503_with_retry_after_while_the_database_is_down(
-    proxied_client,
+    proxied_client: Proxied,
 ) -> None:
     client, proxy = proxied_client
     assert (await client.post("/v1/reports", json=report_body())).status_code == 201
@@ -92,7 +95,7 @@ async def test_writes_answer_503_with_retry_after_while_the_database_is_down(
 
 
 async def test_service_recovers_without_restart_and_lost_nothing(
-    proxied_client, postgis_url
+    proxied_client: Proxied, postgis_url: str
 ) -> None:
     client, proxy = proxied_client
     acknowledged = await client.post("/v1/reports", json=report_body())
@@ -108,7 +111,7 @@ async def test_service_recovers_without_restart_and_lost_nothing(
 
 
 async def test_pages_of_reports_answer_503_while_the_database_is_down_then_recover(
-    proxied_client,
+    proxied_client: Proxied,
 ) -> None:
     # Pages are read on psycopg's own cursor, in autocommit, with their audit entry in the same
     # statement: a connection that dies under one is dropped like any other.

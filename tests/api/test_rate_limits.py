@@ -211,8 +211,8 @@ def test_two_servers_sharing_redis_share_one_public_budget(redis_url: str, tmp_p
 
     url = f"sqlite:///{tmp_path / 'crossings.db'}"
     with (
-        running_server(url, **env) as first,
-        running_server(url, **env) as second,
+        running_server(url, extra_env=env) as first,
+        running_server(url, extra_env=env) as second,
         ThreadPoolExecutor(max_workers=6) as pool,
     ):
         responses = list(pool.map(get_segments, [first, second] * 12))
@@ -303,7 +303,7 @@ def _live_p99(store_url: str, redis: str) -> float:
     seconds, long enough for a 1 s cool-down to pass several times)."""
     durations: list[float] = []
     env = {"CROSSINGS_REDIS_URL": redis, "CROSSINGS_RATE_LIMIT_PUBLIC": "1000000"}
-    with running_server(store_url, **env) as base:
+    with running_server(store_url, extra_env=env) as base:
 
         def client() -> None:
             with httpx.Client(base_url=base, timeout=10) as http:

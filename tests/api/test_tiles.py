@@ -12,6 +12,7 @@ import math
 import random
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import mapbox_vector_tile
@@ -42,16 +43,19 @@ def tile_and_pixel(lon: float, lat: float, z: int) -> tuple[int, int, float, flo
     return tx, ty, (fx * n - tx) * 4096, (fy * n - ty) * 4096
 
 
-def decode(body: bytes) -> dict:
-    return mapbox_vector_tile.decode(body, default_options={"y_coord_down": True})
+def decode(body: bytes) -> dict[str, Any]:
+    decoded: dict[str, Any] = mapbox_vector_tile.decode(
+        body, default_options={"y_coord_down": True}
+    )
+    return decoded
 
 
-def body_near(lon: float, lat: float, rng: random.Random, **extra: object) -> dict:
+def body_near(lon: float, lat: float, rng: random.Random, **extra: object) -> dict[str, Any]:
     position = [round(lon + rng.gauss(0, 0.05), 6), round(lat + rng.gauss(0, 0.03), 6)]
     return report_body(location={"type": "Point", "coordinates": position}, **extra)
 
 
-async def post(client: httpx.AsyncClient, bodies: list[dict]) -> None:
+async def post(client: httpx.AsyncClient, bodies: list[dict[str, Any]]) -> None:
     for start in range(0, len(bodies), 500):
         response = await client.post("/v1/reports/batch", json=bodies[start : start + 500])
         assert response.json()["summary"]["created"] == len(bodies[start : start + 500])

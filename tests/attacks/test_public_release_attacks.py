@@ -188,8 +188,8 @@ def attacker_queries(segment_id: str, where: tuple[float, float]) -> list[str]:
         x, y = tile_of(z, lon, lat)
         for suffix in ("mvt", "geojson"):
             queries.append(f"/v1/tiles/{z}/{x}/{y}.{suffix}")
-            window = f"start={_iso(_at(DAY, 9))}&end={_iso(_at(DAY, 9, 1))}"
-            queries.append(f"/v1/tiles/{z}/{x}/{y}.{suffix}?{window}")
+            instant = f"start={_iso(_at(DAY, 9))}&end={_iso(_at(DAY, 9, 1))}"
+            queries.append(f"/v1/tiles/{z}/{x}/{y}.{suffix}?{instant}")
     return queries
 
 

@@ -63,7 +63,10 @@ def _coordinate() -> st.SearchStrategy[tuple[float, float]]:
 @st.composite
 def _report(draw: st.DrawFn, report_id: UUID) -> Report:
     lon, lat = draw(_coordinate())
-    pick = lambda prop: draw(st.sampled_from(POOLS[prop]))  # noqa: E731
+
+    def pick(prop: str) -> Any:
+        return draw(st.sampled_from(POOLS[prop]))
+
     draft = ReportDraft(
         id=report_id,
         observed_at=pick("observed_at"),

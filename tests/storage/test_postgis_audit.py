@@ -30,7 +30,11 @@ def conn(postgis_url: str) -> Iterator[Connection]:
 
 def test_an_audit_entry_is_stored_as_written(conn: Connection) -> None:
     at = datetime(2099, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)  # after any other entry
-    detail = {"method": "GET", "path": "/ogc/collections/reports/items", "query": "a=1&b=é"}
+    detail: dict[str, object] = {
+        "method": "GET",
+        "path": "/ogc/collections/reports/items",
+        "query": "a=1&b=é",
+    }
     access.add_audit(conn, AuditEntry(at, "key1", Role.ANALYST, "reports.read", detail))
     entries = access.list_audit(conn, at, 10)
     assert entries == [AuditEntry(at, "key1", Role.ANALYST, "reports.read", detail)]

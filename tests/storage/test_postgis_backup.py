@@ -34,11 +34,11 @@ def empty_database() -> Iterator[str]:
     """A new database with nothing in it (not even PostGIS: the dump brings it); dropped after."""
     name = f"crossings_restored_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+        admin.execute(f'CREATE DATABASE "{name}"')
         try:
             yield ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
         finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextlib.asynccontextmanager

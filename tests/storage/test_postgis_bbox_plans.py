@@ -268,4 +268,4 @@ def _stored() -> list[Report]:
 
 
 def _row_inside(row: Row[Any], box: tuple[float, float, float, float]) -> bool:
-    return box[0] <= row.lon <= box[2] and box[1] <= row.lat <= box[3]
+    return bool(box[0] <= row.lon <= box[2] and box[1] <= row.lat <= box[3])

@@ -90,11 +90,11 @@ async def _total(client: httpx.AsyncClient, key: str) -> int:
 
 
 def _on_replica(cluster: Replicated, report_id: str) -> int:
-    return int(
-        cluster.replica.sql(  # type: ignore[call-overload]
-            f"SELECT count(*) FROM reports WHERE id = '{report_id}'", cluster.dbname
-        )
+    count = cluster.replica.sql(
+        f"SELECT count(*) FROM reports WHERE id = '{report_id}'", cluster.dbname
     )
+    assert isinstance(count, int), count
+    return count
 
 
 async def test_aggregates_are_read_from_the_replica(cluster: Replicated) -> None:
@@ -201,7 +201,7 @@ def test_a_read_database_that_is_not_a_standby_is_not_read(cluster: Replicated) 
     url = cluster.primary.url(cluster.dbname)
     store = open_store(Settings(database_url=url, read_database_url=url))
     try:
-        assert store.query_reports(ReportQuery(limit=1)).reports == []  # type: ignore[attr-defined]
+        assert store.query_reports(ReportQuery(limit=1)).reports == []
         assert store.replica.reads == {"replica": 0, "primary": 0}  # type: ignore[attr-defined]
         assert not store.replica.usable(store.engine)  # type: ignore[attr-defined]
     finally:

@@ -230,7 +230,7 @@ def _libpq(url: str) -> str:
 )
 @given(batches=_batches)
 def test_rollups_equal_a_count_of_the_reports(
-    rollup_store: tuple[str, Store, Any], batches: list[list[tuple]]
+    rollup_store: tuple[str, Store, Any], batches: list[list[tuple[Any, ...]]]
 ) -> None:
     url, store, index = rollup_store
     with psycopg.connect(_libpq(url)) as conn:
@@ -261,10 +261,10 @@ def test_rollups_equal_a_count_of_the_reports(
             for lv, cx, cy, k, n, p in conn.execute("SELECT * FROM tile_cells")
         }
         totals = {(s, k): (n, p) for s, k, n, p in conn.execute("SELECT * FROM segment_totals")}
-    expected_cells: Counter[tuple] = Counter()
-    expected_people: Counter[tuple] = Counter()
-    expected_totals: Counter[tuple] = Counter()
-    expected_total_people: Counter[tuple] = Counter()
+    expected_cells: Counter[tuple[Any, ...]] = Counter()
+    expected_people: Counter[tuple[Any, ...]] = Counter()
+    expected_totals: Counter[tuple[Any, ...]] = Counter()
+    expected_total_people: Counter[tuple[Any, ...]] = Counter()
     for lon, lat, gx, gy, kind, people, status, segment_id in stored:
         assert (gx, gy) == grid_cell(lon, lat)  # PostGIS's generated cell is Python's
         for level in ROLLUP_LEVELS:
@@ -290,7 +290,7 @@ def test_rebuild_recounts_what_ingest_counted(
     for draft in drafts[::7]:  # deleting counts a report out of every rollup
         assert store.delete_report(draft.id)
 
-    def every_rollup() -> dict[str, list[tuple]]:
+    def every_rollup() -> dict[str, list[tuple[Any, ...]]]:
         with psycopg.connect(_libpq(url)) as conn:
             return {
                 table: sorted(conn.execute(f"SELECT * FROM {table}").fetchall())

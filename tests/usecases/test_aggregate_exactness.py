@@ -100,7 +100,7 @@ def _by_hand(
     return {k: (n, people[k]) for k, n in counts.items()}
 
 
-def _from_service(store: Store, index: SegmentIndex, request: AggregateRequest) -> dict:
+def _from_service(store: Store, index: SegmentIndex, request: AggregateRequest) -> dict[Any, Any]:
     result = aggregate(store, index, request)
     out = {}
     for row in result.rows:
@@ -138,7 +138,7 @@ _requests = st.fixed_dictionaries(
 )
 
 
-def _drafts(rows: list[tuple]) -> list[ReportDraft]:
+def _drafts(rows: list[tuple[Any, ...]]) -> list[ReportDraft]:
     return [
         ReportDraft(
             id=uuid.UUID(int=number + 1),
@@ -159,7 +159,9 @@ def _drafts(rows: list[tuple]) -> list[ReportDraft]:
 )
 @given(batches=st.lists(_reports, min_size=1, max_size=3), spec=_requests)
 def test_aggregates_equal_counting_the_reports(
-    store_with_border: tuple[str, Store, SegmentIndex], batches: list[list[tuple]], spec: dict
+    store_with_border: tuple[str, Store, SegmentIndex],
+    batches: list[list[tuple[Any, ...]]],
+    spec: dict[str, Any],
 ) -> None:
     url, opened, index = store_with_border
     wipe_reports(url)
@@ -248,7 +250,7 @@ _boxes = st.tuples(
 )
 def test_box_aggregates_equal_counting_the_reports(
     store_with_border: tuple[str, Store, SegmentIndex],
-    rows: list[tuple],
+    rows: list[tuple[Any, ...]],
     box: tuple[float, float, float, float],
     bucket: str | None,
     zone: ZoneInfo,
@@ -263,12 +265,12 @@ def test_box_aggregates_equal_counting_the_reports(
 
 def _box_matches(
     store_with_border: tuple[str, Store, SegmentIndex],
-    rows: list[tuple],
+    rows: list[tuple[Any, ...]],
     box: tuple[float, float, float, float],
     bucket: str | None,
     zone: ZoneInfo,
     group_by: tuple[str, ...],
-) -> dict:
+) -> dict[Any, Any]:
     """Store ``rows``, and check the box's aggregate against testing each report; return it."""
     url, opened, index = store_with_border
     wipe_reports(url)

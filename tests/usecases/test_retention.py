@@ -151,7 +151,7 @@ def test_purge_keeps_every_report_in_its_level_15_cell(
 AGGREGATES = [
     AggregateRequest(group_by=group_by, bucket=bucket, zone=ZoneInfo(zone))
     for group_by in [(), ("segment",), ("side", "kind"), ("border", "direction"), ("region",)]
-    for bucket in [None, "day", "week", "month", "year"]
+    for bucket in (None, "day", "week", "month", "year")
     for zone in ["UTC", "Asia/Kathmandu", "America/St_Johns"]
 ] + [
     # Windows that cut days, so that ranges of reports are read as well as rollups.

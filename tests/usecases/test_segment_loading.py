@@ -25,7 +25,8 @@ def _segment_ids(url: str) -> list[str]:
 
 
 def _doc() -> dict[str, Any]:
-    return json.loads(BUNDLED.read_text())
+    doc: dict[str, Any] = json.loads(BUNDLED.read_text())
+    return doc
 
 
 def _write(tmp_path: Path, doc: object, name: str = "segments.geojson") -> Path:
@@ -154,7 +155,7 @@ def test_a_new_border_re_snaps_stored_reports_and_recounts(fresh_url: str, tmp_p
             s.segment_id for s in new_index.segments
         }
         result_agg = aggregate(store, new_index, AggregateRequest(group_by=("segment",)))
-        counted = {row.group[0]: row.figure.reports for row in result_agg.rows}
+        counted = {row.group[0]: row.figure.reports or 0 for row in result_agg.rows}
         assert sum(counted.values()) == 20
         assert counted.get(None) == 10  # the Canada-US reports are now beyond reach
         assert all(k is None or k.startswith("NEW-MX-US") for k in counted)
