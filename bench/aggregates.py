@@ -55,28 +55,22 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from bench.common import (
-    HOT_SPOTS,
+from bench.dataset import add_database_arguments, benchmark_database, set_parallel_query
+from bench.figures import machine_facts, ms_of_us, print_table, spread, write_results
+from bench.harness import (
     PostgresCpu,
-    add_database_arguments,
     analyst_headers,
-    benchmark_database,
     fairness_notes,
     handle_stop_signals,
     libpq_url,
-    machine_facts,
-    ms_of_us,
     pg_settings,
     pin_for_database,
-    print_table,
     running_server,
     scratch_dir,
     service_facts,
-    spread,
-    write_results,
 )
-from bench.dataset import set_parallel_query
 from bench.load import Phase, Probes, Sender, Sent, ratios
+from bench.synthetic import HOT_SPOTS
 from service.settings import Settings
 from service.storage.postgis.rollups import ROLLUP_TABLES
 
@@ -523,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
             "so every request counts afresh",
             f"api: no key, so small counts are suppressed (CROSSINGS_SUPPRESS_BELOW default, "
             f"{SUPPRESS_BELOW}); api_analyst: an analyst key, so none is (the identical-numbers "
-            "check); rate limits off (bench/common.server_env)",
+            "check); rate limits off (bench/harness.server_env)",
             "raw GROUP BY: psycopg from this process, never prepared, rows fetched into Python "
             "(encoding them for the checks is outside the clock); with few requests its p99 is "
             "about its maximum",

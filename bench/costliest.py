@@ -27,7 +27,7 @@ release of issue #13): add the release's cases to ``PUBLIC_CASES`` (the hook) an
 measured the same way and held to the public aim.
 
 Fairness: the server and the database's backends on one core, this client on the other
-(bench/common.pin_for_database), parallel query off for the database unless
+(bench/harness.pin_for_database), parallel query off for the database unless
 ``--allow-parallel-query``; two cores shared with other work on this machine: see the load
 average in the JSON. Prints one JSON object, writes bench/results/<--output>.json, then a table.
 """
@@ -47,25 +47,21 @@ from urllib.parse import urlencode
 import httpx
 import psycopg
 
-from bench.common import (
-    HOT_SPOTS,
+from bench.dataset import add_database_arguments, benchmark_database, set_parallel_query
+from bench.figures import machine_facts, print_table, write_results
+from bench.harness import (
     PostgresCpu,
-    add_database_arguments,
-    benchmark_database,
     cpu_seconds,
     fairness_notes,
     handle_stop_signals,
     key_headers,
     libpq_url,
-    machine_facts,
     pin_for_database,
-    print_table,
     running_server,
     scratch_dir,
     service_facts,
-    write_results,
 )
-from bench.dataset import set_parallel_query
+from bench.synthetic import HOT_SPOTS
 from service.settings import Settings
 
 SEED = 20_261_207
@@ -259,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         allow_parallel_query=args.allow_parallel_query,
         about=[
             "median of --repeat requests after one warm-up; crossings keeps no answers, so each "
-            "request does its work afresh; rate limits off (bench/common.server_env)",
+            "request does its work afresh; rate limits off (bench/harness.server_env)",
             "public cases: today's suppressed aggregates and tiles, until the release replaces "
             "them (PUBLIC_CASES is the hook)",
         ],

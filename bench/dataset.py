@@ -1,7 +1,7 @@
 """A realistic ``reports`` table on PostGIS for read benchmarks: a million rows in well under a
 minute.
 
-The reports come from ``bench.common.report_columns`` (near the Canada-US border, 40% around five
+The reports come from ``bench.synthetic.report_columns`` (near the Canada-US border, 40% around five
 hot spots, observed over the past year) and are snapped in process exactly as the service snaps
 them (``service.domain.snapping.snap_arrays`` on the bundled segments, within the service's default
 reach), so segment_id, distance, side and chainage are the real ones. Rows are written in the
@@ -16,6 +16,7 @@ would have done on a live table.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import sys
 import time
@@ -28,20 +29,17 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from bench.common import (
+from bench.harness import ADMIN_URL, fresh_postgis_database, libpq_url, postgis_url, run_cli
+from bench.raw_limits import COPY_TYPES, PG_COLUMNS, Ewkb, register_ewkb_dumper
+from bench.synthetic import (
     DIRECTIONS,
     KINDS,
     NOTES,
     SEGMENTS_PATH,
     Border,
     ReportColumns,
-    fresh_postgis_database,
-    libpq_url,
-    postgis_url,
     report_columns,
-    run_cli,
 )
-from bench.raw_limits import COPY_TYPES, PG_COLUMNS, Ewkb, register_ewkb_dumper
 from service.domain.reports import ReportDraft, SnapStatus
 from service.domain.segments import SegmentIndex, parse_segment_collection
 from service.domain.snapping import SnapArrays, snap_arrays
@@ -270,3 +268,38 @@ def _rows(
             )
         )
     return rows
+
+
+def add_database_arguments(parser: argparse.ArgumentParser, *, seed: int) -> None:
+    """The options of a benchmark that reads a database loaded by bench/dataset.py and pins its
+    server and PostgreSQL backends (pin_for_database)."""
+    parser.add_argument("--db", help="reuse this database, loaded by an earlier --keep-db run")
+    parser.add_argument("--keep-db", action="store_true", help="keep the database loaded here")
+    parser.add_argument(
+        "--allow-parallel-query",
+        action="store_true",
+        help="leave max_parallel_workers_per_gather at the server default",
+    )
+    parser.add_argument("--seed", type=int, default=seed)
+    parser.add_argument("--admin-url", default=ADMIN_URL, help="libpq URL that may CREATE DATABASE")
+    parser.add_argument("--server-log-level", default="warning")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
+
+
+@contextlib.contextmanager
+def benchmark_database(
+    args: argparse.Namespace, notes: list[str]
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(service URL, facts) of the database add_database_arguments' options ask for: ``--db``
+    reused, or ``args.reports`` reports loaded by bench/dataset.py (kept with ``--keep-db``).
+    What a later reader must know about it goes to ``notes``."""
+    if args.db:
+        notes.append(f"reused database {args.db} (loaded by an earlier run, kept)")
+    with reports_database(
+        admin_url=args.admin_url, reuse=args.db, keep=args.keep_db, reports=args.reports,
+        seed=args.seed,
+    ) as (url, facts):  # fmt: skip
+        if args.keep_db and not args.db:
+            name = url.rsplit("/", 1)[-1]
+            notes.append(f"database {name} kept: rerun with --db {name}; drop it when done")
+        yield url, facts

@@ -20,7 +20,7 @@ import numpy as np
 import orjson
 from psycopg import sql
 
-from bench.common import HOT_SPOTS, Border
+from bench.synthetic import HOT_SPOTS, Border
 
 Box = tuple[float, float, float, float]
 HALF_BOX_DEG = 0.25

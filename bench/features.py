@@ -1,7 +1,7 @@
 """OGC API - Features item pages: crossings against TiPG on the same PostGIS data, with the page
 built by PostgreSQL alone as the floor.
 
-Run from the repository root (TiPG: ``.venv/bin/pip install tipg``)::
+Run from the repository root (TiPG and py-spy: ``.venv/bin/pip install -e '.[bench]'``)::
 
     .venv/bin/python -m bench.features                  # 1,000,000 reports (~5 minutes)
     .venv/bin/python -m bench.features --quick          # 100,000 reports, 50 requests per case
@@ -56,32 +56,27 @@ from typing import Any
 
 import psycopg
 
-from bench.common import (
-    Border,
+from bench.dataset import add_database_arguments, benchmark_database, set_parallel_query
+from bench.feature_cases import Answer, Case, Query, build_cases, raw_page_statement, read_answer
+from bench.features_report import table
+from bench.figures import machine_facts, percentile, spread, write_results
+from bench.harness import (
     PostgresCpu,
     Server,
-    add_database_arguments,
     analyst_headers,
-    benchmark_database,
     fairness_notes,
     handle_stop_signals,
     libpq_url,
-    machine_facts,
-    percentile,
     pg_settings,
     pin_for_database,
     running_server,
     running_tipg,
     scratch_dir,
     service_facts,
-    spread,
     tipg_env,
-    write_results,
 )
-from bench.dataset import set_parallel_query
-from bench.feature_cases import Answer, Case, Query, build_cases, raw_page_statement, read_answer
-from bench.features_report import table
 from bench.load import Phase, Probes, Sender, Sent, ratios
+from bench.synthetic import Border
 
 SEED = 20_261_128
 OGC_PATH = "/ogc/collections/reports/items"

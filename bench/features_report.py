@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.common import print_table
+from bench.figures import print_table
 
 WHO = {"crossings": "crossings", "tipg": "TiPG", "raw_sql": "SQL floor"}
 

@@ -5,7 +5,7 @@ Run from the repository root::
 
     .venv/bin/python -m bench.ingest                      # full size, both stores (~2 minutes)
     .venv/bin/python -m bench.ingest --quick --store postgis
-    .venv/bin/python -m bench.ingest --profile            # also py-spy the server (pip install py-spy)
+    .venv/bin/python -m bench.ingest --profile            # also py-spy the server (pip install -e '.[bench]')
     .venv/bin/python -m bench.ingest --source /tmp/other  # serve another copy of service/
     .venv/bin/python -m bench.ingest --store postgis --onto crossings_bench_1a2b3c4d  # onto 1M
 
@@ -27,7 +27,7 @@ serve`` process with one uvicorn worker, and httpx over a socket. Phases, after 
 Each phase runs in ``--rounds`` rounds; rates are reported overall and as the median and range of
 the rounds. The load generator (this process) is pinned to one core and the server to the other;
 PostgreSQL is not pinned. CPU time per report is read from /proc for the server process, for
-PostgreSQL (see ``bench.common.PostgresCpu``) and for this process. With ``--profile``, py-spy
+PostgreSQL (see ``bench.harness.PostgresCpu``) and for this process. With ``--profile``, py-spy
 samples the server during phases 1 and 2 and the run ends with where its CPU went.
 
 Prints one JSON object, writes it to bench/results/<--output>.json, then prints the tables. The
@@ -53,10 +53,9 @@ import numpy as np
 import orjson
 import psycopg
 
-from bench.common import (
+from bench.figures import RESULTS_DIR, machine_facts, print_table, write_results
+from bench.harness import (
     ADMIN_URL,
-    RESULTS_DIR,
-    Border,
     PostgresCpu,
     Server,
     core_plan,
@@ -64,20 +63,17 @@ from bench.common import (
     handle_stop_signals,
     key_headers,
     libpq_url,
-    machine_facts,
     pg_settings,
     pin_process,
-    print_table,
-    report_bodies,
     run_cli,
     running_server,
     scratch_dir,
     service_facts,
-    write_results,
 )
 from bench.load import Phase, Probes, RawSender, Sender, Sent, ratios, split
 from bench.pyspy import Profiler, Rule, breakdown
 from bench.raw_limits import PostgisCopy, PostgisInsert, RawLimit, SqliteExecutemany
+from bench.synthetic import Border, report_bodies
 
 SEED = 20_240_611
 WARMUP_BATCHES = 5
@@ -570,7 +566,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     parser.add_argument(
         "--profile", action="store_true",
-        help="py-spy the server during the batch and single phases (pip install py-spy); "
+        help="py-spy the server during the batch and single phases (pip install -e '.[bench]'); "
         "writes bench/results/ingest-<store>-<phase>.collapsed; figures are then not comparable",
     )  # fmt: skip
     parser.add_argument("--profile-rate", type=int, default=200)

@@ -21,15 +21,8 @@ from typing import Any
 import httpx
 import numpy as np
 
-from bench.common import (
-    PostgresCpu,
-    children_of,
-    cpu_seconds,
-    latency_summary,
-    per_item_us,
-    self_cpu_seconds,
-    spread,
-)
+from bench.figures import latency_summary, per_item_us, spread
+from bench.harness import PostgresCpu, children_of, cpu_seconds, self_cpu_seconds
 
 JSON_HEADERS = {"content-type": "application/json"}
 

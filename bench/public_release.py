@@ -66,34 +66,33 @@ import mapbox_vector_tile
 import orjson
 import psycopg
 
-from bench.common import (
-    CROSSINGS,
-    HOT_SPOTS,
-    PostgresCpu,
-    Server,
+from bench.dataset import (
     add_database_arguments,
     benchmark_database,
+    segment_index,
+    set_parallel_query,
+)
+from bench.figures import machine_facts, ms_of_us, print_table, spread, write_results
+from bench.harness import (
+    CROSSINGS,
+    PostgresCpu,
+    Server,
     children_of,
     cpu_seconds,
     fairness_notes,
     free_port,
     handle_stop_signals,
     libpq_url,
-    machine_facts,
-    ms_of_us,
     pg_settings,
     pin_for_database,
     pin_process,
-    print_table,
     running_process,
     scratch_dir,
     server_env,
     service_facts,
-    spread,
-    write_results,
 )
-from bench.dataset import segment_index, set_parallel_query
 from bench.load import Phase, Probes, Sender, Sent, ratios
+from bench.synthetic import HOT_SPOTS
 from service.domain.aggregation import Unit, period_floor
 from service.domain.release import (
     PublicRule,

@@ -1,6 +1,6 @@
 """py-spy on a server process during chosen phases, and a breakdown of where its CPU went.
 
-``pip install py-spy`` into the venv first. Sampling is in ``--gil`` mode: only the thread that
+``pip install -e '.[bench]'`` into the venv first. Sampling is in ``--gil`` mode: only the thread that
 holds the GIL is sampled, so a thread waiting on the database or on the event loop's epoll (which
 release the GIL) is not counted, and the samples approximate the process's Python CPU. C code that
 releases the GIL (parts of numpy, shapely, pyproj, libpq) is missed: compare the samples' seconds
@@ -45,7 +45,7 @@ class Profiler:
             return
         py_spy = Path(sys.executable).with_name("py-spy")
         if not py_spy.exists():
-            raise RuntimeError("py-spy is not installed in this venv: pip install py-spy")
+            raise RuntimeError("py-spy is not installed in this venv: pip install -e '.[bench]'")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         out = self.out_dir / f"{self.prefix}-{phase}.collapsed"
         process = subprocess.Popen(

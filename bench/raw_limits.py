@@ -279,7 +279,7 @@ class PostgisInsert:
             self._insert(rows)
 
     def summary(self) -> dict[str, Any]:
-        from bench.common import latency_summary
+        from bench.figures import latency_summary
 
         for conn in self.connections:
             conn.close()

@@ -1,7 +1,7 @@
 """Vector tiles: crossings' /v1/tiles against TiPG on the same PostGIS data, with the bare
 ``ST_AsMVT`` query as the PostGIS limit.
 
-Run from the repository root (TiPG: ``.venv/bin/pip install tipg``)::
+Run from the repository root (TiPG and py-spy: ``.venv/bin/pip install -e '.[bench]'``)::
 
     .venv/bin/python -m bench.tiles                  # 1,000,000 reports (~15 minutes)
     .venv/bin/python -m bench.tiles --quick          # 100,000 reports, 60 requests per zoom
@@ -48,27 +48,22 @@ import argparse
 import contextlib
 import sys
 import time
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
 
-from bench.common import (
-    RESULTS_DIR,
+from bench.dataset import add_database_arguments, benchmark_database, set_parallel_query
+from bench.figures import RESULTS_DIR, machine_facts, write_results
+from bench.harness import (
     PostgresCpu,
     Server,
-    add_database_arguments,
     analyst_headers,
-    benchmark_database,
     fairness_notes,
     handle_stop_signals,
     libpq_url,
-    machine_facts,
     pg_settings,
     pin_for_database,
     running_server,
@@ -76,21 +71,16 @@ from bench.common import (
     scratch_dir,
     service_facts,
     tipg_env,
-    write_results,
 )
-from bench.dataset import set_parallel_query
-from bench.load import Phase, Probes, Sent
+from bench.load import Probes, Sent
 from bench.pyspy import Profiler, Rule, breakdown
 from bench.tile_cases import (
-    LayerFacts,
     Tile,
-    Truth,
     bare_statement,
     choose_tiles,
-    read_tile,
     truth,
 )
-from bench.tiles_report import table, tile_results
+from bench.tiles_report import Context, table, tile_results
 
 SEED = 20_261_128
 ZOOMS = (4, 8, 12)
@@ -112,79 +102,6 @@ PG_SETTINGS = (
 
 
 # --- what was seen ---------------------------------------------------------------------------
-
-
-@dataclass
-class Seen:
-    """Every answer one target gave for one tile, and what the first full one held."""
-
-    statuses: Counter[int] = field(default_factory=Counter)
-    sizes: set[int] = field(default_factory=set)
-    etags: list[str] = field(default_factory=list)  # distinct, in the order seen
-    content_types: set[str] = field(default_factory=set)
-    layers: dict[str, LayerFacts] | None = None  # by layer name
-    seconds: list[float] = field(default_factory=list)  # measured uncached requests only
-
-    def add(self, sent: Sent, headers: httpx.Headers | None) -> None:
-        self.statuses[sent.status] += 1
-        if sent.status not in (200, 204):
-            return
-        self.sizes.add(len(sent.body))
-        if headers is not None:
-            self.content_types.add(headers.get("content-type", ""))
-            etag = headers.get("etag")
-            if etag and etag not in self.etags:
-                self.etags.append(etag)
-        if self.layers is None:
-            self.layers = read_tile(sent.body)
-
-
-@dataclass
-class Measured:
-    """One target, zoom and mode: its rounds and the size of every answer."""
-
-    phase: Phase
-    sizes: list[int] = field(default_factory=list)
-
-
-@dataclass
-class Context:
-    args: argparse.Namespace
-    url: str
-    scratch: Path
-    server_cores: set[int] | None
-    postgres: PostgresCpu
-    tiles: dict[int, list[Tile]]
-    profiler: Profiler
-    truths: dict[Tile, Truth] = field(default_factory=dict)
-    measured: dict[tuple[str, int, str], Measured] = field(default_factory=dict)
-    seen: dict[tuple[str, Tile], Seen] = field(default_factory=dict)
-    pinned_backends: list[int] = field(default_factory=list)
-
-    def of(self, target: str, z: int, mode: str) -> Measured:
-        key = (target, z, mode)
-        if key not in self.measured:
-            self.measured[key] = Measured(Phase(f"{target} z{z} {mode}"))
-        return self.measured[key]
-
-    def seen_of(self, target: str, tile: Tile) -> Seen:
-        return self.seen.setdefault((target, tile), Seen())
-
-    def requests(self, target: str, z: int) -> int:
-        if target == "bare_sql" and z < 8:
-            return min(int(self.args.requests), int(self.args.bare_low_zoom_requests))
-        return int(self.args.requests)
-
-    def round_tiles(self, target: str, z: int, round_no: int) -> list[Tile]:
-        """This round's share of the requests, continuing through the list where the last round
-        left it."""
-        tiles = self.tiles[z]
-        per_round = max(1, round(self.requests(target, z) / self.args.rounds))
-        first = round_no * per_round
-        return [tiles[(first + i) % len(tiles)] for i in range(per_round)]
-
-    def pin(self) -> None:
-        self.pinned_backends.append(self.postgres.pin_backends(self.server_cores))
 
 
 def tile_url(target: str, tile: Tile) -> str:

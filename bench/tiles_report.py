@@ -3,15 +3,20 @@ target's tile stands for, the checks, the issue's aims, and the tables printed a
 
 from __future__ import annotations
 
+import argparse
 import statistics
-from typing import TYPE_CHECKING, Any
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from bench.common import latency_summary, ms_of_us, print_table, spread
-from bench.load import ratios
+import httpx
 
-if TYPE_CHECKING:
-    from bench.tile_cases import Tile
-    from bench.tiles import Context
+from bench.figures import latency_summary, ms_of_us, print_table, spread
+from bench.harness import PostgresCpu
+from bench.load import Phase, Sent, ratios
+from bench.pyspy import Profiler
+from bench.tile_cases import LayerFacts, Tile, Truth, read_tile
 
 MVT = "application/vnd.mapbox-vector-tile"
 LAYER = {"crossings": "reports", "tipg": "default", "bare_sql": "reports"}
@@ -30,6 +35,79 @@ HEAVY_TILE_REPORTS = 4_000
 
 
 # --- results ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Seen:
+    """Every answer one target gave for one tile, and what the first full one held."""
+
+    statuses: Counter[int] = field(default_factory=Counter)
+    sizes: set[int] = field(default_factory=set)
+    etags: list[str] = field(default_factory=list)  # distinct, in the order seen
+    content_types: set[str] = field(default_factory=set)
+    layers: dict[str, LayerFacts] | None = None  # by layer name
+    seconds: list[float] = field(default_factory=list)  # measured uncached requests only
+
+    def add(self, sent: Sent, headers: httpx.Headers | None) -> None:
+        self.statuses[sent.status] += 1
+        if sent.status not in (200, 204):
+            return
+        self.sizes.add(len(sent.body))
+        if headers is not None:
+            self.content_types.add(headers.get("content-type", ""))
+            etag = headers.get("etag")
+            if etag and etag not in self.etags:
+                self.etags.append(etag)
+        if self.layers is None:
+            self.layers = read_tile(sent.body)
+
+
+@dataclass
+class Measured:
+    """One target, zoom and mode: its rounds and the size of every answer."""
+
+    phase: Phase
+    sizes: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Context:
+    args: argparse.Namespace
+    url: str
+    scratch: Path
+    server_cores: set[int] | None
+    postgres: PostgresCpu
+    tiles: dict[int, list[Tile]]
+    profiler: Profiler
+    truths: dict[Tile, Truth] = field(default_factory=dict)
+    measured: dict[tuple[str, int, str], Measured] = field(default_factory=dict)
+    seen: dict[tuple[str, Tile], Seen] = field(default_factory=dict)
+    pinned_backends: list[int] = field(default_factory=list)
+
+    def of(self, target: str, z: int, mode: str) -> Measured:
+        key = (target, z, mode)
+        if key not in self.measured:
+            self.measured[key] = Measured(Phase(f"{target} z{z} {mode}"))
+        return self.measured[key]
+
+    def seen_of(self, target: str, tile: Tile) -> Seen:
+        return self.seen.setdefault((target, tile), Seen())
+
+    def requests(self, target: str, z: int) -> int:
+        if target == "bare_sql" and z < 8:
+            return min(int(self.args.requests), int(self.args.bare_low_zoom_requests))
+        return int(self.args.requests)
+
+    def round_tiles(self, target: str, z: int, round_no: int) -> list[Tile]:
+        """This round's share of the requests, continuing through the list where the last round
+        left it."""
+        tiles = self.tiles[z]
+        per_round = max(1, round(self.requests(target, z) / self.args.rounds))
+        first = round_no * per_round
+        return [tiles[(first + i) % len(tiles)] for i in range(per_round)]
+
+    def pin(self) -> None:
+        self.pinned_backends.append(self.postgres.pin_backends(self.server_cores))
 
 
 def tile_results(ctx: Context, *, targets: tuple[str, ...]) -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""Helpers every benchmark shares: realistic reports, a throwaway PostGIS database, a real server
-process pinned to a core, CPU accounting from /proc, latency summaries, and JSON + table output.
+"""What every benchmark runs on: a throwaway PostGIS database, a real server process (crossings or
+TiPG) pinned to a core, CPU accounting from /proc, and the notes that say how fair a run was.
 
 Nothing here imports the service's web or storage layers: a benchmark talks to the service the way
 a client does (over HTTP), so the service code it measures is exactly what runs in production.
@@ -7,217 +7,27 @@ a client does (over HTTP), so the service code it measures is exactly what runs 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import itertools
-import json
 import os
 import secrets
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
-from pyproj import Geod
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS_DIR = REPO / "bench" / "results"
-SEGMENTS_PATH = REPO / "data" / "border_segments.geojson"
+from bench.synthetic import REPO
+
 CROSSINGS = Path(sys.executable).with_name("crossings")  # the venv's console script
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-GEOD = Geod(ellps="WGS84")
-
-# (lon, lat) of five busy places on the Canada-US border.
-HOT_SPOTS = {
-    "roxham_road": (-73.5172, 45.0071),
-    "peace_arch": (-122.754389, 49.000111),
-    "pembina": (-97.237634, 49.000477),
-    "ambassador_bridge": (-83.074, 42.312),
-    "alcan": (-141.001443, 62.61531),
-}
-HOT_FRACTION = 0.4
-HOT_RADIUS_M = 2_000.0
-MEAN_OFFSET_M = 1_500.0  # exponential distance from the line, to a random side
-KINDS = ("crossing", "attempt", "evidence", "assistance")
-KIND_WEIGHTS = (0.55, 0.2, 0.15, 0.1)
-DIRECTIONS = ("CA", "US", None)
-DIRECTION_WEIGHTS = (0.45, 0.35, 0.2)
-NOTES = ("family with children", "on foot", "vehicle left on the road", "taxi drop-off", "in snow")
-
-
-# --- realistic data --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Border:
-    """The edges of one border, with their geodesic lengths and azimuths, for sampling by length."""
-
-    ax: np.ndarray
-    ay: np.ndarray
-    bx: np.ndarray
-    by: np.ndarray
-    length_m: np.ndarray
-    azimuth: np.ndarray
-
-    @classmethod
-    def load(cls, border: str = "CA-US", path: Path = SEGMENTS_PATH) -> Border:
-        doc = orjson.loads(path.read_bytes())
-        ax: list[float] = []
-        ay: list[float] = []
-        bx: list[float] = []
-        by: list[float] = []
-        for feature in doc["features"]:
-            if feature["properties"].get("border") != border:
-                continue
-            coords = feature["geometry"]["coordinates"]
-            for (x0, y0), (x1, y1) in itertools.pairwise(coords):
-                ax.append(x0)
-                ay.append(y0)
-                bx.append(x1)
-                by.append(y1)
-        if not ax:
-            raise ValueError(f"no {border} LineStrings in {path}")
-        a_lon, a_lat, b_lon, b_lat = (np.array(v) for v in (ax, ay, bx, by))
-        azimuth, _, length = GEOD.inv(a_lon, a_lat, b_lon, b_lat)
-        return cls(
-            ax=a_lon,
-            ay=a_lat,
-            bx=b_lon,
-            by=b_lat,
-            length_m=np.asarray(length),
-            azimuth=np.asarray(azimuth),
-        )
-
-    def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """(lon, lat) of ``n`` points: spread uniformly by *length* along the line (dense river
-        sections have short edges, so spreading by edge would crowd them), then pushed off it
-        roughly perpendicularly, to a random side, by an exponential distance."""
-        cumulative = np.cumsum(self.length_m)
-        along = rng.uniform(0.0, cumulative[-1], n)
-        edge = np.minimum(np.searchsorted(cumulative, along, side="right"), len(cumulative) - 1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            t = np.nan_to_num(1.0 - (cumulative[edge] - along) / self.length_m[edge])
-        lon0 = self.ax[edge] + t * (self.bx[edge] - self.ax[edge])
-        lat0 = self.ay[edge] + t * (self.by[edge] - self.ay[edge])
-        side = rng.choice([-90.0, 90.0], n)
-        azimuth = self.azimuth[edge] + side + rng.normal(0.0, 20.0, n)
-        lon, lat, _ = GEOD.fwd(lon0, lat0, azimuth, rng.exponential(MEAN_OFFSET_M, n))
-        return np.asarray(lon), np.asarray(lat)
-
-
-def hot_spot_points(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(lon, lat) of ``n`` points uniform over discs of HOT_RADIUS_M around the hot spots."""
-    spots = np.array(list(HOT_SPOTS.values()))
-    which = rng.integers(0, len(spots), n)
-    radius = HOT_RADIUS_M * np.sqrt(rng.uniform(0.0, 1.0, n))
-    lon, lat, _ = GEOD.fwd(spots[which, 0], spots[which, 1], rng.uniform(0.0, 360.0, n), radius)
-    return np.asarray(lon), np.asarray(lat)
-
-
-@dataclass(frozen=True, slots=True)
-class ReportColumns:
-    """``n`` realistic reports as columns (numpy arrays), before any per-report Python object is
-    made: a million of them take a second. ``report_bodies`` turns them into JSON bodies; a bulk
-    loader can write them to a table directly. Optional fields are -1 (indexes) or NaN where
-    absent; coordinates are rounded to 6 decimals, as a client sends them."""
-
-    lon: np.ndarray
-    lat: np.ndarray
-    age_s: np.ndarray  # how long before ``now`` each was observed
-    people_count: np.ndarray
-    kind: np.ndarray  # index into KINDS
-    direction: np.ndarray  # index into DIRECTIONS (its last entry is None)
-    accuracy_m: np.ndarray  # NaN where absent
-    device: np.ndarray  # -1 where absent
-    note: np.ndarray  # index into NOTES, -1 where absent
-    id_bytes: bytes  # 16 per report
-
-    def __len__(self) -> int:
-        return len(self.lon)
-
-    def report_id(self, i: int) -> uuid.UUID:
-        return uuid.UUID(bytes=self.id_bytes[16 * i : 16 * i + 16], version=4)
-
-    def observed_at(self, i: int, now: datetime) -> datetime:
-        """When report ``i`` was observed, to the millisecond (as its body says)."""
-        observed = now - timedelta(seconds=float(self.age_s[i]))
-        return observed.replace(microsecond=observed.microsecond // 1000 * 1000)
-
-
-def report_columns(n: int, *, seed: int, border: Border | None = None) -> ReportColumns:
-    """``n`` reports, reproducible from ``seed``: near the Canada-US border, 40% around the hot
-    spots, observed over the past year (relative to a ``now`` given when reading them)."""
-    rng = np.random.default_rng(seed)
-    border = border or Border.load()
-    n_hot = round(n * HOT_FRACTION)
-    line_lon, line_lat = border.sample(rng, n - n_hot)
-    hot_lon, hot_lat = hot_spot_points(rng, n_hot)
-    order = rng.permutation(n)
-    lon = np.concatenate([line_lon, hot_lon])[order]
-    lat = np.concatenate([line_lat, hot_lat])[order]
-    # At least a minute old, so that no report is "in the future" whatever the server's clock.
-    age_s = rng.uniform(60.0, 365 * 86_400.0, n)
-    people = np.minimum(rng.geometric(0.35, n), 12)  # mostly 1-3, at most 12
-    kinds = rng.choice(len(KINDS), n, p=KIND_WEIGHTS)
-    directions = rng.choice(len(DIRECTIONS), n, p=DIRECTION_WEIGHTS)
-    accuracy = np.round(rng.lognormal(np.log(15.0), 1.0, n), 1)
-    has_accuracy = rng.uniform(size=n) < 0.9
-    devices = rng.integers(0, 5_000, n)
-    has_device = rng.uniform(size=n) < 0.7
-    note = rng.integers(0, len(NOTES), n)
-    has_note = rng.uniform(size=n) < 0.05
-    return ReportColumns(
-        lon=np.round(lon, 6),
-        lat=np.round(lat, 6),
-        age_s=age_s,
-        people_count=people,
-        kind=kinds,
-        direction=directions,
-        accuracy_m=np.where(has_accuracy, accuracy, np.nan),
-        device=np.where(has_device, devices, -1),
-        note=np.where(has_note, note, -1),
-        id_bytes=rng.bytes(16 * n),
-    )
-
-
-def report_bodies(
-    n: int, *, seed: int, now: datetime | None = None, border: Border | None = None
-) -> list[dict[str, Any]]:
-    """``n`` valid plain-JSON reports (the shape of tests/factories.report_body), reproducible from
-    ``seed``: near the Canada-US border, 40% around the hot spots, observed over the past year."""
-    now = now or datetime.now(UTC)
-    c = report_columns(n, seed=seed, border=border)
-    lon, lat, accuracy = c.lon.tolist(), c.lat.tolist(), c.accuracy_m.tolist()
-    bodies = []
-    for i in range(n):
-        observed = c.observed_at(i, now)
-        bodies.append(
-            {
-                "id": str(c.report_id(i)),
-                "observed_at": observed.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-                "location": {"type": "Point", "coordinates": [lon[i], lat[i]]},
-                "people_count": int(c.people_count[i]),
-                "direction": DIRECTIONS[c.direction[i]],
-                "kind": KINDS[c.kind[i]],
-                "accuracy_m": None if np.isnan(accuracy[i]) else accuracy[i],
-                "notes": NOTES[c.note[i]] if c.note[i] >= 0 else None,
-                "device_id": f"dev-{c.device[i]:05d}" if c.device[i] >= 0 else None,
-            }
-        )
-    return bodies
 
 
 # --- processes, cores and CPU time -----------------------------------------------------------
@@ -650,43 +460,6 @@ def handle_stop_signals() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def add_database_arguments(parser: argparse.ArgumentParser, *, seed: int) -> None:
-    """The options of a benchmark that reads a database loaded by bench/dataset.py and pins its
-    server and PostgreSQL backends (pin_for_database)."""
-    parser.add_argument("--db", help="reuse this database, loaded by an earlier --keep-db run")
-    parser.add_argument("--keep-db", action="store_true", help="keep the database loaded here")
-    parser.add_argument(
-        "--allow-parallel-query",
-        action="store_true",
-        help="leave max_parallel_workers_per_gather at the server default",
-    )
-    parser.add_argument("--seed", type=int, default=seed)
-    parser.add_argument("--admin-url", default=ADMIN_URL, help="libpq URL that may CREATE DATABASE")
-    parser.add_argument("--server-log-level", default="warning")
-    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
-
-
-@contextlib.contextmanager
-def benchmark_database(
-    args: argparse.Namespace, notes: list[str]
-) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(service URL, facts) of the database add_database_arguments' options ask for: ``--db``
-    reused, or ``args.reports`` reports loaded by bench/dataset.py (kept with ``--keep-db``).
-    What a later reader must know about it goes to ``notes``."""
-    from bench.dataset import reports_database  # it builds on this module
-
-    if args.db:
-        notes.append(f"reused database {args.db} (loaded by an earlier run, kept)")
-    with reports_database(
-        admin_url=args.admin_url, reuse=args.db, keep=args.keep_db, reports=args.reports,
-        seed=args.seed,
-    ) as (url, facts):  # fmt: skip
-        if args.keep_db and not args.db:
-            name = url.rsplit("/", 1)[-1]
-            notes.append(f"database {name} kept: rerun with --db {name}; drop it when done")
-        yield url, facts
-
-
 def fairness_notes(
     pin_note: str, *, allow_parallel_query: bool, about: Sequence[str] = ()
 ) -> list[str]:
@@ -731,113 +504,3 @@ def service_facts(source: Path | None) -> dict[str, Any]:
 
     changed = git("status", "--porcelain", "--untracked-files=no", "--", "service", "alembic")
     return {"source": str(repo), "git_head": git("rev-parse", "HEAD"), "dirty": bool(changed)}
-
-
-# --- figures ---------------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0-100), nearest-rank: a value that was actually observed."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), int(np.ceil(q / 100.0 * len(ordered)))))
-    return ordered[rank - 1]
-
-
-def latency_summary(seconds: Sequence[float]) -> dict[str, float]:
-    """p50, p99, mean and max of request latencies, in milliseconds."""
-    ms = [s * 1000.0 for s in seconds]
-    return {
-        "p50": round(percentile(ms, 50), 3),
-        "p99": round(percentile(ms, 99), 3),
-        "mean": round(statistics.fmean(ms), 3) if ms else float("nan"),
-        "max": round(max(ms), 3) if ms else float("nan"),
-    }
-
-
-def spread(values: Sequence[float], digits: int = 1) -> dict[str, float]:
-    """Median and range of per-round figures."""
-    return {
-        "median": round(statistics.median(values), digits),
-        "min": round(min(values), digits),
-        "max": round(max(values), digits),
-    }
-
-
-def ms_of_us(us: float | None) -> float | None:
-    """Microseconds (as the summaries give CPU) in milliseconds, for a table."""
-    return None if us is None else round(us / 1000.0, 2)
-
-
-def per_item_us(seconds: float | None, items: int) -> float | None:
-    return None if seconds is None or items == 0 else round(seconds / items * 1e6, 1)
-
-
-def machine_facts(
-    *,
-    client_cores: set[int] | None,
-    server_cores: set[int] | None,
-    pinned_backends: Sequence[int] | None = None,
-) -> dict[str, Any]:
-    """The machine and the pinning; ``pinned_backends``: how many PostgreSQL backends were
-    pinned to the server cores before each measured round (see pin_for_database)."""
-    postgresql = None
-    if server_cores and pinned_backends is not None:
-        postgresql = {
-            "cores": sorted(server_cores),
-            "what": "backends on the benchmark database, before each measured round",
-            "backends_pinned_per_round": spread(list(pinned_backends) or [0], digits=0),
-        }
-    return {
-        "cpus": os.cpu_count(),
-        "pinning": {
-            "load_generator": sorted(client_cores) if client_cores else None,
-            "server": sorted(server_cores) if server_cores else None,
-            "postgresql": postgresql,
-        },
-        "loadavg_at_start": os.getloadavg(),
-        "python": sys.version.split()[0],
-    }
-
-
-def write_results(name: str, result: dict[str, Any]) -> Path:
-    """Print the result as one JSON object and write it to bench/results/<name>.json."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{name}.json"
-    text = json.dumps(result, indent=2, default=str)
-    path.write_text(text + "\n")
-    print(text)
-    return path
-
-
-def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """A plain aligned table: numbers right-aligned, text left-aligned."""
-    cells = [[_cell(v) for v in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
-    numeric = [all(_is_number(row[i]) for row in rows) for i in range(len(headers))]
-
-    def line(values: Sequence[str]) -> str:
-        return "  ".join(
-            v.rjust(w) if num else v.ljust(w)
-            for v, w, num in zip(values, widths, numeric, strict=True)
-        ).rstrip()
-
-    print(line(headers))
-    print(line(["-" * w for w in widths]))
-    for row in cells:
-        print(line(row))
-
-
-def _is_number(value: Any) -> bool:
-    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.2f}"
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
-    return str(value)
