@@ -21,7 +21,9 @@ import pytest
 from fastapi import FastAPI
 
 from service.app import create_app
+from service.domain.reports import Report
 from service.settings import Settings
+from service.storage.base import ReportQuery
 from service.storage.postgis.rollups import PENDING, ROLLUP_TABLES
 
 ADMIN_URL = os.environ.get(
@@ -125,6 +127,14 @@ def store_url(request: pytest.FixtureRequest) -> str:
     """The URL of each store in turn: every behavioural test runs against both."""
     url: str = request.getfixturevalue(f"{request.param}_url")
     return url
+
+
+def all_reports(store: Any, **filters: Any) -> list[Report]:
+    """Every report of ``store`` that ``filters`` (ReportQuery's fields) select, in one page."""
+    page = store.query_reports(ReportQuery(limit=100_000, **filters))
+    assert page.next_key is None
+    reports: list[Report] = page.reports
+    return reports
 
 
 def wipe_reports(url: str) -> None:

@@ -158,6 +158,8 @@ def query_reports(
     (If a box's matches turn out more than its count said, the page is read again, walking, and
     the entry stays with the first read.)
     """
+    if query.limit < 1:  # as the SQLite store says (the contract, tests/storage)
+        raise ValueError(f"limit must be at least 1, not {query.limit}")
     shape = _Shape.of(query)
     if query.bbox is None:
         rows = _run(conn, shape, "walk", _params(query), audit)
