@@ -28,7 +28,7 @@ DEFAULT_SHIFT_SD: Final = 3.0
 # (negative binomial, weekly and yearly seasons, low/middle/high counts) give a false-alert rate
 # per series-day r(h) with log r = a + b h. For exactly known baselines a CUSUM of likelihood
 # ratios has b = -1 (Wald, Siegmund); estimated baselines and over-dispersion leave heavier tails
-# (b near -0.29), so the threshold for a rate is taken from the measured fit:
+# (b near -0.26), so the threshold for a rate is taken from the measured fit:
 # h = CALIBRATION_SLOPE * log(days between false alerts of one series) + CALIBRATION_OFFSET.
 CALIBRATION_SLOPE: Final = 3.89
 CALIBRATION_OFFSET: Final = -15.41
