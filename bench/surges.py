@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from service.domain.surges import SurgeParams, observe, replay, run_batch  # noqa: E402
-from service.domain.surges.cusum import baselines, threshold_for  # noqa: E402
+from service.domain.surges.cusum import QUIET_MEAN, baselines, params_for  # noqa: E402
 
 FIRST_DAY = date(2024, 1, 1)
 WARMUP_DAYS = 91  # baselines need 63 days; the evaluation starts after 13 weeks
@@ -54,13 +54,13 @@ class World:
     groups: list[NDArray[np.int64]]  # segment indices of each region/section/border
 
 
-def make_world(rng: np.random.Generator, n_days: int) -> World:
+def make_world(rng: np.random.Generator, n_days: int, *, amplitude_max: float = 0.6) -> World:
     features = json.loads((REPO / "data" / "border_segments.geojson").read_text())["features"]
     props = [f["properties"] for f in features]
     n = len(props)
     level = rng.choice([0.3, 3.0, 30.0], size=n, p=[0.5, 0.35, 0.15]) * rng.uniform(0.5, 1.5, n)
     t = np.arange(n_days)
-    amplitude = rng.uniform(0.0, 0.6, n)[:, None]
+    amplitude = rng.uniform(0.0, amplitude_max, n)[:, None]
     phase = rng.uniform(0, 2 * np.pi, n)[:, None]
     yearly = amplitude * np.sin(2 * np.pi * t / 365.25 + phase)
     weekday_effect = rng.normal(0.0, 0.2, (n, 7))
@@ -72,6 +72,12 @@ def make_world(rng: np.random.Generator, n_days: int) -> World:
         names = sorted({str(p[key]) for p in props})
         groups += [np.array([i for i, p in enumerate(props) if str(p[key]) == m]) for m in names]
     return World(mean=mean, phi=phi, groups=groups)
+
+
+def true_level(world: World) -> Floats:
+    """Each series' true mean count a day (segments, then the regions in simulate's order)."""
+    level = world.mean.mean(axis=1)
+    return np.concatenate([level, [level[g].sum() for g in world.groups]])
 
 
 def simulate(world: World, rng: np.random.Generator) -> tuple[Ints, Floats]:
@@ -100,8 +106,8 @@ def inject(
 # --- the methods, each returning a boolean "alert episode opened" array (series x days) ---
 
 
-def ours(counts: Ints, threshold: float) -> NDArray[np.bool_]:
-    return run_batch(counts, first_day=FIRST_DAY, params=SurgeParams(threshold=threshold)).opened
+def ours(counts: Ints, params: SurgeParams) -> NDArray[np.bool_]:
+    return run_batch(counts, first_day=FIRST_DAY, params=params).opened
 
 
 def episodes(statistic: Floats, threshold: float) -> NDArray[np.bool_]:
@@ -149,7 +155,7 @@ EARS_THRESHOLDS = {"C1": 3.0, "C2": 3.0, "C3": 2.0}
 def focus_statistic(counts: Ints) -> Floats:
     """Windowed Poisson-FOCuS: the best surge window ending today (up to FOCUS_WINDOW days),
     its Poisson log-likelihood ratio scaled by mean/variance for the NB over-dispersion."""
-    expected, k, known = baselines(counts, first_day=FIRST_DAY)
+    expected, k, _, known = baselines(counts, first_day=FIRST_DAY)
     x = counts.astype(np.float64) * known
     mu = expected * known
     var = (expected + k * expected * expected) * known
@@ -175,14 +181,19 @@ def weekly_rate(opened: NDArray[np.bool_]) -> float:
     return float(opened[:, WARMUP_DAYS:].sum()) / (opened[:, WARMUP_DAYS:].shape[1] / 7)
 
 
-def detection(opened: NDArray[np.bool_], starts: Ints) -> tuple[float, float | None]:
-    """Share of surges with an alert opening during the surge, and the median delay in days."""
+def detection(opened: NDArray[np.bool_], starts: Ints) -> tuple[NDArray[np.bool_], Ints]:
+    """Per surge: whether an alert opened during it, and on which of its days (0 = the first)."""
     n = opened.shape[0]
-    offsets = np.arange(SURGE_DAYS)
-    window = opened[np.arange(n)[:, None], starts[:, None] + offsets]
-    hit = window.any(axis=1)
-    delay = window.argmax(axis=1)[hit]
-    return float(hit.mean()), float(np.median(delay)) if hit.any() else None
+    window = opened[np.arange(n)[:, None], starts[:, None] + np.arange(SURGE_DAYS)]
+    return window.any(axis=1), window.argmax(axis=1)
+
+
+def summary(hits: NDArray[np.bool_], delays: Ints) -> dict[str, Any]:
+    found = delays[hits]
+    return {
+        "detected": round(float(hits.mean()), 3),
+        "median_delay_days": float(np.median(found)) if len(found) else None,
+    }
 
 
 def threshold_for_rate(stat: Floats, target: float, grid: Floats, opener: Any) -> float:
@@ -194,33 +205,42 @@ def threshold_for_rate(stat: Floats, target: float, grid: Floats, opener: Any) -
 
 
 def calibrate(reps: int, seed: int) -> dict[str, Any]:
-    """Weekly false-alert rate against log(days between alerts of one series), fitted."""
+    """False alerts per series-day against the threshold, for quiet days and the others apart
+    (each day judged by its baseline window's level), fitted as log r = a + b h; the stored
+    constants are h = (1 / -b) log(days between) + (a / -b)."""
     rng = np.random.default_rng(seed)
-    grid = np.arange(6.0, 16.01, 0.5)
-    rates = np.zeros(len(grid))
-    n_series = 0
+    grid = np.arange(5.0, 18.01, 1.0)
+    alerts = {"busy": np.zeros(len(grid)), "quiet": np.zeros(len(grid))}
+    days = {"busy": 0.0, "quiet": 0.0}
     for _ in range(reps):
         world = make_world(rng, WARMUP_DAYS + EVAL_DAYS)
         counts, _ = simulate(world, rng)
-        n_series = counts.shape[0]
+        _, _, level, _ = baselines(counts, first_day=FIRST_DAY)
+        quiet = (level < QUIET_MEAN)[:, WARMUP_DAYS:]
+        days["quiet"] += float(quiet.sum())
+        days["busy"] += float((~quiet).sum())
         for i, h in enumerate(grid):
-            rates[i] += weekly_rate(ours(counts, h)) / reps
-    per_series_day = rates / (7 * n_series)
-    ok = rates > 0
-    slope, intercept = np.polyfit(grid[ok], np.log(per_series_day[ok]), 1)
-    # h = log(days between) * (1 / -slope) + (intercept / -slope)
-    return {
-        "series": n_series,
-        "grid": grid.tolist(),
-        "false_alerts_per_week": rates.round(3).tolist(),
-        "fit_log_rate_per_series_day": {"slope": slope, "intercept": intercept},
-        "threshold_slope": -1.0 / slope,
-        "threshold_offset": intercept / -slope,
-    }
+            opened = ours(counts, SurgeParams(threshold=h, quiet_threshold=h))[:, WARMUP_DAYS:]
+            alerts["quiet"][i] += float((opened & quiet).sum())
+            alerts["busy"][i] += float((opened & ~quiet).sum())
+    out: dict[str, Any] = {"grid": grid.tolist(), "series_days": days}
+    for group, counted in alerts.items():
+        rate = counted / days[group]
+        # fitted where budgets put thresholds: one false alert per series in e^6 to e^11 days
+        with np.errstate(divide="ignore"):
+            ok = (counted >= 5) & (np.log(rate) <= -6.0) & (np.log(rate) >= -11.0)
+        slope, intercept = np.polyfit(grid[ok], np.log(rate[ok]), 1)
+        out[group] = {
+            "alerts": counted.tolist(),
+            "log_rate_per_series_day": np.round(np.log(np.maximum(rate, 1e-12)), 3).tolist(),
+            "fit": {"a": intercept, "b": slope},
+            "constants": (round(-1.0 / slope, 2), round(intercept / -slope, 2)),
+        }
+    return out
 
 
 def roxham(
-    reps: int, rng: np.random.Generator, threshold: float, focus_h: float, c2_h: float
+    reps: int, rng: np.random.Generator, params: SurgeParams, focus_h: float, c2_h: float
 ) -> dict[str, Any]:
     """A segment at ~3 reports a week for a year, then an exponential rise to 200 a day over 120
     days (doubling about every 13 days), then a plateau: the day each method first alerts."""
@@ -232,7 +252,7 @@ def roxham(
     results: dict[str, Any] = {}
     focus = focus_statistic(counts)
     for name, opened in (
-        ("nb_cusum", ours(counts, threshold)),
+        ("nb_cusum", ours(counts, params)),
         ("poisson_focus_w28", episodes(focus, focus_h)),
         ("ears_c2_same_rate", alarm_runs(ears(counts)["C2"] > c2_h)),
     ):
@@ -249,10 +269,9 @@ def roxham(
     return results
 
 
-def cost_per_update(threshold: float) -> dict[str, float]:
+def cost_per_update(params: SurgeParams) -> dict[str, float]:
     """Microseconds of the incremental step: a report for today, a new day, a late report."""
     rng = np.random.default_rng(7)
-    params = SurgeParams(threshold=threshold)
     history = rng.negative_binomial(2, 0.4, 200).tolist()
     state, _ = replay(first_day=FIRST_DAY, counts=history, params=params)
     out: dict[str, float] = {}
@@ -285,7 +304,7 @@ def evaluate(reps: int, seed: int) -> dict[str, Any]:
     worlds = [make_world(rng, WARMUP_DAYS + EVAL_DAYS) for _ in range(reps)]
     nulls = [simulate(w, rng) for w in worlds]
     n_series = nulls[0][0].shape[0]
-    h = threshold_for(false_alerts_per_week=BUDGET, series=n_series)
+    h = params_for(false_alerts_per_week=BUDGET, series=n_series)
     null_counts = [c for c, _ in nulls]
     # False alerts a week across all series, each method at its usual threshold.
     fa: dict[str, float] = {"nb_cusum": np.mean([weekly_rate(ours(c, h)) for c in null_counts])}
@@ -312,8 +331,9 @@ def evaluate(reps: int, seed: int) -> dict[str, Any]:
             np.mean([weekly_rate(runs(e[name], same[name])) for e in null_ears])
         )
     detect: dict[str, dict[str, Any]] = {}
+    quiet = np.concatenate([true_level(w) < QUIET_MEAN for w in worlds])
     for size in SIZES_SD:
-        rows: dict[str, list[tuple[float, float | None]]] = {}
+        rows: dict[str, list[tuple[NDArray[np.bool_], Ints]]] = {}
         for counts, sd in nulls:
             surged, starts = inject(counts, sd, size_sd=size, rng=rng)
             z = ears(surged)
@@ -326,19 +346,20 @@ def evaluate(reps: int, seed: int) -> dict[str, Any]:
                 methods[f"ears_{name}_same_rate"] = alarm_runs(z[name] > same[name])
             for name, opened in methods.items():
                 rows.setdefault(name, []).append(detection(opened, starts))
-        detect[f"{size:g}sd"] = {
-            name: {
-                "detected": round(float(np.mean([p for p, _ in v])), 3),
-                "median_delay_days": float(np.median([d for _, d in v if d is not None])),
-            }
-            for name, v in rows.items()
-        }
+        detect[f"{size:g}sd"] = {}
+        for name, v in rows.items():
+            hits = np.concatenate([hit for hit, _ in v])
+            delays = np.concatenate([delay for _, delay in v])
+            detect[f"{size:g}sd"][name] = summary(hits, delays)
+            if name in ("nb_cusum", "poisson_focus_w28_same_rate"):
+                detect[f"{size:g}sd"][name]["quiet_series"] = summary(hits[quiet], delays[quiet])
+                detect[f"{size:g}sd"][name]["busy_series"] = summary(hits[~quiet], delays[~quiet])
     return {
         "series": n_series,
         "runs": reps,
         "weeks_per_run": EVAL_DAYS / 7,
         "budget_false_alerts_per_week": BUDGET,
-        "threshold": h,
+        "thresholds": {"busy": h.threshold, "quiet": h.quiet_threshold},
         "same_rate_thresholds": {
             "poisson_focus_w28": focus_h,
             **{f"ears_{k}": v for k, v in same.items()},
@@ -360,10 +381,17 @@ def table(result: dict[str, Any]) -> str:
     for name in result["detection"]["3sd"]:
         fa = result["false_alerts_per_week"].get(name, float("nan"))
         cells = " ".join(
-            f"{d[name]['detected']:>8.0%} {d[name]['median_delay_days']:>5.1f} d"
+            f"{d[name]['detected']:>8.0%} {d[name]['median_delay_days'] or 0:>5.1f} d"
             for d in result["detection"].values()
         )
         lines.append(f"{name:34} {fa:>8.2f} {cells}")
+    for name in ("nb_cusum", "poisson_focus_w28_same_rate"):
+        for group in ("quiet_series", "busy_series"):
+            cells = " ".join(
+                f"{d[name][group]['detected']:>8.0%} {d[name][group]['median_delay_days'] or 0:>5.1f} d"
+                for d in result["detection"].values()
+            )
+            lines.append(f"  {name + ', ' + group:32} {'':>8} {cells}")
     return "\n".join(lines)
 
 

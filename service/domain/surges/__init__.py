@@ -8,7 +8,6 @@ from service.domain.surges.cusum import (
     SurgeParams,
     params_for,
     run_batch,
-    threshold_for,
 )
 from service.domain.surges.series import (
     HORIZON_DAYS,
@@ -40,5 +39,4 @@ __all__ = [
     "run_batch",
     "state_from_dict",
     "state_to_dict",
-    "threshold_for",
 ]

@@ -26,11 +26,15 @@ from numpy.typing import NDArray
 MIN_HISTORY_DAYS: Final = 7
 LONG_HISTORY_DAYS: Final = 28
 GUARD_DAYS: Final = 7
-WINDOW_DAYS: Final = 56
+WINDOW_DAYS: Final = 84
 SHORT_GUARD_DAYS: Final = 2
-WEEKDAY_PRIOR_DAYS: Final = 4.0
+WEEKDAY_PRIOR_REPORTS: Final = 10.0
+RECENT_DAYS: Final = 28
+RECENT_PRIOR_REPORTS: Final = 20.0
+PHI_PRIOR: Final = 2.0  # variance / mean before the window says otherwise
+PHI_PRIOR_DAYS: Final = 14.0
 PRIOR_REPORTS: Final = 0.5  # half a report over the window: a never-seen series' mean is > 0
-MAX_DISPERSION: Final = 10.0
+MAX_DISPERSION: Final = 1000.0
 
 Floats = NDArray[np.float64]
 
@@ -47,31 +51,45 @@ def short_window(day_index: int) -> tuple[int, int]:
 
 
 def weekday_fit(
-    sums: Floats, squares: Floats, days: Floats, weekday: NDArray[np.int64]
-) -> tuple[Floats, Floats]:
-    """Expected count and dispersion k of a day from per-weekday window sums (last axis: 7).
+    sums: Floats, squares: Floats, days: Floats, weekday: NDArray[np.int64], recent: Floats
+) -> tuple[Floats, Floats, Floats]:
+    """Expected count, dispersion k and the window's mean of a day from per-weekday window sums
+    (last axis: 7).
 
     ``sums``, ``squares`` and ``days`` hold, per weekday, the sum of counts, of squared counts and
-    the number of days in the window; ``weekday`` picks the day's own weekday.
+    the number of days in the window; ``weekday`` picks the day's own weekday; ``recent`` is the
+    sum of the window's last RECENT_DAYS days, or NaN when the window is not longer than that.
     """
     n = days.sum(axis=-1)
     overall = (sums.sum(axis=-1) + PRIOR_REPORTS) / (n + 1.0)
     own_sum = np.take_along_axis(sums, weekday[..., None], axis=-1)[..., 0]
     own_days = np.take_along_axis(days, weekday[..., None], axis=-1)[..., 0]
-    expected = (own_sum + WEEKDAY_PRIOR_DAYS * overall) / (own_days + WEEKDAY_PRIOR_DAYS)
-    safe_days = np.maximum(days, 1.0)
-    means = sums / safe_days
-    spread = (squares - sums * means).sum(axis=-1)  # sum of squared deviations within weekdays
-    dof = np.maximum(days - 1.0, 0.0)
-    poisson_part = (dof * means).sum(axis=-1)
-    scale = (dof * means * means).sum(axis=-1)
+    # The weekday's own mean weighs as many reports as it holds against WEEKDAY_PRIOR_REPORTS
+    # for the overall mean: a quiet series has no weekday effect it could know.
+    expected = (own_sum + WEEKDAY_PRIOR_REPORTS) / (own_days + WEEKDAY_PRIOR_REPORTS / overall)
+    # The level of the last RECENT_DAYS against the window's, weighed by the reports they hold:
+    # a busy series follows a season within weeks, a quiet one keeps the long window's level.
+    weekly = (sums + WEEKDAY_PRIOR_REPORTS / 7) / (
+        days + WEEKDAY_PRIOR_REPORTS / 7 / overall[..., None]
+    )
+    fitted = weekly.sum(axis=-1) * (RECENT_DAYS / 7)
+    level = (recent + RECENT_PRIOR_REPORTS) / (fitted + RECENT_PRIOR_REPORTS)
+    expected = expected * np.where(np.isnan(recent), 1.0, level)
+    means = sums / np.maximum(days, 1.0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        k = np.where(scale > 0, (spread - poisson_part) / scale, 0.0)
-    return expected, np.clip(k, 0.0, MAX_DISPERSION)
+        pearson = np.where(means > 0, (squares - sums * means) / means, 0.0).sum(axis=-1)
+    dof = np.maximum(n - (days > 0).sum(axis=-1), 0.0)
+    phi = (pearson + PHI_PRIOR * PHI_PRIOR_DAYS) / (dof + PHI_PRIOR_DAYS)
+    return expected, dispersion(expected, phi), overall
 
 
-def robust_fit(window: Floats) -> tuple[Floats, Floats]:
-    """Expected count and dispersion k from a short history (last axis: the days, any order).
+def dispersion(expected: Floats, phi: Floats) -> Floats:
+    """The NB k (variance = mu + k mu^2) that gives the day variance = phi x mu."""
+    return np.clip((np.maximum(phi, 1.0) - 1.0) / expected, 0.0, MAX_DISPERSION)
+
+
+def robust_fit(window: Floats) -> tuple[Floats, Floats, Floats]:
+    """Expected count, dispersion k and level from a short history (last axis: the days).
 
     The largest eighth of the days is dropped (at least one), so a surge that starts in a young
     series' first weeks does not become its normal.
@@ -80,6 +98,6 @@ def robust_fit(window: Floats) -> tuple[Floats, Floats]:
     keep = n - max(1, n // 8)
     kept = np.sort(window, axis=-1)[..., :keep]
     expected = (kept.sum(axis=-1) + PRIOR_REPORTS) / (keep + 1.0)
-    variance = kept.var(axis=-1, ddof=1) if keep > 1 else np.zeros_like(expected)
-    k = (variance - expected) / (expected * expected)
-    return expected, np.clip(k, 0.0, MAX_DISPERSION)
+    spread = ((kept - expected[..., None]) ** 2).sum(axis=-1) / expected
+    phi = (spread + PHI_PRIOR * PHI_PRIOR_DAYS) / (keep - 1 + PHI_PRIOR_DAYS)
+    return expected, dispersion(expected, phi), expected

@@ -47,6 +47,7 @@ class DayState:
     expected: float
     slope: float
     offset: float
+    threshold: float
     statistic: float
     episode: Episode | None  # open after this day
 
@@ -171,7 +172,7 @@ def _rerun(
         held = keep + (day - start).days
         if held < len(old.days) and (day - changed).days <= _UNREAD_DAYS:
             was = old.days[held]
-            today = _next_day(previous, day=day, count=int(history[at]), was=was, params=params)
+            today = _next_day(previous, day=day, count=int(history[at]), was=was)
         else:
             index = (day - state.first_day).days
             fit = day_baseline(history[:at], day_index=index, weekday=day.weekday())
@@ -186,9 +187,7 @@ def _rerun(
     return new, events
 
 
-def _next_day(
-    previous: DayState | None, *, day: date, count: int, was: DayState, params: SurgeParams
-) -> DayState:
+def _next_day(previous: DayState | None, *, day: date, count: int, was: DayState) -> DayState:
     """The day again with a new count and its unchanged baseline."""
     return _close(
         previous,
@@ -197,7 +196,7 @@ def _next_day(
         expected=was.expected,
         slope=was.slope,
         offset=was.offset,
-        params=params,
+        threshold=was.threshold,
     )
 
 
@@ -206,15 +205,16 @@ def _day(
     *,
     day: date,
     count: int,
-    fit: tuple[float, float] | None,
+    fit: tuple[float, float, float] | None,
     params: SurgeParams,
 ) -> DayState:
     if fit is None:
-        expected, slope, offset = 0.0, 0.0, 0.0
+        expected, slope, offset, threshold = 0.0, 0.0, 0.0, params.threshold
     else:
         expected = fit[0]
         a, b = coefficients(np.asarray(fit[0]), np.asarray(fit[1]), shift_sd=params.shift_sd)
         slope, offset = float(a), float(b)
+        threshold = float(params.threshold_at(np.asarray(fit[2])))
     return _close(
         previous,
         day=day,
@@ -222,7 +222,7 @@ def _day(
         expected=expected,
         slope=slope,
         offset=offset,
-        params=params,
+        threshold=threshold,
     )
 
 
@@ -234,16 +234,16 @@ def _close(
     expected: float,
     slope: float,
     offset: float,
-    params: SurgeParams,
+    threshold: float,
 ) -> DayState:
     """The day's statistic and episode from the day before's."""
     before = previous.statistic if previous else 0.0
-    statistic = step(before, count=count, slope=slope, offset=offset, ceiling=params.ceiling)
+    statistic = step(before, count=count, slope=slope, offset=offset, threshold=threshold)
     episode = previous.episode if previous else None
     if episode is None:
-        if statistic >= params.threshold:
+        if statistic >= threshold:
             episode = Episode(day, day, 1, statistic, count, expected, statistic)
-    elif statistic > params.close_below:
+    elif statistic > threshold / 2:
         episode = Episode(
             episode.opened_on,
             day,
@@ -255,7 +255,7 @@ def _close(
         )
     else:
         episode = None
-    return DayState(count, expected, slope, offset, statistic, episode)
+    return DayState(count, expected, slope, offset, threshold, statistic, episode)
 
 
 def _episodes(
