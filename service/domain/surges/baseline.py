@@ -4,9 +4,16 @@ With at least ``LONG_HISTORY_DAYS`` of history the baseline is a negative binomi
 day-of-week effect, fitted on the ``WINDOW_DAYS`` before a guard of ``GUARD_DAYS`` (so that the
 first week of a surge never raises its own baseline). For a log-link negative-binomial model whose
 only term is the day of the week, the maximum-likelihood means are the day-of-week sample means
-whatever the dispersion, so the fit is closed-form: per-weekday means (shrunk towards the overall
-mean by ``WEEKDAY_PRIOR_DAYS`` pseudo-days, which steadies the quiet series) and the dispersion
-``k`` (variance = mu + k mu^2) by the method of moments on the within-weekday spread.
+whatever the dispersion, so the fit is closed-form:
+
+- per-weekday means, shrunk towards the overall mean by ``WEEKDAY_PRIOR_REPORTS`` (a quiet series
+  has too few reports to know a weekday effect);
+- times the level of the window's last ``RECENT_DAYS`` against the whole window's, shrunk by
+  ``RECENT_PRIOR_REPORTS`` (a busy series follows a season within weeks, a quiet one keeps the
+  long window's level);
+- the variance/mean ratio phi from the within-weekday Pearson spread, shrunk towards
+  ``PHI_PRIOR`` by ``PHI_PRIOR_DAYS`` pseudo-days and at least 1; the day's NB dispersion is then
+  k = (phi - 1) / mu (variance = mu + k mu^2 = phi mu, the quasi-Poisson form surveillance uses).
 
 With less history (a new segment, a new border) the baseline is a robust moving one: the trimmed
 mean of the days so far, no weekday effect. Before ``MIN_HISTORY_DAYS`` there is no baseline and
