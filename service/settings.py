@@ -199,6 +199,16 @@ class Settings(BaseSettings):
         ),
     )
 
+    # Surges (issue #19, docs/surges.md): one budget of false alerts for all watched series.
+    surge_false_alerts_per_week: float = Field(
+        default=1.0,
+        gt=0,
+        description=(
+            "False surge alerts a week allowed across all series in control; each series' CUSUM"
+            " threshold is set from this budget divided by the number of series watched"
+        ),
+    )
+
     @field_validator("allowed_hosts", mode="before")
     @classmethod
     def _hosts(cls, value: object) -> object:

@@ -1,0 +1,341 @@
+"""One series' detector state, updated by one day's count, and the episode changes it causes.
+
+The state keeps the last ``KEEP_DAYS`` daily counts (what the baselines of the held days read)
+and, for the last ``HORIZON_DAYS`` days plus one anchor day, each day's baseline, statistic and
+open episode. A count is always a day's whole count (not an increment), so replaying it changes
+nothing, and a deletion is a smaller count. A report for a past day within the horizon re-runs
+the days from it forward from the day before's statistic: the result is the same as if it had
+arrived on time. Older corrections change the counts the held days' baselines read and are
+re-run from the horizon's start; what was decided before the horizon stays as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import date, timedelta
+from typing import Any, Final, Literal
+
+import numpy as np
+
+from service.domain.surges import baseline as bl
+from service.domain.surges.cusum import SurgeParams, coefficients, day_baseline, step
+
+HORIZON_DAYS: Final = 28
+KEEP_DAYS: Final = bl.WINDOW_DAYS + bl.GUARD_DAYS + HORIZON_DAYS
+# A day's baseline never reads the counts of itself and the days just before it (the guard)
+_UNREAD_DAYS: Final = min(bl.GUARD_DAYS, bl.SHORT_GUARD_DAYS)
+
+
+@dataclass(frozen=True, slots=True)
+class Episode:
+    """An alert: from the day the statistic reached the threshold while it stays above half."""
+
+    opened_on: date  # the day whose count opened it (a late report can open it days later)
+    last_day: date
+    days: int
+    peak: float  # highest statistic
+    observed: int  # counts summed over its days
+    expected: float  # baselines summed over its days
+    statistic: float  # on last_day
+    closed_on: date | None = None  # the day the statistic fell back to half the threshold
+
+
+@dataclass(frozen=True, slots=True)
+class DayState:
+    count: int
+    expected: float
+    slope: float
+    offset: float
+    threshold: float
+    statistic: float
+    episode: Episode | None  # open after this day
+
+
+EventKind = Literal["opened", "updated", "closed", "withdrawn"]
+
+
+@dataclass(frozen=True, slots=True)
+class EpisodeEvent:
+    """A change to store: ``withdrawn`` when corrected counts no longer raise the episode."""
+
+    kind: EventKind
+    episode: Episode
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesState:
+    first_day: date
+    last_day: date
+    counts: tuple[int, ...]  # days last_day - len + 1 .. last_day
+    days: tuple[DayState, ...]  # days last_day - len + 1 .. last_day (at most HORIZON_DAYS + 1)
+
+    @property
+    def episode(self) -> Episode | None:
+        return self.days[-1].episode if self.days else None
+
+    @property
+    def statistic(self) -> float:
+        return self.days[-1].statistic if self.days else 0.0
+
+
+def observe(
+    state: SeriesState | None, *, day: date, count: int, params: SurgeParams
+) -> tuple[SeriesState, list[EpisodeEvent]]:
+    """Set ``day``'s whole count; return the new state and the episode changes it made."""
+    if count < 0:
+        raise ValueError("a day's count is never negative")
+    if state is None:
+        state = SeriesState(first_day=day, last_day=day - timedelta(days=1), counts=(), days=())
+    if day < state.first_day:
+        return _rebase(state, day=day, count=count, params=params)
+    if day > state.last_day:
+        gap = (day - state.last_day).days
+        counts = (*state.counts, *([0] * (gap - 1)), count)[-KEEP_DAYS:]
+        grown = replace(state, last_day=day, counts=counts)
+        start = state.last_day + timedelta(days=1)
+        return _rerun(state, grown, start=start, changed=start, params=params)
+    ring_start = state.last_day - timedelta(days=len(state.counts) - 1)
+    if day < ring_start:
+        return state, []
+    at = (day - ring_start).days
+    if state.counts[at] == count:
+        return state, []
+    counts = (*state.counts[:at], count, *state.counts[at + 1 :])
+    return _rerun(state, replace(state, counts=counts), start=day, changed=day, params=params)
+
+
+def advance(
+    state: SeriesState, *, day: date, params: SurgeParams
+) -> tuple[SeriesState, list[EpisodeEvent]]:
+    """Close the days up to ``day`` with no reports (so an open episode can close)."""
+    if day <= state.last_day:
+        return state, []
+    return observe(state, day=day, count=0, params=params)
+
+
+def replay(
+    *, first_day: date, counts: Sequence[int], params: SurgeParams
+) -> tuple[SeriesState, list[EpisodeEvent]]:
+    """The state after a series' daily counts from ``first_day`` on (at start-up, or rebuilt)."""
+    state: SeriesState | None = None
+    events: list[EpisodeEvent] = []
+    for offset, value in enumerate(counts):
+        state, new = observe(
+            state, day=first_day + timedelta(days=offset), count=int(value), params=params
+        )
+        events.extend(new)
+    if state is None:
+        raise ValueError("replay needs at least one day")
+    return state, events
+
+
+def _rebase(
+    state: SeriesState, *, day: date, count: int, params: SurgeParams
+) -> tuple[SeriesState, list[EpisodeEvent]]:
+    """A report older than the series' first day: its history is replayed from that day."""
+    span = (state.last_day - day).days + 1
+    if span > KEEP_DAYS:
+        return state, []  # older than any baseline the held days read
+    lead = (state.first_day - day).days
+    counts = [count, *([0] * (lead - 1)), *state.counts]
+    new_state, _ = replay(first_day=day, counts=counts, params=params)
+    old_start = state.last_day - timedelta(days=len(state.days) - 1)
+    new_start = new_state.last_day - timedelta(days=len(new_state.days) - 1)
+    events = _diff(
+        state.days, new_state.days, anchor=None, old_start=old_start, new_start=new_start
+    )
+    return new_state, events
+
+
+def _rerun(
+    old: SeriesState, state: SeriesState, *, start: date, changed: date, params: SurgeParams
+) -> tuple[SeriesState, list[EpisodeEvent]]:
+    """Recompute the held days from ``start`` (clamped to what the state can re-run).
+
+    A day's baseline reads only counts from before its guard, so the held days up to
+    ``changed + _UNREAD_DAYS`` keep theirs: a new report for today costs one multiply-add.
+    """
+    held_start = old.last_day - timedelta(days=len(old.days) - 1)
+    if old.days and held_start > old.first_day:
+        start = max(start, held_start + timedelta(days=1))  # days[0] is only an anchor
+    keep = (start - held_start).days if old.days else 0
+    prefix = old.days[:keep]
+    anchor = prefix[-1] if prefix else None
+    history = np.asarray(state.counts, dtype=np.int64)
+    ring_start = state.last_day - timedelta(days=len(state.counts) - 1)
+    days = list(prefix)
+    previous = anchor
+    day = start
+    while day <= state.last_day:
+        at = (day - ring_start).days
+        held = keep + (day - start).days
+        if held < len(old.days) and (day - changed).days <= _UNREAD_DAYS:
+            was = old.days[held]
+            today = _next_day(previous, day=day, count=int(history[at]), was=was)
+        else:
+            index = (day - state.first_day).days
+            fit = day_baseline(history[:at], day_index=index, weekday=day.weekday())
+            today = _day(previous, day=day, count=int(history[at]), fit=fit, params=params)
+        days.append(today)
+        previous = today
+        day += timedelta(days=1)
+    new = replace(state, days=tuple(days[-(HORIZON_DAYS + 1) :]))
+    events = _diff(
+        old.days[keep:], days[len(prefix) :], anchor=anchor, old_start=start, new_start=start
+    )
+    return new, events
+
+
+def _next_day(previous: DayState | None, *, day: date, count: int, was: DayState) -> DayState:
+    """The day again with a new count and its unchanged baseline."""
+    return _close(
+        previous,
+        day=day,
+        count=count,
+        expected=was.expected,
+        slope=was.slope,
+        offset=was.offset,
+        threshold=was.threshold,
+    )
+
+
+def _day(
+    previous: DayState | None,
+    *,
+    day: date,
+    count: int,
+    fit: tuple[float, float, float] | None,
+    params: SurgeParams,
+) -> DayState:
+    if fit is None:
+        expected, slope, offset, threshold = 0.0, 0.0, 0.0, params.threshold
+    else:
+        expected = fit[0]
+        a, b = coefficients(np.asarray(fit[0]), np.asarray(fit[1]), shift_sd=params.shift_sd)
+        slope, offset = float(a), float(b)
+        threshold = float(params.threshold_at(np.asarray(fit[2])))
+    return _close(
+        previous,
+        day=day,
+        count=count,
+        expected=expected,
+        slope=slope,
+        offset=offset,
+        threshold=threshold,
+    )
+
+
+def _close(
+    previous: DayState | None,
+    *,
+    day: date,
+    count: int,
+    expected: float,
+    slope: float,
+    offset: float,
+    threshold: float,
+) -> DayState:
+    """The day's statistic and episode from the day before's."""
+    before = previous.statistic if previous else 0.0
+    statistic = step(before, count=count, slope=slope, offset=offset, threshold=threshold)
+    episode = previous.episode if previous else None
+    if episode is None:
+        if statistic >= threshold:
+            episode = Episode(day, day, 1, statistic, count, expected, statistic)
+    elif statistic > threshold / 2:
+        episode = Episode(
+            episode.opened_on,
+            day,
+            episode.days + 1,
+            max(episode.peak, statistic),
+            episode.observed + count,
+            episode.expected + expected,
+            statistic,
+        )
+    else:
+        episode = None
+    return DayState(count, expected, slope, offset, threshold, statistic, episode)
+
+
+def _episodes(
+    anchor: DayState | None, days: Iterable[DayState], start: date
+) -> dict[date, Episode]:
+    """Each episode seen over ``days`` (from ``start``) as it stands at their end."""
+    seen: dict[date, Episode] = {}
+    current = anchor.episode if anchor else None
+    if current is not None:
+        seen[current.opened_on] = current
+    day = start
+    for state in days:
+        if current is not None and (
+            state.episode is None or state.episode.opened_on != current.opened_on
+        ):
+            seen[current.opened_on] = replace(seen[current.opened_on], closed_on=day)
+        current = state.episode
+        if current is not None:
+            seen[current.opened_on] = current
+        day += timedelta(days=1)
+    return seen
+
+
+def _diff(
+    old: Sequence[DayState],
+    new: Sequence[DayState],
+    *,
+    anchor: DayState | None,
+    old_start: date,
+    new_start: date,
+) -> list[EpisodeEvent]:
+    """The episode events that turn the old run of days into the new one."""
+    return _events(_episodes(anchor, old, old_start), _episodes(anchor, new, new_start))
+
+
+def _events(before: dict[date, Episode], after: dict[date, Episode]) -> list[EpisodeEvent]:
+    events: list[EpisodeEvent] = []
+    for key in sorted(after):
+        episode, was = after[key], before.get(key)
+        if was is None:
+            events.append(EpisodeEvent("opened", replace(episode, closed_on=None)))
+            if episode.closed_on is not None:
+                events.append(EpisodeEvent("closed", episode))
+        elif episode != was:
+            closing = episode.closed_on is not None and was.closed_on is None
+            events.append(EpisodeEvent("closed" if closing else "updated", episode))
+    events.extend(
+        EpisodeEvent("withdrawn", before[key]) for key in sorted(before) if key not in after
+    )
+    return events
+
+
+def state_to_dict(state: SeriesState) -> dict[str, Any]:
+    """A JSON-ready form of the state (dates as ISO text) for the store."""
+    from dataclasses import asdict
+
+    return asdict(state, dict_factory=_iso_dict)
+
+
+def _iso_dict(items: list[tuple[str, Any]]) -> dict[str, Any]:
+    return {k: v.isoformat() if isinstance(v, date) else v for k, v in items}
+
+
+def state_from_dict(data: dict[str, Any]) -> SeriesState:
+    def episode(raw: dict[str, Any] | None) -> Episode | None:
+        if raw is None:
+            return None
+        closed = raw.get("closed_on")
+        return Episode(
+            **{
+                **raw,
+                "opened_on": date.fromisoformat(raw["opened_on"]),
+                "last_day": date.fromisoformat(raw["last_day"]),
+                "closed_on": date.fromisoformat(closed) if closed else None,
+            }
+        )
+
+    return SeriesState(
+        first_day=date.fromisoformat(data["first_day"]),
+        last_day=date.fromisoformat(data["last_day"]),
+        counts=tuple(data["counts"]),
+        days=tuple(DayState(**{**d, "episode": episode(d["episode"])}) for d in data["days"]),
+    )

@@ -1,0 +1,156 @@
+"""Surge detection (issue #19): the statistics on simulated series, and the incremental step."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service.domain.surges import (
+    HORIZON_DAYS,
+    SurgeParams,
+    observe,
+    params_for,
+    replay,
+    run_batch,
+    state_from_dict,
+    state_to_dict,
+)
+
+FIRST = date(2025, 3, 3)
+PARAMS = params_for(false_alerts_per_week=1.0, series=521)
+
+
+def in_control(seed: int, *, days: int, mean: float, phi: float) -> np.ndarray:
+    """Negative-binomial counts (variance = phi x mean) with a weekday effect."""
+    rng = np.random.default_rng(seed)
+    weekday = np.array([1.2, 1.1, 1.0, 1.0, 1.0, 0.8, 0.9])
+    mu = mean * weekday[(FIRST.weekday() + np.arange(days)) % 7]
+    return rng.negative_binomial(mu / (phi - 1.0), 1.0 / phi).astype(np.int64)
+
+
+levels = st.sampled_from([(0.3, 1.5), (3.0, 2.0), (30.0, 1.5)])
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), level=levels)
+def test_in_control_series_raise_few_alerts(seed: int, level: tuple[float, float]) -> None:
+    # 20 series x 1 year in control: the threshold for 521 series and 1 a week allows ~0.14
+    counts = np.vstack(
+        [in_control(seed + i, days=365, mean=level[0], phi=level[1]) for i in range(20)]
+    )
+    opened = run_batch(counts, first_day=FIRST, params=PARAMS).opened
+    assert opened.sum() <= 4
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), level=levels, start=st.integers(120, 200))
+def test_a_step_of_five_sd_is_detected_within_two_weeks(
+    seed: int, level: tuple[float, float], start: int
+) -> None:
+    mean, phi = level
+    counts = in_control(seed, days=240, mean=mean, phi=phi)
+    counts[start : start + 14] += int(np.ceil(5 * np.sqrt(mean * phi)))
+    run = run_batch(counts[None, :], first_day=FIRST, params=PARAMS)
+    assert run.is_open[0, start : start + 14].any()
+
+
+days_of_counts = st.lists(st.integers(0, 40), min_size=1, max_size=140)
+
+
+@settings(max_examples=40, deadline=None)
+@given(counts=days_of_counts, threshold=st.floats(2.0, 20.0), quiet=st.floats(2.0, 20.0))
+def test_incremental_equals_batch(counts: list[int], threshold: float, quiet: float) -> None:
+    params = SurgeParams(threshold=threshold, quiet_threshold=quiet)
+    state, events = replay(first_day=FIRST, counts=counts, params=params)
+    run = run_batch(np.array([counts], dtype=np.int64), first_day=FIRST, params=params)
+    held = len(state.days)
+    assert [d.statistic for d in state.days] == pytest.approx(run.statistic[0, -held:].tolist())
+    opened = {e.episode.opened_on for e in events if e.kind == "opened"}
+    assert opened == {FIRST + timedelta(days=int(i)) for i in np.flatnonzero(run.opened[0])}
+    assert (state.episode is not None) == bool(run.is_open[0, -1])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    counts=st.lists(st.integers(0, 40), min_size=30, max_size=140),
+    lateness=st.integers(1, HORIZON_DAYS - 1),
+    extra=st.integers(1, 60),
+)
+def test_a_late_report_gives_what_it_would_have_given_on_time(
+    counts: list[int], lateness: int, extra: int
+) -> None:
+    late_day = len(counts) - 1 - lateness
+    on_time = list(counts)
+    on_time[late_day] += extra
+    expected, _ = replay(first_day=FIRST, counts=on_time, params=PARAMS)
+    state, _ = replay(first_day=FIRST, counts=counts, params=PARAMS)
+    state, _ = observe(
+        state, day=FIRST + timedelta(days=late_day), count=on_time[late_day], params=PARAMS
+    )
+    assert state.counts == expected.counts
+    assert [d.statistic for d in state.days] == pytest.approx([d.statistic for d in expected.days])
+    assert state.episode == expected.episode
+
+
+def test_a_late_report_opens_an_episode_dated_on_its_own_day() -> None:
+    counts = in_control(1, days=120, mean=2.0, phi=1.5).tolist()
+    state, _ = replay(first_day=FIRST, counts=counts, params=PARAMS)
+    day = FIRST + timedelta(days=115)
+    state, events = observe(state, day=day, count=80, params=PARAMS)
+    assert events[0].kind == "opened"
+    assert events[0].episode.opened_on == day
+
+
+def test_a_replayed_count_changes_nothing() -> None:
+    state, _ = replay(first_day=FIRST, counts=[1, 2, 3] * 20, params=PARAMS)
+    again, events = observe(state, day=state.last_day, count=state.counts[-1], params=PARAMS)
+    assert again == state
+    assert events == []
+
+
+def test_an_episode_opens_updates_and_closes() -> None:
+    # The surge's days raise the baseline once they are in its window (after the 7-day guard):
+    # the episode closes within weeks.
+    counts = in_control(2, days=130, mean=3.0, phi=1.5)
+    counts[80:84] += 40
+    state, events = replay(first_day=FIRST, counts=counts.tolist(), params=PARAMS)
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "opened" and "updated" in kinds and kinds[-1] == "closed"
+    closed = events[-1].episode
+    assert closed.observed > closed.expected and closed.peak >= PARAMS.threshold
+    assert closed.closed_on is not None and state.episode is None
+
+
+def test_a_deleted_surge_withdraws_its_episode() -> None:
+    counts = in_control(3, days=100, mean=3.0, phi=1.5).tolist()
+    day = FIRST + timedelta(days=99)
+    state, _ = replay(first_day=FIRST, counts=counts, params=PARAMS)
+    state, opened = observe(state, day=day, count=90, params=PARAMS)
+    state, withdrawn = observe(state, day=day, count=counts[-1], params=PARAMS)
+    assert [e.kind for e in opened] == ["opened"]
+    assert [e.kind for e in withdrawn] == ["withdrawn"]
+
+
+def test_the_state_survives_a_round_trip_through_json_data() -> None:
+    counts = in_control(4, days=100, mean=3.0, phi=1.5)
+    counts[95:] += 40
+    state, _ = replay(first_day=FIRST, counts=counts.tolist(), params=PARAMS)
+    assert state.episode is not None
+    assert state_from_dict(state_to_dict(state)) == state
+
+
+@given(budget=st.floats(0.01, 100.0), series=st.integers(1, 100_000))
+def test_more_series_or_a_smaller_budget_never_lower_the_threshold(
+    budget: float, series: int
+) -> None:
+    params = params_for(false_alerts_per_week=budget, series=series)
+    for more in (
+        params_for(false_alerts_per_week=budget, series=series * 2),
+        params_for(false_alerts_per_week=budget / 2, series=series),
+    ):
+        assert more.threshold >= params.threshold
+        assert more.quiet_threshold >= params.quiet_threshold
