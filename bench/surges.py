@@ -178,7 +178,8 @@ def focus_statistic(counts: Ints) -> Floats:
 
 
 def weekly_rate(opened: NDArray[np.bool_]) -> float:
-    return float(opened[:, WARMUP_DAYS:].sum()) / (opened[:, WARMUP_DAYS:].shape[1] / 7)
+    weeks = opened[:, WARMUP_DAYS:].shape[1] / 7
+    return float(opened[:, WARMUP_DAYS:].sum()) / float(weeks)
 
 
 def detection(opened: NDArray[np.bool_], starts: Ints) -> tuple[NDArray[np.bool_], Ints]:
@@ -307,7 +308,9 @@ def evaluate(reps: int, seed: int) -> dict[str, Any]:
     h = params_for(false_alerts_per_week=BUDGET, series=n_series)
     null_counts = [c for c, _ in nulls]
     # False alerts a week across all series, each method at its usual threshold.
-    fa: dict[str, float] = {"nb_cusum": np.mean([weekly_rate(ours(c, h)) for c in null_counts])}
+    fa: dict[str, float] = {
+        "nb_cusum": float(np.mean([weekly_rate(ours(c, h)) for c in null_counts]))
+    }
     null_ears = [ears(c) for c in null_counts]
     for name, limit in EARS_THRESHOLDS.items():
         fa[f"ears_{name}"] = float(
@@ -322,8 +325,11 @@ def evaluate(reps: int, seed: int) -> dict[str, Any]:
         np.mean([weekly_rate(episodes(f, focus_h)) for f in focus_null])
     )
     same: dict[str, float] = {}
+
+    def runs(z: NDArray[np.float64], limit: float) -> NDArray[np.bool_]:
+        return alarm_runs(z > limit)
+
     for name in EARS_THRESHOLDS:
-        runs = lambda z, limit: alarm_runs(z > limit)  # noqa: E731
         same[name] = threshold_for_rate(
             null_ears[0][name], target, np.arange(2.0, 60.0, 0.25), runs
         )
