@@ -137,6 +137,6 @@ def transition(
             statistic,
             statistic if peak is None else peak,
             closed_day,
-        ),  # fmt: skip
+        ),
         at=at or datetime.now(UTC),
     )
