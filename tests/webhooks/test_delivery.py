@@ -238,7 +238,9 @@ def test_the_outbox_survives_a_database_restart(store: Any, alert_store_url: str
         standardwebhooks.Webhook(secret).verify(got.body, got.headers)
 
 
-def test_the_outbox_outlives_a_receiver_outage(store: Any, alert_store_url: str, tmp_path: Path) -> None:
+def test_the_outbox_outlives_a_receiver_outage(
+    store: Any, alert_store_url: str, tmp_path: Path
+) -> None:
     settings = settings_for(alert_store_url, webhook_retry_schedule_s=(0.2,) * 50)
     port = free_port()
     url = f"http://127.0.0.1:{port}/hook"
