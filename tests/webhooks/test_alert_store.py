@@ -6,6 +6,8 @@ import threading
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from service.domain.alerts import AlertEvent, AlertQuery, AlertState, alert_id
 from service.domain.webhooks import (
     DeliveryState,
@@ -183,3 +185,39 @@ def test_rotation_keeps_the_old_secret_signing_for_the_overlap(store: Any) -> No
     rotated = store.rotate_webhook_secret(h.id, new, old_expire_at=now + timedelta(hours=1))
     assert rotated.signing_secrets(now) == [new.secret, h.secrets[0].secret]
     assert rotated.signing_secrets(now + timedelta(hours=2)) == [new.secret]
+
+
+class _Abort(Exception):
+    pass
+
+
+def _in_caller_transaction(store: Any, work: Any) -> None:
+    """Run ``work(conn)`` in a transaction of the store's, as ingest would, then fail it."""
+    if hasattr(store, "_db"):  # SQLite
+        store._db.write(work)
+    else:
+        store._run("test", work)
+
+
+def test_alerts_and_deliveries_roll_back_with_the_callers_transaction(store: Any) -> None:
+    """Written through the connection-level record_alerts inside another transaction (as ingest
+    does), an alert and its deliveries commit or vanish with that transaction."""
+    from service.storage.postgis import alerts as pg_alerts
+    from service.storage.sqlite import alerts as sqlite_alerts
+
+    h = hook()
+    store.add_webhook(h)
+    module = sqlite_alerts if hasattr(store, "_db") else pg_alerts
+
+    def fail_after_writing(conn: Any) -> None:
+        assert len(module.record_alerts(conn, [transition()])) == 1
+        raise _Abort
+
+    with pytest.raises(_Abort):
+        _in_caller_transaction(store, fail_after_writing)
+    assert store.list_alerts(AlertQuery()).alerts == []
+    assert store.list_deliveries(h.id) == []
+
+    _in_caller_transaction(store, lambda conn: module.record_alerts(conn, [transition()]))
+    assert len(store.list_alerts(AlertQuery()).alerts) == 1
+    assert len(store.list_deliveries(h.id)) == 1

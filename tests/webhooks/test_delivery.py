@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-import pytest
 import standardwebhooks
 
 from service.domain.access import Caller, Role
@@ -313,8 +312,7 @@ def test_a_receiver_killed_mid_delivery_gets_every_alert_once(
     assert _receipts(ledger) >= len(expected)
 
 
-@pytest.mark.parametrize("run", ["serve"])
-def test_the_server_sends_deliveries_in_process(store: Any, alert_store_url: str, run: str) -> None:
+def test_the_server_sends_deliveries_in_process(store: Any, alert_store_url: str) -> None:
     import asyncio
 
     from service.app import create_app
@@ -333,4 +331,30 @@ def test_the_server_sends_deliveries_in_process(store: Any, alert_store_url: str
         hook, _ = subscribe(store, settings, receiver.url)
         store.record_alerts([transition()])
         asyncio.run(serve_until_delivered(hook))
+    assert len(receiver.received) == 1
+
+
+def test_crossings_worker_delivers_and_stops_on_sigterm(
+    store: Any, alert_store_url: str, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    settings = settings_for(alert_store_url)
+    with ScriptedReceiver() as receiver:
+        hook, _ = subscribe(store, settings, receiver.url)
+        store.record_alerts([transition()])
+        env = os.environ | {
+            "CROSSINGS_DATABASE_URL": alert_store_url,
+            "CROSSINGS_WEBHOOK_ALLOW_PRIVATE": "true",
+            "CROSSINGS_WEBHOOK_POLL_S": "0.05",
+        }
+        proc = subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], env=env)
+        try:
+            wait_for(lambda: states(store, hook) == ["delivered"])
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=20) == 0
     assert len(receiver.received) == 1
