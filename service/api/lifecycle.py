@@ -35,6 +35,7 @@ log = logging.getLogger("crossings")
 
 FIRST_RETRY_S = 0.25
 POOL_METRICS_EVERY_S = 2.0
+WEBHOOK_STOP_WAIT_S = 5.0
 
 
 class Startup:
@@ -160,7 +161,7 @@ async def _keep_release(
 async def _deliver_webhooks(store: Store, settings: Settings) -> None:
     """Send webhook deliveries from this process (unless CROSSINGS_WEBHOOK_WORKER is off), on a
     thread of its own: its requests wait on receivers, never on the event loop. Stopped with the
-    server, after its batch in flight (each request bounded by the webhook timeout)."""
+    server."""
     if not settings.webhook_worker:
         return
     worker = DeliveryWorker(store, settings)
@@ -178,7 +179,9 @@ async def _deliver_webhooks(store: Store, settings: Settings) -> None:
         await asyncio.Event().wait()  # until the server stops (this task is cancelled)
     finally:
         stop.set()
-        thread.join(timeout=3 * settings.webhook_timeout_s + settings.webhook_poll_s)
+        # A request still in flight after this is not waited for: its delivery stays leased
+        # and is sent again later (at least once), so shutdown is not held up by a receiver.
+        await asyncio.to_thread(thread.join, WEBHOOK_STOP_WAIT_S)
 
 
 async def _watch_pool(store: Store, metrics: Metrics) -> None:

@@ -358,3 +358,46 @@ def test_crossings_worker_delivers_and_stops_on_sigterm(
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=20) == 0
     assert len(receiver.received) == 1
+
+
+def test_two_workers_on_two_stores_send_each_delivery_once(
+    store: Any, alert_store_url: str
+) -> None:
+    """Two workers, each with its own store (its own connections, as two processes would
+    have), share the outbox: nothing is sent twice when nothing fails."""
+    settings = settings_for(alert_store_url, webhook_batch=3, webhook_concurrency=2)
+    second_store = open_store(Settings(database_url=alert_store_url))
+    with ScriptedReceiver() as receiver:
+        receiver.answers = [Answer(204, delay_s=0.02)] * 30
+        hook, _ = subscribe(store, settings, receiver.url)
+        store.record_alerts([transition(segment_id=f"S{i}") for i in range(30)])
+        workers = [DeliveryWorker(store, settings), DeliveryWorker(second_store, settings)]
+        stop = threading.Event()
+        threads = [threading.Thread(target=w.run, args=(stop,)) for w in workers]
+        try:
+            for t in threads:
+                t.start()
+            wait_for(lambda: states(store, hook) == ["delivered"] * 30)
+        finally:
+            stop.set()
+            for t in threads:
+                if t.is_alive():
+                    t.join()
+            for w in workers:
+                w.close()
+            second_store.close()
+    ids = [r.headers["webhook-id"] for r in receiver.received]
+    assert len(ids) == 30 == len(set(ids))
+
+
+def test_a_pinned_request_goes_to_the_checked_address() -> None:
+    from urllib.parse import urlsplit
+
+    from service.usecases.webhook_http import _pinned
+
+    assert _pinned(urlsplit("https://hooks.example/a?b=1"), "93.184.215.14") == (
+        "https://93.184.215.14/a?b=1"
+    )
+    assert _pinned(urlsplit("http://hooks.example:8080"), "2606:4700::1") == (
+        "http://[2606:4700::1]:8080/"
+    )
