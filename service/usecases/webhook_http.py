@@ -120,17 +120,32 @@ class Sender:
         headers = signed_headers(claimed, datetime.now(UTC))
         headers["host"] = parts.netloc.rpartition("@")[2]
         try:
-            response = self._client.post(
-                url, content=claimed.delivery.payload, headers=headers, extensions=extensions
-            )
+            with self._client.stream(
+                "POST", url, content=claimed.delivery.payload, headers=headers,
+                extensions=extensions,
+            ) as response:  # fmt: skip
+                status, retry_after = response.status_code, response.headers.get("retry-after")
+                # Only the start of a failed answer's body is read: a receiver cannot make
+                # the worker hold a large one.
+                start = b"" if 200 <= status < 300 else _first_bytes(response)
         except httpx.TimeoutException as error:
             return Attempt(None, f"timed out: {type(error).__name__}")
         except httpx.HTTPError as error:
             return Attempt(None, f"{type(error).__name__}: {error}"[:_BODY_KEPT])
         why = None
-        if not 200 <= response.status_code < 300:
-            why = f"the receiver answered {response.status_code}: {response.text[:_BODY_KEPT]}"
-        return Attempt(response.status_code, why, retry_after=response.headers.get("retry-after"))
+        if not 200 <= status < 300:
+            text = start.decode("utf-8", "replace")[:_BODY_KEPT]
+            why = f"the receiver answered {status}: {text}"
+        return Attempt(status, why, retry_after=retry_after)
+
+
+def _first_bytes(response: httpx.Response) -> bytes:
+    kept = b""
+    for chunk in response.iter_raw():
+        kept += chunk
+        if len(kept) >= _BODY_KEPT:
+            break
+    return kept[:_BODY_KEPT]
 
 
 def _pinned(parts: SplitResult, address: str) -> str:
