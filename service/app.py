@@ -30,6 +30,7 @@ from service.api.ratelimit import make_limiter
 from service.api.routes import (
     admin,
     aggregates,
+    alerts,
     docs,
     health,
     map,
@@ -39,6 +40,7 @@ from service.api.routes import (
     segments,
     snap,
     tiles,
+    webhooks,
 )
 from service.settings import Settings
 
@@ -105,6 +107,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tiles.router,
         aggregates.router,
         admin.router,
+        alerts.router,
+        webhooks.router,
         map.router,
         docs.router,
         metrics.router,

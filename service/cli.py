@@ -1,5 +1,5 @@
-"""`crossings serve | db upgrade | db rebuild-rollups | segments load PATH | export | import
-PATH | purge`: thin, calls usecases."""
+"""`crossings serve | worker | db upgrade | db rebuild-rollups | segments load PATH | export |
+import PATH | purge`: thin, calls usecases."""
 
 from __future__ import annotations
 
@@ -211,6 +211,29 @@ def _release_cut(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         store.close()
     print(f"public release {info.release_id} cut: the days before {info.through} (UTC)")
+    return 0
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    """Send webhook deliveries until SIGTERM or SIGINT (any number of workers may run, beside
+    the servers' own)."""
+    import signal
+    import threading
+
+    from service.storage import open_store
+    from service.usecases.deliver_webhooks import DeliveryWorker
+
+    store = open_store(settings)
+    worker = DeliveryWorker(store, settings)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    logging.getLogger("crossings").info("webhook worker started")
+    try:
+        worker.run(stop)
+    finally:
+        worker.close()
+        store.close()
     return 0
 
 
@@ -458,6 +481,10 @@ def build_parser() -> argparse.ArgumentParser:
     release.add_parser(
         "cut", help="cut the public release now (servers also cut it every few minutes)"
     ).set_defaults(run=_release_cut)
+    commands.add_parser(
+        "worker",
+        help="send webhook deliveries (servers also do, unless CROSSINGS_WEBHOOK_WORKER=0)",
+    ).set_defaults(run=_worker)
     export = commands.add_parser("export", help="write reports as newline-delimited GeoJSON")
     export.add_argument("-o", "--output", default="-", help="file (default: standard output)")
     export.add_argument("--start", help="only observed_at >= START (RFC 3339)")

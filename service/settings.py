@@ -10,6 +10,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.domain.release import PublicRule
+from service.domain.webhooks import STANDARD_SCHEDULE_S
 
 DEFAULT_KINDS = ("crossing", "attempt", "evidence", "assistance")
 
@@ -208,6 +209,51 @@ class Settings(BaseSettings):
             " threshold is set from this budget divided by the number of series watched"
         ),
     )
+
+    # Alerts to other services (issue #19): docs/webhooks.md.
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="Let webhooks reach loopback, private and link-local addresses (tests, closed"
+        " networks); unset, such URLs are refused when made and when sent",
+    )
+    webhook_worker: bool = Field(
+        default=True,
+        description="`crossings serve` sends webhook deliveries in process; off: run"
+        " `crossings worker` instead (either way, any number of them may run)",
+    )
+    webhook_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="A receiver not answering within this is retried"
+    )
+    webhook_retry_schedule_s: Annotated[tuple[float, ...], NoDecode] = Field(
+        default=STANDARD_SCHEDULE_S,
+        description="Waits after each failed attempt, comma-separated seconds (jittered +-20%);"
+        " default the Standard Webhooks schedule 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h",
+    )
+    webhook_poll_s: float = Field(
+        default=1.0, gt=0, description="How often an idle worker looks for due deliveries"
+    )
+    webhook_batch: int = Field(default=20, gt=0, description="Deliveries one worker takes at once")
+    webhook_concurrency: int = Field(
+        default=4, gt=0, le=64, description="Requests one worker has in flight at once"
+    )
+    webhook_lease_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="A taken delivery whose worker died is taken again after this (at least"
+        " three webhook timeouts)",
+    )
+    webhook_rotation_overlap_s: float = Field(
+        default=86_400.0,
+        ge=0,
+        description="After a secret is rotated, the old one also signs for this long",
+    )
+
+    @field_validator("webhook_retry_schedule_s", mode="before")
+    @classmethod
+    def _schedule(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(float(v) for v in value.split(",") if v.strip())
+        return value
 
     @field_validator("allowed_hosts", mode="before")
     @classmethod

@@ -163,7 +163,13 @@ async def app(store_url: str) -> AsyncIterator[FastAPI]:
     """One app per store for the session, its lifespan running (store open, border indexed),
     with a key of each role in ``app.state.test_keys`` (role -> the key to send)."""
     application = create_app(
-        make_settings(store_url, rate_limit_public=0, rate_limit_per_key=0, release_check_s=0)
+        make_settings(
+            store_url,
+            rate_limit_public=0,
+            rate_limit_per_key=0,
+            release_check_s=0,
+            webhook_worker=False,  # tests/api/test_webhooks.py runs its own
+        )
     )
     async with application.router.lifespan_context(application):
         application.state.test_keys = {

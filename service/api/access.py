@@ -57,6 +57,15 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/v1/keys"): P.ADMIN,
     ("DELETE", "/v1/keys/{key_id}"): P.ADMIN,
     ("GET", "/v1/audit"): P.ADMIN,
+    # alerts (issue #19): analysts and admins; webhook subscriptions: admins
+    ("GET", "/v1/alerts"): P.READ_ALL,
+    ("GET", "/v1/alerts/{alert_id}"): P.READ_ALL,
+    ("GET", "/v1/webhooks"): P.ADMIN,
+    ("POST", "/v1/webhooks"): P.ADMIN,
+    ("GET", "/v1/webhooks/{webhook_id}"): P.ADMIN,
+    ("DELETE", "/v1/webhooks/{webhook_id}"): P.ADMIN,
+    ("POST", "/v1/webhooks/{webhook_id}/rotate"): P.ADMIN,
+    ("GET", "/v1/webhooks/{webhook_id}/deliveries"): P.ADMIN,
     # operations: an admin key, or (without a key) an address in CROSSINGS_METRICS_ALLOW
     ("GET", "/metrics"): P.METRICS,
 }

@@ -14,6 +14,7 @@ import contextlib
 import gc
 import logging
 import random
+import threading
 from datetime import UTC, datetime
 
 from fastapi import FastAPI
@@ -25,6 +26,7 @@ from service.domain.release import day_start
 from service.settings import Settings
 from service.storage import check_ready, open_store
 from service.storage.base import PooledStore, Store
+from service.usecases.deliver_webhooks import DeliveryWorker
 from service.usecases.public_release import CurrentRelease
 from service.usecases.release import cut_release, release_is_due
 from service.usecases.segments import CurrentBorder, ensure_segments
@@ -33,6 +35,7 @@ log = logging.getLogger("crossings")
 
 FIRST_RETRY_S = 0.25
 POOL_METRICS_EVERY_S = 2.0
+WEBHOOK_STOP_WAIT_S = 5.0
 
 
 class Startup:
@@ -84,6 +87,7 @@ async def start(app: FastAPI) -> None:
         _watch_border(app.state.border, settings.border_check_s),
         _watch_pool(app.state.store, app.state.metrics),
         _keep_release(app.state.store, app.state.release, app.state.metrics, settings),
+        _deliver_webhooks(app.state.store, settings),
     )
 
 
@@ -152,6 +156,32 @@ async def _keep_release(
         except Exception:  # never let the task die with the server still up
             log.exception("could not cut the public release")
         await asyncio.sleep(every_s * (0.75 + random.random() / 2))  # servers drift apart
+
+
+async def _deliver_webhooks(store: Store, settings: Settings) -> None:
+    """Send webhook deliveries from this process (unless CROSSINGS_WEBHOOK_WORKER is off), on a
+    thread of its own: its requests wait on receivers, never on the event loop. Stopped with the
+    server."""
+    if not settings.webhook_worker:
+        return
+    worker = DeliveryWorker(store, settings)
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            worker.run(stop)
+        finally:
+            worker.close()
+
+    thread = threading.Thread(target=run, name="webhook-worker", daemon=True)
+    thread.start()
+    try:
+        await asyncio.Event().wait()  # until the server stops (this task is cancelled)
+    finally:
+        stop.set()
+        # A request still in flight after this is not waited for: its delivery stays leased
+        # and is sent again later (at least once), so shutdown is not held up by a receiver.
+        await asyncio.to_thread(thread.join, WEBHOOK_STOP_WAIT_S)
 
 
 async def _watch_pool(store: Store, metrics: Metrics) -> None:

@@ -15,11 +15,20 @@ from uuid import UUID
 
 from service.domain.access import ApiKey, AuditEntry
 from service.domain.aggregation import PeriodPart, RangePart
+from service.domain.alerts import Alert, AlertPage, AlertQuery, AlertTransition
 from service.domain.filters import Filter
 from service.domain.release import ReleaseInfo, ReleaseRow
 from service.domain.reports import IngestResult, Report, SnapResult
 from service.domain.segments import BorderSegment
 from service.domain.tiles import SegmentCount, TileAddress, TileFilter, TileReports
+from service.domain.webhooks import (
+    ClaimedDelivery,
+    Delivery,
+    DeliveryState,
+    Outcome,
+    Webhook,
+    WebhookSecret,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,7 +326,81 @@ class AccessStore(Protocol):
         ...
 
 
+class AlertStore(Protocol):
+    """Alerts (one per episode) and the outbox of their webhook deliveries.
+
+    ``record_alerts`` runs in a transaction of its own. To write alerts in the transaction that
+    wrote the reports which raised them, call the backend's connection-level function from inside
+    that transaction instead: ``service.storage.postgis.alerts.record_alerts(conn, transitions)``
+    or ``service.storage.sqlite.alerts.record_alerts(conn, transitions)`` (same contract).
+    """
+
+    def record_alerts(self, transitions: Sequence[AlertTransition]) -> list[Alert]:
+        """Upsert the alert of each transition (its id: ``alert_id(series, opened_day)``) and,
+        for each alert that changed, enqueue one delivery per enabled webhook whose filter
+        matches; all in one transaction. Returns the alerts that changed (a transition that
+        changes nothing, e.g. stored twice, enqueues nothing), in input order."""
+        ...
+
+    def get_alert(self, alert_id: UUID) -> Alert | None: ...
+
+    def list_alerts(self, query: AlertQuery, *, audit: AuditEntry | None = None) -> AlertPage:
+        """Alerts matching ``query``, the most recently updated first; with ``audit``, that
+        entry is written with the read."""
+        ...
+
+
+class WebhookStore(Protocol):
+    def add_webhook(self, hook: Webhook) -> None: ...
+
+    def get_webhook(self, webhook_id: str) -> Webhook | None: ...
+
+    def list_webhooks(self) -> list[Webhook]:
+        """Every subscription, disabled ones too, oldest first."""
+        ...
+
+    def disable_webhook(self, webhook_id: str, *, at: datetime, reason: str) -> bool:
+        """Disable a subscription and give up its pending deliveries (state gone), in one
+        transaction; False when there is no such enabled subscription."""
+        ...
+
+    def rotate_webhook_secret(
+        self, webhook_id: str, secret: WebhookSecret, *, old_expire_at: datetime
+    ) -> Webhook | None:
+        """Add ``secret``; the secrets active now sign too until ``old_expire_at``. None when
+        there is no such enabled subscription."""
+        ...
+
+    def claim_deliveries(
+        self, *, now: datetime, limit: int, lease_s: float
+    ) -> list[ClaimedDelivery]:
+        """Take up to ``limit`` pending deliveries that are due, counting an attempt on each and
+        moving its next attempt ``lease_s`` on (so that a worker that dies mid-send leaves it to
+        be taken again after the lease). Several workers never take the same row at once."""
+        ...
+
+    def finish_delivery(
+        self, delivery_id: str, *, attempts: int, outcome: Outcome, now: datetime
+    ) -> bool:
+        """Record an attempt's outcome, unless the delivery was taken again since (its attempts
+        moved on): then False. A GONE outcome also disables the webhook (reason "gone") and
+        gives up its other pending deliveries, in the same transaction."""
+        ...
+
+    def list_deliveries(
+        self,
+        webhook_id: str,
+        *,
+        state: DeliveryState | None = None,
+        limit: int = 100,
+    ) -> list[Delivery]:
+        """The webhook's deliveries, newest first."""
+        ...
+
+
 class Store(
+    AlertStore,
+    WebhookStore,
     SegmentStore,
     ReportStore,
     TileStore,

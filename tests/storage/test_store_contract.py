@@ -53,7 +53,7 @@ def test_new_report_is_created_and_reads_back_equal(store: Store) -> None:
         lon=0.1 + 0.2,
         lat=-33.000000000000014,
         accuracy_m=1e-300,
-        notes="zwei Männer 🚶 und ein Kind\t\"=1\"",  # NUL is refused by the API (schemas/common.py)
+        notes='zwei Männer 🚶 und ein Kind\t"=1"',  # NUL is refused by the API (schemas/common.py)
         observed_at=datetime(2024, 2, 29, 23, 59, 59, 999_999, tzinfo=UTC),
     )
     [result] = store.add_reports([report])

@@ -14,6 +14,7 @@ from psycopg.errors import QueryCanceled
 from sqlalchemy import Connection, Engine, create_engine, exc, text
 
 from service.domain.access import ApiKey, AuditEntry
+from service.domain.alerts import Alert, AlertPage, AlertQuery, AlertTransition
 from service.domain.errors import (
     PoolExhausted,
     SchemaNotCurrent,
@@ -24,6 +25,14 @@ from service.domain.release import ReleaseInfo, ReleaseRow
 from service.domain.reports import IngestResult, Report
 from service.domain.segments import BorderSegment
 from service.domain.tiles import SegmentCount, TileFilter, TileReports
+from service.domain.webhooks import (
+    ClaimedDelivery,
+    Delivery,
+    DeliveryState,
+    Outcome,
+    Webhook,
+    WebhookSecret,
+)
 from service.settings import Settings
 from service.storage.base import (
     CountQuery,
@@ -37,6 +46,7 @@ from service.storage.base import (
 )
 from service.storage.postgis import (
     access,
+    alerts,
     border,
     counts,
     matched,
@@ -47,6 +57,7 @@ from service.storage.postgis import (
     rollups,
     segments,
     tiles,
+    webhooks,
 )
 from service.storage.postgis.folder import Folder
 from service.storage.postgis.replica import (
@@ -445,3 +456,61 @@ class PostgisStore:
 
     def purge_precise(self, before: datetime) -> int:
         return self._write("purge_precise", lambda conn: retention.purge_precise(conn, before))
+
+    def record_alerts(self, transitions: Sequence[AlertTransition]) -> list[Alert]:
+        return self._write("record_alerts", lambda conn: alerts.record_alerts(conn, transitions))
+
+    def get_alert(self, alert_id: UUID) -> Alert | None:
+        return self._run("get_alert", lambda conn: alerts.get_alert(conn, alert_id))
+
+    def list_alerts(self, query: AlertQuery, *, audit: AuditEntry | None = None) -> AlertPage:
+        def read(conn: Connection) -> AlertPage:
+            page = alerts.list_alerts(conn, query)
+            if audit is not None:
+                access.add_audit(conn, audit)
+            return page
+
+        return self._run("list_alerts", read)
+
+    def add_webhook(self, hook: Webhook) -> None:
+        self._run("add_webhook", lambda conn: webhooks.add_webhook(conn, hook))
+
+    def get_webhook(self, webhook_id: str) -> Webhook | None:
+        return self._run("get_webhook", lambda conn: webhooks.get_webhook(conn, webhook_id))
+
+    def list_webhooks(self) -> list[Webhook]:
+        return self._run("list_webhooks", webhooks.list_webhooks)
+
+    def disable_webhook(self, webhook_id: str, *, at: datetime, reason: str) -> bool:
+        return self._run(
+            "disable_webhook", lambda conn: webhooks.disable_webhook(conn, webhook_id, at, reason)
+        )
+
+    def rotate_webhook_secret(
+        self, webhook_id: str, secret: WebhookSecret, *, old_expire_at: datetime
+    ) -> Webhook | None:
+        return self._run(
+            "rotate_webhook_secret",
+            lambda conn: webhooks.rotate_secret(conn, webhook_id, secret, old_expire_at),
+        )
+
+    def claim_deliveries(
+        self, *, now: datetime, limit: int, lease_s: float
+    ) -> list[ClaimedDelivery]:
+        return self._run("claim_deliveries", lambda conn: webhooks.claim(conn, now, limit, lease_s))
+
+    def finish_delivery(
+        self, delivery_id: str, *, attempts: int, outcome: Outcome, now: datetime
+    ) -> bool:
+        return self._run(
+            "finish_delivery",
+            lambda conn: webhooks.finish(conn, delivery_id, attempts, outcome, now),
+        )
+
+    def list_deliveries(
+        self, webhook_id: str, *, state: DeliveryState | None = None, limit: int = 100
+    ) -> list[Delivery]:
+        return self._run(
+            "list_deliveries",
+            lambda conn: webhooks.list_deliveries(conn, webhook_id, state, limit),
+        )

@@ -170,6 +170,30 @@ _V6_PUBLIC_RELEASE = sql_step(
     " direction TEXT, side TEXT, reports INTEGER NOT NULL, people INTEGER NOT NULL)",
 )
 
+# Alerts and webhook deliveries (as PostGIS migration 0013): days as ISO text (they sort as the
+# days do), times as integer microseconds, the filter and secrets as JSON text, the payload as the
+# exact body sent and signed.
+_V7_ALERTS_AND_WEBHOOKS = sql_step(
+    "CREATE TABLE alerts (id TEXT PRIMARY KEY, state TEXT NOT NULL, border TEXT NOT NULL,"
+    " section TEXT, segment_id TEXT, kind TEXT, measure TEXT NOT NULL,"
+    " opened_day TEXT NOT NULL, last_day TEXT NOT NULL, closed_day TEXT, days INTEGER NOT NULL,"
+    " observed REAL NOT NULL, expected REAL NOT NULL, statistic REAL NOT NULL,"
+    " peak_statistic REAL NOT NULL, raised_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,"
+    " version INTEGER NOT NULL)",
+    "CREATE INDEX alerts_updated ON alerts (updated_at DESC, id DESC)",
+    "CREATE TABLE webhooks (id TEXT PRIMARY KEY, url TEXT NOT NULL,"
+    " description TEXT NOT NULL DEFAULT '', filter TEXT NOT NULL, secrets TEXT NOT NULL,"
+    " created_at INTEGER NOT NULL, disabled_at INTEGER, disabled_reason TEXT)",
+    "CREATE TABLE webhook_deliveries (id TEXT PRIMARY KEY,"
+    " webhook_id TEXT NOT NULL REFERENCES webhooks (id), event_type TEXT NOT NULL,"
+    " payload TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,"
+    " next_attempt_at INTEGER NOT NULL, last_status INTEGER, last_error TEXT,"
+    " created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, delivered_at INTEGER)",
+    "CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)"
+    " WHERE state = 'pending'",
+    "CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries (webhook_id, created_at)",
+)
+
 MIGRATIONS: tuple[MigrationStep, ...] = (
     _V1_SEGMENTS_AND_REPORTS,
     _V2_COUNT_ROLLUPS,
@@ -177,6 +201,7 @@ MIGRATIONS: tuple[MigrationStep, ...] = (
     _V4_RETENTION,
     _V5_BORDER_VERSION,
     _V6_PUBLIC_RELEASE,
+    _V7_ALERTS_AND_WEBHOOKS,
 )
 
 

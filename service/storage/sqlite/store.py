@@ -10,10 +10,19 @@ from pathlib import Path
 from uuid import UUID
 
 from service.domain.access import ApiKey, AuditEntry
+from service.domain.alerts import Alert, AlertPage, AlertQuery, AlertTransition
 from service.domain.release import ReleaseInfo, ReleaseRow
 from service.domain.reports import IngestResult, Report
 from service.domain.segments import BorderSegment
 from service.domain.tiles import SegmentCount, TileFilter, TileReports
+from service.domain.webhooks import (
+    ClaimedDelivery,
+    Delivery,
+    DeliveryState,
+    Outcome,
+    Webhook,
+    WebhookSecret,
+)
 from service.storage.base import (
     BorderChanged,
     CountQuery,
@@ -27,6 +36,7 @@ from service.storage.base import (
 )
 from service.storage.cancel import cancellable
 from service.storage.sqlite import access as access_queries
+from service.storage.sqlite import alerts as alert_queries
 from service.storage.sqlite import border as border_queries
 from service.storage.sqlite import counts as count_queries
 from service.storage.sqlite import release as release_queries
@@ -34,6 +44,7 @@ from service.storage.sqlite import reports as report_queries
 from service.storage.sqlite import retention as retention_queries
 from service.storage.sqlite import segments as segment_queries
 from service.storage.sqlite import tiles as tile_queries
+from service.storage.sqlite import webhooks as webhook_queries
 from service.storage.sqlite.database import BUSY_TIMEOUT_S, Database, path_from_url
 from service.storage.sqlite.schema import MIGRATIONS, MigrationStep, migrate
 
@@ -206,6 +217,81 @@ class SqliteStore:
 
     def purge_precise(self, before: datetime) -> int:
         return self._db.write(partial(retention_queries.purge_precise, before=before))
+
+    def record_alerts(self, transitions: Sequence[AlertTransition]) -> list[Alert]:
+        if not transitions:
+            return []
+        return self._db.write(lambda conn: alert_queries.record_alerts(conn, transitions))
+
+    def get_alert(self, alert_id: UUID) -> Alert | None:
+        return self._db.read(partial(alert_queries.get_alert, alert_id_=alert_id))
+
+    def list_alerts(self, query: AlertQuery, *, audit: AuditEntry | None = None) -> AlertPage:
+        if audit is None:
+            return self._db.read(partial(alert_queries.list_alerts, query=query))
+
+        def read_then_record(conn: sqlite3.Connection) -> AlertPage:
+            page = alert_queries.list_alerts(conn, query=query)
+            access_queries.add_audit(conn, entry=audit)
+            return page
+
+        return self._db.write(read_then_record)
+
+    def add_webhook(self, hook: Webhook) -> None:
+        self._db.write(partial(webhook_queries.add_webhook, hook=hook))
+
+    def get_webhook(self, webhook_id: str) -> Webhook | None:
+        return self._db.read(partial(webhook_queries.get_webhook, webhook_id=webhook_id))
+
+    def list_webhooks(self) -> list[Webhook]:
+        return self._db.read(webhook_queries.list_webhooks)
+
+    def disable_webhook(self, webhook_id: str, *, at: datetime, reason: str) -> bool:
+        return self._db.write(
+            partial(webhook_queries.disable_webhook, webhook_id=webhook_id, at=at, reason=reason)
+        )
+
+    def rotate_webhook_secret(
+        self, webhook_id: str, secret: WebhookSecret, *, old_expire_at: datetime
+    ) -> Webhook | None:
+        return self._db.write(
+            partial(
+                webhook_queries.rotate_secret,
+                webhook_id=webhook_id,
+                secret=secret,
+                old_expire_at=old_expire_at,
+            )
+        )
+
+    def claim_deliveries(
+        self, *, now: datetime, limit: int, lease_s: float
+    ) -> list[ClaimedDelivery]:
+        # A read first: an idle worker polling takes no write lock.
+        if not self._db.read(partial(webhook_queries.any_due, now=now)):
+            return []
+        return self._db.write(partial(webhook_queries.claim, now=now, limit=limit, lease_s=lease_s))
+
+    def finish_delivery(
+        self, delivery_id: str, *, attempts: int, outcome: Outcome, now: datetime
+    ) -> bool:
+        return self._db.write(
+            partial(
+                webhook_queries.finish,
+                delivery_id=delivery_id,
+                attempts=attempts,
+                outcome=outcome,
+                now=now,
+            )
+        )
+
+    def list_deliveries(
+        self, webhook_id: str, *, state: DeliveryState | None = None, limit: int = 100
+    ) -> list[Delivery]:
+        return self._db.read(
+            partial(
+                webhook_queries.list_deliveries, webhook_id=webhook_id, state=state, limit=limit
+            )
+        )
 
     def ping(self) -> None:
         """Raise StoreUnavailable unless the file answers a read now."""
