@@ -201,6 +201,11 @@ class Settings(BaseSettings):
     )
 
     # Surges (issue #19, docs/surges.md): one budget of false alerts for all watched series.
+    surges: bool = Field(
+        default=True,
+        description="Watch every segment's, region's and border's daily series for surges where"
+        " reports are counted, and raise alerts (docs/surges.md)",
+    )
     surge_false_alerts_per_week: float = Field(
         default=1.0,
         gt=0,

@@ -9,9 +9,10 @@ from service.storage.base import Store
 def open_store(settings: Settings) -> Store:
     """Open (and for SQLite, create and migrate) the store the settings name."""
     if settings.is_sqlite:
+        from service.domain.surges.watch import SurgeConfig
         from service.storage.sqlite.store import SqliteStore
 
-        return SqliteStore.open(settings.database_url)
+        return SqliteStore.open(settings.database_url, surges=SurgeConfig.of(settings))
     from service.storage.postgis.store import PostgisStore
 
     return PostgisStore.open(settings)

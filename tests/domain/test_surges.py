@@ -38,12 +38,14 @@ levels = st.sampled_from([(0.3, 1.5), (3.0, 2.0), (30.0, 1.5)])
 @settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), level=levels)
 def test_in_control_series_raise_few_alerts(seed: int, level: tuple[float, float]) -> None:
-    # 20 series x 1 year in control: the threshold for 521 series and 1 a week allows ~0.14
+    # 20 series x 1 year in control, thresholds for 521 series and 1 false alert a week: about
+    # 20 * 52 / 521 = 2 expected. A Poisson count of mean 2 passes 10 with odds of 1e-5 (a bound
+    # of 4, as first written, failed one example in twenty: seed 33 at (3.0, 2.0) opened 5).
     counts = np.vstack(
         [in_control(seed + i, days=365, mean=level[0], phi=level[1]) for i in range(20)]
     )
     opened = run_batch(counts, first_day=FIRST, params=PARAMS).opened
-    assert opened.sum() <= 4
+    assert opened.sum() <= 10
 
 
 @settings(max_examples=15, deadline=None)

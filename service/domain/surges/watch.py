@@ -1,43 +1,32 @@
 """Which series are watched, and what one day's counts do to them (issue #19).
 
 A series is a place (a segment, its region, its border), by kind (or every kind together), by
-measure (reports or people), counted per UTC day. The stores call ``day_counts`` with the counts
-of a day the reports just counted touched, ``watch`` with the states of the series of that day,
-and keep what it returns: the new states and the episode changes (which become alerts).
+measure (reports or people), counted per UTC day. A store that has just counted reports in (or
+out) calls ``day_counts`` with the counts of each day they touched, ``watch`` with the states of
+that day's series, and keeps what comes back: the new states, and the episode changes as alert
+transitions (``transitions``), in the same transaction as the counts.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
+from typing import Any
 
+from service.domain.alerts import AlertEvent, AlertFigures, AlertTransition, Measure, SeriesKey
 from service.domain.segments import BorderSegment
 from service.domain.surges.cusum import SurgeParams, params_for
-from service.domain.surges.series import EpisodeEvent, SeriesState, observe
+from service.domain.surges.series import Episode, EpisodeEvent, SeriesState, observe
 
-ALL_KINDS = "*"
-LEVELS = ("segment", "region", "border")
-MEASURES = ("reports", "people")
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class SeriesKey:
-    level: str  # one of LEVELS
-    place: str  # the segment id, region or border
-    kind: str  # a report kind, or ALL_KINDS
-    measure: str  # one of MEASURES
-
-    @property
-    def text(self) -> str:
-        """The key as stored: ``level|place|kind|measure``."""
-        return f"{self.level}|{self.place}|{self.kind}|{self.measure}"
-
-    @classmethod
-    def parse(cls, text: str) -> SeriesKey:
-        level, place, kind, measure = text.split("|")
-        return cls(level, place, kind, measure)
+_EVENTS = {
+    "opened": AlertEvent.OPENED,
+    "updated": AlertEvent.UPDATED,
+    "closed": AlertEvent.CLOSED,
+    # Corrected counts (a deletion) no longer raise the episode: it ends where it stands.
+    "withdrawn": AlertEvent.CLOSED,
+}
 
 
 def region_of(segment: BorderSegment) -> str:
@@ -45,60 +34,88 @@ def region_of(segment: BorderSegment) -> str:
     return str(segment.properties.get("region_pair") or segment.section)
 
 
-def places_of(segment: BorderSegment) -> tuple[tuple[str, str], ...]:
-    return (
-        ("segment", segment.segment_id),
-        ("region", region_of(segment)),
-        ("border", segment.border),
+def places_of(segment: BorderSegment) -> tuple[tuple[str | None, str | None], ...]:
+    """(section, segment_id) of the segment's own series, its region's and its border's."""
+    region = region_of(segment)
+    return ((region, segment.segment_id), (region, None), (None, None))
+
+
+def series_key_text(key: SeriesKey) -> str:
+    """The key as stored: ``border|region|segment|kind|measure``, '' for none, '*' all kinds."""
+    return "|".join(
+        (key.border, key.section or "", key.segment_id or "", key.kind or "*", key.measure.value)
     )
 
 
-def watched_series(segments: Sequence[BorderSegment], kinds: Sequence[str]) -> int:
+def series_key_of(text: str) -> SeriesKey:
+    border, section, segment_id, kind, measure = text.split("|")
+    return SeriesKey(
+        border, section or None, segment_id or None, None if kind == "*" else kind, Measure(measure)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SurgeConfig:
+    """The settings detection runs with: the weekly false-alert budget and the report kinds."""
+
+    false_alerts_per_week: float
+    kinds: tuple[str, ...]
+
+    @classmethod
+    def of(cls, settings: Any) -> SurgeConfig | None:
+        """From the service's settings (None when ``CROSSINGS_SURGES`` turns detection off)."""
+        if not settings.surges:
+            return None
+        return cls(float(settings.surge_false_alerts_per_week), tuple(settings.report_kinds))
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """What detection needs of the border and settings: the segments by id and the thresholds."""
+
+    segments: Mapping[str, BorderSegment]
+    params: SurgeParams
+
+
+def watched_series(segments: Iterable[BorderSegment], kinds: Sequence[str]) -> int:
     """How many series the border and kinds make: the number the false-alert budget is spent over."""
-    places = {place for segment in segments for place in places_of(segment)}
-    return len(places) * (len(kinds) + 1) * len(MEASURES)
+    places = {(s.border, *place) for s in segments for place in places_of(s)}
+    return len(places) * (len(kinds) + 1) * len(Measure)
 
 
-def surge_params(
-    segments: Sequence[BorderSegment], kinds: Sequence[str], *, false_alerts_per_week: float
-) -> SurgeParams:
-    return params_for(
-        false_alerts_per_week=false_alerts_per_week, series=max(1, watched_series(segments, kinds))
-    )
+def make_watch(segments: Sequence[BorderSegment], config: SurgeConfig) -> Watch:
+    series = max(1, watched_series(segments, config.kinds))
+    params = params_for(false_alerts_per_week=config.false_alerts_per_week, series=series)
+    return Watch({s.segment_id: s for s in segments}, params)
 
 
-def day_counts(
-    rows: Iterable[tuple[str, str, int, int]], segments: Mapping[str, BorderSegment]
-) -> dict[SeriesKey, int]:
-    """Every series' count of one day, from that day's (segment_id, kind, reports, people) rows.
-
-    Reports beyond the border (no segment) belong to no series."""
-    counts: dict[SeriesKey, int] = defaultdict(int)
-    for segment_id, kind, reports, people in rows:
-        segment = segments.get(segment_id)
-        if segment is None:
-            continue
-        for level, place in places_of(segment):
-            for k in (kind, ALL_KINDS):
-                counts[SeriesKey(level, place, k, "reports")] += reports
-                counts[SeriesKey(level, place, k, "people")] += people
-    return dict(counts)
+def _keys(segment: BorderSegment, kind: str) -> Iterable[SeriesKey]:
+    for section, segment_id in places_of(segment):
+        for k in (kind, None):
+            for measure in Measure:
+                yield SeriesKey(segment.border, section, segment_id, k, measure)
 
 
-def series_of(
-    segment_kinds: Iterable[tuple[str, str]], segments: Mapping[str, BorderSegment]
-) -> set[SeriesKey]:
-    """The series that reports of these (segment_id, kind) pairs count in."""
+def series_of(segment_kinds: Iterable[tuple[str, str]], watch: Watch) -> set[SeriesKey]:
+    """The series that reports of these (segment_id, kind) pairs count in (none off the border)."""
     out: set[SeriesKey] = set()
     for segment_id, kind in segment_kinds:
-        segment = segments.get(segment_id)
+        segment = watch.segments.get(segment_id)
+        if segment is not None:
+            out.update(_keys(segment, kind))
+    return out
+
+
+def day_counts(rows: Iterable[tuple[str, str, int, int]], watch: Watch) -> dict[SeriesKey, int]:
+    """Every series' count of one day, from that day's (segment_id, kind, reports, people)."""
+    counts: dict[SeriesKey, int] = defaultdict(int)
+    for segment_id, kind, reports, people in rows:
+        segment = watch.segments.get(segment_id)
         if segment is None:
             continue
-        for level, place in places_of(segment):
-            for k in (kind, ALL_KINDS):
-                for measure in MEASURES:
-                    out.add(SeriesKey(level, place, k, measure))
-    return out
+        for key in _keys(segment, kind):
+            counts[key] += reports if key.measure is Measure.REPORTS else people
+    return dict(counts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,19 +125,77 @@ class SeriesChange:
     events: tuple[EpisodeEvent, ...]
 
 
-def watch(
+def watch_day(
     day: date,
     touched: Iterable[SeriesKey],
     counts: Mapping[SeriesKey, int],
     states: Mapping[SeriesKey, SeriesState],
     params: SurgeParams,
 ) -> list[SeriesChange]:
-    """Set ``day``'s whole count of each touched series (zero if it has none: a deletion can empty
-    a day); the series whose state changed, with the episode changes it made, in key order."""
+    """Set ``day``'s whole count of each touched series (zero if it has none: a deletion can
+    empty a day); the series whose state changed, with their episode changes, in a fixed order."""
     changes: list[SeriesChange] = []
-    for key in sorted(set(touched)):
+    for key in sorted(set(touched), key=series_key_text):
         before = states.get(key)
         after, events = observe(before, day=day, count=counts.get(key, 0), params=params)
         if after != before:
             changes.append(SeriesChange(key, after, tuple(events)))
     return changes
+
+
+def detect_days(
+    touched: Mapping[date, set[tuple[str, str]]],
+    watch: Watch,
+    *,
+    day_rows: Callable[[date], Iterable[tuple[str, str, int, int]]],
+    states: Callable[[set[SeriesKey]], Mapping[SeriesKey, SeriesState]],
+) -> list[SeriesChange]:
+    """What counting reports in (or out) of these days and (segment_id, kind) pairs does to the
+    series they count in: each day's whole counts come from ``day_rows`` (segment_id, kind,
+    reports, people), the stored states from ``states``. The days in order, each from the state
+    the one before left; per series, its last state and every episode change on the way."""
+    current: dict[SeriesKey, SeriesState] = {}
+    events: dict[SeriesKey, list[EpisodeEvent]] = {}
+    for day in sorted(touched):
+        keys = series_of(touched[day], watch)
+        if not keys:
+            continue
+        unread = keys - current.keys()
+        if unread:
+            current.update(states(unread))
+        counts = day_counts(day_rows(day), watch)
+        for change in watch_day(day, keys, counts, current, watch.params):
+            current[change.key] = change.state
+            events.setdefault(change.key, []).extend(change.events)
+    return [
+        SeriesChange(key, current[key], tuple(events[key]))
+        for key in sorted(events, key=series_key_text)
+    ]
+
+
+def _figures(episode: Episode) -> AlertFigures:
+    return AlertFigures(
+        last_day=episode.last_day,
+        days=episode.days,
+        observed=float(episode.observed),
+        expected=round(episode.expected, 3),
+        statistic=round(episode.statistic, 3),
+        peak_statistic=round(episode.peak, 3),
+        closed_day=episode.closed_on,
+    )
+
+
+def transitions(changes: Iterable[SeriesChange], *, at: datetime) -> list[AlertTransition]:
+    """The alert transitions of these changes, found at ``at``."""
+    out: list[AlertTransition] = []
+    for change in changes:
+        for event in change.events:
+            kind = _EVENTS[event.kind]
+            figures = _figures(event.episode)
+            if event.kind == "withdrawn" and figures.closed_day is None:
+                figures = AlertFigures(
+                    figures.last_day, figures.days, figures.observed, figures.expected,
+                    figures.statistic, figures.peak_statistic, closed_day=figures.last_day,
+                )  # fmt: skip
+            out.append(AlertTransition(kind, change.key, event.episode.opened_on, figures, at))
+    return out

@@ -9,7 +9,7 @@ import orjson
 from sqlalchemy import Connection
 
 from service.domain.access import ApiKey, AuditEntry, Role
-from service.storage.postgis.rollups import DROP_EMPTIED, UNCOUNT_DELETED
+from service.storage.postgis.rollups import DROP_EMPTIED, FOLD_LOCK, UNCOUNT_DELETED, OnCounted
 
 _KEY_COLUMNS = "key_id, name, role, digest, created_at, expires_at, revoked_at"
 
@@ -85,11 +85,17 @@ def list_audit(conn: Connection, since: datetime | None, limit: int) -> list[Aud
             for at, key_id, role, action, detail in rows]  # fmt: skip
 
 
-def delete_report(conn: Connection, report_id: Any) -> bool:
-    """Delete a report and take it out of every rollup, in the caller's transaction."""
+def delete_report(conn: Connection, report_id: Any, on_counted: OnCounted | None = None) -> bool:
+    """Delete a report and take it out of every rollup, in the caller's transaction; with
+    ``on_counted``, its day and segment are told (surge detection) under the fold's lock."""
+    if on_counted is not None:  # first: a fold takes it before the rollup rows, so must we
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%(k)s)", {"k": FOLD_LOCK})
     row = conn.exec_driver_sql(UNCOUNT_DELETED, {"id": report_id}).first()
     if row is None:
         return False
     for statement in DROP_EMPTIED:
         conn.exec_driver_sql(statement)
+    _, segment_id, kind, day = row
+    if on_counted is not None and segment_id:
+        on_counted(conn, {day: {(segment_id, kind)}})
     return True

@@ -46,13 +46,13 @@ _PURGE = """
 _BEFORE_ALL = datetime(1, 1, 1, tzinfo=UTC)
 
 
-def _recount_finer_cells(conn: Connection) -> None:
+def _recount_finer_cells(conn: Connection, on_counted: rollups.OnCounted | None) -> None:
     """Tile cells finer than the purge level move with the purged reports: count them again.
 
     What is pending is folded first (pending rows keep the cells the reports had when stored),
     and no fold runs until this transaction ends; reports that ingest stores meanwhile are left
     out of the recount, as they wait in rollup_pending."""
-    rollups.fold_all(conn)
+    rollups.fold_all(conn, on_counted=on_counted)
     for level in (lv for lv in ROLLUP_LEVELS if lv > LEVEL):
         conn.exec_driver_sql("DELETE FROM tile_cells WHERE level = %(level)s", {"level": level})
         conn.exec_driver_sql(
@@ -68,7 +68,11 @@ def _recount_finer_cells(conn: Connection) -> None:
         )
 
 
-def purge_precise(conn: Connection, before: datetime) -> int:
+def purge_precise(
+    conn: Connection, before: datetime, on_counted: rollups.OnCounted | None = None
+) -> int:
+    """Coarsen the positions of reports observed before ``before`` (the folded pending reports
+    are told to ``on_counted``, as a fold's are)."""
     done = 0
     after_t, after_id = _BEFORE_ALL, UUID(int=0)
     while True:
@@ -76,7 +80,7 @@ def purge_precise(conn: Connection, before: datetime) -> int:
         rows = conn.exec_driver_sql(_PAGE, params).all()
         if not rows:
             if done:
-                _recount_finer_cells(conn)
+                _recount_finer_cells(conn, on_counted)
             return done
         cells = {id_: (gx >> _SHIFT, gy >> _SHIFT) for id_, _, gx, gy in rows}
         centres = [cell_centre(LEVEL, *cells[id_]) for id_, *_ in rows]

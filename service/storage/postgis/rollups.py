@@ -28,6 +28,10 @@ rollup_pending, the rollups.
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import date
+
 from sqlalchemy import Connection
 
 from service.domain.tiles import GRID_LEVEL, ROLLUP_LEVELS
@@ -158,31 +162,51 @@ FOLD = f"""
         RETURNING {_PENDING_COLUMNS}, 1 AS weight
     ),
     {ROLLUP_NEW_ROWS}
-    SELECT count(*) FROM new
+    SELECT coalesce(segment_id, ''), kind, (observed_at AT TIME ZONE 'UTC')::date, count(*)
+    FROM new GROUP BY 1, 2, 3
 """
 # One folder at a time (the maintainer threads of every server process, and the recounts of
 # retention and rebuild, which wait for it): folders would otherwise queue on each other's rows.
 FOLD_LOCK = 0x726F6C6C  # pg_advisory_xact_lock key ("roll")
 
 
-def fold(conn: Connection, limit: int) -> int | None:
+# What a fold counted, for surge detection in its transaction (surges.detect): the (segment_id,
+# kind) pairs of each UTC day.
+Touched = dict[date, set[tuple[str, str]]]
+OnCounted = Callable[[Connection, Touched], object]
+
+
+def fold(conn: Connection, limit: int, on_counted: OnCounted | None = None) -> int | None:
     """Count up to ``limit`` pending reports into the rollups, in the caller's transaction: how
-    many, or None when another transaction is folding."""
+    many, or None when another transaction is folding. ``on_counted`` is told, in the same
+    transaction, which days and segments the reports counted touched."""
     if not conn.exec_driver_sql(
         "SELECT pg_try_advisory_xact_lock(%(k)s)", {"k": FOLD_LOCK}
     ).scalar():
         return None
-    return int(conn.exec_driver_sql(FOLD, {"n": limit}).scalar_one())
+    return _fold_batch(conn, limit, on_counted)
 
 
-def fold_all(conn: Connection, *, batch: int = 50_000) -> int:
+def fold_all(conn: Connection, *, batch: int = 50_000, on_counted: OnCounted | None = None) -> int:
     """Count every pending report in, waiting for a folder at work (in the caller's transaction,
     which then keeps every other folder out until it ends)."""
     conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%(k)s)", {"k": FOLD_LOCK})
     done = 0
-    while n := int(conn.exec_driver_sql(FOLD, {"n": batch}).scalar_one()):
+    while n := _fold_batch(conn, batch, on_counted):
         done += n
     return done
+
+
+def _fold_batch(conn: Connection, limit: int, on_counted: OnCounted | None) -> int:
+    rows = conn.exec_driver_sql(FOLD, {"n": limit}).all()
+    if on_counted is not None:
+        touched: Touched = defaultdict(set)
+        for segment_id, kind, day, _ in rows:
+            if segment_id:
+                touched[day].add((segment_id, kind))
+        if touched:
+            on_counted(conn, touched)
+    return sum(int(row[3]) for row in rows)
 
 
 def pending_count(conn: Connection) -> int:
@@ -277,6 +301,6 @@ UNCOUNT_DELETED = f"""
         SELECT gone.*, -1 AS weight FROM gone WHERE NOT EXISTS (SELECT 1 FROM unpended)
     ),
     {ROLLUP_NEW_ROWS}
-    SELECT id FROM gone
+    SELECT id, coalesce(segment_id, ''), kind, (observed_at AT TIME ZONE 'UTC')::date FROM gone
 """
 DROP_EMPTIED = tuple(f"DELETE FROM {table} WHERE reports = 0" for table in ROLLUP_TABLES)

@@ -24,6 +24,7 @@ from service.domain.errors import (
 from service.domain.release import ReleaseInfo, ReleaseRow
 from service.domain.reports import IngestResult, Report
 from service.domain.segments import BorderSegment
+from service.domain.surges.watch import SurgeConfig, Watch, make_watch
 from service.domain.tiles import SegmentCount, TileFilter, TileReports
 from service.domain.webhooks import (
     ClaimedDelivery,
@@ -56,6 +57,7 @@ from service.storage.postgis import (
     retention,
     rollups,
     segments,
+    surges,
     tiles,
     webhooks,
 )
@@ -131,9 +133,13 @@ class PostgisStore:
         *,
         fold_interval_s: float = 0.1,
         fold_batch: int = 5_000,
+        surges: SurgeConfig | None = None,
     ) -> None:
         self.engine = engine
         self.replica = replica
+        # Surge detection runs where reports are counted (folds, deletions, purges): surges.py.
+        self._surges = surges
+        self._watch_of: tuple[int, Watch] | None = None  # (border version, its Watch)
         # Folds what ingest leaves pending into the rollups; started by the first ingest, so
         # that the CLI's and readers' stores run no thread.
         self._folder = Folder(
@@ -160,6 +166,7 @@ class PostgisStore:
             replica,
             fold_interval_s=settings.rollup_fold_interval_ms / 1000,
             fold_batch=settings.rollup_fold_batch,
+            surges=SurgeConfig.of(settings),
         )
 
     def _run(
@@ -358,7 +365,10 @@ class PostgisStore:
         return found
 
     def delete_report(self, report_id: UUID) -> bool:
-        return self._write("delete_report", lambda conn: access.delete_report(conn, report_id))
+        on_counted = self._on_counted()
+        return self._write(
+            "delete_report", lambda conn: access.delete_report(conn, report_id, on_counted)
+        )
 
     def add_key(self, key: ApiKey) -> None:
         self._run("add_key", lambda conn: access.add_key(conn, key))
@@ -424,10 +434,32 @@ class PostgisStore:
         self._write("rebuild_rollups", rollups.rebuild)
 
     def fold_rollups(self) -> int:
-        return self._run("fold_rollups", rollups.fold_all)
+        on_counted = self._on_counted()
+        return self._run("fold_rollups", lambda conn: rollups.fold_all(conn, on_counted=on_counted))
 
     def _fold_some(self, limit: int) -> int | None:
-        return self._run("fold_some", lambda conn: rollups.fold(conn, limit))
+        on_counted = self._on_counted()
+        return self._run("fold_some", lambda conn: rollups.fold(conn, limit, on_counted))
+
+    def _on_counted(self) -> rollups.OnCounted | None:
+        """Surge detection for what a transaction counted in or out (None: detection is off)."""
+        if self._surges is None:
+            return None
+
+        def detect(conn: Connection, touched: rollups.Touched) -> None:
+            surges.detect(conn, touched, self._watch(conn))
+
+        return detect
+
+    def _watch(self, conn: Connection) -> Watch:
+        """The border's series and thresholds, made again when the border's version changes."""
+        assert self._surges is not None
+        version = segments.border_version(conn)
+        cached = self._watch_of
+        if cached is None or cached[0] != version:
+            cached = (version, make_watch(segments.list_segments(conn), self._surges))
+            self._watch_of = cached
+        return cached[1]
 
     def _vacuum_pending(self) -> None:
         self._run(
@@ -455,7 +487,10 @@ class PostgisStore:
         return self._read("read_release", release.read_release)
 
     def purge_precise(self, before: datetime) -> int:
-        return self._write("purge_precise", lambda conn: retention.purge_precise(conn, before))
+        on_counted = self._on_counted()
+        return self._write(
+            "purge_precise", lambda conn: retention.purge_precise(conn, before, on_counted)
+        )
 
     def record_alerts(self, transitions: Sequence[AlertTransition]) -> list[Alert]:
         return self._write("record_alerts", lambda conn: alerts.record_alerts(conn, transitions))

@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
+from datetime import date
+from typing import Any, NamedTuple
 
 from service.domain.reports import IngestOutcome, IngestResult, Report
 from service.storage.base import Extent, PageKey, ReportPage, ReportQuery
@@ -114,17 +115,29 @@ def count_rows(conn: sqlite3.Connection, *, after_row_no: int) -> None:
     _count(conn, "row_no > ?", after_row_no, sign=1)
 
 
-def delete_report(conn: sqlite3.Connection, report_id: str) -> bool:
-    """Delete a report and count it out of the rollups, in the caller's transaction."""
-    row = conn.execute("SELECT row_no FROM reports WHERE id = ?", (report_id,)).fetchone()
+def delete_report(conn: sqlite3.Connection, report_id: str) -> Counted | None:
+    """Delete a report and count it out of the rollups, in the caller's transaction: where it
+    was counted (None: no such report)."""
+    row = conn.execute(
+        "SELECT row_no, segment_id, kind, observed_at FROM reports WHERE id = ?", (report_id,)
+    ).fetchone()
     if row is None:
-        return False
-    _count(conn, "row_no = ?", row[0], sign=-1)
-    conn.execute("DELETE FROM reports WHERE row_no = ?", row)
-    conn.execute("DELETE FROM reports_rtree WHERE row_no = ?", row)
+        return None
+    row_no, segment_id, kind, observed_at = row
+    _count(conn, "row_no = ?", row_no, sign=-1)
+    conn.execute("DELETE FROM reports WHERE row_no = ?", (row_no,))
+    conn.execute("DELETE FROM reports_rtree WHERE row_no = ?", (row_no,))
     for table in _PERIOD_OF:
         conn.execute(f"DELETE FROM {table} WHERE reports = 0")
-    return True
+    return Counted(segment_id, kind, from_micros(observed_at).date())
+
+
+class Counted(NamedTuple):
+    """Where a report was counted: its segment (None beyond the border), kind and UTC day."""
+
+    segment_id: str | None
+    kind: str
+    day: date
 
 
 def _count(conn: sqlite3.Connection, where: str, value: int, *, sign: int) -> None:

@@ -194,6 +194,12 @@ _V7_ALERTS_AND_WEBHOOKS = sql_step(
     "CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries (webhook_id, created_at)",
 )
 
+# Surge detection's state per watched series (issue #19; PostGIS migration 0014).
+_V8_SURGE_SERIES = sql_step(
+    "CREATE TABLE surge_series (series TEXT PRIMARY KEY, state TEXT NOT NULL,"
+    " updated_at INTEGER NOT NULL)"
+)
+
 MIGRATIONS: tuple[MigrationStep, ...] = (
     _V1_SEGMENTS_AND_REPORTS,
     _V2_COUNT_ROLLUPS,
@@ -202,6 +208,7 @@ MIGRATIONS: tuple[MigrationStep, ...] = (
     _V5_BORDER_VERSION,
     _V6_PUBLIC_RELEASE,
     _V7_ALERTS_AND_WEBHOOKS,
+    _V8_SURGE_SERIES,
 )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from functools import partial
 from pathlib import Path
 from uuid import UUID
@@ -12,8 +12,9 @@ from uuid import UUID
 from service.domain.access import ApiKey, AuditEntry
 from service.domain.alerts import Alert, AlertPage, AlertQuery, AlertTransition
 from service.domain.release import ReleaseInfo, ReleaseRow
-from service.domain.reports import IngestResult, Report
+from service.domain.reports import IngestOutcome, IngestResult, Report
 from service.domain.segments import BorderSegment
+from service.domain.surges.watch import SurgeConfig, Watch, make_watch
 from service.domain.tiles import SegmentCount, TileFilter, TileReports
 from service.domain.webhooks import (
     ClaimedDelivery,
@@ -43,6 +44,7 @@ from service.storage.sqlite import release as release_queries
 from service.storage.sqlite import reports as report_queries
 from service.storage.sqlite import retention as retention_queries
 from service.storage.sqlite import segments as segment_queries
+from service.storage.sqlite import surges as surge_queries
 from service.storage.sqlite import tiles as tile_queries
 from service.storage.sqlite import webhooks as webhook_queries
 from service.storage.sqlite.database import BUSY_TIMEOUT_S, Database, path_from_url
@@ -56,13 +58,25 @@ class SqliteStore:
     file cannot be read or written, or stays locked by other writers past the busy timeout.
     """
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, surges: SurgeConfig | None = None) -> None:
         self._db = db
+        # Surge detection runs where reports are counted (ingest, deletion): surges.py.
+        self.surges = surges
+        self._watch_of: tuple[int, Watch] | None = None  # (border version, its Watch)
 
     @classmethod
-    def open(cls, url: str, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> SqliteStore:
-        """Open the file a ``sqlite:///path`` URL names, creating and migrating it as needed."""
-        return cls.open_path(path_from_url(url), busy_timeout_s=busy_timeout_s)
+    def open(
+        cls,
+        url: str,
+        *,
+        busy_timeout_s: float = BUSY_TIMEOUT_S,
+        surges: SurgeConfig | None = None,
+    ) -> SqliteStore:
+        """Open the file a ``sqlite:///path`` URL names, creating and migrating it as needed;
+        with ``surges``, watch the series the reports count in (docs/surges.md)."""
+        store = cls.open_path(path_from_url(url), busy_timeout_s=busy_timeout_s)
+        store.surges = surges
+        return store
 
     @classmethod
     def open_path(
@@ -131,7 +145,12 @@ class SqliteStore:
                 conn
             ):
                 raise BorderChanged("the border changed since these reports were snapped")
-            return report_queries.add_reports(conn, reports=reports, posted_by=posted_by)
+            results = report_queries.add_reports(conn, reports=reports, posted_by=posted_by)
+            created = [r.report for r in results if r.outcome is IngestOutcome.CREATED and r.report]
+            self._detect(
+                conn, [(r.snap.segment_id, r.draft.kind, r.draft.observed_at) for r in created]
+            )
+            return results
 
         return self._db.write(work)
 
@@ -141,7 +160,40 @@ class SqliteStore:
         )
 
     def delete_report(self, report_id: UUID) -> bool:
-        return self._db.write(partial(report_queries.delete_report, report_id=str(report_id)))
+        def work(conn: sqlite3.Connection) -> bool:
+            counted = report_queries.delete_report(conn, str(report_id))
+            if counted is None:
+                return False
+            if counted.segment_id is not None and self.surges is not None:
+                touched = {counted.day: {(counted.segment_id, counted.kind)}}
+                surge_queries.detect(conn, touched, self._watch(conn))
+            return True
+
+        return self._db.write(work)
+
+    def _detect(
+        self, conn: sqlite3.Connection, counted: Sequence[tuple[str | None, str, datetime]]
+    ) -> None:
+        """Surge detection for reports just counted in, in their transaction."""
+        if self.surges is None:
+            return
+        touched: dict[date, set[tuple[str, str]]] = {}
+        for segment_id, kind, observed_at in counted:
+            if segment_id is not None:
+                day = observed_at.astimezone(UTC).date()
+                touched.setdefault(day, set()).add((segment_id, kind))
+        if touched:
+            surge_queries.detect(conn, touched, self._watch(conn))
+
+    def _watch(self, conn: sqlite3.Connection) -> Watch:
+        """The border's series and thresholds, made again when the border's version changes."""
+        assert self.surges is not None
+        version = segment_queries.border_version(conn)
+        cached = self._watch_of
+        if cached is None or cached[0] != version:
+            cached = (version, make_watch(segment_queries.list_segments(conn), self.surges))
+            self._watch_of = cached
+        return cached[1]
 
     def add_key(self, key: ApiKey) -> None:
         self._db.write(partial(access_queries.add_key, key=key))
