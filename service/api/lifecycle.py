@@ -15,7 +15,7 @@ import gc
 import logging
 import random
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
@@ -88,6 +88,7 @@ async def start(app: FastAPI) -> None:
         _watch_pool(app.state.store, app.state.metrics),
         _keep_release(app.state.store, app.state.release, app.state.metrics, settings),
         _deliver_webhooks(app.state.store, settings),
+        _keep_surges(app.state.store),
     )
 
 
@@ -156,6 +157,23 @@ async def _keep_release(
         except Exception:  # never let the task die with the server still up
             log.exception("could not cut the public release")
         await asyncio.sleep(every_s * (0.75 + random.random() / 2))  # servers drift apart
+
+
+async def _keep_surges(store: Store, every_s: float = 600.0) -> None:
+    """Close the quiet days of series with an open surge episode, up to yesterday (UTC), so an
+    episode whose reports stopped coming closes (docs/surges.md). Several servers may each do
+    it; the store does it one transaction at a time, and a day closed twice changes nothing."""
+    while True:
+        try:
+            yesterday = datetime.now(UTC).date() - timedelta(days=1)
+            changed = await run_in_threadpool(store.advance_surges, yesterday)
+            if changed:
+                log.info("surge episodes moved on a quiet day: %d alerts changed", len(changed))
+        except StoreUnavailable:
+            pass  # the database is away: try again next time
+        except Exception:  # never let the task die with the server still up
+            log.exception("could not move surge series on")
+        await asyncio.sleep(every_s * (0.75 + random.random() / 2))
 
 
 async def _deliver_webhooks(store: Store, settings: Settings) -> None:

@@ -304,8 +304,23 @@ class ReleaseWriter(Protocol):
         ...
 
 
-class BorderStore(SegmentStore, ReleaseReader, ReleaseWriter, Protocol):
-    """The border, and what must be recounted when it changes (the public release)."""
+class SurgeStore(Protocol):
+    """Surge detection's upkeep beyond what counting reports does (docs/surges.md)."""
+
+    def advance_surges(self, through: date) -> list[Alert]:
+        """Close the quiet days up to ``through`` of series with an open episode, so that an
+        episode whose series went quiet closes; the alerts that changed (none when detection
+        is off)."""
+        ...
+
+    def rebuild_surges(self, today: date) -> list[Alert]:
+        """Replay every series from the day counts (after a border change); close the alerts
+        whose episode is gone."""
+        ...
+
+
+class BorderStore(SegmentStore, ReleaseReader, ReleaseWriter, SurgeStore, Protocol):
+    """The border, and what must be recounted when it changes (the public release, surges)."""
 
 
 class AccessStore(Protocol):
@@ -400,6 +415,7 @@ class WebhookStore(Protocol):
 
 class Store(
     AlertStore,
+    SurgeStore,
     WebhookStore,
     SegmentStore,
     ReportStore,

@@ -89,10 +89,13 @@ def recount_after_border_change(store: BorderStore) -> None:
     The report rollups (tile cells, segment totals, day and month counts) are already recounted
     inside ``store.replace_border``. The public release counts by segment: it is cut again at
     once over the same days, so that no public figure stays on segments that are gone.
+    Surge series are replayed from the new counts, and alerts on series now gone are closed.
     """
     info = store.release_info()
     if info is not None:
         store.cut_release(info.through, datetime.now(UTC))
+    # Surges count by segment and region too: every series is replayed on the new border.
+    store.rebuild_surges(datetime.now(UTC).date())
 
 
 def ensure_segments(store: BorderStore, path: Path | None) -> SegmentIndex:

@@ -12,13 +12,27 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from service.domain.alerts import AlertEvent, AlertFigures, AlertTransition, Measure, SeriesKey
+from service.domain.alerts import (
+    Alert,
+    AlertEvent,
+    AlertFigures,
+    AlertTransition,
+    Measure,
+    SeriesKey,
+)
 from service.domain.segments import BorderSegment
 from service.domain.surges.cusum import SurgeParams, params_for
-from service.domain.surges.series import Episode, EpisodeEvent, SeriesState, observe
+from service.domain.surges.series import (
+    Episode,
+    EpisodeEvent,
+    SeriesState,
+    advance,
+    observe,
+    replay,
+)
 
 _EVENTS = {
     "opened": AlertEvent.OPENED,
@@ -173,6 +187,59 @@ def detect_days(
     ]
 
 
+def advance_open(
+    states: Mapping[SeriesKey, SeriesState], through: date, params: SurgeParams
+) -> list[SeriesChange]:
+    """Close the days up to ``through`` (yesterday: a day still going may yet get reports) of
+    every series with an open episode and no count since, so that an episode whose series went
+    quiet closes."""
+    changes: list[SeriesChange] = []
+    for key in sorted(states, key=series_key_text):
+        state = states[key]
+        if state.episode is None or state.last_day >= through:
+            continue
+        after, events = advance(state, day=through, params=params)
+        if after != state:
+            changes.append(SeriesChange(key, after, tuple(events)))
+    return changes
+
+
+def replay_all(
+    days: Mapping[date, Iterable[tuple[str, str, int, int]]],
+    watch: Watch,
+    *,
+    first_day: date,
+    last_day: date,
+) -> list[SeriesChange]:
+    """Every series' state and episodes from its daily counts (``days``: each day's segment_id,
+    kind, reports, people), replayed from ``first_day`` to ``last_day``: after the border
+    changed, when the series themselves may have."""
+    span = (last_day - first_day).days + 1
+    series: dict[SeriesKey, list[int]] = {}
+    for day, rows in days.items():
+        offset = (day - first_day).days
+        if not 0 <= offset < span:
+            continue
+        for key, count in day_counts(rows, watch).items():
+            series.setdefault(key, [0] * span)[offset] = count
+    changes: list[SeriesChange] = []
+    for key in sorted(series, key=series_key_text):
+        counts = series[key]
+        held = [i for i, c in enumerate(counts) if c]
+        if not held:
+            continue
+        # From its first count to its last, as counting them in day by day would have left it
+        # (the quiet days after are advance_open's).
+        start, stop = held[0], held[-1] + 1
+        state, events = replay(
+            first_day=first_day + timedelta(days=start),
+            counts=counts[start:stop],
+            params=watch.params,
+        )
+        changes.append(SeriesChange(key, state, tuple(events)))
+    return changes
+
+
 def _figures(episode: Episode) -> AlertFigures:
     return AlertFigures(
         last_day=episode.last_day,
@@ -198,4 +265,26 @@ def transitions(changes: Iterable[SeriesChange], *, at: datetime) -> list[AlertT
                     figures.statistic, figures.peak_statistic, closed_day=figures.last_day,
                 )  # fmt: skip
             out.append(AlertTransition(kind, change.key, event.episode.opened_on, figures, at))
+    return out
+
+
+def close_orphans(
+    open_alerts: Iterable[Alert], changes: Iterable[SeriesChange], *, day: date, at: datetime
+) -> list[AlertTransition]:
+    """Closing transitions for the open alerts whose episode the replayed series no longer have
+    open (the border changed under them): closed on ``day``, found ``at``."""
+    still_open = {
+        (change.key, change.state.episode.opened_on)
+        for change in changes
+        if change.state.episode is not None
+    }
+    out = []
+    for alert in open_alerts:
+        if (alert.series, alert.opened_day) in still_open:
+            continue
+        f = alert.figures
+        figures = AlertFigures(
+            f.last_day, f.days, f.observed, f.expected, f.statistic, f.peak_statistic, day
+        )
+        out.append(AlertTransition(AlertEvent.CLOSED, alert.series, alert.opened_day, figures, at))
     return out

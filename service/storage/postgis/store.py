@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import TypeVar
 from uuid import UUID
 
@@ -440,6 +440,23 @@ class PostgisStore:
     def _fold_some(self, limit: int) -> int | None:
         on_counted = self._on_counted()
         return self._run("fold_some", lambda conn: rollups.fold(conn, limit, on_counted))
+
+    def advance_surges(self, through: date) -> list[Alert]:
+        if self._surges is None:
+            return []
+        now = datetime.now(UTC)
+        return self._write(
+            "advance_surges",
+            lambda conn: surges.advance(conn, self._watch(conn), through, now=now),
+        )
+
+    def rebuild_surges(self, today: date) -> list[Alert]:
+        if self._surges is None:
+            return []
+        now = datetime.now(UTC)
+        return self._write(
+            "rebuild_surges", lambda conn: surges.rebuild(conn, self._watch(conn), today, now=now)
+        )
 
     def _on_counted(self) -> rollups.OnCounted | None:
         """Surge detection for what a transaction counted in or out (None: detection is off)."""

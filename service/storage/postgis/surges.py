@@ -11,23 +11,29 @@ detects at a time: the fold's advisory lock, which a deletion takes too.
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from datetime import UTC, date, datetime, time
+from dataclasses import replace
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import Connection
 
-from service.domain.alerts import Alert, SeriesKey
-from service.domain.surges.series import SeriesState, state_from_dict, state_to_dict
+from service.domain.alerts import Alert, AlertQuery, AlertState, SeriesKey
+from service.domain.surges.series import KEEP_DAYS, SeriesState, state_from_dict, state_to_dict
 from service.domain.surges.watch import (
+    SeriesChange,
     Watch,
+    advance_open,
+    close_orphans,
     detect_days,
+    replay_all,
     series_key_of,
     series_key_text,
     transitions,
 )
 from service.storage.postgis import alerts
-from service.storage.postgis.rollups import live
+from service.storage.postgis.rollups import FOLD_LOCK, live
 
 _DAY = f"""
     SELECT segment_id, kind, sum(reports)::bigint, sum(people)::bigint
@@ -36,6 +42,16 @@ _DAY = f"""
     GROUP BY segment_id, kind
 """
 _STATES = "SELECT series, state FROM surge_series WHERE series = ANY(%(keys)s)"
+_OPEN_STATES = (
+    "SELECT series, state FROM surge_series WHERE state -> 'days' -> -1 -> 'episode' <> 'null'"
+)
+_SINCE = f"""
+    SELECT (period AT TIME ZONE 'UTC')::date, segment_id, kind, sum(reports)::bigint,
+           sum(people)::bigint
+    FROM {live("count_days")} c
+    WHERE period >= %(start)s AND segment_id <> ''
+    GROUP BY 1, 2, 3
+"""
 _SAVE = """
     INSERT INTO surge_series (series, state, updated_at) VALUES (%(series)s, %(state)s, %(at)s)
     ON CONFLICT (series) DO UPDATE SET state = EXCLUDED.state, updated_at = EXCLUDED.updated_at
@@ -63,16 +79,60 @@ def detect(
         return {series_key_of(series): state_from_dict(_json(state)) for series, state in rows}
 
     changes = detect_days(touched, watch, day_rows=day_rows, states=states)
+    _save(conn, changes, now)
+    return alerts.record_alerts(conn, transitions(changes, at=now), now=now)
+
+
+def advance(conn: Connection, watch: Watch, through: date, *, now: datetime) -> list[Alert]:
+    """Close the quiet days up to ``through`` of the series with an open episode (their
+    episodes may close); the alerts that changed."""
+    conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%(k)s)", {"k": FOLD_LOCK})
+    rows = conn.exec_driver_sql(_OPEN_STATES).all()
+    states = {series_key_of(series): state_from_dict(_json(state)) for series, state in rows}
+    changes = advance_open(states, through, watch.params)
+    _save(conn, changes, now)
+    return alerts.record_alerts(conn, transitions(changes, at=now), now=now)
+
+
+def rebuild(conn: Connection, watch: Watch, today: date, *, now: datetime) -> list[Alert]:
+    """Every series replayed from the day counts of the days its state keeps (after a border
+    change: its series are not the old ones); alerts whose episode is gone are closed."""
+    conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
+    conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%(k)s)", {"k": FOLD_LOCK})
+    first = today - timedelta(days=KEEP_DAYS - 1)
+    days: dict[date, list[tuple[str, str, int, int]]] = defaultdict(list)
+    start = datetime.combine(first, time(), tzinfo=UTC)
+    for day, segment_id, kind, n, people in conn.exec_driver_sql(_SINCE, {"start": start}):
+        days[day].append((str(segment_id), str(kind), int(n), int(people)))
+    changes = replay_all(days, watch, first_day=first, last_day=today)
+    conn.exec_driver_sql("DELETE FROM surge_series")
+    _save(conn, changes, now)
+    opened = _open_alerts(conn)
+    closing = close_orphans(opened, changes, day=today, at=now)
+    return alerts.record_alerts(conn, transitions(changes, at=now) + closing, now=now)
+
+
+def _open_alerts(conn: Connection) -> list[Alert]:
+    out: list[Alert] = []
+    query = AlertQuery(state=AlertState.OPEN, limit=1000)
+    while True:
+        page = alerts.list_alerts(conn, query)
+        out += page.alerts
+        if page.next_key is None:
+            return out
+        query = replace(query, after=page.next_key)
+
+
+def _save(conn: Connection, changes: list[SeriesChange], at: datetime) -> None:
     for change in changes:
         conn.exec_driver_sql(
             _SAVE,
             {
                 "series": series_key_text(change.key),
                 "state": json.dumps(state_to_dict(change.state)),
-                "at": now,
+                "at": at,
             },
         )
-    return alerts.record_alerts(conn, transitions(changes, at=now), now=now)
 
 
 def _json(value: Any) -> dict[str, Any]:

@@ -171,6 +171,22 @@ class SqliteStore:
 
         return self._db.write(work)
 
+    def advance_surges(self, through: date) -> list[Alert]:
+        if self.surges is None:
+            return []
+        now = datetime.now(UTC)
+        return self._db.write(
+            lambda conn: surge_queries.advance(conn, self._watch(conn), through, now=now)
+        )
+
+    def rebuild_surges(self, today: date) -> list[Alert]:
+        if self.surges is None:
+            return []
+        now = datetime.now(UTC)
+        return self._db.write(
+            lambda conn: surge_queries.rebuild(conn, self._watch(conn), today, now=now)
+        )
+
     def _detect(
         self, conn: sqlite3.Connection, counted: Sequence[tuple[str | None, str, datetime]]
     ) -> None:

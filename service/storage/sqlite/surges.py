@@ -6,26 +6,36 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from datetime import UTC, date, datetime, time
+from dataclasses import replace
+from datetime import UTC, date, datetime, time, timedelta
 
-from service.domain.alerts import Alert, SeriesKey
-from service.domain.surges.series import SeriesState, state_from_dict, state_to_dict
+from service.domain.alerts import Alert, AlertQuery, AlertState, SeriesKey
+from service.domain.surges.series import KEEP_DAYS, SeriesState, state_from_dict, state_to_dict
 from service.domain.surges.watch import (
+    SeriesChange,
     Watch,
+    advance_open,
+    close_orphans,
     detect_days,
+    replay_all,
     series_key_of,
     series_key_text,
     transitions,
 )
 from service.storage.sqlite import alerts
-from service.storage.sqlite.rows import to_micros
+from service.storage.sqlite.rows import from_micros, to_micros
 
 _DAY = """
     SELECT segment_id, kind, sum(reports), sum(people) FROM count_days
     WHERE period = ? AND segment_id <> '' GROUP BY segment_id, kind
 """
 _STATES = "SELECT series, state FROM surge_series WHERE series IN (SELECT value FROM json_each(?))"
+_SINCE = """
+    SELECT period, segment_id, kind, sum(reports), sum(people) FROM count_days
+    WHERE period >= ? AND segment_id <> '' GROUP BY 1, 2, 3
+"""
 _SAVE = (
     "INSERT INTO surge_series (series, state, updated_at) VALUES (?, ?, ?)"
     " ON CONFLICT (series) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at"
@@ -53,11 +63,48 @@ def detect(
         return {series_key_of(series): state_from_dict(json.loads(state)) for series, state in rows}
 
     changes = detect_days(touched, watch, day_rows=day_rows, states=states)
+    _save(conn, changes, now)
+    return alerts.record_alerts(conn, transitions(changes, at=now), now=now)
+
+
+def advance(conn: sqlite3.Connection, watch: Watch, through: date, *, now: datetime) -> list[Alert]:
+    """Close the quiet days up to ``through`` of the series with an open episode (their
+    episodes may close); the alerts that changed."""
+    rows = conn.execute("SELECT series, state FROM surge_series").fetchall()
+    states = {series_key_of(series): state_from_dict(json.loads(state)) for series, state in rows}
+    changes = advance_open(states, through, watch.params)
+    _save(conn, changes, now)
+    return alerts.record_alerts(conn, transitions(changes, at=now), now=now)
+
+
+def rebuild(conn: sqlite3.Connection, watch: Watch, today: date, *, now: datetime) -> list[Alert]:
+    """Every series replayed from the day counts of the days its state keeps (after a border
+    change: its series are not the old ones); alerts whose episode is gone are closed."""
+    first = today - timedelta(days=KEEP_DAYS - 1)
+    days: dict[date, list[tuple[str, str, int, int]]] = defaultdict(list)
+    start = to_micros(datetime.combine(first, time(), tzinfo=UTC))
+    for period, segment_id, kind, n, people in conn.execute(_SINCE, (start,)):
+        days[from_micros(period).date()].append((segment_id, kind, int(n), int(people)))
+    changes = replay_all(days, watch, first_day=first, last_day=today)
+    conn.execute("DELETE FROM surge_series")
+    _save(conn, changes, now)
+    opened: list[Alert] = []
+    query = AlertQuery(state=AlertState.OPEN, limit=1000)
+    while True:
+        page = alerts.list_alerts(conn, query=query)
+        opened += page.alerts
+        if page.next_key is None:
+            break
+        query = replace(query, after=page.next_key)
+    closing = close_orphans(opened, changes, day=today, at=now)
+    return alerts.record_alerts(conn, transitions(changes, at=now) + closing, now=now)
+
+
+def _save(conn: sqlite3.Connection, changes: list[SeriesChange], at: datetime) -> None:
     conn.executemany(
         _SAVE,
         [
-            (series_key_text(c.key), json.dumps(state_to_dict(c.state)), to_micros(now))
+            (series_key_text(c.key), json.dumps(state_to_dict(c.state)), to_micros(at))
             for c in changes
         ],
     )
-    return alerts.record_alerts(conn, transitions(changes, at=now), now=now)
