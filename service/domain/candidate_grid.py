@@ -27,14 +27,14 @@ if TYPE_CHECKING:
     from service.domain.segments import SegmentIndex
 
 # The candidate grid (see CandidateGrid), tuned on the bundled border with bench/snapping.py
-# (--side-by-side; docs/border-data.md): about 0.7 s of CPU to build for its 52,826 vertices; 9-10
+# (--side-by-side; docs/border-data.md): about 0.5 s of CPU to build for its 52,826 vertices; 9-10
 # edges per point in cells that list edges; in the fifth of the points whose cells list chains
-# (near the Rio Grande) about 7 chains and then 33 edges. Those cells are split one level
-# deeper than the others (CHAINED_MAX_DEPTH) and on a smaller gain, counted in edges
-# (CHAINED_SPLIT_GAIN): a cell a kilometre from a winding river keeps chains for several
-# kilometres of it (its candidates span D + 2h), and a quarter keeps markedly fewer. Deeper still,
-# or shorter chains, snap faster again but cost start-up time: at depth 5, or with 400 m chains,
-# the build takes well over a second.
+# (near the Rio Grande) about 12 chains and then 34 edges. Cells whose chains hold many edges
+# split on a smaller gain, counted in edges (CHAINED_SPLIT_GAIN): a cell a kilometre from a
+# winding river keeps chains for kilometres of it (its candidates span D + 2h), and a quarter
+# keeps markedly fewer. Deeper grids there (4 or 5) and shorter chains (400 m) snap the river's
+# points faster again, but no more than 0.01-0.04 of the old border's rate, for 0.3-0.8 s more
+# of start-up; other list limits did not help.
 GRID_CELL_DEG = 0.1
 GRID_REACH_M = 10_000.0
 GRID_MAX_DEPTH = 3
@@ -45,9 +45,8 @@ LEAF_MAX_LISTED = 256  # longer lists (of chains) are left to the STRtree path
 # does one with up to LEAF_DIRECT_MAX_EDGES where its chains are mostly single edges.
 LEAF_DIRECT_EDGES = 24
 LEAF_DIRECT_MAX_EDGES = 64
-# A cell whose chains hold more than LEAF_DIRECT_EDGES edges may split down to this depth, and
-# does where a quarter keeps at most this share of its edges (or SPLIT_MIN_GAIN of its chains).
-CHAINED_MAX_DEPTH = 4
+# A cell whose chains hold more than LEAF_DIRECT_EDGES edges also splits where a quarter keeps at
+# most this share of its edges.
 CHAINED_SPLIT_GAIN = 0.8
 CELL_SLACK_M = 1.0
 PAIR_BLOCK = 1 << 16  # (node, chain) pairs measured at once while building
@@ -66,8 +65,8 @@ class CandidateGrid:
 
     Square lon/lat cells of GRID_CELL_DEG cover every place within GRID_REACH_M of an edge; a cell
     with more than LEAF_MAX_EDGES candidate chains (domain.chains) splits into quarters (SW, SE,
-    NW, NE) where that pays, down to GRID_MAX_DEPTH, or CHAINED_MAX_DEPTH where its chains hold
-    many edges. A leaf lists, in edge order, every chain
+    NW, NE) where that pays (SPLIT_MIN_GAIN, or CHAINED_SPLIT_GAIN where its chains hold many
+    edges), down to GRID_MAX_DEPTH. A leaf lists, in edge order, every chain
     with an edge that can be geodesically nearest to some point of its box (and a few more: the
     test is a bound), unless there are more than LEAF_MAX_LISTED; then its lists are empty and
     snapping asks the STRtree. A leaf whose chains hold few edges (LEAF_DIRECT_EDGES) lists
@@ -339,9 +338,7 @@ class _Level:
         width = np.bincount(
             pair_node, weights=index.chains.count[pair_chain], minlength=len(west)
         ).astype(np.int64)
-        split = (count > LEAF_MAX_EDGES) & (
-            (depth < GRID_MAX_DEPTH) | ((width > LEAF_DIRECT_EDGES) & (depth < CHAINED_MAX_DEPTH))
-        )
+        split = (count > LEAF_MAX_EDGES) & (depth < GRID_MAX_DEPTH)
         farthest = np.where(usable, rho * least + radius, np.inf)
         return cls(
             west,

@@ -225,10 +225,11 @@ def _nearest_in_block(
     """``_nearest`` for one of ``_blocks``: ``ids`` is (points, edges), ``pad`` marks repeats."""
     kx, ky = metres_per_degree(lat)
     d2, t = index.plane_foot(lon[:, None], lat[:, None], kx=kx[:, None], ky=ky[:, None], edge=ids)
-    d2[pad] = np.inf
+    np.copyto(d2, np.inf, where=pad)
     least = np.sqrt(d2.min(axis=1))
     limit = (least * _own_ratio(lat, ratio, least) + RANK_SLACK_M) ** 2
-    row, col = np.nonzero((d2 <= limit[:, None]) & ~pad)  # row by row, in edge order
+    np.minimum(limit, np.finfo(np.float64).max, out=limit)  # so that no pad is ever below it
+    row, col = np.nonzero(d2 <= limit[:, None])  # row by row, in edge order
     e, t = ids[row, col], t[row, col]
     for _ in range(2):  # the second step starts within metres: micrometres left at 100 km
         t = _converge(index, lon[row], lat[row], e, t)
@@ -240,15 +241,19 @@ def _nearest_in_block(
         & (t[:-1] == 1.0)
         & (index.next_edge[e[:-1]] == e[1:])
     )
-    row, col, e, t = row[~again], col[~again], e[~again], t[~again]
+    row, e, t = row[~again], e[~again], t[~again]
     _, _, exact = GEOD.inv(lon[row], lat[row], *_on_edge(index, e, t))
-    measured = np.full(ids.shape, np.inf)
-    measured[row, col] = exact
-    feet = np.zeros(ids.shape)
-    feet[row, col] = t
-    best = measured.argmin(axis=1)  # the first least: ties go to the lowest edge index
-    every = np.arange(len(ids))
-    return ids[every, best], measured[every, best], feet[every, best]
+    edge = np.full(len(ids), -1, dtype=np.int64)
+    dist = np.full(len(ids), np.inf)
+    foot = np.zeros(len(ids))
+    if len(row):
+        first = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
+        least_exact = np.minimum.reduceat(exact, first)
+        best = np.flatnonzero(exact == np.repeat(least_exact, np.diff(np.r_[first, len(row)])))
+        # The first least of each row: ties go to the lowest edge index.
+        best = best[np.r_[True, row[best][1:] != row[best][:-1]]]
+        edge[row[best]], dist[row[best]], foot[row[best]] = e[best], exact[best], t[best]
+    return edge, dist, foot
 
 
 def _own_ratio(lat: FloatArray, ratio: FloatArray, least_m: FloatArray) -> FloatArray:
