@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from service.domain.segments import SegmentIndex
 
 # The candidate grid (see CandidateGrid), tuned on the bundled border with bench/snapping.py
-# (--side-by-side; docs/border-data.md): about 0.5 s of CPU to build for its 52,826 vertices; 9-10
+# (--side-by-side; docs/border-data.md): 0.5-0.7 s of CPU to build for its 52,826 vertices; 9-10
 # edges per point in cells that list edges; in the fifth of the points whose cells list chains
 # (near the Rio Grande) about 12 chains and then 34 edges. Cells whose chains hold many edges
 # split on a smaller gain, counted in edges (CHAINED_SPLIT_GAIN): a cell a kilometre from a
