@@ -157,9 +157,7 @@ class CandidateGrid:
             # Split nodes, and leaves too crowded to be worth listing, get empty slices. A leaf
             # lists its edges when they are few, else its chains.
             listed = ~level.split & (level.count <= LEAF_MAX_LISTED)
-            width = np.bincount(
-                level.pair_node, weights=chains.count[level.pair_chain], minlength=len(listed)
-            ).astype(np.int64)
+            width = level.width
             # Sorting out chains first pays where they hold several edges each.
             few = (width <= LEAF_DIRECT_EDGES) | (width <= LEAF_DIRECT_MAX_EDGES) & (
                 width <= 2 * level.count
