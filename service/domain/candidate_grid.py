@@ -27,11 +27,14 @@ if TYPE_CHECKING:
     from service.domain.segments import SegmentIndex
 
 # The candidate grid (see CandidateGrid), tuned on the bundled border with bench/snapping.py
-# (--side-by-side; docs/border-data.md): about 0.5 s of CPU to build for its 52,826 vertices; 9-10
-# edges per point in cells that list edges, about 26 chains and then 17 edges in the fifth of the
-# points whose cells list chains (near the Rio Grande). Deeper grids, longer or shorter chains and
-# other list limits did not snap faster (where edges are dense, a cell's candidates span the
-# cell's whole width), and build time and memory grow fast with depth.
+# (--side-by-side; docs/border-data.md): 0.5-0.7 s of CPU to build for its 52,826 vertices; 9-10
+# edges per point in cells that list edges; in the fifth of the points whose cells list chains
+# (near the Rio Grande) about 12 chains and then 34 edges. Cells whose chains hold many edges
+# split on a smaller gain, counted in edges (CHAINED_SPLIT_GAIN): a cell a kilometre from a
+# winding river keeps chains for kilometres of it (its candidates span D + 2h), and a quarter
+# keeps markedly fewer. Deeper grids there (4 or 5) and shorter chains (400 m) snap the river's
+# points faster again, but no more than 0.01-0.04 of the old border's rate, for 0.3-0.8 s more
+# of start-up; other list limits did not help.
 GRID_CELL_DEG = 0.1
 GRID_REACH_M = 10_000.0
 GRID_MAX_DEPTH = 3
@@ -42,6 +45,9 @@ LEAF_MAX_LISTED = 256  # longer lists (of chains) are left to the STRtree path
 # does one with up to LEAF_DIRECT_MAX_EDGES where its chains are mostly single edges.
 LEAF_DIRECT_EDGES = 24
 LEAF_DIRECT_MAX_EDGES = 64
+# A cell whose chains hold more than LEAF_DIRECT_EDGES edges also splits where a quarter keeps at
+# most this share of its edges.
+CHAINED_SPLIT_GAIN = 0.8
 CELL_SLACK_M = 1.0
 PAIR_BLOCK = 1 << 16  # (node, chain) pairs measured at once while building
 
@@ -59,7 +65,8 @@ class CandidateGrid:
 
     Square lon/lat cells of GRID_CELL_DEG cover every place within GRID_REACH_M of an edge; a cell
     with more than LEAF_MAX_EDGES candidate chains (domain.chains) splits into quarters (SW, SE,
-    NW, NE) where that pays, down to GRID_MAX_DEPTH. A leaf lists, in edge order, every chain
+    NW, NE) where that pays (SPLIT_MIN_GAIN, or CHAINED_SPLIT_GAIN where its chains hold many
+    edges), down to GRID_MAX_DEPTH. A leaf lists, in edge order, every chain
     with an edge that can be geodesically nearest to some point of its box (and a few more: the
     test is a bound), unless there are more than LEAF_MAX_LISTED; then its lists are empty and
     snapping asks the STRtree. A leaf whose chains hold few edges (LEAF_DIRECT_EDGES) lists
@@ -120,6 +127,9 @@ class CandidateGrid:
             # them and splitting would only multiply the lists.
             fewest = quarters.count.reshape(-1, 4).min(axis=1)
             worth = fewest <= SPLIT_MIN_GAIN * level.count[level.split]
+            fewest_edges = quarters.width.reshape(-1, 4).min(axis=1)
+            crowded = level.width[level.split] > LEAF_DIRECT_EDGES
+            worth |= crowded & (fewest_edges <= CHAINED_SPLIT_GAIN * level.width[level.split])
             levels.append(level.with_split(worth))
             level = quarters.of_parents(worth)
         levels.append(level)
@@ -147,9 +157,7 @@ class CandidateGrid:
             # Split nodes, and leaves too crowded to be worth listing, get empty slices. A leaf
             # lists its edges when they are few, else its chains.
             listed = ~level.split & (level.count <= LEAF_MAX_LISTED)
-            width = np.bincount(
-                level.pair_node, weights=chains.count[level.pair_chain], minlength=len(listed)
-            ).astype(np.int64)
+            width = level.width
             # Sorting out chains first pays where they hold several edges each.
             few = (width <= LEAF_DIRECT_EDGES) | (width <= LEAF_DIRECT_MAX_EDGES) & (
                 width <= 2 * level.count
@@ -284,6 +292,7 @@ class _Level:
     pair_node: IntArray
     pair_chain: IntArray
     count: IntArray
+    width: IntArray  # edges of the node's chains
     split: npt.NDArray[np.bool_]
     rank_ratio: FloatArray
 
@@ -319,10 +328,14 @@ class _Level:
         rho = scale_spread(clat - band_m / MIN_M_PER_DEG_LAT, clat + band_m / MIN_M_PER_DEG_LAT)
         usable = rho <= MAX_SPREAD  # then band_m covers D + 2h, as the bound needs
         rho = np.where(usable, rho, 1.0)
-        lower = np.minimum(nearest, (rho * band_m)[pair_node]) / rho[pair_node]
-        keep = ~usable[pair_node] | (lower <= (rho * least + 2 * radius)[pair_node])
+        # min(l, rho * band_m) / rho <= rho * least + 2h, i.e. l <= rho * (rho * least + 2h): the
+        # other term, band_m, always exceeds rho * least + 2h.
+        keep = nearest <= np.where(usable, rho * (rho * least + 2 * radius), np.inf)[pair_node]
         pair_node, pair_chain = pair_node[keep], pair_chain[keep]
         count = np.bincount(pair_node, minlength=len(west))
+        width = np.bincount(
+            pair_node, weights=index.chains.count[pair_chain], minlength=len(west)
+        ).astype(np.int64)
         split = (count > LEAF_MAX_EDGES) & (depth < GRID_MAX_DEPTH)
         farthest = np.where(usable, rho * least + radius, np.inf)
         return cls(
@@ -332,6 +345,7 @@ class _Level:
             pair_node,
             pair_chain,
             count,
+            width,
             split,
             rank_ratio(south, south + size, reach_m=farthest),
         )
@@ -355,6 +369,7 @@ class _Level:
             pair_node=renumber[self.pair_node[pairs]],
             pair_chain=self.pair_chain[pairs],
             count=self.count[kept],
+            width=self.width[kept],
             split=self.split[kept],
             rank_ratio=self.rank_ratio[kept],
         )

@@ -5,7 +5,11 @@ has dozens of edges about equally near, and listing each one costs the grid and 
 chain stands for up to CHAIN_SPAN_M of such edges by its chord (first vertex to last) and a
 tolerance: every point of its edges lies within ``eps_m`` of the chord, in any local plane. So
 for a point at planar distance P from the chord, every edge of the chain is at least P - eps_m
-away, and some point of the chain (a chord end, which is a vertex) is at most ``upper`` away.
+away. The converse holds too: every point of the chord is within ``eps_m`` of some point of the
+chain (the chain runs from one end of the chord to the other, so its projection on the chord's
+line covers the chord; a point of the chain that projects to a point Q of the chord is at its
+distance from the chord, at most the tolerance, from Q). So some point of the chain is at most
+``upper`` = min(P + eps_m, distance to the nearer chord end, a vertex) away.
 An edge longer than CHAIN_EDGE_MAX_M is a chain of its own, measured exactly (eps 0).
 """
 
@@ -102,7 +106,9 @@ class Chains:
         x1 = x0 + self.dlon[chain] * kx
         y1 = y0 + self.dlat[chain] * ky
         to_end = np.sqrt(np.minimum(x0 * x0 + y0 * y0, x1 * x1 + y1 * y1))
-        upper = np.where(self.single[chain], planar, to_end)
+        # Every point of the chord, its nearest to the point among them, is within eps_m of some
+        # point of the chain (see the class docstring), and so is each end: a vertex.
+        upper = np.where(self.single[chain], planar, np.minimum(to_end, planar + self.eps_m[chain]))
         return lower, upper
 
 

@@ -13,11 +13,12 @@ or edges:
    longitude is 0.66 of a degree of latitude.
 2. Ranking. Each point measures its candidates in its own local plane (see geodesy), which is affine
    in lon/lat, so edges stay straight; only candidates within the plane's proven error of the
-   planar best survive.
+   planar best survive, that error bounded for the point's own distance from the line.
 3. Measuring. Survivors (about one per point) get their foot moved by two Gauss-Newton steps that
-   allow for the convergence of the meridians, then the exact distance with pyproj ``Geod.inv``;
-   the least wins, ties to the lowest edge index, so that no result depends on the order of
-   points. The property tests compare this with a brute-force search: micrometres at 100 km.
+   allow for the convergence of the meridians, then the exact distance with pyproj ``Geod.inv``
+   (once for two edges whose feet both end at the vertex they share); the least wins, ties to the
+   lowest edge index, so that no result depends on the order of points. The property tests
+   compare this with a brute-force search: micrometres at 100 km.
 
 Checked exact to micrometres up to 85 degrees of latitude (millimetres at 88); no land border
 comes near that (the northernmost is at 70 N). No wrap at the antimeridian, which none crosses.
@@ -25,6 +26,7 @@ comes near that (the northernmost is at 70 N). No wrap at the antimeridian, whic
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,16 +125,13 @@ def _chain_candidates(
     ratio = grid.rank_ratio[leaf]
     kept_point: list[IntArray] = []
     kept_chain: list[IntArray] = []
-    by_count = np.argsort(count, kind="stable")
-    for rows in np.split(by_count, np.flatnonzero(np.diff(count[by_count])) + 1):
-        if not len(rows):
-            continue
-        ids = grid.chains[start[rows][:, None] + np.arange(int(count[rows[0]]))]
+    for rows, ids, pad in _blocks(start, count, grid.chains):
         kx, ky = metres_per_degree(lat[rows])
         lower, upper = chains.bounds(lon[rows][:, None], lat[rows][:, None], kx=kx[:, None],
                                      ky=ky[:, None], chain=ids)  # fmt: skip
+        upper[pad] = np.inf
         limit = upper.min(axis=1) * ratio[rows] + RANK_SLACK_M
-        row, col = np.nonzero(lower <= limit[:, None])  # row by row, in chain order
+        row, col = np.nonzero((lower <= limit[:, None]) & ~pad)  # row by row, in chain order
         kept_point.append(rows[row])
         kept_chain.append(ids[row, col])
     point = np.concatenate(kept_point) if kept_point else np.zeros(0, dtype=np.int64)
@@ -177,44 +176,99 @@ def _nearest(
 ) -> tuple[IntArray, FloatArray, FloatArray]:
     """(edge, geodesic distance, foot t) of each point's nearest candidate; -1/NaN without one.
 
-    Points are taken in blocks with equal numbers of candidates, so that each block is a plain
-    (points x candidates) array: per-point values broadcast instead of being copied per pair.
+    Points are taken in blocks of about equal numbers of candidates (``_blocks``), so that each
+    block is a plain (points x candidates) array: per-point values broadcast instead of being
+    copied per pair.
     """
     edge = np.full(len(lon), -1, dtype=np.int64)
     dist = np.full(len(lon), np.inf)
     foot = np.zeros(len(lon))
-    by_count = np.argsort(found.count, kind="stable")
-    bounds = np.flatnonzero(np.diff(found.count[by_count])) + 1
-    for rows in np.split(by_count, bounds):
-        width = int(found.count[rows[0]]) if len(rows) else 0
-        if width == 0:  # no points, or points no edge is near enough to be a candidate
-            continue
-        ids = found.edges[found.start[rows][:, None] + np.arange(width)]
-        e, d, t = _nearest_in_block(index, lon[rows], lat[rows], ids, found.ratio[rows])
+    for rows, ids, pad in _blocks(found.start, found.count, found.edges):
+        e, d, t = _nearest_in_block(index, lon[rows], lat[rows], ids, pad, found.ratio[rows])
         edge[rows], dist[rows], foot[rows] = e, d, t
     dist[edge < 0] = np.nan
     return edge, dist, foot
 
 
+def _blocks(
+    start: IntArray, count: IntArray, items: IntArray
+) -> Iterator[tuple[IntArray, IntArray, npt.NDArray[np.bool_]]]:
+    """(rows, items, pad) for groups of rows whose lists ``items[start:start + count]`` are
+    about as long: ``items`` is (rows, width), each row's list padded to the group's width with
+    whatever follows it, ``pad`` True there (callers must leave those out). Rows with empty
+    lists are left out.
+
+    Widths go 1..8, then in steps of an eighth to a quarter of a power of two (10, 12, 14, 16,
+    20, ...), so a pad adds at most a quarter to a row and there are a few dozen groups at most:
+    with one group per exact length, a dense river line's hundreds of lengths cost more in
+    numpy's per-call overhead than the arithmetic.
+    """
+    step = np.left_shift(1, np.maximum(np.log2(np.maximum(count - 1, 1)).astype(np.int64) - 2, 0))
+    width = -(-count // step) * step
+    by_width = np.argsort(width, kind="stable")
+    for rows in np.split(by_width, np.flatnonzero(np.diff(width[by_width])) + 1):
+        if not len(rows) or width[rows[0]] == 0:
+            continue
+        column = np.arange(int(width[rows[0]]))
+        at = start[rows][:, None] + column
+        np.minimum(at, len(items) - 1, out=at)
+        yield rows, items[at], column >= count[rows][:, None]
+
+
 def _nearest_in_block(
-    index: SegmentIndex, lon: FloatArray, lat: FloatArray, ids: IntArray, ratio: FloatArray
+    index: SegmentIndex,
+    lon: FloatArray,
+    lat: FloatArray,
+    ids: IntArray,
+    pad: npt.NDArray[np.bool_],
+    ratio: FloatArray,
 ) -> tuple[IntArray, FloatArray, FloatArray]:
-    """``_nearest`` for points with the same number of candidates: ``ids`` is (points, edges)."""
+    """``_nearest`` for one of ``_blocks``: ``ids`` is (points, edges), ``pad`` its padding."""
     kx, ky = metres_per_degree(lat)
     d2, t = index.plane_foot(lon[:, None], lat[:, None], kx=kx[:, None], ky=ky[:, None], edge=ids)
-    limit = (np.sqrt(d2.min(axis=1)) * ratio + RANK_SLACK_M) ** 2
+    np.copyto(d2, np.inf, where=pad)
+    least = np.sqrt(d2.min(axis=1))
+    limit = (least * _own_ratio(lat, ratio, least) + RANK_SLACK_M) ** 2
+    np.minimum(limit, np.finfo(np.float64).max, out=limit)  # so that no pad is ever below it
     row, col = np.nonzero(d2 <= limit[:, None])  # row by row, in edge order
     e, t = ids[row, col], t[row, col]
     for _ in range(2):  # the second step starts within metres: micrometres left at 100 km
         t = _converge(index, lon[row], lat[row], e, t)
+    # Two edges' feet at the vertex they share are one point: measure it once, on the first.
+    again = np.zeros(len(row), dtype=bool)
+    again[1:] = (
+        (row[1:] == row[:-1])
+        & (t[1:] == 0.0)
+        & (t[:-1] == 1.0)
+        & (index.next_edge[e[:-1]] == e[1:])
+    )
+    row, e, t = row[~again], e[~again], t[~again]
     _, _, exact = GEOD.inv(lon[row], lat[row], *_on_edge(index, e, t))
-    measured = np.full(ids.shape, np.inf)
-    measured[row, col] = exact
-    feet = np.zeros(ids.shape)
-    feet[row, col] = t
-    best = measured.argmin(axis=1)  # the first least: ties go to the lowest edge index
-    every = np.arange(len(ids))
-    return ids[every, best], measured[every, best], feet[every, best]
+    edge = np.full(len(ids), -1, dtype=np.int64)
+    dist = np.full(len(ids), np.inf)
+    foot = np.zeros(len(ids))
+    if len(row):
+        first = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
+        least_exact = np.minimum.reduceat(exact, first)
+        best = np.flatnonzero(exact == np.repeat(least_exact, np.diff(np.r_[first, len(row)])))
+        # The first least of each row: ties go to the lowest edge index.
+        best = best[np.r_[True, row[best][1:] != row[best][:-1]]]
+        edge[row[best]], dist[row[best]], foot[row[best]] = e[best], exact[best], t[best]
+    return edge, dist, foot
+
+
+def _own_ratio(lat: FloatArray, ratio: FloatArray, least_m: FloatArray) -> FloatArray:
+    """``ratio`` (geodesy.rank_ratio for wherever each point may be) narrowed to the point itself.
+
+    With ``ratio`` = rho ** 2, the point's distance to the border is at most rho times its least
+    planar distance to it, ``least_m`` or anything above it (rank_ratio's argument); rank_ratio
+    over the point's own latitude with that reach is then as valid, and much tighter for a point
+    a kilometre from the line than for the farthest point of its leaf.
+    """
+    with np.errstate(invalid="ignore"):  # inf where the leaf's ratio is
+        reach = np.sqrt(ratio) * least_m + RANK_SLACK_M
+        own: FloatArray = np.minimum(ratio, rank_ratio(lat, lat, reach_m=reach))
+    return own
 
 
 def _converge(

@@ -244,3 +244,21 @@ def test_every_point_of_a_chain_is_within_its_tolerance_of_its_chord(data: st.Da
         line=np.array([c]),
     )
     assert math.sqrt(float(d2[0])) <= chains.eps_m[c] + 1e-6
+
+
+@CHEAP
+@given(st.data())
+def test_every_point_of_a_chord_is_within_its_tolerance_of_its_chain(data: st.DataObject) -> None:
+    # The converse, which makes a chain's upper bound (Chains.bounds) the distance to its chord
+    # plus its tolerance: the chain runs from one end of its chord to the other.
+    index = bundled.index()
+    chains = index.chains
+    c = data.draw(st.integers(0, len(chains) - 1))
+    t = data.draw(st.floats(0.0, 1.0))
+    lat0 = data.draw(st.floats(-80.0, 80.0))
+    x = chains.ax[c] + t * chains.dlon[c]
+    y = chains.ay[c] + t * chains.dlat[c]
+    edges = np.arange(int(chains.first[c]), int(chains.first[c] + chains.count[c]))
+    kx, ky = metres_per_degree(np.array([lat0]))
+    d2, _ = index.plane_foot(np.array([x]), np.array([y]), kx=kx, ky=ky, edge=edges)
+    assert math.sqrt(float(d2.min())) <= chains.eps_m[c] + 1e-6
