@@ -156,3 +156,46 @@ def test_more_series_or_a_smaller_budget_never_lower_the_threshold(
     ):
         assert more.threshold >= params.threshold
         assert more.quiet_threshold >= params.quiet_threshold
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    days=st.lists(st.integers(0, 400), min_size=1, max_size=30, unique=True),
+    counts=st.lists(st.integers(1, 9), min_size=30, max_size=30),
+)
+def test_gaps_longer_than_the_kept_days_end_as_a_day_by_day_run(
+    days: list[int], counts: list[int]
+) -> None:
+    # Found by bench/surge_cost.py on realistic data: a series quiet for more than the 119 days
+    # it keeps failed on its next report (the re-run started before the counts it held).
+    by_day = {d: c for d, c in zip(sorted(days), counts, strict=False)}
+    state = None
+    for day in sorted(by_day):
+        state, _ = observe(state, day=FIRST + timedelta(days=day), count=by_day[day], params=PARAMS)
+    assert state is not None
+    first = min(by_day)
+    full = [by_day.get(d, 0) for d in range(first, max(by_day) + 1)]
+    replayed, _ = replay(first_day=FIRST + timedelta(days=first), counts=full, params=PARAMS)
+    assert state.counts == replayed.counts
+    assert state.days[1:] == replayed.days[1:]  # days[0] is the anchor the horizon starts from
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    days=st.lists(st.integers(0, 400), min_size=1, max_size=30),
+    counts=st.lists(st.integers(0, 9), min_size=30, max_size=30),
+)
+def test_any_arrival_order_of_whole_day_counts_is_taken(days: list[int], counts: list[int]) -> None:
+    """Late reports in any order (a phone offline for months): each day's whole count is taken,
+    whatever came before; nothing fails, and the last count given for a day is the one kept."""
+    state = None
+    last: dict[int, int] = {}
+    for day, count in zip(days, counts, strict=False):
+        state, _ = observe(state, day=FIRST + timedelta(days=day), count=count, params=PARAMS)
+        last[day] = count
+    assert state is not None
+    ring_start = state.last_day - timedelta(days=len(state.counts) - 1)
+    for day, count in last.items():
+        at = (FIRST + timedelta(days=day) - ring_start).days
+        if 0 <= at < len(state.counts) and FIRST + timedelta(days=day) >= state.first_day:
+            assert state.counts[at] == count

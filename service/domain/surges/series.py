@@ -11,7 +11,7 @@ re-run from the horizon's start; what was decided before the horizon stays as it
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from typing import Any, Final, Literal
@@ -89,6 +89,14 @@ def observe(
         state = SeriesState(first_day=day, last_day=day - timedelta(days=1), counts=(), days=())
     if day < state.first_day:
         return _rebase(state, day=day, count=count, params=params)
+    if day > state.last_day and (day - state.last_day).days > HORIZON_DAYS:
+        # A long quiet spell: close its days with zeros a horizon at a time (as observing each
+        # quiet day would), so that the re-run never starts before the counts it holds.
+        state, quiet = observe(
+            state, day=state.last_day + timedelta(days=HORIZON_DAYS), count=0, params=params
+        )
+        after, events = observe(state, day=day, count=count, params=params)
+        return after, quiet + events
     if day > state.last_day:
         gap = (day - state.last_day).days
         counts = (*state.counts, *([0] * (gap - 1)), count)[-KEEP_DAYS:]
@@ -103,6 +111,64 @@ def observe(
         return state, []
     counts = (*state.counts[:at], count, *state.counts[at + 1 :])
     return _rerun(state, replace(state, counts=counts), start=day, changed=day, params=params)
+
+
+def observe_days(
+    state: SeriesState | None, counts: Mapping[date, int], *, params: SurgeParams
+) -> tuple[SeriesState | None, list[EpisodeEvent]]:
+    """Set several days' whole counts at once: the same state as observing them one by one in day
+    order, with one re-run from the earliest change instead of one per day (a batch of late
+    reports touches many days of a series). The episode changes are the net ones: an episode
+    that a day of the batch would open and a later one withdraw is never told."""
+    if not counts:
+        return state, []
+    if any(c < 0 for c in counts.values()):
+        raise ValueError("a day's count is never negative")
+    ordered = sorted(counts)
+    events: list[EpisodeEvent] = []
+    if state is None:
+        first = ordered[0]
+        state = SeriesState(first_day=first, last_day=first - timedelta(days=1), counts=(), days=())
+    # Days before the series began re-base it, and days after a long quiet spell step through
+    # it: those go one at a time, as observe does them.
+    while ordered and (
+        ordered[0] < state.first_day
+        or (ordered[0] > state.last_day and (ordered[0] - state.last_day).days > HORIZON_DAYS)
+    ):
+        state, new = observe(state, day=ordered[0], count=counts[ordered[0]], params=params)
+        events += new
+        ordered.pop(0)
+    held = [day for day in ordered if day <= state.last_day]
+    if held:  # days the state holds: their counts replaced, one re-run from the earliest
+        ring = list(state.counts)
+        ring_start = state.last_day - timedelta(days=len(ring) - 1)
+        changed: date | None = None
+        for day in held:
+            at = (day - ring_start).days
+            if at >= 0 and ring[at] != counts[day]:  # older than the held counts: ignored
+                ring[at] = counts[day]
+                changed = day if changed is None else min(changed, day)
+        if changed is not None:
+            recounted = replace(state, counts=tuple(ring))
+            state, new = _rerun(state, recounted, start=changed, changed=changed, params=params)
+            events += new
+    later = [day for day in ordered if day > state.last_day]
+    if later and (later[-1] - state.last_day).days > HORIZON_DAYS:
+        for day in later:  # more than a horizon ahead: a step at a time, as observe goes
+            state, new = observe(state, day=day, count=counts[day], params=params)
+            events += new
+        return state, events
+    if later:  # new days (and the quiet ones between): one re-run from the day after the last
+        last = later[-1]
+        ring = [*state.counts, *([0] * (last - state.last_day).days)]
+        ring_start = last - timedelta(days=len(ring) - 1)
+        for day in later:
+            ring[(day - ring_start).days] = counts[day]
+        grown = replace(state, last_day=last, counts=tuple(ring[-KEEP_DAYS:]))
+        begin = state.last_day + timedelta(days=1)
+        state, new = _rerun(state, grown, start=begin, changed=begin, params=params)
+        events += new
+    return state, events
 
 
 def advance(

@@ -30,7 +30,7 @@ from service.domain.surges.series import (
     EpisodeEvent,
     SeriesState,
     advance,
-    observe,
+    observe_days,
     replay,
 )
 
@@ -139,52 +139,36 @@ class SeriesChange:
     events: tuple[EpisodeEvent, ...]
 
 
-def watch_day(
-    day: date,
-    touched: Iterable[SeriesKey],
-    counts: Mapping[SeriesKey, int],
-    states: Mapping[SeriesKey, SeriesState],
-    params: SurgeParams,
-) -> list[SeriesChange]:
-    """Set ``day``'s whole count of each touched series (zero if it has none: a deletion can
-    empty a day); the series whose state changed, with their episode changes, in a fixed order."""
-    changes: list[SeriesChange] = []
-    for key in sorted(set(touched), key=series_key_text):
-        before = states.get(key)
-        after, events = observe(before, day=day, count=counts.get(key, 0), params=params)
-        if after != before:
-            changes.append(SeriesChange(key, after, tuple(events)))
-    return changes
-
-
 def detect_days(
     touched: Mapping[date, set[tuple[str, str]]],
     watch: Watch,
     *,
-    day_rows: Callable[[date], Iterable[tuple[str, str, int, int]]],
+    day_rows: Callable[[list[date]], Mapping[date, Iterable[tuple[str, str, int, int]]]],
     states: Callable[[set[SeriesKey]], Mapping[SeriesKey, SeriesState]],
 ) -> list[SeriesChange]:
     """What counting reports in (or out) of these days and (segment_id, kind) pairs does to the
-    series they count in: each day's whole counts come from ``day_rows`` (segment_id, kind,
-    reports, people), the stored states from ``states``. The days in order, each from the state
-    the one before left; per series, its last state and every episode change on the way."""
-    current: dict[SeriesKey, SeriesState] = {}
-    events: dict[SeriesKey, list[EpisodeEvent]] = {}
-    for day in sorted(touched):
+    series they count in: the days' whole counts come from ``day_rows`` (per day: segment_id,
+    kind, reports, people), the stored states from ``states``. Each series takes all its days
+    at once (observe_days); the series whose state changed, with their episode changes."""
+    days = sorted(touched)
+    rows = day_rows(days)
+    wanted: dict[SeriesKey, dict[date, int]] = {}
+    for day in days:
         keys = series_of(touched[day], watch)
-        if not keys:
-            continue
-        unread = keys - current.keys()
-        if unread:
-            current.update(states(unread))
-        counts = day_counts(day_rows(day), watch)
-        for change in watch_day(day, keys, counts, current, watch.params):
-            current[change.key] = change.state
-            events.setdefault(change.key, []).extend(change.events)
-    return [
-        SeriesChange(key, current[key], tuple(events[key]))
-        for key in sorted(events, key=series_key_text)
-    ]
+        if keys:
+            counts = day_counts(rows.get(day, ()), watch)
+            for key in keys:
+                wanted.setdefault(key, {})[day] = counts.get(key, 0)
+    if not wanted:
+        return []
+    stored = states(set(wanted))
+    changes: list[SeriesChange] = []
+    for key in sorted(wanted, key=series_key_text):
+        before = stored.get(key)
+        after, events = observe_days(before, wanted[key], params=watch.params)
+        if after is not None and after != before:
+            changes.append(SeriesChange(key, after, tuple(events)))
+    return changes
 
 
 def advance_open(

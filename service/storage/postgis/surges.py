@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -35,11 +35,12 @@ from service.domain.surges.watch import (
 from service.storage.postgis import alerts
 from service.storage.postgis.rollups import FOLD_LOCK, live
 
-_DAY = f"""
-    SELECT segment_id, kind, sum(reports)::bigint, sum(people)::bigint
+_DAYS = f"""
+    SELECT (period AT TIME ZONE 'UTC')::date, segment_id, kind, sum(reports)::bigint,
+           sum(people)::bigint
     FROM {live("count_days")} c
-    WHERE period = %(day)s AND segment_id <> ''
-    GROUP BY segment_id, kind
+    WHERE period = ANY(%(days)s) AND segment_id <> ''
+    GROUP BY 1, 2, 3
 """
 _STATES = "SELECT series, state FROM surge_series WHERE series = ANY(%(keys)s)"
 _OPEN_STATES = (
@@ -69,10 +70,12 @@ def detect(
     the alerts (in the caller's transaction); the alerts that changed."""
     now = now or datetime.now(UTC)
 
-    def day_rows(day: date) -> Iterable[tuple[str, str, int, int]]:
-        start = datetime.combine(day, time(), tzinfo=UTC)
-        rows = conn.exec_driver_sql(_DAY, {"day": start}).all()
-        return [(str(s), str(k), int(n), int(p)) for s, k, n, p in rows]
+    def day_rows(days: list[date]) -> dict[date, list[tuple[str, str, int, int]]]:
+        starts = [datetime.combine(day, time(), tzinfo=UTC) for day in days]
+        out: dict[date, list[tuple[str, str, int, int]]] = defaultdict(list)
+        for day, segment_id, kind, n, people in conn.exec_driver_sql(_DAYS, {"days": starts}):
+            out[day].append((str(segment_id), str(kind), int(n), int(people)))
+        return out
 
     def states(keys: set[SeriesKey]) -> dict[SeriesKey, SeriesState]:
         rows = conn.exec_driver_sql(_STATES, {"keys": [series_key_text(k) for k in keys]})

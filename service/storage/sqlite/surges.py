@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -27,9 +27,9 @@ from service.domain.surges.watch import (
 from service.storage.sqlite import alerts
 from service.storage.sqlite.rows import from_micros, to_micros
 
-_DAY = """
-    SELECT segment_id, kind, sum(reports), sum(people) FROM count_days
-    WHERE period = ? AND segment_id <> '' GROUP BY segment_id, kind
+_DAYS = """
+    SELECT period, segment_id, kind, sum(reports), sum(people) FROM count_days
+    WHERE period IN (SELECT value FROM json_each(?)) AND segment_id <> '' GROUP BY 1, 2, 3
 """
 _STATES = "SELECT series, state FROM surge_series WHERE series IN (SELECT value FROM json_each(?))"
 _SINCE = """
@@ -53,9 +53,12 @@ def detect(
     the alerts (in the caller's transaction); the alerts that changed."""
     now = now or datetime.now(UTC)
 
-    def day_rows(day: date) -> Iterable[tuple[str, str, int, int]]:
-        start = to_micros(datetime.combine(day, time(), tzinfo=UTC))
-        return [(s, k, int(n), int(p)) for s, k, n, p in conn.execute(_DAY, (start,))]
+    def day_rows(days: list[date]) -> dict[date, list[tuple[str, str, int, int]]]:
+        starts = json.dumps([to_micros(datetime.combine(day, time(), tzinfo=UTC)) for day in days])
+        out: dict[date, list[tuple[str, str, int, int]]] = defaultdict(list)
+        for period, segment_id, kind, n, people in conn.execute(_DAYS, (starts,)):
+            out[from_micros(period).date()].append((segment_id, kind, int(n), int(people)))
+        return out
 
     def states(keys: set[SeriesKey]) -> dict[SeriesKey, SeriesState]:
         texts = json.dumps([series_key_text(k) for k in keys])
