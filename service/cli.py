@@ -224,9 +224,9 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
 
     from service.api.schemas.pages import parse_time
     from service.api.schemas.reports import report_feature
+    from service.domain.queries import ReportQuery
     from service.progress import Progress
     from service.storage import open_store
-    from service.storage.base import ReportQuery
     from service.usecases.access import record
     from service.usecases.transfer import export_reports
 

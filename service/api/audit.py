@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 from fastapi.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from service.api.deps import StoreDep
 from service.domain.access import AuditEntry, Caller
-from service.storage.base import AccessStore
 from service.usecases.access import audit_entry, record
 
 T = TypeVar("T")
@@ -29,7 +29,7 @@ def entry(request: Request, caller: Caller) -> AuditEntry | None:
     return audit_entry(caller, "reports.read", _detail(request))
 
 
-async def precise_read(request: Request, store: AccessStore, caller: Caller) -> None:
+async def precise_read(request: Request, store: StoreDep, caller: Caller) -> None:
     if caller.sees_everything:
         await run_in_threadpool(record, store, caller, "reports.read", _detail(request))
 
@@ -40,7 +40,7 @@ def detail(request: Request, caller: Caller, *, precise: bool = True) -> dict[st
 
 
 def read_and_record(
-    store: AccessStore, caller: Caller, detail: dict[str, Any] | None, read: Callable[[], T]
+    store: StoreDep, caller: Caller, detail: dict[str, Any] | None, read: Callable[[], T]
 ) -> Callable[[], T]:
     """``read``, then its audit entry (when ``detail``): one function for the thread pool."""
 
@@ -55,7 +55,7 @@ def read_and_record(
 
 async def audited(
     request: Request,
-    store: AccessStore,
+    store: StoreDep,
     caller: Caller,
     read: Callable[[], T],
     *,

@@ -133,3 +133,9 @@ class ClientGone(ServiceError):
 
 class TooCostly(InvalidParameter):
     """A request whose work is over a configured cap; refused before any work is done."""
+
+
+class BorderChanged(Exception):
+    """The stored border is no longer the one the reports were snapped to: nothing was written;
+    load the border again, snap again, and retry. Not a ServiceError: the use case that writes
+    retries it, so it never reaches a caller."""

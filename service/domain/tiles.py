@@ -231,17 +231,17 @@ def point_properties(p: TilePoint) -> dict[str, Any]:
 
 
 def segment_properties(
-    segment: BorderSegment, count: SegmentCount | None, *, min_count: int = 0, hidden: bool = False
+    segment: BorderSegment, count: SegmentCount | None, *, hidden: bool = False
 ) -> dict[str, Any]:
-    """A segment's attributes; a count of 1 to ``min_count`` - 1 reports, or one ``hidden`` by
-    the public release's rule, is left out, with ``suppressed`` set (MVT has no null)."""
+    """A segment's attributes; a count ``hidden`` by the public release's rule is left out, with
+    ``suppressed`` set (MVT has no null)."""
     count = count or SegmentCount(0, 0)
     props: dict[str, Any] = {
         "segment_id": segment.segment_id,
         "border": segment.border,
         "region_pair": str(segment.properties.get("region_pair") or ""),
     }
-    if hidden or 0 < count.reports < min_count:
+    if hidden:
         props["suppressed"] = True
     else:
         props |= {"reports": count.reports, "people": count.people}
@@ -252,6 +252,18 @@ def cluster_centre_px(tile: TileAddress, c: TileCluster) -> tuple[int, int]:
     cells = 1 << (tile.cluster_level - tile.z)
     size = tile.cell_px
     return (c.cx - tile.x * cells) * size + size // 2, (c.cy - tile.y * cells) * size + size // 2
+
+
+@dataclass(frozen=True, slots=True)
+class TileQuery:
+    """One map tile's reports: individual points (within the tile grown by its buffer) when
+    ``points`` and the tile itself holds at most ``max_points`` reports (counted by grid cell),
+    else the tile's cluster cells."""
+
+    tile: TileAddress
+    filter: TileFilter
+    points: bool
+    max_points: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,7 +283,6 @@ class TileContent:
     tile: TileAddress
     segments: tuple[TileSegment, ...]
     reports: TileReports
-    min_count: int = 0  # smaller counts are not shown: cells left out, segment counts suppressed
 
     @property
     def is_empty(self) -> bool:
@@ -331,9 +342,7 @@ def encode_mvt(content: TileContent) -> bytes:
         seg_features.append(
             {
                 "geometry": geom,
-                "properties": segment_properties(
-                    ts.segment, ts.count, min_count=content.min_count, hidden=ts.hidden
-                ),
+                "properties": segment_properties(ts.segment, ts.count, hidden=ts.hidden),
                 "id": ts.fid,
             }
         )
@@ -360,8 +369,6 @@ def _report_features(content: TileContent) -> Iterable[dict[str, Any]]:
                 "id": point_feature_id(p.id),
             }
     for c in content.reports.clusters:
-        if c.reports < content.min_count:
-            continue
         x, y = cluster_centre_px(tile, c)
         yield {
             "geometry": shapely.Point(x, y),
@@ -388,16 +395,12 @@ def geojson_features(content: TileContent) -> list[dict[str, Any]]:
             if len(lines) == 1
             else {"type": "MultiLineString", "coordinates": lines}
         )
-        props = segment_properties(
-            ts.segment, ts.count, min_count=content.min_count, hidden=ts.hidden
-        )
+        props = segment_properties(ts.segment, ts.count, hidden=ts.hidden)
         out.append(_geojson("segments", ts.segment.segment_id, geometry, props))
     for p in content.reports.points:
         point = {"type": "Point", "coordinates": [p.lon, p.lat]}
         out.append(_geojson("reports", str(p.id), point, point_properties(p)))
     for c in content.reports.clusters:
-        if c.reports < content.min_count:
-            continue
         lon, lat = lonlat_of_pixel(tile, *cluster_centre_px(tile, c))
         centre = {"type": "Point", "coordinates": [lon, lat]}
         props = {"count": c.reports, "people": c.people}

@@ -9,9 +9,10 @@ import shapely
 
 from service.domain.access import AuditEntry
 from service.domain.errors import NotFound
+from service.domain.queries import Extent, ReportPage, ReportQuery
 from service.domain.reports import Report
 from service.domain.segments import BorderSegment, SegmentIndex
-from service.storage.base import Extent, ReportPage, ReportQuery, ReportStore
+from service.storage.base import ReportStore
 
 
 class CollectionNotFound(NotFound):

@@ -19,7 +19,7 @@ import pytest
 from fastapi import FastAPI
 
 from service.app import create_app
-from service.storage.base import ReportQuery
+from service.domain.queries import ReportQuery
 from tests.conftest import make_settings
 from tests.factories import report_body
 

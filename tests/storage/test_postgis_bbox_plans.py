@@ -25,9 +25,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Connection, Row, text
 
+from service.domain.queries import PageKey, ReportQuery
 from service.domain.reports import BEYOND, Report, ReportDraft
 from service.settings import Settings
-from service.storage.base import PageKey, ReportQuery
 from service.storage.postgis import pages
 from service.storage.postgis.store import PostgisStore
 from tests.conftest import fresh_postgis_database

@@ -195,8 +195,8 @@ async def test_a_page_read_on_the_replica_is_audited_on_the_primary(cluster: Rep
 
 
 def test_a_read_database_that_is_not_a_standby_is_not_read(cluster: Replicated) -> None:
+    from service.domain.queries import ReportQuery
     from service.storage import open_store
-    from service.storage.base import ReportQuery
 
     url = cluster.primary.url(cluster.dbname)
     store = open_store(Settings(database_url=url, read_database_url=url))

@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.domain.errors import StoreUnavailable
+from service.domain.queries import PageKey, ReportQuery
 from service.domain.reports import (
     BEYOND,
     IngestOutcome,
@@ -28,7 +29,6 @@ from service.domain.reports import (
     SnapResult,
     SnapStatus,
 )
-from service.storage.base import PageKey, ReportQuery
 from service.storage.sqlite import SqliteStore
 from service.storage.sqlite import reports as report_queries
 

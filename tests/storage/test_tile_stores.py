@@ -32,13 +32,14 @@ from service.domain.tiles import (
     GRID_LEVEL,
     ROLLUP_LEVELS,
     TileFilter,
+    TileQuery,
     encode_mvt,
     grid_cell,
     tile_address,
 )
 from service.settings import Settings
 from service.storage import open_store
-from service.storage.base import Store, TileQuery
+from service.storage.base import Store
 from service.storage.postgis.rollups import PENDING, ROLLUP_TABLES
 from service.storage.postgis.store import PostgisStore
 from service.usecases.segments import ensure_segments

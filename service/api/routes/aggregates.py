@@ -19,7 +19,6 @@ from service.api.schemas import aggregates as wire
 from service.domain.access import Caller
 from service.domain.segments import SegmentIndex
 from service.settings import Settings
-from service.storage.base import Store
 from service.usecases.aggregates import Aggregate, AggregateLimits, AggregateRequest, aggregate
 from service.usecases.public_release import CurrentRelease, PublicAnswer, public_aggregate
 
@@ -28,7 +27,7 @@ async def _answer(
     request: Request,
     req: AggregateRequest,
     *,
-    store: Store,
+    store: StoreDep,
     release: CurrentRelease,
     index: SegmentIndex,
     settings: Settings,
@@ -44,7 +43,11 @@ async def _answer(
 
 
 async def _exact(
-    request: Request, store: Store, index: SegmentIndex, req: AggregateRequest, settings: Settings
+    request: Request,
+    store: StoreDep,
+    index: SegmentIndex,
+    req: AggregateRequest,
+    settings: Settings,
 ) -> Aggregate:
     """The exact aggregate, refused before any work when it asks for more than the caps, and
     stopped (its statement cancelled) if the client goes away; audited like any precise read

@@ -35,7 +35,6 @@ from service.domain.errors import MalformedBody
 from service.domain.reports import IngestOutcome
 from service.domain.segments import SegmentIndex
 from service.settings import Settings
-from service.storage.base import Store
 from service.usecases.query_reports import get_report, list_reports
 from service.usecases.submit_reports import ItemOutcome, check_batch_size, submit_batch
 
@@ -64,7 +63,7 @@ async def create_report(
 
 
 async def submit_single(
-    request: Request, store: Store, index: SegmentIndex, settings: Settings, *, location: str
+    request: Request, store: StoreDep, index: SegmentIndex, settings: Settings, *, location: str
 ) -> Response:
     """One report from the body, stored exactly once: 201 created, 200 replay, or a problem.
     ``location`` is the URL template of the stored report (``{id}`` is filled in)."""

@@ -19,8 +19,8 @@ from service.domain import tiles
 from service.domain.access import Caller
 from service.domain.errors import FieldError, InvalidParameter
 from service.domain.segments import SegmentIndex
+from service.domain.tiles import TileQuery
 from service.settings import Settings
-from service.storage.base import Store, TileQuery
 from service.usecases import tiles as usecase
 from service.usecases.public_release import CurrentRelease, public_tile
 
@@ -72,7 +72,7 @@ def _content(
     query: TileQuery,
     *,
     precise: bool,
-    store: Store,
+    store: StoreDep,
     release: CurrentRelease,
     index: SegmentIndex,
     settings: Settings,
@@ -88,7 +88,7 @@ def _mvt(
     query: TileQuery,
     *,
     precise: bool,
-    store: Store,
+    store: StoreDep,
     release: CurrentRelease,
     index: SegmentIndex,
     settings: Settings,
@@ -106,7 +106,7 @@ async def _read(
     query: TileQuery,
     request: Request,
     *,
-    store: Store,
+    store: StoreDep,
     release: CurrentRelease,
     index: SegmentIndex,
 ) -> T:

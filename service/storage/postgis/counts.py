@@ -16,12 +16,12 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from service.domain.aggregation import period_end
+from service.domain.aggregation import COUNT_KEYS, CountQuery, CountRow, period_end
 from service.domain.cells import CellBlock, cells_inside
 from service.domain.tiles import GRID_LEVEL
-from service.storage.base import COUNT_KEYS, CountQuery, CountRow, rows_of
 from service.storage.cancel import cancellable
 from service.storage.postgis.rollups import ALL_KINDS, CELL_DAYS_LEVEL, live
+from service.storage.rows import rows_of
 
 _ROLLUP = """
     SELECT v.bucket, v.sign, {columns}, c.reports, c.people

@@ -14,27 +14,20 @@ from psycopg.errors import QueryCanceled
 from sqlalchemy import Connection, Engine, create_engine, exc, text
 
 from service.domain.access import ApiKey, AuditEntry
+from service.domain.aggregation import CountQuery, CountRow
 from service.domain.errors import (
     PoolExhausted,
     SchemaNotCurrent,
     StatementTimeout,
     StoreUnavailable,
 )
+from service.domain.queries import Extent, ReportPage, ReportQuery
 from service.domain.release import ReleaseInfo, ReleaseRow
 from service.domain.reports import IngestResult, Report
 from service.domain.segments import BorderSegment
-from service.domain.tiles import SegmentCount, TileFilter, TileReports
+from service.domain.tiles import SegmentCount, TileFilter, TileQuery, TileReports
 from service.settings import Settings
-from service.storage.base import (
-    CountQuery,
-    CountRow,
-    Extent,
-    OnProgress,
-    ReportPage,
-    ReportQuery,
-    Resnap,
-    TileQuery,
-)
+from service.storage.base import OnProgress, Resnap
 from service.storage.postgis import (
     access,
     border,

@@ -10,8 +10,8 @@ import sqlite3
 from datetime import datetime
 from typing import Any
 
-from service.domain.aggregation import RangePart, period_end
-from service.storage.base import COUNT_KEYS, CountQuery, CountRow, rows_of
+from service.domain.aggregation import COUNT_KEYS, CountQuery, CountRow, RangePart, period_end
+from service.storage.rows import rows_of
 from service.storage.sqlite.rows import from_micros, to_micros
 
 _ROLLUP = """

@@ -10,8 +10,8 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from service.domain.queries import Extent, PageKey, ReportPage, ReportQuery
 from service.domain.reports import IngestOutcome, IngestResult, Report
-from service.storage.base import Extent, PageKey, ReportPage, ReportQuery
 from service.storage.sqlite import filters
 from service.storage.sqlite.rows import (
     REPORT_COLUMNS,

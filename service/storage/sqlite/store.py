@@ -10,21 +10,14 @@ from pathlib import Path
 from uuid import UUID
 
 from service.domain.access import ApiKey, AuditEntry
+from service.domain.aggregation import CountQuery, CountRow
+from service.domain.errors import BorderChanged
+from service.domain.queries import Extent, ReportPage, ReportQuery
 from service.domain.release import ReleaseInfo, ReleaseRow
 from service.domain.reports import IngestResult, Report
 from service.domain.segments import BorderSegment
-from service.domain.tiles import SegmentCount, TileFilter, TileReports
-from service.storage.base import (
-    BorderChanged,
-    CountQuery,
-    CountRow,
-    Extent,
-    OnProgress,
-    ReportPage,
-    ReportQuery,
-    Resnap,
-    TileQuery,
-)
+from service.domain.tiles import SegmentCount, TileFilter, TileQuery, TileReports
+from service.storage.base import OnProgress, Resnap
 from service.storage.cancel import cancellable
 from service.storage.sqlite import access as access_queries
 from service.storage.sqlite import border as border_queries

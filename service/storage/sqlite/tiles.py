@@ -22,10 +22,10 @@ from service.domain.tiles import (
     TileCluster,
     TileFilter,
     TilePoint,
+    TileQuery,
     TileReports,
     grid_cell,
 )
-from service.storage.base import TileQuery
 from service.storage.sqlite.rows import from_micros, to_micros
 
 _IN_BOX = (
