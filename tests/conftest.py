@@ -20,6 +20,7 @@ import psycopg
 import pytest
 from fastapi import FastAPI
 
+from service.api.state import app_state
 from service.app import create_app
 from service.settings import Settings
 from service.storage.postgis.rollups import PENDING, ROLLUP_TABLES
@@ -157,7 +158,7 @@ async def app(store_url: str) -> AsyncIterator[FastAPI]:
     )
     async with application.router.lifespan_context(application):
         application.state.test_keys = {
-            role: make_key(application.state.store, role) for role in KEY_ROLES
+            role: make_key(app_state(application).store, role) for role in KEY_ROLES
         }
         yield application
 

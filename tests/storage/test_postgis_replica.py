@@ -16,6 +16,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from service.api.state import app_state
 from service.app import create_app
 from service.settings import Settings
 from service.storage.postgis.migrations import upgrade
@@ -65,7 +66,7 @@ async def served(
     )
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        keys = {role: make_key(app.state.store, role) for role in ("reporter", "admin")}
+        keys = {role: make_key(app_state(app).store, role) for role in ("reporter", "admin")}
         cluster.wait_replayed()  # the border and the keys, on the replica too
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
@@ -103,9 +104,9 @@ async def test_aggregates_are_read_from_the_replica(cluster: Replicated) -> None
         cluster.wait_replayed()
         cluster.replica.sql("SELECT pg_wal_replay_pause()")
         await _post(client, keys["admin"], 2)  # on the primary only
-        before = app.state.store.replica.reads["replica"]
+        before = app_state(app).store.replica.reads["replica"]
         assert await _total(client, keys["admin"]) == 3  # the replica's figure: lag tolerated
-        assert app.state.store.replica.reads["replica"] > before
+        assert app_state(app).store.replica.reads["replica"] > before
         cluster.replica.sql("SELECT pg_wal_replay_resume()")
         cluster.wait_replayed()
         assert await _total(client, keys["admin"]) == 5
@@ -144,12 +145,12 @@ async def test_own_writes_are_read_from_the_replica_once_it_has_replayed_them(
     cluster: Replicated,
 ) -> None:
     async with served(cluster, read_wait_ms=2000) as (client, app, keys):
-        before = app.state.store.replica.reads["replica"]
+        before = app_state(app).store.replica.reads["replica"]
         for _ in range(3):
             [report_id] = await _post(client, keys["reporter"], 1)
             one = await client.get(f"/v1/reports/{report_id}", headers=_auth(keys["reporter"]))
             assert one.status_code == 200, one.text
-        assert app.state.store.replica.reads["replica"] >= before + 3
+        assert app_state(app).store.replica.reads["replica"] >= before + 3
 
 
 async def test_a_replica_lagging_beyond_the_bound_is_not_read(cluster: Replicated) -> None:
@@ -177,20 +178,20 @@ async def test_a_lost_replica_gives_way_to_the_primary_and_is_read_again_when_ba
         cluster.replica.start()
         cluster.wait_replayed()
         time.sleep(0.6)
-        before = app.state.store.replica.reads["replica"]
+        before = app_state(app).store.replica.reads["replica"]
         assert await _total(client, keys["admin"]) == 3
-        assert app.state.store.replica.reads["replica"] > before
+        assert app_state(app).store.replica.reads["replica"] > before
 
 
 async def test_a_page_read_on_the_replica_is_audited_on_the_primary(cluster: Replicated) -> None:
     async with served(cluster) as (client, app, keys):
         await _post(client, keys["admin"], 1)
         since = datetime.now(UTC)
-        before = app.state.store.replica.reads["replica"]
+        before = app_state(app).store.replica.reads["replica"]
         page = await client.get("/v1/reports?limit=5", headers=_auth(keys["admin"]))
         assert len(page.json()["features"]) == 1
-        assert app.state.store.replica.reads["replica"] == before + 1
-        entries = app.state.store.list_audit(since)
+        assert app_state(app).store.replica.reads["replica"] == before + 1
+        entries = app_state(app).store.list_audit(since)
         assert [(e.action, e.detail["path"]) for e in entries] == [("reports.read", "/v1/reports")]
 
 

@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from service.api import audit
 from service.api.caching import revalidated
-from service.api.deps import IndexDep, ReleaseDep, SettingsDep, StoreDep, get_caller
+from service.api.deps import CallerDep, IndexDep, ReleaseDep, SettingsDep, StoreDep, get_caller
 from service.api.schemas.pages import parse_time
 from service.domain import tiles
 from service.domain.access import Caller
@@ -51,11 +51,6 @@ def _filter(request: Request, settings: Settings) -> tiles.TileFilter:
         kind=params.get("kind"),
     )
     return tiles.check_filter(flt, settings.report_kinds)
-
-
-def _precise(request: Request) -> bool:
-    caller: Caller = request.state.caller
-    return caller.sees_everything
 
 
 def _query(z: int, x: int, y: int, request: Request, settings: Settings) -> TileQuery:
@@ -109,14 +104,14 @@ async def _read(
     store: StoreDep,
     release: CurrentRelease,
     index: SegmentIndex,
+    settings: Settings,
+    caller: Caller,
 ) -> T:
     """The tile made by ``make`` in the thread pool, audited when it places single reports."""
-    precise = _precise(request)
-    settings: Settings = request.app.state.settings
+    precise = caller.sees_everything
     read = functools.partial(
         make, query, precise=precise, store=store, release=release, index=index, settings=settings
     )
-    caller: Caller = request.state.caller
     return await audit.audited(request, store, caller, read, precise=precise and query.points)
 
 
@@ -138,6 +133,7 @@ async def vector_tile(
     release: ReleaseDep,
     index: IndexDep,
     settings: SettingsDep,
+    caller: CallerDep,
     start: _Start = None,
     end: _End = None,
     kind: _Kind = None,
@@ -148,9 +144,18 @@ async def vector_tile(
     too many points). Without one: the segments with the public release's figures (whole days),
     and no reports."""
     query = _query(z, x, y, request, settings)
-    body = await _read(_mvt, query, request, store=store, release=release, index=index)
+    body = await _read(
+        _mvt,
+        query,
+        request,
+        store=store,
+        release=release,
+        index=index,
+        settings=settings,
+        caller=caller,
+    )
     return await revalidated(
-        request, body, MVT, max_age=settings.tile_max_age_s, private=_precise(request)
+        request, body, MVT, max_age=settings.tile_max_age_s, private=caller.sees_everything
     )
 
 
@@ -172,6 +177,7 @@ async def geojson_tile(
     release: ReleaseDep,
     index: IndexDep,
     settings: SettingsDep,
+    caller: CallerDep,
     start: _Start = None,
     end: _End = None,
     kind: _Kind = None,
@@ -180,11 +186,20 @@ async def geojson_tile(
     reports at their own positions, clusters at their cell's centre, lines clipped to the tile
     and its buffer."""
     query = _query(z, x, y, request, settings)
-    content = await _read(_content, query, request, store=store, release=release, index=index)
+    content = await _read(
+        _content,
+        query,
+        request,
+        store=store,
+        release=release,
+        index=index,
+        settings=settings,
+        caller=caller,
+    )
     doc = {"type": "FeatureCollection", "features": tiles.geojson_features(content)}
     body = orjson.dumps(doc) if doc["features"] else b""
     return await revalidated(
-        request, body, GEOJSON, max_age=settings.tile_max_age_s, private=_precise(request)
+        request, body, GEOJSON, max_age=settings.tile_max_age_s, private=caller.sees_everything
     )
 
 
