@@ -23,7 +23,7 @@ import mapbox_vector_tile
 import numpy as np
 import shapely
 
-from service.domain.errors import FieldError, InvalidParameter, NotFound
+from service.domain.errors import FieldError, InvalidParameter, TileNotFound
 from service.domain.segments import BorderSegment, SegmentIndex
 
 MAX_ZOOM = 22
@@ -41,10 +41,6 @@ PURGE_LEVEL = 15
 MAX_LAT = 85.051128779806592  # Web Mercator's edge
 _GRID_SIZE = 1 << GRID_LEVEL
 _EARTH_HALF = math.pi * 6378137.0  # half the Web Mercator world, metres
-
-
-class TileNotFound(NotFound):
-    pass
 
 
 @dataclass(frozen=True, slots=True)

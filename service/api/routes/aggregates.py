@@ -61,11 +61,8 @@ async def _exact(
     )
     return await until_disconnected(
         request,
-        audit.read_and_record(
-            store,
-            caller,
-            audit.detail(request, caller),
-            lambda: aggregate(store, index, req, limits=limits),
+        audit.recorded(
+            store, audit.entry(request, caller), lambda: aggregate(store, index, req, limits=limits)
         ),
     )
 

@@ -27,6 +27,7 @@ from service.api.schemas.common import format_instant
 from service.api.schemas.pages import decode_cursor, encode_cursor
 from service.api.schemas.reports import report_feature
 from service.domain.access import Caller
+from service.domain.errors import CollectionNotFound
 from service.domain.segments import BorderSegment, SegmentIndex
 from service.usecases import features
 from service.usecases.public_release import CurrentRelease, public_extent
@@ -155,9 +156,7 @@ async def _collection_doc(
     request: Request, collection_id: str, store: StoreDep, index: IndexDep, caller: Caller
 ) -> dict[str, Any]:
     if collection_id not in COLLECTIONS:
-        raise features.CollectionNotFound(
-            f"no collection {collection_id!r}; there are: reports, segments"
-        )
+        raise CollectionNotFound(f"no collection {collection_id!r}; there are: reports, segments")
     title, description = COLLECTIONS[collection_id]
     url = f"{_base(request)}/collections/{collection_id}"
     if collection_id == "reports":
@@ -237,9 +236,7 @@ async def collection_schema(collection_id: str, request: Request, index: IndexDe
             url, COLLECTIONS["segments"][0], "LineString", _segment_schema(index)
         )
     else:
-        raise features.CollectionNotFound(
-            f"no collection {collection_id!r}; there are: reports, segments"
-        )
+        raise CollectionNotFound(f"no collection {collection_id!r}; there are: reports, segments")
     # GDAL accepts a schema only as JSON; everyone else is told what it is.
     media = SCHEMA
     return Response(orjson.dumps(doc), media_type=media)
@@ -251,7 +248,7 @@ async def collection_queryables(
 ) -> Response:
     """The properties a `filter` (CQL2) may name, as a JSON Schema (OGC API - Features Part 3)."""
     if collection_id != "reports":
-        raise features.CollectionNotFound(f"no queryables for {collection_id!r}; only reports")
+        raise CollectionNotFound(f"no queryables for {collection_id!r}; only reports")
     url = f"{_base(request)}/collections/reports/queryables"
     doc = cql2.queryables(url, title=COLLECTIONS["reports"][0], kinds=settings.report_kinds,
                           countries=index.countries)  # fmt: skip
@@ -319,9 +316,7 @@ async def segment_items(
 
 @router.get("/collections/{collection_id}/items", include_in_schema=False)
 async def unknown_items(collection_id: str) -> Response:
-    raise features.CollectionNotFound(
-        f"no collection {collection_id!r}; there are: reports, segments"
-    )
+    raise CollectionNotFound(f"no collection {collection_id!r}; there are: reports, segments")
 
 
 async def _report_items(
@@ -434,15 +429,14 @@ async def item(
 ) -> Response:
     """One feature by id."""
     if collection_id not in COLLECTIONS:
-        raise features.CollectionNotFound(
-            f"no collection {collection_id!r}; there are: reports, segments"
-        )
+        raise CollectionNotFound(f"no collection {collection_id!r}; there are: reports, segments")
     if collection_id == "reports":
-        report = await audit.audited(
-            request,
-            store,
-            caller,
-            lambda: features.report_item(store, feature_id, posted_by=caller.posted_by),
+        report = await run_in_threadpool(
+            audit.recorded(
+                store,
+                audit.entry(request, caller),
+                lambda: features.report_item(store, feature_id, posted_by=caller.posted_by),
+            )
         )
         doc = report_feature(report)
     else:

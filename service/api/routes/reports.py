@@ -144,9 +144,12 @@ async def read_report(
 ) -> Response:
     """One stored report as a GeoJSON Feature (a reporter key: only one it posted)."""
     report = await run_in_threadpool(
-        lambda: get_report(store, report_id, posted_by=caller.posted_by)
+        audit.recorded(
+            store,
+            audit.entry(request, caller),
+            lambda: get_report(store, report_id, posted_by=caller.posted_by),
+        )
     )
-    await audit.precise_read(request, store, caller)
     return GeoJSONResponse(report_feature(report))
 
 

@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from service.api import audit
@@ -112,7 +113,8 @@ async def _read(
     read = functools.partial(
         make, query, precise=precise, store=store, release=release, index=index, settings=settings
     )
-    return await audit.audited(request, store, caller, read, precise=precise and query.points)
+    entry = audit.entry(request, caller, precise=precise and query.points)
+    return await run_in_threadpool(audit.recorded(store, entry, read))
 
 
 @router.get(
