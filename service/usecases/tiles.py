@@ -11,11 +11,11 @@ from service.domain.tiles import (
     TileContent,
     TileQuery,
     TileSegment,
-    encode_mvt,
     segment_boxes,
     segments_in_tile,
 )
 from service.storage.base import TileStore
+from service.usecases.tile_encoding import encode_mvt
 
 
 def tile_content(store: TileStore, index: SegmentIndex, query: TileQuery) -> TileContent:

@@ -22,6 +22,7 @@ from service.domain.errors import FieldError, InvalidParameter
 from service.domain.segments import SegmentIndex
 from service.domain.tiles import TileQuery
 from service.settings import Settings
+from service.usecases import tile_encoding
 from service.usecases import tiles as usecase
 from service.usecases.public_release import CurrentRelease, public_tile
 
@@ -94,7 +95,7 @@ def _mvt(
     content = _content(
         query, precise=False, store=store, release=release, index=index, settings=settings
     )
-    return tiles.encode_mvt(content)
+    return tile_encoding.encode_mvt(content)
 
 
 async def _read(
@@ -198,7 +199,7 @@ async def geojson_tile(
         settings=settings,
         caller=caller,
     )
-    doc = {"type": "FeatureCollection", "features": tiles.geojson_features(content)}
+    doc = {"type": "FeatureCollection", "features": tile_encoding.geojson_features(content)}
     body = orjson.dumps(doc) if doc["features"] else b""
     return await revalidated(
         request, body, GEOJSON, max_age=settings.tile_max_age_s, private=caller.sees_everything
@@ -250,14 +251,14 @@ def _tilejson(base: str, suffix: str, index: Any, settings: Settings) -> dict[st
                 "description": "Border segments; reports and people in the requested window",
                 "minzoom": 0,
                 "maxzoom": tiles.MAX_ZOOM,
-                "fields": tiles.SEGMENT_FIELDS,
+                "fields": tile_encoding.SEGMENT_FIELDS,
             },
             {
                 "id": "reports",
                 "description": "Report clusters (with `count`) or individual reports (with `id`)",
                 "minzoom": 0,
                 "maxzoom": tiles.MAX_ZOOM,
-                "fields": tiles.REPORT_FIELDS,
+                "fields": tile_encoding.REPORT_FIELDS,
             },
         ],
     }

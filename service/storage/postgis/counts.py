@@ -6,7 +6,7 @@ Which rollup a period reads (each with the reports pending for it: rollups.live)
   fewer rows; its ALL_KINDS rows, 4x fewer again, when they need no kind either), else
   ``count_months``;
 - a day: ``count_days``; with a box, ``cell_days`` for the whole level-12 cells inside the box,
-  and the reports themselves in the cells its edges cross (service/domain/cells.cells_inside).
+  and the reports themselves in the cells its edges cross (service/domain/grid.cells_inside).
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from service.domain.aggregation import COUNT_KEYS, CountQuery, CountRow, period_end
-from service.domain.cells import CellBlock, cells_inside
-from service.domain.tiles import GRID_LEVEL
+from service.domain.grid import GRID_LEVEL, CellBlock, cells_inside
 from service.storage.cancel import cancellable
 from service.storage.postgis.rollups import ALL_KINDS, CELL_DAYS_LEVEL, live
 from service.storage.rows import rows_of

@@ -33,9 +33,9 @@ from sqlalchemy.engine import Compiled
 
 from service.domain.access import AuditEntry
 from service.domain.filters import Filter
+from service.domain.grid import GRID_LEVEL, ROLLUP_LEVELS, grid_cell
 from service.domain.queries import PageKey, ReportPage, ReportQuery
 from service.domain.reports import Report
-from service.domain.tiles import GRID_LEVEL, ROLLUP_LEVELS, grid_cell
 from service.storage.postgis import access, filters
 from service.storage.postgis.reports import COLUMNS, to_report
 from service.storage.postgis.tables import reports

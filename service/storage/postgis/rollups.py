@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection
 
-from service.domain.tiles import GRID_LEVEL, ROLLUP_LEVELS
+from service.domain.grid import GRID_LEVEL, ROLLUP_LEVELS
 
 CELL_DAYS_LEVEL = 12
 ROLLUP_TABLES = (

@@ -20,13 +20,10 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from service.domain.grid import COUNT_LEVEL, GRID_LEVEL, MAX_LAT, ROLLUP_LEVELS
 from service.domain.tiles import (
     BUFFER,
-    COUNT_LEVEL,
     EXTENT,
-    GRID_LEVEL,
-    MAX_LAT,
-    ROLLUP_LEVELS,
     SegmentCount,
     TileCluster,
     TileFilter,
