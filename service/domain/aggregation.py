@@ -233,6 +233,10 @@ class CountQuery:
     kind: str | None = None
     bbox: tuple[float, float, float, float] | None = None
 
+    def __post_init__(self) -> None:
+        if not set(self.keys) <= set(COUNT_KEYS):
+            raise ValueError(f"count keys {self.keys} are not all of {COUNT_KEYS}")
+
 
 class CountRow(NamedTuple):
     """One bucket's signed total for one combination of key values (None: the report has none,
