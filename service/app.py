@@ -42,6 +42,7 @@ from service.api.routes import (
     tiles,
     webhooks,
 )
+from service.api.state import AppState, app_state
 from service.settings import Settings
 
 log = logging.getLogger("crossings")
@@ -49,13 +50,13 @@ log = logging.getLogger("crossings")
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings: Settings = app.state.settings
-    drain: Drain = app.state.drain
+    state = app_state(app)
+    settings, drain = state.settings, state.drain
     drain.install()
     starter = asyncio.create_task(lifecycle.start(app))
     # A database that answers at once makes the server ready before it serves; one that does
     # not is waited for in the background while /healthz answers (service/api/lifecycle.py).
-    await app.state.startup.wait(settings.startup_wait_s)
+    await state.startup.wait(settings.startup_wait_s)
     try:
         yield
     finally:
@@ -63,9 +64,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await starter
         drain.uninstall()
-        if app.state.startup.store is not None:
-            app.state.startup.store.close()
-        await app.state.limiter.close()
+        if state.startup.store is not None:
+            state.startup.store.close()
+        await state.limiter.close()
 
 
 def allowed_hosts(settings: Settings) -> tuple[str, ...]:
@@ -90,12 +91,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    app.state.settings = settings
-    app.state.limiter = make_limiter(settings)
-    app.state.metrics = Metrics()
-    app.state.drain = Drain(settings.drain_s)
-    app.state.startup = lifecycle.Startup()
-    app.state.key_cache = {}
+    state = AppState(
+        settings=settings,
+        limiter=make_limiter(settings),
+        metrics=Metrics(),
+        drain=Drain(settings.drain_s),
+    )
+    app.state.crossings = state
     problems.install(app)
     openapi.install(app)
     for router in (
@@ -132,7 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(KeysNotInUrls)
     install_log_redaction()
-    app.add_middleware(Observe, metrics=app.state.metrics, drain=app.state.drain)
+    app.add_middleware(Observe, metrics=state.metrics, drain=state.drain)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestId)
     # Outermost: the client's address is the peer's, or from X-Forwarded-For only when the peer

@@ -4,12 +4,14 @@ import PATH | purge`: thin, calls usecases."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from service.domain.errors import ServiceError, StoreUnavailable
 from service.settings import Settings
@@ -17,6 +19,19 @@ from service.settings import Settings
 if TYPE_CHECKING:
     from service.domain.access import Caller
     from service.progress import Progress
+    from service.storage.base import Store
+
+
+@contextlib.contextmanager
+def _opened(settings: Settings) -> Iterator[Store]:
+    """The store the settings name, closed when done."""
+    from service.storage import open_store
+
+    store = open_store(settings)
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -122,15 +137,13 @@ def _upgrade_bundled_border(settings: Settings) -> None:
     """Replace an earlier release's bundled border with this release's, re-snapping every
     stored report (docs/border-data.md); say what was done."""
     from service.progress import Progress
-    from service.storage import open_store
     from service.usecases.access import record
     from service.usecases.segments import BorderUpgrade, upgrade_bundled_border
 
     if not settings.upgrade_bundled_border:
         return
-    store = open_store(settings)
     progress = Progress("re-snapping reports to the new bundled border")
-    try:
+    with _opened(settings) as store:
         result = upgrade_bundled_border(
             store,
             max_distance_m=settings.max_snap_distance_m,
@@ -140,8 +153,6 @@ def _upgrade_bundled_border(settings: Settings) -> None:
             record(store, _cli_admin(), "segments.upgrade",
                    {"replaced": result.previous, "segments": result.segments,
                     "resnapped": result.resnapped})  # fmt: skip
-    finally:
-        store.close()
     if progress.done:
         progress.finish()
     if result.outcome is BorderUpgrade.UPGRADED:
@@ -158,28 +169,21 @@ def _upgrade_bundled_border(settings: Settings) -> None:
 
 
 def _db_rebuild_rollups(args: argparse.Namespace, settings: Settings) -> int:
-    from service.storage import open_store
-
     # A recount of every report is no API request: the API's statement timeout (30 s) cancelled it
     # at a million reports on a busy machine, reported as "the database is not reachable".
-    store = open_store(settings.model_copy(update={"db_statement_timeout_ms": 0}))
-    try:
+    with _opened(settings.model_copy(update={"db_statement_timeout_ms": 0})) as store:
         store.rebuild_rollups()
-    finally:
-        store.close()
     print("rollups rebuilt from the stored reports")
     return 0
 
 
 def _segments_load(args: argparse.Namespace, settings: Settings) -> int:
     from service.progress import Progress
-    from service.storage import open_store
     from service.usecases.access import record
     from service.usecases.segments import load_segments
 
-    store = open_store(settings)
     progress = Progress("re-snapping reports")
-    try:
+    with _opened(settings) as store:
         index = load_segments(
             store,
             Path(args.path),
@@ -188,8 +192,6 @@ def _segments_load(args: argparse.Namespace, settings: Settings) -> int:
         )
         record(store, _cli_admin(), "segments.load",
                {"path": str(args.path), "segments": len(index), "resnapped": progress.done})  # fmt: skip
-    finally:
-        store.close()
     if progress.done:
         progress.finish()
     print(
@@ -201,15 +203,10 @@ def _segments_load(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _release_cut(args: argparse.Namespace, settings: Settings) -> int:
-
-    from service.storage import open_store
     from service.usecases.release import cut_release
 
-    store = open_store(settings)
-    try:
+    with _opened(settings) as store:
         info = cut_release(store, now=datetime.now(UTC), delay_h=settings.public_delay_h)
-    finally:
-        store.close()
     print(f"public release {info.release_id} cut: the days before {info.through} (UTC)")
     return 0
 
@@ -237,52 +234,47 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _output(name: str) -> Iterator[IO[bytes]]:
+    """Standard output for "-", else the file of that name (closed when done)."""
+    if name == "-":
+        yield sys.stdout.buffer
+        return
+    with open(name, "wb") as out:
+        yield out
+
+
 def _tick(progress: Progress, done: int, total: int) -> None:
     progress.total = total
     progress.update(done)
 
 
 def _export(args: argparse.Namespace, settings: Settings) -> int:
-    import orjson
-
     from service.api.schemas.pages import parse_time
-    from service.api.schemas.reports import report_feature
+    from service.api.schemas.reports import feature_line
+    from service.domain.queries import ReportQuery
     from service.progress import Progress
-    from service.storage import open_store
-    from service.storage.base import ReportQuery
     from service.usecases.access import record
     from service.usecases.transfer import export_reports
 
     query = ReportQuery(start=parse_time("start", args.start), end=parse_time("end", args.end))
-    store = open_store(settings)
-    out = sys.stdout.buffer if args.output == "-" else open(args.output, "wb")  # noqa: SIM115
     progress = Progress("exported")
     count = 0
-    try:
+    with _opened(settings) as store, _output(args.output) as out:
         for count, report in enumerate(export_reports(store, query), start=1):
-            out.write(orjson.dumps(report_feature(report)) + b"\n")
+            out.write(feature_line(report))
             progress.update(count)
         record(store, _cli_admin(), "reports.export",
                {"start": args.start, "end": args.end, "reports": count})  # fmt: skip
-    finally:
-        if out is not sys.stdout.buffer:
-            out.close()
-        store.close()
     progress.update(count)
     progress.finish()
     return 0
 
 
 def _import(args: argparse.Namespace, settings: Settings) -> int:
-    from collections.abc import Iterator
-
-    import orjson
-
-    from service.api.schemas.reports import report_from_feature
-    from service.domain.errors import Problem
+    from service.api.schemas.reports import reports_from_lines
     from service.domain.reports import Report
     from service.progress import Progress
-    from service.storage import open_store
     from service.usecases.segments import ensure_segments
     from service.usecases.transfer import import_reports
 
@@ -297,26 +289,13 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
     def reports() -> Iterator[Report]:
         source = sys.stdin.buffer if path is None else path.open("rb")
         try:
-            for number, line in enumerate(source, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    item = report_from_feature(orjson.loads(line), received_at_fallback=now)
-                except orjson.JSONDecodeError as error:
-                    refused.append(f"line {number}: not JSON ({error})")
-                    continue
-                if isinstance(item, Problem):
-                    reasons = "; ".join(f"{e.field} {e.reason}" for e in item.errors)
-                    refused.append(f"line {number}: {reasons}")
-                    continue
-                yield item
+            yield from reports_from_lines(source, received_at_fallback=now, refused=refused)
         finally:
             if source is not sys.stdin.buffer:
                 source.close()
 
-    store = open_store(settings)
     progress = Progress("imported", total=total)
-    try:
+    with _opened(settings) as store:
         index = ensure_segments(store, settings.segments_path)
         counts = import_reports(
             store,
@@ -325,8 +304,6 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
             max_distance_m=settings.max_snap_distance_m,
             progress=lambda c: progress.update(sum(c.values()) + len(refused)),
         )
-    finally:
-        store.close()
     progress.update(sum(counts.values()) + len(refused))
     progress.finish()
     counts["invalid"] += len(refused)
@@ -346,8 +323,6 @@ def _purge(args: argparse.Namespace, settings: Settings) -> int:
     ``17 3 * * * crossings purge`` (with CROSSINGS_PRECISE_RETENTION_DAYS set)."""
     from datetime import timedelta
 
-    from service.storage import open_store
-
     days = args.older_than_days or settings.precise_retention_days
     if days is None:
         print(
@@ -357,11 +332,8 @@ def _purge(args: argparse.Namespace, settings: Settings) -> int:
         )
         return 2
     before = datetime.now(UTC) - timedelta(days=days)
-    store = open_store(settings)
-    try:
+    with _opened(settings) as store:
         purged = store.purge_precise(before)
-    finally:
-        store.close()
     print(
         f"purged {purged:,} reports observed before {before:%Y-%m-%dT%H:%M:%SZ}: their position "
         "is now their grid cell's centre, their notes, device, accuracy and snapped point are gone"
@@ -384,8 +356,6 @@ def _cli_admin() -> Caller:
 
 
 def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
-
-    from service.storage import open_store
     from service.usecases.access import create_key
 
     expires = None
@@ -393,13 +363,10 @@ def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
         expires = datetime.fromisoformat(args.expires)  # a date means its midnight
         if expires.tzinfo is None:
             expires = expires.replace(tzinfo=UTC)
-    store = open_store(settings)
-    try:
+    with _opened(settings) as store:
         key, token = create_key(
             store, role=args.role, name=args.name, expires_at=expires, actor=_cli_admin()
         )
-    finally:
-        store.close()
     print(token)
     print(
         f"key {key.key_id} ({key.role.value}, {key.name!r}) made; this is the only time it is "
@@ -410,13 +377,8 @@ def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
-    from service.storage import open_store
-
-    store = open_store(settings)
-    try:
+    with _opened(settings) as store:
         keys = store.list_keys()
-    finally:
-        store.close()
     print(f"{'key_id':14} {'role':9} {'created':26} {'expires':26} {'revoked':26} name")
     for k in keys:
         cells = [k.created_at, k.expires_at, k.revoked_at]
@@ -426,14 +388,10 @@ def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
-    from service.storage import open_store
     from service.usecases.access import revoke_key
 
-    store = open_store(settings)
-    try:
+    with _opened(settings) as store:
         revoke_key(store, args.key_id, actor=_cli_admin())
-    finally:
-        store.close()
     print(f"key {args.key_id} revoked")
     return 0
 
@@ -442,13 +400,9 @@ def _audit(args: argparse.Namespace, settings: Settings) -> int:
     import orjson
 
     from service.api.schemas.pages import parse_time
-    from service.storage import open_store
 
-    store = open_store(settings)
-    try:
+    with _opened(settings) as store:
         entries = store.list_audit(parse_time("since", args.since), args.limit)
-    finally:
-        store.close()
     for e in entries:
         who = e.key_id or "-"
         detail = orjson.dumps(e.detail).decode()

@@ -20,10 +20,11 @@ import psycopg
 import pytest
 from fastapi import FastAPI
 
+from service.api.lifecycle import current_store
 from service.app import create_app
+from service.domain.queries import ReportQuery
 from service.domain.reports import Report
 from service.settings import Settings
-from service.storage.base import ReportQuery
 from service.storage.postgis.rollups import PENDING, ROLLUP_TABLES
 
 ADMIN_URL = os.environ.get(
@@ -173,7 +174,7 @@ async def app(store_url: str) -> AsyncIterator[FastAPI]:
     )
     async with application.router.lifespan_context(application):
         application.state.test_keys = {
-            role: make_key(application.state.store, role) for role in KEY_ROLES
+            role: make_key(current_store(application), role) for role in KEY_ROLES
         }
         yield application
 

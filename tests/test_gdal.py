@@ -19,10 +19,10 @@ import httpx
 import numpy as np
 import pytest
 
+from service.domain.queries import ReportQuery
 from service.domain.reports import Report, ReportDraft
 from service.settings import Settings
 from service.storage import open_store
-from service.storage.base import ReportQuery
 from service.usecases.segments import ensure_segments
 from service.usecases.submit_reports import submit_batch
 from service.usecases.transfer import export_reports

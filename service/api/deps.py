@@ -21,7 +21,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from service.api.access import permission_for
 from service.api.lifecycle import current_border, current_release, current_store
-from service.api.ratelimit import RateLimiter
+from service.api.state import app_state
 from service.domain.access import PUBLIC, ApiKey, Caller, Permission, matches, parse_token
 from service.domain.errors import Forbidden, TooManyRequests, Unauthenticated
 from service.domain.segments import SegmentIndex
@@ -31,8 +31,7 @@ from service.usecases.public_release import CurrentRelease
 
 
 async def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+    return app_state(request.app).settings
 
 
 async def get_store(request: Request) -> Store:
@@ -83,8 +82,8 @@ def _basic_password(credentials: str) -> str:
 async def _key(request: Request, key_id: str) -> ApiKey | None:
     """The stored key, cached for ``key_cache_s`` (a revoked key stops working within that
     time on other processes, at once on the one that revoked it)."""
-    state = request.app.state
-    cache: dict[str, tuple[float, ApiKey | None]] = state.key_cache
+    state = app_state(request.app)
+    cache = state.key_cache
     now = time.monotonic()
     hit = cache.get(key_id)
     if hit is not None and now - hit[0] < state.settings.key_cache_s:
@@ -126,17 +125,17 @@ def client_address(request: Request) -> str:
 
 
 async def _rate_limit(request: Request, caller: Caller) -> None:
-    settings: Settings = request.app.state.settings
+    state = app_state(request.app)
+    settings = state.settings
     if caller.key_id is not None:
         bucket, limit = f"key:{caller.key_id}", settings.rate_limit_per_key
     else:
         bucket, limit = f"addr:{client_address(request)}", settings.rate_limit_public
     if limit <= 0:
         return
-    limiter: RateLimiter = request.app.state.limiter
-    wait = await limiter.hit(bucket, limit=limit, window_s=settings.rate_limit_window_s)
+    wait = await state.limiter.hit(bucket, limit=limit, window_s=settings.rate_limit_window_s)
     if wait is not None:
-        request.app.state.metrics.rate_limited.labels(bucket.partition(":")[0]).inc()
+        state.metrics.rate_limited.labels(bucket.partition(":")[0]).inc()
         raise TooManyRequests(
             f"more than {limit} requests in {settings.rate_limit_window_s} s",
             retry_after_s=max(1, math.ceil(wait)),
@@ -167,7 +166,7 @@ async def get_caller(request: Request) -> Caller:
     permission = permission_for(request.method, path, request.path_params)
     if permission is None:
         raise Forbidden("this route has no access rule")
-    settings: Settings = request.app.state.settings
+    settings = app_state(request.app).settings
     anonymous_report = (
         permission is Permission.SUBMIT and caller.role == "public"
         and settings.allow_anonymous_reports

@@ -10,7 +10,6 @@ StoreUnavailable (503) and the connection pool reconnects when the database is b
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import random
@@ -21,6 +20,7 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
 from service.api.metrics import Metrics
+from service.api.state import app_state
 from service.domain.errors import StoreUnavailable
 from service.domain.release import day_start
 from service.settings import Settings
@@ -38,30 +38,10 @@ POOL_METRICS_EVERY_S = 2.0
 WEBHOOK_STOP_WAIT_S = 5.0
 
 
-class Startup:
-    """Whether start-up is done, and if not, why (for /readyz and the 503s meanwhile)."""
-
-    def __init__(self) -> None:
-        self.ready = asyncio.Event()
-        self.reason = "waiting for the database: the first attempt is under way"
-        self.store: Store | None = None  # opened, not yet known to answer
-        self.reached = False  # the store answered in the attempt under way (the border loads)
-
-    async def wait(self, wait_s: float) -> None:
-        """Until ready, or ``wait_s`` passed without the store answering (a store that answered
-        is waited for while its attempt goes on: loading the first border takes a while)."""
-        deadline = asyncio.get_running_loop().time() + wait_s
-        while not self.ready.is_set():
-            if not self.reached and asyncio.get_running_loop().time() >= deadline:
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.ready.wait(), 0.05)
-
-
 async def start(app: FastAPI) -> None:
     """Become ready (however long the database takes), then watch the border and the pool."""
-    settings: Settings = app.state.settings
-    startup: Startup = app.state.startup
+    state = app_state(app)
+    settings, startup = state.settings, state.startup
     delay = FIRST_RETRY_S
     while True:
         try:
@@ -78,33 +58,34 @@ async def start(app: FastAPI) -> None:
         await asyncio.sleep(delay)
         delay = min(delay * 2, settings.db_retry_max_s)
     startup.ready.set()
-    log.info("ready: the store answers and the border has %d segments", len(app.state.border.index))
+    store, border, release = current_store(app), current_border(app), current_release(app)
+    log.info("ready: the store answers and the border has %d segments", len(border.index))
     # What start-up built lives as long as the process: keep it out of every later full
     # garbage collection (those paused big pages by ~100 ms each in bench/features.py).
     gc.collect()
     gc.freeze()
     await asyncio.gather(
-        _watch_border(app.state.border, settings.border_check_s),
-        _watch_pool(app.state.store, app.state.metrics),
-        _keep_release(app.state.store, app.state.release, app.state.metrics, settings),
-        _deliver_webhooks(app.state.store, settings),
-        _keep_surges(app.state.store),
+        _watch_border(border, settings.border_check_s),
+        _watch_pool(store, state.metrics),
+        _keep_release(store, release, state.metrics, settings),
+        _deliver_webhooks(store, settings),
+        _keep_surges(store),
     )
 
 
 def _connect(app: FastAPI) -> None:
-    settings: Settings = app.state.settings
-    startup: Startup = app.state.startup
+    state = app_state(app)
+    settings, startup = state.settings, state.startup
     if startup.store is None:
         startup.store = open_store(settings)
     check_ready(startup.store, settings)
     startup.reached = True
     index = ensure_segments(startup.store, settings.segments_path)
-    app.state.border = CurrentBorder(startup.store, index)
-    app.state.release = CurrentRelease(startup.store, check_s=settings.release_check_s)
+    state.border = CurrentBorder(startup.store, index)
+    state.release = CurrentRelease(startup.store, check_s=settings.release_check_s)
     if startup.store.release_info() is None:  # a new store: cut one now
         _cut_now(startup.store, settings)
-    app.state.store = startup.store
+    state.store = startup.store
 
 
 async def _watch_border(border: CurrentBorder, every_s: float) -> None:
@@ -213,24 +194,21 @@ async def _watch_pool(store: Store, metrics: Metrics) -> None:
 
 def current_store(app: FastAPI) -> Store:
     """The store, once start-up has reached it; StoreUnavailable (503) saying why before."""
-    store: Store | None = getattr(app.state, "store", None)
-    if store is None:
-        startup: Startup = app.state.startup
-        raise StoreUnavailable(startup.reason, operation="start-up")
-    return store
+    state = app_state(app)
+    if state.store is None:
+        raise StoreUnavailable(state.startup.reason, operation="start-up")
+    return state.store
 
 
 def current_release(app: FastAPI) -> CurrentRelease:
-    release: CurrentRelease | None = getattr(app.state, "release", None)
-    if release is None or getattr(app.state, "store", None) is None:
-        current_store(app)  # raises, saying why
-    assert release is not None
-    return release
+    state = app_state(app)
+    if state.release is None or state.store is None:
+        raise StoreUnavailable(state.startup.reason, operation="start-up")
+    return state.release
 
 
 def current_border(app: FastAPI) -> CurrentBorder:
-    border: CurrentBorder | None = getattr(app.state, "border", None)
-    if border is None or getattr(app.state, "store", None) is None:
-        current_store(app)  # raises, saying why
-    assert border is not None
-    return border
+    state = app_state(app)
+    if state.border is None or state.store is None:
+        raise StoreUnavailable(state.startup.reason, operation="start-up")
+    return state.border

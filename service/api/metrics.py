@@ -1,13 +1,13 @@
 """Prometheus metrics (prometheus-client): what each app records, and their exposition.
 
 Every metric of this service is defined here, in ``Metrics``; one instance per app lives on
-``app.state.metrics``, with a registry of its own (two apps in one process, as in the tests, do
+``app_state(app).metrics`` (service/api/state.py), with a registry of its own (two apps in one process, as in the tests, do
 not share counts). Under ``crossings serve --workers N`` the workers are separate processes: the
 CLI then sets ``PROMETHEUS_MULTIPROC_DIR`` and /metrics sums every worker's files (prometheus-
 client's multiprocess mode; gauges say how in ``multiprocess_mode``).
 
 ``crossings_release_lag_seconds`` is defined here for the public release (issue #13) to set:
-``app.state.metrics.release_lag.set(seconds)``.
+``app_state(app).metrics.release_lag.set(seconds)``.
 """
 
 from __future__ import annotations

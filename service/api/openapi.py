@@ -22,6 +22,7 @@ from service.api.schemas.reports import (
     ReportIn,
 )
 from service.api.schemas.snap import MultiPointIn
+from service.api.state import app_state
 
 BODY_MODELS: tuple[type[BaseModel], ...] = (
     ReportIn,
@@ -71,6 +72,8 @@ def install(app: FastAPI) -> None:
             )
             _describe_deployment(app, defs["$defs"])
             doc.setdefault("components", {}).setdefault("schemas", {}).update(defs["$defs"])
+            if app_state(app).border is None:  # before start-up: no countries yet, ask again
+                return doc
             app.openapi_schema = doc
         return app.openapi_schema
 
@@ -81,7 +84,7 @@ def _describe_deployment(app: FastAPI, defs: dict[str, Any]) -> None:
     """Name this deployment's kinds and border countries as enums: the document is generated
     lazily, after start-up, so it describes what this service accepts, not the defaults."""
     props = defs["ReportProperties"]["properties"]
-    props["kind"]["enum"] = list(app.state.settings.report_kinds)
-    index = getattr(app.state, "index", None)
-    if index is not None:
-        props["direction"]["anyOf"][0]["enum"] = sorted(index.countries)
+    state = app_state(app)
+    props["kind"]["enum"] = list(state.settings.report_kinds)
+    if state.border is not None:
+        props["direction"]["anyOf"][0]["enum"] = sorted(state.border.index.countries)

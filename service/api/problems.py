@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from service.api.state import app_state
 from service.domain import errors as e
 
 log = logging.getLogger("crossings")
@@ -77,7 +78,7 @@ def problem_response(
     body["request_id"] = getattr(request.state, "request_id", None)
     headers = dict(headers or {})
     if body["status"] == 503:
-        headers.setdefault("Retry-After", str(request.app.state.settings.retry_after_s))
+        headers.setdefault("Retry-After", str(app_state(request.app).settings.retry_after_s))
     return Response(
         orjson.dumps(body), status_code=body["status"], media_type=PROBLEM_JSON, headers=headers
     )
@@ -108,7 +109,7 @@ def install(app: FastAPI) -> None:
             log.warning(
                 "%s in %s: %s", type(exc).__name__, exc.operation or "?", _reason(exc.__cause__)
             )
-            request.app.state.metrics.db_error(exc)
+            app_state(request.app).metrics.db_error(exc)
         headers: dict[str, str] = {}
         if isinstance(exc, e.TooManyRequests):
             headers["Retry-After"] = str(exc.retry_after_s)

@@ -15,6 +15,7 @@ exact, so the sum is exact.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal, NamedTuple
 from zoneinfo import ZoneInfo
@@ -213,3 +214,36 @@ def parts(
 def local_start_text(bucket: Bucket) -> str | None:
     """ISO 8601 with the zone's offset at that instant, e.g. 2026-03-01T00:00:00-03:30."""
     return None if bucket.local_start is None else bucket.local_start.isoformat()
+
+
+COUNT_KEYS = ("segment_id", "side", "kind", "direction")
+
+
+@dataclass(frozen=True, slots=True)
+class CountQuery:
+    """Counts of reports and people per bucket, by ``keys`` (a subset of COUNT_KEYS), from signed
+    parts (above): rollup periods and ranges of observed_at. Filters:
+    ``segment_ids`` (any of them), ``kind``; ``bbox`` (inclusive; only with day periods and
+    ranges: only a day rollup may know positions)."""
+
+    keys: tuple[str, ...]
+    periods: tuple[PeriodPart, ...] = ()
+    ranges: tuple[RangePart, ...] = ()
+    segment_ids: frozenset[str] | None = None
+    kind: str | None = None
+    bbox: tuple[float, float, float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if not set(self.keys) <= set(COUNT_KEYS):
+            raise ValueError(f"count keys {self.keys} are not all of {COUNT_KEYS}")
+
+
+class CountRow(NamedTuple):
+    """One bucket's signed total for one combination of key values (None: the report has none,
+    e.g. no segment when beyond reach). A tuple: a big aggregate makes thousands, and a frozen
+    dataclass costs four times as much to build."""
+
+    bucket: int
+    key: tuple[str | None, ...]
+    reports: int
+    people: int

@@ -50,6 +50,22 @@ class SegmentNotFound(NotFound):
     pass
 
 
+class TileNotFound(NotFound):
+    """No such tile: z beyond 0-22, or x or y beyond 2^z - 1."""
+
+
+class CollectionNotFound(NotFound):
+    """No OGC collection of that name (there are reports and segments)."""
+
+
+class FeatureNotFound(NotFound):
+    """No item of that id in an OGC collection."""
+
+
+class KeyNotFound(NotFound):
+    """No usable API key of that id."""
+
+
 class ReportConflict(ServiceError):
     """A report id was reused for different content."""
 
@@ -133,3 +149,9 @@ class ClientGone(ServiceError):
 
 class TooCostly(InvalidParameter):
     """A request whose work is over a configured cap; refused before any work is done."""
+
+
+class BorderChanged(Exception):
+    """The stored border is no longer the one the reports were snapped to: nothing was written;
+    load the border again, snap again, and retry. Not a ServiceError: the use case that writes
+    retries it, so it never reaches a caller."""

@@ -7,20 +7,19 @@ differs between backends is a bug unless documented here. Datetimes in and out a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 from uuid import UUID
 
 from service.domain.access import ApiKey, AuditEntry
-from service.domain.aggregation import PeriodPart, RangePart
+from service.domain.aggregation import CountQuery, CountRow
 from service.domain.alerts import Alert, AlertPage, AlertQuery, AlertTransition
-from service.domain.filters import Filter
+from service.domain.queries import Extent, ReportPage, ReportQuery
 from service.domain.release import ReleaseInfo, ReleaseRow
 from service.domain.reports import IngestResult, Report, SnapResult
 from service.domain.segments import BorderSegment
-from service.domain.tiles import SegmentCount, TileAddress, TileFilter, TileReports
+from service.domain.tiles import SegmentCount, TileFilter, TileQuery, TileReports
 from service.domain.webhooks import (
     ClaimedDelivery,
     Delivery,
@@ -30,68 +29,10 @@ from service.domain.webhooks import (
     WebhookSecret,
 )
 
-
-@dataclass(frozen=True, slots=True)
-class PageKey:
-    """Where a page ends in the stable order (observed_at, id): the next page starts after it."""
-
-    observed_at: datetime
-    id: UUID
-
-
-@dataclass(frozen=True, slots=True)
-class ReportQuery:
-    """Filters for listing reports. ``bbox`` is (min_lon, min_lat, max_lon, max_lat), inclusive,
-    with min <= max (callers refuse boxes across the antimeridian); ``start`` is inclusive and
-    ``end`` exclusive on observed_at."""
-
-    bbox: tuple[float, float, float, float] | None = None
-    start: datetime | None = None
-    end: datetime | None = None
-    segment_id: str | None = None
-    segment_ids: frozenset[str] | None = None  # any of these (a border is its segments)
-    kind: str | None = None
-    direction: str | None = None
-    limit: int = 100
-    after: PageKey | None = None
-    descending: bool = False  # newest first; ``after`` then means "older than"
-    posted_by: str | None = None  # only reports that came in with this key
-    filter: Filter | None = None  # only reports it selects (OGC API - Features Part 3)
-
-    def filters_nothing(self, *, but_bbox: bool = False) -> bool:
-        """Whether this query selects every report (every report in its box, with
-        ``but_bbox``): paging and order aside, it is the empty query, so any filter added to this
-        class later counts as one."""
-        bbox = self.bbox if but_bbox else None
-        return self == ReportQuery(
-            bbox=bbox, limit=self.limit, after=self.after, descending=self.descending
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Extent:
-    """Where and when the stored reports lie; all None when there are none."""
-
-    bbox: tuple[float, float, float, float] | None
-    first_observed: datetime | None
-    last_observed: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class ReportPage:
-    reports: list[Report]
-    next_key: PageKey | None
-
-
 # Snaps positions (lons, lats) to a border: one result each, in order.
 Resnap = Callable[[list[float], list[float]], list[SnapResult]]
 # Told (reports done, reports in all) as a long operation goes.
 OnProgress = Callable[[int, int], None]
-
-
-class BorderChanged(Exception):
-    """The stored border is no longer the one the reports were snapped to: nothing was written;
-    load the border again, snap again, and retry."""
 
 
 class SegmentStore(Protocol):
@@ -170,19 +111,6 @@ class ReportStore(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class TileQuery:
-    """One map tile's reports: individual points (within the tile grown by its buffer) when
-    ``points`` and the tile itself holds at most ``max_points`` reports (counted by grid cell),
-    else the tile's cluster cells."""
-
-    tile: TileAddress
-    filter: TileFilter
-    points: bool
-    max_points: int
-    min_count: int = 0  # leave out cluster cells, and suppress segment counts, below this
-
-
 class TileStore(Protocol):
     def tile_reports(self, query: TileQuery) -> TileReports:
         """The reports layer of a tile as plain data (see service/domain/tiles.py): points within
@@ -212,52 +140,6 @@ class TileStore(Protocol):
         store has no encoder of its own (the caller then encodes ``tile_reports`` in Python).
         Empty bytes for an empty tile."""
         ...
-
-
-COUNT_KEYS = ("segment_id", "side", "kind", "direction")
-
-
-@dataclass(frozen=True, slots=True)
-class CountQuery:
-    """Counts of reports and people per bucket, by ``keys`` (a subset of COUNT_KEYS), from signed
-    parts (service/domain/aggregation.py): rollup periods and ranges of observed_at. Filters:
-    ``segment_ids`` (any of them), ``kind``; ``bbox`` (inclusive; only with day periods and
-    ranges: only a day rollup may know positions)."""
-
-    keys: tuple[str, ...]
-    periods: tuple[PeriodPart, ...] = ()
-    ranges: tuple[RangePart, ...] = ()
-    segment_ids: frozenset[str] | None = None
-    kind: str | None = None
-    bbox: tuple[float, float, float, float] | None = None
-
-
-class CountRow(NamedTuple):
-    """One bucket's signed total for one combination of key values (None: the report has none,
-    e.g. no segment when beyond reach). A tuple: a big aggregate makes thousands, and a frozen
-    dataclass costs four times as much to build."""
-
-    bucket: int
-    key: tuple[str | None, ...]
-    reports: int
-    people: int
-
-
-def rows_of(rows: Iterable[Sequence[Any]], *, width: int) -> list[CountRow]:
-    """CountRows from result rows (bucket, ``width`` key values with '' for none, reports,
-    people), leaving out zero sums; each distinct key tuple is built once."""
-    keys: dict[tuple[Any, ...], tuple[str | None, ...]] = {}
-    out = []
-    for row in rows:
-        reports, people = row[-2], row[-1]
-        if not (reports or people):
-            continue
-        raw = tuple(row[1 : 1 + width])
-        key = keys.get(raw)
-        if key is None:
-            key = keys[raw] = tuple(v or None for v in raw)
-        out.append(CountRow(int(row[0]), key, reports, people))
-    return out
 
 
 class CountStore(Protocol):

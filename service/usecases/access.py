@@ -7,12 +7,8 @@ from typing import Any
 from uuid import UUID
 
 from service.domain.access import KEY_ROLES, ApiKey, AuditEntry, Caller, Role, new_token
-from service.domain.errors import FieldError, InvalidInput, NotFound
+from service.domain.errors import FieldError, InvalidInput, KeyNotFound, ReportNotFound
 from service.storage.base import AccessStore, ReportStore
-
-
-class KeyNotFound(NotFound):
-    pass
 
 
 def audit_entry(caller: Caller, action: str, detail: dict[str, Any]) -> AuditEntry:
@@ -59,15 +55,11 @@ def revoke_key(store: AccessStore, key_id: str, *, actor: Caller) -> None:
     record(store, actor, "key.revoke", {"key_id": key_id})
 
 
-class ReportGone(NotFound):
-    pass
-
-
 def delete_report(store: Any, report_id: UUID, *, actor: Caller) -> None:
     """Delete a report (admin); the rollups are counted down in the same transaction."""
     typed: ReportStore = store
     if not typed.delete_report(report_id):
-        raise ReportGone(f"no report {report_id}")
+        raise ReportNotFound(f"no report {report_id}")
     record(store, actor, "report.delete", {"report_id": str(report_id)})
 
 

@@ -21,6 +21,8 @@ import numpy.typing as npt
 from service.domain.aggregation import (
     SEGMENT_KEYS,
     Bucket,
+    CountQuery,
+    CountRow,
     PeriodPart,
     RangePart,
     Unit,
@@ -31,7 +33,7 @@ from service.domain.aggregation import (
 from service.domain.errors import FieldError, TooCostly
 from service.domain.figures import ExactTable, Figure
 from service.domain.segments import BorderSegment, SegmentIndex
-from service.storage.base import CountQuery, CountRow, CountStore
+from service.storage.base import CountStore
 
 UTC_ZONE = ZoneInfo("UTC")
 # What each group_by key is called in a row, and the count key it derives from.

@@ -8,18 +8,11 @@ from uuid import UUID
 import shapely
 
 from service.domain.access import AuditEntry
-from service.domain.errors import NotFound
+from service.domain.errors import FeatureNotFound
+from service.domain.queries import Extent, ReportPage, ReportQuery
 from service.domain.reports import Report
 from service.domain.segments import BorderSegment, SegmentIndex
-from service.storage.base import Extent, ReportPage, ReportQuery, ReportStore
-
-
-class CollectionNotFound(NotFound):
-    pass
-
-
-class FeatureNotFound(NotFound):
-    pass
+from service.storage.base import ReportStore
 
 
 @dataclass(frozen=True, slots=True)

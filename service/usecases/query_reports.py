@@ -6,8 +6,9 @@ from uuid import UUID
 
 from service.domain.access import AuditEntry
 from service.domain.errors import ReportNotFound
+from service.domain.queries import ReportPage, ReportQuery
 from service.domain.reports import Report
-from service.storage.base import ReportPage, ReportQuery, ReportStore
+from service.storage.base import ReportStore
 
 
 def get_report(store: ReportStore, report_id: UUID, *, posted_by: str | None = None) -> Report:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import orjson
 
-from service.domain.errors import InvalidSegmentFile, SegmentNotFound
+from service.domain.errors import BorderChanged, InvalidSegmentFile, SegmentNotFound
 from service.domain.reports import SnapResult
 from service.domain.segments import (
     BorderSegment,
@@ -21,7 +21,7 @@ from service.domain.segments import (
 )
 from service.domain.snapping import snap
 from service.resources import bundled_segments_path
-from service.storage.base import BorderChanged, BorderStore, OnProgress, SegmentStore
+from service.storage.base import BorderStore, OnProgress, SegmentStore
 
 DEFAULT_REACH_M = 25_000.0  # CROSSINGS_MAX_SNAP_DISTANCE_M's default
 

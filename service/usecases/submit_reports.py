@@ -10,6 +10,7 @@ from service.domain.costs import batch_cost_cap
 from service.domain.errors import (
     BatchTooCostly,
     BodyTooLarge,
+    BorderChanged,
     InvalidInput,
     Problem,
     ReportConflict,
@@ -25,7 +26,7 @@ from service.domain.reports import (
 from service.domain.segments import SegmentIndex
 from service.domain.snapping import snap
 from service.settings import Settings
-from service.storage.base import BorderChanged, ReportStore
+from service.storage.base import ReportStore
 
 
 @dataclass(frozen=True, slots=True)

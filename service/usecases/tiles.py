@@ -9,12 +9,13 @@ from __future__ import annotations
 from service.domain.segments import SegmentIndex
 from service.domain.tiles import (
     TileContent,
+    TileQuery,
     TileSegment,
-    encode_mvt,
     segment_boxes,
     segments_in_tile,
 )
-from service.storage.base import TileQuery, TileStore
+from service.storage.base import TileStore
+from service.usecases.tile_encoding import encode_mvt
 
 
 def tile_content(store: TileStore, index: SegmentIndex, query: TileQuery) -> TileContent:
@@ -30,7 +31,6 @@ def tile_content(store: TileStore, index: SegmentIndex, query: TileQuery) -> Til
             for i, s in zip(positions, segments, strict=True)
         ),
         reports=store.tile_reports(query),
-        min_count=query.min_count,
     )
 
 

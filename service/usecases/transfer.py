@@ -8,10 +8,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from itertools import islice
 
+from service.domain.queries import ReportQuery
 from service.domain.reports import IngestOutcome, Report
 from service.domain.segments import SegmentIndex
 from service.domain.snapping import snap
-from service.storage.base import ReportQuery, ReportStore
+from service.storage.base import ReportStore
 
 EXPORT_PAGE = 2_000
 IMPORT_BATCH = 1_000

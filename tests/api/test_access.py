@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from service.api.access import DOCUMENTATION, RULES, permission_for
+from service.api.lifecycle import current_store
 from service.domain.access import GRANTS, Role
 from tests.factories import report_body
 
@@ -212,7 +213,8 @@ async def test_keys_are_stored_as_digests_and_refused_when_revoked(
     made = await clients["admin"].post("/v1/keys", json={"role": "analyst", "name": "temp"})
     assert made.status_code == 201
     token, key_id = made.json()["key"], made.json()["key_id"]
-    stored = app.state.store.get_key(key_id)
+    stored = current_store(app).get_key(key_id)
+    assert stored is not None
     secret = token.rsplit("_", 1)[1]
     assert secret.encode() not in stored.digest and token.encode() not in stored.digest
     assert len(stored.digest) == 32

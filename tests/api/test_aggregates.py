@@ -12,6 +12,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from service.api.lifecycle import current_release, current_store
 from service.usecases.release import cut_release
 from tests.factories import report_body
 
@@ -69,8 +70,8 @@ async def test_the_public_reads_the_release_and_analysts_the_reports(
     """Without a key: the last cut of the release, whole UTC months, hidden below 5 (CSV
     ``<5``), rounded to 5; reports are public only once a cut holds them. An analyst or admin
     sees every report, exact, at once."""
-    cut_release(app.state.store, now=datetime.now(UTC), delay_h=24)  # of no reports
-    app.state.release.refresh_now()
+    cut_release(current_store(app), now=datetime.now(UTC), delay_h=24)  # of no reports
+    current_release(app).refresh_now()
     # Roxham: 9 in January, 2 in February; Pembina: 8 and 6.
     bodies = [_body(ROXHAM, d) for d in range(9)] + [_body(ROXHAM, 31 + d) for d in range(2)]
     bodies += [_body(PEMBINA, d) for d in range(8)] + [_body(PEMBINA, 31 + d) for d in range(6)]
@@ -80,8 +81,8 @@ async def test_the_public_reads_the_release_and_analysts_the_reports(
     assert "release" not in admin_view
     query = "/v1/aggregates?group_by=segment&bucket=month&start=2026-01-01T00:00:00Z"
     assert (await anonymous.get(query)).json()["rows"] == []  # not in the last cut yet
-    cut_release(app.state.store, now=datetime.now(UTC), delay_h=24)
-    app.state.release.refresh_now()
+    cut_release(current_store(app), now=datetime.now(UTC), delay_h=24)
+    current_release(app).refresh_now()
     doc = (await anonymous.get(query)).json()
     assert sorted(r["reports"] for r in doc["rows"]) == [5, 10, 10]  # 6, 8, 9; the 2 is hidden
     assert doc["window"]["start"] == "2026-01-01" and doc["release"]["min_count"] == 5

@@ -19,6 +19,8 @@ import psycopg
 import pytest
 from fastapi import FastAPI
 
+from service.api.lifecycle import current_border, current_store
+from service.api.state import app_state
 from service.app import create_app
 from service.domain.aggregation import GROUP_KEYS
 from service.usecases.aggregates import AggregateRequest, group_bound, time_plan
@@ -33,7 +35,7 @@ async def capped(store_url: str) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClie
     wipe_reports(store_url)
     application = create_app(make_settings(store_url, rate_limit_public=0, **CAPS))
     async with application.router.lifespan_context(application):
-        token = make_key(application.state.store, "analyst")
+        token = make_key(current_store(application), "analyst")
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=application),
             base_url="http://testserver",
@@ -56,7 +58,7 @@ async def test_more_cells_than_the_cap_are_refused(
     capped: tuple[FastAPI, httpx.AsyncClient],
 ) -> None:
     app, c = capped
-    index = app.state.border.index
+    index = current_border(app).index
     year = {"start": "2025-01-01T00:00:00Z", "end": "2026-01-01T00:00:00Z"}
     # 13 months x every segment (and the reports beyond reach) > 1,000 cells.
     assert len(index.segments) * 13 > CAPS["aggregate_max_cells"]
@@ -81,7 +83,7 @@ async def test_a_window_longer_than_the_cap_is_refused(
     capped: tuple[FastAPI, httpx.AsyncClient],
 ) -> None:
     app, c = capped
-    app.state.store.add_reports([_report()])  # the window runs from start to the newest report
+    current_store(app).add_reports([_report()])  # the window runs from start to the newest report
     params = {"start": "1836-01-01T00:00:00Z", "bucket": "year", "tz": "Asia/Kathmandu"}
     _refused(await c.get("/v1/aggregates", params=params), "start", 3_660, "MAX_RANGE_DAYS")
     params = {"start": "2017-01-01T00:00:00Z", "end": "2026-12-01T00:00:00Z"}
@@ -109,8 +111,8 @@ async def test_the_group_bound_holds_for_every_grouping(
     app: FastAPI, client: httpx.AsyncClient
 ) -> None:
     c = client
-    index = app.state.border.index
-    kinds = app.state.settings.report_kinds
+    index = current_border(app).index
+    kinds = app_state(app).settings.report_kinds
     # Reports on several segments, both sides, every kind and direction, and one beyond reach.
     places = [ROXHAM_ROAD, (-79.0377, 43.0896), (-117.0296, 32.5422), (-106.45, 31.76)]
     bodies = [
@@ -123,7 +125,7 @@ async def test_the_group_bound_holds_for_every_grouping(
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app),
         base_url="http://testserver",
-        headers={"Authorization": f"Bearer {make_key(app.state.store, 'reporter')}"},
+        headers={"Authorization": f"Bearer {make_key(current_store(app), 'reporter')}"},
     ) as reporter:
         response = await reporter.post("/v1/reports/batch", json=bodies)
         assert response.status_code == 200

@@ -18,8 +18,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from service.api.lifecycle import current_border, current_store
 from service.app import create_app
-from service.storage.base import ReportQuery
+from service.domain.queries import ReportQuery
 from tests.conftest import make_settings
 from tests.factories import report_body
 
@@ -97,7 +98,7 @@ async def test_every_page_of_every_collection_in_every_format_has_each_feature_o
     bodies = _spread(23)
     await _post(client, bodies)
     reports = [b["id"] for b in bodies]
-    segments = [s.segment_id for s in app.state.border.index.segments]
+    segments = [s.segment_id for s in current_border(app).index.segments]
     analyst = {"Authorization": f"Bearer {app.state.test_keys['analyst']}"}
     for limit in (1, 7, 100):
         url = f"/ogc/collections/reports/items?limit={limit}&f={fmt}"
@@ -119,7 +120,7 @@ async def test_filtered_and_boxed_pages_of_both_collections_match_a_direct_read(
     box = (-73.7, 44.9, -73.3, 45.1)
     url = "/ogc/collections/reports/items?limit=4&kind=attempt&bbox=" + ",".join(map(str, box))
     crawled = await _crawl(client, url, "json")
-    page = app.state.store.query_reports(ReportQuery(bbox=box, kind="attempt", limit=10_000))
+    page = current_store(app).query_reports(ReportQuery(bbox=box, kind="attempt", limit=10_000))
     assert crawled == [str(r.id) for r in page.reports] and crawled
     url = "/ogc/collections/segments/items?limit=5&border=CA-US&bbox=-80,40,-70,50&f=csv"
     crawled = await _crawl(anonymous, url, "csv")
@@ -234,7 +235,7 @@ async def test_number_matched_of_a_box_when_given_is_exact(
     for box in boxes:
         bbox = ",".join(map(str, box))
         page = (await client.get(f"/ogc/collections/reports/items?limit=2&bbox={bbox}")).json()
-        truth = app.state.store.query_reports(ReportQuery(bbox=box, limit=10_000)).reports
+        truth = current_store(app).query_reports(ReportQuery(bbox=box, limit=10_000)).reports
         if "numberMatched" in page:
             given += 1
             assert page["numberMatched"] == len(truth), box

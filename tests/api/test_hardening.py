@@ -12,6 +12,8 @@ import orjson
 import pytest
 from fastapi import FastAPI
 
+from service.api.lifecycle import current_store
+from service.api.state import app_state
 from tests.conftest import make_key
 from tests.factories import report_body, report_feature_body
 
@@ -32,7 +34,7 @@ async def two_reporters(
 ) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
     """Two reporter keys (the second made here), on clean data."""
     if "reporter2" not in app.state.test_keys:
-        app.state.test_keys["reporter2"] = make_key(app.state.store, "reporter", "other")
+        app.state.test_keys["reporter2"] = make_key(current_store(app), "reporter", "other")
     async with (
         _client(app, app.state.test_keys["reporter"]) as one,
         _client(app, app.state.test_keys["reporter2"]) as two,
@@ -105,7 +107,7 @@ async def test_invalid_revoked_and_expired_keys_get_the_same_401(
 
     from service.domain.access import ApiKey, Role, digest_of, new_token
 
-    store = app.state.store
+    store = current_store(app)
     now = datetime.now(UTC)
     revoked_id, revoked, digest = new_token()
     store.add_key(ApiKey(revoked_id, "revoked", Role.ANALYST, digest, now - timedelta(days=2)))
@@ -283,8 +285,8 @@ async def test_aggregate_csv_cells_never_start_a_formula(store_url: str) -> None
         make_settings(store_url, report_kinds=",".join(kinds), rate_limit_public=0)
     )
     async with application.router.lifespan_context(application):
-        token = make_key(application.state.store, "analyst")
-        reporter = make_key(application.state.store, "reporter")
+        token = make_key(current_store(application), "analyst")
+        reporter = make_key(current_store(application), "reporter")
         async with _client(application, reporter) as r:
             for kind in kinds:
                 assert (await r.post("/v1/reports", json=report_body(kind=kind))).status_code == 201
@@ -332,7 +334,7 @@ def _tile_of(lon: float, lat: float, z: int) -> tuple[int, int]:
 
 
 def _audited_paths(app: FastAPI) -> list[str]:
-    return [str(e.detail.get("path")) for e in app.state.store.list_audit(None, 100_000)]
+    return [str(e.detail.get("path")) for e in current_store(app).list_audit(None, 100_000)]
 
 
 async def test_point_zoom_tiles_and_aggregates_are_audited_for_analysts(
@@ -341,7 +343,7 @@ async def test_point_zoom_tiles_and_aggregates_are_audited_for_analysts(
     from tests.factories import ROXHAM_ROAD
 
     assert (await client.post("/v1/reports", json=report_body())).status_code == 201
-    points_from = app.state.settings.tile_points_min_zoom
+    points_from = app_state(app).settings.tile_points_min_zoom
     async with _client(app, app.state.test_keys["analyst"]) as analyst:
         for z in (points_from, points_from + 2):
             x, y = _tile_of(*ROXHAM_ROAD, z)

@@ -18,6 +18,7 @@ import psycopg
 import pytest
 from fastapi import FastAPI
 
+from service.api.lifecycle import current_store
 from service.app import create_app
 from tests.api.test_outage import CuttableProxy
 from tests.conftest import make_key, make_settings, wipe_reports
@@ -96,7 +97,7 @@ def _sample(text: str, name: str, **labels: str) -> float:
 async def test_metrics_count_requests_ingest_and_snaps(store_url: str) -> None:
     wipe_reports(store_url)
     async with serving(store_url, rate_limit_public=0, rate_limit_per_key=0) as app:
-        admin = await asyncio.to_thread(make_key, app.state.store, "admin")
+        admin = await asyncio.to_thread(make_key, current_store(app), "admin")
         async with client_for(app, Authorization=f"Bearer {admin}") as client:
             body = report_body()
             assert (await client.post("/v1/reports", json=body)).status_code == 201
@@ -127,7 +128,7 @@ async def test_metrics_count_requests_ingest_and_snaps(store_url: str) -> None:
 
 async def test_metrics_need_an_admin_key_or_an_allowed_address(store_url: str) -> None:
     async with serving(store_url, metrics_allow="192.0.2.0/24, 2001:db8::/32") as app:
-        keys = {r: await asyncio.to_thread(make_key, app.state.store, r) for r in ("analyst", "admin")}  # fmt: skip
+        keys = {r: await asyncio.to_thread(make_key, current_store(app), r) for r in ("analyst", "admin")}  # fmt: skip
         async with client_for(app, peer="192.0.2.10") as scraper:
             assert (await scraper.get("/metrics")).status_code == 200
         async with client_for(app, peer="198.51.100.1") as stranger:
@@ -194,7 +195,7 @@ async def test_a_statement_timeout_is_a_504_of_its_own_without_retry_after(
     timeout (300 ms) while the database itself answers: 504, not 503 'unreachable'."""
     wipe_reports(postgis_url)
     async with serving(postgis_url, db_statement_timeout_ms=300, rate_limit_per_key=0) as app:
-        admin = await asyncio.to_thread(make_key, app.state.store, "admin")
+        admin = await asyncio.to_thread(make_key, current_store(app), "admin")
         dsn = postgis_url.replace("postgresql+psycopg://", "postgresql://", 1)
         async with (
             await psycopg.AsyncConnection.connect(dsn) as locker,
@@ -226,7 +227,7 @@ async def test_a_batch_that_cannot_finish_in_time_is_refused_before_any_work(
     async with serving(
         postgis_url, db_statement_timeout_ms=1_000, batch_item_cost_ms=2.0, rate_limit_per_key=0
     ) as app:
-        admin = await asyncio.to_thread(make_key, app.state.store, "admin")
+        admin = await asyncio.to_thread(make_key, current_store(app), "admin")
         async with client_for(app, Authorization=f"Bearer {admin}") as client:
             refused = await client.post("/v1/reports/batch", json=[report_body() for _ in range(251)])  # fmt: skip
             listed = await client.get("/v1/reports")
@@ -243,7 +244,7 @@ async def test_sqlite_batches_have_no_cost_cap(sqlite_url: str) -> None:
     async with serving(
         sqlite_url, db_statement_timeout_ms=1_000, batch_item_cost_ms=2.0, rate_limit_per_key=0
     ) as app:
-        admin = await asyncio.to_thread(make_key, app.state.store, "admin")
+        admin = await asyncio.to_thread(make_key, current_store(app), "admin")
         async with client_for(app, Authorization=f"Bearer {admin}") as client:
             response = await client.post("/v1/reports/batch", json=[report_body() for _ in range(300)])  # fmt: skip
     assert response.json()["summary"]["created"] == 300

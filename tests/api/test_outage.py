@@ -11,6 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import pytest
 
+from service.api.lifecycle import current_store
 from service.app import create_app
 from tests.conftest import make_key, make_settings, wipe_reports
 from tests.factories import report_body
@@ -71,7 +72,7 @@ async def proxied_client(
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         # Off the event loop: the store talks through the proxy, which runs on this loop.
-        token = await asyncio.to_thread(make_key, app.state.store, "admin")
+        token = await asyncio.to_thread(make_key, current_store(app), "admin")
         headers = {"Authorization": f"Bearer {token}"}
         async with httpx.AsyncClient(
             transport=transport, base_url="http://testserver", headers=headers

@@ -139,3 +139,14 @@ async def test_dry_run_snaps_many_points_in_order(client: httpx.AsyncClient) -> 
     response = await client.post("/v1/snap", json={"type": "MultiPoint", "coordinates": points})
     results = response.json()["results"]
     assert [r["segment_id"] for r in results] == ["CA-US-0208", None, "MX-US-0001"]
+
+
+async def test_openapi_names_this_deployments_kinds_and_border_countries(
+    client: httpx.AsyncClient,
+) -> None:
+    """The report body's schema lists the configured kinds and the loaded border's countries
+    (the direction enum was once never published: it read state that was never set)."""
+    doc = (await client.get("/openapi.json")).json()
+    props = doc["components"]["schemas"]["ReportProperties"]["properties"]
+    assert "crossing" in props["kind"]["enum"]
+    assert {"CA", "US", "MX"} <= set(props["direction"]["anyOf"][0]["enum"])

@@ -29,6 +29,8 @@ import orjson
 import pytest
 from fastapi import FastAPI
 
+from service.api.lifecycle import current_border, current_release, current_store
+from service.api.state import app_state
 from service.app import create_app
 from service.domain.reports import ReportDraft
 from service.usecases.release import cut_release
@@ -100,14 +102,14 @@ class World:
 
     async def build(self, drafts: Iterable[ReportDraft], *, cut_at: datetime = CUT_AT) -> None:
         wipe_reports(self.url)
-        state = self.app.state
-        submit_batch(state.store, state.border.index, list(drafts), settings=state.settings,
+        settings, store = app_state(self.app).settings, current_store(self.app)
+        submit_batch(store, current_border(self.app).index, list(drafts), settings=settings,
                      now=cut_at)  # fmt: skip
-        cut_release(state.store, now=cut_at, delay_h=state.settings.public_delay_h)
-        state.release.refresh_now()
+        cut_release(store, now=cut_at, delay_h=settings.public_delay_h)
+        current_release(self.app).refresh_now()
 
     def segment_of(self, report_id: int) -> str | None:
-        for report in export_reports(self.app.state.store):
+        for report in export_reports(current_store(self.app)):
             if report.draft.id == uuid.UUID(int=report_id):
                 return report.snap.segment_id
         raise AssertionError(f"no report {report_id}")
@@ -297,7 +299,8 @@ async def test_rounded_margins_leave_a_hidden_segment_undetermined(world: World)
     as well as the true count."""
     await world.build([*_background(), *[_draft(1 + n, _at(DAY, 9, n), TARGET) for n in (0, 1)]])
     segment = world.segment_of(1)
-    index = world.app.state.border.index
+    assert segment is not None
+    index = current_border(world.app).index
     target = index.by_id[segment]
     region = str(target.properties.get("region_pair") or target.section)
     transport = httpx.ASGITransport(app=world.app)
@@ -322,8 +325,8 @@ async def test_rounded_margins_leave_a_hidden_segment_undetermined(world: World)
     )
     hidden_others = in_region - len(others) - 1
     half, small = (
-        world.app.state.settings.public_round_to // 2,
-        world.app.state.settings.public_min_count - 1,
+        app_state(world.app).settings.public_round_to // 2,
+        app_state(world.app).settings.public_min_count - 1,
     )
     low = (total - half) - sum(o + half for o in others) - small * hidden_others
     high = (total + half) - sum(o - half for o in others)

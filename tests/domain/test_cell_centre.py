@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.domain.tiles import GRID_LEVEL, MAX_LAT, ROLLUP_LEVELS, cell_centre, grid_cell
+from service.domain.grid import GRID_LEVEL, MAX_LAT, ROLLUP_LEVELS, cell_centre, grid_cell
 
 longitudes = st.floats(-180.0, 180.0)
 # Beyond Web Mercator's edge too: such reports belong to its first or last row.

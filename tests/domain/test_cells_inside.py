@@ -6,8 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.domain.cells import cells_inside
-from service.domain.tiles import GRID_LEVEL, grid_cell, lat_of_row
+from service.domain.grid import GRID_LEVEL, cells_inside, grid_cell, lat_of_row
 
 LEVEL = 12
 SHIFT = GRID_LEVEL - LEVEL

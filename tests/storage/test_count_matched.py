@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from service.domain.queries import ReportQuery
 from service.domain.reports import ReportDraft
 from service.settings import Settings
-from service.storage.base import ReportQuery
 from service.usecases.submit_reports import submit_batch
 
 T0 = datetime(2026, 2, 1, tzinfo=UTC)

@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.domain import filters as f
+from service.domain.queries import ReportQuery
 from service.domain.reports import Report, ReportDraft, SnapResult, SnapStatus
-from service.storage.base import ReportQuery
 from tests.conftest import wipe_reports
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import Connection, create_engine
 
 from service.domain.access import AuditEntry, Role
-from service.storage.base import ReportQuery
+from service.domain.queries import ReportQuery
 from service.storage.postgis import access, pages
 
 pytestmark = pytest.mark.postgis

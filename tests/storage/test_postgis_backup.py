@@ -17,6 +17,7 @@ import psycopg
 import pytest
 from sqlalchemy import create_engine
 
+from service.api.lifecycle import current_store
 from service.app import create_app
 from service.settings import Settings
 from service.storage.postgis.migrations import pending
@@ -92,7 +93,7 @@ async def test_a_restored_dump_serves_the_same_reports_aggregates_and_keys(
     dump = tmp_path / "crossings.dump"
     with fresh_postgis_database() as source:
         async with serving(source) as (client, app):
-            key = make_key(app.state.store, "admin")
+            key = make_key(current_store(app), "admin")
             answer = await client.post(
                 "/v1/reports/batch", json=bodies, headers={"Authorization": f"Bearer {key}"}
             )

@@ -25,9 +25,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Connection, Row, text
 
+from service.domain.queries import PageKey, ReportQuery
 from service.domain.reports import BEYOND, Report, ReportDraft
 from service.settings import Settings
-from service.storage.base import PageKey, ReportQuery
 from service.storage.postgis import pages
 from service.storage.postgis.store import PostgisStore
 from tests.conftest import fresh_postgis_database
@@ -106,22 +106,28 @@ def conn(store: PostgisStore) -> Iterator[Connection]:
 def _walked(conn: Connection, query: ReportQuery) -> list[Row[Any]]:
     """The page as walking in time order reads it."""
     shape = pages._Shape.of(query)
-    return list(conn.execute(pages._walk(shape), pages._params(query, reltuples=0.0)))
+    return list(conn.execute(pages._walk(shape), pages._params(query, _plan(query, 0.0))))
 
 
 def _matched_first(conn: Connection, query: ReportQuery, *, cap: int) -> list[Row[Any]] | None:
     """The page as fetching at most ``cap`` matches first reads it; None if more match (its
     rows then say so)."""
     shape = pages._Shape.of(query)
-    params = pages._params(query, reltuples=0.0) | {"cap": cap}
+    params = pages._params(query, _plan(query, 0.0)) | {"cap": cap}
     rows = list(conn.execute(pages._page_statement(shape, "matches"), params))
     return None if rows and rows[0].beyond else rows
 
 
+def _plan(query: ReportQuery, reltuples: float) -> pages.BoxPlan | None:
+    if query.bbox is None:
+        return None
+    return pages.BoxPlan.of(query.bbox, limit=query.limit, reltuples=reltuples)
+
+
 def _matches_first(conn: Connection, box: tuple[float, float, float, float], *, limit: int) -> bool:
     """Whether the rollups' count says to fetch the box's matches first."""
-    params = pages._params(ReportQuery(bbox=box, limit=limit), reltuples=pages._reltuples(conn))
-    return pages._matches_first(pages._cell_counts(conn), params)
+    plan = pages.BoxPlan.of(box, limit=limit, reltuples=pages._reltuples(conn))
+    return plan.matches_first(pages._cell_counts(conn))
 
 
 def _inside(report: Report, box: tuple[float, float, float, float]) -> bool:
@@ -214,7 +220,8 @@ def test_a_box_denser_than_its_rollups_say_is_walked_after_all(conn: Connection)
     conn.info.pop("cell_counts", None)  # as a minute later
     query = ReportQuery(bbox=DENSE_BOX, limit=50)
     assert _matches_first(conn, DENSE_BOX, limit=query.limit)
-    cap = pages._params(query, reltuples=pages._reltuples(conn))["cap"]
+    assert query.bbox is not None
+    cap = pages.BoxPlan.of(query.bbox, limit=query.limit, reltuples=pages._reltuples(conn)).cap
     assert cap < len(_expected(query))
     assert _matched_first(conn, query, cap=cap) is None
     page = pages.query_reports(conn, query)

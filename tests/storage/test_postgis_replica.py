@@ -16,10 +16,12 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from service.api.lifecycle import current_store
 from service.app import create_app
 from service.settings import Settings
 from service.storage.postgis.migrations import upgrade
 from service.storage.postgis.rollups import ROLLUP_TABLES
+from service.storage.postgis.store import PostgisStore
 from tests.conftest import IN_CI, make_key
 from tests.factories import report_body
 from tests.pgcluster import Replicated, pg_bin, replicated_cluster
@@ -65,7 +67,7 @@ async def served(
     )
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        keys = {role: make_key(app.state.store, role) for role in ("reporter", "admin")}
+        keys = {role: make_key(current_store(app), role) for role in ("reporter", "admin")}
         cluster.wait_replayed()  # the border and the keys, on the replica too
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
@@ -103,9 +105,9 @@ async def test_aggregates_are_read_from_the_replica(cluster: Replicated) -> None
         cluster.wait_replayed()
         cluster.replica.sql("SELECT pg_wal_replay_pause()")
         await _post(client, keys["admin"], 2)  # on the primary only
-        before = app.state.store.replica.reads["replica"]
+        before = _replica(app).reads["replica"]
         assert await _total(client, keys["admin"]) == 3  # the replica's figure: lag tolerated
-        assert app.state.store.replica.reads["replica"] > before
+        assert _replica(app).reads["replica"] > before
         cluster.replica.sql("SELECT pg_wal_replay_resume()")
         cluster.wait_replayed()
         assert await _total(client, keys["admin"]) == 5
@@ -144,12 +146,12 @@ async def test_own_writes_are_read_from_the_replica_once_it_has_replayed_them(
     cluster: Replicated,
 ) -> None:
     async with served(cluster, read_wait_ms=2000) as (client, app, keys):
-        before = app.state.store.replica.reads["replica"]
+        before = _replica(app).reads["replica"]
         for _ in range(3):
             [report_id] = await _post(client, keys["reporter"], 1)
             one = await client.get(f"/v1/reports/{report_id}", headers=_auth(keys["reporter"]))
             assert one.status_code == 200, one.text
-        assert app.state.store.replica.reads["replica"] >= before + 3
+        assert _replica(app).reads["replica"] >= before + 3
 
 
 async def test_a_replica_lagging_beyond_the_bound_is_not_read(cluster: Replicated) -> None:
@@ -177,26 +179,26 @@ async def test_a_lost_replica_gives_way_to_the_primary_and_is_read_again_when_ba
         cluster.replica.start()
         cluster.wait_replayed()
         time.sleep(0.6)
-        before = app.state.store.replica.reads["replica"]
+        before = _replica(app).reads["replica"]
         assert await _total(client, keys["admin"]) == 3
-        assert app.state.store.replica.reads["replica"] > before
+        assert _replica(app).reads["replica"] > before
 
 
 async def test_a_page_read_on_the_replica_is_audited_on_the_primary(cluster: Replicated) -> None:
     async with served(cluster) as (client, app, keys):
         await _post(client, keys["admin"], 1)
         since = datetime.now(UTC)
-        before = app.state.store.replica.reads["replica"]
+        before = _replica(app).reads["replica"]
         page = await client.get("/v1/reports?limit=5", headers=_auth(keys["admin"]))
         assert len(page.json()["features"]) == 1
-        assert app.state.store.replica.reads["replica"] == before + 1
-        entries = app.state.store.list_audit(since)
+        assert _replica(app).reads["replica"] == before + 1
+        entries = current_store(app).list_audit(since)
         assert [(e.action, e.detail["path"]) for e in entries] == [("reports.read", "/v1/reports")]
 
 
 def test_a_read_database_that_is_not_a_standby_is_not_read(cluster: Replicated) -> None:
+    from service.domain.queries import ReportQuery
     from service.storage import open_store
-    from service.storage.base import ReportQuery
 
     url = cluster.primary.url(cluster.dbname)
     store = open_store(Settings(database_url=url, read_database_url=url))
@@ -217,3 +219,10 @@ def test_the_cluster_is_a_real_streaming_pair(cluster: Replicated) -> None:
             check=True,
             capture_output=True,
         )
+
+
+def _replica(app: Any) -> Any:
+    """The store's replica router (a PostGIS store read through a replica)."""
+    store = current_store(app)
+    assert isinstance(store, PostgisStore) and store.replica is not None
+    return store.replica

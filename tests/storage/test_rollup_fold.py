@@ -28,11 +28,11 @@ import httpx
 import psycopg
 import pytest
 
+from service.domain.grid import GRID_LEVEL, grid_cell
 from service.domain.reports import ReportDraft
 from service.domain.segments import SegmentIndex
-from service.domain.tiles import GRID_LEVEL, TileFilter, grid_cell, tile_address
+from service.domain.tiles import TileFilter, TileQuery, tile_address
 from service.settings import Settings
-from service.storage.base import TileQuery
 from service.storage.postgis.rollups import PENDING, ROLLUP_TABLES
 from service.storage.postgis.store import PostgisStore
 from service.usecases.aggregates import AggregateRequest, aggregate

@@ -13,10 +13,11 @@ from uuid import UUID, uuid4
 
 import pytest
 
+from service.domain.queries import PageKey, ReportQuery
 from service.domain.reports import BEYOND, IngestOutcome, Report
 from service.settings import Settings
 from service.storage import open_store
-from service.storage.base import PageKey, ReportQuery, Store
+from service.storage.base import Store
 from tests.conftest import STORES, all_reports, fresh_postgis_database, wipe_reports
 from tests.factories import T0, make_report, snapped_to
 

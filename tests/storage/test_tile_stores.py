@@ -26,23 +26,18 @@ import shapely
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from service.domain.grid import GRID_LEVEL, ROLLUP_LEVELS, grid_cell
 from service.domain.reports import ReportDraft
 from service.domain.segments import SegmentIndex
-from service.domain.tiles import (
-    GRID_LEVEL,
-    ROLLUP_LEVELS,
-    TileFilter,
-    encode_mvt,
-    grid_cell,
-    tile_address,
-)
+from service.domain.tiles import TileFilter, TileQuery, tile_address
 from service.settings import Settings
 from service.storage import open_store
-from service.storage.base import Store, TileQuery
+from service.storage.base import Store
 from service.storage.postgis.rollups import PENDING, ROLLUP_TABLES
 from service.storage.postgis.store import PostgisStore
 from service.usecases.segments import ensure_segments
 from service.usecases.submit_reports import submit_batch
+from service.usecases.tile_encoding import encode_mvt
 from service.usecases.tiles import mvt_tile, tile_content
 from tests.conftest import fresh_postgis_database
 

@@ -19,10 +19,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from service.domain.aggregation import GROUP_KEYS, UNITS
-from service.domain.cells import cells_inside
+from service.domain.grid import cells_inside, lat_of_row
 from service.domain.reports import Report, ReportDraft
 from service.domain.segments import SegmentIndex
-from service.domain.tiles import lat_of_row
 from service.settings import Settings
 from service.storage.base import Store
 from service.usecases.aggregates import AggregateRequest, aggregate

@@ -15,13 +15,14 @@ from typing import Any
 import httpx
 import pytest
 
+from service.domain.errors import BorderChanged
 from service.domain.reports import Report, ReportDraft
 from service.domain.segments import SegmentIndex, border_fingerprint, parse_segment_collection
 from service.domain.snapping import snap
-from service.domain.tiles import TileFilter, tile_address
+from service.domain.tiles import TileFilter, TileQuery, tile_address
 from service.settings import Settings
 from service.storage import open_store
-from service.storage.base import BorderChanged, Store, TileQuery
+from service.storage.base import Store
 from service.usecases.aggregates import AggregateRequest, aggregate
 from service.usecases.segments import (
     PREVIOUS_BUNDLED_BORDERS,

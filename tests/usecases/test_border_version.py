@@ -14,13 +14,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.domain.errors import StoreUnavailable
+from service.domain.errors import BorderChanged, StoreUnavailable
 from service.domain.reports import Report, ReportDraft, SnapStatus
 from service.domain.segments import SegmentIndex
 from service.domain.snapping import snap
 from service.settings import Settings
 from service.storage import open_store
-from service.storage.base import BorderChanged, Store
+from service.storage.base import Store
 from service.usecases.segments import stored_border
 from service.usecases.submit_reports import BORDER_RETRIES, submit_batch
 from tests.factories import report_body

@@ -16,18 +16,13 @@ import mapbox_vector_tile
 import psycopg
 import pytest
 
+from service.domain.grid import GRID_LEVEL, cell_centre, grid_cell
+from service.domain.queries import ReportQuery
 from service.domain.reports import IngestOutcome, Report, ReportDraft
 from service.domain.segments import SegmentIndex
-from service.domain.tiles import (
-    GRID_LEVEL,
-    TileCluster,
-    TileFilter,
-    cell_centre,
-    grid_cell,
-    tile_address,
-)
+from service.domain.tiles import TileCluster, TileFilter, TileQuery, tile_address
 from service.settings import Settings
-from service.storage.base import ReportQuery, Store, TileQuery
+from service.storage.base import Store
 from service.usecases.aggregates import AggregateRequest, aggregate
 from service.usecases.submit_reports import submit_batch
 from service.usecases.tiles import mvt_tile

@@ -112,8 +112,7 @@ def test_a_new_border_re_snaps_stored_reports_and_recounts(fresh_url: str, tmp_p
 
     from service.domain.reports import ReportDraft
     from service.domain.snapping import snap
-    from service.domain.tiles import TileFilter, tile_address
-    from service.storage.base import TileQuery
+    from service.domain.tiles import TileFilter, TileQuery, tile_address
     from service.usecases.aggregates import AggregateRequest, aggregate
     from service.usecases.segments import ensure_segments, read_segment_file
     from service.usecases.submit_reports import submit_batch

@@ -13,6 +13,7 @@ from service.api.body import read_json
 from service.api.deps import CallerDep, SettingsDep, StoreDep, get_caller
 from service.api.responses import JSONResponse
 from service.api.schemas.pages import parse_time
+from service.api.state import app_state
 from service.domain.errors import FieldError, InvalidInput
 from service.usecases import access
 
@@ -57,7 +58,7 @@ async def revoke_key(key_id: str, request: Request, store: StoreDep, caller: Cal
     """Revoke a key: from now on it is refused (by other server processes within
     CROSSINGS_KEY_CACHE_S seconds)."""
     await run_in_threadpool(lambda: access.revoke_key(store, key_id, actor=caller))
-    request.app.state.key_cache.pop(key_id, None)
+    app_state(request.app).key_cache.pop(key_id, None)
     return Response(status_code=204)
 
 

@@ -13,13 +13,12 @@ from starlette.responses import Response
 from service.api import audit
 from service.api import encodings as enc
 from service.api.cancel import until_disconnected
-from service.api.deps import IndexDep, ReleaseDep, SettingsDep, StoreDep, get_caller
+from service.api.deps import CallerDep, IndexDep, ReleaseDep, SettingsDep, StoreDep, get_caller
 from service.api.routes.segments import segment_feature
 from service.api.schemas import aggregates as wire
 from service.domain.access import Caller
 from service.domain.segments import SegmentIndex
 from service.settings import Settings
-from service.storage.base import Store
 from service.usecases.aggregates import Aggregate, AggregateLimits, AggregateRequest, aggregate
 from service.usecases.public_release import CurrentRelease, PublicAnswer, public_aggregate
 
@@ -28,28 +27,32 @@ async def _answer(
     request: Request,
     req: AggregateRequest,
     *,
-    store: Store,
+    store: StoreDep,
     release: CurrentRelease,
     index: SegmentIndex,
     settings: Settings,
+    caller: Caller,
 ) -> tuple[Aggregate, dict[str, Any]]:
     """Exact figures for a caller who reads everything (analysts, admins); for everyone else the
     public release's, with what the answer counts (its whole periods, the segments a box
     selected) and the rule its figures went through."""
-    caller: Caller = request.state.caller
     if caller.sees_everything:
-        return await _exact(request, store, index, req, settings), {}
+        return await _exact(request, store, caller, index, req, settings), {}
     answer = await run_in_threadpool(_public, release, index, req, settings)
     return answer.aggregate, wire.public_fields(answer, settings)
 
 
 async def _exact(
-    request: Request, store: Store, index: SegmentIndex, req: AggregateRequest, settings: Settings
+    request: Request,
+    store: StoreDep,
+    caller: Caller,
+    index: SegmentIndex,
+    req: AggregateRequest,
+    settings: Settings,
 ) -> Aggregate:
     """The exact aggregate, refused before any work when it asks for more than the caps, and
     stopped (its statement cancelled) if the client goes away; audited like any precise read
     (exact figures can single out a report)."""
-    caller: Caller = request.state.caller
     limits = AggregateLimits(
         max_cells=settings.aggregate_max_cells,
         max_range_days=settings.aggregate_max_range_days,
@@ -58,11 +61,8 @@ async def _exact(
     )
     return await until_disconnected(
         request,
-        audit.read_and_record(
-            store,
-            caller,
-            audit.detail(request, caller),
-            lambda: aggregate(store, index, req, limits=limits),
+        audit.recorded(
+            store, audit.entry(request, caller), lambda: aggregate(store, index, req, limits=limits)
         ),
     )
 
@@ -97,6 +97,7 @@ async def aggregates(
     release: ReleaseDep,
     index: IndexDep,
     settings: SettingsDep,
+    caller: CallerDep,
     group_by: Annotated[
         str | None,
         Query(
@@ -128,7 +129,7 @@ async def aggregates(
     media = enc.negotiate(request, offered=TABLE)
     req = wire.parse_request(dict(request.query_params), index=index, kinds=settings.report_kinds)
     result, meta = await _answer(
-        request, req, store=store, release=release, index=index, settings=settings
+        request, req, store=store, release=release, index=index, settings=settings, caller=caller
     )
     if media == enc.CSV:
         return _table(result, meta)
@@ -142,6 +143,7 @@ async def segments_choropleth(
     release: ReleaseDep,
     index: IndexDep,
     settings: SettingsDep,
+    caller: CallerDep,
     start: _Text = None,
     end: _Text = None,
     kind: _Text = None,
@@ -157,7 +159,7 @@ async def segments_choropleth(
     )
     req = dataclasses.replace(req, group_by=("segment",), all_segments=True)
     result, meta = await _answer(
-        request, req, store=store, release=release, index=index, settings=settings
+        request, req, store=store, release=release, index=index, settings=settings, caller=caller
     )
     figures = {row.group[0]: row.figure for row in result.rows}
     features = []
@@ -190,6 +192,7 @@ async def segment_timeseries(
     release: ReleaseDep,
     index: IndexDep,
     settings: SettingsDep,
+    caller: CallerDep,
     bucket: Annotated[str | None, Query(description="day, week, month, quarter or year")] = None,
     tz: _Text = None,
     start: _Text = None,
@@ -216,7 +219,7 @@ async def segment_timeseries(
     if req.bucket is None:
         req = dataclasses.replace(req, bucket="month")
     result, meta = await _answer(
-        request, req, store=store, release=release, index=index, settings=settings
+        request, req, store=store, release=release, index=index, settings=settings, caller=caller
     )
     if media == enc.CSV:
         return _table(result, meta)

@@ -14,7 +14,7 @@ from service.api.deps import CallerDep, SettingsDep, StoreDep, get_caller
 from service.api.responses import JSONResponse
 from service.api.schemas.pages import decode_cursor, encode_cursor, parse_time
 from service.domain.alerts import AlertQuery, AlertState, alert_fields
-from service.storage.base import PageKey
+from service.domain.queries import PageKey
 from service.usecases import alerts
 
 router = APIRouter(prefix="/v1", tags=["alerts"], dependencies=[Depends(get_caller)])

@@ -8,6 +8,7 @@ from starlette.responses import Response
 
 from service.api.deps import IndexDep, StoreDep, get_caller
 from service.api.responses import JSONResponse
+from service.api.state import app_state
 from service.domain.errors import ShuttingDown
 
 router = APIRouter(tags=["health"], dependencies=[Depends(get_caller)])
@@ -23,7 +24,7 @@ async def healthz() -> Response:
 async def readyz(request: Request, store: StoreDep, index: IndexDep) -> Response:
     """The store answers and the border is loaded; 503 with Retry-After otherwise, saying why
     (waiting for the database, its schema not current, the server draining after SIGTERM)."""
-    if request.app.state.drain.draining:
+    if app_state(request.app).drain.draining:
         raise ShuttingDown("the server is shutting down: send requests to another instance")
     await run_in_threadpool(store.ping)
     return JSONResponse({"status": "ready", "segments": len(index)})

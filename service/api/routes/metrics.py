@@ -6,7 +6,8 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from service.api.deps import get_caller
-from service.api.metrics import CONTENT_TYPE, Metrics
+from service.api.metrics import CONTENT_TYPE
+from service.api.state import app_state
 
 router = APIRouter(tags=["operations"], dependencies=[Depends(get_caller)])
 
@@ -16,5 +17,5 @@ async def metrics(request: Request) -> Response:
     """Prometheus text format: requests, latency, ingest outcomes, snap distances, the database
     pool and its errors, rate-limit refusals, the public release's lag. Needs an admin key, or
     no key from an address in CROSSINGS_METRICS_ALLOW."""
-    registry: Metrics = request.app.state.metrics
+    registry = app_state(request.app).metrics
     return Response(registry.exposition(), media_type=CONTENT_TYPE)

@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from service.api import audit, cql2
 from service.api import encodings as enc
-from service.api.deps import IndexDep, SettingsDep, StoreDep, get_caller
+from service.api.deps import CallerDep, IndexDep, SettingsDep, StoreDep, get_caller
 from service.api.lifecycle import current_release
 from service.api.openapi import query_parameters, request_body
 from service.api.openapi30 import OPENAPI_30, to_openapi_30
@@ -27,6 +27,7 @@ from service.api.schemas.common import format_instant
 from service.api.schemas.pages import decode_cursor, encode_cursor
 from service.api.schemas.reports import report_feature
 from service.domain.access import Caller
+from service.domain.errors import CollectionNotFound
 from service.domain.segments import BorderSegment, SegmentIndex
 from service.usecases import features
 from service.usecases.public_release import CurrentRelease, public_extent
@@ -152,16 +153,13 @@ async def conformance(request: Request) -> Response:
 
 
 async def _collection_doc(
-    request: Request, collection_id: str, store: StoreDep, index: IndexDep
+    request: Request, collection_id: str, store: StoreDep, index: IndexDep, caller: Caller
 ) -> dict[str, Any]:
     if collection_id not in COLLECTIONS:
-        raise features.CollectionNotFound(
-            f"no collection {collection_id!r}; there are: reports, segments"
-        )
+        raise CollectionNotFound(f"no collection {collection_id!r}; there are: reports, segments")
     title, description = COLLECTIONS[collection_id]
     url = f"{_base(request)}/collections/{collection_id}"
     if collection_id == "reports":
-        caller: Caller = request.state.caller
         if caller.sees_everything:
             extent = await run_in_threadpool(features.report_extent, store)
             bbox, start, end = extent.bbox, extent.first_observed, extent.last_observed
@@ -207,9 +205,11 @@ async def _collection_doc(
 
 
 @router.get("/collections")
-async def collections(request: Request, store: StoreDep, index: IndexDep) -> Response:
+async def collections(
+    request: Request, store: StoreDep, index: IndexDep, caller: CallerDep
+) -> Response:
     """Both collections, with their extents."""
-    docs = [await _collection_doc(request, cid, store, index) for cid in COLLECTIONS]
+    docs = [await _collection_doc(request, cid, store, index, caller) for cid in COLLECTIONS]
     base = _base(request)
     doc = {
         "collections": docs,
@@ -236,9 +236,7 @@ async def collection_schema(collection_id: str, request: Request, index: IndexDe
             url, COLLECTIONS["segments"][0], "LineString", _segment_schema(index)
         )
     else:
-        raise features.CollectionNotFound(
-            f"no collection {collection_id!r}; there are: reports, segments"
-        )
+        raise CollectionNotFound(f"no collection {collection_id!r}; there are: reports, segments")
     # GDAL accepts a schema only as JSON; everyone else is told what it is.
     media = SCHEMA
     return Response(orjson.dumps(doc), media_type=media)
@@ -250,7 +248,7 @@ async def collection_queryables(
 ) -> Response:
     """The properties a `filter` (CQL2) may name, as a JSON Schema (OGC API - Features Part 3)."""
     if collection_id != "reports":
-        raise features.CollectionNotFound(f"no queryables for {collection_id!r}; only reports")
+        raise CollectionNotFound(f"no queryables for {collection_id!r}; only reports")
     url = f"{_base(request)}/collections/reports/queryables"
     doc = cql2.queryables(url, title=COLLECTIONS["reports"][0], kinds=settings.report_kinds,
                           countries=index.countries)  # fmt: skip
@@ -259,10 +257,10 @@ async def collection_queryables(
 
 @router.get("/collections/{collection_id}")
 async def collection(
-    collection_id: str, request: Request, store: StoreDep, index: IndexDep
+    collection_id: str, request: Request, store: StoreDep, index: IndexDep, caller: CallerDep
 ) -> Response:
     """One collection: its extent and links to its items."""
-    doc = await _collection_doc(request, collection_id, store, index)
+    doc = await _collection_doc(request, collection_id, store, index, caller)
     return _respond(request, doc, offered=DOCS, title=doc["title"])
 
 
@@ -276,7 +274,7 @@ _Text = Annotated[str | None, Query()]
     openapi_extra=cql2.with_filter_parameters(query_parameters(ogc.ReportItemsQuery)),
 )
 async def report_items(
-    request: Request, store: StoreDep, index: IndexDep, settings: SettingsDep
+    request: Request, store: StoreDep, index: IndexDep, settings: SettingsDep, caller: CallerDep
 ) -> Response:
     """Reports, a page at a time in observed_at order (follow `next`). A first page gives
     `numberMatched` when it is exact and cheap: with no filter or a box alone (when the rollups
@@ -285,7 +283,7 @@ async def report_items(
     # checks them, and refuses any it does not know.
     media = enc.negotiate(request, offered=ITEMS)
     doc = await _report_items(
-        request, dict(request.query_params), store, index, settings.page_max_items
+        request, dict(request.query_params), store, caller, index, settings.page_max_items
     )
     doc["links"].extend(_alternates(request, ITEMS, media))
     return _respond(request, doc, offered=ITEMS, title="Crossing reports: items")
@@ -318,13 +316,16 @@ async def segment_items(
 
 @router.get("/collections/{collection_id}/items", include_in_schema=False)
 async def unknown_items(collection_id: str) -> Response:
-    raise features.CollectionNotFound(
-        f"no collection {collection_id!r}; there are: reports, segments"
-    )
+    raise CollectionNotFound(f"no collection {collection_id!r}; there are: reports, segments")
 
 
 async def _report_items(
-    request: Request, params: dict[str, str], store: StoreDep, index: IndexDep, max_limit: int
+    request: Request,
+    params: dict[str, str],
+    store: StoreDep,
+    caller: Caller,
+    index: IndexDep,
+    max_limit: int,
 ) -> dict[str, Any]:
     parsed = ogc.parse_items_params(
         params,
@@ -333,7 +334,6 @@ async def _report_items(
         known_properties=REPORT_PROPERTIES,
         read_cursor=decode_cursor,
     )
-    caller: Caller = request.state.caller
     query = ogc.report_query(parsed, border_segments=index.segment_ids_by_border)
     flt = cql2.parse_filter(parsed.filters)
     query = dataclasses.replace(query, posted_by=caller.posted_by, filter=flt)
@@ -420,20 +420,23 @@ def _segment_properties(index: SegmentIndex) -> frozenset[str]:
 
 @router.get("/collections/{collection_id}/items/{feature_id}")
 async def item(
-    collection_id: str, feature_id: str, request: Request, store: StoreDep, index: IndexDep
+    collection_id: str,
+    feature_id: str,
+    request: Request,
+    store: StoreDep,
+    index: IndexDep,
+    caller: CallerDep,
 ) -> Response:
     """One feature by id."""
     if collection_id not in COLLECTIONS:
-        raise features.CollectionNotFound(
-            f"no collection {collection_id!r}; there are: reports, segments"
-        )
+        raise CollectionNotFound(f"no collection {collection_id!r}; there are: reports, segments")
     if collection_id == "reports":
-        caller: Caller = request.state.caller
-        report = await audit.audited(
-            request,
-            store,
-            caller,
-            lambda: features.report_item(store, feature_id, posted_by=caller.posted_by),
+        report = await run_in_threadpool(
+            audit.recorded(
+                store,
+                audit.entry(request, caller),
+                lambda: features.report_item(store, feature_id, posted_by=caller.posted_by),
+            )
         )
         doc = report_feature(report)
     else:
@@ -456,13 +459,14 @@ async def item(
     responses={200: {"description": "A replay: the report was already stored with this content"}},
 )
 async def create_item(
-    request: Request, store: StoreDep, index: IndexDep, settings: SettingsDep
+    request: Request, store: StoreDep, index: IndexDep, settings: SettingsDep, caller: CallerDep
 ) -> Response:
     """OGC API - Features Part 4 create: a report as a GeoJSON Feature, with the same validation
     and exactly-once rules as `POST /v1/reports`."""
     return await submit_single(
         request,
         store,
+        caller,
         index,
         settings,
         location=f"{_base(request)}/collections/reports/items/{{id}}",

@@ -20,7 +20,6 @@ from service.api.deps import (
     border_reloader,
     get_caller,
 )
-from service.api.metrics import Metrics
 from service.api.openapi import request_body
 from service.api.responses import GeoJSONResponse, JSONResponse
 from service.api.schemas.pages import encode_cursor, report_query
@@ -30,12 +29,12 @@ from service.api.schemas.reports import (
     raise_for_outcome,
     report_feature,
 )
+from service.api.state import app_state
 from service.domain.access import Caller
 from service.domain.errors import MalformedBody
 from service.domain.reports import IngestOutcome
 from service.domain.segments import SegmentIndex
 from service.settings import Settings
-from service.storage.base import Store
 from service.usecases.query_reports import get_report, list_reports
 from service.usecases.submit_reports import ItemOutcome, check_batch_size, submit_batch
 
@@ -53,24 +52,29 @@ def _is_feature(obj: Any) -> bool:
     responses={200: {"description": "A replay: the report was already stored with this content"}},
 )
 async def create_report(
-    request: Request, store: StoreDep, index: IndexDep, settings: SettingsDep
+    request: Request, store: StoreDep, index: IndexDep, settings: SettingsDep, caller: CallerDep
 ) -> Response:
     """Submit one report (a plain object or a GeoJSON Feature). It is snapped to the border and
     stored once: replaying the same `id` with the same content answers 200 with the original;
     the same `id` with other content answers 409. Answers 201 with `Location` when created."""
     return await submit_single(
-        request, store, index, settings, location=f"{request.base_url}v1/reports/{{id}}"
+        request, store, caller, index, settings, location=f"{request.base_url}v1/reports/{{id}}"
     )
 
 
 async def submit_single(
-    request: Request, store: Store, index: SegmentIndex, settings: Settings, *, location: str
+    request: Request,
+    store: StoreDep,
+    caller: Caller,
+    index: SegmentIndex,
+    settings: Settings,
+    *,
+    location: str,
 ) -> Response:
     """One report from the body, stored exactly once: 201 created, 200 replay, or a problem.
     ``location`` is the URL template of the stored report (``{id}`` is filled in)."""
     body = await read_json(request, max_bytes=settings.max_body_bytes)
     item = parse_report(body)
-    caller: Caller = request.state.caller
     (outcome,) = await run_in_threadpool(
         lambda: submit_batch(
             store,
@@ -96,7 +100,7 @@ async def submit_single(
     openapi_extra=request_body("ReportBatchIn", "ReportFeatureCollectionIn"),
 )
 async def create_reports(
-    request: Request, store: StoreDep, index: IndexDep, settings: SettingsDep
+    request: Request, store: StoreDep, index: IndexDep, settings: SettingsDep, caller: CallerDep
 ) -> Response:
     """Submit up to `CROSSINGS_BATCH_MAX_ITEMS` reports as a JSON array or a FeatureCollection.
     Each item is answered in request order as `created`, `duplicate`, `conflict` or `invalid`
@@ -112,7 +116,6 @@ async def create_reports(
         raise MalformedBody("send a JSON array of reports or a GeoJSON FeatureCollection")
     check_batch_size(len(items), settings=settings)
     parsed = [parse_report(item) for item in items]
-    caller: Caller = request.state.caller
     outcomes = await run_in_threadpool(
         lambda: submit_batch(
             store,
@@ -141,9 +144,12 @@ async def read_report(
 ) -> Response:
     """One stored report as a GeoJSON Feature (a reporter key: only one it posted)."""
     report = await run_in_threadpool(
-        lambda: get_report(store, report_id, posted_by=caller.posted_by)
+        audit.recorded(
+            store,
+            audit.entry(request, caller),
+            lambda: get_report(store, report_id, posted_by=caller.posted_by),
+        )
     )
-    await audit.precise_read(request, store, caller)
     return GeoJSONResponse(report_feature(report))
 
 
@@ -190,7 +196,7 @@ async def search_reports(
 
 def _count(request: Request, outcomes: list[ItemOutcome]) -> None:
     """Ingest outcomes and snap distances into the metrics."""
-    metrics: Metrics = request.app.state.metrics
+    metrics = app_state(request.app).metrics
     for o in outcomes:
         report = o.result.report
         metrics.ingest(o.result.outcome, report.snap.distance_m if report is not None else None)

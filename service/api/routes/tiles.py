@@ -9,18 +9,20 @@ from urllib.parse import urlencode
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from service.api import audit
 from service.api.caching import revalidated
-from service.api.deps import IndexDep, ReleaseDep, SettingsDep, StoreDep, get_caller
+from service.api.deps import CallerDep, IndexDep, ReleaseDep, SettingsDep, StoreDep, get_caller
 from service.api.schemas.pages import parse_time
 from service.domain import tiles
 from service.domain.access import Caller
 from service.domain.errors import FieldError, InvalidParameter
 from service.domain.segments import SegmentIndex
+from service.domain.tiles import TileQuery
 from service.settings import Settings
-from service.storage.base import Store, TileQuery
+from service.usecases import tile_encoding
 from service.usecases import tiles as usecase
 from service.usecases.public_release import CurrentRelease, public_tile
 
@@ -53,11 +55,6 @@ def _filter(request: Request, settings: Settings) -> tiles.TileFilter:
     return tiles.check_filter(flt, settings.report_kinds)
 
 
-def _precise(request: Request) -> bool:
-    caller: Caller = request.state.caller
-    return caller.sees_everything
-
-
 def _query(z: int, x: int, y: int, request: Request, settings: Settings) -> TileQuery:
     tile = tiles.tile_address(z, x, y)
     return TileQuery(
@@ -72,7 +69,7 @@ def _content(
     query: TileQuery,
     *,
     precise: bool,
-    store: Store,
+    store: StoreDep,
     release: CurrentRelease,
     index: SegmentIndex,
     settings: Settings,
@@ -88,7 +85,7 @@ def _mvt(
     query: TileQuery,
     *,
     precise: bool,
-    store: Store,
+    store: StoreDep,
     release: CurrentRelease,
     index: SegmentIndex,
     settings: Settings,
@@ -98,7 +95,7 @@ def _mvt(
     content = _content(
         query, precise=False, store=store, release=release, index=index, settings=settings
     )
-    return tiles.encode_mvt(content)
+    return tile_encoding.encode_mvt(content)
 
 
 async def _read(
@@ -106,18 +103,19 @@ async def _read(
     query: TileQuery,
     request: Request,
     *,
-    store: Store,
+    store: StoreDep,
     release: CurrentRelease,
     index: SegmentIndex,
+    settings: Settings,
+    caller: Caller,
 ) -> T:
     """The tile made by ``make`` in the thread pool, audited when it places single reports."""
-    precise = _precise(request)
-    settings: Settings = request.app.state.settings
+    precise = caller.sees_everything
     read = functools.partial(
         make, query, precise=precise, store=store, release=release, index=index, settings=settings
     )
-    caller: Caller = request.state.caller
-    return await audit.audited(request, store, caller, read, precise=precise and query.points)
+    entry = audit.entry(request, caller, precise=precise and query.points)
+    return await run_in_threadpool(audit.recorded(store, entry, read))
 
 
 @router.get(
@@ -138,6 +136,7 @@ async def vector_tile(
     release: ReleaseDep,
     index: IndexDep,
     settings: SettingsDep,
+    caller: CallerDep,
     start: _Start = None,
     end: _End = None,
     kind: _Kind = None,
@@ -148,9 +147,18 @@ async def vector_tile(
     too many points). Without one: the segments with the public release's figures (whole days),
     and no reports."""
     query = _query(z, x, y, request, settings)
-    body = await _read(_mvt, query, request, store=store, release=release, index=index)
+    body = await _read(
+        _mvt,
+        query,
+        request,
+        store=store,
+        release=release,
+        index=index,
+        settings=settings,
+        caller=caller,
+    )
     return await revalidated(
-        request, body, MVT, max_age=settings.tile_max_age_s, private=_precise(request)
+        request, body, MVT, max_age=settings.tile_max_age_s, private=caller.sees_everything
     )
 
 
@@ -172,6 +180,7 @@ async def geojson_tile(
     release: ReleaseDep,
     index: IndexDep,
     settings: SettingsDep,
+    caller: CallerDep,
     start: _Start = None,
     end: _End = None,
     kind: _Kind = None,
@@ -180,11 +189,20 @@ async def geojson_tile(
     reports at their own positions, clusters at their cell's centre, lines clipped to the tile
     and its buffer."""
     query = _query(z, x, y, request, settings)
-    content = await _read(_content, query, request, store=store, release=release, index=index)
-    doc = {"type": "FeatureCollection", "features": tiles.geojson_features(content)}
+    content = await _read(
+        _content,
+        query,
+        request,
+        store=store,
+        release=release,
+        index=index,
+        settings=settings,
+        caller=caller,
+    )
+    doc = {"type": "FeatureCollection", "features": tile_encoding.geojson_features(content)}
     body = orjson.dumps(doc) if doc["features"] else b""
     return await revalidated(
-        request, body, GEOJSON, max_age=settings.tile_max_age_s, private=_precise(request)
+        request, body, GEOJSON, max_age=settings.tile_max_age_s, private=caller.sees_everything
     )
 
 
@@ -233,14 +251,14 @@ def _tilejson(base: str, suffix: str, index: Any, settings: Settings) -> dict[st
                 "description": "Border segments; reports and people in the requested window",
                 "minzoom": 0,
                 "maxzoom": tiles.MAX_ZOOM,
-                "fields": tiles.SEGMENT_FIELDS,
+                "fields": tile_encoding.SEGMENT_FIELDS,
             },
             {
                 "id": "reports",
                 "description": "Report clusters (with `count`) or individual reports (with `id`)",
                 "minzoom": 0,
                 "maxzoom": tiles.MAX_ZOOM,
-                "fields": tiles.REPORT_FIELDS,
+                "fields": tile_encoding.REPORT_FIELDS,
             },
         ],
     }

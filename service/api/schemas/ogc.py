@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from service.api.schemas.common import format_instant, parse_instant
 from service.api.schemas.pages import decode_cursor, parse_bbox
 from service.domain.errors import FieldError, InvalidParameter
-from service.storage.base import ReportQuery
+from service.domain.queries import ReportQuery
 
 CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
 CONFORMANCE = [

@@ -10,7 +10,7 @@ from uuid import UUID
 
 from service.api.schemas.common import parse_instant
 from service.domain.errors import FieldError, InvalidParameter
-from service.storage.base import PageKey, ReportQuery
+from service.domain.queries import PageKey, ReportQuery
 
 
 def encode_cursor(key: PageKey) -> str:

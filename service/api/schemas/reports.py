@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID, uuid4
 
+import orjson
 from pydantic import Field, RootModel, StrictInt, StrictStr, ValidationError, field_validator
 
 from service.api.problems import problem_body
@@ -259,3 +261,30 @@ def report_from_feature(feature: object, *, received_at_fallback: datetime) -> R
     except ValueError as error:
         return _problem([FieldError("properties.received_at", str(error))])
     return Report(draft=draft, received_at=received_at, snap=BEYOND)
+
+
+def feature_line(report: Report) -> bytes:
+    """One line of an export: the report as a GeoJSON Feature, newline-terminated."""
+    return orjson.dumps(report_feature(report)) + b"\n"
+
+
+def reports_from_lines(
+    lines: Iterable[bytes], *, received_at_fallback: datetime, refused: list[str]
+) -> Iterator[Report]:
+    """The reports of an export (``feature_line``'s lines; blank lines skipped). A line that is
+    no valid report is left out, and why goes to ``refused`` ("line N: reason")."""
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            item = report_from_feature(
+                orjson.loads(line), received_at_fallback=received_at_fallback
+            )
+        except orjson.JSONDecodeError as error:
+            refused.append(f"line {number}: not JSON ({error})")
+            continue
+        if isinstance(item, Problem):
+            reasons = "; ".join(f"{e.field} {e.reason}" for e in item.errors)
+            refused.append(f"line {number}: {reasons}")
+            continue
+        yield item

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection
+from sqlalchemy import CTE, Connection, Integer, column, text
 
 from service.domain.access import ApiKey, AuditEntry, Role
 from service.storage.postgis.rollups import DROP_EMPTIED, FOLD_LOCK, UNCOUNT_DELETED, OnCounted
@@ -52,12 +52,19 @@ def revoke_key(conn: Connection, key_id: str, at: datetime) -> bool:
 # is made by the INSERT itself (set_config, local to the transaction; read at commit), which saves
 # a round trip of its own. A page of reports writes its entry from the page's own statement
 # (pages.query_reports), with these parameters.
-AUDIT_INSERT = (
+_AUDIT_INSERT = (
     "INSERT INTO audit_log (at, key_id, role, action, detail)"
-    " SELECT %(audit_at)s::timestamptz, %(audit_key_id)s::text, %(audit_role)s::text,"
-    " %(audit_action)s::text, %(audit_detail)s::jsonb"
+    " SELECT CAST(:audit_at AS timestamptz), CAST(:audit_key_id AS text),"
+    " CAST(:audit_role AS text), CAST(:audit_action AS text), CAST(:audit_detail AS jsonb)"
     " FROM set_config('synchronous_commit', 'off', true)"
 )
+
+
+def audit_cte() -> CTE:
+    """The audit entry's INSERT as a data-modifying CTE, for a statement that writes the entry
+    with its read (``Select.add_cte``); it binds audit_params."""
+    returning = text(f"{_AUDIT_INSERT} RETURNING 1").columns(column("written", Integer))
+    return returning.cte("audit")
 
 
 def audit_params(entry: AuditEntry) -> dict[str, Any]:
@@ -71,7 +78,7 @@ def audit_params(entry: AuditEntry) -> dict[str, Any]:
 
 
 def add_audit(conn: Connection, entry: AuditEntry) -> None:
-    conn.exec_driver_sql(AUDIT_INSERT, audit_params(entry))
+    conn.execute(text(_AUDIT_INSERT), audit_params(entry))
 
 
 def list_audit(conn: Connection, since: datetime | None, limit: int) -> list[AuditEntry]:

@@ -8,8 +8,9 @@ from uuid import UUID
 
 from sqlalchemy import Connection
 
+from service.domain.errors import BorderChanged
 from service.domain.segments import BorderSegment
-from service.storage.base import BorderChanged, OnProgress, Resnap
+from service.storage.base import OnProgress, Resnap
 from service.storage.postgis import rollups, segments
 
 BATCH = 20_000

@@ -6,7 +6,7 @@ Which rollup a period reads (each with the reports pending for it: rollups.live)
   fewer rows; its ALL_KINDS rows, 4x fewer again, when they need no kind either), else
   ``count_months``;
 - a day: ``count_days``; with a box, ``cell_days`` for the whole level-12 cells inside the box,
-  and the reports themselves in the cells its edges cross (service/domain/cells.cells_inside).
+  and the reports themselves in the cells its edges cross (service/domain/grid.cells_inside).
 """
 
 from __future__ import annotations
@@ -16,24 +16,32 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from service.domain.aggregation import period_end
-from service.domain.cells import CellBlock, cells_inside
-from service.domain.tiles import GRID_LEVEL
-from service.storage.base import COUNT_KEYS, CountQuery, CountRow, rows_of
+from service.domain.aggregation import COUNT_KEYS, CountQuery, CountRow, period_end
+from service.domain.grid import GRID_LEVEL, CellBlock, cells_inside
 from service.storage.cancel import cancellable
 from service.storage.postgis.rollups import ALL_KINDS, CELL_DAYS_LEVEL, live
+from service.storage.rows import rows_of
 
-_ROLLUP = """
-    SELECT v.bucket, v.sign, {columns}, c.reports, c.people
-    FROM unnest(%({name}_period)b::timestamptz[], %({name}_bucket)b::int[], %({name}_sign)b::int[])
-        AS v(period, bucket, sign)
-    JOIN {source} c ON c.period = v.period
-    WHERE true{filters}
-"""
+# The key columns of a rollup row (the narrow month rollup keeps no side or direction), and of a
+# report.
 _ALL_KEYS = "c.segment_id, c.side, c.kind, c.direction"
 _NARROW_KEYS = "c.segment_id, '' AS side, c.kind, '' AS direction"
 _REPORT_KEYS = """coalesce(r.segment_id, '') AS segment_id, coalesce(r.side::text, '') AS side,
                r.kind, coalesce(r.direction::text, '') AS direction, r.people_count AS people"""
+
+
+def _rollup_sql(name: str, source: str, columns: str, filters: str) -> str:
+    """The rows of rollup ``source`` for the periods bound as ``name``_period/_bucket/_sign, each
+    with its bucket and sign, keyed by ``columns``."""
+    return f"""
+        SELECT v.bucket, v.sign, {columns}, c.reports, c.people
+        FROM unnest(%({name}_period)b::timestamptz[], %({name}_bucket)b::int[],
+                    %({name}_sign)b::int[]) AS v(period, bucket, sign)
+        JOIN {source} c ON c.period = v.period
+        WHERE true{filters}
+    """
+
+
 # Each range reads its own reports (LATERAL, fenced by OFFSET 0): joined plainly, the planner
 # read every report of a segment once per range and filtered the join afterwards (bench/aggregates:
 # 190 of 244 ms for one segment's days; 0.5 ms as ranges on the (segment_id, observed_at) index).
@@ -41,47 +49,69 @@ _REPORT_KEYS = """coalesce(r.segment_id, '') AS segment_id, coalesce(r.side::tex
 # out of one week and into the next) is read once, and counted into each (u.k: its number); its
 # reports are summed by the keys asked for before they meet the buckets, as the planner joins
 # them by a nested loop (106 parts x 2,700 reports took 18 ms).
-_RANGES = f"""
-    SELECT v.bucket, v.sign, r.segment_id, r.side, r.kind, r.direction, r.reports, r.people
-    FROM (
-        SELECT u.k, {{kept}}, count(*) AS reports, sum(r.people) AS people
-        FROM unnest(%(u_start)b::timestamptz[], %(u_end)b::timestamptz[]) WITH ORDINALITY
-            AS u(t0, t1, k)
-        CROSS JOIN LATERAL (
-            SELECT {_REPORT_KEYS}
-            FROM reports r
-            WHERE r.observed_at >= u.t0 AND r.observed_at < u.t1{{filters}}
-            OFFSET 0
+def _ranges_sql(kept: str, grouped: str, filters: str) -> str:
+    """The reports of each distinct span bound as u_start/u_end, summed by the keys ``kept``
+    (``grouped``: those asked for), then counted into each bucket that has the span."""
+    return f"""
+        SELECT v.bucket, v.sign, r.segment_id, r.side, r.kind, r.direction, r.reports, r.people
+        FROM (
+            SELECT u.k, {kept}, count(*) AS reports, sum(r.people) AS people
+            FROM unnest(%(u_start)b::timestamptz[], %(u_end)b::timestamptz[]) WITH ORDINALITY
+                AS u(t0, t1, k)
+            CROSS JOIN LATERAL (
+                SELECT {_REPORT_KEYS}
+                FROM reports r
+                WHERE r.observed_at >= u.t0 AND r.observed_at < u.t1{filters}
+                OFFSET 0
+            ) AS r
+            GROUP BY u.k{grouped}
         ) AS r
-        GROUP BY u.k{{grouped}}
-    ) AS r
-    JOIN unnest(%(r_range)b::int[], %(r_bucket)b::int[], %(r_sign)b::int[])
-        AS v(k, bucket, sign) ON v.k = r.k
-"""
+        JOIN unnest(%(r_range)b::int[], %(r_bucket)b::int[], %(r_sign)b::int[])
+            AS v(k, bucket, sign) ON v.k = r.k
+    """
+
+
 # The reports of a box's day periods that no whole cell of the block holds: found through the
 # GiST index by the strips along the box's edges. Each finds its day among the sorted periods by
 # binary search (width_bucket): a join on the day was planned as a nested loop, 365 comparisons a
 # report.
-_EDGES = f"""
-    SELECT (%(d_bucket)b::int[])[e.i] AS bucket, (%(d_sign)b::int[])[e.i] AS sign,
-           e.segment_id, e.side, e.kind, e.direction, 1 AS reports, e.people
-    FROM (
-        SELECT width_bucket(r.observed_at, %(d_period)b::timestamptz[]) AS i,
-               date_trunc('day', r.observed_at, 'UTC') AS day, {_REPORT_KEYS}
-        FROM reports r
-        WHERE r.observed_at >= %(d_first)s AND r.observed_at < %(d_last)s
-          AND ({{strips}}){{filters}}
-    ) AS e
-    WHERE e.i > 0 AND (%(d_period)b::timestamptz[])[e.i] = e.day
-"""
+def _edges_sql(strips: str, filters: str) -> str:
+    """The reports of the day periods bound as d_period/_bucket/_sign that lie in ``strips``
+    (boxes OR'd), each with its day's bucket and sign."""
+    return f"""
+        SELECT (%(d_bucket)b::int[])[e.i] AS bucket, (%(d_sign)b::int[])[e.i] AS sign,
+               e.segment_id, e.side, e.kind, e.direction, 1 AS reports, e.people
+        FROM (
+            SELECT width_bucket(r.observed_at, %(d_period)b::timestamptz[]) AS i,
+                   date_trunc('day', r.observed_at, 'UTC') AS day, {_REPORT_KEYS}
+            FROM reports r
+            WHERE r.observed_at >= %(d_first)s AND r.observed_at < %(d_last)s
+              AND ({strips}){filters}
+        ) AS e
+        WHERE e.i > 0 AND (%(d_period)b::timestamptz[])[e.i] = e.day
+    """
+
+
 # With a box, every range is shorter than a day (the box asks for day periods): its reports are
 # found by time alone. (Adding the GiST index made the planner AND a bitmap of every report in
 # the box into every range: 8 ms a range for a box of 100,000 reports.)
 _BOX = " AND ST_X(r.geom) BETWEEN %(w)s AND %(e)s AND ST_Y(r.geom) BETWEEN %(s)s AND %(n)s"
-_IN_BLOCK = (
-    "r.grid_x >> {shift} BETWEEN %(x0)s AND %(x1)s"
-    " AND r.grid_y >> {shift} BETWEEN %(y0)s AND %(y1)s"
-)
+_BOX_ENVELOPE = "r.geom && ST_MakeEnvelope(%(w)s, %(s)s, %(e)s, %(n)s, 4326)"
+_BLOCK_CELLS = " AND c.cx BETWEEN %(x0)s AND %(x1)s AND c.cy BETWEEN %(y0)s AND %(y1)s"
+
+
+def _in_block(shift: int) -> str:
+    """A report in a whole cell of the block (its grid cell ``shift`` levels down)."""
+    return (
+        f"r.grid_x >> {shift} BETWEEN %(x0)s AND %(x1)s"
+        f" AND r.grid_y >> {shift} BETWEEN %(y0)s AND %(y1)s"
+    )
+
+
+def _strip_envelope(i: int) -> str:
+    return f"r.geom && ST_MakeEnvelope(%(sw{i})s, %(ss{i})s, %(se{i})s, %(sn{i})s, 4326)"
+
+
 _NARROW = {"segment_id", "kind"}  # what count_segment_months keeps
 
 
@@ -111,29 +141,14 @@ def _box_days(query: CountQuery, params: dict[str, Any], block: CellBlock | None
     }
     filters = _filters(query, "r") + _BOX
     if block is None:
-        return [
-            _EDGES.format(
-                strips="r.geom && ST_MakeEnvelope(%(w)s, %(s)s, %(e)s, %(n)s, 4326)",
-                filters=filters,
-            )
-        ]
+        return [_edges_sql(_BOX_ENVELOPE, filters)]
     params |= {"x0": block.x0, "x1": block.x1, "y0": block.y0, "y1": block.y1}
-    strips = []
     for i, strip in enumerate(block.strips):
         params |= dict(zip((f"sw{i}", f"ss{i}", f"se{i}", f"sn{i}"), strip, strict=True))
-        strips.append(
-            f"r.geom && ST_MakeEnvelope(%(sw{i})s, %(ss{i})s, %(se{i})s, %(sn{i})s, 4326)"
-        )
-    shift = GRID_LEVEL - block.level
-    edges = _EDGES.format(
-        strips=" OR ".join(strips),
-        filters=filters + f" AND NOT ({_IN_BLOCK.format(shift=shift)})",
-    )
-    cells = _ROLLUP.format(
-        name="d", source=live("cell_days"), columns=_ALL_KEYS,
-        filters=_filters(query, "c")
-        + " AND c.cx BETWEEN %(x0)s AND %(x1)s AND c.cy BETWEEN %(y0)s AND %(y1)s",
-    )  # fmt: skip
+    strips = " OR ".join(_strip_envelope(i) for i in range(len(block.strips)))
+    not_in_block = f" AND NOT ({_in_block(GRID_LEVEL - block.level)})"
+    edges = _edges_sql(strips, filters + not_in_block)
+    cells = _rollup_sql("d", live("cell_days"), _ALL_KEYS, _filters(query, "c") + _BLOCK_CELLS)
     return [cells, edges]
 
 
@@ -159,9 +174,7 @@ def _period_sources(query: CountQuery, params: dict[str, Any]) -> list[str]:
             f"{name}_bucket": [p.bucket for p in chosen],
             f"{name}_sign": [p.sign for p in chosen],
         }
-        sources.append(
-            _ROLLUP.format(name=name, source=live(table), columns=columns, filters=filters)
-        )
+        sources.append(_rollup_sql(name, live(table), columns, filters))
     return sources
 
 
@@ -179,11 +192,10 @@ def _range_source(query: CountQuery, params: dict[str, Any]) -> str:
     filters = _filters(query, "r") + (_BOX if query.bbox is not None else "")
     kept = ", ".join(f"r.{key}" if key in query.keys else f"'' AS {key}" for key in COUNT_KEYS)
     grouped = "".join(f", r.{key}" for key in query.keys)
-    return _RANGES.format(filters=filters, kept=kept, grouped=grouped)
+    return _ranges_sql(kept, grouped, filters)
 
 
 def count_reports(conn: Connection, query: CountQuery) -> list[CountRow]:
-    assert set(query.keys) <= set(COUNT_KEYS), query.keys
     if query.bbox is not None and any(p.grain != "day" for p in query.periods):
         raise ValueError("only day rollups know positions: a box counts days and ranges")
     params: dict[str, Any] = {
@@ -201,19 +213,7 @@ def count_reports(conn: Connection, query: CountQuery) -> list[CountRow]:
         sources.append(_range_source(query, params))
     if not sources:
         return []
-    # Each source sums its own rows by bucket and key before they meet: tens of thousands of
-    # rollup rows are summed where they are read, not carried through the union.
-    keys = "".join(f", {k}" for k in query.keys)
-    places = ", ".join(str(i + 1) for i in range(len(query.keys) + 1))
-    parts = " UNION ALL ".join(
-        f"SELECT bucket{keys}, sum(sign * reports) AS reports, sum(sign * people) AS people"
-        f" FROM ({source}) AS part GROUP BY {places}"
-        for source in sources
-    )
-    sql = (
-        f"SELECT bucket{keys}, sum(reports)::bigint, sum(people)::bigint"
-        f" FROM ({parts}) AS parts GROUP BY {places}"
-    )
+    sql = _summed_sql(sources, query.keys)
     width = len(query.keys)
     # Straight from psycopg: SQLAlchemy's row objects cost more than the query for big tables.
     driver = conn.connection.dbapi_connection
@@ -226,6 +226,23 @@ def count_reports(conn: Connection, query: CountQuery) -> list[CountRow]:
     finally:
         cursor.close()
     return rows_of(rows, width=width)
+
+
+def _summed_sql(sources: list[str], keys: tuple[str, ...]) -> str:
+    """The signed sum of ``sources`` per bucket and ``keys``. Each source sums its own rows before
+    they meet: tens of thousands of rollup rows are summed where they are read, not carried
+    through the union."""
+    columns = "".join(f", {k}" for k in keys)
+    places = ", ".join(str(i + 1) for i in range(len(keys) + 1))
+    parts = " UNION ALL ".join(
+        f"SELECT bucket{columns}, sum(sign * reports) AS reports, sum(sign * people) AS people"
+        f" FROM ({source}) AS part GROUP BY {places}"
+        for source in sources
+    )
+    return (
+        f"SELECT bucket{columns}, sum(reports)::bigint, sum(people)::bigint"
+        f" FROM ({parts}) AS parts GROUP BY {places}"
+    )
 
 
 def _cancel(driver: Any) -> None:

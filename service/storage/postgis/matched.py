@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from sqlalchemy import Connection
 
-from service.domain.tiles import GRID_LEVEL, ROLLUP_LEVELS, grid_cell
-from service.storage.base import ReportQuery
+from service.domain.grid import GRID_LEVEL, ROLLUP_LEVELS, grid_cell
+from service.domain.queries import ReportQuery
 from service.storage.postgis.rollups import live
 
 _LEVEL = min(ROLLUP_LEVELS)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 from geoalchemy2.functions import ST_X, ST_Y, ST_MakeEnvelope
@@ -33,9 +34,9 @@ from sqlalchemy.engine import Compiled
 
 from service.domain.access import AuditEntry
 from service.domain.filters import Filter
+from service.domain.grid import GRID_LEVEL, ROLLUP_LEVELS, grid_cell
+from service.domain.queries import PageKey, ReportPage, ReportQuery
 from service.domain.reports import Report
-from service.domain.tiles import GRID_LEVEL, ROLLUP_LEVELS, grid_cell
-from service.storage.base import PageKey, ReportPage, ReportQuery
 from service.storage.postgis import access, filters
 from service.storage.postgis.reports import COLUMNS, to_report
 from service.storage.postgis.tables import reports
@@ -70,8 +71,8 @@ class _Shape(NamedTuple):
         )  # fmt: skip
 
 
-def _params(query: ReportQuery, *, reltuples: float = -1.0) -> dict[str, Any]:
-    """The values the page statement of ``query``'s shape binds (``reltuples``: for a box)."""
+def _params(query: ReportQuery, plan: BoxPlan | None = None) -> dict[str, Any]:
+    """The values the page statement of ``query``'s shape binds (``plan``: its box's)."""
     params: dict[str, Any] = {
         "fetch": query.limit + 1,
         "start": query.start,
@@ -84,8 +85,8 @@ def _params(query: ReportQuery, *, reltuples: float = -1.0) -> dict[str, Any]:
         "after_at": None if query.after is None else query.after.observed_at,
         "after_id": None if query.after is None else query.after.id,
     }
-    if query.bbox is not None:
-        params |= _box_params(query.bbox, limit=query.limit, reltuples=reltuples)
+    if plan is not None:
+        params |= plan.params()
     return params
 
 
@@ -130,7 +131,7 @@ def _conditions(shape: _Shape, *, by_cells: bool = False) -> list[ColumnElement[
 
 def _in_box_cells() -> list[ColumnElement[bool]]:
     """Exactly the reports inside the box, as read from the cell index alone (migration 0010):
-    the grid columns and rows under the box (_box_params); then a report whose grid cell lies
+    the grid columns and rows under the box (BoxPlan); then a report whose grid cell lies
     inside the box's edge cells is in, and the rest have their position tested (reading it from
     the index costs more than the integers: a border box's count took 0.8 ms where testing every
     position took 1.3-1.7)."""
@@ -164,8 +165,9 @@ def query_reports(
     if query.bbox is None:
         rows = _run(conn, shape, "walk", _params(query), audit)
     else:
-        params = _params(query, reltuples=_reltuples(conn))
-        way: _Way = "matches" if _matches_first(_cell_counts(conn), params) else "walk"
+        plan = BoxPlan.of(query.bbox, limit=query.limit, reltuples=_reltuples(conn))
+        params = _params(query, plan)
+        way: _Way = "matches" if plan.matches_first(_cell_counts(conn)) else "walk"
         rows = _run(conn, shape, way, params, audit)
         if way == "matches" and rows and rows[0][-1]:  # more matches than the cap
             rows = _run(conn, shape, "walk", params, None)
@@ -184,9 +186,9 @@ def _run(
 ) -> list[Any]:
     """The rows of the page statement of this shape and way, with ``audit`` written by it."""
     compiled, sql = _page_sql(shape, way, audited=audit is not None)
-    values = dict(compiled.construct_params(params) or {})
     if audit is not None:
-        values |= access.audit_params(audit)
+        params = params | access.audit_params(audit)
+    values = dict(compiled.construct_params(params) or {})
     # Straight from psycopg: SQLAlchemy's execution and rows cost more than a sparse page's query.
     # Rows come back binary: parsing 100 rows' text took 0.3 ms more.
     cursor = conn.connection.dbapi_connection.cursor(binary=True)  # type: ignore[union-attr]
@@ -197,47 +199,14 @@ def _run(
         cursor.close()
 
 
-# Two ways to a page of a bbox query, the first limit+1 matches in (observed_at, id) order:
-#
-# - in time order: walk the (observed_at, id) index, testing each report, until limit+1 match.
-#   With n of N reports in the box, spread over time, that reads about (limit+1) * N / n rows;
-# - matches first: every match, read from the cell index alone (migration 0010: a few columns
-#   of grid cells, a range of grid rows in each, every position tested exactly), then the top
-#   limit+1 by key, whose rows alone are read from the table. That reads n entries (and the few
-#   beside the box in its edge cells) whatever the page size.
-#
-# On bench/features.py's data (1M reports, warm cache) a walked row costs ~0.5 us and a match
-# ~0.55 us, so the two cost the same at n* = sqrt(0.9 (limit+1) N): ~9,500 matches for pages of
-# 100, ~95,000 for pages of 10,000. A hot-spot box (82,000 matches) walks 1,000-1,500 rows in
-# 1.5 ms, where its matches take 40-50 ms; a box on a quiet stretch of border (2,500-3,800) walks
-# 29,000-46,000 rows in 13-28 ms, where its matches take 2-3 ms. (Through the GiST index, before
-# the cell index, a match cost ~1.85 us: a heap page each.)
-#
-# PostgreSQL makes this choice itself, and errs both ways here: its costs (random_page_cost 4,
-# for pages that are all cached) favour the walk several-fold, so it walked every border box; and
-# its n (PostGIS's histogram, a few hundred cells over the whole extent) is too coarse for
-# clustered data: of 80 random boxes, five that clip a hot spot were estimated at 1,200-5,400
-# reports (the figures move with each ANALYZE) and held 31,000-81,000. So n is counted instead,
-# from the rollups ingest keeps for the map tiles (tile_cells at their coarsest level, cells of
-# ~6 x 6 km here): cells inside the box whole, edge cells by the share of their area inside it.
-# On the same 80 boxes that was within 10% of the true count for 65 and within 25% for 74; the
-# worst, 2.5x low, was a box of 39,000 counted as 15,900, still 3.6 n*. A box over more than
-# _CELL_ROWS_MAX rollup cells (a regional view) is left to the planner.
-#
-# The count is made here, from the rollup's cells kept in memory (_cell_counts, read again at
-# most once a minute per connection), and only the way chosen is sent: one statement, planned
-# for one way. (Counting and choosing in SQL took the page statement a round trip fewer than a
-# count of its own, but PostgreSQL then planned both ways and gated them: 0.5-0.8 ms more a box
-# page than the way alone.)
-#
-# The counts may lag the reports (a bulk COPY before `crossings db rebuild-rollups`, or a minute
-# of ingest): fetching matches first stops at 2 n* of them and says so, and the page is walked
-# after all, so a wrong count costs milliseconds, never a scan of a hot spot. That cap is a
-# constant to the planner (from N as of the last ANALYZE, kept with the connection for a minute):
-# a LIMIT it cannot see leads it to plan for a tenth of the matches, and for boxes it
-# overestimates, that was a sequential scan.
+# Two ways to a page of a box (docs/postgis.md, "Pages of a box", says why and what each costs):
+# walk the (observed_at, id) index in time order, testing each report, or fetch every match from
+# the cell index first (migration 0010) and sort them. The way is chosen here, from a count of
+# the box's reports made from the tile rollup's cells (BoxPlan.matches_first), and only that way
+# is sent; fetching matches first stops at a cap and says so, and the page is walked after all.
 _WALK_US_PER_ROW = 0.5
 _MATCH_US_PER_ROW = 0.55
+_WALK_PER_MATCH = _WALK_US_PER_ROW / _MATCH_US_PER_ROW
 _CELL_LEVEL = min(ROLLUP_LEVELS)
 _CELL_ROWS_MAX = 1_000
 _BOX_CELL_SHIFT = 12  # the cell index's columns: level-24 grid columns >> 12 (migration 0010)
@@ -274,55 +243,93 @@ def _cell_counts(conn: Connection) -> dict[tuple[int, int], int]:
     return counts
 
 
-def _matches_first(counts: dict[tuple[int, int], int], params: dict[str, Any]) -> bool:
-    """Whether the box's count (from the rollup's cells: those inside it whole, those on its
-    edges by the share of their area inside it) says to fetch its matches first (_box_params
-    binds the box's cells and the table's size; ``fetch`` is the rows a page reads)."""
-    columns = range(params["cx0"], params["cx1"] + 1)
-    rows = range(params["cy0"], params["cy1"] + 1)
-    if len(columns) * len(rows) > 4 * _CELL_ROWS_MAX:
-        return False
-    x0, x1, y0, y1 = params["x0"], params["x1"], params["y0"], params["y1"]
-    cells, in_box = 0, 0.0
-    for cx in columns:
-        share_x = min(cx + 1, x1) - max(cx, x0)
-        for cy in rows:
-            reports_in_cell = counts.get((cx, cy))
-            if reports_in_cell is None:
-                continue
-            cells += 1
-            in_box += reports_in_cell * share_x * (min(cy + 1, y1) - max(cy, y0))
-    if cells >= _CELL_ROWS_MAX:
-        return False
-    total = max(params["reltuples"], in_box)
-    return in_box <= math.sqrt(params["walk_per_match"] * params["fetch"] * total)
+@dataclass(frozen=True, slots=True)
+class BoxPlan:
+    """A box as a page statement reads it, and what chooses the way: its edges in degrees; for
+    the cell index, the grid columns (>> _BOX_CELL_SHIFT) and rows under it, a cell more each way
+    (a position on a cell's edge may round either way), and the grid cells inside its edge cells
+    whatever the rounding; the rollup cells under it (cx0-cx1, cy0-cy1 at _CELL_LEVEL) and its
+    edges in those cells' units; the rows a page fetches, the table's size (reltuples) and the
+    cap on matches fetched first. Grid y runs south."""
 
+    min_lon: float
+    min_lat: float
+    max_lon: float
+    max_lat: float
+    cell_columns: list[int]
+    row0: int
+    row1: int
+    inner_x0: int
+    inner_x1: int
+    inner_y0: int
+    inner_y1: int
+    cx0: int
+    cx1: int
+    cy0: int
+    cy1: int
+    x0: float
+    x1: float
+    y0: float
+    y1: float
+    fetch: int
+    reltuples: float
+    cap: int
 
-def _box_params(
-    bbox: tuple[float, float, float, float], *, limit: int, reltuples: float
-) -> dict[str, Any]:
-    """The box, the rollup cells under it (cx0-cx1, cy0-cy1) and its edges in cell units, from
-    the grid cells that reports inside it have (grid y runs south); and the cap on matches."""
-    min_lon, min_lat, max_lon, max_lat = bbox
-    gx0, gy1 = grid_cell(min_lon, min_lat)
-    gx1, gy0 = grid_cell(max_lon, max_lat)
-    # For the cell index, a cell more each way: a position on a cell's edge may round either way.
-    last = (1 << GRID_LEVEL) - 1
-    columns = list(range(max(gx0 - 1, 0) >> _BOX_CELL_SHIFT,
-                         (min(gx1 + 1, last) >> _BOX_CELL_SHIFT) + 1))  # fmt: skip
-    shift = GRID_LEVEL - _CELL_LEVEL
-    size = float(1 << shift)
-    walk_per_match = _WALK_US_PER_ROW / _MATCH_US_PER_ROW
-    return {
-        "min_lon": min_lon, "min_lat": min_lat, "max_lon": max_lon, "max_lat": max_lat,
-        "cell_columns": columns, "row0": max(gy0 - 1, 0), "row1": min(gy1 + 1, last),
-        # Cells inside the box whatever the rounding: a cell's width inside its edge cells.
-        "inner_x0": gx0 + 1, "inner_x1": gx1 - 1, "inner_y0": gy0 + 1, "inner_y1": gy1 - 1,
-        "cx0": gx0 >> shift, "cx1": gx1 >> shift, "cy0": gy0 >> shift, "cy1": gy1 >> shift,
-        "x0": gx0 / size, "x1": (gx1 + 1) / size, "y0": gy0 / size, "y1": (gy1 + 1) / size,
-        "walk_per_match": walk_per_match, "reltuples": reltuples,
-        "cap": 2 * math.ceil(math.sqrt(walk_per_match * (limit + 1) * max(reltuples, 0.0))),
-    }  # fmt: skip
+    @classmethod
+    def of(
+        cls, bbox: tuple[float, float, float, float], *, limit: int, reltuples: float
+    ) -> BoxPlan:
+        min_lon, min_lat, max_lon, max_lat = bbox
+        gx0, gy1 = grid_cell(min_lon, min_lat)
+        gx1, gy0 = grid_cell(max_lon, max_lat)
+        last = (1 << GRID_LEVEL) - 1
+        shift = GRID_LEVEL - _CELL_LEVEL
+        size = float(1 << shift)
+        return cls(
+            min_lon, min_lat, max_lon, max_lat,
+            cell_columns=list(range(max(gx0 - 1, 0) >> _BOX_CELL_SHIFT,
+                                    (min(gx1 + 1, last) >> _BOX_CELL_SHIFT) + 1)),
+            row0=max(gy0 - 1, 0), row1=min(gy1 + 1, last),
+            inner_x0=gx0 + 1, inner_x1=gx1 - 1, inner_y0=gy0 + 1, inner_y1=gy1 - 1,
+            cx0=gx0 >> shift, cx1=gx1 >> shift, cy0=gy0 >> shift, cy1=gy1 >> shift,
+            x0=gx0 / size, x1=(gx1 + 1) / size, y0=gy0 / size, y1=(gy1 + 1) / size,
+            fetch=limit + 1,
+            reltuples=reltuples,
+            cap=2 * math.ceil(math.sqrt(_WALK_PER_MATCH * (limit + 1) * max(reltuples, 0.0))),
+        )  # fmt: skip
+
+    def params(self) -> dict[str, Any]:
+        """The values the page statements bind for the box (_conditions, _in_box_cells)."""
+        return {
+            "min_lon": self.min_lon, "min_lat": self.min_lat,
+            "max_lon": self.max_lon, "max_lat": self.max_lat,
+            "cell_columns": self.cell_columns, "row0": self.row0, "row1": self.row1,
+            "inner_x0": self.inner_x0, "inner_x1": self.inner_x1,
+            "inner_y0": self.inner_y0, "inner_y1": self.inner_y1,
+            "cap": self.cap,
+        }  # fmt: skip
+
+    def matches_first(self, counts: dict[tuple[int, int], int]) -> bool:
+        """Whether the box's count (from the rollup's cells ``counts``: those inside it whole,
+        those on its edges by the share of their area inside it) says to fetch its matches
+        first: at most sqrt(walk cost per match x rows fetched x table size)."""
+        columns = range(self.cx0, self.cx1 + 1)
+        rows = range(self.cy0, self.cy1 + 1)
+        if len(columns) * len(rows) > 4 * _CELL_ROWS_MAX:
+            return False
+        cells, in_box = 0, 0.0
+        for cx in columns:
+            share_x = min(cx + 1, self.x1) - max(cx, self.x0)
+            for cy in rows:
+                reports_in_cell = counts.get((cx, cy))
+                if reports_in_cell is None:
+                    continue
+                cells += 1
+                in_box += reports_in_cell * share_x * (min(cy + 1, self.y1) - max(cy, self.y0))
+        if cells >= _CELL_ROWS_MAX:
+            return False
+        total = max(self.reltuples, in_box)
+        return in_box <= math.sqrt(_WALK_PER_MATCH * self.fetch * total)
 
 
 def _order(table: FromClause, *, descending: bool) -> tuple[ColumnElement[Any], ...]:
@@ -404,18 +411,13 @@ def _kept_page_sql(shape: _Shape, way: _Way, *, audited: bool) -> tuple[Compiled
 
 
 def _compile(shape: _Shape, way: _Way, *, audited: bool) -> tuple[Compiled, str]:
-    """The page statement compiled, and its SQL: with ``audited``, led by a data-modifying CTE
-    that writes the audit entry (access.AUDIT_INSERT)."""
-    compiled = _page_statement(shape, way).compile(dialect=_DIALECT)
-    sql = compiled.string
+    """The page statement compiled, and its SQL: with ``audited``, with a data-modifying CTE
+    that writes the audit entry (access.audit_cte)."""
+    statement = _page_statement(shape, way)
     if audited:
-        head = f"WITH audit AS ({access.AUDIT_INSERT} RETURNING 1)"
-        if sql.startswith("WITH "):
-            sql = f"{head}, {sql.removeprefix('WITH ')}"
-        else:
-            assert sql.startswith("SELECT "), sql[:40]
-            sql = f"{head} {sql}"
-    return compiled, sql
+        statement = statement.add_cte(access.audit_cte())
+    compiled = statement.compile(dialect=_DIALECT)
+    return compiled, compiled.string
 
 
 def _inside(report: Report, bbox: tuple[float, float, float, float]) -> bool:

@@ -14,6 +14,8 @@ from sqlalchemy import (
     select,
 )
 
+from service.domain.errors import BorderChanged
+from service.domain.queries import Extent
 from service.domain.reports import (
     IngestOutcome,
     IngestResult,
@@ -22,7 +24,6 @@ from service.domain.reports import (
     SnapResult,
     SnapStatus,
 )
-from service.storage.base import BorderChanged, Extent
 from service.storage.postgis.rollups import PENDING_NEW_ROWS
 from service.storage.postgis.tables import reports
 

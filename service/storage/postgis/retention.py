@@ -14,7 +14,7 @@ from uuid import UUID
 
 from sqlalchemy import Connection
 
-from service.domain.tiles import GRID_LEVEL, PURGE_LEVEL, ROLLUP_LEVELS, cell_centre
+from service.domain.grid import GRID_LEVEL, PURGE_LEVEL, ROLLUP_LEVELS, cell_centre
 from service.storage.postgis import rollups
 
 BATCH = 20_000

@@ -34,7 +34,7 @@ from datetime import date
 
 from sqlalchemy import Connection
 
-from service.domain.tiles import GRID_LEVEL, ROLLUP_LEVELS
+from service.domain.grid import GRID_LEVEL, ROLLUP_LEVELS
 
 CELL_DAYS_LEVEL = 12
 ROLLUP_TABLES = (

@@ -14,6 +14,7 @@ from psycopg.errors import QueryCanceled
 from sqlalchemy import Connection, Engine, create_engine, exc, text
 
 from service.domain.access import ApiKey, AuditEntry
+from service.domain.aggregation import CountQuery, CountRow
 from service.domain.alerts import Alert, AlertPage, AlertQuery, AlertTransition
 from service.domain.errors import (
     PoolExhausted,
@@ -21,11 +22,12 @@ from service.domain.errors import (
     StatementTimeout,
     StoreUnavailable,
 )
+from service.domain.queries import Extent, ReportPage, ReportQuery
 from service.domain.release import ReleaseInfo, ReleaseRow
 from service.domain.reports import IngestResult, Report
 from service.domain.segments import BorderSegment
 from service.domain.surges.watch import SurgeConfig, Watch, make_watch
-from service.domain.tiles import SegmentCount, TileFilter, TileReports
+from service.domain.tiles import SegmentCount, TileFilter, TileQuery, TileReports
 from service.domain.webhooks import (
     ClaimedDelivery,
     Delivery,
@@ -35,16 +37,7 @@ from service.domain.webhooks import (
     WebhookSecret,
 )
 from service.settings import Settings
-from service.storage.base import (
-    CountQuery,
-    CountRow,
-    Extent,
-    OnProgress,
-    ReportPage,
-    ReportQuery,
-    Resnap,
-    TileQuery,
-)
+from service.storage.base import OnProgress, Resnap
 from service.storage.postgis import (
     access,
     alerts,

@@ -20,20 +20,17 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from service.domain.grid import COUNT_LEVEL, GRID_LEVEL, MAX_LAT, ROLLUP_LEVELS
 from service.domain.tiles import (
     BUFFER,
-    COUNT_LEVEL,
     EXTENT,
-    GRID_LEVEL,
-    MAX_LAT,
-    ROLLUP_LEVELS,
     SegmentCount,
     TileCluster,
     TileFilter,
     TilePoint,
+    TileQuery,
     TileReports,
 )
-from service.storage.base import TileQuery
 from service.storage.postgis.rollups import live
 
 _ENVELOPE = "ST_MakeEnvelope(%(w)s, %(s)s, %(e)s, %(n)s, 4326)"
@@ -84,7 +81,6 @@ def _params(query: TileQuery) -> dict[str, Any]:
         "half_px": tile.cell_px // 2,
         "start": flt.start, "end": flt.end, "kind": flt.kind,
         "max_points": query.max_points,
-        "min_count": query.min_count,
     }  # fmt: skip
 
 
@@ -203,11 +199,7 @@ def tile_mvt(conn: Connection, query: TileQuery) -> bytes:
         FROM (
             SELECT s.load_order + 1 AS fid, s.segment_id, s.border,
                    coalesce(s.properties->>'region_pair', '') AS region_pair,
-                   CASE WHEN c.reports < %(min_count)s THEN NULL ELSE coalesce(c.reports, 0)
-                       END AS reports,
-                   CASE WHEN c.reports < %(min_count)s THEN NULL ELSE coalesce(c.people, 0)
-                       END AS people,
-                   CASE WHEN c.reports < %(min_count)s THEN true END AS suppressed,
+                   coalesce(c.reports, 0) AS reports, coalesce(c.people, 0) AS people,
                    ST_AsMVTGeom(ST_Transform(s.geom, 3857), {_TILE_3857}, {EXTENT}, {BUFFER}, true)
                        AS geom
             FROM segments s
@@ -224,7 +216,6 @@ def tile_mvt(conn: Connection, query: TileQuery) -> bytes:
                    ST_MakePoint((cx - %(cx0)s) * %(cell_px)s + %(half_px)s,
                                 (cy - %(cy0)s) * %(cell_px)s + %(half_px)s) AS geom
             FROM ({_clusters_sql(query, params)}) cells
-            WHERE n >= %(min_count)s
         ) k
         """
     if query.points:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
+from service.domain.errors import BorderChanged
 from service.domain.segments import BorderSegment
-from service.storage.base import BorderChanged, OnProgress, Resnap
+from service.storage.base import OnProgress, Resnap
 from service.storage.sqlite import reports, segments
 
 BATCH = 20_000

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from datetime import date
 from typing import Any, NamedTuple
 
+from service.domain.queries import Extent, PageKey, ReportPage, ReportQuery
 from service.domain.reports import IngestOutcome, IngestResult, Report
-from service.storage.base import Extent, PageKey, ReportPage, ReportQuery
 from service.storage.sqlite import filters
 from service.storage.sqlite.rows import (
     REPORT_COLUMNS,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 from datetime import datetime
 
-from service.domain.tiles import GRID_LEVEL, PURGE_LEVEL, cell_centre, grid_cell
+from service.domain.grid import GRID_LEVEL, PURGE_LEVEL, cell_centre, grid_cell
 from service.storage.sqlite.rows import to_micros
 
 BATCH = 20_000

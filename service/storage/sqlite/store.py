@@ -10,12 +10,15 @@ from pathlib import Path
 from uuid import UUID
 
 from service.domain.access import ApiKey, AuditEntry
+from service.domain.aggregation import CountQuery, CountRow
 from service.domain.alerts import Alert, AlertPage, AlertQuery, AlertTransition
+from service.domain.errors import BorderChanged
+from service.domain.queries import Extent, ReportPage, ReportQuery
 from service.domain.release import ReleaseInfo, ReleaseRow
 from service.domain.reports import IngestOutcome, IngestResult, Report
 from service.domain.segments import BorderSegment
 from service.domain.surges.watch import SurgeConfig, Watch, make_watch
-from service.domain.tiles import SegmentCount, TileFilter, TileReports
+from service.domain.tiles import SegmentCount, TileFilter, TileQuery, TileReports
 from service.domain.webhooks import (
     ClaimedDelivery,
     Delivery,
@@ -24,17 +27,7 @@ from service.domain.webhooks import (
     Webhook,
     WebhookSecret,
 )
-from service.storage.base import (
-    BorderChanged,
-    CountQuery,
-    CountRow,
-    Extent,
-    OnProgress,
-    ReportPage,
-    ReportQuery,
-    Resnap,
-    TileQuery,
-)
+from service.storage.base import OnProgress, Resnap
 from service.storage.cancel import cancellable
 from service.storage.sqlite import access as access_queries
 from service.storage.sqlite import alerts as alert_queries

@@ -1,5 +1,5 @@
 """Map tiles on SQLite: a tile's reports and the segments' counts as plain data; the caller encodes
-them (service/domain/tiles.py), as SQLite has no tile encoder of its own.
+them (service/usecases/tile_encoding.py), as SQLite has no tile encoder of its own.
 
 Reports are found through the R*Tree with the tile's box; each is then placed in its grid cell by
 ``grid_cell``, the same arithmetic PostGIS uses for its generated columns. Counts are computed from
@@ -15,17 +15,16 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
+from service.domain.grid import GRID_LEVEL, grid_cell
 from service.domain.tiles import (
     BUFFER,
-    GRID_LEVEL,
     SegmentCount,
     TileCluster,
     TileFilter,
     TilePoint,
+    TileQuery,
     TileReports,
-    grid_cell,
 )
-from service.storage.base import TileQuery
 from service.storage.sqlite.rows import from_micros, to_micros
 
 _IN_BOX = (
