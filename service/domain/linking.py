@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from service.domain.geodesy import GEOD
+from service.domain.reports import Report
 from service.domain.segments import BorderSegment
 
 IntArray = npt.NDArray[np.int64]
@@ -65,6 +66,23 @@ class LinkRecord:
     direction: str | None
     key_id: str | None
     device_id: str | None
+
+    @classmethod
+    def from_report(cls, report: Report, *, key_id: str | None) -> LinkRecord:
+        """The record of a stored report posted with ``key_id`` (None: anonymous)."""
+        d = report.draft
+        return cls(
+            id=d.id,
+            observed_at=d.observed_at,
+            lon=d.lon,
+            lat=d.lat,
+            segment_id=report.snap.segment_id,
+            people_count=d.people_count,
+            kind=d.kind,
+            direction=d.direction,
+            key_id=key_id,
+            device_id=d.device_id,
+        )
 
 
 @dataclass(frozen=True, slots=True)

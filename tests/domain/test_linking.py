@@ -37,6 +37,7 @@ from service.domain.linking import (
     score_candidates,
     segment_neighbours,
 )
+from service.domain.reports import Report, ReportDraft, SnapResult, SnapStatus
 from service.domain.segments import SegmentIndex
 
 T0 = datetime(2026, 11, 28, 12, tzinfo=UTC)
@@ -286,3 +287,11 @@ def test_weights_come_from_the_tables() -> None:
     assert MODEL.weights(levels).sum() == pytest.approx(
         sum(math.log2(DEFAULT_M.of(f)[0] / DEFAULT_U.of(f)[0]) for f in FIELDS)
     )
+
+
+def test_a_record_from_a_stored_report() -> None:
+    draft = ReportDraft(UUID(int=7), T0, -73.5172, 45.0071, 3, "crossing", "CA", device_id="d9")
+    snap = SnapResult(SnapStatus.SNAPPED, segment_id="CA-US-0208", distance_m=4.2)
+    record = LinkRecord.from_report(Report(draft, T0, snap), key_id="k1")
+    assert record == LinkRecord(UUID(int=7), T0, -73.5172, 45.0071, "CA-US-0208", 3,
+                                "crossing", "CA", "k1", "d9")  # fmt: skip
