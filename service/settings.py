@@ -260,6 +260,29 @@ class Settings(BaseSettings):
             return tuple(float(v) for v in value.split(",") if v.strip())
         return value
 
+    # Linking reports of one crossing by different monitors (issue #20): docs/linking.md.
+    link_max_hours: float = Field(
+        default=6.0, gt=0, le=72, description="Reports further apart in time are never linked"
+    )
+    link_max_km: float = Field(
+        default=5.0, gt=0, le=50, description="Reports further apart (geodesic) are never linked"
+    )
+    link_threshold_bits: float = Field(
+        default=1.0,
+        description=(
+            "A candidate pair is linked when its match weight (bits: the sum of log2(m/u) and"
+            " the crowding term) reaches this"
+        ),
+    )
+    link_min_reviews: int = Field(
+        default=200,
+        ge=1,
+        description="Confirmed pairs needed before m is estimated from reviews (defaults until then)",
+    )
+    link_u_sample_pairs: int = Field(
+        default=20_000, ge=100, description="Random candidate pairs u is estimated from"
+    )
+
     @field_validator("allowed_hosts", mode="before")
     @classmethod
     def _hosts(cls, value: object) -> object:
