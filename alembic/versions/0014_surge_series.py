@@ -1,6 +1,8 @@
 """Surge detection's state (issue #19): one row per watched series, the JSON state of its CUSUM
 (service/domain/surges/series.py: the last days' counts and statistics), updated in the
 transaction that counts the reports touching it (the rollup fold), with the alerts it raises.
+Kept as text, not jsonb: the service alone reads it, whole, and parsing thousands of states into
+jsonb on every fold cost more than detection itself (bench/surge_cost.py).
 
 Revision ID: 0014
 Revises: 0013
@@ -20,7 +22,7 @@ def upgrade() -> None:
         """
         CREATE TABLE surge_series (
             series     text PRIMARY KEY,
-            state      jsonb NOT NULL,
+            state      text NOT NULL,
             updated_at timestamptz NOT NULL DEFAULT now()
         )
         """

@@ -108,12 +108,12 @@ def _states(url: str) -> dict[str, Any]:
 
         with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
             rows = conn.execute("SELECT series, state FROM surge_series").fetchall()
-        states = {series: json.loads(state) for series, state in rows}
     else:
         import psycopg
 
-        with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1)) as conn:
-            states = dict(conn.execute("SELECT series, state FROM surge_series").fetchall())
+        with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1)) as pg:
+            rows = pg.execute("SELECT series, state FROM surge_series").fetchall()
+    states = {series: json.loads(state) for series, state in rows}
     for state in states.values():
         anchor = state["days"][0]
         state["days"][0] = {k: anchor[k] for k in ("statistic", "episode")}

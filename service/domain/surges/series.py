@@ -375,33 +375,70 @@ def _events(before: dict[date, Episode], after: dict[date, Episode]) -> list[Epi
 
 
 def state_to_dict(state: SeriesState) -> dict[str, Any]:
-    """A JSON-ready form of the state (dates as ISO text) for the store."""
-    from dataclasses import asdict
+    """A JSON-ready form of the state (dates as ISO text) for the store. Written out field by
+    field: ``dataclasses.asdict`` took 0.7 ms a state, the most of what detection cost."""
+    return {
+        "first_day": state.first_day.isoformat(),
+        "last_day": state.last_day.isoformat(),
+        "counts": list(state.counts),
+        "days": [
+            {
+                "count": d.count,
+                "expected": d.expected,
+                "slope": d.slope,
+                "offset": d.offset,
+                "threshold": d.threshold,
+                "statistic": d.statistic,
+                "episode": None if d.episode is None else _episode_dict(d.episode),
+            }
+            for d in state.days
+        ],
+    }
 
-    return asdict(state, dict_factory=_iso_dict)
 
-
-def _iso_dict(items: list[tuple[str, Any]]) -> dict[str, Any]:
-    return {k: v.isoformat() if isinstance(v, date) else v for k, v in items}
+def _episode_dict(e: Episode) -> dict[str, Any]:
+    return {
+        "opened_on": e.opened_on.isoformat(),
+        "last_day": e.last_day.isoformat(),
+        "days": e.days,
+        "peak": e.peak,
+        "observed": e.observed,
+        "expected": e.expected,
+        "statistic": e.statistic,
+        "closed_on": None if e.closed_on is None else e.closed_on.isoformat(),
+    }
 
 
 def state_from_dict(data: dict[str, Any]) -> SeriesState:
+    episodes: dict[str, Episode] = {}  # held days share their open episode: read it once
+
     def episode(raw: dict[str, Any] | None) -> Episode | None:
         if raw is None:
             return None
         closed = raw.get("closed_on")
-        return Episode(
-            **{
-                **raw,
-                "opened_on": date.fromisoformat(raw["opened_on"]),
-                "last_day": date.fromisoformat(raw["last_day"]),
-                "closed_on": date.fromisoformat(closed) if closed else None,
-            }
-        )
+        key = f"{raw['opened_on']}|{raw['last_day']}|{raw['statistic']}|{closed}"
+        if key not in episodes:
+            episodes[key] = Episode(
+                opened_on=date.fromisoformat(raw["opened_on"]),
+                last_day=date.fromisoformat(raw["last_day"]),
+                days=raw["days"],
+                peak=raw["peak"],
+                observed=raw["observed"],
+                expected=raw["expected"],
+                statistic=raw["statistic"],
+                closed_on=date.fromisoformat(closed) if closed else None,
+            )
+        return episodes[key]
 
     return SeriesState(
         first_day=date.fromisoformat(data["first_day"]),
         last_day=date.fromisoformat(data["last_day"]),
         counts=tuple(data["counts"]),
-        days=tuple(DayState(**{**d, "episode": episode(d["episode"])}) for d in data["days"]),
-    )
+        days=tuple(
+            DayState(
+                d["count"], d["expected"], d["slope"], d["offset"], d["threshold"],
+                d["statistic"], episode(d["episode"]),
+            )
+            for d in data["days"]
+        ),
+    )  # fmt: skip

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -89,6 +89,29 @@ class Watch:
 
     segments: Mapping[str, BorderSegment]
     params: SurgeParams
+    # (segment_id, kind) -> its series, reports' then people's: made once each (a key costs
+    # more to build than to count with, and every report of the segment and kind needs them).
+    _keys: dict[tuple[str, str], tuple[tuple[SeriesKey, ...], tuple[SeriesKey, ...]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def keys_of(
+        self, segment_id: str, kind: str
+    ) -> tuple[tuple[SeriesKey, ...], tuple[SeriesKey, ...]] | None:
+        """The series a report of this segment and kind counts in (reports', people's); None
+        off the border."""
+        found = self._keys.get((segment_id, kind))
+        if found is None:
+            segment = self.segments.get(segment_id)
+            if segment is None:
+                return None
+            keys = list(_keys(segment, kind))
+            found = (
+                tuple(k for k in keys if k.measure is Measure.REPORTS),
+                tuple(k for k in keys if k.measure is Measure.PEOPLE),
+            )
+            self._keys[segment_id, kind] = found
+        return found
 
 
 def watched_series(segments: Iterable[BorderSegment], kinds: Sequence[str]) -> int:
@@ -114,9 +137,10 @@ def series_of(segment_kinds: Iterable[tuple[str, str]], watch: Watch) -> set[Ser
     """The series that reports of these (segment_id, kind) pairs count in (none off the border)."""
     out: set[SeriesKey] = set()
     for segment_id, kind in segment_kinds:
-        segment = watch.segments.get(segment_id)
-        if segment is not None:
-            out.update(_keys(segment, kind))
+        keys = watch.keys_of(segment_id, kind)
+        if keys is not None:
+            out.update(keys[0])
+            out.update(keys[1])
     return out
 
 
@@ -124,11 +148,13 @@ def day_counts(rows: Iterable[tuple[str, str, int, int]], watch: Watch) -> dict[
     """Every series' count of one day, from that day's (segment_id, kind, reports, people)."""
     counts: dict[SeriesKey, int] = defaultdict(int)
     for segment_id, kind, reports, people in rows:
-        segment = watch.segments.get(segment_id)
-        if segment is None:
+        keys = watch.keys_of(segment_id, kind)
+        if keys is None:
             continue
-        for key in _keys(segment, kind):
-            counts[key] += reports if key.measure is Measure.REPORTS else people
+        for key in keys[0]:
+            counts[key] += reports
+        for key in keys[1]:
+            counts[key] += people
     return dict(counts)
 
 

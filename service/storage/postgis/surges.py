@@ -44,7 +44,8 @@ _DAYS = f"""
 """
 _STATES = "SELECT series, state FROM surge_series WHERE series = ANY(%(keys)s)"
 _OPEN_STATES = (
-    "SELECT series, state FROM surge_series WHERE state -> 'days' -> -1 -> 'episode' <> 'null'"
+    "SELECT series, state FROM surge_series"
+    " WHERE state::jsonb -> 'days' -> -1 -> 'episode' <> 'null'"
 )
 _SINCE = f"""
     SELECT (period AT TIME ZONE 'UTC')::date, segment_id, kind, sum(reports)::bigint,
@@ -54,7 +55,9 @@ _SINCE = f"""
     GROUP BY 1, 2, 3
 """
 _SAVE = """
-    INSERT INTO surge_series (series, state, updated_at) VALUES (%(series)s, %(state)s, %(at)s)
+    INSERT INTO surge_series (series, state, updated_at)
+    SELECT series, state, %(at)s FROM unnest(%(series)s::text[], %(states)s::text[])
+        AS u(series, state)
     ON CONFLICT (series) DO UPDATE SET state = EXCLUDED.state, updated_at = EXCLUDED.updated_at
 """
 
@@ -127,12 +130,12 @@ def _open_alerts(conn: Connection) -> list[Alert]:
 
 
 def _save(conn: Connection, changes: list[SeriesChange], at: datetime) -> None:
-    for change in changes:
+    if changes:  # one statement for the lot
         conn.exec_driver_sql(
             _SAVE,
             {
-                "series": series_key_text(change.key),
-                "state": json.dumps(state_to_dict(change.state)),
+                "series": [series_key_text(c.key) for c in changes],
+                "states": [json.dumps(state_to_dict(c.state)) for c in changes],
                 "at": at,
             },
         )
