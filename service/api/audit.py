@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from fastapi.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from service.api.cancel import until_disconnected
 from service.domain.access import AuditEntry, Caller
 from service.storage.base import AccessStore
 from service.usecases.access import audit_entry, record
@@ -63,7 +64,8 @@ async def audited(
 ) -> T:
     """``read()`` in the thread pool, then its audit entry (precise_read) in the same trip there:
     written after the read succeeded and before its answer can be sent. ``precise=False``: this
-    read shows nothing precise even to a caller who sees everything (not audited)."""
-    return await run_in_threadpool(
-        read_and_record(store, caller, detail(request, caller, precise=precise), read)
+    read shows nothing precise even to a caller who sees everything (not audited). If the client
+    goes away first, the read's statement is cancelled (api/cancel.py) and nothing is audited."""
+    return await until_disconnected(
+        request, read_and_record(store, caller, detail(request, caller, precise=precise), read)
     )
