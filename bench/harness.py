@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -264,15 +264,16 @@ def running_server(
     source: Path | None = None,
     ready_timeout_s: float = 60.0,
     workers: int = 1,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[Server]:
-    """Start ``crossings serve`` (``workers`` uvicorn workers) on a free port, pinned to ``cores``
-    from before exec so every thread it starts inherits the pinning; wait for /readyz; stop it
-    after."""
+    """Start ``crossings serve`` (``workers`` uvicorn workers, ``env``: more settings) on a free
+    port, pinned to ``cores`` from before exec so every thread it starts inherits the pinning;
+    wait for /readyz; stop it after."""
     port = free_port()
     argv = [str(CROSSINGS), "serve", "--host", "127.0.0.1", "--port", str(port)]
     with running_process(
         [*argv, "--workers", str(workers)],
-        env=server_env(database_url, log_level=log_level, source=source),
+        env=server_env(database_url, log_level=log_level, source=source) | dict(env or {}),
         base_url=f"http://127.0.0.1:{port}",
         ready_path="/readyz",
         log_path=log_path,

@@ -231,6 +231,15 @@ def build_cases(info: ReleaseInfo, index: SegmentIndex) -> list[Case]:
     week_end = period_floor("week", info.through)
     week_start = week_end - timedelta(weeks=weeks)
     since = period_floor("month", date(info.first.year, 1, 1) if info.first else info.through)
+    # region x kind x direction x side by month: as many whole months as fit under the cap.
+    regions = {s.properties.get("region_pair") or s.section for s in index.segments}
+    countries = {c for s in index.segments for c in (s.left_country, s.right_country)}
+    groups_r4 = (len(regions) + 1) * len(KINDS) * (len(countries) + 1) ** 2
+    months = MAX_CELLS // groups_r4
+    month_end = period_floor("month", info.through)
+    month_start = month_end
+    for _ in range(months):
+        month_start = period_floor("month", month_start - timedelta(days=1))
     x, y = tile_of(*HOT_SPOTS[TILE_AT], TILE_Z)
     in_tile = tuple(
         index.segments[i].segment_id
@@ -262,11 +271,14 @@ def build_cases(info: ReleaseInfo, index: SegmentIndex) -> list[Case]:
             ("segment", "kind"), "week", window("week", week_start, week_end),
         ),
         Case(
-            "region4_month", "group_by=region,kind,direction,side&bucket=month, all time",
-            "/v1/aggregates", {"group_by": "region,kind,direction,side", "bucket": "month"},
+            "region4_month", f"group_by=region,kind,direction,side&bucket=month, {months} months "
+            f"to {month_end} ({months * groups_r4:,} possible cells, cap {MAX_CELLS:,})",
+            "/v1/aggregates",
+            {"group_by": "region,kind,direction,side", "bucket": "month",
+             "start": stamp(day_start(month_start))},
             lambda k: {"group_by": "region,kind,direction,side", "bucket": "month",
-                       "start": moved(since, k, days=28)},
-            ("region", "kind", "direction", "side"), "month", window("month", None, None),
+                       "start": moved(month_start, k, days=28)},
+            ("region", "kind", "direction", "side"), "month", window("month", month_start, None),
         ),
         Case(
             "choropleth", "/v1/aggregates/segments.geojson, all time",

@@ -30,11 +30,13 @@ class CancelScope:
         self.cancelled = False
 
     def cancel(self) -> None:
+        # Under the lock: a statement that ends meanwhile waits in _leave until its cancel was
+        # sent, so its connection cannot go back to the pool (and to another request's
+        # statement) with a cancel still on its way to the server.
         with self._lock:
             self.cancelled = True
-            handles = list(self._handles)
-        for handle in handles:
-            handle()
+            for handle in list(self._handles):
+                handle()
 
     def _enter(self, handle: Callable[[], None]) -> None:
         with self._lock:
@@ -48,6 +50,12 @@ class CancelScope:
 
 
 CURRENT: ContextVar[CancelScope | None] = ContextVar("crossings_cancel_scope", default=None)
+
+
+def cancelled() -> bool:
+    """Whether the current scope (the request this thread works for) was cancelled."""
+    scope = CURRENT.get()
+    return scope is not None and scope.cancelled
 
 
 @contextmanager

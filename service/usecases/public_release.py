@@ -11,6 +11,7 @@ direction and side), not on the number of reports, and answers are kept per cut.
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import math
 import threading
@@ -163,6 +164,8 @@ class CurrentRelease:
         cut = self._reader.read_release()
         if cut is not None and (self._view is None or self._view.info != cut[0]):
             self._view = ReleaseView.of(*cut)
+            del cut  # its ~550,000 row tuples (at 1M reports) go before the collection below
+            _settle_heap()
 
     def refresh_now(self) -> ReleaseView:
         """Load the stored cut now, waiting for it (after a cut this process made itself)."""
@@ -172,6 +175,19 @@ class CurrentRelease:
             if self._view is None:
                 raise StoreUnavailable("the public release has not been cut yet")
             return self._view
+
+
+def _settle_heap() -> None:
+    """Collect once, then move what is alive now (the app, the border, this view) out of the
+    collector's sight: a full collection otherwise walks all of it, and public answers build
+    thousands of objects each, which at 1M reports set off full collections of 0.1-0.3 s in the
+    middle of requests (bench/costliest.py, docs/performance-public.md). Objects frozen so are
+    still freed when nothing refers to them (an old view, by reference counting); what was frozen
+    last time and has become cyclic garbage since is thawed and collected here. Once per cut
+    loaded (hourly), in the loading thread."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,27 +313,40 @@ def _aggregate(
             if wanted is None or s.segment_id in wanted
         ]
     else:
-        listed = sorted(
-            np.flatnonzero(~totals_hidden).tolist(),
-            key=lambda code: tuple(_none_last(v) for v in _decode(code, keys)),
-        )
+        listed = _in_order(np.flatnonzero(~totals_hidden), keys).tolist()
+    groups = _decode_all(np.asarray(listed, dtype=np.int64), keys)
     hidden, shown_r, shown_p = publish_many(reports, people, rule)
     every = request.fill or request.all_segments
     rows: list[AggregateRow] = []
-    for code in listed:
-        g = _decode(code, keys)
-        for j in range(len(buckets)):
-            if hidden[code, j]:
+    # Python lists, not numpy scalars, in the loop over cells: it runs once per listed cell.
+    n = len(buckets)
+    for g, cell_hidden, cell_r, cell_p in zip(
+        groups,
+        hidden[listed, :n].tolist(),
+        shown_r[listed, :n].tolist(),
+        shown_p[listed, :n].tolist(),
+        strict=True,
+    ):
+        for j in range(n):
+            if cell_hidden[j]:
                 if every:
                     rows.append(AggregateRow(g, j, HIDDEN_FIGURE))
             else:
-                rows.append(
-                    AggregateRow(g, j, Figure(int(shown_r[code, j]), int(shown_p[code, j]), False))
-                )
-    by_group = {
-        _decode(code, keys): _figure(totals_hidden[code], totals_r[code], totals_p[code])
-        for code in listed
-    }
+                rows.append(AggregateRow(g, j, Figure(cell_r[j], cell_p[j], False)))
+    by_group = (
+        {
+            g: _figure(h, r, p)
+            for g, h, r, p in zip(
+                groups,
+                totals_hidden[listed].tolist(),
+                totals_r[listed].tolist(),
+                totals_p[listed].tolist(),
+                strict=True,
+            )
+        }
+        if len(buckets) > 1
+        else {}
+    )
     b_hidden, b_r, b_p = publish_many(reports.sum(0), people.sum(0), rule)
     by_bucket = {j: _figure(b_hidden[j], b_r[j], b_p[j]) for j in range(len(buckets))}
     t_hidden, t_r, t_p = publish_many(np.asarray([reports.sum()]), np.asarray([people.sum()]), rule)
@@ -325,7 +354,7 @@ def _aggregate(
         request=replace(request, start=day_start(window.start), end=day_start(window.end)),
         buckets=buckets,
         rows=rows,
-        by_group=by_group if len(buckets) > 1 else {},
+        by_group=by_group,
         by_bucket=by_bucket if request.group_by and request.bucket else {},
         total=_figure(t_hidden[0], t_r[0], t_p[0]),
         suppress_below=rule.min_count,
@@ -395,12 +424,38 @@ def _key_values(view: ReleaseView, index: SegmentIndex, key: str, kinds: Sequenc
     return remap[view.codes[key]], values
 
 
-def _decode(code: int, keys: Sequence[Key]) -> Group:
-    out: list[str | None] = []
+def _digits(codes: IntArray, keys: Sequence[Key]) -> list[IntArray]:
+    """Each group code's position in each key's values (the mixed-radix digits), key by key."""
+    out: list[IntArray] = []
+    rest = codes
     for _, values in reversed(keys):
-        code, at = divmod(code, len(values))
-        out.append(values[at])
-    return tuple(reversed(out))
+        rest, at = np.divmod(rest, len(values))
+        out.append(at)
+    return out[::-1]
+
+
+def _decode_all(codes: IntArray, keys: Sequence[Key]) -> list[Group]:
+    """The groups of ``codes``: a tuple of each key's value per code."""
+    if not keys:
+        return [()] * len(codes)
+    columns = [
+        [values[i] for i in digits.tolist()]
+        for digits, (_, values) in zip(_digits(codes, keys), keys, strict=True)
+    ]
+    return list(zip(*columns, strict=True))
+
+
+def _in_order(codes: IntArray, keys: Sequence[Key]) -> IntArray:
+    """``codes`` sorted by their groups' values (None last), key by key."""
+    if not keys or len(codes) == 0:
+        return codes
+    ranks = []
+    for digits, (_, values) in zip(_digits(codes, keys), keys, strict=True):
+        order = sorted(range(len(values)), key=lambda i, v=values: _none_last(v[i]))  # type: ignore[misc]
+        rank = np.empty(len(values), dtype=np.int64)
+        rank[order] = np.arange(len(values))
+        ranks.append(rank[digits])
+    return codes[np.lexsort(ranks[::-1])]
 
 
 @functools.lru_cache(maxsize=4)

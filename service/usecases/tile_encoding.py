@@ -4,6 +4,7 @@ ST_AsMVT, with the same layers and attributes), or as GeoJSON features in WGS84.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -60,9 +61,13 @@ def segment_properties(
     return props
 
 
+@functools.lru_cache(maxsize=8_192)
 def _line_pixels(tile: TileAddress, coords: Sequence[tuple[float, float]]) -> list[Any]:
     """A segment's line in tile pixels: clipped to the buffered tile, snapped to whole pixels,
-    repeated points dropped; empty when nothing of it is left."""
+    repeated points dropped; empty when nothing of it is left. Kept per tile and line: the
+    border does not change between requests, and a low-zoom tile holds hundreds of segments
+    (tile 0/0/0: 478 lines, 2/3 of the public tile's cost before). Callers must not change the
+    list or its lines (shapely's are immutable)."""
     xy = np.asarray(coords, dtype=np.float64)
     px, py = pixels(tile, xy[:, 0], xy[:, 1])
     line = shapely.linestrings(np.stack([px, py], axis=1))

@@ -1,10 +1,12 @@
 """Bounded work (issue #13), on both stores: an aggregates request over a cap is refused before
 any counting, naming the cap; the group bound holds for every grouping; and when the client goes
-away the statement stops (PostGIS: pg_stat_activity shows it gone)."""
+away the statement stops (PostGIS: pg_stat_activity shows it gone) — an analyst's count, report
+and OGC items pages, and an analyst's tiles."""
 
 from __future__ import annotations
 
 import itertools
+import math
 import socket
 import threading
 import time
@@ -23,6 +25,7 @@ from service.api.lifecycle import current_border, current_store
 from service.api.state import app_state
 from service.app import create_app
 from service.domain.aggregation import GROUP_KEYS
+from service.settings import Settings
 from service.usecases.aggregates import AggregateRequest, group_bound, time_plan
 from tests.conftest import make_key, make_settings, wipe_reports
 from tests.factories import ROXHAM_ROAD, report_body
@@ -210,6 +213,81 @@ def test_a_client_that_goes_away_stops_its_statement(postgis_url: str, tmp_path:
         # The server is well, and counts again once the tables are free.
         answer = httpx.get(f"{base}{path}", timeout=30, headers={"Authorization": f"Bearer {key}"})
         assert answer.status_code == 200
+    assert "client went away" in log.read_text()
+
+
+def _tile_over(lon: float, lat: float, z: int) -> str:
+    n = 2**z
+    x = int((lon + 180.0) / 360.0 * n)
+    y = int((1.0 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2.0 * n)
+    return f"{z}/{x}/{y}"
+
+
+_POINT_ZOOM = int(Settings.model_fields["tile_points_min_zoom"].default)
+# A page of reports (v1 and OGC items, CSV too) and an analyst's tile at a zoom that places
+# single reports (MVT built by PostGIS, and GeoJSON built from the store's rows).
+_READS = {
+    "v1_reports_page": "/v1/reports?limit=100",
+    "ogc_items_page": "/ogc/collections/reports/items?limit=100",
+    "ogc_items_page_csv": "/ogc/collections/reports/items?limit=100&f=csv",
+    "analyst_tile_mvt": f"/v1/tiles/{_tile_over(*ROXHAM_ROAD, _POINT_ZOOM)}.mvt",
+    "analyst_tile_geojson": f"/v1/tiles/{_tile_over(*ROXHAM_ROAD, _POINT_ZOOM)}.geojson",
+}
+
+
+def _blocked_by(dsn: str, locker: int) -> list[tuple[Any, ...]]:
+    """The statements of this database waiting for the locks that ``locker`` holds (but the
+    server's rollup folder, which folds what earlier tests posted in the background)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return conn.execute(
+            "SELECT pid, state, wait_event_type, left(query, 80) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " AND %s = ANY(pg_blocking_pids(pid))"
+            " AND query NOT LIKE '%%DELETE FROM rollup_pending%%'",
+            (locker,),
+        ).fetchall()
+
+
+@pytest.mark.postgis
+@pytest.mark.parametrize("read", sorted(_READS))
+def test_a_page_or_tile_whose_client_goes_away_stops_its_statement(
+    read: str, postgis_url: str, tmp_path: Any
+) -> None:
+    """As the count above, for pages and analysts' tiles: the read's statement waits on the
+    locked tables (as a slow one would keep running), the client hangs up, and the statement is
+    cancelled at once (gone from pg_stat_activity long before the 30 s statement timeout)."""
+    from tests.live import live_key, running_server
+
+    key = live_key(postgis_url, "analyst")
+    dsn = postgis_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    log = tmp_path / "server.log"
+    path = _READS[read]
+    with (
+        running_server(postgis_url, log_to=log, CROSSINGS_LOG_LEVEL="info") as base,
+        psycopg.connect(dsn) as locker,
+    ):
+        # Pages and tiles read the reports themselves (the folder never does).
+        locker.execute("LOCK TABLE reports IN ACCESS EXCLUSIVE MODE")
+        locker_pid = locker.info.backend_pid
+        client = threading.Thread(
+            target=_abandon, args=(base, path), kwargs={"key": key, "after_s": 1.5}
+        )
+        client.start()
+        deadline = time.monotonic() + 10
+        while not _blocked_by(dsn, locker_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        waiting = _blocked_by(dsn, locker_pid)
+        assert waiting, f"the {read} statement never started"
+        client.join()
+        deadline = time.monotonic() + 5
+        while _blocked_by(dsn, locker_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = _blocked_by(dsn, locker_pid)
+        locker.rollback()
+        assert left == [], (waiting, left)
+        # The server is well, and answers again once the tables are free.
+        answer = httpx.get(f"{base}{path}", timeout=30, headers={"Authorization": f"Bearer {key}"})
+        assert answer.status_code in (200, 204), answer.text
     assert "client went away" in log.read_text()
 
 

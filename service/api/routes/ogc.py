@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from service.api import audit, cql2
 from service.api import encodings as enc
+from service.api.cancel import until_disconnected
 from service.api.deps import CallerDep, IndexDep, SettingsDep, StoreDep, get_caller
 from service.api.lifecycle import current_release
 from service.api.openapi import query_parameters, request_body
@@ -338,7 +339,10 @@ async def _report_items(
     flt = cql2.parse_filter(parsed.filters)
     query = dataclasses.replace(query, posted_by=caller.posted_by, filter=flt)
     entry = audit.entry(request, caller)
-    result = await run_in_threadpool(features.report_items, store, query, audit=entry)
+    # Its statements are cancelled if the client goes away (api/cancel.py).
+    result = await until_disconnected(
+        request, functools.partial(features.report_items, store, query, audit=entry)
+    )
     feats = [_select(report_feature(r), parsed.properties) for r in result.page.reports]
     next_token = None if result.page.next_key is None else encode_cursor(result.page.next_key)
     return _collection(request, feats, result.number_matched, next_token, "reports")
@@ -431,12 +435,13 @@ async def item(
     if collection_id not in COLLECTIONS:
         raise CollectionNotFound(f"no collection {collection_id!r}; there are: reports, segments")
     if collection_id == "reports":
-        report = await run_in_threadpool(
+        report = await until_disconnected(
+            request,
             audit.recorded(
                 store,
                 audit.entry(request, caller),
                 lambda: features.report_item(store, feature_id, posted_by=caller.posted_by),
-            )
+            ),
         )
         doc = report_feature(report)
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -12,6 +13,7 @@ from starlette.responses import Response
 
 from service.api import audit
 from service.api.body import read_json
+from service.api.cancel import until_disconnected
 from service.api.deps import (
     CallerDep,
     IndexDep,
@@ -143,12 +145,13 @@ async def read_report(
     report_id: UUID, request: Request, store: StoreDep, caller: CallerDep
 ) -> Response:
     """One stored report as a GeoJSON Feature (a reporter key: only one it posted)."""
-    report = await run_in_threadpool(
+    report = await until_disconnected(
+        request,
         audit.recorded(
             store,
             audit.entry(request, caller),
             lambda: get_report(store, report_id, posted_by=caller.posted_by),
-        )
+        ),
     )
     return GeoJSONResponse(report_feature(report))
 
@@ -179,7 +182,10 @@ async def search_reports(
     )  # fmt: skip
     query = dataclasses.replace(query, posted_by=caller.posted_by)
     entry = audit.entry(request, caller)
-    page = await run_in_threadpool(list_reports, store, query, audit=entry)
+    # Its statement is cancelled if the client goes away (api/cancel.py).
+    page = await until_disconnected(
+        request, functools.partial(list_reports, store, query, audit=entry)
+    )
     links = [{"rel": "self", "href": str(request.url), "type": "application/geo+json"}]
     if page.next_key is not None:
         href = request.url.include_query_params(cursor=encode_cursor(page.next_key))

@@ -19,7 +19,8 @@ def segment_feature(segment: BorderSegment) -> dict[str, Any]:
     return {
         "type": "Feature",
         "id": segment.segment_id,
-        "geometry": {"type": "LineString", "coordinates": [list(c) for c in segment.coords]},
+        # orjson writes the tuples as arrays: no list per point (the choropleth has every one).
+        "geometry": {"type": "LineString", "coordinates": segment.coords},
         "properties": dict(segment.properties),
     }
 

@@ -9,11 +9,11 @@ from urllib.parse import urlencode
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from service.api import audit
 from service.api.caching import revalidated
+from service.api.cancel import until_disconnected
 from service.api.deps import CallerDep, IndexDep, ReleaseDep, SettingsDep, StoreDep, get_caller
 from service.api.schemas.pages import parse_time
 from service.domain import tiles
@@ -115,7 +115,7 @@ async def _read(
         make, query, precise=precise, store=store, release=release, index=index, settings=settings
     )
     entry = audit.entry(request, caller, precise=precise and query.points)
-    return await run_in_threadpool(audit.recorded(store, entry, read))
+    return await until_disconnected(request, audit.recorded(store, entry, read))
 
 
 @router.get(

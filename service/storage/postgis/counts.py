@@ -11,14 +11,12 @@ Which rollup a period reads (each with the reports pending for it: rollups.live)
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from sqlalchemy import Connection
 
 from service.domain.aggregation import COUNT_KEYS, CountQuery, CountRow, period_end
 from service.domain.grid import GRID_LEVEL, CellBlock, cells_inside
-from service.storage.cancel import cancellable
 from service.storage.postgis.rollups import ALL_KINDS, CELL_DAYS_LEVEL, live
 from service.storage.rows import rows_of
 
@@ -219,10 +217,10 @@ def count_reports(conn: Connection, query: CountQuery) -> list[CountRow]:
     driver = conn.connection.dbapi_connection
     cursor = driver.cursor()  # type: ignore[union-attr]
     try:
-        # The server stops the statement when the request's client goes away (storage/cancel.py).
-        with cancellable(lambda: _cancel(driver)):
-            cursor.execute(sql, params)
-            rows = cursor.fetchall()
+        # The store's call stops the statement when the request's client goes away
+        # (PostgisStore._run, storage/cancel.py).
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
     finally:
         cursor.close()
     return rows_of(rows, width=width)
@@ -245,16 +243,8 @@ def _summed_sql(sources: list[str], keys: tuple[str, ...]) -> str:
     )
 
 
-def _cancel(driver: Any) -> None:
-    # On failure the statement still ends (statement_timeout): nothing more to do here.
-    with contextlib.suppress(Exception):
-        driver.cancel_safe(timeout=5.0)
-
-
 def observed_range(conn: Connection) -> tuple[Any, Any] | None:
-    driver = conn.connection.dbapi_connection
-    with cancellable(lambda: _cancel(driver)):
-        first, last = conn.exec_driver_sql(
-            "SELECT min(observed_at), max(observed_at) FROM reports"
-        ).one()
+    first, last = conn.exec_driver_sql(
+        "SELECT min(observed_at), max(observed_at) FROM reports"
+    ).one()
     return None if first is None else (first, last)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, date, datetime
 from typing import TypeVar
@@ -17,6 +18,7 @@ from service.domain.access import ApiKey, AuditEntry
 from service.domain.aggregation import CountQuery, CountRow
 from service.domain.alerts import Alert, AlertPage, AlertQuery, AlertTransition
 from service.domain.errors import (
+    ClientGone,
     PoolExhausted,
     SchemaNotCurrent,
     StatementTimeout,
@@ -38,6 +40,7 @@ from service.domain.webhooks import (
 )
 from service.settings import Settings
 from service.storage.base import OnProgress, Resnap
+from service.storage.cancel import cancellable, cancelled
 from service.storage.postgis import (
     access,
     alerts,
@@ -88,6 +91,22 @@ def _timeout(name: str) -> StatementTimeout:
         "request (fewer items, a narrower window) may pass",
         operation=name,
     )
+
+
+def _stopped(name: str) -> StatementTimeout | ClientGone:
+    """What a cancelled statement means: its client went away (the API cancelled it), else the
+    statement timeout."""
+    if cancelled():
+        return ClientGone("the client went away; its statement was cancelled")
+    return _timeout(name)
+
+
+def _cancel(conn: Connection) -> None:
+    """Cancel the statement running on ``conn`` (from another thread): the server stops it. On
+    failure the statement still ends (statement_timeout): nothing more to do here."""
+    driver = conn.connection.dbapi_connection
+    with contextlib.suppress(Exception):
+        driver.cancel_safe(timeout=5.0)  # type: ignore[union-attr]
 
 
 def make_engine(
@@ -183,9 +202,12 @@ class PostgisStore:
             try:
                 with self._connection(autocommit=autocommit, engine=engine) as conn:
                     try:
-                        return work(conn)
+                        # Every statement of the call stops when the request's client goes
+                        # away (service/storage/cancel.py): the server cancels it.
+                        with cancellable(functools.partial(_cancel, conn)):
+                            return work(conn)
                     except QueryCanceled as error:
-                        raise _timeout(name) from error
+                        raise _stopped(name) from error
                     except _DRIVER_FAULTS as error:
                         # From a statement run on psycopg's own cursor (report pages, counts),
                         # which SQLAlchemy neither wraps nor notices: a connection that died is
@@ -200,7 +222,7 @@ class PostgisStore:
                 raise _unreachable(name) from lost
             except exc.DBAPIError as error:
                 if isinstance(error.orig, QueryCanceled):
-                    raise _timeout(name) from error
+                    raise _stopped(name) from error
                 if error.connection_invalidated and attempt == 1:
                     continue
                 if error.connection_invalidated or isinstance(error, _UNAVAILABLE):
