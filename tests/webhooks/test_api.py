@@ -9,6 +9,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from service.api.lifecycle import current_store
+from service.api.state import app_state
 from service.domain.alerts import AlertEvent
 from tests.webhooks.receivers import transition
 
@@ -18,7 +20,7 @@ PUBLIC_IP_URL = "https://93.184.215.14/hooks/crossings"  # a literal public addr
 @pytest.fixture
 async def alerts(app: FastAPI, client: httpx.AsyncClient) -> list[Any]:
     """Three alerts: two on CAN-USA (one closed), one on MEX-USA."""
-    store = app.state.store
+    store = current_store(app)
     _wipe(app)
     base = datetime(2026, 12, 1, tzinfo=UTC)
     out: list[Any] = store.record_alerts([
@@ -37,7 +39,7 @@ async def alerts(app: FastAPI, client: httpx.AsyncClient) -> list[Any]:
 def _wipe(app: FastAPI) -> None:
     from tests.webhooks.conftest import wipe
 
-    wipe(app.state.settings.database_url)
+    wipe(app_state(app).settings.database_url)
 
 
 def _as(app: FastAPI, role: str) -> httpx.AsyncClient:
@@ -103,7 +105,7 @@ async def test_an_alert_read_is_audited(app: FastAPI, alerts: list[Any]) -> None
     before = datetime.now(UTC)
     async with _as(app, "analyst") as c:
         await c.get("/v1/alerts?border=MEX-USA")
-    entries = app.state.store.list_audit(since=before)
+    entries = current_store(app).list_audit(since=before)
     assert any(e.action == "alerts.read" and e.detail["query"] == "border=MEX-USA"
                for e in entries)  # fmt: skip
 
@@ -170,7 +172,7 @@ async def test_a_deleted_webhook_stays_listed_disabled(client: httpx.AsyncClient
 async def test_deliveries_are_visible_to_an_admin(app: FastAPI, client: httpx.AsyncClient) -> None:
     _wipe(app)
     made = (await client.post("/v1/webhooks", json={"url": PUBLIC_IP_URL})).json()
-    app.state.store.record_alerts([transition()])
+    current_store(app).record_alerts([transition()])
     response = await client.get(f"/v1/webhooks/{made['id']}/deliveries")
     [delivery] = response.json()["deliveries"]
     assert (delivery["event_type"], delivery["state"], delivery["attempts"]) == (
