@@ -50,7 +50,7 @@ import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -59,16 +59,15 @@ import psycopg
 from bench.dataset import add_database_arguments, benchmark_database, set_parallel_query
 from bench.feature_cases import Answer, Case, Query, build_cases, raw_page_statement, read_answer
 from bench.features_report import table
-from bench.figures import machine_facts, percentile, spread, write_results
+from bench.figures import percentile, spread
 from bench.harness import (
     PostgresCpu,
+    Run,
     Server,
     analyst_headers,
-    fairness_notes,
-    handle_stop_signals,
+    benchmark_parser,
     libpq_url,
     pg_settings,
-    pin_for_database,
     running_server,
     running_tipg,
     scratch_dir,
@@ -375,9 +374,7 @@ def _id_diff(id_sets: dict[str, frozenset[str]]) -> str:
     )
 
 
-def describe(
-    ctx: Context, facts: dict[str, Any], *, started: datetime, client_cores: set[int] | None
-) -> dict[str, Any]:
+def describe(ctx: Context, facts: dict[str, Any], bench_run: Run) -> dict[str, Any]:
     import tipg
 
     with psycopg.connect(libpq_url(ctx.url)) as conn:
@@ -387,11 +384,7 @@ def describe(
         "reports", "rounds", "small_requests", "big_requests", "clients", "seed", "quick",
         "targets", "allow_parallel_query",
     )  # fmt: skip
-    return {
-        "benchmark": "features",
-        "started_at": started.isoformat(),
-        "params": {k: getattr(ctx.args, k) for k in params},
-        "data": facts,
+    return bench_run.header("features", params, facts) | {
         "crossings": service_facts(ctx.args.source) | {"items_path": ctx.crossings_path},
         "tipg": {
             "version": tipg.__version__,
@@ -400,11 +393,7 @@ def describe(
         },
         "request_headers": HEADERS,
         "database": {"settings": settings},
-        "machine": machine_facts(
-            client_cores=client_cores,
-            server_cores=ctx.server_cores,
-            pinned_backends=ctx.pinned_backends,
-        ),
+        "machine": bench_run.machine(ctx.pinned_backends),
     }
 
 
@@ -412,10 +401,7 @@ def describe(
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.features", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("--reports", type=int, default=1_000_000)
+    parser = benchmark_parser("features", __doc__)
     parser.add_argument(
         "--small-requests",
         type=int,
@@ -461,12 +447,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    handle_stop_signals()
-    client_cores, server_cores, pin_note = pin_for_database(no_pin=args.no_pin)
-    started = datetime.now(UTC)
-    notes = fairness_notes(
-        pin_note,
-        allow_parallel_query=args.allow_parallel_query,
+    bench_run = Run.start(
+        args,
         about=[
             "TiPG pages in its default order (by id) and counts every match (numberMatched) on "
             "every page; crossings pages by (observed_at, id); the SQL floor as crossings, with a "
@@ -476,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     with (
         scratch_dir("crossings_features_") as scratch,
-        benchmark_database(args, notes) as (url, facts),
+        benchmark_database(args, bench_run.notes) as (url, facts),
     ):
         postgres = PostgresCpu.of_database(url)
         now = datetime.fromisoformat(facts["now"])
@@ -487,18 +469,14 @@ def main(argv: list[str] | None = None) -> int:
             big_requests=args.big_requests,
         )
         HEADERS.update(analyst_headers(url))  # TiPG ignores it
-        ctx = Context(args, url, scratch, server_cores, postgres, cases)
-        run(ctx, notes)
-        result = describe(ctx, facts, started=started, client_cores=client_cores)
+        ctx = Context(args, url, scratch, bench_run.server_cores, postgres, cases)
+        run(ctx, bench_run.notes)
+        result = describe(ctx, facts, bench_run)
     measured = [c for c in cases if any((w, c.name) in ctx.measured for w in WHO)]
     result["cases"] = {c.name: case_result(ctx, c) for c in measured}
     result[FLOOR] = floor_result(ctx)
     result["mismatches"] = [p for c in result["cases"].values() for p in c["mismatches"]]
-    result["notes"] = notes
-    path = write_results(args.output, result)
-    table(result)
-    print(f"\nwritten to {path}")
-    return 0
+    return bench_run.finish(result, table)
 
 
 if __name__ == "__main__":
