@@ -5,25 +5,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 from uuid import UUID
 
 from sqlalchemy import Connection
 
 from service.domain.alerts import (
     Alert,
-    AlertFigures,
     AlertPage,
     AlertQuery,
-    AlertState,
     AlertTransition,
-    Measure,
-    SeriesKey,
-    alert_id,
-    state_after,
 )
 from service.domain.webhooks import deliveries_for
 from service.storage.postgis import webhooks
+from service.storage.rows import alert_of, alert_params
 
 _COLUMNS = (
     "id, state, border, section, segment_id, kind, measure, opened_day, last_day, closed_day,"
@@ -52,43 +46,6 @@ _UPSERT = f"""
 """
 
 
-def _params(t: AlertTransition) -> dict[str, Any]:
-    f, s = t.figures, t.series
-    return {
-        "id": alert_id(s, t.opened_day),
-        "state": state_after(t.event).value,
-        "border": s.border,
-        "section": s.section,
-        "segment_id": s.segment_id,
-        "kind": s.kind,
-        "measure": s.measure.value,
-        "opened_day": t.opened_day,
-        "last_day": f.last_day,
-        "closed_day": f.closed_day,
-        "days": f.days,
-        "observed": f.observed,
-        "expected": f.expected,
-        "statistic": f.statistic,
-        "peak_statistic": f.peak_statistic,
-        "at": t.at,
-    }
-
-
-def _alert(row: Any) -> Alert:
-    (id_, state, border, section, segment_id, kind, measure, opened, last, closed, days,
-     observed, expected, statistic, peak, raised, updated, version) = row  # fmt: skip
-    return Alert(
-        id=id_,
-        state=AlertState(state),
-        series=SeriesKey(border, section, segment_id, kind, Measure(measure)),
-        opened_day=opened,
-        figures=AlertFigures(last, days, observed, expected, statistic, peak, closed),
-        raised_at=raised,
-        updated_at=updated,
-        version=version,
-    )
-
-
 def record_alerts(
     conn: Connection, transitions: Sequence[AlertTransition], *, now: datetime | None = None
 ) -> list[Alert]:
@@ -101,10 +58,10 @@ def record_alerts(
     hooks = webhooks.enabled_webhooks(conn)
     changed = []
     for transition in transitions:
-        row = conn.exec_driver_sql(_UPSERT, _params(transition)).first()
+        row = conn.exec_driver_sql(_UPSERT, alert_params(transition)).first()
         if row is None:
             continue
-        alert = _alert(row)
+        alert = alert_of(row)
         changed.append(alert)
         webhooks.enqueue(conn, deliveries_for(transition, alert, hooks, now=now))
     return changed
@@ -114,7 +71,7 @@ def get_alert(conn: Connection, alert_id_: UUID) -> Alert | None:
     row = conn.exec_driver_sql(
         f"SELECT {_COLUMNS} FROM alerts WHERE id = %(id)s", {"id": alert_id_}
     ).first()
-    return None if row is None else _alert(row)
+    return None if row is None else alert_of(row)
 
 
 def list_alerts(conn: Connection, query: AlertQuery) -> AlertPage:
@@ -137,6 +94,6 @@ def list_alerts(conn: Connection, query: AlertQuery) -> AlertPage:
             "limit": query.limit + 1,
         },
     ).all()
-    alerts = [_alert(r) for r in rows[: query.limit]]
+    alerts = [alert_of(r) for r in rows[: query.limit]]
     more = len(rows) > query.limit
     return AlertPage(alerts, (alerts[-1].updated_at, alerts[-1].id) if more else None)
