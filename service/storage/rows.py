@@ -18,6 +18,13 @@ from service.domain.alerts import (
     alert_id,
     state_after,
 )
+from service.domain.webhooks import (
+    Delivery,
+    DeliveryState,
+    Webhook,
+    filter_from_json,
+    secrets_from_json,
+)
 
 
 def rows_of(rows: Iterable[Sequence[Any]], *, width: int) -> list[CountRow]:
@@ -65,6 +72,10 @@ def _same(value: Any) -> Any:
     return value
 
 
+def _maybe(decode: Callable[[Any], datetime], value: Any) -> datetime | None:
+    return None if value is None else decode(value)
+
+
 def alert_of(
     row: Sequence[Any],
     *,
@@ -94,3 +105,32 @@ def alert_of(
         updated_at=at(updated),
         version=version,
     )
+
+
+HOOK_COLUMNS = "id, url, description, filter, secrets, created_at, disabled_at, disabled_reason"
+DELIVERY_COLUMNS = (
+    "d.id, d.webhook_id, d.event_type, d.payload, d.state, d.attempts, d.next_attempt_at,"
+    " d.created_at, d.updated_at, d.last_status, d.last_error, d.delivered_at"
+)
+
+
+def webhook_of(
+    row: Sequence[Any], *, doc: Callable[[Any], Any] = _same, at: Callable[[Any], datetime] = _same
+) -> Webhook:
+    """A Webhook from a row of HOOK_COLUMNS; ``doc`` decodes the JSON columns and ``at`` the
+    instants where the driver does not."""
+    id_, url, description, flt, secrets, created, disabled, reason = row
+    return Webhook(
+        id_, url, filter_from_json(doc(flt)), secrets_from_json(doc(secrets)), at(created),
+        description, _maybe(at, disabled), reason,
+    )  # fmt: skip
+
+
+def delivery_of(row: Sequence[Any], *, at: Callable[[Any], datetime] = _same) -> Delivery:
+    """A Delivery from a row of DELIVERY_COLUMNS; ``at`` decodes the instants."""
+    (id_, hook, event, payload, state, attempts, next_at, created, updated, status, error,
+     delivered) = row  # fmt: skip
+    return Delivery(
+        id_, hook, event, payload.encode(), DeliveryState(state), attempts, at(next_at),
+        at(created), at(updated), status, error, _maybe(at, delivered),
+    )  # fmt: skip
