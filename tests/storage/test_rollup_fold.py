@@ -81,7 +81,7 @@ def _settings(url: str) -> Settings:
 def database() -> Iterator[tuple[str, SegmentIndex]]:
     """A fresh migrated database with the bundled border, and the border's index."""
     with fresh_postgis_database() as url:
-        store = PostgisStore.open(_settings(url))
+        store = PostgisStore.open(_settings(url).store_options)
         try:
             index = ensure_segments(store, None)
         finally:
@@ -92,7 +92,9 @@ def database() -> Iterator[tuple[str, SegmentIndex]]:
 def _store(url: str, *, interval_ms: int = 0, batch: int = 5_000) -> PostgisStore:
     """A store whose folder runs every ``interval_ms`` (0: never; folds only when asked)."""
     return PostgisStore.open(
-        Settings(database_url=url, rollup_fold_interval_ms=interval_ms, rollup_fold_batch=batch)
+        Settings(
+            database_url=url, rollup_fold_interval_ms=interval_ms, rollup_fold_batch=batch
+        ).store_options
     )
 
 
