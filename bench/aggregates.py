@@ -55,7 +55,11 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from bench.dataset import add_database_arguments, benchmark_database, set_parallel_query
+from bench.dataset import (
+    benchmark_database,
+    parse_benchmark_args,
+    set_parallel_query,
+)
 from bench.figures import ms_of_us, print_checks_and_notes, print_table, spread
 from bench.harness import (
     PostgresCpu,
@@ -463,7 +467,9 @@ def table(result: dict[str, Any]) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = benchmark_parser("aggregates", __doc__)
+    parser = benchmark_parser(
+        "aggregates", __doc__, quick="100,000 reports; 40 and 12 requests per case"
+    )
     parser.add_argument(
         "--requests", type=int, default=120, help="per case and server, over all rounds"
     )
@@ -471,20 +477,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--raw-requests", type=int, default=24, help="per case of the raw GROUP BY, over all rounds"
     )
     parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument(
-        "--quick", action="store_true", help="100,000 reports; 40 and 12 requests per case"
-    )
     # The public (no key) reads the public release since issue #13: whole UTC periods, whole
     # segments, rounded figures, so these cases (a local zone, a box) are not its questions and
     # its figures are not the raw GROUP BY's. bench/public_release.py measures it; ``api`` stays
     # selectable here for comparisons with older results.
     parser.add_argument("--targets", nargs="+", choices=TARGETS, default=["api_analyst", "raw_sql"])
-    add_database_arguments(parser, seed=SEED)
-    parser.add_argument("--output", default="aggregates", help="name of the JSON in bench/results")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.reports, args.requests, args.raw_requests = 100_000, 40, 12
-    return args
+    quick = {"reports": 100_000, "requests": 40, "raw_requests": 12}
+    return parse_benchmark_args(parser, argv, seed=SEED, output="aggregates", quick=quick)
 
 
 def main(argv: list[str] | None = None) -> int:

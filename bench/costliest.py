@@ -50,8 +50,8 @@ import httpx
 import psycopg
 
 from bench.dataset import (
-    add_database_arguments,
     benchmark_database,
+    parse_benchmark_args,
     segment_index,
     set_parallel_query,
 )
@@ -322,16 +322,11 @@ def measure(
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = benchmark_parser("costliest", __doc__)
+    parser = benchmark_parser("costliest", __doc__, quick="100,000 reports, 3 per case")
     parser.add_argument("--repeat", type=int, default=5, help="measured requests per case")
-    parser.add_argument("--quick", action="store_true", help="100,000 reports, 3 per case")
     parser.add_argument("--roles", nargs="+", default=["public", "reporter", "analyst"])
-    add_database_arguments(parser, seed=SEED)
-    parser.add_argument("--output", default="costliest", help="name of the JSON in bench/results")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.reports, args.repeat = 100_000, 3
-    return args
+    quick = {"reports": 100_000, "repeat": 3}
+    return parse_benchmark_args(parser, argv, seed=SEED, output="costliest", quick=quick)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,7 +56,11 @@ from typing import Any
 
 import psycopg
 
-from bench.dataset import add_database_arguments, benchmark_database, set_parallel_query
+from bench.dataset import (
+    benchmark_database,
+    parse_benchmark_args,
+    set_parallel_query,
+)
 from bench.feature_cases import Answer, Case, Query, build_cases, raw_page_statement, read_answer
 from bench.features_report import table
 from bench.figures import percentile, spread
@@ -401,7 +405,9 @@ def describe(ctx: Context, facts: dict[str, Any], bench_run: Run) -> dict[str, A
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = benchmark_parser("features", __doc__)
+    parser = benchmark_parser(
+        "features", __doc__, quick="100,000 reports; 50 and 10 requests per case"
+    )
     parser.add_argument(
         "--small-requests",
         type=int,
@@ -414,9 +420,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument(
         "--clients", type=int, default=1, help="concurrent clients (default: one request at a time)"
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help="100,000 reports; 50 and 10 requests per case"
     )
     parser.add_argument(
         "--crossings-path",
@@ -436,13 +439,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="to each server's cheapest route (the framework floor), over all rounds",
     )
     parser.add_argument("--no-floor", action="store_true", help="skip the framework floor")
-    add_database_arguments(parser, seed=SEED)
-    parser.add_argument("--output", default="features", help="name of the JSON in bench/results")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.reports, args.small_requests, args.big_requests = 100_000, 50, 10
-        args.floor_requests = 500
-    return args
+    quick = {"reports": 100_000, "small_requests": 50, "big_requests": 10, "floor_requests": 500}
+    return parse_benchmark_args(parser, argv, seed=SEED, output="features", quick=quick)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -513,13 +513,15 @@ def service_facts(source: Path | None) -> dict[str, Any]:
 # --- a read benchmark's run ------------------------------------------------------------------
 
 
-def benchmark_parser(name: str, doc: str) -> argparse.ArgumentParser:
+def benchmark_parser(name: str, doc: str, *, quick: str) -> argparse.ArgumentParser:
     """The parser of ``python -m bench.<name>``, described by the first paragraph of ``doc``,
-    with ``--reports`` (the size of the database)."""
+    with ``--reports`` (the size of the database) and ``--quick`` (what it does: ``quick``; see
+    dataset.parse_benchmark_args)."""
     parser = argparse.ArgumentParser(
         prog=f"python -m bench.{name}", description=doc.split("\n\n")[0]
     )
     parser.add_argument("--reports", type=int, default=1_000_000)
+    parser.add_argument("--quick", action="store_true", help=quick)
     return parser
 
 

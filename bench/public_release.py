@@ -67,8 +67,8 @@ import orjson
 import psycopg
 
 from bench.dataset import (
-    add_database_arguments,
     benchmark_database,
+    parse_benchmark_args,
     segment_index,
     set_parallel_query,
 )
@@ -856,7 +856,9 @@ def table(result: dict[str, Any]) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = benchmark_parser("public_release", __doc__)
+    parser = benchmark_parser(
+        "public_release", __doc__, quick="100,000 reports; 45 and 6 requests per case"
+    )
     parser.add_argument(
         "--requests", type=int, default=90, help="per case and API target, over all rounds"
     )
@@ -865,16 +867,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cuts", type=int, default=3)
-    parser.add_argument(
-        "--quick", action="store_true", help="100,000 reports; 45 and 6 requests per case"
-    )
-    add_database_arguments(parser, seed=SEED)
-    parser.add_argument(
-        "--output", default=None, help="name of the JSON in bench/results (default by size)"
-    )
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.reports, args.requests, args.raw_requests = 100_000, 45, 6
+    quick = {"reports": 100_000, "requests": 45, "raw_requests": 6}
+    args = parse_benchmark_args(parser, argv, seed=SEED, output=None, quick=quick)
     if args.output is None:
         args.output = "public_release_quick" if args.quick else "public_release"
     return args

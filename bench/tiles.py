@@ -54,7 +54,11 @@ from typing import Any
 import httpx
 import psycopg
 
-from bench.dataset import add_database_arguments, benchmark_database, set_parallel_query
+from bench.dataset import (
+    benchmark_database,
+    parse_benchmark_args,
+    set_parallel_query,
+)
 from bench.figures import RESULTS_DIR
 from bench.harness import (
     PostgresCpu,
@@ -317,7 +321,9 @@ def describe(ctx: Context, facts: dict[str, Any], bench_run: Run) -> dict[str, A
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = benchmark_parser("tiles", __doc__)
+    parser = benchmark_parser(
+        "tiles", __doc__, quick="100,000 reports; 60 requests per zoom (12 bare z4)"
+    )
     parser.add_argument("--tiles", type=int, default=200, help="tiles drawn per zoom")
     parser.add_argument(
         "--requests", type=int, default=200, help="per zoom, target and mode, over all rounds"
@@ -330,22 +336,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--zooms", type=int, nargs="+", default=list(ZOOMS))
-    parser.add_argument(
-        "--quick", action="store_true", help="100,000 reports; 60 requests per zoom (12 bare z4)"
-    )
     parser.add_argument("--targets", nargs="+", choices=TARGETS, default=list(TARGETS))
-    add_database_arguments(parser, seed=SEED)
     parser.add_argument(
         "--profile",
         action="store_true",
         help="py-spy on crossings during its last round (pauses it to sample: slower figures)",
     )
     parser.add_argument("--profile-rate", type=int, default=200)
-    parser.add_argument("--output", default="tiles", help="name of the JSON in bench/results")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.reports, args.requests, args.bare_low_zoom_requests = 100_000, 60, 12
-    return args
+    quick = {"reports": 100_000, "requests": 60, "bare_low_zoom_requests": 12}
+    return parse_benchmark_args(parser, argv, seed=SEED, output="tiles", quick=quick)
 
 
 def main(argv: list[str] | None = None) -> int:
