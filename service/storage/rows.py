@@ -44,6 +44,12 @@ def rows_of(rows: Iterable[Sequence[Any]], *, width: int) -> list[CountRow]:
     return out
 
 
+ALERT_COLUMNS = (
+    "id, state, border, section, segment_id, kind, measure, opened_day, last_day, closed_day,"
+    " days, observed, expected, statistic, peak_statistic, raised_at, updated_at, version"
+)
+
+
 def alert_params(t: AlertTransition) -> dict[str, Any]:
     """The named parameters of a transition's alert upsert, as the domain's values (a store
     encodes those its driver does not take as they are)."""
@@ -83,7 +89,7 @@ def alert_of(
     day: Callable[[Any], date] = _same,
     at: Callable[[Any], datetime] = _same,
 ) -> Alert:
-    """An Alert from a row of the alerts table's columns in their order; ``uuid``, ``day`` and
+    """An Alert from a row of ALERT_COLUMNS; ``uuid``, ``day`` and
     ``at`` decode what the store keeps in another form (the identity where the driver decodes)."""
     (id_, state, border, section, segment_id, kind, measure, opened, last, closed, days,
      observed, expected, statistic, peak, raised, updated, version) = row  # fmt: skip

@@ -17,17 +17,12 @@ from service.domain.alerts import (
 )
 from service.domain.webhooks import deliveries_for
 from service.storage.postgis import webhooks
-from service.storage.rows import alert_of, alert_params
-
-_COLUMNS = (
-    "id, state, border, section, segment_id, kind, measure, opened_day, last_day, closed_day,"
-    " days, observed, expected, statistic, peak_statistic, raised_at, updated_at, version"
-)
+from service.storage.rows import ALERT_COLUMNS, alert_of, alert_params
 
 # A change that alters nothing (the same transition stored twice) updates no row and returns
 # none: it makes no new version and enqueues no delivery.
 _UPSERT = f"""
-    INSERT INTO alerts ({_COLUMNS})
+    INSERT INTO alerts ({ALERT_COLUMNS})
     VALUES (%(id)s, %(state)s, %(border)s, %(section)s, %(segment_id)s, %(kind)s, %(measure)s,
             %(opened_day)s, %(last_day)s, %(closed_day)s, %(days)s, %(observed)s, %(expected)s,
             %(statistic)s, %(peak_statistic)s, %(at)s, %(at)s, 1)
@@ -42,7 +37,7 @@ _UPSERT = f"""
           IS DISTINCT FROM
           (EXCLUDED.state, EXCLUDED.last_day, EXCLUDED.closed_day, EXCLUDED.days,
            EXCLUDED.observed, EXCLUDED.expected, EXCLUDED.statistic, EXCLUDED.peak_statistic)
-    RETURNING {_COLUMNS}
+    RETURNING {ALERT_COLUMNS}
 """
 
 
@@ -69,7 +64,7 @@ def record_alerts(
 
 def get_alert(conn: Connection, alert_id_: UUID) -> Alert | None:
     row = conn.exec_driver_sql(
-        f"SELECT {_COLUMNS} FROM alerts WHERE id = %(id)s", {"id": alert_id_}
+        f"SELECT {ALERT_COLUMNS} FROM alerts WHERE id = %(id)s", {"id": alert_id_}
     ).first()
     return None if row is None else alert_of(row)
 
@@ -77,7 +72,7 @@ def get_alert(conn: Connection, alert_id_: UUID) -> Alert | None:
 def list_alerts(conn: Connection, query: AlertQuery) -> AlertPage:
     after_at, after_id = query.after if query.after is not None else (None, None)
     rows = conn.exec_driver_sql(
-        f"SELECT {_COLUMNS} FROM alerts"
+        f"SELECT {ALERT_COLUMNS} FROM alerts"
         " WHERE (%(state)s::text IS NULL OR state = %(state)s)"
         " AND (%(border)s::text IS NULL OR border = %(border)s)"
         " AND (%(segment)s::text IS NULL OR segment_id = %(segment)s)"

@@ -17,18 +17,13 @@ from service.domain.alerts import (
     AlertTransition,
 )
 from service.domain.webhooks import deliveries_for
-from service.storage.rows import alert_of, alert_params
+from service.storage.rows import ALERT_COLUMNS, alert_of, alert_params
 from service.storage.sqlite import webhooks
 from service.storage.sqlite.rows import from_micros, to_micros
 
-_COLUMNS = (
-    "id, state, border, section, segment_id, kind, measure, opened_day, last_day, closed_day,"
-    " days, observed, expected, statistic, peak_statistic, raised_at, updated_at, version"
-)
-
 # As PostGIS (storage/postgis/alerts.py): a change that alters nothing updates no row.
 _UPSERT = f"""
-    INSERT INTO alerts ({_COLUMNS})
+    INSERT INTO alerts ({ALERT_COLUMNS})
     VALUES (:id, :state, :border, :section, :segment_id, :kind, :measure, :opened_day,
             :last_day, :closed_day, :days, :observed, :expected, :statistic, :peak_statistic,
             :at, :at, 1)
@@ -43,7 +38,7 @@ _UPSERT = f"""
           IS NOT
           (excluded.state, excluded.last_day, excluded.closed_day, excluded.days,
            excluded.observed, excluded.expected, excluded.statistic, excluded.peak_statistic)
-    RETURNING {_COLUMNS}
+    RETURNING {ALERT_COLUMNS}
 """
 
 
@@ -88,7 +83,9 @@ def record_alerts(
 
 
 def get_alert(conn: sqlite3.Connection, *, alert_id_: UUID) -> Alert | None:
-    row = conn.execute(f"SELECT {_COLUMNS} FROM alerts WHERE id = ?", (str(alert_id_),)).fetchone()
+    row = conn.execute(
+        f"SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?", (str(alert_id_),)
+    ).fetchone()
     return None if row is None else _alert(row)
 
 
@@ -97,7 +94,7 @@ def list_alerts(conn: sqlite3.Connection, *, query: AlertQuery) -> AlertPage:
         (to_micros(query.after[0]), str(query.after[1])) if query.after else (None, None)
     )
     rows = conn.execute(
-        f"SELECT {_COLUMNS} FROM alerts"
+        f"SELECT {ALERT_COLUMNS} FROM alerts"
         " WHERE (:state IS NULL OR state = :state)"
         " AND (:border IS NULL OR border = :border)"
         " AND (:segment IS NULL OR segment_id = :segment)"
