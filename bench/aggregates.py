@@ -55,16 +55,19 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from bench.dataset import add_database_arguments, benchmark_database, set_parallel_query
-from bench.figures import machine_facts, ms_of_us, print_table, spread, write_results
+from bench.dataset import (
+    benchmark_database,
+    parse_benchmark_args,
+    set_parallel_query,
+)
+from bench.figures import ms_of_us, print_checks_and_notes, print_table, spread
 from bench.harness import (
     PostgresCpu,
+    Run,
     analyst_headers,
-    fairness_notes,
-    handle_stop_signals,
+    benchmark_parser,
     libpq_url,
     pg_settings,
-    pin_for_database,
     running_server,
     scratch_dir,
     service_facts,
@@ -394,9 +397,7 @@ def check(ctx: Context, case: Case) -> tuple[bool | None, list[str]]:
     return identical, [f"{case.name}: {p}" for p in problems]
 
 
-def describe(
-    ctx: Context, facts: dict[str, Any], *, started: datetime, client_cores: set[int] | None
-) -> dict[str, Any]:
+def describe(ctx: Context, facts: dict[str, Any], bench_run: Run) -> dict[str, Any]:
     with psycopg.connect(libpq_url(ctx.url)) as conn:
         settings = pg_settings(conn, PG_SETTINGS)
         rows = {
@@ -409,19 +410,11 @@ def describe(
         "reports", "requests", "raw_requests", "rounds", "seed", "quick", "targets",
         "allow_parallel_query",
     )  # fmt: skip
-    return {
-        "benchmark": "aggregates",
-        "started_at": started.isoformat(),
-        "params": {k: getattr(ctx.args, k) for k in params},
-        "data": facts | {"rows": rows},
+    return bench_run.header("aggregates", params, facts | {"rows": rows}) | {
         "crossings": service_facts(None),
         "request_headers": HEADERS,
         "database": {"settings": settings},
-        "machine": machine_facts(
-            client_cores=client_cores,
-            server_cores=ctx.server_cores,
-            pinned_backends=ctx.pinned_backends,
-        ),
+        "machine": bench_run.machine(ctx.pinned_backends),
     }
 
 
@@ -467,20 +460,16 @@ def table(result: dict[str, Any]) -> None:
         summary,
     )  # fmt: skip
     print()
-    for problem in result["checks"] or ["checks: no problem found"]:
-        print(problem)
-    for note in result["notes"]:
-        print(f"note: {note}")
+    print_checks_and_notes(result)
 
 
 # --- main ------------------------------------------------------------------------------------
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.aggregates", description=__doc__.split("\n\n")[0]
+    parser = benchmark_parser(
+        "aggregates", __doc__, quick="100,000 reports; 40 and 12 requests per case"
     )
-    parser.add_argument("--reports", type=int, default=1_000_000)
     parser.add_argument(
         "--requests", type=int, default=120, help="per case and server, over all rounds"
     )
@@ -488,30 +477,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--raw-requests", type=int, default=24, help="per case of the raw GROUP BY, over all rounds"
     )
     parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument(
-        "--quick", action="store_true", help="100,000 reports; 40 and 12 requests per case"
-    )
     # The public (no key) reads the public release since issue #13: whole UTC periods, whole
     # segments, rounded figures, so these cases (a local zone, a box) are not its questions and
     # its figures are not the raw GROUP BY's. bench/public_release.py measures it; ``api`` stays
     # selectable here for comparisons with older results.
     parser.add_argument("--targets", nargs="+", choices=TARGETS, default=["api_analyst", "raw_sql"])
-    add_database_arguments(parser, seed=SEED)
-    parser.add_argument("--output", default="aggregates", help="name of the JSON in bench/results")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.reports, args.requests, args.raw_requests = 100_000, 40, 12
-    return args
+    quick = {"reports": 100_000, "requests": 40, "raw_requests": 12}
+    return parse_benchmark_args(parser, argv, seed=SEED, output="aggregates", quick=quick)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    handle_stop_signals()
-    client_cores, server_cores, pin_note = pin_for_database(no_pin=args.no_pin)
-    started = datetime.now(UTC)
-    notes = fairness_notes(
-        pin_note,
-        allow_parallel_query=args.allow_parallel_query,
+    bench_run = Run.start(
+        args,
         about=[
             "each case asks one query again and again (warm cache); crossings keeps no answers, "
             "so every request counts afresh",
@@ -528,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     with (
         scratch_dir("crossings_aggregates_") as scratch,
-        benchmark_database(args, notes) as (url, facts),
+        benchmark_database(args, bench_run.notes) as (url, facts),
     ):
         with psycopg.connect(libpq_url(url)) as conn:
             segment_id = busiest_segment(conn)
@@ -536,16 +514,12 @@ def main(argv: list[str] | None = None) -> int:
         cases = build_cases(segment_id=segment_id, now=now)
         postgres = PostgresCpu.of_database(url)
         analyst = analyst_headers(url)
-        ctx = Context(args, url, scratch, server_cores, postgres, cases, analyst)
+        ctx = Context(args, url, scratch, bench_run.server_cores, postgres, cases, analyst)
         run(ctx)
-        result = describe(ctx, facts, started=started, client_cores=client_cores)
+        result = describe(ctx, facts, bench_run)
     result["cases"] = {c.name: case_result(ctx, c) for c in cases}
     result["checks"] = [p for c in result["cases"].values() for p in c["checks"]]
-    result["notes"] = notes
-    path = write_results(args.output, result)
-    table(result)
-    print(f"\nwritten to {path}")
-    return 0
+    return bench_run.finish(result, table)
 
 
 if __name__ == "__main__":

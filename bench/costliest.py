@@ -50,20 +50,19 @@ import httpx
 import psycopg
 
 from bench.dataset import (
-    add_database_arguments,
     benchmark_database,
+    parse_benchmark_args,
     segment_index,
     set_parallel_query,
 )
-from bench.figures import machine_facts, print_table, write_results
+from bench.figures import print_table
 from bench.harness import (
     PostgresCpu,
+    Run,
+    benchmark_parser,
     cpu_seconds,
-    fairness_notes,
-    handle_stop_signals,
     key_headers,
     libpq_url,
-    pin_for_database,
     run_cli,
     running_server,
     scratch_dir,
@@ -323,29 +322,17 @@ def measure(
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.costliest", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("--reports", type=int, default=1_000_000)
+    parser = benchmark_parser("costliest", __doc__, quick="100,000 reports, 3 per case")
     parser.add_argument("--repeat", type=int, default=5, help="measured requests per case")
-    parser.add_argument("--quick", action="store_true", help="100,000 reports, 3 per case")
     parser.add_argument("--roles", nargs="+", default=["public", "reporter", "analyst"])
-    add_database_arguments(parser, seed=SEED)
-    parser.add_argument("--output", default="costliest", help="name of the JSON in bench/results")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.reports, args.repeat = 100_000, 3
-    return args
+    quick = {"reports": 100_000, "repeat": 3}
+    return parse_benchmark_args(parser, argv, seed=SEED, output="costliest", quick=quick)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    handle_stop_signals()
-    client_cores, server_cores, pin_note = pin_for_database(no_pin=args.no_pin)
-    started = datetime.now(UTC)
-    notes = fairness_notes(
-        pin_note,
-        allow_parallel_query=args.allow_parallel_query,
+    bench_run = Run.start(
+        args,
         about=[
             "median of --repeat requests after one warm-up; crossings keeps no answers, so each "
             "request does its work afresh; rate limits off (bench/harness.server_env)",
@@ -358,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     with (
         scratch_dir("crossings_costliest_") as scratch,
-        benchmark_database(args, notes) as (url, facts),
+        benchmark_database(args, bench_run.notes) as (url, facts),
     ):
         set_parallel_query(url, allowed=args.allow_parallel_query)
         now = datetime.now(UTC).replace(microsecond=0)
@@ -381,12 +368,12 @@ def main(argv: list[str] | None = None) -> int:
         postgres = PostgresCpu.of_database(url)
         with (
             running_server(
-                url, log_path=scratch / "server.log", cores=server_cores,
+                url, log_path=scratch / "server.log", cores=bench_run.server_cores,
                 log_level=args.server_log_level, env=SERVER_ENV,
             ) as server,
             httpx.Client(base_url=server.base_url, timeout=600) as client,
         ):  # fmt: skip
-            postgres.pin_backends(server_cores)
+            postgres.pin_backends(bench_run.server_cores)
             for case in cases:
                 for fresh in (False, True) if case.fresh is not None else (False,):
                     print(f"{case.role} {case.name} {'fresh' if fresh else ''}...", file=sys.stderr)
@@ -396,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
                             server_pid=server.pid, postgres=postgres, fresh=fresh,
                         )
                     )  # fmt: skip
-                    postgres.pin_backends(server_cores)
+                    postgres.pin_backends(bench_run.server_cores)
     costliest = {}
     for role in dict.fromkeys(r["role"] for r in results):
         served = [r for r in results if r["role"] == role and r["expected_status"] == 200]
@@ -408,16 +395,13 @@ def main(argv: list[str] | None = None) -> int:
                 "aim_s": AIM_S[role],
                 "within_aim": worst["median_s"] <= AIM_S[role],
             }
-    result = {
-        "benchmark": "costliest",
-        "started_at": started.isoformat(),
-        "params": {k: getattr(args, k) for k in ("reports", "repeat", "quick", "roles", "seed")},
-        "data": facts,
+    params = ("reports", "repeat", "quick", "roles", "seed")
+    result = bench_run.header("costliest", params, facts) | {
         "release": release,
         "crossings": service_facts(None),
         "caps": {name: DEFAULTS[name].default for name in CAPS},
         "public_max_cells": MAX_CELLS,
-        "machine": machine_facts(client_cores=client_cores, server_cores=server_cores),
+        "machine": bench_run.machine(),
         "cases": results,
         "costliest": costliest,
         "checks": [
@@ -425,25 +409,29 @@ def main(argv: list[str] | None = None) -> int:
             for r in results
             if r["status"] != r["expected_status"]
         ],
-        "notes": notes,
     }
-    path = write_results(args.output, result)
+    bench_run.finish(result, table)
+    return 1 if result["checks"] else 0
+
+
+def table(result: dict[str, Any]) -> None:
     print()
     print_table(
         ["role", "case", "mode", "status", "median s", "max s", "server CPU s", "PG CPU s", "KB"],
         [
             [r["role"], r["case"], r["mode"], r["status"], r["median_s"], r["max_s"],
              r["server_cpu_s"], r["postgres_cpu_s"], round(r["bytes"] / 1024, 1)]
-            for r in results
+            for r in result["cases"]
         ],
     )  # fmt: skip
     print()
     print_table(
         ["role", "costliest case", "median s", "aim s", "within"],
-        [[k, v["case"], v["median_s"], v["aim_s"], v["within_aim"]] for k, v in costliest.items()],
+        [
+            [k, v["case"], v["median_s"], v["aim_s"], v["within_aim"]]
+            for k, v in result["costliest"].items()
+        ],
     )
-    print(f"\nwritten to {path}")
-    return 1 if result["checks"] else 0
 
 
 if __name__ == "__main__":

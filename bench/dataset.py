@@ -20,7 +20,7 @@ import argparse
 import contextlib
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -268,6 +268,29 @@ def _rows(
             )
         )
     return rows
+
+
+def parse_benchmark_args(
+    parser: argparse.ArgumentParser,
+    argv: list[str] | None,
+    *,
+    seed: int,
+    output: str | None,
+    quick: Mapping[str, int],
+) -> argparse.Namespace:
+    """Add the database options and ``--output`` (the JSON's name in bench/results, default
+    ``output``) to a benchmark_parser, parse ``argv``, and under ``--quick`` set ``quick``'s
+    values (100,000 reports and fewer requests)."""
+    add_database_arguments(parser, seed=seed)
+    parser.add_argument(
+        "--output", default=output, help="name of the JSON in bench/results"
+        + (" (default by size)" if output is None else "")
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    if args.quick:
+        for name, value in quick.items():
+            setattr(args, name, value)
+    return args
 
 
 def add_database_arguments(parser: argparse.ArgumentParser, *, seed: int) -> None:

@@ -50,25 +50,28 @@ import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from bench.dataset import add_database_arguments, benchmark_database, set_parallel_query
+from bench.dataset import (
+    benchmark_database,
+    parse_benchmark_args,
+    set_parallel_query,
+)
 from bench.feature_cases import Answer, Case, Query, build_cases, raw_page_statement, read_answer
 from bench.features_report import table
-from bench.figures import machine_facts, percentile, spread, write_results
+from bench.figures import percentile, spread
 from bench.harness import (
     PostgresCpu,
+    Run,
     Server,
     analyst_headers,
-    fairness_notes,
-    handle_stop_signals,
+    benchmark_parser,
     libpq_url,
     pg_settings,
-    pin_for_database,
     running_server,
     running_tipg,
     scratch_dir,
@@ -375,9 +378,7 @@ def _id_diff(id_sets: dict[str, frozenset[str]]) -> str:
     )
 
 
-def describe(
-    ctx: Context, facts: dict[str, Any], *, started: datetime, client_cores: set[int] | None
-) -> dict[str, Any]:
+def describe(ctx: Context, facts: dict[str, Any], bench_run: Run) -> dict[str, Any]:
     import tipg
 
     with psycopg.connect(libpq_url(ctx.url)) as conn:
@@ -387,11 +388,7 @@ def describe(
         "reports", "rounds", "small_requests", "big_requests", "clients", "seed", "quick",
         "targets", "allow_parallel_query",
     )  # fmt: skip
-    return {
-        "benchmark": "features",
-        "started_at": started.isoformat(),
-        "params": {k: getattr(ctx.args, k) for k in params},
-        "data": facts,
+    return bench_run.header("features", params, facts) | {
         "crossings": service_facts(ctx.args.source) | {"items_path": ctx.crossings_path},
         "tipg": {
             "version": tipg.__version__,
@@ -400,11 +397,7 @@ def describe(
         },
         "request_headers": HEADERS,
         "database": {"settings": settings},
-        "machine": machine_facts(
-            client_cores=client_cores,
-            server_cores=ctx.server_cores,
-            pinned_backends=ctx.pinned_backends,
-        ),
+        "machine": bench_run.machine(ctx.pinned_backends),
     }
 
 
@@ -412,10 +405,9 @@ def describe(
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.features", description=__doc__.split("\n\n")[0]
+    parser = benchmark_parser(
+        "features", __doc__, quick="100,000 reports; 50 and 10 requests per case"
     )
-    parser.add_argument("--reports", type=int, default=1_000_000)
     parser.add_argument(
         "--small-requests",
         type=int,
@@ -428,9 +420,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument(
         "--clients", type=int, default=1, help="concurrent clients (default: one request at a time)"
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help="100,000 reports; 50 and 10 requests per case"
     )
     parser.add_argument(
         "--crossings-path",
@@ -450,23 +439,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="to each server's cheapest route (the framework floor), over all rounds",
     )
     parser.add_argument("--no-floor", action="store_true", help="skip the framework floor")
-    add_database_arguments(parser, seed=SEED)
-    parser.add_argument("--output", default="features", help="name of the JSON in bench/results")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.reports, args.small_requests, args.big_requests = 100_000, 50, 10
-        args.floor_requests = 500
-    return args
+    quick = {"reports": 100_000, "small_requests": 50, "big_requests": 10, "floor_requests": 500}
+    return parse_benchmark_args(parser, argv, seed=SEED, output="features", quick=quick)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    handle_stop_signals()
-    client_cores, server_cores, pin_note = pin_for_database(no_pin=args.no_pin)
-    started = datetime.now(UTC)
-    notes = fairness_notes(
-        pin_note,
-        allow_parallel_query=args.allow_parallel_query,
+    bench_run = Run.start(
+        args,
         about=[
             "TiPG pages in its default order (by id) and counts every match (numberMatched) on "
             "every page; crossings pages by (observed_at, id); the SQL floor as crossings, with a "
@@ -476,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     with (
         scratch_dir("crossings_features_") as scratch,
-        benchmark_database(args, notes) as (url, facts),
+        benchmark_database(args, bench_run.notes) as (url, facts),
     ):
         postgres = PostgresCpu.of_database(url)
         now = datetime.fromisoformat(facts["now"])
@@ -487,18 +467,14 @@ def main(argv: list[str] | None = None) -> int:
             big_requests=args.big_requests,
         )
         HEADERS.update(analyst_headers(url))  # TiPG ignores it
-        ctx = Context(args, url, scratch, server_cores, postgres, cases)
-        run(ctx, notes)
-        result = describe(ctx, facts, started=started, client_cores=client_cores)
+        ctx = Context(args, url, scratch, bench_run.server_cores, postgres, cases)
+        run(ctx, bench_run.notes)
+        result = describe(ctx, facts, bench_run)
     measured = [c for c in cases if any((w, c.name) in ctx.measured for w in WHO)]
     result["cases"] = {c.name: case_result(ctx, c) for c in measured}
     result[FLOOR] = floor_result(ctx)
     result["mismatches"] = [p for c in result["cases"].values() for p in c["mismatches"]]
-    result["notes"] = notes
-    path = write_results(args.output, result)
-    table(result)
-    print(f"\nwritten to {path}")
-    return 0
+    return bench_run.finish(result, table)
 
 
 if __name__ == "__main__":

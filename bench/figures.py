@@ -114,6 +114,14 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         print(line(row))
 
 
+def print_checks_and_notes(result: dict[str, Any]) -> None:
+    """The end of a read benchmark's table: the problems its checks found, then its notes."""
+    for problem in result["checks"] or ["checks: no problem found"]:
+        print(problem)
+    for note in result["notes"]:
+        print(f"note: {note}")
+
+
 def _is_number(value: Any) -> bool:
     return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
 

@@ -7,6 +7,7 @@ a client does (over HTTP), so the service code it measures is exactly what runs 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import secrets
@@ -17,13 +18,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from bench.figures import machine_facts, write_results
 from bench.synthetic import REPO
 
 CROSSINGS = Path(sys.executable).with_name("crossings")  # the venv's console script
@@ -505,3 +508,73 @@ def service_facts(source: Path | None) -> dict[str, Any]:
 
     changed = git("status", "--porcelain", "--untracked-files=no", "--", "service", "alembic")
     return {"source": str(repo), "git_head": git("rev-parse", "HEAD"), "dirty": bool(changed)}
+
+
+# --- a read benchmark's run ------------------------------------------------------------------
+
+
+def benchmark_parser(name: str, doc: str, *, quick: str) -> argparse.ArgumentParser:
+    """The parser of ``python -m bench.<name>``, described by the first paragraph of ``doc``,
+    with ``--reports`` (the size of the database) and ``--quick`` (what it does: ``quick``; see
+    dataset.parse_benchmark_args)."""
+    parser = argparse.ArgumentParser(
+        prog=f"python -m bench.{name}", description=doc.split("\n\n")[0]
+    )
+    parser.add_argument("--reports", type=int, default=1_000_000)
+    parser.add_argument("--quick", action="store_true", help=quick)
+    return parser
+
+
+@dataclass(frozen=True)
+class Run:
+    """A read benchmark under way: its arguments, when it started, the cores of the load
+    generator and of the server (None: not pinned), and the notes of how fair it is."""
+
+    args: argparse.Namespace
+    started: datetime
+    client_cores: set[int] | None
+    server_cores: set[int] | None
+    notes: list[str]
+
+    @classmethod
+    def start(cls, args: argparse.Namespace, *, about: Sequence[str]) -> Run:
+        """Stop signals handled, this process and the database pinned (unless ``--no-pin``),
+        the fairness notes begun with ``about``."""
+        handle_stop_signals()
+        client_cores, server_cores, pin_note = pin_for_database(no_pin=args.no_pin)
+        started = datetime.now(UTC)
+        notes = fairness_notes(
+            pin_note, allow_parallel_query=args.allow_parallel_query, about=about
+        )
+        return cls(args, started, client_cores, server_cores, notes)
+
+    def header(self, name: str, params: Sequence[str], data: dict[str, Any]) -> dict[str, Any]:
+        """The first keys of the result: the benchmark, when, its parameters, its data."""
+        return {
+            "benchmark": name,
+            "started_at": self.started.isoformat(),
+            "params": {k: getattr(self.args, k) for k in params},
+            "data": data,
+        }
+
+    def machine(self, pinned_backends: Sequence[int] | None = None) -> dict[str, Any]:
+        return machine_facts(
+            client_cores=self.client_cores,
+            server_cores=self.server_cores,
+            pinned_backends=pinned_backends,
+        )
+
+    def finish(self, result: dict[str, Any], table: Callable[[dict[str, Any]], None]) -> int:
+        """The notes into the result, the result written (bench/results/<--output>.json) and
+        printed as a table; the exit status."""
+        result["notes"] = self.notes
+        return finish(self.args.output, result, table)
+
+
+def finish(output: str, result: dict[str, Any], table: Callable[[dict[str, Any]], None]) -> int:
+    """Write the result to bench/results/<output>.json, print its table and where it went."""
+    path = write_results(output, result)
+    table(result)
+    shown = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+    print(f"\nwritten to {shown}")
+    return 0

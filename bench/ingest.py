@@ -53,12 +53,13 @@ import numpy as np
 import orjson
 import psycopg
 
-from bench.figures import RESULTS_DIR, machine_facts, print_table, write_results
+from bench.figures import RESULTS_DIR, machine_facts, print_table
 from bench.harness import (
     ADMIN_URL,
     PostgresCpu,
     Server,
     core_plan,
+    finish,
     fresh_postgis_database,
     handle_stop_signals,
     key_headers,
@@ -621,12 +622,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"running {store} ...", file=sys.stderr)
             run = run_postgis if store == "postgis" else run_sqlite
             result["stores"][store] = run(args, work, server_cores=server_cores, scratch=scratch)
-    path = write_results(args.output, result)
-    table(result)
-    print(
-        f"\nwritten to {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}"
-    )
-    return 0
+    return finish(args.output, result, table)
 
 
 if __name__ == "__main__":

@@ -67,24 +67,23 @@ import orjson
 import psycopg
 
 from bench.dataset import (
-    add_database_arguments,
     benchmark_database,
+    parse_benchmark_args,
     segment_index,
     set_parallel_query,
 )
-from bench.figures import machine_facts, ms_of_us, print_table, spread, write_results
+from bench.figures import ms_of_us, print_checks_and_notes, print_table, spread
 from bench.harness import (
     CROSSINGS,
     PostgresCpu,
+    Run,
     Server,
+    benchmark_parser,
     children_of,
     cpu_seconds,
-    fairness_notes,
     free_port,
-    handle_stop_signals,
     libpq_url,
     pg_settings,
-    pin_for_database,
     pin_process,
     running_process,
     scratch_dir,
@@ -850,20 +849,16 @@ def table(result: dict[str, Any]) -> None:
     )  # fmt: skip
     print(f"\nfirst request of a server (loads the cut): {result['load_ms']} ms")
     print(f"a new cut while 4 clients ask for a tile: {result['new_cut_under_load']}")
-    for problem in result["checks"] or ["checks: no problem found"]:
-        print(problem)
-    for note in result["notes"]:
-        print(f"note: {note}")
+    print_checks_and_notes(result)
 
 
 # --- main ------------------------------------------------------------------------------------
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.public_release", description=__doc__.split("\n\n")[0]
+    parser = benchmark_parser(
+        "public_release", __doc__, quick="100,000 reports; 45 and 6 requests per case"
     )
-    parser.add_argument("--reports", type=int, default=1_000_000)
     parser.add_argument(
         "--requests", type=int, default=90, help="per case and API target, over all rounds"
     )
@@ -872,16 +867,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cuts", type=int, default=3)
-    parser.add_argument(
-        "--quick", action="store_true", help="100,000 reports; 45 and 6 requests per case"
-    )
-    add_database_arguments(parser, seed=SEED)
-    parser.add_argument(
-        "--output", default=None, help="name of the JSON in bench/results (default by size)"
-    )
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.reports, args.requests, args.raw_requests = 100_000, 45, 6
+    quick = {"reports": 100_000, "requests": 45, "raw_requests": 6}
+    args = parse_benchmark_args(parser, argv, seed=SEED, output=None, quick=quick)
     if args.output is None:
         args.output = "public_release_quick" if args.quick else "public_release"
     return args
@@ -889,13 +876,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    handle_stop_signals()
-    client_cores, server_cores, pin_note = pin_for_database(no_pin=args.no_pin)
-    started = datetime.now(UTC)
     load_at_start = os.getloadavg()
-    notes = fairness_notes(
-        pin_note,
-        allow_parallel_query=args.allow_parallel_query,
+    bench_run = Run.start(
+        args,
         about=[
             "api: one URL again and again (answers kept per cut); api_fresh: start moved inside "
             "the window's first period every time (the same periods counted, a new request)",
@@ -909,16 +892,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     with (
         scratch_dir("crossings_public_release_") as scratch,
-        benchmark_database(args, notes) as (url, facts),
+        benchmark_database(args, bench_run.notes) as (url, facts),
     ):
         postgres = PostgresCpu.of_database(url)
-        cut = measure_cuts(url, args.cuts, postgres=postgres, cores=server_cores)
+        cut = measure_cuts(url, args.cuts, postgres=postgres, cores=bench_run.server_cores)
         info = read_info(url)
         cut["sql_alone"] = measure_cut_sql(
-            url, args.cuts, info, postgres=postgres, cores=server_cores
+            url, args.cuts, info, postgres=postgres, cores=bench_run.server_cores
         )
         cases = build_cases(info, segment_index())
-        ctx = Context(args, url, scratch, server_cores, postgres, cases)
+        ctx = Context(args, url, scratch, bench_run.server_cores, postgres, cases)
         checks = cap_check(ctx)
         run(ctx)
         print("a new cut under load ...", file=sys.stderr)
@@ -927,11 +910,9 @@ def main(argv: list[str] | None = None) -> int:
             settings = pg_settings(conn, PG_SETTINGS)
             (reports,) = conn.execute("SELECT count(*) FROM reports").fetchone()  # type: ignore[misc]
     params = ("reports", "requests", "raw_requests", "rounds", "cuts", "seed", "quick")
-    result: dict[str, Any] = {
-        "benchmark": "public_release",
-        "started_at": started.isoformat(),
-        "params": {k: getattr(args, k) for k in params},
-        "data": facts | {"reports_now": reports},
+    result: dict[str, Any] = bench_run.header(
+        "public_release", params, facts | {"reports_now": reports}
+    ) | {
         "release": {
             "release_id": info.release_id,
             "cut_at": info.cut_at.isoformat(),
@@ -940,11 +921,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "crossings": service_facts(None),
         "database": {"settings": settings},
-        "machine": machine_facts(
-            client_cores=client_cores,
-            server_cores=server_cores,
-            pinned_backends=ctx.pinned_backends,
-        )
+        "machine": bench_run.machine(ctx.pinned_backends)
         | {"loadavg_at_start": load_at_start, "loadavg_at_end": os.getloadavg()},
         "cut": cut,
         "load_ms": [round(v, 1) for v in ctx.load_ms],
@@ -952,11 +929,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     result["cases"] = {c.name: case_result(ctx, c, info) for c in cases}
     result["checks"] = checks + [p for c in result["cases"].values() for p in c["checks"]]
-    result["notes"] = notes
-    path = write_results(args.output, result)
-    table(result)
-    print(f"\nwritten to {path}")
-    return 0
+    return bench_run.finish(result, table)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ columns included), outside the clock.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -37,6 +37,24 @@ COPY_TYPES = (
     "uuid", "timestamptz", "timestamptz", "geometry", "int4", "text", "text", "float8", "text",
     "text", "bytea", "text", "text", "float8", "geometry", "float8", "text",
 )  # fmt: skip
+
+
+def rows_by_id(
+    conn: Any, select: str, ids: Sequence[str], *, geometry: Callable[[Any], Any]
+) -> dict[str, tuple[Any, ...]]:
+    """The stored rows (``select``'s columns, in COPY_TYPES' order) of the reports ``ids`` that
+    are still there, by id, each geometry passed through ``geometry``; the transaction ended."""
+    found = {
+        str(row[0]): tuple(
+            geometry(v) if t == "geometry" and v is not None else v
+            for v, t in zip(row, COPY_TYPES, strict=True)
+        )
+        for row in conn.execute(
+            f"SELECT {select} FROM reports WHERE id = ANY(%s::uuid[])", [list(ids)]
+        )
+    }
+    conn.commit()
+    return found
 
 
 class Ewkb(bytes):
@@ -91,16 +109,7 @@ class PostgisCopy:
         self.missing = 0
 
     def _rows(self, ids: Sequence[str]) -> list[tuple[Any, ...]]:
-        found = {
-            str(row[0]): tuple(
-                Ewkb(v) if t == "geometry" and v is not None else v
-                for v, t in zip(row, COPY_TYPES, strict=True)
-            )
-            for row in self.conn.execute(
-                f"SELECT {self.select} FROM reports WHERE id = ANY(%s::uuid[])", [list(ids)]
-            )
-        }
-        self.conn.commit()
+        found = rows_by_id(self.conn, self.select, ids, geometry=Ewkb)
         self.missing += len(ids) - len(found)
         return [found[i] for i in ids if i in found]  # in the order the service got them
 
@@ -233,16 +242,7 @@ class PostgisInsert:
         self.latencies: list[float] = []
 
     def _rows(self, ids: Sequence[str]) -> list[tuple[Any, ...]]:
-        found = {
-            str(row[0]): tuple(
-                bytes(v) if t == "geometry" and v is not None else v
-                for v, t in zip(row, COPY_TYPES, strict=True)
-            )
-            for row in self.conn.execute(
-                f"SELECT {self.select} FROM reports WHERE id = ANY(%s::uuid[])", [list(ids)]
-            )
-        }
-        self.conn.commit()
+        found = rows_by_id(self.conn, self.select, ids, geometry=bytes)
         return [found[i] for i in ids if i in found]
 
     def _insert(self, rows: Sequence[tuple[Any, ...]]) -> None:

@@ -103,7 +103,7 @@ def run(kind: str, reports: int, batch: int, late_fraction: float, days: float) 
         for mode in ("on", "off"):
             url = stack.enter_context(_store_url(kind, scratch, mode))
             settings = Settings(database_url=url, surges=mode == "on")
-            store = open_store(settings)
+            store = open_store(settings.store_options)
             stack.callback(store.close)
             opened[mode] = (store, ensure_segments(store, None), settings)
         for number, chunk in enumerate(batches):

@@ -49,23 +49,25 @@ import contextlib
 import sys
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import psycopg
 
-from bench.dataset import add_database_arguments, benchmark_database, set_parallel_query
-from bench.figures import RESULTS_DIR, machine_facts, write_results
+from bench.dataset import (
+    benchmark_database,
+    parse_benchmark_args,
+    set_parallel_query,
+)
+from bench.figures import RESULTS_DIR
 from bench.harness import (
     PostgresCpu,
+    Run,
     Server,
     analyst_headers,
-    fairness_notes,
-    handle_stop_signals,
+    benchmark_parser,
     libpq_url,
     pg_settings,
-    pin_for_database,
     running_server,
     running_tipg,
     scratch_dir,
@@ -292,9 +294,7 @@ def profile_breakdowns(ctx: Context) -> dict[str, Any]:
 # --- main ------------------------------------------------------------------------------------
 
 
-def describe(
-    ctx: Context, facts: dict[str, Any], *, started: datetime, client_cores: set[int] | None
-) -> dict[str, Any]:
+def describe(ctx: Context, facts: dict[str, Any], bench_run: Run) -> dict[str, Any]:
     import tipg
 
     with psycopg.connect(libpq_url(ctx.url)) as conn:
@@ -306,11 +306,7 @@ def describe(
     statement, _ = bare_statement(Tile(0, 0, 0), POINT_PROPERTIES)
     with psycopg.connect(libpq_url(ctx.url)) as conn:
         bare_sql = statement.as_string(conn)
-    return {
-        "benchmark": "tiles",
-        "started_at": started.isoformat(),
-        "params": {k: getattr(ctx.args, k) for k in params},
-        "data": facts,
+    return bench_run.header("tiles", params, facts) | {
         "crossings": service_facts(None) | {"tile_path": CROSSINGS_TILE},
         "tipg": {
             "version": tipg.__version__,
@@ -320,19 +316,14 @@ def describe(
         "bare_sql": " ".join(bare_sql.split()),
         "request_headers": HEADERS,
         "database": {"settings": settings},
-        "machine": machine_facts(
-            client_cores=client_cores,
-            server_cores=ctx.server_cores,
-            pinned_backends=ctx.pinned_backends,
-        ),
+        "machine": bench_run.machine(ctx.pinned_backends),
     }
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.tiles", description=__doc__.split("\n\n")[0]
+    parser = benchmark_parser(
+        "tiles", __doc__, quick="100,000 reports; 60 requests per zoom (12 bare z4)"
     )
-    parser.add_argument("--reports", type=int, default=1_000_000)
     parser.add_argument("--tiles", type=int, default=200, help="tiles drawn per zoom")
     parser.add_argument(
         "--requests", type=int, default=200, help="per zoom, target and mode, over all rounds"
@@ -345,32 +336,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--zooms", type=int, nargs="+", default=list(ZOOMS))
-    parser.add_argument(
-        "--quick", action="store_true", help="100,000 reports; 60 requests per zoom (12 bare z4)"
-    )
     parser.add_argument("--targets", nargs="+", choices=TARGETS, default=list(TARGETS))
-    add_database_arguments(parser, seed=SEED)
     parser.add_argument(
         "--profile",
         action="store_true",
         help="py-spy on crossings during its last round (pauses it to sample: slower figures)",
     )
     parser.add_argument("--profile-rate", type=int, default=200)
-    parser.add_argument("--output", default="tiles", help="name of the JSON in bench/results")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.reports, args.requests, args.bare_low_zoom_requests = 100_000, 60, 12
-    return args
+    quick = {"reports": 100_000, "requests": 60, "bare_low_zoom_requests": 12}
+    return parse_benchmark_args(parser, argv, seed=SEED, output="tiles", quick=quick)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    handle_stop_signals()
-    client_cores, server_cores, pin_note = pin_for_database(no_pin=args.no_pin)
-    started = datetime.now(UTC)
-    notes = fairness_notes(
-        pin_note,
-        allow_parallel_query=args.allow_parallel_query,
+    bench_run = Run.start(
+        args,
         about=[
             f"TiPG and the bare query carry crossings' point properties "
             f"({', '.join(POINT_PROPERTIES)}); TiPG keeps at most TIPG_MAX_FEATURES_PER_TILE "
@@ -379,34 +359,36 @@ def main(argv: list[str] | None = None) -> int:
         ],
     )
     if "bare_sql" in args.targets and args.bare_low_zoom_requests < args.requests:
-        notes.append(
+        bench_run.notes.append(
             f"below z8 the bare query answers only the first {args.bare_low_zoom_requests} tiles "
             f"of the list, not {args.requests} (its tiles take seconds): its rate there is over "
             "fewer tiles than the servers'"
         )
     if args.profile:
-        notes.append("--profile: py-spy paused crossings to sample it in its last round")
+        bench_run.notes.append("--profile: py-spy paused crossings to sample it in its last round")
     profiler = Profiler(args.profile, RESULTS_DIR, f"{args.output}-crossings", args.profile_rate)
     with (
         scratch_dir("crossings_tiles_") as scratch,
-        benchmark_database(args, notes) as (url, facts),
+        benchmark_database(args, bench_run.notes) as (url, facts),
     ):
         HEADERS.update(analyst_headers(url))  # the precise tiles; TiPG ignores it
         with psycopg.connect(libpq_url(url)) as conn:
             tiles = choose_tiles(conn, zooms=args.zooms, count=args.tiles, seed=args.seed)
         ctx = Context(
-            args, url, scratch, server_cores, PostgresCpu.of_database(url), tiles, profiler
+            args,
+            url,
+            scratch,
+            bench_run.server_cores,
+            PostgresCpu.of_database(url),
+            tiles,
+            profiler,
         )
         run(ctx)
-        result = describe(ctx, facts, started=started, client_cores=client_cores)
+        result = describe(ctx, facts, bench_run)
     result |= tile_results(ctx, targets=TARGETS)
     if ctx.profiler.files:
         result["profiles"] = profile_breakdowns(ctx)
-    result["notes"] = notes
-    path = write_results(args.output, result)
-    table(result)
-    print(f"\nwritten to {path}")
-    return 0
+    return bench_run.finish(result, table)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ def _opened(settings: Settings) -> Iterator[Store]:
     """The store the settings name, closed when done."""
     from service.storage import open_store
 
-    store = open_store(settings)
+    store = open_store(settings.store_options)
     try:
         yield store
     finally:
@@ -94,7 +94,7 @@ def _check_store(settings: Settings) -> str | None:
     from service.storage import check_ready, open_store
 
     try:
-        store = open_store(settings)
+        store = open_store(settings.store_options)
     except (exc.ArgumentError, exc.NoSuchModuleError, ImportError) as error:
         return (
             "CROSSINGS_DATABASE_URL is not a database URL this service can use (sqlite:///PATH "
@@ -105,7 +105,7 @@ def _check_store(settings: Settings) -> str | None:
             return f"cannot open the SQLite store: {error.detail}"
         return None
     try:
-        check_ready(store, settings)
+        check_ready(store, settings.store_options)
     except SchemaNotCurrent as error:
         return error.detail
     except StoreUnavailable as error:
@@ -122,7 +122,7 @@ def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     if settings.is_sqlite:
         from service.storage import open_store
 
-        open_store(settings).close()  # SQLite migrates itself on open
+        open_store(settings.store_options).close()  # SQLite migrates itself on open
         print(f"SQLite store at {settings.database_url} is current")
     else:
         from service.storage.postgis.migrations import upgrade
@@ -220,7 +220,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from service.storage import open_store
     from service.usecases.deliver_webhooks import DeliveryWorker
 
-    store = open_store(settings)
+    store = open_store(settings.store_options)
     worker = DeliveryWorker(store, settings)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -10,7 +10,9 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.domain.release import PublicRule
+from service.domain.surges.watch import SurgeConfig
 from service.domain.webhooks import STANDARD_SCHEDULE_S
+from service.storage.options import StoreOptions
 
 DEFAULT_KINDS = ("crossing", "attempt", "evidence", "assistance")
 
@@ -363,3 +365,26 @@ class Settings(BaseSettings):
     @property
     def public_rule(self) -> PublicRule:
         return PublicRule(min_count=self.public_min_count, round_to=self.public_round_to)
+
+    @property
+    def surge_config(self) -> SurgeConfig | None:
+        """What detection runs with; None when ``CROSSINGS_SURGES`` turns it off."""
+        if not self.surges:
+            return None
+        return SurgeConfig(float(self.surge_false_alerts_per_week), tuple(self.report_kinds))
+
+    @property
+    def store_options(self) -> StoreOptions:
+        """What the store needs of these settings (storage reads no settings itself)."""
+        return StoreOptions(
+            database_url=self.database_url,
+            read_database_url=self.read_database_url,
+            statement_timeout_ms=self.db_statement_timeout_ms,
+            pool_size=self.db_pool_size,
+            read_max_lag_s=self.read_max_lag_s,
+            read_wait_s=self.read_wait_ms / 1000,
+            read_retry_s=self.read_retry_s,
+            fold_interval_s=self.rollup_fold_interval_ms / 1000,
+            fold_batch=self.rollup_fold_batch,
+            surges=self.surge_config,
+        )

@@ -99,6 +99,20 @@ def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 STORES = ["sqlite", pytest.param("postgis", marks=pytest.mark.postgis)]
 
 
+@contextmanager
+def module_store_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, name: str
+) -> Iterator[str]:
+    """A fresh, empty, migrated database of the store ``request.param`` names (a fixture over
+    STORES): a SQLite file in a temporary folder named after ``name``, or a PostGIS database
+    dropped on exit."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp(name) / f'{name}.db'}"
+        return
+    with fresh_postgis_database() as url:
+        yield url
+
+
 @pytest.fixture(scope="module", params=STORES)
 def store_with_border(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -107,15 +121,7 @@ def store_with_border(
     from service.storage import open_store
     from service.usecases.segments import ensure_segments
 
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('module') / 'module.db'}"
-        opened = open_store(Settings(database_url=url))
-        try:
-            yield url, opened, ensure_segments(opened, None)
-        finally:
-            opened.close()
-        return
-    with fresh_postgis_database() as url:
+    with module_store_url(request, tmp_path_factory, "module") as url:
         opened = open_store(Settings(database_url=url))
         try:
             yield url, opened, ensure_segments(opened, None)

@@ -16,16 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 
 from service.domain.queries import ReportQuery
-from service.domain.reports import Report, ReportDraft
+from service.domain.reports import Report
 from service.settings import Settings
 from service.storage import open_store
-from service.usecases.segments import ensure_segments
-from service.usecases.submit_reports import submit_batch
 from service.usecases.transfer import export_reports
+from tests.factories import fill_along_border
 from tests.live import live_key, running_server
 
 REPORTS = 25_000
@@ -39,37 +37,17 @@ pytestmark = pytest.mark.skipif(
 def _fill(url: str) -> list[Report]:
     """25,000 reports along the CA-US border, whole-second times (GDAL keeps milliseconds); the
     first 2,000 in time have no accuracy_m."""
-    rng = np.random.default_rng(7)
-    settings = Settings(database_url=url)
-    store = open_store(settings)
-    try:
-        index = ensure_segments(store, None)
-        ca_us = [s for s in index.segments if s.border == "CA-US"]
-        drafts = []
-        for i in range(REPORTS):
-            segment = ca_us[int(rng.integers(len(ca_us)))]
-            lon, lat = segment.coords[int(rng.integers(len(segment.coords)))]
-            drafts.append(
-                ReportDraft(
-                    id=uuid.UUID(int=int(rng.integers(2**62)) << 64 | i, version=4),
-                    observed_at=(
-                        T0 - timedelta(days=1, seconds=-i)
-                        if i < UNMEASURED
-                        else T0 + timedelta(seconds=int(rng.integers(0, 180 * 86_400)))
-                    ),
-                    lon=round(lon + float(rng.normal(0, 0.02)), 6),
-                    lat=round(lat + float(rng.normal(0, 0.02)), 6),
-                    people_count=int(rng.integers(1, 12)),
-                    kind=["crossing", "attempt", "evidence", "assistance"][i % 4],
-                    direction=["CA", "US", None][i % 3],
-                    accuracy_m=None if i < UNMEASURED else float(rng.integers(5, 200)),
-                )
-            )
-        for start in range(0, REPORTS, 1_000):
-            submit_batch(store, index, drafts[start : start + 1_000], settings=settings)
-        return list(export_reports(store))
-    finally:
-        store.close()
+    return fill_along_border(
+        url,
+        REPORTS,
+        seed=7,
+        observed_at=lambda i, rng: (
+            T0 - timedelta(days=1, seconds=-i)
+            if i < UNMEASURED
+            else T0 + timedelta(seconds=int(rng.integers(0, 180 * 86_400)))
+        ),
+        accuracy_m=lambda i, rng: None if i < UNMEASURED else float(rng.integers(5, 200)),
+    )
 
 
 # Each server's access log (base URL -> file): what GDAL asked the server for.

@@ -19,7 +19,6 @@ import os
 import shutil
 import subprocess
 import threading
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -28,15 +27,10 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
-import numpy as np
 import pytest
 
-from service.domain.reports import Report, ReportDraft
-from service.settings import Settings
-from service.storage import open_store
-from service.usecases.segments import ensure_segments
-from service.usecases.submit_reports import submit_batch
-from service.usecases.transfer import export_reports
+from service.domain.reports import Report
+from tests.factories import fill_along_border
 from tests.live import free_port, live_key, running_server
 
 REPORTS = 3_000
@@ -50,32 +44,12 @@ pytestmark = pytest.mark.skipif(
 
 def _fill(url: str) -> list[Report]:
     """3,000 reports along the CA-US border, of every kind, 1-11 people each."""
-    rng = np.random.default_rng(11)
-    settings = Settings(database_url=url)
-    store = open_store(settings)
-    try:
-        index = ensure_segments(store, None)
-        ca_us = [s for s in index.segments if s.border == "CA-US"]
-        drafts = []
-        for i in range(REPORTS):
-            segment = ca_us[int(rng.integers(len(ca_us)))]
-            lon, lat = segment.coords[int(rng.integers(len(segment.coords)))]
-            drafts.append(
-                ReportDraft(
-                    id=uuid.UUID(int=int(rng.integers(2**62)) << 64 | i, version=4),
-                    observed_at=T0 + timedelta(seconds=int(rng.integers(0, 90 * 86_400))),
-                    lon=round(lon + float(rng.normal(0, 0.02)), 6),
-                    lat=round(lat + float(rng.normal(0, 0.02)), 6),
-                    people_count=int(rng.integers(1, 12)),
-                    kind=["crossing", "attempt", "evidence", "assistance"][i % 4],
-                    direction=["CA", "US", None][i % 3],
-                )
-            )
-        for start in range(0, REPORTS, 1_000):
-            submit_batch(store, index, drafts[start : start + 1_000], settings=settings)
-        return list(export_reports(store))
-    finally:
-        store.close()
+    return fill_along_border(
+        url,
+        REPORTS,
+        seed=11,
+        observed_at=lambda i, rng: T0 + timedelta(seconds=int(rng.integers(0, 90 * 86_400))),
+    )
 
 
 class _Counted:

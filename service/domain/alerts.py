@@ -9,7 +9,8 @@ replayed batch, two processes detecting the same episode) is the same alert, nev
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
@@ -155,3 +156,14 @@ class AlertQuery:
 class AlertPage:
     alerts: list[Alert]
     next_key: tuple[datetime, uuid.UUID] | None
+
+
+def every_alert(page_of: Callable[[AlertQuery], AlertPage], query: AlertQuery) -> list[Alert]:
+    """All the alerts ``query`` matches, read page by page with ``page_of`` (a store's list)."""
+    out: list[Alert] = []
+    while True:
+        page = page_of(query)
+        out += page.alerts
+        if page.next_key is None:
+            return out
+        query = replace(query, after=page.next_key)

@@ -4,27 +4,25 @@ geodesically nearest to some point in it, so most points are snapped without a s
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 import shapely
 
+from service.domain.chains import Chains
 from service.domain.geodesy import (
     GEOD,
     MAX_SPREAD,
     MIN_M_PER_DEG_LAT,
     FloatArray,
+    IntArray,
     box_radius_m,
     metres_per_degree,
     rank_ratio,
     reach_degrees,
     scale_spread,
 )
-from service.domain.segments import IntArray
-
-if TYPE_CHECKING:
-    from service.domain.segments import SegmentIndex
 
 # The candidate grid (see CandidateGrid), tuned on the bundled border with bench/snapping.py
 # (--side-by-side; docs/border-data.md): 0.5-0.7 s of CPU to build for its 52,826 vertices; 9-10
@@ -57,6 +55,20 @@ def expand_slices(start: IntArray, count: IntArray) -> tuple[IntArray, IntArray]
     group = np.repeat(np.arange(len(count)), count)
     before = np.cumsum(count) - count
     return group, np.arange(int(count.sum())) + np.repeat(start - before, count)
+
+
+class Indexed(Protocol):
+    """What the grid is built from: the edges' ends, the vertices and their tree, the chains (a
+    SegmentIndex; a protocol so that this module need not import segments.py)."""
+
+    ax: FloatArray
+    ay: FloatArray
+    bx: FloatArray
+    by: FloatArray
+    vx: FloatArray
+    vy: FloatArray
+    vertex_tree: shapely.STRtree
+    chains: Chains
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +125,7 @@ class CandidateGrid:
         return node
 
     @classmethod
-    def build(cls, index: SegmentIndex) -> CandidateGrid:
+    def build(cls, index: Indexed) -> CandidateGrid:
         lon0, lat0, nx, ny, cells = _band_cells(index)
         west = np.asarray(lon0 + (cells % nx) * GRID_CELL_DEG, dtype=np.float64)
         south = np.asarray(lat0 + (cells // nx) * GRID_CELL_DEG, dtype=np.float64)
@@ -140,7 +152,7 @@ class CandidateGrid:
     @classmethod
     def _assemble(
         cls,
-        index: SegmentIndex,
+        index: Indexed,
         origin: tuple[float, float, int, int],
         root: IntArray,
         levels: list[_Level],
@@ -200,7 +212,7 @@ def _slices(lists: list[tuple[IntArray, IntArray]]) -> tuple[IntArray, IntArray,
     return stop - count, stop, np.concatenate([items for _, items in lists])
 
 
-def _band_cells(index: SegmentIndex) -> tuple[float, float, int, int, IntArray]:
+def _band_cells(index: Indexed) -> tuple[float, float, int, int, IntArray]:
     """The grid's origin and shape, and its cells (row-major) within GRID_REACH_M of an edge.
 
     A cell is in the band if it meets some edge's box grown by a lon/lat reach that holds the
@@ -228,7 +240,7 @@ def _band_cells(index: SegmentIndex) -> tuple[float, float, int, int, IntArray]:
 
 
 def _root_pairs(
-    index: SegmentIndex, west: FloatArray, south: FloatArray, size: FloatArray
+    index: Indexed, west: FloatArray, south: FloatArray, size: FloatArray
 ) -> tuple[IntArray, IntArray]:
     """(cell, chain) for every chain within reach of a cell, sorted by cell then chain.
 
@@ -254,7 +266,7 @@ def _cell_radius(west: FloatArray, south: FloatArray, size: FloatArray) -> Float
 
 
 def _chain_bounds(
-    index: SegmentIndex, clon: FloatArray, clat: FloatArray, pair_node: IntArray, chain: IntArray
+    index: Indexed, clon: FloatArray, clat: FloatArray, pair_node: IntArray, chain: IntArray
 ) -> tuple[FloatArray, FloatArray]:
     """(lower, upper) planar distances from each pair's node centre to its chain
     (Chains.bounds), in the centre's local plane.
@@ -299,7 +311,7 @@ class _Level:
     @classmethod
     def of(
         cls,
-        index: SegmentIndex,
+        index: Indexed,
         west: FloatArray,
         south: FloatArray,
         size: FloatArray,

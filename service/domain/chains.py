@@ -16,17 +16,13 @@ An edge longer than CHAIN_EDGE_MAX_M is a chain of its own, measured exactly (ep
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 import shapely
 
-from service.domain.geodesy import FloatArray, metres_per_degree
-from service.domain.segments import IntArray, plane_foot
-
-if TYPE_CHECKING:
-    from service.domain.segments import SegmentIndex
+from service.domain.geodesy import FloatArray, IntArray, metres_per_degree, plane_foot
 
 CHAIN_SPAN_M = 800.0  # a chain starts every this much line (along its segment)
 CHAIN_EDGE_MAX_M = 200.0  # a longer edge is a chain of its own
@@ -35,6 +31,19 @@ CHAIN_EDGE_MAX_M = 200.0  # a longer edge is a chain of its own
 _EAST_AT_EQUATOR = float(metres_per_degree(np.array([0.0]))[0][0])
 _NORTH_AT_POLE = float(metres_per_degree(np.array([90.0]))[1][0])
 M_PER_DEG_MAX = max(_EAST_AT_EQUATOR, _NORTH_AT_POLE) * (1 + 1e-9)
+
+
+class Edges(Protocol):
+    """What chains are made of: each edge's ends, geodesic length, offset along its segment and
+    segment (a SegmentIndex; a protocol so that this module need not import segments.py)."""
+
+    ax: FloatArray
+    ay: FloatArray
+    bx: FloatArray
+    by: FloatArray
+    length_m: FloatArray
+    offset_m: FloatArray
+    segment_of_edge: IntArray
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +62,7 @@ class Chains:
     tree: shapely.STRtree
 
     @classmethod
-    def of(cls, index: SegmentIndex) -> Chains:
+    def of(cls, index: Edges) -> Chains:
         n = len(index.ax)
         if n == 0:
             empty = np.zeros(0, dtype=np.int64)

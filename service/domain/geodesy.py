@@ -16,6 +16,7 @@ import numpy.typing as npt
 from pyproj import Geod
 
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
 GEOD = Geod(ellps="WGS84")
 A_M = 6378137.0
 FLATTENING = 1 / 298.257223563
@@ -105,3 +106,53 @@ def rank_ratio(
     band = (MAX_SPREAD * reach_m + 1.0) / MIN_M_PER_DEG_LAT
     rho = scale_spread(lat_lo_deg - band, lat_hi_deg + band)
     return np.where(rho <= MAX_SPREAD, rho * rho, np.inf)
+
+
+Lines = tuple[FloatArray, FloatArray, FloatArray, FloatArray]  # (ax, ay, dlon, dlat) of each
+
+
+def plane_foot(
+    lines: Lines,
+    lon: FloatArray,
+    lat: FloatArray,
+    *,
+    kx: FloatArray,
+    ky: FloatArray,
+    line: IntArray,
+) -> tuple[FloatArray, FloatArray]:
+    """Squared planar distance from each point to its straight line piece (``lines[.][line]``),
+    and the foot's parameter t in [0, 1].
+
+    The plane is centred on the point with ``kx``, ``ky`` metres per degree (geodesy's local
+    plane): affine in lon/lat, so a piece straight in lon/lat is exactly straight in it.
+    """
+    ax, ay, dlon, dlat = lines
+    # In place throughout: on millions of pairs, fresh temporaries cost more than the maths.
+    x = ax[line]
+    x -= lon
+    x *= kx
+    y = ay[line]
+    y -= lat
+    y *= ky
+    dx = dlon[line]
+    dx *= kx
+    dy = dlat[line]
+    dy *= ky
+    t = x * dx
+    scratch = y * dy
+    t += scratch
+    length2 = dx * dx
+    np.multiply(dy, dy, out=scratch)
+    length2 += scratch
+    np.maximum(length2, np.finfo(np.float64).tiny, out=length2)  # a zero-length piece: t = 0
+    np.divide(t, length2, out=t)
+    np.negative(t, out=t)
+    np.clip(t, 0.0, 1.0, out=t)
+    np.multiply(t, dx, out=scratch)
+    x += scratch
+    np.multiply(t, dy, out=scratch)
+    y += scratch
+    x *= x
+    y *= y
+    x += y
+    return x, t

@@ -9,14 +9,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import shapely
 
+from service.domain.candidate_grid import CandidateGrid
+from service.domain.chains import Chains
 from service.domain.countries import ALPHA3_TO_ALPHA2
 from service.domain.errors import InvalidSegmentFile
 from service.domain.geodesy import (
     GEOD,
     FloatArray,
+    IntArray,
+    plane_foot,
 )
 
 REQUIRED_PROPERTIES = (
@@ -27,8 +30,6 @@ REQUIRED_PROPERTIES = (
     "left_country",
     "right_country",
 )
-
-IntArray = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,56 +140,6 @@ def border_fingerprint(segments: Iterable[BorderSegment]) -> str:
     return digest.hexdigest()
 
 
-Lines = tuple[FloatArray, FloatArray, FloatArray, FloatArray]  # (ax, ay, dlon, dlat) of each
-
-
-def plane_foot(
-    lines: Lines,
-    lon: FloatArray,
-    lat: FloatArray,
-    *,
-    kx: FloatArray,
-    ky: FloatArray,
-    line: IntArray,
-) -> tuple[FloatArray, FloatArray]:
-    """Squared planar distance from each point to its straight line piece (``lines[.][line]``),
-    and the foot's parameter t in [0, 1].
-
-    The plane is centred on the point with ``kx``, ``ky`` metres per degree (geodesy's local
-    plane): affine in lon/lat, so a piece straight in lon/lat is exactly straight in it.
-    """
-    ax, ay, dlon, dlat = lines
-    # In place throughout: on millions of pairs, fresh temporaries cost more than the maths.
-    x = ax[line]
-    x -= lon
-    x *= kx
-    y = ay[line]
-    y -= lat
-    y *= ky
-    dx = dlon[line]
-    dx *= kx
-    dy = dlat[line]
-    dy *= ky
-    t = x * dx
-    scratch = y * dy
-    t += scratch
-    length2 = dx * dx
-    np.multiply(dy, dy, out=scratch)
-    length2 += scratch
-    np.maximum(length2, np.finfo(np.float64).tiny, out=length2)  # a zero-length piece: t = 0
-    np.divide(t, length2, out=t)
-    np.negative(t, out=t)
-    np.clip(t, 0.0, 1.0, out=t)
-    np.multiply(t, dx, out=scratch)
-    x += scratch
-    np.multiply(t, dy, out=scratch)
-    y += scratch
-    x *= x
-    y *= y
-    x += y
-    return x, t
-
-
 class SegmentIndex:
     """Every edge of every segment as flat arrays, with the lookups snapping runs on.
 
@@ -253,9 +204,6 @@ class SegmentIndex:
             if len(xs)
             else None
         )
-        from service.domain.candidate_grid import CandidateGrid  # builds from this index
-        from service.domain.chains import Chains
-
         self.chains = Chains.of(self)
         self.grid = CandidateGrid.build(self)
 

@@ -34,9 +34,16 @@ import numpy.typing as npt
 import shapely
 
 from service.domain.candidate_grid import GRID_REACH_M, expand_slices
-from service.domain.geodesy import GEOD, FloatArray, metres_per_degree, rank_ratio, reach_degrees
+from service.domain.geodesy import (
+    GEOD,
+    FloatArray,
+    IntArray,
+    metres_per_degree,
+    rank_ratio,
+    reach_degrees,
+)
 from service.domain.reports import BEYOND, SnapResult, SnapStatus
-from service.domain.segments import IntArray, SegmentIndex
+from service.domain.segments import SegmentIndex
 
 ON_LINE_M = 0.01  # closer than this a point has no side: it is on the line
 VERTEX_T = 1e-9

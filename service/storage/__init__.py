@@ -2,28 +2,34 @@
 
 from __future__ import annotations
 
-from service.settings import Settings
 from service.storage.base import Store
+from service.storage.options import HasStoreOptions, StoreOptions
 
 
-def open_store(settings: Settings) -> Store:
-    """Open (and for SQLite, create and migrate) the store the settings name."""
-    if settings.is_sqlite:
-        from service.domain.surges.watch import SurgeConfig
+def _options(source: StoreOptions | HasStoreOptions) -> StoreOptions:
+    return source if isinstance(source, StoreOptions) else source.store_options
+
+
+def open_store(source: StoreOptions | HasStoreOptions) -> Store:
+    """Open (and for SQLite, create and migrate) the store the options name (or the settings'
+    ``store_options``)."""
+    options = _options(source)
+    if options.is_sqlite:
         from service.storage.sqlite.store import SqliteStore
 
-        return SqliteStore.open(settings.database_url, surges=SurgeConfig.of(settings))
+        return SqliteStore.open(options.database_url, surges=options.surges)
     from service.storage.postgis.store import PostgisStore
 
-    return PostgisStore.open(settings)
+    return PostgisStore.open(options)
 
 
-def check_ready(store: Store, settings: Settings) -> None:
+def check_ready(store: Store, source: StoreOptions | HasStoreOptions) -> None:
     """Raise StoreUnavailable unless the store answers now and its schema is this code's
     (SchemaNotCurrent when a PostGIS schema is behind; SQLite migrates itself on open)."""
     store.ping()
-    if not settings.is_sqlite:
+    options = _options(source)
+    if not options.is_sqlite:
         from service.storage.postgis.store import PostgisStore
 
         if isinstance(store, PostgisStore):
-            store.check_schema(settings.database_url)
+            store.check_schema(options.database_url)

@@ -12,6 +12,7 @@ from service.domain.geodesy import metres_per_degree
 from service.domain.reports import BEYOND, SnapStatus
 from service.domain.segments import BorderSegment, SegmentIndex
 from service.domain.snapping import snap, snap_arrays
+from tests import factories
 
 from . import bundled
 from .brute_force import GEOD, Edges, nearest_on_border
@@ -20,15 +21,11 @@ ALPHA2 = {"CAN": "CA", "USA": "US", "MEX": "MX"}
 
 
 def make_segment(segment_id: str, coords: list[tuple[float, float]]) -> BorderSegment:
-    return BorderSegment(
-        segment_id=segment_id,
-        border="CA-US",
-        start_km=0.0,
-        end_km=100.0,
-        left_country="CAN",
-        right_country="USA",
+    """A CA-US segment (Canada on its left) along ``coords``."""
+    return factories.make_segment(
+        segment_id, border="CA-US", end_km=100.0, left_country="CAN", right_country="USA",
         coords=tuple(coords),
-    )
+    )  # fmt: skip
 
 
 def test_nearest_edge_is_the_geodesically_nearest_not_the_nearest_in_degrees() -> None:

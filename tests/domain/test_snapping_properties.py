@@ -9,9 +9,9 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from service.domain.candidate_grid import GRID_REACH_M
-from service.domain.geodesy import metres_per_degree
+from service.domain.geodesy import metres_per_degree, plane_foot
 from service.domain.reports import SnapStatus
-from service.domain.segments import SegmentIndex, plane_foot
+from service.domain.segments import SegmentIndex
 from service.domain.snapping import SnapArrays, snap, snap_arrays
 
 from . import bundled

@@ -82,7 +82,7 @@ def _reports(seed: int) -> list[Report]:
 def store() -> Iterator[PostgisStore]:
     """A store of its own holding _reports(), analysed (so reltuples is known)."""
     with fresh_postgis_database() as url:
-        opened = PostgisStore.open(Settings(database_url=url))
+        opened = PostgisStore.open(Settings(database_url=url).store_options)
         try:
             batch = _reports(seed=7)
             for start in range(0, len(batch), 1_000):

@@ -39,11 +39,10 @@ from service.usecases.aggregates import AggregateRequest, aggregate
 from service.usecases.segments import ensure_segments
 from service.usecases.submit_reports import submit_batch
 from tests.conftest import fresh_postgis_database
-from tests.factories import report_body
+from tests.factories import report_body, scattered_drafts
 from tests.live import auth, live_key, running_server
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
-KINDS = ("crossing", "attempt", "evidence", "assistance")
 # Near the border (snapped) and one place far from it (beyond reach).
 PLACES = [(-73.45, 45.01), (-122.75, 49.0), (-97.2, 49.0), (-106.5, 31.77), (-95.0, 30.0)]
 BOX = (-73.9, 44.7, -73.0, 45.3)  # around Roxham Road: whole level-12 cells and edge strips
@@ -54,23 +53,10 @@ def _libpq(url: str) -> str:
 
 
 def _drafts(n: int, seed: int) -> list[ReportDraft]:
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        lon, lat = rng.choice(PLACES)
-        out.append(
-            ReportDraft(
-                id=uuid.UUID(int=rng.getrandbits(128), version=4),
-                observed_at=NOW - timedelta(seconds=rng.randrange(120 * 86_400)),
-                lon=round(lon + rng.gauss(0, 0.1), 6),
-                lat=round(lat + rng.gauss(0, 0.06), 6),
-                people_count=rng.randint(1, 9),
-                kind=rng.choice(KINDS),
-                direction=rng.choice(["CA", "US", None]),
-                accuracy_m=None,
-            )
-        )
-    return out
+    return scattered_drafts(
+        n, seed, places=PLACES, spread=(0.1, 0.06),
+        observed_at=lambda rng: NOW - timedelta(seconds=rng.randrange(120 * 86_400)),
+    )  # fmt: skip
 
 
 def _settings(url: str) -> Settings:
@@ -81,7 +67,7 @@ def _settings(url: str) -> Settings:
 def database() -> Iterator[tuple[str, SegmentIndex]]:
     """A fresh migrated database with the bundled border, and the border's index."""
     with fresh_postgis_database() as url:
-        store = PostgisStore.open(_settings(url))
+        store = PostgisStore.open(_settings(url).store_options)
         try:
             index = ensure_segments(store, None)
         finally:
@@ -92,7 +78,9 @@ def database() -> Iterator[tuple[str, SegmentIndex]]:
 def _store(url: str, *, interval_ms: int = 0, batch: int = 5_000) -> PostgisStore:
     """A store whose folder runs every ``interval_ms`` (0: never; folds only when asked)."""
     return PostgisStore.open(
-        Settings(database_url=url, rollup_fold_interval_ms=interval_ms, rollup_fold_batch=batch)
+        Settings(
+            database_url=url, rollup_fold_interval_ms=interval_ms, rollup_fold_batch=batch
+        ).store_options
     )
 
 

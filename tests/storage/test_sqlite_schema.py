@@ -9,21 +9,12 @@ from pathlib import Path
 import pytest
 
 from service.domain.errors import StoreUnavailable
-from service.domain.segments import BorderSegment
 from service.storage.sqlite import SqliteStore
 from service.storage.sqlite.database import path_from_url
 from service.storage.sqlite.schema import MIGRATIONS, SchemaTooNew, sql_step
+from tests.factories import make_segment
 
-SEGMENT = BorderSegment(
-    segment_id="a",
-    border="GR-TR",
-    start_km=0.0,
-    end_km=1.0,
-    left_country="GRC",
-    right_country="TUR",
-    coords=((26.0, 41.0), (26.1, 41.2)),
-    properties={"segment_id": "a"},
-)
+SEGMENT = make_segment("a", end_km=1.0, properties={"segment_id": "a"})
 
 
 def raw(path: Path) -> closing[sqlite3.Connection]:

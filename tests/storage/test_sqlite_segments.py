@@ -12,18 +12,14 @@ import pytest
 from service.domain.errors import InvalidSegmentFile
 from service.domain.segments import BorderSegment, parse_segment_collection
 from service.storage.sqlite import SqliteStore
+from tests import factories
 
 BUNDLED_SEGMENTS = Path(__file__).parents[2] / "data" / "border_segments.geojson"
 
 
 def make_segment(segment_id: str, **properties: Any) -> BorderSegment:
-    return BorderSegment(
-        segment_id=segment_id,
-        border="GR-TR",
-        start_km=0.0,
-        end_km=1.5,
-        left_country="GRC",
-        right_country="TUR",
+    return factories.make_segment(
+        segment_id,
         coords=((26.0, 41.0), (26.1 + 1e-9, 41.2)),
         properties={"segment_id": segment_id, "section": "Evros", **properties},
     )

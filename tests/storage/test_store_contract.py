@@ -18,7 +18,7 @@ from service.domain.reports import BEYOND, IngestOutcome, Report
 from service.settings import Settings
 from service.storage import open_store
 from service.storage.base import Store
-from tests.conftest import STORES, all_reports, fresh_postgis_database, wipe_reports
+from tests.conftest import STORES, all_reports, module_store_url, wipe_reports
 from tests.factories import T0, make_report, snapped_to
 
 
@@ -27,10 +27,7 @@ def store_url_of_module(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """A fresh, empty database of each store for this module; each test wipes it first."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('contract') / 'crossings.db'}"
-        return
-    with fresh_postgis_database() as url:
+    with module_store_url(request, tmp_path_factory, "contract") as url:
         yield url
 
 

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import math
-import random
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -40,31 +39,19 @@ from service.usecases.submit_reports import submit_batch
 from service.usecases.tile_encoding import encode_mvt
 from service.usecases.tiles import mvt_tile, tile_content
 from tests.conftest import fresh_postgis_database
+from tests.factories import KINDS, scattered_drafts
 
 pytestmark = pytest.mark.postgis
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 PLACES = [(-73.45, 45.01), (-122.75, 49.0), (-97.2, 49.0), (-67.8, 45.6), (-95.0, 30.0)]
-KINDS = ("crossing", "attempt", "evidence", "assistance")
 
 
 def _drafts(n: int, seed: int) -> list[ReportDraft]:
-    rng = random.Random(seed)
-    drafts = []
-    for _ in range(n):
-        lon, lat = rng.choice(PLACES)  # the last place is far from the border: not snapped
-        drafts.append(
-            ReportDraft(
-                id=uuid.UUID(int=rng.getrandbits(128), version=4),
-                observed_at=T0 + timedelta(seconds=rng.randrange(90 * 86_400)),
-                lon=round(lon + rng.gauss(0, 0.08), 6),
-                lat=round(lat + rng.gauss(0, 0.05), 6),
-                people_count=rng.randint(1, 9),
-                kind=rng.choice(KINDS),
-                direction=rng.choice(["CA", "US", None]),
-                accuracy_m=None,
-            )
-        )
-    return drafts
+    # The last place is far from the border: not snapped.
+    return scattered_drafts(
+        n, seed, places=PLACES, spread=(0.08, 0.05),
+        observed_at=lambda rng: T0 + timedelta(seconds=rng.randrange(90 * 86_400)),
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,7 @@ from service.usecases.aggregates import AggregateRequest, aggregate
 from service.usecases.submit_reports import submit_batch
 from service.usecases.transfer import export_reports
 from tests.conftest import wipe_reports
+from tests.factories import drafts_of_rows
 
 T0 = datetime(2025, 12, 20, tzinfo=UTC)
 NOW = datetime(2027, 1, 1, tzinfo=UTC)
@@ -138,19 +139,8 @@ _requests = st.fixed_dictionaries(
 
 
 def _drafts(rows: list[tuple[Any, ...]]) -> list[ReportDraft]:
-    return [
-        ReportDraft(
-            id=uuid.UUID(int=number + 1),
-            observed_at=T0 + timedelta(minutes=15 * quarter, seconds=number),
-            lon=lon + (number % 7) * 0.01,
-            lat=lat,
-            people_count=people,
-            kind=kind,
-            direction=direction,
-            accuracy_m=None,
-        )
-        for number, quarter, (lon, lat), kind, people, direction in rows
-    ]
+    """Rows of (number, quarter hours after T0, place, kind, people, direction)."""
+    return drafts_of_rows(rows, start=T0, step=timedelta(minutes=15), shift_every=7)
 
 
 @settings(

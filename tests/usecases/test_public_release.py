@@ -25,6 +25,7 @@ from service.usecases.release import cut_release
 from service.usecases.submit_reports import submit_batch
 from service.usecases.transfer import export_reports
 from tests.conftest import wipe_reports
+from tests.factories import drafts_of_rows
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
@@ -35,18 +36,8 @@ RULE = PublicRule(min_count=3, round_to=5)  # a low threshold: more figures show
 
 
 def _drafts(rows: list[tuple[Any, ...]]) -> list[ReportDraft]:
-    return [
-        ReportDraft(
-            id=uuid.UUID(int=number + 1),
-            observed_at=T0 + timedelta(hours=hour, seconds=number),
-            lon=lon + (number % 5) * 0.01,
-            lat=lat,
-            people_count=people,
-            kind=kind,
-            direction=direction,
-        )
-        for number, hour, (lon, lat), kind, people, direction in rows
-    ]
+    """Rows of (number, hours after T0, place, kind, people, direction)."""
+    return drafts_of_rows(rows, start=T0, step=timedelta(hours=1), shift_every=5)
 
 
 _reports = st.lists(

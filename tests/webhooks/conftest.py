@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import STORES, fresh_postgis_database
+from tests.conftest import STORES, module_store_url
 
 TABLES = ("webhook_deliveries", "webhooks", "alerts")
 
@@ -20,10 +20,7 @@ TABLES = ("webhook_deliveries", "webhooks", "alerts")
 def alert_store_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('alerts') / 'alerts.db'}"
-        return
-    with fresh_postgis_database() as url:
+    with module_store_url(request, tmp_path_factory, "alerts") as url:
         yield url
 
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,16 @@ def subscribe(store: Any, settings: Settings, url: str) -> tuple[Webhook, str]:
     return create_webhook(store, {"url": url}, settings=settings, actor=ADMIN)
 
 
+@contextmanager
+def delivery_worker(store: Any, settings: Settings) -> Iterator[DeliveryWorker]:
+    """A delivery worker on ``store``, closed on exit."""
+    worker = DeliveryWorker(store, settings)
+    try:
+        yield worker
+    finally:
+        worker.close()
+
+
 def wait_for(check: Callable[[], bool], timeout_s: float = 20.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not check():
@@ -63,11 +74,8 @@ def test_the_signature_verifies_with_standardwebhooks(store: Any, alert_store_ur
     with ScriptedReceiver() as receiver:
         hook, secret = subscribe(store, settings, receiver.url)
         [alert] = store.record_alerts([transition()])
-        worker = DeliveryWorker(store, settings)
-        try:
+        with delivery_worker(store, settings) as worker:
             assert worker.run_once() == 1
-        finally:
-            worker.close()
     [got] = receiver.received
     body = standardwebhooks.Webhook(secret).verify(got.body, got.headers)
     assert body["type"] == "alert.opened"
@@ -85,11 +93,8 @@ def test_after_rotation_both_secrets_sign(store: Any, alert_store_url: str) -> N
         hook, old = subscribe(store, settings, receiver.url)
         _, new = rotate_secret(store, hook.id, settings=settings, actor=ADMIN)
         store.record_alerts([transition()])
-        worker = DeliveryWorker(store, settings)
-        try:
+        with delivery_worker(store, settings) as worker:
             worker.run_once()
-        finally:
-            worker.close()
     [got] = receiver.received
     assert len(got.headers["webhook-signature"].split(" ")) == 2
     for secret in (old, new):
@@ -102,11 +107,8 @@ def test_a_failed_attempt_is_retried_with_the_same_id(store: Any, alert_store_ur
         receiver.answers = [Answer(500), Answer(502)]
         hook, _ = subscribe(store, settings, receiver.url)
         store.record_alerts([transition()])
-        worker = DeliveryWorker(store, settings)
-        try:
+        with delivery_worker(store, settings) as worker:
             wait_for(lambda: worker.run_once() >= 0 and states(store, hook) == ["delivered"])
-        finally:
-            worker.close()
     assert len(receiver.received) == 3
     assert len({r.headers["webhook-id"] for r in receiver.received}) == 1
     [delivery] = store.list_deliveries(hook.id)
@@ -119,16 +121,13 @@ def test_retry_after_is_honoured(store: Any, alert_store_url: str) -> None:
         receiver.answers = [Answer(503, {"Retry-After": "2"})]
         hook, _ = subscribe(store, settings, receiver.url)
         store.record_alerts([transition()])
-        worker = DeliveryWorker(store, settings)
-        try:
+        with delivery_worker(store, settings) as worker:
             worker.run_once()
             [pending] = store.list_deliveries(hook.id)
             wait = pending.next_attempt_at - pending.updated_at
             assert timedelta(seconds=1.9) < wait <= timedelta(seconds=2.1)
             assert worker.run_once() == 0  # not due yet, though the schedule said 0.05 s
             wait_for(lambda: worker.run_once() >= 0 and states(store, hook) == ["delivered"])
-        finally:
-            worker.close()
     first, second = receiver.received
     assert second.at - first.at >= 1.9
 
@@ -139,14 +138,11 @@ def test_410_stops_and_disables_the_webhook(store: Any, alert_store_url: str) ->
         receiver.answers = [Answer(410)]
         hook, _ = subscribe(store, settings, receiver.url)
         store.record_alerts([transition()])
-        worker = DeliveryWorker(store, settings)
-        try:
+        with delivery_worker(store, settings) as worker:
             worker.run_once()
             store.record_alerts([transition(segment_id="another")])
             time.sleep(0.1)
             assert worker.run_once() == 0
-        finally:
-            worker.close()
     assert len(receiver.received) == 1
     assert store.get_webhook(hook.id).disabled_reason == "gone"
     assert states(store, hook) == ["gone"]
@@ -158,15 +154,12 @@ def test_a_slow_receiver_times_out_and_is_retried(store: Any, alert_store_url: s
         receiver.answers = [Answer(204, delay_s=1.5)]
         hook, _ = subscribe(store, settings, receiver.url)
         store.record_alerts([transition()])
-        worker = DeliveryWorker(store, settings)
-        try:
+        with delivery_worker(store, settings) as worker:
             worker.run_once()
             [first] = store.list_deliveries(hook.id)
             assert first.state is DeliveryState.PENDING
             assert "timed out" in (first.last_error or "")
             wait_for(lambda: worker.run_once() >= 0 and states(store, hook) == ["delivered"])
-        finally:
-            worker.close()
 
 
 def test_the_schedule_running_out_fails_the_delivery(store: Any, alert_store_url: str) -> None:
@@ -175,11 +168,8 @@ def test_the_schedule_running_out_fails_the_delivery(store: Any, alert_store_url
         receiver.answers = [Answer(500)] * 5
         hook, _ = subscribe(store, settings, receiver.url)
         store.record_alerts([transition()])
-        worker = DeliveryWorker(store, settings)
-        try:
+        with delivery_worker(store, settings) as worker:
             wait_for(lambda: worker.run_once() >= 0 and states(store, hook) == ["failed"])
-        finally:
-            worker.close()
     assert len(receiver.received) == 2
 
 
@@ -193,11 +183,8 @@ def test_a_private_address_is_refused_when_sending(store: Any, alert_store_url: 
                        (WebhookSecret("whsec_" + "A" * 43 + "=", now),), now)  # fmt: skip
         store.add_webhook(hook)
         store.record_alerts([transition()])
-        worker = DeliveryWorker(store, settings)
-        try:
+        with delivery_worker(store, settings) as worker:
             worker.run_once()
-        finally:
-            worker.close()
     assert receiver.received == []
     [delivery] = store.list_deliveries(hook.id)
     assert delivery.state is DeliveryState.FAILED
@@ -245,16 +232,13 @@ def test_the_outbox_outlives_a_receiver_outage(
     url = f"http://127.0.0.1:{port}/hook"
     hook, secret = subscribe(store, settings, url)
     store.record_alerts([transition(segment_id=f"S{i}") for i in range(3)])
-    worker = DeliveryWorker(store, settings)
-    try:
+    with delivery_worker(store, settings) as worker:
         worker.run_once()  # nobody listens: refused, retried later
         assert all(d.attempts == 1 and d.state is DeliveryState.PENDING
                    for d in store.list_deliveries(hook.id))  # fmt: skip
         ledger = tmp_path / "ledger.db"
         with receiver_process(port, ledger, secret):
             wait_for(lambda: worker.run_once() >= 0 and states(store, hook) == ["delivered"] * 3)
-    finally:
-        worker.close()
     assert len(_seen(ledger)) == 3
 
 

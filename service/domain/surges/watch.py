@@ -13,7 +13,6 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
 
 from service.domain.alerts import (
     Alert,
@@ -70,17 +69,11 @@ def series_key_of(text: str) -> SeriesKey:
 
 @dataclass(frozen=True, slots=True)
 class SurgeConfig:
-    """The settings detection runs with: the weekly false-alert budget and the report kinds."""
+    """The settings detection runs with: the weekly false-alert budget and the report kinds
+    (``Settings.surge_config``, service/settings.py)."""
 
     false_alerts_per_week: float
     kinds: tuple[str, ...]
-
-    @classmethod
-    def of(cls, settings: Any) -> SurgeConfig | None:
-        """From the service's settings (None when ``CROSSINGS_SURGES`` turns detection off)."""
-        if not settings.surges:
-            return None
-        return cls(float(settings.surge_false_alerts_per_week), tuple(settings.report_kinds))
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,35 +5,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 from uuid import UUID
 
 from sqlalchemy import Connection
 
 from service.domain.alerts import (
     Alert,
-    AlertFigures,
     AlertPage,
     AlertQuery,
-    AlertState,
     AlertTransition,
-    Measure,
-    SeriesKey,
-    alert_id,
-    state_after,
 )
 from service.domain.webhooks import deliveries_for
 from service.storage.postgis import webhooks
-
-_COLUMNS = (
-    "id, state, border, section, segment_id, kind, measure, opened_day, last_day, closed_day,"
-    " days, observed, expected, statistic, peak_statistic, raised_at, updated_at, version"
-)
+from service.storage.rows import ALERT_COLUMNS, alert_of, alert_params
 
 # A change that alters nothing (the same transition stored twice) updates no row and returns
 # none: it makes no new version and enqueues no delivery.
 _UPSERT = f"""
-    INSERT INTO alerts ({_COLUMNS})
+    INSERT INTO alerts ({ALERT_COLUMNS})
     VALUES (%(id)s, %(state)s, %(border)s, %(section)s, %(segment_id)s, %(kind)s, %(measure)s,
             %(opened_day)s, %(last_day)s, %(closed_day)s, %(days)s, %(observed)s, %(expected)s,
             %(statistic)s, %(peak_statistic)s, %(at)s, %(at)s, 1)
@@ -48,45 +37,8 @@ _UPSERT = f"""
           IS DISTINCT FROM
           (EXCLUDED.state, EXCLUDED.last_day, EXCLUDED.closed_day, EXCLUDED.days,
            EXCLUDED.observed, EXCLUDED.expected, EXCLUDED.statistic, EXCLUDED.peak_statistic)
-    RETURNING {_COLUMNS}
+    RETURNING {ALERT_COLUMNS}
 """
-
-
-def _params(t: AlertTransition) -> dict[str, Any]:
-    f, s = t.figures, t.series
-    return {
-        "id": alert_id(s, t.opened_day),
-        "state": state_after(t.event).value,
-        "border": s.border,
-        "section": s.section,
-        "segment_id": s.segment_id,
-        "kind": s.kind,
-        "measure": s.measure.value,
-        "opened_day": t.opened_day,
-        "last_day": f.last_day,
-        "closed_day": f.closed_day,
-        "days": f.days,
-        "observed": f.observed,
-        "expected": f.expected,
-        "statistic": f.statistic,
-        "peak_statistic": f.peak_statistic,
-        "at": t.at,
-    }
-
-
-def _alert(row: Any) -> Alert:
-    (id_, state, border, section, segment_id, kind, measure, opened, last, closed, days,
-     observed, expected, statistic, peak, raised, updated, version) = row  # fmt: skip
-    return Alert(
-        id=id_,
-        state=AlertState(state),
-        series=SeriesKey(border, section, segment_id, kind, Measure(measure)),
-        opened_day=opened,
-        figures=AlertFigures(last, days, observed, expected, statistic, peak, closed),
-        raised_at=raised,
-        updated_at=updated,
-        version=version,
-    )
 
 
 def record_alerts(
@@ -101,10 +53,10 @@ def record_alerts(
     hooks = webhooks.enabled_webhooks(conn)
     changed = []
     for transition in transitions:
-        row = conn.exec_driver_sql(_UPSERT, _params(transition)).first()
+        row = conn.exec_driver_sql(_UPSERT, alert_params(transition)).first()
         if row is None:
             continue
-        alert = _alert(row)
+        alert = alert_of(row)
         changed.append(alert)
         webhooks.enqueue(conn, deliveries_for(transition, alert, hooks, now=now))
     return changed
@@ -112,15 +64,15 @@ def record_alerts(
 
 def get_alert(conn: Connection, alert_id_: UUID) -> Alert | None:
     row = conn.exec_driver_sql(
-        f"SELECT {_COLUMNS} FROM alerts WHERE id = %(id)s", {"id": alert_id_}
+        f"SELECT {ALERT_COLUMNS} FROM alerts WHERE id = %(id)s", {"id": alert_id_}
     ).first()
-    return None if row is None else _alert(row)
+    return None if row is None else alert_of(row)
 
 
 def list_alerts(conn: Connection, query: AlertQuery) -> AlertPage:
     after_at, after_id = query.after if query.after is not None else (None, None)
     rows = conn.exec_driver_sql(
-        f"SELECT {_COLUMNS} FROM alerts"
+        f"SELECT {ALERT_COLUMNS} FROM alerts"
         " WHERE (%(state)s::text IS NULL OR state = %(state)s)"
         " AND (%(border)s::text IS NULL OR border = %(border)s)"
         " AND (%(segment)s::text IS NULL OR segment_id = %(segment)s)"
@@ -137,6 +89,6 @@ def list_alerts(conn: Connection, query: AlertQuery) -> AlertPage:
             "limit": query.limit + 1,
         },
     ).all()
-    alerts = [_alert(r) for r in rows[: query.limit]]
+    alerts = [alert_of(r) for r in rows[: query.limit]]
     more = len(rows) > query.limit
     return AlertPage(alerts, (alerts[-1].updated_at, alerts[-1].id) if more else None)

@@ -38,9 +38,9 @@ from service.domain.webhooks import (
     Webhook,
     WebhookSecret,
 )
-from service.settings import Settings
 from service.storage.base import OnProgress, Resnap
 from service.storage.cancel import cancellable, cancelled
+from service.storage.options import StoreOptions
 from service.storage.postgis import (
     access,
     alerts,
@@ -110,30 +110,30 @@ def _cancel(conn: Connection) -> None:
 
 
 def make_engine(
-    settings: Settings, url: str | None = None, *, connect_timeout_s: int = 5
+    options: StoreOptions, url: str | None = None, *, connect_timeout_s: int = 5
 ) -> Engine:
-    options = [
+    session = [
         # Spatial queries with bound parameters turn slow under generic plans (see
         # PERFORMANCE-NOTES: 4x after five runs); always plan for the actual values.
         "-c plan_cache_mode=force_custom_plan",
-        f"-c statement_timeout={settings.db_statement_timeout_ms}",
+        f"-c statement_timeout={options.statement_timeout_ms}",
         "-c TimeZone=UTC",  # timestamps come back in UTC: no conversion per row
         # Every query here is index-bound and takes milliseconds; JIT compiling one whose estimate
         # passes jit_above_cost took 400 ms (an aggregate in a box: bench/aggregates).
         "-c jit=off",
     ]
     return create_engine(
-        url or settings.database_url,
+        url or options.database_url,
         # As many connections at most as before (db_pool_size and as many again in overflow),
         # but all of them kept once opened: overflow connections were closed on return and
         # opened again under the next burst, 149 new sessions for 960 reports from 16 clients
         # (a backend forked, authenticated and configured each time); 22 now.
-        pool_size=2 * settings.db_pool_size,
+        pool_size=2 * options.pool_size,
         max_overflow=0,
         pool_timeout=10,
         # Errors carry the statement but never its parameters (positions, notes) into logs.
         hide_parameters=True,
-        connect_args={"connect_timeout": connect_timeout_s, "options": " ".join(options)},
+        connect_args={"connect_timeout": connect_timeout_s, "options": " ".join(session)},
     )
 
 
@@ -162,23 +162,23 @@ class PostgisStore:
         )
 
     @classmethod
-    def open(cls, settings: Settings) -> PostgisStore:
+    def open(cls, options: StoreOptions) -> PostgisStore:
         replica = None
-        if settings.read_database_url:
+        if options.read_database_url:
             # A short connect timeout: a lost replica costs a read that long, once per retry.
-            reader = make_engine(settings, settings.read_database_url, connect_timeout_s=2)
+            reader = make_engine(options, options.read_database_url, connect_timeout_s=2)
             replica = ReplicaRouter(
                 reader,
-                max_lag_s=settings.read_max_lag_s,
-                wait_s=settings.read_wait_ms / 1000,
-                retry_s=settings.read_retry_s,
+                max_lag_s=options.read_max_lag_s,
+                wait_s=options.read_wait_s,
+                retry_s=options.read_retry_s,
             )
         return cls(
-            make_engine(settings),
+            make_engine(options),
             replica,
-            fold_interval_s=settings.rollup_fold_interval_ms / 1000,
-            fold_batch=settings.rollup_fold_batch,
-            surges=SurgeConfig.of(settings),
+            fold_interval_s=options.fold_interval_s,
+            fold_batch=options.fold_batch,
+            surges=options.surges,
         )
 
     def _run(

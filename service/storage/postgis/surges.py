@@ -13,13 +13,13 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Connection
 
-from service.domain.alerts import Alert, AlertQuery, AlertState, SeriesKey
+from service.domain.alerts import Alert, AlertQuery, AlertState, SeriesKey, every_alert
 from service.domain.surges.series import KEEP_DAYS, SeriesState, state_from_dict, state_to_dict
 from service.domain.surges.watch import (
     SeriesChange,
@@ -60,6 +60,8 @@ _SAVE = """
         AS u(series, state)
     ON CONFLICT (series) DO UPDATE SET state = EXCLUDED.state, updated_at = EXCLUDED.updated_at
 """
+
+_OPEN = AlertQuery(state=AlertState.OPEN, limit=1000)
 
 
 def detect(
@@ -113,20 +115,9 @@ def rebuild(conn: Connection, watch: Watch, today: date, *, now: datetime) -> li
     changes = replay_all(days, watch, first_day=first, last_day=today)
     conn.exec_driver_sql("DELETE FROM surge_series")
     _save(conn, changes, now)
-    opened = _open_alerts(conn)
+    opened = every_alert(partial(alerts.list_alerts, conn), _OPEN)
     closing = close_orphans(opened, changes, day=today, at=now)
     return alerts.record_alerts(conn, transitions(changes, at=now) + closing, now=now)
-
-
-def _open_alerts(conn: Connection) -> list[Alert]:
-    out: list[Alert] = []
-    query = AlertQuery(state=AlertState.OPEN, limit=1000)
-    while True:
-        page = alerts.list_alerts(conn, query)
-        out += page.alerts
-        if page.next_key is None:
-            return out
-        query = replace(query, after=page.next_key)
 
 
 def _save(conn: Connection, changes: list[SeriesChange], at: datetime) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
 
 import orjson
 from sqlalchemy import Connection
@@ -16,39 +15,16 @@ from service.domain.webhooks import (
     Outcome,
     Webhook,
     WebhookSecret,
-    filter_from_json,
     rotated,
     secrets_as_json,
     secrets_from_json,
 )
-
-_HOOK_COLUMNS = "id, url, description, filter, secrets, created_at, disabled_at, disabled_reason"
-_DELIVERY_COLUMNS = (
-    "d.id, d.webhook_id, d.event_type, d.payload, d.state, d.attempts, d.next_attempt_at,"
-    " d.created_at, d.updated_at, d.last_status, d.last_error, d.delivered_at"
-)
-
-
-def _hook(row: Any) -> Webhook:
-    id_, url, description, flt, secrets, created, disabled, reason = row
-    return Webhook(
-        id_, url, filter_from_json(flt), secrets_from_json(secrets), created, description,
-        disabled, reason,
-    )  # fmt: skip
-
-
-def _delivery(row: Any) -> Delivery:
-    (id_, hook, event, payload, state, attempts, next_at, created, updated, status, error,
-     delivered) = row  # fmt: skip
-    return Delivery(
-        id_, hook, event, payload.encode(), DeliveryState(state), attempts, next_at, created,
-        updated, status, error, delivered,
-    )  # fmt: skip
+from service.storage.rows import DELIVERY_COLUMNS, HOOK_COLUMNS, delivery_of, webhook_of
 
 
 def add_webhook(conn: Connection, hook: Webhook) -> None:
     conn.exec_driver_sql(
-        f"INSERT INTO webhooks ({_HOOK_COLUMNS}) VALUES"
+        f"INSERT INTO webhooks ({HOOK_COLUMNS}) VALUES"
         " (%s, %s, %s, %s::jsonb, %s::jsonb, %s, %s, %s)",
         (hook.id, hook.url, hook.description, orjson.dumps(hook.filter.as_json()).decode(),
          orjson.dumps(secrets_as_json(hook.secrets)).decode(), hook.created_at,
@@ -58,22 +34,22 @@ def add_webhook(conn: Connection, hook: Webhook) -> None:
 
 def get_webhook(conn: Connection, webhook_id: str, *, lock: bool = False) -> Webhook | None:
     row = conn.exec_driver_sql(
-        f"SELECT {_HOOK_COLUMNS} FROM webhooks WHERE id = %s" + (" FOR UPDATE" if lock else ""),
+        f"SELECT {HOOK_COLUMNS} FROM webhooks WHERE id = %s" + (" FOR UPDATE" if lock else ""),
         (webhook_id,),
     ).first()
-    return None if row is None else _hook(row)
+    return None if row is None else webhook_of(row)
 
 
 def list_webhooks(conn: Connection) -> list[Webhook]:
-    rows = conn.exec_driver_sql(f"SELECT {_HOOK_COLUMNS} FROM webhooks ORDER BY created_at, id")
-    return [_hook(r) for r in rows]
+    rows = conn.exec_driver_sql(f"SELECT {HOOK_COLUMNS} FROM webhooks ORDER BY created_at, id")
+    return [webhook_of(r) for r in rows]
 
 
 def enabled_webhooks(conn: Connection) -> list[Webhook]:
     rows = conn.exec_driver_sql(
-        f"SELECT {_HOOK_COLUMNS} FROM webhooks WHERE disabled_at IS NULL ORDER BY id"
+        f"SELECT {HOOK_COLUMNS} FROM webhooks WHERE disabled_at IS NULL ORDER BY id"
     )
-    return [_hook(r) for r in rows]
+    return [webhook_of(r) for r in rows]
 
 
 def enqueue(conn: Connection, deliveries: Sequence[Delivery]) -> None:
@@ -131,7 +107,7 @@ _CLAIM = f"""
     SET attempts = d.attempts + 1, next_attempt_at = %(lease_until)s, updated_at = %(now)s
     FROM due, webhooks AS w
     WHERE d.id = due.id AND w.id = d.webhook_id
-    RETURNING {_DELIVERY_COLUMNS}, w.url, w.secrets
+    RETURNING {DELIVERY_COLUMNS}, w.url, w.secrets
 """
 
 
@@ -144,7 +120,7 @@ def claim(conn: Connection, now: datetime, limit: int, lease_s: float) -> list[C
         secrets = secrets_from_json(row[-1])
         out.append(
             ClaimedDelivery(
-                _delivery(row[:-2]), row[-2], [s.secret for s in secrets if s.active_at(now)]
+                delivery_of(row[:-2]), row[-2], [s.secret for s in secrets if s.active_at(now)]
             )
         )
     return sorted(out, key=lambda c: c.delivery.created_at)
@@ -174,9 +150,9 @@ def list_deliveries(
     conn: Connection, webhook_id: str, state: DeliveryState | None, limit: int
 ) -> list[Delivery]:
     rows = conn.exec_driver_sql(
-        f"SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries AS d WHERE d.webhook_id = %(id)s"
+        f"SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries AS d WHERE d.webhook_id = %(id)s"
         " AND (%(state)s::text IS NULL OR d.state = %(state)s)"
         " ORDER BY d.created_at DESC, d.id DESC LIMIT %(limit)s",
         {"id": webhook_id, "state": None if state is None else state.value, "limit": limit},
     )
-    return [_delivery(r) for r in rows]
+    return [delivery_of(r) for r in rows]

@@ -12,28 +12,18 @@ from uuid import UUID
 
 from service.domain.alerts import (
     Alert,
-    AlertFigures,
     AlertPage,
     AlertQuery,
-    AlertState,
     AlertTransition,
-    Measure,
-    SeriesKey,
-    alert_id,
-    state_after,
 )
 from service.domain.webhooks import deliveries_for
+from service.storage.rows import ALERT_COLUMNS, alert_of, alert_params
 from service.storage.sqlite import webhooks
 from service.storage.sqlite.rows import from_micros, to_micros
 
-_COLUMNS = (
-    "id, state, border, section, segment_id, kind, measure, opened_day, last_day, closed_day,"
-    " days, observed, expected, statistic, peak_statistic, raised_at, updated_at, version"
-)
-
 # As PostGIS (storage/postgis/alerts.py): a change that alters nothing updates no row.
 _UPSERT = f"""
-    INSERT INTO alerts ({_COLUMNS})
+    INSERT INTO alerts ({ALERT_COLUMNS})
     VALUES (:id, :state, :border, :section, :segment_id, :kind, :measure, :opened_day,
             :last_day, :closed_day, :days, :observed, :expected, :statistic, :peak_statistic,
             :at, :at, 1)
@@ -48,7 +38,7 @@ _UPSERT = f"""
           IS NOT
           (excluded.state, excluded.last_day, excluded.closed_day, excluded.days,
            excluded.observed, excluded.expected, excluded.statistic, excluded.peak_statistic)
-    RETURNING {_COLUMNS}
+    RETURNING {ALERT_COLUMNS}
 """
 
 
@@ -57,48 +47,16 @@ def _day(value: date | None) -> str | None:
 
 
 def _params(t: AlertTransition) -> dict[str, Any]:
-    f, s = t.figures, t.series
-    return {
-        "id": str(alert_id(s, t.opened_day)),
-        "state": state_after(t.event).value,
-        "border": s.border,
-        "section": s.section,
-        "segment_id": s.segment_id,
-        "kind": s.kind,
-        "measure": s.measure.value,
-        "opened_day": _day(t.opened_day),
-        "last_day": _day(f.last_day),
-        "closed_day": _day(f.closed_day),
-        "days": f.days,
-        "observed": float(f.observed),
-        "expected": float(f.expected),
-        "statistic": float(f.statistic),
-        "peak_statistic": float(f.peak_statistic),
-        "at": to_micros(t.at),
-    }
+    params = alert_params(t)
+    for name in ("opened_day", "last_day", "closed_day"):
+        params[name] = _day(params[name])
+    for name in ("observed", "expected", "statistic", "peak_statistic"):
+        params[name] = float(params[name])
+    return params | {"id": str(params["id"]), "at": to_micros(t.at)}
 
 
 def _alert(row: Any) -> Alert:
-    (id_, state, border, section, segment_id, kind, measure, opened, last, closed, days,
-     observed, expected, statistic, peak, raised, updated, version) = row  # fmt: skip
-    return Alert(
-        id=UUID(id_),
-        state=AlertState(state),
-        series=SeriesKey(border, section, segment_id, kind, Measure(measure)),
-        opened_day=date.fromisoformat(opened),
-        figures=AlertFigures(
-            date.fromisoformat(last),
-            days,
-            observed,
-            expected,
-            statistic,
-            peak,
-            None if closed is None else date.fromisoformat(closed),
-        ),
-        raised_at=from_micros(raised),
-        updated_at=from_micros(updated),
-        version=version,
-    )
+    return alert_of(row, uuid=UUID, day=date.fromisoformat, at=from_micros)
 
 
 def record_alerts(
@@ -125,7 +83,9 @@ def record_alerts(
 
 
 def get_alert(conn: sqlite3.Connection, *, alert_id_: UUID) -> Alert | None:
-    row = conn.execute(f"SELECT {_COLUMNS} FROM alerts WHERE id = ?", (str(alert_id_),)).fetchone()
+    row = conn.execute(
+        f"SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?", (str(alert_id_),)
+    ).fetchone()
     return None if row is None else _alert(row)
 
 
@@ -134,7 +94,7 @@ def list_alerts(conn: sqlite3.Connection, *, query: AlertQuery) -> AlertPage:
         (to_micros(query.after[0]), str(query.after[1])) if query.after else (None, None)
     )
     rows = conn.execute(
-        f"SELECT {_COLUMNS} FROM alerts"
+        f"SELECT {ALERT_COLUMNS} FROM alerts"
         " WHERE (:state IS NULL OR state = :state)"
         " AND (:border IS NULL OR border = :border)"
         " AND (:segment IS NULL OR segment_id = :segment)"

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from functools import partial
 from pathlib import Path
+from typing import TypeVar
 from uuid import UUID
 
 from service.domain.access import ApiKey, AuditEntry
@@ -42,6 +43,8 @@ from service.storage.sqlite import tiles as tile_queries
 from service.storage.sqlite import webhooks as webhook_queries
 from service.storage.sqlite.database import BUSY_TIMEOUT_S, Database, path_from_url
 from service.storage.sqlite.schema import MIGRATIONS, MigrationStep, migrate
+
+T = TypeVar("T")
 
 
 class SqliteStore:
@@ -222,16 +225,20 @@ class SqliteStore:
     def list_audit(self, since: datetime | None = None, limit: int = 1000) -> list[AuditEntry]:
         return self._db.read(partial(access_queries.list_audit, since=since, limit=limit))
 
-    def query_reports(self, query: ReportQuery, *, audit: AuditEntry | None = None) -> ReportPage:
+    def _audited_read(self, read: Callable[[sqlite3.Connection], T], audit: AuditEntry | None) -> T:
+        """``read``, and with ``audit`` the entry recorded in the same (write) transaction."""
         if audit is None:
-            return self._db.read(partial(report_queries.query_reports, query=query))
+            return self._db.read(read)
 
-        def read_then_record(conn: sqlite3.Connection) -> ReportPage:
-            page = report_queries.query_reports(conn, query=query)
+        def read_then_record(conn: sqlite3.Connection) -> T:
+            out = read(conn)
             access_queries.add_audit(conn, entry=audit)
-            return page
+            return out
 
         return self._db.write(read_then_record)
+
+    def query_reports(self, query: ReportQuery, *, audit: AuditEntry | None = None) -> ReportPage:
+        return self._audited_read(partial(report_queries.query_reports, query=query), audit)
 
     def report_extent(self) -> Extent:
         return self._db.read(report_queries.report_extent)
@@ -288,15 +295,7 @@ class SqliteStore:
         return self._db.read(partial(alert_queries.get_alert, alert_id_=alert_id))
 
     def list_alerts(self, query: AlertQuery, *, audit: AuditEntry | None = None) -> AlertPage:
-        if audit is None:
-            return self._db.read(partial(alert_queries.list_alerts, query=query))
-
-        def read_then_record(conn: sqlite3.Connection) -> AlertPage:
-            page = alert_queries.list_alerts(conn, query=query)
-            access_queries.add_audit(conn, entry=audit)
-            return page
-
-        return self._db.write(read_then_record)
+        return self._audited_read(partial(alert_queries.list_alerts, query=query), audit)
 
     def add_webhook(self, hook: Webhook) -> None:
         self._db.write(partial(webhook_queries.add_webhook, hook=hook))

@@ -8,10 +8,9 @@ import json
 import sqlite3
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 
-from service.domain.alerts import Alert, AlertQuery, AlertState, SeriesKey
+from service.domain.alerts import Alert, AlertQuery, AlertState, SeriesKey, every_alert
 from service.domain.surges.series import KEEP_DAYS, SeriesState, state_from_dict, state_to_dict
 from service.domain.surges.watch import (
     SeriesChange,
@@ -40,6 +39,8 @@ _SAVE = (
     "INSERT INTO surge_series (series, state, updated_at) VALUES (?, ?, ?)"
     " ON CONFLICT (series) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at"
 )
+
+_OPEN = AlertQuery(state=AlertState.OPEN, limit=1000)
 
 
 def detect(
@@ -91,14 +92,7 @@ def rebuild(conn: sqlite3.Connection, watch: Watch, today: date, *, now: datetim
     changes = replay_all(days, watch, first_day=first, last_day=today)
     conn.execute("DELETE FROM surge_series")
     _save(conn, changes, now)
-    opened: list[Alert] = []
-    query = AlertQuery(state=AlertState.OPEN, limit=1000)
-    while True:
-        page = alerts.list_alerts(conn, query=query)
-        opened += page.alerts
-        if page.next_key is None:
-            break
-        query = replace(query, after=page.next_key)
+    opened = every_alert(lambda query: alerts.list_alerts(conn, query=query), _OPEN)
     closing = close_orphans(opened, changes, day=today, at=now)
     return alerts.record_alerts(conn, transitions(changes, at=now) + closing, now=now)
 

@@ -17,45 +17,24 @@ from service.domain.webhooks import (
     Outcome,
     Webhook,
     WebhookSecret,
-    filter_from_json,
     rotated,
     secrets_as_json,
-    secrets_from_json,
 )
+from service.storage.rows import DELIVERY_COLUMNS, HOOK_COLUMNS, delivery_of, webhook_of
 from service.storage.sqlite.rows import from_micros, to_micros
 
-_HOOK_COLUMNS = "id, url, description, filter, secrets, created_at, disabled_at, disabled_reason"
-_DELIVERY_COLUMNS = (
-    "d.id, d.webhook_id, d.event_type, d.payload, d.state, d.attempts, d.next_attempt_at,"
-    " d.created_at, d.updated_at, d.last_status, d.last_error, d.delivered_at"
-)
 
-
-def _maybe(micros: int | None) -> datetime | None:
-    return None if micros is None else from_micros(micros)
-
-
-def _hook(row: Any) -> Webhook:
-    id_, url, description, flt, secrets, created, disabled, reason = row
-    return Webhook(
-        id_, url, filter_from_json(json.loads(flt)), secrets_from_json(json.loads(secrets)),
-        from_micros(created), description, _maybe(disabled), reason,
-    )  # fmt: skip
+def _webhook(row: Any) -> Webhook:
+    return webhook_of(row, doc=json.loads, at=from_micros)
 
 
 def _delivery(row: Any) -> Delivery:
-    (id_, hook, event, payload, state, attempts, next_at, created, updated, status, error,
-     delivered) = row  # fmt: skip
-    return Delivery(
-        id_, hook, event, payload.encode(), DeliveryState(state), attempts,
-        from_micros(next_at), from_micros(created), from_micros(updated), status, error,
-        _maybe(delivered),
-    )  # fmt: skip
+    return delivery_of(row, at=from_micros)
 
 
 def add_webhook(conn: sqlite3.Connection, *, hook: Webhook) -> None:
     conn.execute(
-        f"INSERT INTO webhooks ({_HOOK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO webhooks ({HOOK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (hook.id, hook.url, hook.description, json.dumps(hook.filter.as_json()),
          json.dumps(secrets_as_json(hook.secrets)), to_micros(hook.created_at),
          None if hook.disabled_at is None else to_micros(hook.disabled_at),
@@ -65,21 +44,21 @@ def add_webhook(conn: sqlite3.Connection, *, hook: Webhook) -> None:
 
 def get_webhook(conn: sqlite3.Connection, *, webhook_id: str) -> Webhook | None:
     row = conn.execute(
-        f"SELECT {_HOOK_COLUMNS} FROM webhooks WHERE id = ?", (webhook_id,)
+        f"SELECT {HOOK_COLUMNS} FROM webhooks WHERE id = ?", (webhook_id,)
     ).fetchone()
-    return None if row is None else _hook(row)
+    return None if row is None else _webhook(row)
 
 
 def list_webhooks(conn: sqlite3.Connection) -> list[Webhook]:
-    rows = conn.execute(f"SELECT {_HOOK_COLUMNS} FROM webhooks ORDER BY created_at, id")
-    return [_hook(r) for r in rows]
+    rows = conn.execute(f"SELECT {HOOK_COLUMNS} FROM webhooks ORDER BY created_at, id")
+    return [_webhook(r) for r in rows]
 
 
 def enabled_webhooks(conn: sqlite3.Connection) -> list[Webhook]:
     rows = conn.execute(
-        f"SELECT {_HOOK_COLUMNS} FROM webhooks WHERE disabled_at IS NULL ORDER BY id"
+        f"SELECT {HOOK_COLUMNS} FROM webhooks WHERE disabled_at IS NULL ORDER BY id"
     )
-    return [_hook(r) for r in rows]
+    return [_webhook(r) for r in rows]
 
 
 def enqueue(conn: sqlite3.Connection, deliveries: Sequence[Delivery]) -> None:
@@ -144,7 +123,7 @@ def claim(
         " next_attempt_at = :lease_until, updated_at = :now"
         " WHERE d.id IN (SELECT id FROM webhook_deliveries WHERE state = 'pending'"
         "  AND next_attempt_at <= :now ORDER BY next_attempt_at LIMIT :limit)"
-        f" RETURNING {_DELIVERY_COLUMNS.replace('d.', '')}",
+        f" RETURNING {DELIVERY_COLUMNS.replace('d.', '')}",
         {
             "now": to_micros(now),
             "lease_until": to_micros(now + timedelta(seconds=lease_s)),
@@ -189,7 +168,7 @@ def list_deliveries(
     conn: sqlite3.Connection, *, webhook_id: str, state: DeliveryState | None, limit: int
 ) -> list[Delivery]:
     rows = conn.execute(
-        f"SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries AS d WHERE d.webhook_id = :id"
+        f"SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries AS d WHERE d.webhook_id = :id"
         " AND (:state IS NULL OR d.state = :state)"
         " ORDER BY d.created_at DESC, d.id DESC LIMIT :limit",
         {"id": webhook_id, "state": None if state is None else state.value, "limit": limit},
