@@ -77,8 +77,8 @@ def _connect(app: FastAPI) -> None:
     state = app_state(app)
     settings, startup = state.settings, state.startup
     if startup.store is None:
-        startup.store = open_store(settings)
-    check_ready(startup.store, settings)
+        startup.store = open_store(settings.store_options)
+    check_ready(startup.store, settings.store_options)
     startup.reached = True
     index = ensure_segments(startup.store, settings.segments_path)
     state.border = CurrentBorder(startup.store, index)
