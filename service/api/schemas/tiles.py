@@ -1,0 +1,35 @@
+"""Query parameters of the tile routes (tiles, TileJSON): which reports a tile draws."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.api.schemas.pages import parse_time
+from service.domain import tiles
+
+
+class TileFilterQuery(BaseModel):
+    """The tiles' filters, declared once: FastAPI documents and reads them (and refuses any other
+    parameter); ``to_filter`` checks their values, naming the one that is wrong."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    start: str | None = Field(
+        default=None, description="Reports observed at or after this instant (RFC 3339)"
+    )
+    end: str | None = Field(
+        default=None, description="Reports observed before this instant (RFC 3339)"
+    )
+    kind: str | None = Field(default=None, description="Reports of this kind only")
+
+    def to_filter(self, kinds: tuple[str, ...]) -> tiles.TileFilter:
+        flt = tiles.TileFilter(
+            start=parse_time("start", self.start), end=parse_time("end", self.end), kind=self.kind
+        )
+        return tiles.check_filter(flt, kinds)
+
+    def query_string(self) -> str:
+        """The filters as sent, for URLs that carry them on (TileJSON's tile URLs)."""
+        return urlencode(self.model_dump(exclude_none=True))
