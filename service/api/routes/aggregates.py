@@ -86,7 +86,6 @@ def _table(result: Aggregate, meta: dict[str, Any]) -> Response:
 
 
 router = APIRouter(prefix="/v1", tags=["aggregates"], dependencies=[Depends(get_caller)])
-_Text = Annotated[str | None, Query()]
 TABLE = (enc.JSON, enc.CSV)
 
 
@@ -98,26 +97,7 @@ async def aggregates(
     index: IndexDep,
     settings: SettingsDep,
     caller: CallerDep,
-    group_by: Annotated[
-        str | None,
-        Query(
-            description="Comma-separated: segment, section, border, region, side, kind, direction"
-        ),
-    ] = None,
-    bucket: Annotated[
-        str | None, Query(description="day, week (ISO, from Monday), month, quarter, year or none")
-    ] = None,
-    tz: Annotated[str | None, Query(description="IANA zone of the buckets (default UTC)")] = None,
-    start: Annotated[str | None, Query(description="observed_at >= start (RFC 3339)")] = None,
-    end: Annotated[str | None, Query(description="observed_at < end (RFC 3339)")] = None,
-    bbox: Annotated[str | None, Query(description="min_lon,min_lat,max_lon,max_lat")] = None,
-    segment_id: _Text = None,
-    kind: _Text = None,
-    border: _Text = None,
-    fill: Annotated[
-        str | None, Query(description="true: every bucket of the range, zeros included")
-    ] = None,
-    f: Annotated[str | None, Query(description="json or csv")] = None,
+    query: Annotated[wire.AggregatesQuery, Query()],
 ) -> Response:
     """Reports and people per group and period. With an analyst or admin key, exact, over any
     window, box and time zone. Without one (and for reporters), from the public release: whole
@@ -127,7 +107,7 @@ async def aggregates(
     CSV) and every other rounded to CROSSINGS_PUBLIC_ROUND_TO. Reports beyond reach of the border
     form their own group (`snap_status: beyond_max_distance`) when grouping by a segment key."""
     media = enc.negotiate(request, offered=TABLE)
-    req = wire.parse_request(dict(request.query_params), index=index, kinds=settings.report_kinds)
+    req = wire.parse_request(query, index=index, kinds=settings.report_kinds)
     result, meta = await _answer(
         request, req, store=store, release=release, index=index, settings=settings, caller=caller
     )
@@ -144,19 +124,11 @@ async def segments_choropleth(
     index: IndexDep,
     settings: SettingsDep,
     caller: CallerDep,
-    start: _Text = None,
-    end: _Text = None,
-    kind: _Text = None,
-    border: _Text = None,
+    query: Annotated[wire.ChoroplethQuery, Query()],
 ) -> Response:
     """Every border segment as a GeoJSON line with its reports and people in the window (for the
     public: from the release, as for aggregates): a choropleth GIS tools open directly."""
-    req = wire.parse_request(
-        dict(request.query_params),
-        index=index,
-        kinds=settings.report_kinds,
-        allowed=("start", "end", "kind", "border"),
-    )
+    req = wire.parse_request(query, index=index, kinds=settings.report_kinds)
     req = dataclasses.replace(req, group_by=("segment",), all_segments=True)
     result, meta = await _answer(
         request, req, store=store, release=release, index=index, settings=settings, caller=caller
@@ -193,12 +165,7 @@ async def segment_timeseries(
     index: IndexDep,
     settings: SettingsDep,
     caller: CallerDep,
-    bucket: Annotated[str | None, Query(description="day, week, month, quarter or year")] = None,
-    tz: _Text = None,
-    start: _Text = None,
-    end: _Text = None,
-    kind: _Text = None,
-    f: Annotated[str | None, Query(description="json or csv")] = None,
+    query: Annotated[wire.TimeseriesQuery, Query()],
 ) -> Response:
     """One segment's reports and people per period (default month), every period of the range
     present (zeros included)."""
@@ -206,15 +173,7 @@ async def segment_timeseries(
 
     get_segment(index, segment_id)  # 404 for an unknown segment
     media = enc.negotiate(request, offered=TABLE)
-    params = dict(request.query_params)
-    params.setdefault("bucket", "month")
-    req = wire.parse_request(
-        params,
-        index=index,
-        kinds=settings.report_kinds,
-        allowed=("bucket", "tz", "start", "end", "kind", "f"),
-        segment_id=segment_id,
-    )
+    req = wire.parse_request(query, index=index, kinds=settings.report_kinds, segment_id=segment_id)
     req = dataclasses.replace(req, fill=True)
     if req.bucket is None:
         req = dataclasses.replace(req, bucket="month")
