@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 import orjson
@@ -14,16 +13,14 @@ from starlette.responses import Response
 from service.api import audit
 from service.api.caching import revalidated
 from service.api.cancel import until_disconnected
-from service.api.deps import CallerDep, IndexDep, ReleaseDep, SettingsDep, StoreDep, get_caller
+from service.api.deps import IndexDep, SettingsDep, Sources, SourcesDep, get_caller
 from service.api.schemas.tiles import TileFilterQuery
 from service.domain import tiles
-from service.domain.access import Caller
-from service.domain.segments import SegmentIndex
 from service.domain.tiles import TileQuery
 from service.settings import Settings
 from service.usecases import tile_encoding
 from service.usecases import tiles as usecase
-from service.usecases.public_release import CurrentRelease, public_tile
+from service.usecases.public_release import public_tile
 
 router = APIRouter(prefix="/v1", tags=["tiles"], dependencies=[Depends(get_caller)])
 MVT = "application/vnd.mapbox-vector-tile"
@@ -33,26 +30,6 @@ TILE_RESPONSES: dict[int | str, dict[str, Any]] = {
     204: {"description": "Nothing to draw in this tile"},
     304: {"description": "Unchanged since the ETag sent in If-None-Match"},
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Sources:
-    """What a tile is drawn from, and for whom."""
-
-    store: StoreDep
-    release: CurrentRelease
-    index: SegmentIndex
-    settings: Settings
-    caller: Caller
-
-
-async def _sources(
-    store: StoreDep, release: ReleaseDep, index: IndexDep, settings: SettingsDep, caller: CallerDep
-) -> Sources:
-    return Sources(store, release, index, settings, caller)
-
-
-SourcesDep = Annotated[Sources, Depends(_sources)]
 
 
 def _query(z: int, x: int, y: int, filters: TileFilterQuery, settings: Settings) -> TileQuery:
