@@ -22,7 +22,7 @@ class TileFilterQuery(BaseModel):
     end: str | None = Field(
         default=None, description="Reports observed before this instant (RFC 3339)"
     )
-    kind: str | None = Field(default=None, description="Reports of this kind only")
+    kind: str | None = Field(default=None, description="Reports of this kind only", max_length=100)
 
     def to_filter(self, kinds: tuple[str, ...]) -> tiles.TileFilter:
         flt = tiles.TileFilter(
@@ -31,5 +31,13 @@ class TileFilterQuery(BaseModel):
         return tiles.check_filter(flt, kinds)
 
     def query_string(self) -> str:
-        """The filters as sent, for URLs that carry them on (TileJSON's tile URLs)."""
-        return urlencode(self.model_dump(exclude_none=True))
+        """The filters given (empty ones left out), for URLs that carry them on: the TileJSON's
+        tile URLs, the style's TileJSON URL."""
+        return urlencode({k: v for k, v in self.model_dump().items() if v})
+
+
+class StyleFilterQuery(TileFilterQuery):
+    """The tiles' filters as the map style takes them, to pass on to the TileJSON URL (which
+    checks them); other parameters are ignored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
