@@ -24,6 +24,7 @@ from service.api.deps import (
 )
 from service.api.openapi import request_body
 from service.api.responses import GeoJSONResponse, JSONResponse
+from service.api.schemas.common import PAGE_MAX_ITEMS
 from service.api.schemas.pages import encode_cursor, report_query
 from service.api.schemas.reports import (
     batch_item,
@@ -169,7 +170,13 @@ async def search_reports(
     end: Annotated[str | None, Query(description="observed_at < end (RFC 3339)")] = None,
     segment_id: Annotated[str | None, Query(max_length=100)] = None,
     kind: Annotated[str | None, Query(max_length=100)] = None,
-    limit: Annotated[int, Query(description="Page size (at most CROSSINGS_PAGE_MAX_ITEMS)")] = 100,
+    limit: Annotated[
+        int,
+        Query(
+            description="Page size (at most CROSSINGS_PAGE_MAX_ITEMS)",
+            json_schema_extra=PAGE_MAX_ITEMS,
+        ),
+    ] = 100,
     cursor: Annotated[
         str | None, Query(description="From the previous page's next link", max_length=200)
     ] = None,
