@@ -19,9 +19,8 @@ from service.api import encodings as enc
 from service.api.cancel import until_disconnected
 from service.api.deps import CallerDep, IndexDep, SettingsDep, StoreDep, get_caller
 from service.api.lifecycle import current_release
-from service.api.openapi import request_body
 from service.api.openapi30 import OPENAPI_30, to_openapi_30
-from service.api.routes.reports import submit_single
+from service.api.routes.reports import submission, submit_single
 from service.api.routes.segments import segment_feature as v1_segment_feature
 from service.api.schemas import ogc
 from service.api.schemas.common import format_instant
@@ -441,12 +440,7 @@ async def item(
     )
 
 
-@router.post(
-    "/collections/reports/items",
-    status_code=201,
-    openapi_extra=request_body("ReportFeatureIn", "ReportIn"),
-    responses={200: {"description": "A replay: the report was already stored with this content"}},
-)
+@router.post("/collections/reports/items", **submission("ReportFeatureIn", "ReportIn"))
 async def create_item(
     request: Request, store: StoreDep, index: IndexDep, settings: SettingsDep, caller: CallerDep
 ) -> Response:

@@ -48,12 +48,14 @@ def _is_feature(obj: Any) -> bool:
     return isinstance(obj, dict) and obj.get("type") == "Feature"
 
 
-@router.post(
-    "/reports",
-    status_code=201,
-    openapi_extra=request_body("ReportIn", "ReportFeatureIn"),
-    responses={200: {"description": "A replay: the report was already stored with this content"}},
-)
+def submission(*models: str) -> dict[str, Any]:
+    """The route options of a submission of one report (``submit_single``): its body's models,
+    201 when created, 200 for a replay."""
+    replay = {"description": "A replay: the report was already stored with this content"}
+    return {"status_code": 201, "openapi_extra": request_body(*models), "responses": {200: replay}}
+
+
+@router.post("/reports", **submission("ReportIn", "ReportFeatureIn"))
 async def create_report(
     request: Request, store: StoreDep, index: IndexDep, settings: SettingsDep, caller: CallerDep
 ) -> Response:
