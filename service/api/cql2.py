@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 from lark import Lark, Token, v_args
 from lark.exceptions import LarkError, UnexpectedInput, VisitError
+from pydantic import BaseModel, Field
 from pygeofilter import ast, values
 from pygeofilter.cql2 import TEMPORAL_PREDICATES_MAP
 from pygeofilter.parsers.cql2_json import parse as parse_cql2_json
@@ -284,20 +285,21 @@ def queryables(
     }
 
 
-def with_filter_parameters(extra: dict[str, Any]) -> dict[str, Any]:
-    """``openapi_extra`` of the reports' items with ``filter``, ``filter-lang`` and
-    ``filter-crs`` added: GDAL 3.6 pushes a -where to the server only when ``filter-lang``
-    lists "cql-text"."""
-    described = [
-        {"name": "filter", "in": "query", "required": False, "schema": {"type": "string"},
-         "description": "A CQL2 filter (OGC API - Features Part 3); see the queryables"},
-        {"name": "filter-lang", "in": "query", "required": False,
-         "schema": {"type": "string", "enum": list(LANGS), "default": "cql2-text"},
-         "description": "cql2-text (the default; cql-text is read as it) or cql2-json"},
-        {"name": "filter-crs", "in": "query", "required": False,
-         "schema": {"type": "string", "enum": [CRS84], "default": CRS84}},
-    ]  # fmt: skip
-    return {**extra, "parameters": [*extra.get("parameters", []), *described]}
+class FilterQuery(BaseModel):
+    """The filter parameters of an items request (Part 3), declared once; ``parse_filter`` reads
+    them. ``filter-lang`` lists "cql-text": GDAL 3.6 pushes a -where to the server only then."""
+
+    filter: str | None = Field(
+        default=None,
+        description="A CQL2 filter (OGC API - Features Part 3); see the queryables",
+    )
+    filter_lang: str = Field(
+        default="cql2-text",
+        alias="filter-lang",
+        description="cql2-text (the default; cql-text is read as it) or cql2-json",
+        json_schema_extra={"enum": list(LANGS)},
+    )
+    filter_crs: str = Field(default=CRS84, alias="filter-crs", json_schema_extra={"enum": [CRS84]})
 
 
 def queryables_media(request: Request) -> str:

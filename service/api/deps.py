@@ -13,6 +13,7 @@ import ipaddress
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -203,3 +204,24 @@ ReleaseDep = Annotated[CurrentRelease, Depends(get_release)]
 StoreDep = Annotated[Store, Depends(get_store)]
 IndexDep = Annotated[SegmentIndex, Depends(get_index)]
 CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+@dataclass(frozen=True, slots=True)
+class Sources:
+    """What a read that answers exactly or from the public release needs: the store, the
+    release, the border, the settings, and who asks (tiles, aggregates)."""
+
+    store: Store
+    release: CurrentRelease
+    index: SegmentIndex
+    settings: Settings
+    caller: Caller
+
+
+async def get_sources(
+    store: StoreDep, release: ReleaseDep, index: IndexDep, settings: SettingsDep, caller: CallerDep
+) -> Sources:
+    return Sources(store, release, index, settings, caller)
+
+
+SourcesDep = Annotated[Sources, Depends(get_sources)]

@@ -15,27 +15,38 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
-class RequestId:
-    """Take a client's X-Request-ID when it is a safe token, else make one; echo it back."""
+class _AddsHeaders:
+    """Pure ASGI middleware adding the headers ``headers_for`` gives a request (asked once, before
+    the app runs) to its response."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+
+    def headers_for(self, scope: Scope) -> list[tuple[bytes, bytes]]:
+        raise NotImplementedError
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        extra = self.headers_for(scope)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class RequestId(_AddsHeaders):
+    """Take a client's X-Request-ID when it is a safe token, else make one; echo it back."""
+
+    def headers_for(self, scope: Scope) -> list[tuple[bytes, bytes]]:
         sent = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         request_id = sent if _SAFE_ID.match(sent) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
-            await send(message)
-
-        await self.app(scope, receive, send_with_id)
+        return [(b"x-request-id", request_id.encode())]
 
 
 # On every response. The pages (the map, /docs, HTML encodings) load their scripts from this
@@ -52,26 +63,14 @@ _CSP = (
     b"default-src 'self'; img-src 'self' data: blob:; worker-src 'self' blob:; "
     b"child-src blob:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
 )
+_SECURITY = [*SECURITY_HEADERS, (b"content-security-policy", _CSP)]
 
 
-class SecurityHeaders:
+class SecurityHeaders(_AddsHeaders):
     """Standard security headers and a strict Content-Security-Policy on every response."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        extra = [*SECURITY_HEADERS, (b"content-security-policy", _CSP)]
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *extra]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+    def headers_for(self, scope: Scope) -> list[tuple[bytes, bytes]]:
+        return _SECURITY
 
 
 # --- Hardening (issue #13): keys never in URLs or logs; only the hosts this server answers to ---

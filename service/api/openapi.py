@@ -1,8 +1,10 @@
-"""OpenAPI for bodies the routes read themselves.
+"""OpenAPI for bodies the routes read themselves, and what the document says of this deployment.
 
 Report routes parse their bodies by hand (size limits, per-item errors in batches, 415 before
 anything else), so FastAPI cannot see their schemas; they are declared here so the OpenAPI
-document, and the fuzzing that runs from it, describe what the routes accept.
+document, and the fuzzing that runs from it, describe what the routes accept. Query parameters
+are declared by the routes' query models, and documented from them by FastAPI; this module only
+writes in the values that are settings (kinds, countries, page sizes).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from service.api.schemas.reports import (
 )
 from service.api.schemas.snap import MultiPointIn
 from service.api.state import app_state
+from service.settings import Settings
 
 BODY_MODELS: tuple[type[BaseModel], ...] = (
     ReportIn,
@@ -43,21 +46,6 @@ def request_body(*models: str) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": content}}
 
 
-def query_parameters(model: type[BaseModel]) -> dict[str, Any]:
-    """``openapi_extra`` listing ``model``'s fields as query parameters, for a route that reads
-    its query itself: documented as FastAPI documents a query model, without FastAPI validating
-    the model on every request (the route's own parser checks each parameter, naming it)."""
-    schema = model.model_json_schema()
-    required = set(schema.get("required", ()))
-    parameters = []
-    for name, prop in schema["properties"].items():
-        parameter = {"name": name, "in": "query", "required": name in required, "schema": prop}
-        if "description" in prop:
-            parameter["description"] = prop["description"]
-        parameters.append(parameter)
-    return {"parameters": parameters}
-
-
 def install(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -71,6 +59,7 @@ def install(app: FastAPI) -> None:
                 [(m, "validation") for m in BODY_MODELS], ref_template=_REF
             )
             _describe_deployment(app, defs["$defs"])
+            _settings_maxima(doc, app_state(app).settings)
             doc.setdefault("components", {}).setdefault("schemas", {}).update(defs["$defs"])
             if app_state(app).border is None:  # before start-up: no countries yet, ask again
                 return doc
@@ -88,3 +77,15 @@ def _describe_deployment(app: FastAPI, defs: dict[str, Any]) -> None:
     props["kind"]["enum"] = list(state.settings.report_kinds)
     if state.border is not None:
         props["direction"]["anyOf"][0]["enum"] = sorted(state.border.index.countries)
+
+
+def _settings_maxima(doc: dict[str, Any], settings: Settings) -> None:
+    """A parameter whose maximum is a setting declares which (``x-maximum-setting``, e.g. the
+    items' ``limit``): the document says this deployment's value."""
+    for item in doc["paths"].values():
+        for operation in item.values():
+            for parameter in operation.get("parameters", ()):
+                schema = parameter["schema"]
+                name = schema.pop("x-maximum-setting", None)
+                if name is not None:
+                    schema["maximum"] = getattr(settings, name)

@@ -100,6 +100,21 @@ def _field(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "request"
 
 
+def _validation_reason(request: Request, err: Any) -> str:
+    """FastAPI's message, except for a parameter the route does not take (a query model with
+    ``extra="forbid"``): then the parameters it does take, as its OpenAPI operation lists them."""
+    if err["type"] != "extra_forbidden" or err["loc"][0] != "query":
+        return str(err["msg"])
+    known = ", ".join(sorted(_query_parameters(request)))
+    return f"is not a parameter of this resource (known: {known})"
+
+
+def _query_parameters(request: Request) -> list[str]:
+    path = getattr(request.scope.get("route"), "path_format", None)
+    operation = request.app.openapi()["paths"].get(path, {}).get(request.method.lower(), {})
+    return [p["name"] for p in operation.get("parameters", ()) if p["in"] == "query"]
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(e.ServiceError)
     async def service_error(request: Request, exc: e.ServiceError) -> Response:
@@ -121,7 +136,15 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
-        errors = [e.FieldError(_field(tuple(err["loc"])), err["msg"]) for err in exc.errors()]
+        errors = [
+            e.FieldError(_field(tuple(err["loc"])), _validation_reason(request, err))
+            for err in exc.errors()
+        ]
+        if all(err["loc"][0] in ("query", "path") for err in exc.errors()) and errors:
+            # The route's declared parameters (query models, path): the same answer as a value
+            # the route's own parsing refuses.
+            detail = f"{errors[0].field} {errors[0].reason}"
+            return problem_response(request, e.InvalidParameter, detail, errors=errors)
         return problem_response(request, e.ServiceError, "a parameter is not valid", errors=errors)
 
     @app.exception_handler(StarletteHTTPException)

@@ -10,6 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
+from service.app import create_app
+from tests.conftest import make_settings
 from tests.factories import report_body, report_feature_body
 
 BASE = datetime(2026, 3, 1, tzinfo=UTC)
@@ -176,6 +178,40 @@ async def test_bad_items_parameter_is_400_naming_it(
     assert response.status_code == 400, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert [e["field"] for e in response.json()["errors"]] == [field]
+
+
+async def test_an_unknown_items_parameter_names_the_documented_ones(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/ogc/collections/segments/items?colour=red")
+    assert response.status_code == 400
+    (error,) = response.json()["errors"]
+    assert error["field"] == "colour"
+    known = error["reason"].removeprefix("is not a parameter of this resource (known: ")
+    assert known.rstrip(")").split(", ") == sorted(
+        ["bbox", "bbox-crs", "datetime", "limit", "sortby", "properties", "f", "cursor",
+         "border", "section", "segment_id"]
+    )  # fmt: skip
+
+
+async def test_the_documented_page_maximum_is_the_setting(store_url: str) -> None:
+    application = create_app(
+        make_settings(store_url, page_max_items=500, rate_limit_public=0, webhook_worker=False)
+    )
+    async with (
+        application.router.lifespan_context(application),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=application), base_url="http://testserver"
+        ) as c,
+    ):
+        doc = (await c.get("/openapi.json")).json()
+        for path in ("/v1/reports", "/ogc/collections/reports/items",
+                     "/ogc/collections/segments/items"):  # fmt: skip
+            (limit,) = [p for p in doc["paths"][path]["get"]["parameters"] if p["name"] == "limit"]
+            assert limit["schema"]["maximum"] == 500, path
+        assert (await c.get("/ogc/collections/segments/items?limit=500")).status_code == 200
+        refused = await c.get("/ogc/collections/segments/items?limit=501")
+        assert refused.status_code == 400 and refused.json()["errors"][0]["field"] == "limit"
 
 
 async def test_segment_properties_are_flat(client: httpx.AsyncClient) -> None:

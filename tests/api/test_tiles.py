@@ -264,6 +264,20 @@ async def test_bad_tile_requests_are_problems(
     assert field in [e["field"] for e in response.json()["errors"]]
 
 
+async def test_an_unknown_tile_parameter_is_refused_naming_the_known_ones(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/v1/tiles/3/0/0.mvt?kinds=crossing")
+    assert response.status_code == 400
+    problem = response.json()
+    assert problem["type"] == "/problems/invalid-parameter"
+    (error,) = problem["errors"]
+    assert error == {
+        "field": "kinds",
+        "reason": "is not a parameter of this resource (known: end, kind, start)",
+    }
+
+
 async def test_tilejson_describes_the_source(client: httpx.AsyncClient) -> None:
     doc = (await client.get("/v1/tiles.json?kind=crossing&start=2026-01-01T00:00:00Z")).json()
     assert doc["tilejson"] == "3.0.0"

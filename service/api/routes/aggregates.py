@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Annotated, Any
 
 import orjson
@@ -13,10 +14,9 @@ from starlette.responses import Response
 from service.api import audit
 from service.api import encodings as enc
 from service.api.cancel import until_disconnected
-from service.api.deps import CallerDep, IndexDep, ReleaseDep, SettingsDep, StoreDep, get_caller
+from service.api.deps import Sources, SourcesDep, get_caller
 from service.api.routes.segments import segment_feature
 from service.api.schemas import aggregates as wire
-from service.domain.access import Caller
 from service.domain.segments import SegmentIndex
 from service.settings import Settings
 from service.usecases.aggregates import Aggregate, AggregateLimits, AggregateRequest, aggregate
@@ -24,47 +24,31 @@ from service.usecases.public_release import CurrentRelease, PublicAnswer, public
 
 
 async def _answer(
-    request: Request,
-    req: AggregateRequest,
-    *,
-    store: StoreDep,
-    release: CurrentRelease,
-    index: SegmentIndex,
-    settings: Settings,
-    caller: Caller,
+    request: Request, req: AggregateRequest, src: Sources
 ) -> tuple[Aggregate, dict[str, Any]]:
     """Exact figures for a caller who reads everything (analysts, admins); for everyone else the
     public release's, with what the answer counts (its whole periods, the segments a box
     selected) and the rule its figures went through."""
-    if caller.sees_everything:
-        return await _exact(request, store, caller, index, req, settings), {}
-    answer = await run_in_threadpool(_public, release, index, req, settings)
-    return answer.aggregate, wire.public_fields(answer, settings)
+    if src.caller.sees_everything:
+        return await _exact(request, req, src), {}
+    answer = await run_in_threadpool(_public, src.release, src.index, req, src.settings)
+    return answer.aggregate, wire.public_fields(answer, src.settings)
 
 
-async def _exact(
-    request: Request,
-    store: StoreDep,
-    caller: Caller,
-    index: SegmentIndex,
-    req: AggregateRequest,
-    settings: Settings,
-) -> Aggregate:
+async def _exact(request: Request, req: AggregateRequest, src: Sources) -> Aggregate:
     """The exact aggregate, refused before any work when it asks for more than the caps, and
     stopped (its statement cancelled) if the client goes away; audited like any precise read
     (exact figures can single out a report)."""
+    settings, store = src.settings, src.store
     limits = AggregateLimits(
         max_cells=settings.aggregate_max_cells,
         max_range_days=settings.aggregate_max_range_days,
         max_parts=settings.aggregate_max_parts,
         kinds=settings.report_kinds,
     )
-    return await until_disconnected(
-        request,
-        audit.recorded(
-            store, audit.entry(request, caller), lambda: aggregate(store, index, req, limits=limits)
-        ),
-    )
+    entry = audit.entry(request, src.caller)
+    read = functools.partial(aggregate, store, src.index, req, limits=limits)
+    return await until_disconnected(request, audit.recorded(store, entry, read))
 
 
 def _public(
@@ -86,38 +70,14 @@ def _table(result: Aggregate, meta: dict[str, Any]) -> Response:
 
 
 router = APIRouter(prefix="/v1", tags=["aggregates"], dependencies=[Depends(get_caller)])
-_Text = Annotated[str | None, Query()]
 TABLE = (enc.JSON, enc.CSV)
 
 
 @router.get("/aggregates", response_class=Response)
 async def aggregates(
     request: Request,
-    store: StoreDep,
-    release: ReleaseDep,
-    index: IndexDep,
-    settings: SettingsDep,
-    caller: CallerDep,
-    group_by: Annotated[
-        str | None,
-        Query(
-            description="Comma-separated: segment, section, border, region, side, kind, direction"
-        ),
-    ] = None,
-    bucket: Annotated[
-        str | None, Query(description="day, week (ISO, from Monday), month, quarter, year or none")
-    ] = None,
-    tz: Annotated[str | None, Query(description="IANA zone of the buckets (default UTC)")] = None,
-    start: Annotated[str | None, Query(description="observed_at >= start (RFC 3339)")] = None,
-    end: Annotated[str | None, Query(description="observed_at < end (RFC 3339)")] = None,
-    bbox: Annotated[str | None, Query(description="min_lon,min_lat,max_lon,max_lat")] = None,
-    segment_id: _Text = None,
-    kind: _Text = None,
-    border: _Text = None,
-    fill: Annotated[
-        str | None, Query(description="true: every bucket of the range, zeros included")
-    ] = None,
-    f: Annotated[str | None, Query(description="json or csv")] = None,
+    src: SourcesDep,
+    query: Annotated[wire.AggregatesQuery, Query()],
 ) -> Response:
     """Reports and people per group and period. With an analyst or admin key, exact, over any
     window, box and time zone. Without one (and for reporters), from the public release: whole
@@ -127,10 +87,8 @@ async def aggregates(
     CSV) and every other rounded to CROSSINGS_PUBLIC_ROUND_TO. Reports beyond reach of the border
     form their own group (`snap_status: beyond_max_distance`) when grouping by a segment key."""
     media = enc.negotiate(request, offered=TABLE)
-    req = wire.parse_request(dict(request.query_params), index=index, kinds=settings.report_kinds)
-    result, meta = await _answer(
-        request, req, store=store, release=release, index=index, settings=settings, caller=caller
-    )
+    req = wire.parse_request(query, index=src.index, kinds=src.settings.report_kinds)
+    result, meta = await _answer(request, req, src)
     if media == enc.CSV:
         return _table(result, meta)
     return Response(orjson.dumps(wire.document(result) | meta), media_type=enc.JSON)
@@ -139,31 +97,17 @@ async def aggregates(
 @router.get("/aggregates/segments.geojson", response_class=Response)
 async def segments_choropleth(
     request: Request,
-    store: StoreDep,
-    release: ReleaseDep,
-    index: IndexDep,
-    settings: SettingsDep,
-    caller: CallerDep,
-    start: _Text = None,
-    end: _Text = None,
-    kind: _Text = None,
-    border: _Text = None,
+    src: SourcesDep,
+    query: Annotated[wire.ChoroplethQuery, Query()],
 ) -> Response:
     """Every border segment as a GeoJSON line with its reports and people in the window (for the
     public: from the release, as for aggregates): a choropleth GIS tools open directly."""
-    req = wire.parse_request(
-        dict(request.query_params),
-        index=index,
-        kinds=settings.report_kinds,
-        allowed=("start", "end", "kind", "border"),
-    )
+    req = wire.parse_request(query, index=src.index, kinds=src.settings.report_kinds)
     req = dataclasses.replace(req, group_by=("segment",), all_segments=True)
-    result, meta = await _answer(
-        request, req, store=store, release=release, index=index, settings=settings, caller=caller
-    )
+    result, meta = await _answer(request, req, src)
     figures = {row.group[0]: row.figure for row in result.rows}
     features = []
-    for segment in index.segments:
+    for segment in src.index.segments:
         if segment.segment_id not in figures:
             continue
         feature = segment_feature(segment)
@@ -188,39 +132,22 @@ async def segments_choropleth(
 async def segment_timeseries(
     segment_id: str,
     request: Request,
-    store: StoreDep,
-    release: ReleaseDep,
-    index: IndexDep,
-    settings: SettingsDep,
-    caller: CallerDep,
-    bucket: Annotated[str | None, Query(description="day, week, month, quarter or year")] = None,
-    tz: _Text = None,
-    start: _Text = None,
-    end: _Text = None,
-    kind: _Text = None,
-    f: Annotated[str | None, Query(description="json or csv")] = None,
+    src: SourcesDep,
+    query: Annotated[wire.TimeseriesQuery, Query()],
 ) -> Response:
     """One segment's reports and people per period (default month), every period of the range
     present (zeros included)."""
     from service.usecases.segments import get_segment
 
-    get_segment(index, segment_id)  # 404 for an unknown segment
+    get_segment(src.index, segment_id)  # 404 for an unknown segment
     media = enc.negotiate(request, offered=TABLE)
-    params = dict(request.query_params)
-    params.setdefault("bucket", "month")
     req = wire.parse_request(
-        params,
-        index=index,
-        kinds=settings.report_kinds,
-        allowed=("bucket", "tz", "start", "end", "kind", "f"),
-        segment_id=segment_id,
+        query, index=src.index, kinds=src.settings.report_kinds, segment_id=segment_id
     )
     req = dataclasses.replace(req, fill=True)
     if req.bucket is None:
         req = dataclasses.replace(req, bucket="month")
-    result, meta = await _answer(
-        request, req, store=store, release=release, index=index, settings=settings, caller=caller
-    )
+    result, meta = await _answer(request, req, src)
     if media == enc.CSV:
         return _table(result, meta)
     doc = wire.document(result) | meta | {"segment_id": segment_id}

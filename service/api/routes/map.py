@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import html
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
@@ -14,6 +13,7 @@ from starlette.responses import HTMLResponse, Response
 
 from service.api.deps import IndexDep, SettingsDep, get_caller
 from service.api.responses import JSONResponse
+from service.api.schemas.tiles import StyleFilterQuery
 
 router = APIRouter(tags=["map"], dependencies=[Depends(get_caller)])
 
@@ -27,10 +27,6 @@ KIND_COLOURS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02"
 OTHER_KIND = "#555555"
 # How wide the border draws at each zoom: an interpolation on zoom alone, which QGIS converts.
 LINE_WIDTH = ["interpolate", ["linear"], ["zoom"], 2, 1.5, 10, 3, 14, 5]
-
-Start = Annotated[str | None, Query(description="observed_at >= start (RFC 3339)")]
-End = Annotated[str | None, Query(description="observed_at < end (RFC 3339)")]
-Kind = Annotated[str | None, Query(max_length=100, description="Only reports of this kind")]
 
 
 def _root(request: Request) -> str:
@@ -156,16 +152,14 @@ async def style(
     request: Request,
     settings: SettingsDep,
     index: IndexDep,
-    start: Start = None,
-    end: End = None,
-    kind: Kind = None,
+    filters: Annotated[StyleFilterQuery, Query()],
 ) -> Response:
     """A MapLibre style (v8) for the vector tiles at `/v1/tiles.json`: border segments coloured
     by their report count, report clusters (below zoom 10, and in very dense tiles) and single
     reports.
     `start`, `end` and `kind` are passed on to `/v1/tiles.json` (which checks them)."""
-    filters = urlencode({k: v for k, v in (("start", start), ("end", end), ("kind", kind)) if v})
-    tilejson_url = f"{_root(request)}/v1/tiles.json" + (f"?{filters}" if filters else "")
+    query = filters.query_string()
+    tilejson_url = f"{_root(request)}/v1/tiles.json" + (f"?{query}" if query else "")
     min_x, min_y, max_x, max_y = index.bounds or WORLD
     center = ((min_x + max_x) / 2, (min_y + max_y) / 2)
     doc = map_style(tilejson_url=tilejson_url, kinds=settings.report_kinds, center=center)

@@ -19,9 +19,8 @@ from service.api import encodings as enc
 from service.api.cancel import until_disconnected
 from service.api.deps import CallerDep, IndexDep, SettingsDep, StoreDep, get_caller
 from service.api.lifecycle import current_release
-from service.api.openapi import query_parameters, request_body
 from service.api.openapi30 import OPENAPI_30, to_openapi_30
-from service.api.routes.reports import submit_single
+from service.api.routes.reports import submission, submit_single
 from service.api.routes.segments import segment_feature as v1_segment_feature
 from service.api.schemas import ogc
 from service.api.schemas.common import format_instant
@@ -267,25 +266,20 @@ async def collection(
 
 # Each collection's items have their own route so that the OpenAPI document lists their filters:
 # GDAL reads it to learn which attribute filters it may send to the server.
-_Text = Annotated[str | None, Query()]
-
-
-@router.get(
-    "/collections/reports/items",
-    openapi_extra=cql2.with_filter_parameters(query_parameters(ogc.ReportItemsQuery)),
-)
+@router.get("/collections/reports/items")
 async def report_items(
-    request: Request, store: StoreDep, index: IndexDep, settings: SettingsDep, caller: CallerDep
+    request: Request,
+    query: Annotated[ogc.ReportItemsQuery, Query()],
+    store: StoreDep,
+    index: IndexDep,
+    settings: SettingsDep,
+    caller: CallerDep,
 ) -> Response:
     """Reports, a page at a time in observed_at order (follow `next`). A first page gives
     `numberMatched` when it is exact and cheap: with no filter or a box alone (when the rollups
     say it exactly), or when it is also the last page."""
-    # The OpenAPI document lists the parameters (ReportItemsQuery); parse_items_params reads and
-    # checks them, and refuses any it does not know.
     media = enc.negotiate(request, offered=ITEMS)
-    doc = await _report_items(
-        request, dict(request.query_params), store, caller, index, settings.page_max_items
-    )
+    doc = await _report_items(request, query, store, caller, index, settings.page_max_items)
     doc["links"].extend(_alternates(request, ITEMS, media))
     return _respond(request, doc, offered=ITEMS, title="Crossing reports: items")
 
@@ -293,24 +287,13 @@ async def report_items(
 @router.get("/collections/segments/items")
 async def segment_items(
     request: Request,
+    query: Annotated[ogc.SegmentItemsQuery, Query()],
     index: IndexDep,
     settings: SettingsDep,
-    bbox: Annotated[
-        str | None, Query(description="min_lon,min_lat,max_lon,max_lat (CRS84)")
-    ] = None,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
-    properties: Annotated[
-        str | None, Query(description="Comma-separated properties to return")
-    ] = None,
-    border: _Text = None,
-    section: _Text = None,
-    segment_id: _Text = None,
-    f: Annotated[str | None, Query(description="json, html, csv or jsonseq")] = None,
-    cursor: Annotated[str | None, Query(description="From the next link")] = None,
 ) -> Response:
     """Border segments along each line, flat properties (lists joined by '; ')."""
     media = enc.negotiate(request, offered=ITEMS)
-    doc = _segment_items(request, dict(request.query_params), index, settings.page_max_items)
+    doc = _segment_items(request, query, index, settings.page_max_items)
     doc["links"].extend(_alternates(request, ITEMS, media))
     return _respond(request, doc, offered=ITEMS, title="Border segments: items")
 
@@ -322,7 +305,7 @@ async def unknown_items(collection_id: str) -> Response:
 
 async def _report_items(
     request: Request,
-    params: dict[str, str],
+    params: ogc.ReportItemsQuery,
     store: StoreDep,
     caller: Caller,
     index: IndexDep,
@@ -349,7 +332,7 @@ async def _report_items(
 
 
 def _segment_items(
-    request: Request, params: dict[str, str], index: IndexDep, max_limit: int
+    request: Request, params: ogc.SegmentItemsQuery, index: IndexDep, max_limit: int
 ) -> dict[str, Any]:
     known = _segment_properties(index)
     parsed = ogc.parse_items_params(
@@ -457,12 +440,7 @@ async def item(
     )
 
 
-@router.post(
-    "/collections/reports/items",
-    status_code=201,
-    openapi_extra=request_body("ReportFeatureIn", "ReportIn"),
-    responses={200: {"description": "A replay: the report was already stored with this content"}},
-)
+@router.post("/collections/reports/items", **submission("ReportFeatureIn", "ReportIn"))
 async def create_item(
     request: Request, store: StoreDep, index: IndexDep, settings: SettingsDep, caller: CallerDep
 ) -> Response:

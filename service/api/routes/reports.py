@@ -24,6 +24,7 @@ from service.api.deps import (
 )
 from service.api.openapi import request_body
 from service.api.responses import GeoJSONResponse, JSONResponse
+from service.api.schemas.common import PAGE_MAX_ITEMS
 from service.api.schemas.pages import encode_cursor, report_query
 from service.api.schemas.reports import (
     batch_item,
@@ -47,12 +48,14 @@ def _is_feature(obj: Any) -> bool:
     return isinstance(obj, dict) and obj.get("type") == "Feature"
 
 
-@router.post(
-    "/reports",
-    status_code=201,
-    openapi_extra=request_body("ReportIn", "ReportFeatureIn"),
-    responses={200: {"description": "A replay: the report was already stored with this content"}},
-)
+def submission(*models: str) -> dict[str, Any]:
+    """The route options of a submission of one report (``submit_single``): its body's models,
+    201 when created, 200 for a replay."""
+    replay = {"description": "A replay: the report was already stored with this content"}
+    return {"status_code": 201, "openapi_extra": request_body(*models), "responses": {200: replay}}
+
+
+@router.post("/reports", **submission("ReportIn", "ReportFeatureIn"))
 async def create_report(
     request: Request, store: StoreDep, index: IndexDep, settings: SettingsDep, caller: CallerDep
 ) -> Response:
@@ -169,7 +172,13 @@ async def search_reports(
     end: Annotated[str | None, Query(description="observed_at < end (RFC 3339)")] = None,
     segment_id: Annotated[str | None, Query(max_length=100)] = None,
     kind: Annotated[str | None, Query(max_length=100)] = None,
-    limit: Annotated[int, Query(description="Page size (at most CROSSINGS_PAGE_MAX_ITEMS)")] = 100,
+    limit: Annotated[
+        int,
+        Query(
+            description="Page size (at most CROSSINGS_PAGE_MAX_ITEMS)",
+            json_schema_extra=PAGE_MAX_ITEMS,
+        ),
+    ] = 100,
     cursor: Annotated[
         str | None, Query(description="From the previous page's next link", max_length=200)
     ] = None,

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from service.api.schemas.pages import parse_bbox, parse_time
 from service.domain.aggregation import GROUP_KEYS, UNITS, local_start_text
 from service.domain.errors import FieldError, InvalidParameter
@@ -14,8 +16,44 @@ from service.settings import Settings
 from service.usecases.aggregates import ROW_NAMES, Aggregate, AggregateRequest
 from service.usecases.public_release import PublicAnswer
 
-PARAMS = ("group_by", "bucket", "tz", "start", "end", "bbox", "segment_id", "kind", "border",
-          "fill", "f")  # fmt: skip
+
+class WindowQuery(BaseModel):
+    """The parameters every aggregate route takes, declared once: FastAPI documents and reads
+    them and refuses any other; ``parse_request`` checks their values, naming the one that is
+    wrong."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    start: str | None = Field(default=None, description="observed_at >= start (RFC 3339)")
+    end: str | None = Field(default=None, description="observed_at < end (RFC 3339)")
+    kind: str | None = None
+
+
+class ChoroplethQuery(WindowQuery):
+    border: str | None = None
+
+
+class TimeseriesQuery(WindowQuery):
+    bucket: str | None = Field(default=None, description="day, week, month, quarter or year")
+    tz: str | None = None
+    f: str | None = Field(default=None, description="json or csv")
+
+
+class AggregatesQuery(ChoroplethQuery):
+    group_by: str | None = Field(
+        default=None,
+        description="Comma-separated: segment, section, border, region, side, kind, direction",
+    )
+    bucket: str | None = Field(
+        default=None, description="day, week (ISO, from Monday), month, quarter, year or none"
+    )
+    tz: str | None = Field(default=None, description="IANA zone of the buckets (default UTC)")
+    bbox: str | None = Field(default=None, description="min_lon,min_lat,max_lon,max_lat")
+    segment_id: str | None = None
+    fill: str | None = Field(
+        default=None, description="true: every bucket of the range, zeros included"
+    )
+    f: str | None = Field(default=None, description="json or csv")
 
 
 def _bad(field: str, reason: str) -> InvalidParameter:
@@ -23,19 +61,15 @@ def _bad(field: str, reason: str) -> InvalidParameter:
 
 
 def parse_request(
-    params: dict[str, str],
+    query: WindowQuery,
     *,
     index: SegmentIndex,
     kinds: tuple[str, ...],
-    allowed: tuple[str, ...] = PARAMS,
     segment_id: str | None = None,
 ) -> AggregateRequest:
-    unknown = sorted(set(params) - set(allowed))
-    if unknown:
-        reason = f"is not a parameter here (known: {', '.join(allowed)})"
-        raise InvalidParameter(
-            f"{unknown[0]} {reason}", errors=[FieldError(n, reason) for n in unknown]
-        )
+    """The aggregate ``query`` asks for (the parameters its route declares; those it does not
+    are absent); InvalidParameter naming the first value that is wrong."""
+    params: dict[str, str] = query.model_dump(exclude_none=True)
     group_by: tuple[str, ...] = ()
     if params.get("group_by"):
         group_by = tuple(k.strip() for k in params["group_by"].split(","))

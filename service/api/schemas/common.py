@@ -58,6 +58,10 @@ Instant = Annotated[
 Text = Annotated[StrictStr, AfterValidator(_clean_text)]
 
 
+# The maximum of a page's ``limit`` is a setting: api/openapi.py writes its value into the document.
+PAGE_MAX_ITEMS: dict[str, Any] = {"x-maximum-setting": "page_max_items"}
+
+
 class Strict(BaseModel):
     """Wire models refuse unknown fields: a typo (``people`` for ``people_count``) is an error."""
 

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from service.api.schemas.common import format_instant, parse_instant
+from service.api.cql2 import FilterQuery
+from service.api.schemas.common import PAGE_MAX_ITEMS, format_instant, parse_instant
 from service.api.schemas.pages import decode_cursor, parse_bbox
 from service.domain.errors import FieldError, InvalidParameter
 from service.domain.queries import ReportQuery
@@ -24,16 +25,6 @@ CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/html",
 ]
-COMMON_ITEM_PARAMS = {
-    "f",
-    "bbox",
-    "bbox-crs",
-    "datetime",
-    "limit",
-    "sortby",
-    "properties",
-    "cursor",
-}
 REPORT_FILTERS = ("segment_id", "kind", "border", "direction")
 SEGMENT_FILTERS = ("border", "section", "segment_id")
 SORTABLE = {"observed_at": False, "+observed_at": False, "-observed_at": True}
@@ -41,24 +32,41 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _MICROSECOND = timedelta(microseconds=1)
 
 
-class ReportItemsQuery(BaseModel):
-    """The query parameters of the reports' items, as the OpenAPI document lists them (GDAL reads
-    it to learn which attribute filters it may send). One model validates them faster than as
-    many parameters; parse_items_params reads them."""
+class ItemsQuery(BaseModel):
+    """The parameters every collection's items take, declared once: FastAPI documents them (GDAL
+    reads the document to learn which attribute filters it may send), reads them and refuses any
+    other; ``parse_items_params`` checks their values."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     bbox: str | None = Field(default=None, description="min_lon,min_lat,max_lon,max_lat (CRS84)")
+    bbox_crs: str = Field(default=CRS84, alias="bbox-crs", json_schema_extra={"enum": [CRS84]})
     datetime: str | None = Field(
         default=None, description="observed_at: an instant or an interval with .."
     )
-    limit: int = Field(default=100, ge=1, le=10_000)
+    limit: int = Field(
+        default=100,
+        ge=1,
+        description="Page size (at most CROSSINGS_PAGE_MAX_ITEMS)",
+        json_schema_extra=PAGE_MAX_ITEMS,
+    )
     sortby: str | None = Field(default=None, description="observed_at or -observed_at")
     properties: str | None = Field(default=None, description="Comma-separated properties to return")
+    f: str | None = Field(default=None, description="json, html, csv or jsonseq")
+    cursor: str | None = Field(default=None, description="From the next link")
+
+
+class ReportItemsQuery(FilterQuery, ItemsQuery):
     segment_id: str | None = None
     kind: str | None = None
     border: str | None = None
     direction: str | None = None
-    f: str | None = Field(default=None, description="json, html, csv or jsonseq")
-    cursor: str | None = Field(default=None, description="From the next link")
+
+
+class SegmentItemsQuery(ItemsQuery):
+    border: str | None = None
+    section: str | None = None
+    segment_id: str | None = None
 
 
 def bad(field: str, reason: str) -> InvalidParameter:
@@ -80,32 +88,29 @@ class ItemsParams:
 
 
 def parse_items_params(
-    params: dict[str, str],
+    query: ItemsQuery,
     *,
     filters: tuple[str, ...],
     max_limit: int,
     known_properties: AbstractSet[str],
     read_cursor: Callable[[str], object],
 ) -> ItemsParams:
-    """Items parameters; InvalidParameter naming the first that is unknown or not valid.
+    """The values of an items ``query``; InvalidParameter naming the first that is not valid.
 
     Each collection owns its cursor: ``read_cursor`` is the decoder of the collection's own
     tokens (the reports' keyset cursor, the segments' offset), called here so that a bad cursor
     is refused before any work."""
-    for name in params:
-        if name not in COMMON_ITEM_PARAMS and name not in filters:
-            allowed = ", ".join(sorted(COMMON_ITEM_PARAMS | set(filters)))
-            raise bad(name, f"is not a parameter of this resource (known: {allowed})")
+    params: dict[str, Any] = query.model_dump(by_alias=True, exclude_none=True)
     bbox = None
     if "bbox" in params:
         if len(params["bbox"].split(",")) == 6:
             raise bad("bbox", "3D boxes (6 numbers) are not supported: send 4 numbers")
         bbox = parse_bbox(params["bbox"])
-    crs = params.get("bbox-crs", CRS84)
-    if crs != CRS84:
+    if query.bbox_crs != CRS84:
         raise bad("bbox-crs", f"only {CRS84} is supported")
     start, end = parse_datetime(params["datetime"]) if "datetime" in params else (None, None)
-    limit = _limit(params.get("limit"), max_limit)
+    if query.limit > max_limit:
+        raise bad("limit", f"must be a whole number from 1 to {max_limit}")
     sortby = params.get("sortby", "observed_at")
     if sortby not in SORTABLE:
         raise bad("sortby", "supported: observed_at, -observed_at")
@@ -115,27 +120,18 @@ def parse_items_params(
         unknown = [p for p in properties if p not in known_properties]
         if unknown:
             raise bad("properties", f"unknown: {', '.join(unknown)}")
-    cursor = params.get("cursor")
-    if cursor is not None:
-        read_cursor(cursor)
+    if query.cursor is not None:
+        read_cursor(query.cursor)
     return ItemsParams(
         bbox=bbox,
         start=start,
         end=end,
-        limit=limit,
+        limit=query.limit,
         descending=SORTABLE[sortby],
         properties=properties,
         filters={k: params[k] for k in filters if k in params},
-        cursor=cursor,
+        cursor=query.cursor,
     )
-
-
-def _limit(text: str | None, max_limit: int) -> int:
-    if text is None:
-        return 100
-    if not text.isdigit() or not 1 <= int(text) <= max_limit:
-        raise bad("limit", f"must be a whole number from 1 to {max_limit}")
-    return int(text)
 
 
 def parse_datetime(text: str) -> tuple[datetime | None, datetime | None]:
