@@ -21,6 +21,9 @@ _BACKOFF = 20
 # table's dead rows are otherwise read by every reader's scan, and its freed pages are not
 # reused, until autovacuum comes by (if it is on at all).
 VACUUM_AFTER = 20_000
+# How long stopping waits for a fold under way (each of its statements is bounded by the
+# statement timeout; a fold is a few of them and the detection between).
+STOP_WAIT_S = 300.0
 
 
 class Folder:
@@ -57,7 +60,10 @@ class Folder:
         with self._lock:
             thread, self._thread = self._thread, None
         if thread is not None:
-            thread.join(timeout=30)
+            # A fold under way finishes first (it is one transaction; with surge detection a
+            # backfill's fold can take a while): closing the engine under it would leave its
+            # connection to be dropped unclosed.
+            thread.join(timeout=STOP_WAIT_S)
 
     def _run(self) -> None:
         while not self._stop.is_set():
