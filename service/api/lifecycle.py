@@ -145,6 +145,8 @@ async def _keep_surges(store: Store, every_s: float = 600.0) -> None:
     episode whose reports stopped coming closes (docs/surges.md). Several servers may each do
     it; the store does it one transaction at a time, and a day closed twice changes nothing."""
     while True:
+        # First a wait: start-up (and a test's short-lived server) is not the time for it.
+        await asyncio.sleep(every_s * (0.75 + random.random() / 2))
         try:
             yesterday = datetime.now(UTC).date() - timedelta(days=1)
             changed = await run_in_threadpool(store.advance_surges, yesterday)
@@ -154,7 +156,6 @@ async def _keep_surges(store: Store, every_s: float = 600.0) -> None:
             pass  # the database is away: try again next time
         except Exception:  # never let the task die with the server still up
             log.exception("could not move surge series on")
-        await asyncio.sleep(every_s * (0.75 + random.random() / 2))
 
 
 async def _deliver_webhooks(store: Store, settings: Settings) -> None:

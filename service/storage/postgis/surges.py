@@ -17,7 +17,9 @@ from datetime import UTC, date, datetime, time, timedelta
 from functools import partial
 from typing import Any
 
+from psycopg.errors import LockNotAvailable
 from sqlalchemy import Connection
+from sqlalchemy.exc import OperationalError
 
 from service.domain.alerts import Alert, AlertQuery, AlertState, SeriesKey, every_alert
 from service.domain.surges.series import KEEP_DAYS, SeriesState, state_from_dict, state_to_dict
@@ -93,8 +95,15 @@ def detect(
 
 def advance(conn: Connection, watch: Watch, through: date, *, now: datetime) -> list[Alert]:
     """Close the quiet days up to ``through`` of the series with an open episode (their
-    episodes may close); the alerts that changed."""
-    conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%(k)s)", {"k": FOLD_LOCK})
+    episodes may close); the alerts that changed. Nothing when a fold is under way (it holds
+    the series): the caller tries again later."""
+    conn.exec_driver_sql("SET LOCAL lock_timeout = '5s'")  # a fold is short; else: later
+    try:
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%(k)s)", {"k": FOLD_LOCK})
+    except OperationalError as error:
+        if isinstance(error.orig, LockNotAvailable):
+            return []
+        raise
     rows = conn.exec_driver_sql(_OPEN_STATES).all()
     states = {series_key_of(series): state_from_dict(_json(state)) for series, state in rows}
     changes = advance_open(states, through, watch.params)
