@@ -184,7 +184,7 @@ def test_without_a_key_gdal_reads_segments_but_no_reports(
         ["ogrinfo", "-ro", "-so", f"OAPIF:{base}/ogc", "segments"],
         capture_output=True, text=True, timeout=120, env=env,
     )  # fmt: skip
-    assert segments.returncode == 0 and "Feature Count" in segments.stdout + "Feature Count"
+    assert segments.returncode == 0 and "Feature Count: " in segments.stdout
     reports = subprocess.run(
         ["ogr2ogr", "-f", "GeoJSON", "/vsistdout/", f"OAPIF:{base}/ogc", "reports"],
         capture_output=True, text=True, timeout=120, env=env,
