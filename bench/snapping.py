@@ -6,7 +6,8 @@ Prints one JSON object, then the same figures as a small table.
 ``--side-by-side`` measures two border files in one sitting, their runs interleaved so that the
 machine's drift falls on both alike: by default the bundled file and the bundled file before
 issue #15 (its Mexico-US line from Natural Earth, rebuilt from ``tests/data``); ``--files A B``
-names others. It prints one JSON object per file and their ratio, then a table.
+names others. It prints one JSON object per file and their ratio, then a table. ``--startup R``
+also measures start-up as a server does it, R rounds (see ``startup_cpu_s``).
 
 Realistic means: positions spread uniformly by *length* along the border (dense river sections have
 100 m edges, so spreading by edge index would crowd them), pushed off the line roughly
@@ -18,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +32,8 @@ import numpy as np
 from service.domain.geodesy import GEOD
 from service.domain.segments import SegmentIndex, parse_segment_collection
 from service.domain.snapping import SnapArrays, snap_arrays
+from service.storage.sqlite import SqliteStore
+from service.usecases.segments import load_segments, stored_border
 
 REPO = Path(__file__).resolve().parents[1]
 SEGMENTS_PATH = REPO / "data" / "border_segments.geojson"
@@ -153,6 +158,32 @@ class Run:
         }
 
 
+def startup_cpu_s(docs: list[tuple[str, object]], *, rounds: int) -> list[list[float]]:
+    """CPU seconds of a server's start-up work per border (``stored_border``: the stored border
+    read back from SQLite and indexed), each border in a fresh store, the borders alternating;
+    best of three per round, one list per round."""
+    with tempfile.TemporaryDirectory() as tmp:
+        stores = []
+        for i, (_, doc) in enumerate(docs):
+            path = Path(tmp) / f"border{i}.geojson"
+            path.write_text(json.dumps(doc))
+            store = SqliteStore.open(f"sqlite:///{Path(tmp) / f'border{i}.db'}")
+            load_segments(store, path)
+            stores.append(store)
+        figures = []
+        for _ in range(rounds):
+            best = [math.inf] * len(stores)
+            for _ in range(3):
+                for i, store in enumerate(stores):
+                    start = time.process_time()
+                    stored_border(store)
+                    best[i] = min(best[i], time.process_time() - start)
+            figures.append([round(b, 3) for b in best])
+        for store in stores:
+            store.close()
+    return figures
+
+
 def _table(rows: list[dict[str, Any]]) -> None:
     width = max(len(k) for k in rows[0])
     for key in rows[0]:
@@ -173,6 +204,13 @@ def main() -> None:
     parser.add_argument(
         "--files", nargs="+", type=Path, help="border files to measure side by side instead"
     )
+    parser.add_argument(
+        "--startup",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="also time start-up (the stored border read back from SQLite and indexed)",
+    )
     args = parser.parse_args()
 
     # One core: the figure is per-core throughput, and a second core would only add noise.
@@ -191,8 +229,15 @@ def main() -> None:
         for run in runs:  # interleaved: drift of the machine falls on every file alike
             run.once()
     rows = [run.figures(seed=args.seed) for run in runs]
+    startup: dict[str, Any] = {}
+    if args.startup:
+        rounds = startup_cpu_s(docs, rounds=args.startup)
+        startup = {
+            "startup_cpu_s": rounds,
+            "startup_cpu_s_vs_first": [[round(s - r[0], 3) for s in r] for r in rounds],
+        }
     if len(rows) == 1:
-        print(json.dumps(rows[0]))
+        print(json.dumps({**rows[0], **startup}))
     else:
         first = rows[0]
         print(
@@ -211,6 +256,7 @@ def main() -> None:
                     "build_cpu_s_vs_first": [
                         round(r["index_build_cpu_s"] - first["index_build_cpu_s"], 3) for r in rows
                     ],
+                    **startup,
                 }
             )
         )
