@@ -130,9 +130,6 @@ def inject_outbreak(
     return out, starts
 
 
-SCENARIOS = {"sustained": inject, "outbreak": inject_outbreak}
-
-
 # --- the methods, each returning a boolean "alert episode opened" array (series x days) ---
 
 
