@@ -2,13 +2,15 @@
 
 Series as in the outbreak-detection literature (Noufaily et al. 2013): negative-binomial counts
 (variance = phi x mean) around a mean with yearly and weekly seasonality, at low, middle and high
-levels, for the 478 bundled segments and the regions, sections and borders they sum to. Surges of
-2, 3 and 5 standard deviations a day are added over 7 days; one scenario is shaped like the 2017
-Roxham Road influx (a few reports a week rising to hundreds a day).
+levels, for the 478 bundled segments and the regions, sections and borders they sum to. Two kinds
+of surge: sustained ones, 2, 3 and 5 standard deviations a day for 7 days; and outbreaks as
+Noufaily et al. simulate them, 2, 3 and 5 SD in all, spread over a few days. One more scenario is
+shaped like the 2017 Roxham Road influx (a few reports a week rising to hundreds a day).
 
 The detector evaluated is the service's own code (``run_batch``, which the tests hold equal to the
-incremental ``observe``); EARS C1, C2, C3 and a windowed Poisson-FOCuS run on the same series in
-the same run. ``--calibrate`` measures the threshold constants stored in
+incremental ``observe``); EARS C1, C2, C3, a windowed Poisson-FOCuS and the same CUSUM given the
+simulation's true baselines (a bound on what a better baseline could give) run on the same series
+in the same run. ``--calibrate`` measures the threshold constants stored in
 service/domain/surges/cusum.py. Prints JSON and a table.
 
     .venv/bin/python bench/surges.py [--reps 2] [--calibrate]
@@ -32,7 +34,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from service.domain.surges import SurgeParams, observe, replay, run_batch  # noqa: E402
-from service.domain.surges.cusum import QUIET_MEAN, baselines, params_for  # noqa: E402
+from service.domain.surges.cusum import (  # noqa: E402
+    DEFAULT_SHIFT_SD,
+    QUIET_MEAN,
+    baselines,
+    coefficients,
+    params_for,
+)
 
 FIRST_DAY = date(2024, 1, 1)
 WARMUP_DAYS = 91  # baselines need 63 days; the evaluation starts after 13 weeks
@@ -93,13 +101,32 @@ def simulate(world: World, rng: np.random.Generator) -> tuple[Ints, Floats]:
 def inject(
     counts: Ints, sd: Floats, *, size_sd: float, rng: np.random.Generator
 ) -> tuple[Ints, Ints]:
-    """One surge per series: ``size_sd`` true SDs a day (Poisson) for SURGE_DAYS days."""
+    """One sustained surge per series: ``size_sd`` true SDs a day (Poisson) for SURGE_DAYS days
+    (7 x ``size_sd`` SDs in all: a stronger surge than the literature's, below)."""
     n, n_days = counts.shape
     starts = rng.integers(WARMUP_DAYS, n_days - SURGE_DAYS - 1, n)
     out = counts.copy()
     for offset in range(SURGE_DAYS):
         rows, cols = np.arange(n), starts + offset
         out[rows, cols] += rng.poisson(size_sd * sd[rows, cols])
+    return out, starts
+
+
+def inject_outbreak(
+    counts: Ints, sd: Floats, *, size_sd: float, rng: np.random.Generator
+) -> tuple[Ints, Ints]:
+    """One outbreak per series as Noufaily et al. (2013) simulate them: a Poisson number of cases
+    of mean ``size_sd`` times the SD of the count at the start (the series' time unit, here a
+    day), in all, each case on day floor(t) after the start with t lognormal (log-mean 0,
+    log-SD 0.5): about half on the first day, 42% on the second, the rest mostly on the third
+    (as R surveillance's ``sts_creation``, which follows that paper, spreads them)."""
+    n, n_days = counts.shape
+    starts = rng.integers(WARMUP_DAYS, n_days - SURGE_DAYS - 1, n)
+    out = counts.copy()
+    cases = rng.poisson(size_sd * sd[np.arange(n), starts])
+    rows = np.repeat(np.arange(n), cases)
+    offsets = np.minimum(np.floor(rng.lognormal(0.0, 0.5, len(rows))), SURGE_DAYS - 1)
+    np.add.at(out, (rows, starts[rows] + offsets.astype(np.int64)), 1)
     return out, starts
 
 
@@ -150,6 +177,29 @@ def ears(counts: Ints) -> dict[str, Floats]:
 
 
 EARS_THRESHOLDS = {"C1": 3.0, "C2": 3.0, "C3": 2.0}
+GROUPED = ("nb_cusum", "nb_cusum_known_baseline_same_rate", "poisson_focus_w28_same_rate")
+
+
+def true_means(world: World) -> Floats:
+    """The true mean of every series-day (segments, then the regions in simulate's order)."""
+    return np.vstack(
+        [world.mean] + [world.mean[g].sum(axis=0, keepdims=True) for g in world.groups]
+    )
+
+
+def known_baseline_statistic(counts: Ints, world: World, sd: Floats) -> Floats:
+    """The same NB CUSUM with the simulation's true means and dispersions instead of estimated
+    ones (no ceiling): what a perfect baseline would give this statistic, a bound."""
+    mean = true_means(world)
+    k = np.maximum(sd * sd - mean, 0.0) / (mean * mean)
+    slope, offset = coefficients(mean, k, shift_sd=DEFAULT_SHIFT_SD)
+    increments = slope * counts + offset
+    statistic = np.zeros(counts.shape)
+    s = np.zeros(counts.shape[0])
+    for day in range(counts.shape[1]):
+        s = np.maximum(0.0, s + increments[:, day])
+        statistic[:, day] = s
+    return statistic
 
 
 def focus_statistic(counts: Ints) -> Floats:
@@ -300,6 +350,47 @@ def cost_per_update(params: SurgeParams) -> dict[str, float]:
     return out
 
 
+def measure_detection(
+    worlds: list[World],
+    nulls: list[tuple[Ints, Floats]],
+    injector: Any,
+    size: float,
+    rng: np.random.Generator,
+    *,
+    h: SurgeParams,
+    focus_h: float,
+    known_h: float,
+    same: dict[str, float],
+    quiet: NDArray[np.bool_],
+) -> dict[str, Any]:
+    """Every method's detection of one surge of ``size`` per series, injected by ``injector``."""
+    rows: dict[str, list[tuple[NDArray[np.bool_], Ints]]] = {}
+    for world, (counts, sd) in zip(worlds, nulls, strict=True):
+        surged, starts = injector(counts, sd, size_sd=size, rng=rng)
+        z = ears(surged)
+        methods = {
+            "nb_cusum": ours(surged, h),
+            "nb_cusum_known_baseline_same_rate": episodes(
+                known_baseline_statistic(surged, world, sd), known_h
+            ),
+            "poisson_focus_w28_same_rate": episodes(focus_statistic(surged), focus_h),
+        }
+        for name, limit in EARS_THRESHOLDS.items():
+            methods[f"ears_{name}"] = alarm_runs(z[name] > limit)
+            methods[f"ears_{name}_same_rate"] = alarm_runs(z[name] > same[name])
+        for name, opened in methods.items():
+            rows.setdefault(name, []).append(detection(opened, starts))
+    out: dict[str, Any] = {}
+    for name, v in rows.items():
+        hits = np.concatenate([hit for hit, _ in v])
+        delays = np.concatenate([delay for _, delay in v])
+        out[name] = summary(hits, delays)
+        if name in GROUPED:
+            out[name]["quiet_series"] = summary(hits[quiet], delays[quiet])
+            out[name]["busy_series"] = summary(hits[~quiet], delays[~quiet])
+    return out
+
+
 def evaluate(reps: int, seed: int) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     worlds = [make_world(rng, WARMUP_DAYS + EVAL_DAYS) for _ in range(reps)]
@@ -324,6 +415,13 @@ def evaluate(reps: int, seed: int) -> dict[str, Any]:
     fa["poisson_focus_w28_same_rate"] = float(
         np.mean([weekly_rate(episodes(f, focus_h)) for f in focus_null])
     )
+    known_null = [
+        known_baseline_statistic(c, w, sd) for w, (c, sd) in zip(worlds, nulls, strict=True)
+    ]
+    known_h = threshold_for_rate(known_null[0], target, np.arange(3.0, 20.0, 0.1), episodes)
+    fa["nb_cusum_known_baseline_same_rate"] = float(
+        np.mean([weekly_rate(episodes(f, known_h)) for f in known_null])
+    )
     same: dict[str, float] = {}
 
     def runs(z: NDArray[np.float64], limit: float) -> NDArray[np.bool_]:
@@ -338,28 +436,27 @@ def evaluate(reps: int, seed: int) -> dict[str, Any]:
         )
     detect: dict[str, dict[str, Any]] = {}
     quiet = np.concatenate([true_level(w) < QUIET_MEAN for w in worlds])
-    for size in SIZES_SD:
-        rows: dict[str, list[tuple[NDArray[np.bool_], Ints]]] = {}
-        for counts, sd in nulls:
-            surged, starts = inject(counts, sd, size_sd=size, rng=rng)
-            z = ears(surged)
-            methods = {
-                "nb_cusum": ours(surged, h),
-                "poisson_focus_w28_same_rate": episodes(focus_statistic(surged), focus_h),
-            }
-            for name, limit in EARS_THRESHOLDS.items():
-                methods[f"ears_{name}"] = alarm_runs(z[name] > limit)
-                methods[f"ears_{name}_same_rate"] = alarm_runs(z[name] > same[name])
-            for name, opened in methods.items():
-                rows.setdefault(name, []).append(detection(opened, starts))
-        detect[f"{size:g}sd"] = {}
-        for name, v in rows.items():
-            hits = np.concatenate([hit for hit, _ in v])
-            delays = np.concatenate([delay for _, delay in v])
-            detect[f"{size:g}sd"][name] = summary(hits, delays)
-            if name in ("nb_cusum", "poisson_focus_w28_same_rate"):
-                detect[f"{size:g}sd"][name]["quiet_series"] = summary(hits[quiet], delays[quiet])
-                detect[f"{size:g}sd"][name]["busy_series"] = summary(hits[~quiet], delays[~quiet])
+    # The literature's outbreaks draw from their own generator: the sustained surges and the
+    # Roxham runs stay what they were with the same seed.
+    outbreak_rng = np.random.default_rng([seed, 1])
+    for label, injector, generator in (
+        ("", inject, rng),
+        ("outbreak_", inject_outbreak, outbreak_rng),
+    ):
+        for size in SIZES_SD:
+            key = f"{label}{size:g}sd"
+            detect[key] = measure_detection(
+                worlds,
+                nulls,
+                injector,
+                size,
+                generator,
+                h=h,
+                focus_h=focus_h,
+                known_h=known_h,
+                same=same,
+                quiet=quiet,
+            )
     return {
         "series": n_series,
         "runs": reps,
@@ -368,6 +465,7 @@ def evaluate(reps: int, seed: int) -> dict[str, Any]:
         "thresholds": {"busy": h.threshold, "quiet": h.quiet_threshold},
         "same_rate_thresholds": {
             "poisson_focus_w28": focus_h,
+            "nb_cusum_known_baseline": known_h,
             **{f"ears_{k}": v for k, v in same.items()},
         },
         "false_alerts_per_week": {k: round(float(v), 3) for k, v in fa.items()},
@@ -382,7 +480,7 @@ def table(result: dict[str, Any]) -> str:
         f"{result['series']} series, {result['runs']} runs of {result['weeks_per_run']:.0f} weeks"
     ]
     lines.append(
-        f"{'method':34} {'FA/week':>8} " + " ".join(f"{s:>16}" for s in result["detection"])
+        f"{'method':38} {'FA/week':>8} " + " ".join(f"{s:>16}" for s in result["detection"])
     )
     for name in result["detection"]["3sd"]:
         fa = result["false_alerts_per_week"].get(name, float("nan"))
@@ -390,14 +488,14 @@ def table(result: dict[str, Any]) -> str:
             f"{d[name]['detected']:>8.0%} {d[name]['median_delay_days'] or 0:>5.1f} d"
             for d in result["detection"].values()
         )
-        lines.append(f"{name:34} {fa:>8.2f} {cells}")
-    for name in ("nb_cusum", "poisson_focus_w28_same_rate"):
+        lines.append(f"{name:38} {fa:>8.2f} {cells}")
+    for name in GROUPED:
         for group in ("quiet_series", "busy_series"):
             cells = " ".join(
                 f"{d[name][group]['detected']:>8.0%} {d[name][group]['median_delay_days'] or 0:>5.1f} d"
                 for d in result["detection"].values()
             )
-            lines.append(f"  {name + ', ' + group:32} {'':>8} {cells}")
+            lines.append(f"  {name + ', ' + group:36} {'':>8} {cells}")
     return "\n".join(lines)
 
 

@@ -10,10 +10,12 @@ whatever the dispersion, so the fit is closed-form:
   has too few reports to know a weekday effect);
 - times the level of the window's last ``RECENT_DAYS`` against the whole window's, shrunk by
   ``RECENT_PRIOR_REPORTS`` (a busy series follows a season within weeks, a quiet one keeps the
-  long window's level);
+  long window's level), and that level's change carried on to the day (``TREND_REACH``);
 - the variance/mean ratio phi from the within-weekday Pearson spread, shrunk towards
-  ``PHI_PRIOR`` by ``PHI_PRIOR_DAYS`` pseudo-days and at least 1; the day's NB dispersion is then
-  k = (phi - 1) / mu (variance = mu + k mu^2 = phi mu, the quasi-Poisson form surveillance uses).
+  ``PHI_PRIOR`` by ``PHI_PRIOR_DAYS`` pseudo-days plus ``PHI_PRIOR_REPORTS`` reports' worth of
+  days, and at least 1 (a quiet series' few reports cannot tell its spread: under-estimated, it
+  made most of the false alerts); the day's NB dispersion is then k = (phi - 1) / mu
+  (variance = mu + k mu^2 = phi mu, the quasi-Poisson form surveillance uses).
 
 With less history (a new segment, a new border) the baseline is a robust moving one: the trimmed
 mean of the days so far, no weekday effect. Before ``MIN_HISTORY_DAYS`` there is no baseline and
@@ -38,8 +40,14 @@ SHORT_GUARD_DAYS: Final = 2
 WEEKDAY_PRIOR_REPORTS: Final = 10.0
 RECENT_DAYS: Final = 28
 RECENT_PRIOR_REPORTS: Final = 20.0
+# The recent level is read RECENT_DAYS / 2 + GUARD_DAYS = 21 days before the day it is for, and
+# 28 days after the whole window's middle: its change against the window is carried on those 21
+# days (a log-linear trend), so a busy series in a rising or falling season is not judged on a
+# level three weeks old.
+TREND_REACH: Final = (RECENT_DAYS / 2 + GUARD_DAYS) / (WINDOW_DAYS / 2 - RECENT_DAYS / 2)
 PHI_PRIOR: Final = 2.0  # variance / mean before the window says otherwise
 PHI_PRIOR_DAYS: Final = 14.0
+PHI_PRIOR_REPORTS: Final = 60.0  # a quiet series' spread weighs little against the prior
 PRIOR_REPORTS: Final = 0.5  # half a report over the window: a never-seen series' mean is > 0
 MAX_DISPERSION: Final = 1000.0
 
@@ -81,13 +89,20 @@ def weekday_fit(
     )
     fitted = weekly.sum(axis=-1) * (RECENT_DAYS / 7)
     level = (recent + RECENT_PRIOR_REPORTS) / (fitted + RECENT_PRIOR_REPORTS)
-    expected = expected * np.where(np.isnan(recent), 1.0, level)
+    expected = expected * np.where(np.isnan(recent), 1.0, level ** (1.0 + TREND_REACH))
     means = sums / np.maximum(days, 1.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         pearson = np.where(means > 0, (squares - sums * means) / means, 0.0).sum(axis=-1)
     dof = np.maximum(n - (days > 0).sum(axis=-1), 0.0)
-    phi = (pearson + PHI_PRIOR * PHI_PRIOR_DAYS) / (dof + PHI_PRIOR_DAYS)
-    return expected, dispersion(expected, phi), overall
+    return expected, dispersion(expected, phi_estimate(pearson, dof, overall)), overall
+
+
+def phi_estimate(pearson: Floats, dof: Floats, mean: Floats) -> Floats:
+    """The variance/mean ratio from a Pearson sum over ``dof`` degrees of freedom, shrunk towards
+    PHI_PRIOR by PHI_PRIOR_DAYS pseudo-days plus PHI_PRIOR_REPORTS pseudo-reports' worth of days
+    (a dispersion is known from the reports a window holds, not its days)."""
+    prior_days = PHI_PRIOR_DAYS + PHI_PRIOR_REPORTS / mean
+    return (pearson + PHI_PRIOR * prior_days) / (dof + prior_days)
 
 
 def dispersion(expected: Floats, phi: Floats) -> Floats:
@@ -106,5 +121,5 @@ def robust_fit(window: Floats) -> tuple[Floats, Floats, Floats]:
     kept = np.sort(window, axis=-1)[..., :keep]
     expected = (kept.sum(axis=-1) + PRIOR_REPORTS) / (keep + 1.0)
     spread = ((kept - expected[..., None]) ** 2).sum(axis=-1) / expected
-    phi = (spread + PHI_PRIOR * PHI_PRIOR_DAYS) / (keep - 1 + PHI_PRIOR_DAYS)
+    phi = phi_estimate(spread, np.asarray(keep - 1.0), expected)
     return expected, dispersion(expected, phi), expected

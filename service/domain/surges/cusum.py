@@ -32,7 +32,7 @@ QUIET_MEAN: Final = 1.0  # a day whose baseline window averages less is judged a
 # baselines and over-dispersion leave heavier tails, worst for quiet series, whose dispersion a
 # few dozen reports cannot pin down. So the threshold for a rate is taken from the measured fit:
 # h = SLOPE * log(days between false alerts of one series) + OFFSET.
-CALIBRATION: Final = {"busy": (2.13, -7.90), "quiet": (3.52, -15.00)}
+CALIBRATION: Final = {"busy": (1.91, -6.61), "quiet": (1.65, -6.11)}
 
 Floats = NDArray[np.float64]
 
