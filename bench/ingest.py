@@ -358,8 +358,12 @@ def run_postgis(
 
 def server_settings(args: argparse.Namespace) -> dict[str, str]:
     """The server's settings beyond the defaults: ``--no-surges`` turns surge detection (which
-    runs in the rollup fold) off, to tell its cost from the rest of the write path's."""
-    return {"CROSSINGS_SURGES": "false"} if args.no_surges else {}
+    runs in the rollup fold) off, to tell its cost from the rest of the write path's; each
+    ``--setting CROSSINGS_NAME=value`` sets one more."""
+    settings = dict(item.split("=", 1) for item in args.setting)
+    if bad := [name for name in settings if not name.startswith("CROSSINGS_")]:
+        raise SystemExit(f"--setting takes CROSSINGS_NAME=value, not {bad[0]}")
+    return settings | ({"CROSSINGS_SURGES": "false"} if args.no_surges else {})
 
 
 def run_sqlite(
@@ -509,7 +513,7 @@ def describe_run(
     params = (
         "store", "batch_reports", "single_reports", "batch_size", "batch_clients", "concurrency",
         "rounds", "seed", "quick", "profile", "onto", "workers", "client",
-        "no_surges",
+        "no_surges", "setting",
     )  # fmt: skip
     return {
         "benchmark": "ingest",
@@ -594,6 +598,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-surges", action="store_true",
         help="serve with CROSSINGS_SURGES=false (no surge detection in the rollup fold)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--setting", action="append", default=[], metavar="CROSSINGS_NAME=value",
+        help="one more setting for the server (repeatable), e.g. "
+        "CROSSINGS_ROLLUP_FOLD_INTERVAL_MS=2000",
     )  # fmt: skip
     parser.add_argument("--output", default="ingest", help="name of the JSON in bench/results")
     args = parser.parse_args(argv)
