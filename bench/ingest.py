@@ -337,6 +337,7 @@ def run_postgis(
             with running_server(
                 url, log_path=scratch / "server-postgis.log", cores=server_cores,
                 log_level=args.server_log_level, source=args.source, workers=args.workers,
+                env=server_settings(args),
             ) as server, psycopg.connect(libpq_url(url), autocommit=True) as watch:  # fmt: skip
                 profile.pid = server.pid
                 raw = PostgisCopy(conn, Probes(None, postgres))
@@ -355,6 +356,16 @@ def run_postgis(
     return results
 
 
+def server_settings(args: argparse.Namespace) -> dict[str, str]:
+    """The server's settings beyond the defaults: ``--no-surges`` turns surge detection (which
+    runs in the rollup fold) off, to tell its cost from the rest of the write path's; each
+    ``--setting CROSSINGS_NAME=value`` sets one more."""
+    settings = dict(item.split("=", 1) for item in args.setting)
+    if bad := [name for name in settings if not name.startswith("CROSSINGS_")]:
+        raise SystemExit(f"--setting takes CROSSINGS_NAME=value, not {bad[0]}")
+    return settings | ({"CROSSINGS_SURGES": "false"} if args.no_surges else {})
+
+
 def run_sqlite(
     args: argparse.Namespace, work: Workload, *, server_cores: set[int] | None, scratch: Path
 ) -> dict[str, Any]:
@@ -363,6 +374,7 @@ def run_sqlite(
     with running_server(
         f"sqlite:///{db_path}", log_path=scratch / "server-sqlite.log", cores=server_cores,
         log_level=args.server_log_level, source=args.source, workers=args.workers,
+        env=server_settings(args),
     ) as server:  # fmt: skip
         profile.pid = server.pid
         raw = SqliteExecutemany(db_path, scratch / "executemany.db", Probes(None, None))
@@ -501,6 +513,7 @@ def describe_run(
     params = (
         "store", "batch_reports", "single_reports", "batch_size", "batch_clients", "concurrency",
         "rounds", "seed", "quick", "profile", "onto", "workers", "client",
+        "no_surges", "setting",
     )  # fmt: skip
     return {
         "benchmark": "ingest",
@@ -582,6 +595,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "loaded with 1,000,000 reports) instead of an empty one; the COPY limit still fills an "
         "empty copy of reports",
     )
+    parser.add_argument(
+        "--no-surges", action="store_true",
+        help="serve with CROSSINGS_SURGES=false (no surge detection in the rollup fold)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--setting", action="append", default=[], metavar="CROSSINGS_NAME=value",
+        help="one more setting for the server (repeatable), e.g. "
+        "CROSSINGS_ROLLUP_FOLD_INTERVAL_MS=2000",
+    )  # fmt: skip
     parser.add_argument("--output", default="ingest", help="name of the JSON in bench/results")
     args = parser.parse_args(argv)
     if args.quick:

@@ -82,3 +82,27 @@ async def test_batch_items_carry_id_and_snap_but_not_the_report_unless_asked(
     item = asked.json()["results"][0]
     assert item["status"] == "duplicate"
     assert item["report"] == (await client.get(f"/v1/reports/{body['id']}")).json()
+
+
+async def test_batch_of_replays_conflicts_and_invalid_items_at_once(
+    client: httpx.AsyncClient,
+) -> None:
+    stored = report_body()
+    await client.post("/v1/reports", json=stored)
+    fresh, upper = report_body(), report_body()
+    upper["id"] = upper["id"].upper()  # answered, like any id, in canonical (lower) case
+    items = [
+        fresh, stored, report_body(kind="nonsense"), {**stored, "people_count": 9}, upper,
+        fresh, {**fresh, "notes": "other"}, report_body(lat=95.0),
+    ]  # fmt: skip
+    body = (await client.post("/v1/reports/batch", json=items)).json()
+    assert [(r["index"], r["status"], r.get("id")) for r in body["results"]] == [
+        (0, "created", fresh["id"]), (1, "duplicate", stored["id"]), (2, "invalid", None),
+        (3, "conflict", stored["id"]), (4, "created", upper["id"].lower()),
+        (5, "duplicate", fresh["id"]), (6, "conflict", fresh["id"]), (7, "invalid", None),
+    ]  # fmt: skip
+    assert body["summary"] == {"created": 2, "duplicate": 2, "conflict": 2, "invalid": 2}
+    listing = (await client.get("/v1/reports")).json()["features"]
+    assert sorted(f["id"] for f in listing) == sorted(
+        [stored["id"], fresh["id"], upper["id"].lower()]
+    )

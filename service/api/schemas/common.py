@@ -42,12 +42,15 @@ def _instant(value: str) -> datetime:
     return parse_instant(value)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _clean_text(value: str) -> str:
     # PostgreSQL text cannot hold NUL, and lone surrogates cannot be encoded: refuse both here
-    # so that no store ever sees them.
+    # so that no store ever sees them (a regex: a loop over the characters cost ~1 us a report).
     if "\x00" in value:
         raise ValueError("must not contain NUL characters")
-    if any("\ud800" <= ch <= "\udfff" for ch in value):
+    if _SURROGATE.search(value):
         raise ValueError("must not contain unpaired UTF-16 surrogates")
     return value
 
