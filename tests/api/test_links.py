@@ -46,9 +46,7 @@ async def _groups(client: httpx.AsyncClient) -> dict[str, str | None]:
     return {f["id"]: f["properties"].get("group_id") for f in page["features"]}
 
 
-async def test_links_are_for_analysts_and_admins(
-    app: FastAPI, as_role: dict[str, Any]
-) -> None:
+async def test_links_are_for_analysts_and_admins(app: FastAPI, as_role: dict[str, Any]) -> None:
     await _one_group_twice(app, as_role)
     assert (await as_role["public"].get("/v1/links")).status_code == 401
     assert (await as_role["reporter"].get("/v1/links")).status_code == 403
