@@ -6,15 +6,18 @@ keeping links and groups consistent."""
 from __future__ import annotations
 
 import random
+import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from alembic import command
 from service.domain.access import AuditEntry, Role
 from service.domain.link_groups import Edge, assign_groups
 from service.domain.linking import (
@@ -31,6 +34,7 @@ from service.domain.reports import Report
 from service.settings import Settings
 from service.storage import open_store
 from service.storage.base import Store
+from service.storage.postgis.migrations import alembic_config, upgrade
 from tests.conftest import STORES, module_store_url, wipe_reports
 from tests.factories import T0, make_report, make_segment, snapped_to
 
@@ -318,3 +322,45 @@ def test_a_late_report_joins_the_group_it_belongs_to(linked: tuple[str, Store]) 
     ingest(store, [(a, "key-a")])  # arrives last, observed with the others
     assert len(set(groups_of(store, [a.id, b.id, c.id]).values())) == 1
     assert groups_of(store, [a.id])[a.id] == min(a.id, b.id, c.id)
+
+
+@pytest.mark.postgis
+def test_an_upgraded_postgis_database_links_the_reports_it_held() -> None:
+    """Migration 0015 queues the reports already stored; the linker links them; its downgrade
+    leaves the database at 0014, where reports are stored as before."""
+    from tests.conftest import ADMIN_URL, _postgis_unavailable
+
+    try:
+        psycopg.connect(ADMIN_URL, connect_timeout=5).close()
+    except psycopg.OperationalError as error:
+        _postgis_unavailable(str(error).strip())
+    name = f"crossings_links_{uuid.uuid4().hex[:8]}"
+    base = ADMIN_URL.rsplit("/", 1)[0]
+    url = f"{base}/{name}".replace("postgresql://", "postgresql+psycopg://", 1)
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            with psycopg.connect(f"{base}/{name}", autocommit=True) as conn:
+                conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
+            upgrade(url, "0014")
+            a, b = at(), at(lon=26.051)
+            store = open_store(Settings(database_url=url, rollup_fold_interval_ms=0))
+            try:
+                store.replace_segments(SEGMENTS)
+                store.add_reports([a], posted_by="key-a")
+                store.add_reports([b], posted_by="key-b")
+            finally:
+                store.close()
+            upgrade(url, "head")
+            store = open_store(Settings(database_url=url, rollup_fold_interval_ms=0))
+            try:
+                assert store.settle_links() == 2
+                assert len(every_link(store)) == 1
+            finally:
+                store.close()
+            command.downgrade(alembic_config(url), "0014")
+            with psycopg.connect(f"{base}/{name}") as conn:
+                tables = {t for (t,) in conn.execute("SELECT tablename FROM pg_tables")}
+            assert not tables & {"report_links", "report_groups", "link_pending"}
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
