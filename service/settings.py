@@ -9,9 +9,11 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.domain.linking import LinkWindows
 from service.domain.release import PublicRule
 from service.domain.surges.watch import SurgeConfig
 from service.domain.webhooks import STANDARD_SCHEDULE_S
+from service.storage.linking import LinkConfig
 from service.storage.options import StoreOptions
 
 DEFAULT_KINDS = ("crossing", "attempt", "evidence", "assistance")
@@ -387,4 +389,9 @@ class Settings(BaseSettings):
             fold_interval_s=self.rollup_fold_interval_ms / 1000,
             fold_batch=self.rollup_fold_batch,
             surges=self.surge_config,
+            links=LinkConfig(
+                windows=LinkWindows(self.link_max_hours, self.link_max_km),
+                threshold_bits=self.link_threshold_bits,
+                min_reviews=self.link_min_reviews,
+            ),
         )

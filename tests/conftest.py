@@ -155,10 +155,15 @@ def wipe_reports(url: str) -> None:
             lite.execute("DELETE FROM reports_rtree")
             lite.execute("DELETE FROM count_days")
             lite.execute("DELETE FROM count_months")
+            lite.execute("DELETE FROM report_links")
+            lite.execute("DELETE FROM report_groups")
         lite.close()
         return
     with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1)) as conn:
-        conn.execute(f"TRUNCATE reports, {PENDING}, {', '.join(ROLLUP_TABLES)}")
+        conn.execute(
+            f"TRUNCATE reports, {PENDING}, {', '.join(ROLLUP_TABLES)},"
+            " report_links, report_groups, link_pending"
+        )
 
 
 def make_settings(url: str, **overrides: Any) -> Settings:

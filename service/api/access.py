@@ -60,6 +60,10 @@ RULES: dict[tuple[str, str], Rule] = {
     # alerts (issue #19): analysts and admins; webhook subscriptions: admins
     ("GET", "/v1/alerts"): P.READ_ALL,
     ("GET", "/v1/alerts/{alert_id}"): P.READ_ALL,
+    # links between reports of one crossing (issue #20): analysts and admins
+    ("GET", "/v1/links"): P.READ_ALL,
+    ("POST", "/v1/links/{link_id}/confirm"): P.READ_ALL,
+    ("POST", "/v1/links/{link_id}/reject"): P.READ_ALL,
     ("GET", "/v1/webhooks"): P.ADMIN,
     ("POST", "/v1/webhooks"): P.ADMIN,
     ("GET", "/v1/webhooks/{webhook_id}"): P.ADMIN,

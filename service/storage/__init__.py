@@ -17,7 +17,7 @@ def open_store(source: StoreOptions | HasStoreOptions) -> Store:
     if options.is_sqlite:
         from service.storage.sqlite.store import SqliteStore
 
-        return SqliteStore.open(options.database_url, surges=options.surges)
+        return SqliteStore.open(options.database_url, surges=options.surges, links=options.links)
     from service.storage.postgis.store import PostgisStore
 
     return PostgisStore.open(options)

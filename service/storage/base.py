@@ -15,6 +15,7 @@ from uuid import UUID
 from service.domain.access import ApiKey, AuditEntry
 from service.domain.aggregation import CountQuery, CountRow
 from service.domain.alerts import Alert, AlertPage, AlertQuery, AlertTransition
+from service.domain.links import LinkPage, LinkQuery, LinkState, StoredLink
 from service.domain.queries import Extent, ReportPage, ReportQuery
 from service.domain.release import ReleaseInfo, ReleaseRow
 from service.domain.reports import IngestResult, Report, SnapResult
@@ -205,6 +206,43 @@ class BorderStore(SegmentStore, ReleaseReader, ReleaseWriter, SurgeStore, Protoc
     """The border, and what must be recounted when it changes (the public release, surges)."""
 
 
+class LinkStore(Protocol):
+    """Links between reports of one crossing by different monitors, and their groups (issue #20,
+    docs/linking.md). Reports are linked as they are stored: SQLite in ingest's transaction,
+    PostGIS soon after, by the rollup folder's thread. Deleting a report takes its links with it;
+    a border change links every report again (reviewed links kept)."""
+
+    def settle_links(self) -> int:
+        """Link every report still waiting to be linked (a store that links at ingest has none):
+        how many."""
+        ...
+
+    def list_links(self, query: LinkQuery, *, audit: AuditEntry | None = None) -> LinkPage:
+        """Links matching ``query`` in (created_at, id) order; with ``audit``, that entry is
+        written with the read."""
+        ...
+
+    def review_link(
+        self,
+        link_id: UUID,
+        *,
+        state: LinkState,
+        reviewed_by: str | None,
+        at: datetime,
+        audit: AuditEntry | None = None,
+    ) -> StoredLink | None:
+        """Set a link's state (confirmed or rejected) and regroup its reports' component, with
+        ``audit`` written in the same transaction; None (nothing written) when there is no such
+        link. A rejected pair is never linked again; a confirmed one is taken first in grouping,
+        and confirmed pairs feed the estimate of m."""
+        ...
+
+    def group_ids(self, report_ids: Sequence[UUID]) -> dict[UUID, UUID]:
+        """The group of each of ``report_ids`` in a group of two or more (the others are each a
+        group of their own)."""
+        ...
+
+
 class AccessStore(Protocol):
     def add_key(self, key: ApiKey) -> None: ...
 
@@ -297,6 +335,7 @@ class WebhookStore(Protocol):
 
 class Store(
     AlertStore,
+    LinkStore,
     SurgeStore,
     WebhookStore,
     SegmentStore,

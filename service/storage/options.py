@@ -3,18 +3,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from service.domain.surges.watch import SurgeConfig
+from service.storage.linking import LinkConfig
 
 
 @dataclass(frozen=True, slots=True)
 class StoreOptions:
     """The database to open and how (the settings' defaults and meanings: service/settings.py):
     ``read_database_url`` names a PostGIS replica for reads; ``surges`` is None when detection is
-    off. The PostGIS pool, timeouts and rollup folder take the rest; SQLite only the URL and
-    ``surges``."""
+    off; ``links`` is how reports are linked (docs/linking.md). The PostGIS pool, timeouts and
+    rollup folder take the rest; SQLite only the URL, ``surges`` and ``links``."""
 
     database_url: str
     read_database_url: str | None
@@ -26,6 +27,7 @@ class StoreOptions:
     fold_interval_s: float
     fold_batch: int
     surges: SurgeConfig | None
+    links: LinkConfig = field(default_factory=LinkConfig)
 
     @property
     def is_sqlite(self) -> bool:

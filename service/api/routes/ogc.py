@@ -29,7 +29,7 @@ from service.api.schemas.reports import report_feature
 from service.domain.access import Caller
 from service.domain.errors import CollectionNotFound
 from service.domain.segments import BorderSegment, SegmentIndex
-from service.usecases import features
+from service.usecases import features, links
 from service.usecases.public_release import CurrentRelease, public_extent
 
 router = APIRouter(prefix="/ogc", tags=["ogc"], dependencies=[Depends(get_caller)])
@@ -326,7 +326,13 @@ async def _report_items(
     result = await until_disconnected(
         request, functools.partial(features.report_items, store, query, audit=entry)
     )
-    feats = [_select(report_feature(r), parsed.properties) for r in result.page.reports]
+    groups = await run_in_threadpool(
+        lambda: links.group_ids(store, result.page.reports, caller=caller)
+    )
+    feats = [
+        _select(report_feature(r, group_id=groups.get(r.id)), parsed.properties)
+        for r in result.page.reports
+    ]
     next_token = None if result.page.next_key is None else encode_cursor(result.page.next_key)
     return _collection(request, feats, result.number_matched, next_token, "reports")
 
@@ -426,7 +432,8 @@ async def item(
                 lambda: features.report_item(store, feature_id, posted_by=caller.posted_by),
             ),
         )
-        doc = report_feature(report)
+        groups = await run_in_threadpool(lambda: links.group_ids(store, [report], caller=caller))
+        doc = report_feature(report, group_id=groups.get(report.id))
     else:
         doc = segment_feature(features.segment_item(index, feature_id))
     url = f"{_base(request)}/collections/{collection_id}"

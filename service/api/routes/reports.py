@@ -38,6 +38,7 @@ from service.domain.errors import MalformedBody
 from service.domain.reports import IngestOutcome
 from service.domain.segments import SegmentIndex
 from service.settings import Settings
+from service.usecases.links import group_ids
 from service.usecases.query_reports import get_report, list_reports
 from service.usecases.submit_reports import ItemOutcome, check_batch_size, submit_batch
 
@@ -156,7 +157,8 @@ async def read_report(
             lambda: get_report(store, report_id, posted_by=caller.posted_by),
         ),
     )
-    return GeoJSONResponse(report_feature(report))
+    groups = await run_in_threadpool(lambda: group_ids(store, [report], caller=caller))
+    return GeoJSONResponse(report_feature(report, group_id=groups.get(report.id)))
 
 
 @router.get("/reports", response_class=GeoJSONResponse)
@@ -184,7 +186,9 @@ async def search_reports(
     ] = None,
 ) -> Response:
     """Reports as a GeoJSON FeatureCollection in a stable order (observed_at, id), filtered, a
-    page at a time; follow the `next` link for the following page."""
+    page at a time; follow the `next` link for the following page. For analyst and admin keys,
+    each report carries `group_id`: the group of reports of one crossing it belongs to (its own
+    id when no other monitor's report is linked to it; docs/linking.md)."""
     query = report_query(
         bbox=bbox, start=start, end=end, segment_id=segment_id, kind=kind, limit=limit,
         cursor=cursor, max_limit=settings.page_max_items,
@@ -195,6 +199,7 @@ async def search_reports(
     page = await until_disconnected(
         request, functools.partial(list_reports, store, query, audit=entry)
     )
+    groups = await run_in_threadpool(lambda: group_ids(store, page.reports, caller=caller))
     links = [{"rel": "self", "href": str(request.url), "type": "application/geo+json"}]
     if page.next_key is not None:
         href = request.url.include_query_params(cursor=encode_cursor(page.next_key))
@@ -202,7 +207,7 @@ async def search_reports(
     return GeoJSONResponse(
         {
             "type": "FeatureCollection",
-            "features": [report_feature(r) for r in page.reports],
+            "features": [report_feature(r, group_id=groups.get(r.id)) for r in page.reports],
             "numberReturned": len(page.reports),
             "links": links,
         }

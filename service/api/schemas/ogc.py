@@ -248,6 +248,8 @@ REPORT_SCHEMA: tuple[tuple[str, str, str | None, bool], ...] = (
     ("side", "string", None, True),
     ("snapped_lon", "number", None, True),
     ("snapped_lat", "number", None, True),
+    # Analysts' features only (issue #20): absent from everyone else's.
+    ("group_id", "string", "uuid", True),
 )
 
 

@@ -143,11 +143,12 @@ def _problem(errors: list[FieldError]) -> Problem:
     return Problem(InvalidInput, "the report is not valid", errors)
 
 
-def report_feature(report: Report) -> dict[str, Any]:
-    """A stored report as a GeoJSON Feature with flat properties (GIS tools map them to columns)."""
+def report_feature(report: Report, *, group_id: UUID | None = None) -> dict[str, Any]:
+    """A stored report as a GeoJSON Feature with flat properties (GIS tools map them to columns);
+    with ``group_id`` (analysts only: usecases/links.py), the group of reports it belongs to."""
     d, s = report.draft, report.snap
     report_id = str(d.id)
-    return {
+    feature: dict[str, Any] = {
         "type": "Feature",
         "id": report_id,
         "geometry": {"type": "Point", "coordinates": [d.lon, d.lat]},
@@ -164,6 +165,9 @@ def report_feature(report: Report) -> dict[str, Any]:
             **snap_properties(s),
         },
     }
+    if group_id is not None:
+        feature["properties"]["group_id"] = str(group_id)
+    return feature
 
 
 def snap_properties(s: SnapResult) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from service.domain.errors import (
     StatementTimeout,
     StoreUnavailable,
 )
+from service.domain.links import LinkPage, LinkQuery, LinkState, StoredLink
 from service.domain.queries import Extent, ReportPage, ReportQuery
 from service.domain.release import ReleaseInfo, ReleaseRow
 from service.domain.reports import IngestResult, Report
@@ -40,12 +41,14 @@ from service.domain.webhooks import (
 )
 from service.storage.base import OnProgress, Resnap
 from service.storage.cancel import cancellable, cancelled
+from service.storage.linking import LINK_BATCH, LinkConfig, Linker
 from service.storage.options import StoreOptions
 from service.storage.postgis import (
     access,
     alerts,
     border,
     counts,
+    links,
     matched,
     pages,
     release,
@@ -146,8 +149,11 @@ class PostgisStore:
         fold_interval_s: float = 0.1,
         fold_batch: int = 5_000,
         surges: SurgeConfig | None = None,
+        link_config: LinkConfig | None = None,
     ) -> None:
         self.engine = engine
+        # Links reports queued by ingest, after each fold (links.py, docs/linking.md).
+        self.linker = Linker(link_config or LinkConfig())
         self.replica = replica
         # Surge detection runs where reports are counted (folds, deletions, purges): surges.py.
         self._surges = surges
@@ -179,6 +185,7 @@ class PostgisStore:
             fold_interval_s=options.fold_interval_s,
             fold_batch=options.fold_batch,
             surges=options.surges,
+            link_config=options.links,
         )
 
     def _run(
@@ -342,12 +349,15 @@ class PostgisStore:
         on_progress: OnProgress | None = None,
         expected_version: int | None = None,
     ) -> int:
-        return self._write(
-            "replace_border",
-            lambda conn: border.replace_border(
+        def work(conn: Connection) -> int:
+            done = border.replace_border(
                 conn, batch, resnap, on_progress, expected_version=expected_version
-            ),
-        )
+            )
+            # New segments, new adjacency: every report is linked again (reviews kept).
+            links.relink_all(conn, self.linker)
+            return done
+
+        return self._write("replace_border", work)
 
     def add_reports(
         self,
@@ -381,9 +391,14 @@ class PostgisStore:
 
     def delete_report(self, report_id: UUID) -> bool:
         on_counted = self._on_counted()
-        return self._write(
-            "delete_report", lambda conn: access.delete_report(conn, report_id, on_counted)
-        )
+
+        def work(conn: Connection) -> bool:
+            if not access.delete_report(conn, report_id, on_counted):
+                return False
+            links.forget_report(conn, self.linker, report_id)
+            return True
+
+        return self._write("delete_report", work)
 
     def add_key(self, key: ApiKey) -> None:
         self._run("add_key", lambda conn: access.add_key(conn, key))
@@ -454,7 +469,54 @@ class PostgisStore:
 
     def _fold_some(self, limit: int) -> int | None:
         on_counted = self._on_counted()
-        return self._run("fold_some", lambda conn: rollups.fold(conn, limit, on_counted))
+        folded = self._run("fold_some", lambda conn: rollups.fold(conn, limit, on_counted))
+        self._link_some(min(limit, LINK_BATCH))
+        return folded
+
+    def _link_some(self, limit: int) -> int | None:
+        """Link up to ``limit`` queued reports (a transaction of its own, after the fold)."""
+        at = datetime.now(UTC)
+        return self._run("link_some", lambda conn: links.link_some(conn, self.linker, limit, at=at))
+
+    def settle_links(self) -> int:
+        def step(conn: Connection) -> int | None:
+            return links.link_some(conn, self.linker, LINK_BATCH, at=datetime.now(UTC), wait=True)
+
+        done = 0
+        while n := self._run("settle_links", step):
+            done += n
+        return done
+
+    def list_links(self, query: LinkQuery, *, audit: AuditEntry | None = None) -> LinkPage:
+        def read(conn: Connection) -> LinkPage:
+            page = links.list_links(conn, query)
+            if audit is not None:
+                access.add_audit(conn, audit)
+            return page
+
+        return self._run("list_links", read)
+
+    def review_link(
+        self,
+        link_id: UUID,
+        *,
+        state: LinkState,
+        reviewed_by: str | None,
+        at: datetime,
+        audit: AuditEntry | None = None,
+    ) -> StoredLink | None:
+        def work(conn: Connection) -> StoredLink | None:
+            found = links.review_link(
+                conn, self.linker, link_id, state=state, reviewed_by=reviewed_by, at=at
+            )
+            if found is not None and audit is not None:
+                access.add_audit(conn, audit)
+            return found
+
+        return self._write("review_link", work)
+
+    def group_ids(self, report_ids: Sequence[UUID]) -> dict[UUID, UUID]:
+        return self._run("group_ids", lambda conn: links.group_ids(conn, report_ids))
 
     def advance_surges(self, through: date) -> list[Alert]:
         if self._surges is None:

@@ -200,6 +200,22 @@ _V8_SURGE_SERIES = sql_step(
     " updated_at INTEGER NOT NULL)"
 )
 
+# Links between reports of one crossing by different monitors, and each linked report's group
+# (issue #20, docs/linking.md; PostGIS migration 0015). A report without a group row is a group
+# of its own. Levels and per-field weights as JSON text; times as integer microseconds.
+_V9_LINKS = sql_step(
+    "CREATE TABLE report_links (id TEXT PRIMARY KEY, a TEXT NOT NULL, b TEXT NOT NULL,"
+    " segment_a TEXT, segment_b TEXT, levels TEXT NOT NULL, per_field TEXT NOT NULL,"
+    " weight REAL NOT NULL, state TEXT NOT NULL DEFAULT 'proposed',"
+    " created_at INTEGER NOT NULL, reviewed_by TEXT, reviewed_at INTEGER,"
+    " CHECK (a < b), UNIQUE (a, b))",
+    "CREATE INDEX report_links_b ON report_links (b)",
+    "CREATE INDEX report_links_created ON report_links (created_at, id)",
+    "CREATE INDEX report_links_confirmed ON report_links (state) WHERE state = 'confirmed'",
+    "CREATE TABLE report_groups (report_id TEXT PRIMARY KEY, group_id TEXT NOT NULL,"
+    " is_anchor INTEGER NOT NULL, group_people INTEGER NOT NULL) WITHOUT ROWID",
+)
+
 MIGRATIONS: tuple[MigrationStep, ...] = (
     _V1_SEGMENTS_AND_REPORTS,
     _V2_COUNT_ROLLUPS,
@@ -209,6 +225,7 @@ MIGRATIONS: tuple[MigrationStep, ...] = (
     _V6_PUBLIC_RELEASE,
     _V7_ALERTS_AND_WEBHOOKS,
     _V8_SURGE_SERIES,
+    _V9_LINKS,
 )
 
 

@@ -14,6 +14,7 @@ from service.domain.access import ApiKey, AuditEntry
 from service.domain.aggregation import CountQuery, CountRow
 from service.domain.alerts import Alert, AlertPage, AlertQuery, AlertTransition
 from service.domain.errors import BorderChanged
+from service.domain.links import LinkPage, LinkQuery, LinkState, StoredLink
 from service.domain.queries import Extent, ReportPage, ReportQuery
 from service.domain.release import ReleaseInfo, ReleaseRow
 from service.domain.reports import IngestOutcome, IngestResult, Report
@@ -30,10 +31,12 @@ from service.domain.webhooks import (
 )
 from service.storage.base import OnProgress, Resnap
 from service.storage.cancel import cancellable
+from service.storage.linking import LinkConfig, Linker
 from service.storage.sqlite import access as access_queries
 from service.storage.sqlite import alerts as alert_queries
 from service.storage.sqlite import border as border_queries
 from service.storage.sqlite import counts as count_queries
+from service.storage.sqlite import links as link_queries
 from service.storage.sqlite import release as release_queries
 from service.storage.sqlite import reports as report_queries
 from service.storage.sqlite import retention as retention_queries
@@ -54,10 +57,14 @@ class SqliteStore:
     file cannot be read or written, or stays locked by other writers past the busy timeout.
     """
 
-    def __init__(self, db: Database, *, surges: SurgeConfig | None = None) -> None:
+    def __init__(
+        self, db: Database, *, surges: SurgeConfig | None = None, links: LinkConfig | None = None
+    ) -> None:
         self._db = db
         # Surge detection runs where reports are counted (ingest, deletion): surges.py.
         self.surges = surges
+        # Linking runs in ingest's transaction (links.py, docs/linking.md).
+        self.linker = Linker(links or LinkConfig())
         self._watch_of: tuple[int, Watch] | None = None  # (border version, its Watch)
 
     @classmethod
@@ -67,11 +74,14 @@ class SqliteStore:
         *,
         busy_timeout_s: float = BUSY_TIMEOUT_S,
         surges: SurgeConfig | None = None,
+        links: LinkConfig | None = None,
     ) -> SqliteStore:
         """Open the file a ``sqlite:///path`` URL names, creating and migrating it as needed;
-        with ``surges``, watch the series the reports count in (docs/surges.md)."""
+        with ``surges``, watch the series the reports count in (docs/surges.md); ``links``:
+        how reports are linked (docs/linking.md)."""
         store = cls.open_path(path_from_url(url), busy_timeout_s=busy_timeout_s)
         store.surges = surges
+        store.linker = Linker(links or LinkConfig())
         return store
 
     @classmethod
@@ -115,15 +125,19 @@ class SqliteStore:
         on_progress: OnProgress | None = None,
         expected_version: int | None = None,
     ) -> int:
-        return self._db.write(
-            partial(
-                border_queries.replace_border,
+        def work(conn: sqlite3.Connection) -> int:
+            done = border_queries.replace_border(
+                conn,
                 batch=segments,
                 resnap=resnap,
                 on_progress=on_progress,
                 expected_version=expected_version,
             )
-        )
+            # New segments, new adjacency: every report is linked again (reviews kept).
+            link_queries.relink_all(conn, self.linker, at=datetime.now(UTC))
+            return done
+
+        return self._db.write(work)
 
     def add_reports(
         self,
@@ -146,6 +160,10 @@ class SqliteStore:
             self._detect(
                 conn, [(r.snap.segment_id, r.draft.kind, r.draft.observed_at) for r in created]
             )
+            if created:
+                link_queries.link_reports(
+                    conn, self.linker, [r.id for r in created], at=datetime.now(UTC)
+                )
             return results
 
         return self._db.write(work)
@@ -160,6 +178,7 @@ class SqliteStore:
             counted = report_queries.delete_report(conn, str(report_id))
             if counted is None:
                 return False
+            link_queries.forget_report(conn, self.linker, report_id)
             if counted.segment_id is not None and self.surges is not None:
                 touched = {counted.day: {(counted.segment_id, counted.kind)}}
                 surge_queries.detect(conn, touched, self._watch(conn))
@@ -206,6 +225,34 @@ class SqliteStore:
             cached = (version, make_watch(segment_queries.list_segments(conn), self.surges))
             self._watch_of = cached
         return cached[1]
+
+    def settle_links(self) -> int:
+        return 0  # linked in ingest's transaction: nothing is left pending
+
+    def list_links(self, query: LinkQuery, *, audit: AuditEntry | None = None) -> LinkPage:
+        return self._audited_read(partial(link_queries.list_links, query=query), audit)
+
+    def review_link(
+        self,
+        link_id: UUID,
+        *,
+        state: LinkState,
+        reviewed_by: str | None,
+        at: datetime,
+        audit: AuditEntry | None = None,
+    ) -> StoredLink | None:
+        def work(conn: sqlite3.Connection) -> StoredLink | None:
+            found = link_queries.review_link(
+                conn, self.linker, link_id, state=state, reviewed_by=reviewed_by, at=at
+            )
+            if found is not None and audit is not None:
+                access_queries.add_audit(conn, entry=audit)
+            return found
+
+        return self._db.write(work)
+
+    def group_ids(self, report_ids: Sequence[UUID]) -> dict[UUID, UUID]:
+        return self._db.read(partial(link_queries.group_ids, ids=report_ids))
 
     def add_key(self, key: ApiKey) -> None:
         self._db.write(partial(access_queries.add_key, key=key))

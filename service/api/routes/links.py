@@ -1,0 +1,91 @@
+"""Links between reports of one crossing made by different monitors (issue #20,
+docs/linking.md). Analyst and admin keys only; every read and review is audited."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from service.api.deps import CallerDep, SettingsDep, StoreDep, get_caller
+from service.api.responses import JSONResponse
+from service.api.schemas.pages import decode_cursor, encode_cursor, parse_time
+from service.domain.links import LinkQuery, LinkState, link_fields
+from service.domain.queries import PageKey
+from service.usecases import links
+
+router = APIRouter(prefix="/v1", tags=["links"], dependencies=[Depends(get_caller)])
+
+
+def _detail(request: Request) -> dict[str, Any]:
+    return {"method": request.method, "path": request.url.path, "query": request.url.query}
+
+
+@router.get("/links")
+async def list_links(
+    request: Request,
+    store: StoreDep,
+    settings: SettingsDep,
+    caller: CallerDep,
+    state: Annotated[LinkState | None, Query(description="proposed, confirmed or rejected")] = None,
+    segment: Annotated[
+        str | None, Query(max_length=200, description="Either report on this segment")
+    ] = None,
+    since: Annotated[str | None, Query(description="Proposed at or after (RFC 3339)")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[
+        str | None, Query(description="From the previous page's next link", max_length=200)
+    ] = None,
+) -> Response:
+    """Links between two reports that are probably one group seen by two monitors, in the order
+    they were proposed. Each gives its two reports, the match weight (bits) and, for each field
+    compared, the level the pair fell in and the bits it added, so that a reviewer sees why the
+    pair was linked. Follow `next` for the next page."""
+    after = None if cursor is None else decode_cursor(cursor)
+    query = LinkQuery(
+        state=state,
+        segment_id=segment,
+        since=parse_time("since", since),
+        limit=min(limit, settings.page_max_items),
+        after=None if after is None else (after.observed_at, after.id),
+    )
+    page = await run_in_threadpool(
+        lambda: links.list_links(store, query, caller=caller, detail=_detail(request))
+    )
+    body: dict[str, Any] = {"links": [link_fields(k) for k in page.links]}
+    if page.next_key is not None:
+        key = PageKey(observed_at=page.next_key[0], id=page.next_key[1])
+        body["next"] = str(request.url.include_query_params(cursor=encode_cursor(key)))
+    return JSONResponse(body)
+
+
+async def _review(
+    link_id: UUID, state: LinkState, request: Request, store: StoreDep, caller: CallerDep
+) -> Response:
+    reviewed = await run_in_threadpool(
+        lambda: links.review_link(
+            store, link_id, state=state, caller=caller, detail=_detail(request)
+        )
+    )
+    return JSONResponse(link_fields(reviewed))
+
+
+@router.post("/links/{link_id}/confirm")
+async def confirm_link(
+    link_id: UUID, request: Request, store: StoreDep, caller: CallerDep
+) -> Response:
+    """Confirm that the two reports are one group: the pair is grouped before every
+    unconfirmed link, and confirmed pairs feed the estimate of how true duplicates compare."""
+    return await _review(link_id, LinkState.CONFIRMED, request, store, caller)
+
+
+@router.post("/links/{link_id}/reject")
+async def reject_link(
+    link_id: UUID, request: Request, store: StoreDep, caller: CallerDep
+) -> Response:
+    """Reject the link: the two reports are different groups, and the pair is never proposed
+    again; their groups are made again without it."""
+    return await _review(link_id, LinkState.REJECTED, request, store, caller)

@@ -1,0 +1,271 @@
+"""Links and groups on PostGIS (migration 0015): what ``storage.linking`` reads and writes, the
+background linker's step, and the links analysts list and review.
+
+Ingest does not link: a statement trigger queues each snapped report it stores in
+``link_pending``, and the rollup folder's thread calls ``link_some`` after each fold, in a
+transaction of its own, so linking adds nothing to the acknowledgement's path. Everything that
+writes links or groups holds ``LINK_LOCK`` (the linker tries it and skips its turn; deletion,
+reviews and a border change wait for it), so two writers never regroup one component at once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Connection
+
+from service.domain.link_groups import Edge
+from service.domain.linking import Levels, Link, LinkRecord
+from service.domain.links import LinkPage, LinkQuery, LinkState, StoredLink, link_id
+from service.domain.segments import BorderSegment
+from service.storage.linking import GroupRow, Linker
+from service.storage.postgis import segments as segment_queries
+
+LINK_LOCK = 0x6C696E6B  # pg_advisory_xact_lock key ("link")
+
+_RECORD = (
+    "SELECT id, observed_at, ST_X(geom), ST_Y(geom), segment_id, people_count, kind,"
+    " direction, key_id, device_id FROM reports"
+)
+# Each span one range of reports_segment_observed, all in one statement.
+_NEAR = (
+    "SELECT id, observed_at, ST_X(geom), ST_Y(geom), segment_id, people_count, kind,"
+    " direction, key_id, device_id"
+    " FROM unnest(%(segment)s::text[], %(start)s::timestamptz[], %(end)s::timestamptz[])"
+    " AS s(segment, start, stop)"
+    " JOIN reports ON reports.segment_id = s.segment"
+    " AND reports.observed_at BETWEEN s.start AND s.stop"
+)
+_LINK = (
+    "SELECT id, a, b, segment_a, segment_b, levels, per_field, weight, state, created_at,"
+    " reviewed_by, reviewed_at FROM report_links"
+)
+
+
+def _record(row: Any) -> LinkRecord:
+    id_, observed_at, lon, lat, segment_id, people, kind, direction, key_id, device_id = row
+    return LinkRecord(
+        id_, observed_at, lon, lat, segment_id, people, kind, direction, key_id, device_id
+    )  # fmt: skip
+
+
+class PostgisLinkTx:
+    """``LinkTx`` over one PostGIS connection in a transaction holding LINK_LOCK."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def border_version(self) -> int:
+        return segment_queries.border_version(self.conn)
+
+    def segments(self) -> list[BorderSegment]:
+        return segment_queries.list_segments(self.conn)
+
+    def records(self, ids: Collection[UUID]) -> list[LinkRecord]:
+        rows = self.conn.exec_driver_sql(
+            _RECORD + " WHERE id = ANY(%(ids)s::uuid[])", {"ids": list(ids)}
+        )
+        return [_record(row) for row in rows]
+
+    def records_near(self, spans: Sequence[tuple[str, datetime, datetime]]) -> list[LinkRecord]:
+        if not spans:
+            return []
+        rows = self.conn.exec_driver_sql(
+            _NEAR,
+            {
+                "segment": [s[0] for s in spans],
+                "start": [s[1] for s in spans],
+                "end": [s[2] for s in spans],
+            },
+        )
+        return [_record(row) for row in rows]
+
+    def add_links(self, links: Sequence[Link], *, at: datetime) -> None:
+        self.conn.exec_driver_sql(
+            """
+            INSERT INTO report_links (id, a, b, segment_a, segment_b, levels, per_field, weight,
+                                      created_at)
+            SELECT l.id, l.a, l.b, ra.segment_id, rb.segment_id, l.levels::smallint[],
+                   l.per_field, l.weight, %(at)s
+            FROM unnest(%(id)s::uuid[], %(a)s::uuid[], %(b)s::uuid[], %(levels)s::text[],
+                        %(per_field)s::text[], %(weight)s::float8[])
+                 AS l(id, a, b, levels, per_field, weight)
+            LEFT JOIN reports ra ON ra.id = l.a
+            LEFT JOIN reports rb ON rb.id = l.b
+            ORDER BY l.a, l.b
+            ON CONFLICT (a, b) DO NOTHING
+            """,
+            {
+                "id": [link_id(k.a, k.b) for k in links],
+                "a": [k.a for k in links],
+                "b": [k.b for k in links],
+                "levels": ["{" + ",".join(map(str, k.weight.levels)) + "}" for k in links],
+                "per_field": [json.dumps(dict(k.weight.per_field)) for k in links],
+                "weight": [k.weight.total for k in links],
+                "at": at,
+            },
+        )
+
+    def edges_touching(self, ids: Collection[UUID]) -> list[Edge[UUID]]:
+        rows = self.conn.exec_driver_sql(
+            "SELECT a, b, weight, state FROM report_links WHERE state != 'rejected'"
+            " AND (a = ANY(%(ids)s::uuid[]) OR b = ANY(%(ids)s::uuid[]))",
+            {"ids": list(ids)},
+        )
+        return [
+            Edge(a, b, weight, 1 if state == LinkState.CONFIRMED else 0)
+            for a, b, weight, state in rows
+        ]
+
+    def set_groups(self, ids: Collection[UUID], rows: Sequence[GroupRow]) -> None:
+        self.conn.exec_driver_sql(
+            "DELETE FROM report_groups WHERE report_id = ANY(%(ids)s::uuid[])", {"ids": list(ids)}
+        )
+        if rows:
+            self.conn.exec_driver_sql(
+                "INSERT INTO report_groups (report_id, group_id, is_anchor, group_people)"
+                " SELECT * FROM unnest(%(r)s::uuid[], %(g)s::uuid[], %(anchor)s::boolean[],"
+                " %(people)s::int[])",
+                {
+                    "r": [r.report_id for r in rows],
+                    "g": [r.group_id for r in rows],
+                    "anchor": [r.is_anchor for r in rows],
+                    "people": [r.group_people for r in rows],
+                },
+            )
+
+    def confirmed_levels(self, known: int) -> list[Levels] | None:
+        count = self.conn.exec_driver_sql(
+            "SELECT count(*) FROM report_links WHERE state = 'confirmed'"
+        ).scalar_one()
+        if count == known:
+            return None
+        rows = self.conn.exec_driver_sql(
+            "SELECT levels FROM report_links WHERE state = 'confirmed'"
+        )
+        return [tuple(levels) for (levels,) in rows]
+
+
+def _lock(conn: Connection) -> None:
+    conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%(k)s)", {"k": LINK_LOCK})
+
+
+def link_some(
+    conn: Connection, linker: Linker, limit: int, *, at: datetime, wait: bool = False
+) -> int | None:
+    """Link up to ``limit`` queued reports, in the caller's transaction: how many were taken off
+    the queue, or None when another transaction holds the link lock (``wait``: wait for it)."""
+    if wait:
+        _lock(conn)
+    elif not conn.exec_driver_sql(
+        "SELECT pg_try_advisory_xact_lock(%(k)s)", {"k": LINK_LOCK}
+    ).scalar():
+        return None
+    ids = [
+        id_
+        for (id_,) in conn.exec_driver_sql(
+            "DELETE FROM link_pending WHERE id = ANY(ARRAY(SELECT id FROM link_pending"
+            " LIMIT %(n)s)) RETURNING id",
+            {"n": limit},
+        )
+    ]
+    if ids:
+        linker.link(PostgisLinkTx(conn), ids, at=at)
+    return len(ids)
+
+
+def forget_report(conn: Connection, linker: Linker, report_id: UUID) -> None:
+    """A deleted report's links go, and its old component is grouped again."""
+    _lock(conn)
+    conn.exec_driver_sql("DELETE FROM link_pending WHERE id = %(id)s", {"id": report_id})
+    others = conn.exec_driver_sql(
+        "DELETE FROM report_links WHERE a = %(id)s OR b = %(id)s"
+        " RETURNING CASE WHEN a = %(id)s THEN b ELSE a END",
+        {"id": report_id},
+    ).all()
+    conn.exec_driver_sql("DELETE FROM report_groups WHERE report_id = %(id)s", {"id": report_id})
+    linker.regroup(PostgisLinkTx(conn), {x for (x,) in others})
+
+
+def relink_all(conn: Connection, linker: Linker) -> None:
+    """After a border change (in its transaction): drop the proposed links and every group, keep
+    the reviewed links, regroup the confirmed ones now and queue every snapped report for the
+    background linker."""
+    _lock(conn)
+    conn.exec_driver_sql("DELETE FROM report_links WHERE state = 'proposed'")
+    conn.exec_driver_sql("DELETE FROM report_groups")
+    reviewed = conn.exec_driver_sql("SELECT a, b FROM report_links WHERE state = 'confirmed'").all()
+    linker.regroup(PostgisLinkTx(conn), {x for pair in reviewed for x in pair})
+    conn.exec_driver_sql(
+        "INSERT INTO link_pending (id) SELECT id FROM reports WHERE segment_id IS NOT NULL"
+        " ON CONFLICT DO NOTHING"
+    )
+
+
+def pending_links(conn: Connection) -> int:
+    return int(conn.exec_driver_sql("SELECT count(*) FROM link_pending").scalar_one())
+
+
+def _stored(row: Any) -> StoredLink:
+    (id_, a, b, seg_a, seg_b, levels, per_field, weight, state, created_at, by, reviewed_at) = row
+    return StoredLink(
+        id_, a, b, seg_a, seg_b, tuple(levels), json.loads(per_field), weight, LinkState(state),
+        created_at, by, reviewed_at,
+    )  # fmt: skip
+
+
+def list_links(conn: Connection, query: LinkQuery) -> LinkPage:
+    clauses: list[str] = []
+    params: dict[str, Any] = {"limit": query.limit + 1}
+    if query.state is not None:
+        clauses.append("state = %(state)s")
+        params["state"] = query.state.value
+    if query.segment_id is not None:
+        clauses.append("(segment_a = %(segment)s OR segment_b = %(segment)s)")
+        params["segment"] = query.segment_id
+    if query.since is not None:
+        clauses.append("created_at >= %(since)s")
+        params["since"] = query.since
+    if query.after is not None:
+        clauses.append("(created_at, id) > (%(after_at)s, %(after_id)s)")
+        params.update(after_at=query.after[0], after_id=query.after[1])
+    where = " WHERE " + " AND ".join(clauses) if clauses else ""
+    rows = conn.exec_driver_sql(_LINK + where + " ORDER BY created_at, id LIMIT %(limit)s", params)
+    links = [_stored(row) for row in rows]
+    more = len(links) > query.limit
+    links = links[: query.limit]
+    return LinkPage(links, (links[-1].created_at, links[-1].id) if more else None)
+
+
+def review_link(
+    conn: Connection,
+    linker: Linker,
+    link: UUID,
+    *,
+    state: LinkState,
+    reviewed_by: str | None,
+    at: datetime,
+) -> StoredLink | None:
+    """Confirm or reject a link and regroup its reports' component; None: no such link."""
+    _lock(conn)
+    found = conn.exec_driver_sql(
+        "UPDATE report_links SET state = %(state)s, reviewed_by = %(by)s, reviewed_at = %(at)s"
+        " WHERE id = %(id)s RETURNING a, b",
+        {"state": state.value, "by": reviewed_by, "at": at, "id": link},
+    ).first()
+    if found is None:
+        return None
+    linker.regroup(PostgisLinkTx(conn), {found[0], found[1]})
+    return _stored(conn.exec_driver_sql(_LINK + " WHERE id = %(id)s", {"id": link}).one())
+
+
+def group_ids(conn: Connection, ids: Collection[UUID]) -> dict[UUID, UUID]:
+    rows = conn.exec_driver_sql(
+        "SELECT report_id, group_id FROM report_groups WHERE report_id = ANY(%(ids)s::uuid[])",
+        {"ids": list(ids)},
+    )
+    return {r: g for r, g in rows}

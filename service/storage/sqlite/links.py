@@ -1,0 +1,226 @@
+"""Links and groups in SQLite (schema step 9): what ``storage.linking`` reads and writes, and the
+links analysts list and review. Each function runs in the transaction its caller opened."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Collection, Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from service.domain.link_groups import Edge
+from service.domain.linking import Levels, Link, LinkRecord
+from service.domain.links import LinkPage, LinkQuery, LinkState, StoredLink, link_id
+from service.domain.segments import BorderSegment
+from service.storage.linking import GroupRow, Linker
+from service.storage.sqlite import segments as segment_queries
+from service.storage.sqlite.rows import from_micros, to_micros
+
+_RECORD = (
+    "SELECT id, observed_at, lon, lat, segment_id, people_count, kind, direction, key_id,"
+    " device_id FROM reports"
+)
+_LINK = (
+    "SELECT id, a, b, segment_a, segment_b, levels, per_field, weight, state, created_at,"
+    " reviewed_by, reviewed_at FROM report_links"
+)
+
+
+def _record(row: tuple[Any, ...]) -> LinkRecord:
+    id_, observed_at, lon, lat, segment_id, people, kind, direction, key_id, device_id = row
+    return LinkRecord(
+        UUID(id_), from_micros(observed_at), lon, lat, segment_id, people, kind, direction,
+        key_id, device_id,
+    )  # fmt: skip
+
+
+def _ids(ids: Collection[UUID]) -> str:
+    return json.dumps(sorted(str(i) for i in ids))
+
+
+class SqliteLinkTx:
+    """``LinkTx`` over one SQLite connection in a write transaction."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def border_version(self) -> int:
+        return segment_queries.border_version(self.conn)
+
+    def segments(self) -> list[BorderSegment]:
+        return segment_queries.list_segments(self.conn)
+
+    def records(self, ids: Collection[UUID]) -> list[LinkRecord]:
+        rows = self.conn.execute(
+            _RECORD + " WHERE id IN (SELECT value FROM json_each(?))", (_ids(ids),)
+        )
+        return [_record(row) for row in rows]
+
+    def records_near(self, spans: Sequence[tuple[str, datetime, datetime]]) -> list[LinkRecord]:
+        out: list[LinkRecord] = []
+        for segment, start, end in spans:  # one range of reports_by_segment each
+            rows = self.conn.execute(
+                _RECORD + " WHERE segment_id = ? AND observed_at BETWEEN ? AND ?",
+                (segment, to_micros(start), to_micros(end)),
+            )
+            out += [_record(row) for row in rows]
+        return out
+
+    def add_links(self, links: Sequence[Link], *, at: datetime) -> None:
+        segments = dict(
+            self.conn.execute(
+                "SELECT id, segment_id FROM reports WHERE id IN (SELECT value FROM json_each(?))",
+                (_ids({x for k in links for x in (k.a, k.b)}),),
+            ).fetchall()
+        )
+        self.conn.executemany(
+            "INSERT INTO report_links (id, a, b, segment_a, segment_b, levels, per_field, weight,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (a, b) DO NOTHING",
+            [
+                (
+                    str(link_id(k.a, k.b)),
+                    str(k.a),
+                    str(k.b),
+                    segments.get(str(k.a)),
+                    segments.get(str(k.b)),
+                    json.dumps(list(k.weight.levels)),
+                    json.dumps(dict(k.weight.per_field)),
+                    k.weight.total,
+                    to_micros(at),
+                )
+                for k in links
+            ],
+        )
+
+    def edges_touching(self, ids: Collection[UUID]) -> list[Edge[UUID]]:
+        rows = self.conn.execute(
+            "SELECT a, b, weight, state FROM report_links WHERE state != 'rejected' AND"
+            " (a IN (SELECT value FROM json_each(:ids)) OR b IN (SELECT value FROM json_each(:ids)))",
+            {"ids": _ids(ids)},
+        )
+        return [
+            Edge(UUID(a), UUID(b), weight, 1 if state == LinkState.CONFIRMED else 0)
+            for a, b, weight, state in rows
+        ]
+
+    def set_groups(self, ids: Collection[UUID], rows: Sequence[GroupRow]) -> None:
+        self.conn.execute(
+            "DELETE FROM report_groups WHERE report_id IN (SELECT value FROM json_each(?))",
+            (_ids(ids),),
+        )
+        self.conn.executemany(
+            "INSERT INTO report_groups (report_id, group_id, is_anchor, group_people)"
+            " VALUES (?, ?, ?, ?)",
+            [(str(r.report_id), str(r.group_id), int(r.is_anchor), r.group_people) for r in rows],
+        )
+
+    def confirmed_levels(self, known: int) -> list[Levels] | None:
+        (count,) = self.conn.execute(
+            "SELECT count(*) FROM report_links WHERE state = 'confirmed'"
+        ).fetchone()
+        if count == known:
+            return None
+        rows = self.conn.execute("SELECT levels FROM report_links WHERE state = 'confirmed'")
+        return [tuple(json.loads(levels)) for (levels,) in rows]
+
+
+def link_reports(
+    conn: sqlite3.Connection, linker: Linker, ids: Collection[UUID], *, at: datetime
+) -> int:
+    """Link reports just stored, in ingest's transaction."""
+    return linker.link(SqliteLinkTx(conn), ids, at=at)
+
+
+def forget_report(conn: sqlite3.Connection, linker: Linker, report_id: UUID) -> None:
+    """A deleted report's links go, and its old component is grouped again."""
+    key = str(report_id)
+    others = conn.execute(
+        "SELECT CASE WHEN a = ? THEN b ELSE a END FROM report_links WHERE a = ? OR b = ?",
+        (key, key, key),
+    ).fetchall()
+    conn.execute("DELETE FROM report_links WHERE a = ? OR b = ?", (key, key))
+    conn.execute("DELETE FROM report_groups WHERE report_id = ?", (key,))
+    linker.regroup(SqliteLinkTx(conn), {UUID(x) for (x,) in others})
+
+
+def relink_all(conn: sqlite3.Connection, linker: Linker, *, at: datetime) -> None:
+    """After a border change: drop the proposed links and every group, keep the reviewed links,
+    and link every report again (in the border change's transaction)."""
+    conn.execute("DELETE FROM report_links WHERE state = 'proposed'")
+    conn.execute("DELETE FROM report_groups")
+    tx = SqliteLinkTx(conn)
+    reviewed = conn.execute("SELECT a, b FROM report_links WHERE state = 'confirmed'").fetchall()
+    linker.regroup(tx, {UUID(x) for pair in reviewed for x in pair})
+    ids = [
+        UUID(x)
+        for (x,) in conn.execute(
+            "SELECT id FROM reports WHERE segment_id IS NOT NULL ORDER BY observed_at, id"
+        )
+    ]
+    for start in range(0, len(ids), 1_000):
+        linker.link(tx, ids[start : start + 1_000], at=at)
+
+
+def _stored(row: tuple[Any, ...]) -> StoredLink:
+    (id_, a, b, seg_a, seg_b, levels, per_field, weight, state, created_at, by, reviewed_at) = row
+    return StoredLink(
+        UUID(id_), UUID(a), UUID(b), seg_a, seg_b, tuple(json.loads(levels)),
+        json.loads(per_field), weight, LinkState(state), from_micros(created_at), by,
+        None if reviewed_at is None else from_micros(reviewed_at),
+    )  # fmt: skip
+
+
+def list_links(conn: sqlite3.Connection, query: LinkQuery) -> LinkPage:
+    clauses: list[str] = []
+    params: dict[str, Any] = {"limit": query.limit + 1}
+    if query.state is not None:
+        clauses.append("state = :state")
+        params["state"] = query.state.value
+    if query.segment_id is not None:
+        clauses.append("(segment_a = :segment OR segment_b = :segment)")
+        params["segment"] = query.segment_id
+    if query.since is not None:
+        clauses.append("created_at >= :since")
+        params["since"] = to_micros(query.since)
+    if query.after is not None:
+        clauses.append("(created_at, id) > (:after_at, :after_id)")
+        params.update(after_at=to_micros(query.after[0]), after_id=str(query.after[1]))
+    where = " WHERE " + " AND ".join(clauses) if clauses else ""
+    rows = conn.execute(_LINK + where + " ORDER BY created_at, id LIMIT :limit", params)
+    links = [_stored(row) for row in rows]
+    more = len(links) > query.limit
+    links = links[: query.limit]
+    return LinkPage(links, (links[-1].created_at, links[-1].id) if more else None)
+
+
+def review_link(
+    conn: sqlite3.Connection,
+    linker: Linker,
+    link: UUID,
+    *,
+    state: LinkState,
+    reviewed_by: str | None,
+    at: datetime,
+) -> StoredLink | None:
+    """Confirm or reject a link and regroup its reports' component; None: no such link."""
+    found = conn.execute(
+        "UPDATE report_links SET state = ?, reviewed_by = ?, reviewed_at = ? WHERE id = ?"
+        " RETURNING a, b",
+        (state.value, reviewed_by, to_micros(at), str(link)),
+    ).fetchone()
+    if found is None:
+        return None
+    linker.regroup(SqliteLinkTx(conn), {UUID(found[0]), UUID(found[1])})
+    return _stored(conn.execute(_LINK + " WHERE id = ?", (str(link),)).fetchone())
+
+
+def group_ids(conn: sqlite3.Connection, ids: Collection[UUID]) -> dict[UUID, UUID]:
+    """The group of each of ``ids`` that is in a group of two or more."""
+    rows = conn.execute(
+        "SELECT report_id, group_id FROM report_groups"
+        " WHERE report_id IN (SELECT value FROM json_each(?))",
+        (_ids(ids),),
+    )
+    return {UUID(r): UUID(g) for r, g in rows}
