@@ -200,6 +200,15 @@ _V8_SURGE_SERIES = sql_step(
     " updated_at INTEGER NOT NULL)"
 )
 
+# Surge detection's token, written with the series states (issue #19; PostGIS migration 0017):
+# a store trusts the states it keeps in memory while the token is the one it wrote
+# (service/storage/surge_cache.py). Step 11 by assignment: steps 9 and 10 are other branches'.
+_V11_SURGE_TOKEN = sql_step(
+    "CREATE TABLE surge_token (only_row INTEGER PRIMARY KEY CHECK (only_row = 1),"
+    " token INTEGER NOT NULL)",
+    "INSERT INTO surge_token (only_row, token) VALUES (1, 0)",
+)
+
 MIGRATIONS: tuple[MigrationStep, ...] = (
     _V1_SEGMENTS_AND_REPORTS,
     _V2_COUNT_ROLLUPS,
@@ -209,6 +218,7 @@ MIGRATIONS: tuple[MigrationStep, ...] = (
     _V6_PUBLIC_RELEASE,
     _V7_ALERTS_AND_WEBHOOKS,
     _V8_SURGE_SERIES,
+    _V11_SURGE_TOKEN,  # 9th here until steps 9 and 10 are merged before it
 )
 
 

@@ -1,0 +1,33 @@
+"""Surge detection's token (issue #19): one number, written with the series states by each
+transaction that writes them. A store keeps the states it last wrote in memory while the stored
+token is the one it wrote (service/storage/surge_cache.py): another process's write, or a
+rolled-back one, leaves another token, and the states are read again. Numbered 0017 by
+assignment (0015 and 0016 are other branches'): it revises 0014 until they are merged.
+
+Revision ID: 0017
+Revises: 0014
+Create Date: 2026-12-07
+"""
+
+from alembic import op
+
+revision = "0017"
+down_revision = "0014"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute(
+        """
+        CREATE TABLE surge_token (
+            only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+            token    bigint NOT NULL
+        )
+        """
+    )
+    op.execute("INSERT INTO surge_token (token) VALUES (0)")
+
+
+def downgrade() -> None:
+    op.execute("DROP TABLE surge_token")
