@@ -272,6 +272,10 @@ def transitions(changes: Iterable[SeriesChange], *, at: datetime) -> list[AlertT
     for change in changes:
         for event in change.events:
             kind = _EVENTS[event.kind]
+            if event.episode.closed_on is not None:
+                # A closed episode revised (a late report or a deletion before it closed): the
+                # alert stays closed ("updated" would reopen it, which no replay does).
+                kind = AlertEvent.CLOSED
             figures = _figures(event.episode)
             if event.kind == "withdrawn" and figures.closed_day is None:
                 figures = AlertFigures(
