@@ -7,8 +7,9 @@ here instead, and trusts them while the store's surge token (``surge_token``: Po
 
 - every transaction that detects reads the token first, under the lock that lets one transaction
   detect at a time (the fold's advisory lock on PostGIS, the write transaction on SQLite); a token
-  it did not write means another process (or a rolled-back transaction of this one) may have
-  changed the states: the cache starts empty;
+  other than the one the cache holds its states under means another process (or a rolled-back
+  transaction of this one) may have changed them: the cache starts empty, and holds what it
+  reads next under the token read;
 - a transaction that writes states writes a fresh random token with them and takes it as its
   own; if it rolls back, the stored token stays the old one and the next detection drops the
   cache. So a state here is always the one stored, and detection gives the same results as
@@ -41,10 +42,11 @@ class SeriesCache:
         self._states: dict[str, SeriesState | None] = {}
 
     def check(self, stored: int | None) -> None:
-        """Keep the cached states only if ``stored`` (the store's token now) is ours."""
+        """Keep the cached states only if ``stored`` (the store's token now) is the one they
+        were read or written under; what is read from now on is read under ``stored``."""
         if stored is None or stored != self._token:
             self._states.clear()
-            self._token = None
+        self._token = stored
 
     def known(self, keys: Iterable[str]) -> tuple[dict[str, SeriesState], set[str]]:
         """The cached states of ``keys`` and the keys to read from the store."""
