@@ -5,25 +5,34 @@ raise each episode once."""
 
 from __future__ import annotations
 
+import functools
 import json
+import random
+import tempfile
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 
 from service.api.schemas.reports import parse_report
 from service.domain.alerts import AlertQuery, AlertState
 from service.domain.errors import Problem
 from service.domain.reports import ReportDraft
-from service.domain.segments import SegmentIndex
+from service.domain.segments import BorderSegment, SegmentIndex
+from service.resources import bundled_segments_path
 from service.settings import Settings
 from service.storage import open_store
 from service.storage.base import Store
-from service.usecases.segments import ensure_segments, replace_border
+from service.usecases.segments import ensure_segments, read_segment_file, replace_border
 from service.usecases.submit_reports import submit_batch
-from tests.factories import report_body
+from tests.conftest import fresh_postgis_database
+from tests.factories import ROXHAM_ROAD, report_body
 
 TODAY = datetime.now(UTC).date()
 
@@ -152,3 +161,113 @@ def test_a_new_border_replays_the_series_and_closes_alerts_on_series_gone(
     assert {a.id for a in raised if a.series.segment_id == "CA-US-0208"} <= {a.id for a in closed}
     border_wide = [a for a in still if a.series.section is None and a.series.segment_id is None]
     assert border_wide, "the border's series counts the same reports and stays raised"
+
+
+@functools.cache
+def _near_roxham_road() -> tuple[BorderSegment, ...]:
+    """The bundled segments within ~40 km of Roxham Road (several, in more than one region
+    where the border has them): a small border that loads in a moment."""
+    segments = read_segment_file(bundled_segments_path()).segments
+    lon, lat = ROXHAM_ROAD
+    near = [
+        s
+        for s in segments
+        if min(abs(x - lon) + abs(y - lat) for x, y in s.coords) < 0.5  # degrees, roughly
+    ]
+    assert len(near) >= 3
+    return tuple(near)
+
+
+@contextmanager
+def _empty_store_url(kind: str) -> Iterator[str]:
+    if kind == "sqlite":
+        with tempfile.TemporaryDirectory() as folder:
+            yield f"sqlite:///{folder}/surges.db"
+    else:
+        with fresh_postgis_database() as url:
+            yield url
+
+
+@settings(
+    max_examples=4,
+    deadline=None,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],  # shrinking takes many minutes
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(order=st.randoms(use_true_random=False), chunks=st.integers(2, 9), deleting=st.booleans())
+def test_detection_kept_in_memory_equals_reading_every_state_and_a_replay(
+    store_url: str, order: random.Random, chunks: int, deleting: bool
+) -> None:
+    """Two store processes on one database, each keeping the series states in memory, take the
+    reports of four weeks in a random order and chunks (and delete some): every alert (all its
+    versions' figures) and every state are those of a store reading every state from the
+    database at each step. Without deletions, they are also what a replay of the day counts
+    (rebuild_surges) gives. (With them, not always: a series whose first report is deleted keeps
+    its first day, where a replay starts the series at its first report left.)"""
+    kind = "sqlite" if store_url.startswith("sqlite") else "postgis"
+    surge_day = TODAY - timedelta(days=order.randint(1, 6))
+    bodies = [
+        report_body(observed_at=_at(TODAY - timedelta(days=d), order.randint(0, 23)), kind=k)
+        for d in range(27, 0, -1)
+        for k in ("crossing", "crossing", "attempt")[: order.randint(0, 3)]
+    ] + [
+        report_body(observed_at=_at(surge_day, 1 + i % 20), kind=("crossing", "attempt")[i % 2])
+        for i in range(order.randint(20, 40))
+    ]
+    order.shuffle(bodies)
+    cut = sorted(order.sample(range(1, len(bodies)), chunks - 1))
+    steps: list[tuple[int, list[dict[str, Any]] | str]] = [
+        (order.randrange(2), bodies[start:stop])
+        for start, stop in zip([0, *cut], [*cut, len(bodies)], strict=True)
+    ]
+    if deleting:
+        steps += [(order.randrange(2), b["id"]) for b in order.sample(bodies, len(bodies) // 8)]
+    steps.append((order.randrange(2), []))  # a fold after the deletions
+    index = SegmentIndex(list(_near_roxham_road()))
+    with _empty_store_url(kind) as kept, _empty_store_url(kind) as cold:
+        processes = [open_store(Settings(database_url=kept)) for _ in range(2)]
+        try:
+            replace_border(processes[0], index, max_distance_m=Settings().max_snap_distance_m)
+            with _opened(cold) as store:
+                replace_border(store, index, max_distance_m=Settings().max_snap_distance_m)
+            for who, step in steps:
+                _step(kept, processes[who], index, step)
+                with _opened(cold) as store:  # a new process each time: every state read
+                    _step(cold, store, index, step)
+            states, alerts = _states(kept), _alerts(processes[0])
+            assert states == _states(cold)
+            with _opened(cold) as store:
+                assert alerts == _alerts(store)
+            if not deleting:
+                figures = _open_figures(processes[0])
+                processes[1].rebuild_surges(TODAY)
+                assert _states(kept) == states
+                assert _open_figures(processes[0]) == figures
+        finally:
+            for process in processes:
+                process.close()
+
+
+@contextmanager
+def _opened(url: str) -> Iterator[Store]:
+    store = open_store(Settings(database_url=url))
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _step(url: str, store: Store, index: SegmentIndex, step: list[dict[str, Any]] | str) -> None:
+    if isinstance(step, str):
+        assert store.delete_report(uuid.UUID(step))
+    else:
+        _submit(url, store, index, step)
+
+
+def _alerts(store: Store) -> list[tuple[Any, ...]]:
+    every = store.list_alerts(AlertQuery(limit=1000)).alerts
+    return sorted((a.id, a.state, a.version, a.series, a.opened_day, a.figures) for a in every)
+
+
+def _open_figures(store: Store) -> set[tuple[Any, ...]]:
+    return {(a.id, a.series, a.opened_day, a.figures) for a in _open(store)}

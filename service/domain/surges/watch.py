@@ -82,29 +82,38 @@ class Watch:
 
     segments: Mapping[str, BorderSegment]
     params: SurgeParams
-    # (segment_id, kind) -> its series, reports' then people's: made once each (a key costs
-    # more to build than to count with, and every report of the segment and kind needs them).
-    _keys: dict[tuple[str, str], tuple[tuple[SeriesKey, ...], tuple[SeriesKey, ...]]] = field(
+    # (segment_id, kind) -> its series as stored (series_key_text), reports' then people's: made
+    # once each (a key costs more to build and hash than to count with, and every report of the
+    # segment and kind needs them); and each series' key from that text.
+    _texts: dict[tuple[str, str], tuple[tuple[str, ...], tuple[str, ...]]] = field(
         default_factory=dict, compare=False, repr=False
     )
+    _key_of_text: dict[str, SeriesKey] = field(default_factory=dict, compare=False, repr=False)
 
-    def keys_of(
+    def texts_of(
         self, segment_id: str, kind: str
-    ) -> tuple[tuple[SeriesKey, ...], tuple[SeriesKey, ...]] | None:
-        """The series a report of this segment and kind counts in (reports', people's); None
-        off the border."""
-        found = self._keys.get((segment_id, kind))
+    ) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+        """The series a report of this segment and kind counts in, as stored (reports',
+        people's); None off the border."""
+        found = self._texts.get((segment_id, kind))
         if found is None:
             segment = self.segments.get(segment_id)
             if segment is None:
                 return None
             keys = list(_keys(segment, kind))
+            for key in keys:
+                self._key_of_text.setdefault(series_key_text(key), key)
             found = (
-                tuple(k for k in keys if k.measure is Measure.REPORTS),
-                tuple(k for k in keys if k.measure is Measure.PEOPLE),
+                tuple(series_key_text(k) for k in keys if k.measure is Measure.REPORTS),
+                tuple(series_key_text(k) for k in keys if k.measure is Measure.PEOPLE),
             )
-            self._keys[segment_id, kind] = found
+            self._texts[segment_id, kind] = found
         return found
+
+    def key_of(self, text: str) -> SeriesKey:
+        """The series of a stored key text."""
+        key = self._key_of_text.get(text)
+        return series_key_of(text) if key is None else key
 
 
 def watched_series(segments: Iterable[BorderSegment], kinds: Sequence[str]) -> int:
@@ -126,22 +135,24 @@ def _keys(segment: BorderSegment, kind: str) -> Iterable[SeriesKey]:
                 yield SeriesKey(segment.border, section, segment_id, k, measure)
 
 
-def series_of(segment_kinds: Iterable[tuple[str, str]], watch: Watch) -> set[SeriesKey]:
-    """The series that reports of these (segment_id, kind) pairs count in (none off the border)."""
-    out: set[SeriesKey] = set()
+def series_of(segment_kinds: Iterable[tuple[str, str]], watch: Watch) -> set[str]:
+    """The series (as stored: series_key_text) that reports of these (segment_id, kind) pairs
+    count in (none off the border)."""
+    out: set[str] = set()
     for segment_id, kind in segment_kinds:
-        keys = watch.keys_of(segment_id, kind)
+        keys = watch.texts_of(segment_id, kind)
         if keys is not None:
             out.update(keys[0])
             out.update(keys[1])
     return out
 
 
-def day_counts(rows: Iterable[tuple[str, str, int, int]], watch: Watch) -> dict[SeriesKey, int]:
-    """Every series' count of one day, from that day's (segment_id, kind, reports, people)."""
-    counts: dict[SeriesKey, int] = defaultdict(int)
+def day_counts(rows: Iterable[tuple[str, str, int, int]], watch: Watch) -> dict[str, int]:
+    """Every series' count of one day (by series_key_text), from that day's (segment_id, kind,
+    reports, people)."""
+    counts: dict[str, int] = defaultdict(int)
     for segment_id, kind, reports, people in rows:
-        keys = watch.keys_of(segment_id, kind)
+        keys = watch.texts_of(segment_id, kind)
         if keys is None:
             continue
         for key in keys[0]:
@@ -163,15 +174,15 @@ def detect_days(
     watch: Watch,
     *,
     day_rows: Callable[[list[date]], Mapping[date, Iterable[tuple[str, str, int, int]]]],
-    states: Callable[[set[SeriesKey]], Mapping[SeriesKey, SeriesState]],
+    states: Callable[[set[str]], Mapping[str, SeriesState]],
 ) -> list[SeriesChange]:
     """What counting reports in (or out) of these days and (segment_id, kind) pairs does to the
     series they count in: the days' whole counts come from ``day_rows`` (per day: segment_id,
-    kind, reports, people), the stored states from ``states``. Each series takes all its days
+    kind, reports, people), the stored states from ``states`` (by series_key_text). Each series takes all its days
     at once (observe_days); the series whose state changed, with their episode changes."""
     days = sorted(touched)
     rows = day_rows(days)
-    wanted: dict[SeriesKey, dict[date, int]] = {}
+    wanted: dict[str, dict[date, int]] = {}
     for day in days:
         keys = series_of(touched[day], watch)
         if keys:
@@ -182,11 +193,11 @@ def detect_days(
         return []
     stored = states(set(wanted))
     changes: list[SeriesChange] = []
-    for key in sorted(wanted, key=series_key_text):
-        before = stored.get(key)
-        after, events = observe_days(before, wanted[key], params=watch.params)
+    for text in sorted(wanted):
+        before = stored.get(text)
+        after, events = observe_days(before, wanted[text], params=watch.params)
         if after is not None and after != before:
-            changes.append(SeriesChange(key, after, tuple(events)))
+            changes.append(SeriesChange(watch.key_of(text), after, tuple(events)))
     return changes
 
 
@@ -218,7 +229,7 @@ def replay_all(
     kind, reports, people), replayed from ``first_day`` to ``last_day``: after the border
     changed, when the series themselves may have."""
     span = (last_day - first_day).days + 1
-    series: dict[SeriesKey, list[int]] = {}
+    series: dict[str, list[int]] = {}
     for day, rows in days.items():
         offset = (day - first_day).days
         if not 0 <= offset < span:
@@ -226,8 +237,8 @@ def replay_all(
         for key, count in day_counts(rows, watch).items():
             series.setdefault(key, [0] * span)[offset] = count
     changes: list[SeriesChange] = []
-    for key in sorted(series, key=series_key_text):
-        counts = series[key]
+    for text in sorted(series):
+        counts = series[text]
         held = [i for i, c in enumerate(counts) if c]
         if not held:
             continue
@@ -239,7 +250,7 @@ def replay_all(
             counts=counts[start:stop],
             params=watch.params,
         )
-        changes.append(SeriesChange(key, state, tuple(events)))
+        changes.append(SeriesChange(watch.key_of(text), state, tuple(events)))
     return changes
 
 
@@ -261,6 +272,10 @@ def transitions(changes: Iterable[SeriesChange], *, at: datetime) -> list[AlertT
     for change in changes:
         for event in change.events:
             kind = _EVENTS[event.kind]
+            if event.episode.closed_on is not None:
+                # A closed episode revised (a late report or a deletion before it closed): the
+                # alert stays closed ("updated" would reopen it, which no replay does).
+                kind = AlertEvent.CLOSED
             figures = _figures(event.episode)
             if event.kind == "withdrawn" and figures.closed_day is None:
                 figures = AlertFigures(

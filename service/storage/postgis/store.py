@@ -67,6 +67,7 @@ from service.storage.postgis.replica import (
     ReplicaRouter,
     ReplicaUnusable,
 )
+from service.storage.surge_cache import SeriesCache
 
 T = TypeVar("T")
 
@@ -158,6 +159,7 @@ class PostgisStore:
         # Surge detection runs where reports are counted (folds, deletions, purges): surges.py.
         self._surges = surges
         self._watch_of: tuple[int, Watch] | None = None  # (border version, its Watch)
+        self._series = SeriesCache()  # the states detection last read or wrote: surge_cache.py
         # Folds what ingest leaves pending into the rollups; started by the first ingest, so
         # that the CLI's and readers' stores run no thread.
         self._folder = Folder(
@@ -541,7 +543,7 @@ class PostgisStore:
             return None
 
         def detect(conn: Connection, touched: rollups.Touched) -> None:
-            surges.detect(conn, touched, self._watch(conn))
+            surges.detect(conn, touched, self._watch(conn), cache=self._series)
 
         return detect
 

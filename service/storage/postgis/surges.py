@@ -10,18 +10,18 @@ detects at a time: the fold's advisory lock, which a deletion takes too.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, time, timedelta
 from functools import partial
 from typing import Any
 
+import orjson
 from psycopg.errors import LockNotAvailable
 from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError
 
-from service.domain.alerts import Alert, AlertQuery, AlertState, SeriesKey, every_alert
+from service.domain.alerts import Alert, AlertQuery, AlertState, every_alert
 from service.domain.surges.series import KEEP_DAYS, SeriesState, state_from_dict, state_to_dict
 from service.domain.surges.watch import (
     SeriesChange,
@@ -36,6 +36,7 @@ from service.domain.surges.watch import (
 )
 from service.storage.postgis import alerts
 from service.storage.postgis.rollups import FOLD_LOCK, live
+from service.storage.surge_cache import SeriesCache, new_token
 
 _DAYS = f"""
     SELECT (period AT TIME ZONE 'UTC')::date, segment_id, kind, sum(reports)::bigint,
@@ -63,6 +64,9 @@ _SAVE = """
     ON CONFLICT (series) DO UPDATE SET state = EXCLUDED.state, updated_at = EXCLUDED.updated_at
 """
 
+_TOKEN = "SELECT token FROM surge_token"
+_NEW_TOKEN = "UPDATE surge_token SET token = %(token)s"
+
 _OPEN = AlertQuery(state=AlertState.OPEN, limit=1000)
 
 
@@ -71,11 +75,14 @@ def detect(
     touched: Mapping[date, set[tuple[str, str]]],
     watch: Watch,
     *,
+    cache: SeriesCache,
     now: datetime | None = None,
 ) -> list[Alert]:
     """Observe each touched day's whole count in every series it touched; store the states and
-    the alerts (in the caller's transaction); the alerts that changed."""
+    the alerts (in the caller's transaction); the alerts that changed. The states come from
+    ``cache`` while the stored token is its own (surge_cache.py), else from the store."""
     now = now or datetime.now(UTC)
+    cache.check(conn.exec_driver_sql(_TOKEN).scalar())
 
     def day_rows(days: list[date]) -> dict[date, list[tuple[str, str, int, int]]]:
         starts = [datetime.combine(day, time(), tzinfo=UTC) for day in days]
@@ -84,12 +91,19 @@ def detect(
             out[day].append((str(segment_id), str(kind), int(n), int(people)))
         return out
 
-    def states(keys: set[SeriesKey]) -> dict[SeriesKey, SeriesState]:
-        rows = conn.exec_driver_sql(_STATES, {"keys": [series_key_text(k) for k in keys]})
-        return {series_key_of(series): state_from_dict(_json(state)) for series, state in rows}
+    def states(keys: set[str]) -> dict[str, SeriesState]:
+        found, missing = cache.known(keys)
+        if missing:
+            rows = conn.exec_driver_sql(_STATES, {"keys": list(missing)})
+            read = {str(series): state_from_dict(_json(state)) for series, state in rows}
+            cache.read(missing, read)
+            found.update(read)
+        return found
 
     changes = detect_days(touched, watch, day_rows=day_rows, states=states)
-    _save(conn, changes, now)
+    if changes:
+        token = cache.wrote({series_key_text(c.key): c.state for c in changes})
+        _save(conn, changes, now, token=token)
     return alerts.record_alerts(conn, transitions(changes, at=now), now=now)
 
 
@@ -107,7 +121,8 @@ def advance(conn: Connection, watch: Watch, through: date, *, now: datetime) -> 
     rows = conn.exec_driver_sql(_OPEN_STATES).all()
     states = {series_key_of(series): state_from_dict(_json(state)) for series, state in rows}
     changes = advance_open(states, through, watch.params)
-    _save(conn, changes, now)
+    if changes:
+        _save(conn, changes, now, token=new_token())
     return alerts.record_alerts(conn, transitions(changes, at=now), now=now)
 
 
@@ -123,23 +138,26 @@ def rebuild(conn: Connection, watch: Watch, today: date, *, now: datetime) -> li
         days[day].append((str(segment_id), str(kind), int(n), int(people)))
     changes = replay_all(days, watch, first_day=first, last_day=today)
     conn.exec_driver_sql("DELETE FROM surge_series")
-    _save(conn, changes, now)
+    _save(conn, changes, now, token=new_token())
     opened = every_alert(partial(alerts.list_alerts, conn), _OPEN)
     closing = close_orphans(opened, changes, day=today, at=now)
     return alerts.record_alerts(conn, transitions(changes, at=now) + closing, now=now)
 
 
-def _save(conn: Connection, changes: list[SeriesChange], at: datetime) -> None:
-    if changes:  # one statement for the lot
+def _save(conn: Connection, changes: list[SeriesChange], at: datetime, *, token: int) -> None:
+    """Store the changed states (one statement for the lot) and the surge token that vouches for
+    them: the writer's cache's (detect), or a token no cache holds (advance, rebuild)."""
+    conn.exec_driver_sql(_NEW_TOKEN, {"token": token})
+    if changes:
         conn.exec_driver_sql(
             _SAVE,
             {
                 "series": [series_key_text(c.key) for c in changes],
-                "states": [json.dumps(state_to_dict(c.state)) for c in changes],
+                "states": [orjson.dumps(state_to_dict(c.state)).decode() for c in changes],
                 "at": at,
             },
         )
 
 
 def _json(value: Any) -> dict[str, Any]:
-    return dict(json.loads(value) if isinstance(value, str) else value)
+    return dict(orjson.loads(value) if isinstance(value, str) else value)

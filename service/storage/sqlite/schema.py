@@ -216,6 +216,15 @@ _V9_LINKS = sql_step(
     " is_anchor INTEGER NOT NULL, group_people INTEGER NOT NULL) WITHOUT ROWID",
 )
 
+# Surge detection's token, written with the series states (issue #19; PostGIS migration 0016):
+# a store trusts the states it keeps in memory while the token is the one it wrote
+# (service/storage/surge_cache.py).
+_V10_SURGE_TOKEN = sql_step(
+    "CREATE TABLE surge_token (only_row INTEGER PRIMARY KEY CHECK (only_row = 1),"
+    " token INTEGER NOT NULL)",
+    "INSERT INTO surge_token (only_row, token) VALUES (1, 0)",
+)
+
 MIGRATIONS: tuple[MigrationStep, ...] = (
     _V1_SEGMENTS_AND_REPORTS,
     _V2_COUNT_ROLLUPS,
@@ -226,6 +235,7 @@ MIGRATIONS: tuple[MigrationStep, ...] = (
     _V7_ALERTS_AND_WEBHOOKS,
     _V8_SURGE_SERIES,
     _V9_LINKS,
+    _V10_SURGE_TOKEN,
 )
 
 

@@ -46,6 +46,7 @@ from service.storage.sqlite import tiles as tile_queries
 from service.storage.sqlite import webhooks as webhook_queries
 from service.storage.sqlite.database import BUSY_TIMEOUT_S, Database, path_from_url
 from service.storage.sqlite.schema import MIGRATIONS, MigrationStep, migrate
+from service.storage.surge_cache import SeriesCache
 
 T = TypeVar("T")
 
@@ -66,6 +67,7 @@ class SqliteStore:
         # Linking runs in ingest's transaction (links.py, docs/linking.md).
         self.linker = Linker(links or LinkConfig())
         self._watch_of: tuple[int, Watch] | None = None  # (border version, its Watch)
+        self._series = SeriesCache()  # the states detection last read or wrote: surge_cache.py
 
     @classmethod
     def open(
@@ -181,7 +183,7 @@ class SqliteStore:
             link_queries.forget_report(conn, self.linker, report_id)
             if counted.segment_id is not None and self.surges is not None:
                 touched = {counted.day: {(counted.segment_id, counted.kind)}}
-                surge_queries.detect(conn, touched, self._watch(conn))
+                surge_queries.detect(conn, touched, self._watch(conn), cache=self._series)
             return True
 
         return self._db.write(work)
@@ -214,7 +216,7 @@ class SqliteStore:
                 day = observed_at.astimezone(UTC).date()
                 touched.setdefault(day, set()).add((segment_id, kind))
         if touched:
-            surge_queries.detect(conn, touched, self._watch(conn))
+            surge_queries.detect(conn, touched, self._watch(conn), cache=self._series)
 
     def _watch(self, conn: sqlite3.Connection) -> Watch:
         """The border's series and thresholds, made again when the border's version changes."""

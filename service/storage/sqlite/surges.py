@@ -10,7 +10,9 @@ from collections import defaultdict
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, time, timedelta
 
-from service.domain.alerts import Alert, AlertQuery, AlertState, SeriesKey, every_alert
+import orjson
+
+from service.domain.alerts import Alert, AlertQuery, AlertState, every_alert
 from service.domain.surges.series import KEEP_DAYS, SeriesState, state_from_dict, state_to_dict
 from service.domain.surges.watch import (
     SeriesChange,
@@ -25,6 +27,7 @@ from service.domain.surges.watch import (
 )
 from service.storage.sqlite import alerts
 from service.storage.sqlite.rows import from_micros, to_micros
+from service.storage.surge_cache import SeriesCache, new_token
 
 _DAYS = """
     SELECT period, segment_id, kind, sum(reports), sum(people) FROM count_days
@@ -40,6 +43,9 @@ _SAVE = (
     " ON CONFLICT (series) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at"
 )
 
+_TOKEN = "SELECT token FROM surge_token"
+_NEW_TOKEN = "UPDATE surge_token SET token = ?"
+
 _OPEN = AlertQuery(state=AlertState.OPEN, limit=1000)
 
 
@@ -48,11 +54,15 @@ def detect(
     touched: Mapping[date, set[tuple[str, str]]],
     watch: Watch,
     *,
+    cache: SeriesCache,
     now: datetime | None = None,
 ) -> list[Alert]:
     """Observe each touched day's whole count in every series it touched; store the states and
-    the alerts (in the caller's transaction); the alerts that changed."""
+    the alerts (in the caller's write transaction); the alerts that changed. The states come
+    from ``cache`` while the stored token is its own (surge_cache.py), else from the file."""
     now = now or datetime.now(UTC)
+    token = conn.execute(_TOKEN).fetchone()
+    cache.check(None if token is None else int(token[0]))
 
     def day_rows(days: list[date]) -> dict[date, list[tuple[str, str, int, int]]]:
         starts = json.dumps([to_micros(datetime.combine(day, time(), tzinfo=UTC)) for day in days])
@@ -61,13 +71,19 @@ def detect(
             out[from_micros(period).date()].append((segment_id, kind, int(n), int(people)))
         return out
 
-    def states(keys: set[SeriesKey]) -> dict[SeriesKey, SeriesState]:
-        texts = json.dumps([series_key_text(k) for k in keys])
-        rows = conn.execute(_STATES, (texts,)).fetchall()
-        return {series_key_of(series): state_from_dict(json.loads(state)) for series, state in rows}
+    def states(keys: set[str]) -> dict[str, SeriesState]:
+        found, missing = cache.known(keys)
+        if missing:
+            rows = conn.execute(_STATES, (json.dumps(list(missing)),)).fetchall()
+            read = {series: state_from_dict(orjson.loads(state)) for series, state in rows}
+            cache.read(missing, read)
+            found.update(read)
+        return found
 
     changes = detect_days(touched, watch, day_rows=day_rows, states=states)
-    _save(conn, changes, now)
+    if changes:
+        token = cache.wrote({series_key_text(c.key): c.state for c in changes})
+        _save(conn, changes, now, token=token)
     return alerts.record_alerts(conn, transitions(changes, at=now), now=now)
 
 
@@ -77,7 +93,8 @@ def advance(conn: sqlite3.Connection, watch: Watch, through: date, *, now: datet
     rows = conn.execute("SELECT series, state FROM surge_series").fetchall()
     states = {series_key_of(series): state_from_dict(json.loads(state)) for series, state in rows}
     changes = advance_open(states, through, watch.params)
-    _save(conn, changes, now)
+    if changes:
+        _save(conn, changes, now, token=new_token())
     return alerts.record_alerts(conn, transitions(changes, at=now), now=now)
 
 
@@ -91,17 +108,22 @@ def rebuild(conn: sqlite3.Connection, watch: Watch, today: date, *, now: datetim
         days[from_micros(period).date()].append((segment_id, kind, int(n), int(people)))
     changes = replay_all(days, watch, first_day=first, last_day=today)
     conn.execute("DELETE FROM surge_series")
-    _save(conn, changes, now)
+    _save(conn, changes, now, token=new_token())
     opened = every_alert(lambda query: alerts.list_alerts(conn, query=query), _OPEN)
     closing = close_orphans(opened, changes, day=today, at=now)
     return alerts.record_alerts(conn, transitions(changes, at=now) + closing, now=now)
 
 
-def _save(conn: sqlite3.Connection, changes: list[SeriesChange], at: datetime) -> None:
+def _save(
+    conn: sqlite3.Connection, changes: list[SeriesChange], at: datetime, *, token: int
+) -> None:
+    """Store the changed states and the surge token that vouches for them: the writer's
+    cache's (detect), or a token no cache holds (advance, rebuild)."""
+    conn.execute(_NEW_TOKEN, (token,))
     conn.executemany(
         _SAVE,
         [
-            (series_key_text(c.key), json.dumps(state_to_dict(c.state)), to_micros(at))
+            (series_key_text(c.key), orjson.dumps(state_to_dict(c.state)).decode(), to_micros(at))
             for c in changes
         ],
     )

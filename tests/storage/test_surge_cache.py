@@ -1,0 +1,35 @@
+"""The series states a store keeps in memory (service/storage/surge_cache.py) are trusted only
+while the stored token is the one the cache last wrote: another writer's token, or the old
+token left by a transaction of ours that rolled back, empties it."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from service.domain.surges.series import SeriesState
+from service.storage.surge_cache import SeriesCache
+
+STATE = SeriesState(first_day=date(2026, 12, 1), last_day=date(2026, 12, 1), counts=(3,), days=())
+
+
+def test_a_cache_holds_what_it_read_and_wrote_while_the_token_is_its_own() -> None:
+    cache = SeriesCache()
+    cache.check(0)
+    assert cache.known({"a", "b"}) == ({}, {"a", "b"})
+    cache.read({"a", "b"}, {"a": STATE})  # b: no stored state
+    token = cache.wrote({"c": STATE})
+    cache.check(token)
+    assert cache.known({"a", "b", "c", "d"}) == ({"a": STATE, "c": STATE}, {"d"})
+
+
+def test_another_token_empties_it() -> None:
+    cache = SeriesCache()
+    cache.check(0)
+    old = cache.wrote({"a": STATE})
+    cache.check(old)
+    cache.wrote({"b": STATE})  # in a transaction that then rolled back: the store keeps ``old``
+    cache.check(old)
+    assert cache.known({"a", "b"}) == ({}, {"a", "b"})
+    cache.read({"a"}, {"a": STATE})
+    cache.check(12345)  # another process wrote
+    assert cache.known({"a"}) == ({}, {"a"})
