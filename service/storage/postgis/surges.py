@@ -12,28 +12,19 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Mapping
-from datetime import UTC, date, datetime, time, timedelta
-from functools import partial
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 from psycopg.errors import LockNotAvailable
 from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError
 
-from service.domain.alerts import Alert, AlertQuery, AlertState, SeriesKey, every_alert
-from service.domain.surges.series import KEEP_DAYS, SeriesState, state_from_dict, state_to_dict
-from service.domain.surges.watch import (
-    SeriesChange,
-    Watch,
-    advance_open,
-    close_orphans,
-    detect_days,
-    replay_all,
-    series_key_of,
-    series_key_text,
-    transitions,
-)
+from service.domain.alerts import Alert, AlertPage, AlertQuery, AlertTransition, SeriesKey
+from service.domain.surges.series import SeriesState, state_from_dict, state_to_dict
+from service.domain.surges.watch import SeriesChange, Watch, series_key_of, series_key_text
+from service.storage import surges as shared
 from service.storage.postgis import alerts
 from service.storage.postgis.rollups import FOLD_LOCK, live
 
@@ -63,40 +54,17 @@ _SAVE = """
     ON CONFLICT (series) DO UPDATE SET state = EXCLUDED.state, updated_at = EXCLUDED.updated_at
 """
 
-_OPEN = AlertQuery(state=AlertState.OPEN, limit=1000)
-
 
 def detect(
-    conn: Connection,
-    touched: Mapping[date, set[tuple[str, str]]],
-    watch: Watch,
-    *,
-    now: datetime | None = None,
+    conn: Connection, touched: shared.Touched, watch: Watch, *, now: datetime | None = None
 ) -> list[Alert]:
-    """Observe each touched day's whole count in every series it touched; store the states and
-    the alerts (in the caller's transaction); the alerts that changed."""
-    now = now or datetime.now(UTC)
-
-    def day_rows(days: list[date]) -> dict[date, list[tuple[str, str, int, int]]]:
-        starts = [datetime.combine(day, time(), tzinfo=UTC) for day in days]
-        out: dict[date, list[tuple[str, str, int, int]]] = defaultdict(list)
-        for day, segment_id, kind, n, people in conn.exec_driver_sql(_DAYS, {"days": starts}):
-            out[day].append((str(segment_id), str(kind), int(n), int(people)))
-        return out
-
-    def states(keys: set[SeriesKey]) -> dict[SeriesKey, SeriesState]:
-        rows = conn.exec_driver_sql(_STATES, {"keys": [series_key_text(k) for k in keys]})
-        return {series_key_of(series): state_from_dict(_json(state)) for series, state in rows}
-
-    changes = detect_days(touched, watch, day_rows=day_rows, states=states)
-    _save(conn, changes, now)
-    return alerts.record_alerts(conn, transitions(changes, at=now), now=now)
+    """``shared.detect`` in the caller's transaction (service/storage/surges.py)."""
+    return shared.detect(_Tables(conn), touched, watch, now=now or datetime.now(UTC))
 
 
 def advance(conn: Connection, watch: Watch, through: date, *, now: datetime) -> list[Alert]:
-    """Close the quiet days up to ``through`` of the series with an open episode (their
-    episodes may close); the alerts that changed. Nothing when a fold is under way (it holds
-    the series): the caller tries again later."""
+    """``shared.advance``; nothing when a fold is under way (it holds the series): the caller
+    tries again later."""
     conn.exec_driver_sql("SET LOCAL lock_timeout = '5s'")  # a fold is short; else: later
     try:
         conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%(k)s)", {"k": FOLD_LOCK})
@@ -104,41 +72,58 @@ def advance(conn: Connection, watch: Watch, through: date, *, now: datetime) -> 
         if isinstance(error.orig, LockNotAvailable):
             return []
         raise
-    rows = conn.exec_driver_sql(_OPEN_STATES).all()
-    states = {series_key_of(series): state_from_dict(_json(state)) for series, state in rows}
-    changes = advance_open(states, through, watch.params)
-    _save(conn, changes, now)
-    return alerts.record_alerts(conn, transitions(changes, at=now), now=now)
+    return shared.advance(_Tables(conn), watch, through, now=now)
 
 
 def rebuild(conn: Connection, watch: Watch, today: date, *, now: datetime) -> list[Alert]:
-    """Every series replayed from the day counts of the days its state keeps (after a border
-    change: its series are not the old ones); alerts whose episode is gone are closed."""
+    """``shared.rebuild``, holding the fold's lock."""
     conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
     conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%(k)s)", {"k": FOLD_LOCK})
-    first = today - timedelta(days=KEEP_DAYS - 1)
-    days: dict[date, list[tuple[str, str, int, int]]] = defaultdict(list)
-    start = datetime.combine(first, time(), tzinfo=UTC)
-    for day, segment_id, kind, n, people in conn.exec_driver_sql(_SINCE, {"start": start}):
-        days[day].append((str(segment_id), str(kind), int(n), int(people)))
-    changes = replay_all(days, watch, first_day=first, last_day=today)
-    conn.exec_driver_sql("DELETE FROM surge_series")
-    _save(conn, changes, now)
-    opened = every_alert(partial(alerts.list_alerts, conn), _OPEN)
-    closing = close_orphans(opened, changes, day=today, at=now)
-    return alerts.record_alerts(conn, transitions(changes, at=now) + closing, now=now)
+    return shared.rebuild(_Tables(conn), watch, today, now=now)
 
 
-def _save(conn: Connection, changes: list[SeriesChange], at: datetime) -> None:
-    if changes:  # one statement for the lot
-        conn.exec_driver_sql(
-            _SAVE,
-            {
-                "series": [series_key_text(c.key) for c in changes],
-                "states": [json.dumps(state_to_dict(c.state)) for c in changes],
-                "at": at,
-            },
-        )
+@dataclass(frozen=True, slots=True)
+class _Tables:
+    """``shared.SurgeTables`` on PostGIS."""
+
+    conn: Connection
+
+    def day_rows(self, days: list[date]) -> shared.DayRows:
+        return self._days(_DAYS, {"days": [datetime.combine(d, time(), tzinfo=UTC) for d in days]})
+
+    def days_since(self, first: date) -> shared.DayRows:
+        return self._days(_SINCE, {"start": datetime.combine(first, time(), tzinfo=UTC)})
+
+    def states(self, keys: set[SeriesKey]) -> dict[SeriesKey, SeriesState]:
+        return self._states(_STATES, {"keys": [series_key_text(k) for k in keys]})
+
+    def open_states(self) -> dict[SeriesKey, SeriesState]:
+        return self._states(_OPEN_STATES, {})
+
+    def save(self, changes: Sequence[SeriesChange], at: datetime) -> None:
+        if changes:  # one statement for the lot
+            series = [series_key_text(c.key) for c in changes]
+            states = [json.dumps(state_to_dict(c.state)) for c in changes]
+            self.conn.exec_driver_sql(_SAVE, {"series": series, "states": states, "at": at})
+
+    def clear(self) -> None:
+        self.conn.exec_driver_sql("DELETE FROM surge_series")
+
+    def list_alerts(self, query: AlertQuery) -> AlertPage:
+        return alerts.list_alerts(self.conn, query)
+
+    def record_alerts(self, changed: list[AlertTransition], now: datetime) -> list[Alert]:
+        return alerts.record_alerts(self.conn, changed, now=now)
+
+    def _days(self, sql: str, params: dict[str, Any]) -> shared.DayRows:
+        out: shared.DayRows = defaultdict(list)
+        for day, segment_id, kind, n, people in self.conn.exec_driver_sql(sql, params):
+            out[day].append((str(segment_id), str(kind), int(n), int(people)))
+        return out
+
+    def _states(self, sql: str, params: dict[str, Any]) -> dict[SeriesKey, SeriesState]:
+        rows = self.conn.exec_driver_sql(sql, params)
+        return {series_key_of(series): state_from_dict(_json(state)) for series, state in rows}
 
 
 def _json(value: Any) -> dict[str, Any]:

@@ -7,22 +7,15 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import defaultdict
-from collections.abc import Mapping
-from datetime import UTC, date, datetime, time, timedelta
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from typing import Any
 
-from service.domain.alerts import Alert, AlertQuery, AlertState, SeriesKey, every_alert
-from service.domain.surges.series import KEEP_DAYS, SeriesState, state_from_dict, state_to_dict
-from service.domain.surges.watch import (
-    SeriesChange,
-    Watch,
-    advance_open,
-    close_orphans,
-    detect_days,
-    replay_all,
-    series_key_of,
-    series_key_text,
-    transitions,
-)
+from service.domain.alerts import Alert, AlertPage, AlertQuery, AlertTransition, SeriesKey
+from service.domain.surges.series import SeriesState, state_from_dict, state_to_dict
+from service.domain.surges.watch import SeriesChange, Watch, series_key_of, series_key_text
+from service.storage import surges as shared
 from service.storage.sqlite import alerts
 from service.storage.sqlite.rows import from_micros, to_micros
 
@@ -40,68 +33,67 @@ _SAVE = (
     " ON CONFLICT (series) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at"
 )
 
-_OPEN = AlertQuery(state=AlertState.OPEN, limit=1000)
-
 
 def detect(
-    conn: sqlite3.Connection,
-    touched: Mapping[date, set[tuple[str, str]]],
-    watch: Watch,
-    *,
-    now: datetime | None = None,
+    conn: sqlite3.Connection, touched: shared.Touched, watch: Watch, *, now: datetime | None = None
 ) -> list[Alert]:
-    """Observe each touched day's whole count in every series it touched; store the states and
-    the alerts (in the caller's transaction); the alerts that changed."""
-    now = now or datetime.now(UTC)
-
-    def day_rows(days: list[date]) -> dict[date, list[tuple[str, str, int, int]]]:
-        starts = json.dumps([to_micros(datetime.combine(day, time(), tzinfo=UTC)) for day in days])
-        out: dict[date, list[tuple[str, str, int, int]]] = defaultdict(list)
-        for period, segment_id, kind, n, people in conn.execute(_DAYS, (starts,)):
-            out[from_micros(period).date()].append((segment_id, kind, int(n), int(people)))
-        return out
-
-    def states(keys: set[SeriesKey]) -> dict[SeriesKey, SeriesState]:
-        texts = json.dumps([series_key_text(k) for k in keys])
-        rows = conn.execute(_STATES, (texts,)).fetchall()
-        return {series_key_of(series): state_from_dict(json.loads(state)) for series, state in rows}
-
-    changes = detect_days(touched, watch, day_rows=day_rows, states=states)
-    _save(conn, changes, now)
-    return alerts.record_alerts(conn, transitions(changes, at=now), now=now)
+    """``shared.detect`` in the caller's transaction (service/storage/surges.py)."""
+    return shared.detect(_Tables(conn), touched, watch, now=now or datetime.now(UTC))
 
 
 def advance(conn: sqlite3.Connection, watch: Watch, through: date, *, now: datetime) -> list[Alert]:
-    """Close the quiet days up to ``through`` of the series with an open episode (their
-    episodes may close); the alerts that changed."""
-    rows = conn.execute("SELECT series, state FROM surge_series").fetchall()
-    states = {series_key_of(series): state_from_dict(json.loads(state)) for series, state in rows}
-    changes = advance_open(states, through, watch.params)
-    _save(conn, changes, now)
-    return alerts.record_alerts(conn, transitions(changes, at=now), now=now)
+    """``shared.advance`` in the caller's (write) transaction."""
+    return shared.advance(_Tables(conn), watch, through, now=now)
 
 
 def rebuild(conn: sqlite3.Connection, watch: Watch, today: date, *, now: datetime) -> list[Alert]:
-    """Every series replayed from the day counts of the days its state keeps (after a border
-    change: its series are not the old ones); alerts whose episode is gone are closed."""
-    first = today - timedelta(days=KEEP_DAYS - 1)
-    days: dict[date, list[tuple[str, str, int, int]]] = defaultdict(list)
-    start = to_micros(datetime.combine(first, time(), tzinfo=UTC))
-    for period, segment_id, kind, n, people in conn.execute(_SINCE, (start,)):
-        days[from_micros(period).date()].append((segment_id, kind, int(n), int(people)))
-    changes = replay_all(days, watch, first_day=first, last_day=today)
-    conn.execute("DELETE FROM surge_series")
-    _save(conn, changes, now)
-    opened = every_alert(lambda query: alerts.list_alerts(conn, query=query), _OPEN)
-    closing = close_orphans(opened, changes, day=today, at=now)
-    return alerts.record_alerts(conn, transitions(changes, at=now) + closing, now=now)
+    """``shared.rebuild`` in the caller's (write) transaction."""
+    return shared.rebuild(_Tables(conn), watch, today, now=now)
 
 
-def _save(conn: sqlite3.Connection, changes: list[SeriesChange], at: datetime) -> None:
-    conn.executemany(
-        _SAVE,
-        [
-            (series_key_text(c.key), json.dumps(state_to_dict(c.state)), to_micros(at))
-            for c in changes
-        ],
-    )
+@dataclass(frozen=True, slots=True)
+class _Tables:
+    """``shared.SurgeTables`` on SQLite."""
+
+    conn: sqlite3.Connection
+
+    def day_rows(self, days: list[date]) -> shared.DayRows:
+        starts = [to_micros(datetime.combine(day, time(), tzinfo=UTC)) for day in days]
+        return self._days(_DAYS, (json.dumps(starts),))
+
+    def days_since(self, first: date) -> shared.DayRows:
+        return self._days(_SINCE, (to_micros(datetime.combine(first, time(), tzinfo=UTC)),))
+
+    def states(self, keys: set[SeriesKey]) -> dict[SeriesKey, SeriesState]:
+        return self._states(_STATES, (json.dumps([series_key_text(k) for k in keys]),))
+
+    def open_states(self) -> dict[SeriesKey, SeriesState]:
+        return self._states("SELECT series, state FROM surge_series", ())
+
+    def save(self, changes: Sequence[SeriesChange], at: datetime) -> None:
+        self.conn.executemany(
+            _SAVE,
+            [
+                (series_key_text(c.key), json.dumps(state_to_dict(c.state)), to_micros(at))
+                for c in changes
+            ],
+        )
+
+    def clear(self) -> None:
+        self.conn.execute("DELETE FROM surge_series")
+
+    def list_alerts(self, query: AlertQuery) -> AlertPage:
+        return alerts.list_alerts(self.conn, query=query)
+
+    def record_alerts(self, changed: list[AlertTransition], now: datetime) -> list[Alert]:
+        return alerts.record_alerts(self.conn, changed, now=now)
+
+    def _days(self, sql: str, params: tuple[Any, ...]) -> shared.DayRows:
+        out: shared.DayRows = defaultdict(list)
+        for period, segment_id, kind, n, people in self.conn.execute(sql, params):
+            out[from_micros(period).date()].append((segment_id, kind, int(n), int(people)))
+        return out
+
+    def _states(self, sql: str, params: tuple[Any, ...]) -> dict[SeriesKey, SeriesState]:
+        rows = self.conn.execute(sql, params).fetchall()
+        return {series_key_of(s): state_from_dict(json.loads(state)) for s, state in rows}
