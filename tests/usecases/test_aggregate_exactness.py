@@ -55,9 +55,7 @@ def _group(report: Report, group_by: tuple[str, ...], index: SegmentIndex) -> tu
         elif key == "border":
             values.append(segment.border if segment else None)
         elif key == "region":
-            values.append(
-                (segment.properties.get("region_pair") or segment.section) if segment else None
-            )
+            values.append(segment.region if segment else None)
         elif key == "side":
             values.append(report.snap.side)
         elif key == "kind":
