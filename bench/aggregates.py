@@ -47,7 +47,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -64,6 +63,8 @@ from bench.figures import ms_of_us, print_checks_and_notes, print_table, spread
 from bench.harness import (
     PostgresCpu,
     Run,
+    RunContext,
+    add_request_arguments,
     analyst_headers,
     benchmark_parser,
     libpq_url,
@@ -245,12 +246,7 @@ class Measured:
 
 
 @dataclass
-class Context:
-    args: argparse.Namespace
-    url: str
-    scratch: Path
-    server_cores: set[int] | None
-    postgres: PostgresCpu
+class Context(RunContext):
     cases: list[Case]
     analyst_headers: dict[str, str]
     measured: dict[tuple[str, str], Measured] = field(default_factory=dict)
@@ -470,13 +466,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = benchmark_parser(
         "aggregates", __doc__, quick="100,000 reports; 40 and 12 requests per case"
     )
-    parser.add_argument(
-        "--requests", type=int, default=120, help="per case and server, over all rounds"
-    )
-    parser.add_argument(
-        "--raw-requests", type=int, default=24, help="per case of the raw GROUP BY, over all rounds"
-    )
-    parser.add_argument("--rounds", type=int, default=4)
+    add_request_arguments(
+        parser, requests=120, per="case and server", rounds=4,
+        raw_requests=24, raw_per="case of the raw GROUP BY",
+    )  # fmt: skip
     # The public (no key) reads the public release since issue #13: whole UTC periods, whole
     # segments, rounded figures, so these cases (a local zone, a box) are not its questions and
     # its figures are not the raw GROUP BY's. bench/public_release.py measures it; ``api`` stays

@@ -51,7 +51,6 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -67,7 +66,9 @@ from bench.figures import percentile, spread
 from bench.harness import (
     PostgresCpu,
     Run,
+    RunContext,
     Server,
+    add_source_argument,
     analyst_headers,
     benchmark_parser,
     libpq_url,
@@ -76,7 +77,7 @@ from bench.harness import (
     running_tipg,
     scratch_dir,
     service_facts,
-    tipg_env,
+    tipg_facts,
 )
 from bench.load import Phase, Probes, Sender, Sent, ratios
 from bench.synthetic import Border
@@ -157,12 +158,7 @@ class Measured:
 
 
 @dataclass
-class Context:
-    args: argparse.Namespace
-    url: str
-    scratch: Path
-    server_cores: set[int] | None
-    postgres: PostgresCpu
+class Context(RunContext):
     cases: list[Case]
     crossings_path: str | None = None
     measured: dict[tuple[str, str], Measured] = field(default_factory=dict)
@@ -379,8 +375,6 @@ def _id_diff(id_sets: dict[str, frozenset[str]]) -> str:
 
 
 def describe(ctx: Context, facts: dict[str, Any], bench_run: Run) -> dict[str, Any]:
-    import tipg
-
     with psycopg.connect(libpq_url(ctx.url)) as conn:
         settings = pg_settings(conn, PG_SETTINGS)
     settings.pop("data_directory", None)
@@ -390,11 +384,7 @@ def describe(ctx: Context, facts: dict[str, Any], bench_run: Run) -> dict[str, A
     )  # fmt: skip
     return bench_run.header("features", params, facts) | {
         "crossings": service_facts(ctx.args.source) | {"items_path": ctx.crossings_path},
-        "tipg": {
-            "version": tipg.__version__,
-            "items_path": TIPG_PATH,
-            "env": tipg_env("postgresql://<db>", properties=TIPG_PROPERTIES),
-        },
+        "tipg": tipg_facts("items_path", TIPG_PATH, properties=TIPG_PROPERTIES),
         "request_headers": HEADERS,
         "database": {"settings": settings},
         "machine": bench_run.machine(ctx.pinned_backends),
@@ -427,11 +417,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--targets", nargs="+", choices=TARGETS, default=list(TARGETS))
     parser.add_argument("--no-raw", action="store_true", help="skip the SQL floor")
-    parser.add_argument(
-        "--source", type=Path,
-        help="run crossings from the service package in this directory (e.g. a copy of another "
-        "checkout, for a before/after) instead of the installed one",
-    )  # fmt: skip
+    add_source_argument(parser, what="crossings")
     parser.add_argument(
         "--floor-requests",
         type=int,

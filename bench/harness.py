@@ -525,6 +525,56 @@ def benchmark_parser(name: str, doc: str, *, quick: str) -> argparse.ArgumentPar
     return parser
 
 
+def add_request_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    requests: int,
+    per: str,
+    rounds: int,
+    raw_requests: int | None = None,
+    raw_per: str = "",
+) -> None:
+    """``--requests`` (per ``per``, over all rounds), ``--raw-requests`` where the benchmark has
+    a raw SQL target (per ``raw_per``), and ``--rounds``."""
+    help_ = "per {}, over all rounds"
+    parser.add_argument("--requests", type=int, default=requests, help=help_.format(per))
+    if raw_requests is not None:
+        parser.add_argument(
+            "--raw-requests", type=int, default=raw_requests, help=help_.format(raw_per)
+        )
+    parser.add_argument("--rounds", type=int, default=rounds)
+
+
+def add_source_argument(parser: argparse.ArgumentParser, *, what: str) -> None:
+    """``--source``: run ``what`` from the service package in another directory."""
+    parser.add_argument(
+        "--source", type=Path,
+        help=f"run {what} from the service package in this directory (e.g. a copy of another "
+        "checkout, for a before/after) instead of the installed one",
+    )  # fmt: skip
+
+
+def tipg_facts(path_name: str, path: str, *, properties: Sequence[str]) -> dict[str, Any]:
+    """What a result says of the TiPG it compared with: its version, path and settings."""
+    import tipg  # the bench extra; imported when a result is described
+
+    env = tipg_env("postgresql://<db>", properties=properties)
+    return {"version": tipg.__version__, path_name: path, "env": env}
+
+
+@dataclass
+class RunContext:
+    """What every read benchmark's steps share: its arguments, the service's URL, a scratch
+    folder, the server's cores (None: not pinned) and the PostgreSQL CPU meter. Each benchmark's
+    Context adds its cases and what it measured."""
+
+    args: argparse.Namespace
+    url: str
+    scratch: Path
+    server_cores: set[int] | None
+    postgres: PostgresCpu
+
+
 @dataclass(frozen=True)
 class Run:
     """A read benchmark under way: its arguments, when it started, the cores of the load

@@ -58,6 +58,7 @@ from bench.harness import (
     ADMIN_URL,
     PostgresCpu,
     Server,
+    add_source_argument,
     core_plan,
     finish,
     fresh_postgis_database,
@@ -584,11 +585,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "writes bench/results/ingest-<store>-<phase>.collapsed; figures are then not comparable",
     )  # fmt: skip
     parser.add_argument("--profile-rate", type=int, default=200)
-    parser.add_argument(
-        "--source", type=Path,
-        help="run the server from the service package in this directory (e.g. a copy of another "
-        "checkout) instead of the installed one",
-    )  # fmt: skip
+    add_source_argument(parser, what="the server")
     parser.add_argument(
         "--onto",
         help="PostGIS: ingest into a copy of this database (e.g. one bench.features --keep-db "

@@ -58,7 +58,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -77,7 +76,9 @@ from bench.harness import (
     CROSSINGS,
     PostgresCpu,
     Run,
+    RunContext,
     Server,
+    add_request_arguments,
     benchmark_parser,
     children_of,
     cpu_seconds,
@@ -562,12 +563,7 @@ class Measured:
 
 
 @dataclass
-class Context:
-    args: argparse.Namespace
-    url: str
-    scratch: Path
-    server_cores: set[int] | None
-    postgres: PostgresCpu
+class Context(RunContext):
     cases: list[Case]
     measured: dict[tuple[str, str], Measured] = field(default_factory=dict)
     load_ms: list[float] = field(default_factory=list)
@@ -859,13 +855,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = benchmark_parser(
         "public_release", __doc__, quick="100,000 reports; 45 and 6 requests per case"
     )
-    parser.add_argument(
-        "--requests", type=int, default=90, help="per case and API target, over all rounds"
-    )
-    parser.add_argument(
-        "--raw-requests", type=int, default=9, help="per case and raw target, over all rounds"
-    )
-    parser.add_argument("--rounds", type=int, default=3)
+    add_request_arguments(
+        parser, requests=90, per="case and API target", rounds=3,
+        raw_requests=9, raw_per="case and raw target",
+    )  # fmt: skip
     parser.add_argument("--cuts", type=int, default=3)
     quick = {"reports": 100_000, "requests": 45, "raw_requests": 6}
     args = parse_benchmark_args(parser, argv, seed=SEED, output=None, quick=quick)

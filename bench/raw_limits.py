@@ -88,7 +88,40 @@ class RawLimit(Protocol):
     def summary(self) -> dict[str, Any]: ...
 
 
-class PostgisCopy:
+class _Rounds:
+    """A RawLimit's rounds: its rows read back (outside the clock), then stored (``_store``) on
+    the clock of ``phase``; a warm-up stores them off the clock."""
+
+    phase: Phase
+    probes: Probes
+
+    def _rows(self, ids: Sequence[str]) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def _store(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        raise NotImplementedError
+
+    def warm_up(self, ids: Sequence[str]) -> None:
+        self._store(self._rows(ids))
+
+    def round(self, ids: Sequence[str]) -> None:
+        rows = self._rows(ids)
+        with self.phase.round(self.probes, len(rows)):
+            self._store(rows)
+
+
+def _ewkb_reads(conn: psycopg.Connection[Any]) -> tuple[list[Any], str]:
+    """The COPY types of PG_COLUMNS (geometry as EWKB, its dumper registered on ``conn``) and
+    the select list that reads them back so."""
+    geometry = register_ewkb_dumper(conn)
+    types = [geometry if t == "geometry" else t for t in COPY_TYPES]
+    select = PG_COLUMNS.replace(" geom,", " ST_AsEWKB(geom),").replace(
+        "snap_geom,", "ST_AsEWKB(snap_geom),"
+    )
+    return types, select
+
+
+class PostgisCopy(_Rounds):
     """Binary COPY, psycopg ``write_row``, one COPY and commit per round, into ``reports_copy``
     (``LIKE reports INCLUDING ALL``: the same columns, indexes and constraints), of the rows read
     back from ``reports`` exactly as the service stored them (outside the clock)."""
@@ -99,11 +132,7 @@ class PostgisCopy:
         self.conn = conn
         self.probes = probes
         self.phase = Phase(self.name)
-        geometry = register_ewkb_dumper(conn)
-        self.types = [geometry if t == "geometry" else t for t in COPY_TYPES]
-        self.select = PG_COLUMNS.replace(" geom,", " ST_AsEWKB(geom),").replace(
-            "snap_geom,", "ST_AsEWKB(snap_geom),"
-        )
+        self.types, self.select = _ewkb_reads(conn)
         conn.execute("CREATE TABLE reports_copy (LIKE reports INCLUDING ALL)")
         conn.commit()
         self.missing = 0
@@ -113,21 +142,13 @@ class PostgisCopy:
         self.missing += len(ids) - len(found)
         return [found[i] for i in ids if i in found]  # in the order the service got them
 
-    def _copy(self, rows: Sequence[tuple[Any, ...]]) -> None:
+    def _store(self, rows: Sequence[tuple[Any, ...]]) -> None:
         sql = f"COPY reports_copy ({PG_COLUMNS}) FROM STDIN (FORMAT BINARY)"
         with self.conn.cursor() as cur, cur.copy(sql) as copy:
             copy.set_types(self.types)
             for row in rows:
                 copy.write_row(row)
         self.conn.commit()
-
-    def warm_up(self, ids: Sequence[str]) -> None:
-        self._copy(self._rows(ids))
-
-    def round(self, ids: Sequence[str]) -> None:
-        rows = self._rows(ids)
-        with self.phase.round(self.probes, len(rows)):
-            self._copy(rows)
 
     def summary(self) -> dict[str, Any]:
         (copied,) = self.conn.execute("SELECT count(*) FROM reports_copy").fetchone()  # type: ignore[misc]
@@ -147,7 +168,7 @@ class PostgisCopy:
         }
 
 
-class SqliteExecutemany:
+class SqliteExecutemany(_Rounds):
     """``executemany`` + the R*Tree ``INSERT ... SELECT`` the store makes, one transaction per
     round, into an empty file with the server file's own schema, of the rows read back from the
     server's file exactly as stored (outside the clock)."""
@@ -180,7 +201,7 @@ class SqliteExecutemany:
         found = {r[id_at]: r for r in self.source.execute(self.select, (orjson.dumps(ids),))}
         return [found[i] for i in ids if i in found]
 
-    def _insert(self, rows: Sequence[tuple[Any, ...]]) -> None:
+    def _store(self, rows: Sequence[tuple[Any, ...]]) -> None:
         self.target.execute("BEGIN IMMEDIATE")
         (last,) = self.target.execute("SELECT coalesce(max(row_no), 0) FROM reports").fetchone()
         self.target.executemany(self.insert, rows)
@@ -190,14 +211,6 @@ class SqliteExecutemany:
             (last,),
         )
         self.target.execute("COMMIT")
-
-    def warm_up(self, ids: Sequence[str]) -> None:
-        self._insert(self._rows(ids))
-
-    def round(self, ids: Sequence[str]) -> None:
-        rows = self._rows(ids)
-        with self.phase.round(self.probes, len(rows)):
-            self._insert(rows)
 
     def summary(self) -> dict[str, Any]:
         (copied,) = self.target.execute("SELECT count(*) FROM reports").fetchone()
@@ -212,7 +225,7 @@ class SqliteExecutemany:
         self.target.close()
 
 
-class PostgisInsert:
+class PostgisInsert(_Rounds):
     """A bare single-row ``INSERT`` per report, each its own transaction (autocommit), from
     ``connections`` connections at once (a thread each, taking the next row when free), into
     ``reports_insert`` (``LIKE reports INCLUDING ALL``), of the rows read back from ``reports``
@@ -226,11 +239,7 @@ class PostgisInsert:
         self.probes = probes
         self.phase = Phase(f"{self.name}_x{connections}")
         self.url = conn.info.dsn
-        geometry = register_ewkb_dumper(conn)
-        self.types = [geometry if t == "geometry" else t for t in COPY_TYPES]
-        self.select = PG_COLUMNS.replace(" geom,", " ST_AsEWKB(geom),").replace(
-            "snap_geom,", "ST_AsEWKB(snap_geom),"
-        )
+        self.types, self.select = _ewkb_reads(conn)
         conn.execute("CREATE TABLE reports_insert (LIKE reports INCLUDING ALL)")
         conn.commit()
         self.sql = (
@@ -245,7 +254,7 @@ class PostgisInsert:
         found = rows_by_id(self.conn, self.select, ids, geometry=bytes)
         return [found[i] for i in ids if i in found]
 
-    def _insert(self, rows: Sequence[tuple[Any, ...]]) -> None:
+    def _store(self, rows: Sequence[tuple[Any, ...]]) -> None:
         import threading
         import time
 
@@ -269,14 +278,6 @@ class PostgisInsert:
         for t in threads:
             t.join()
         self.latencies.extend(latencies)
-
-    def warm_up(self, ids: Sequence[str]) -> None:
-        self._insert(self._rows(ids))
-
-    def round(self, ids: Sequence[str]) -> None:
-        rows = self._rows(ids)
-        with self.phase.round(self.probes, len(rows)):
-            self._insert(rows)
 
     def summary(self) -> dict[str, Any]:
         from bench.figures import latency_summary

@@ -64,6 +64,7 @@ from bench.harness import (
     PostgresCpu,
     Run,
     Server,
+    add_request_arguments,
     analyst_headers,
     benchmark_parser,
     libpq_url,
@@ -72,7 +73,7 @@ from bench.harness import (
     running_tipg,
     scratch_dir,
     service_facts,
-    tipg_env,
+    tipg_facts,
 )
 from bench.load import Probes, Sent
 from bench.pyspy import Profiler, Rule, breakdown
@@ -295,8 +296,6 @@ def profile_breakdowns(ctx: Context) -> dict[str, Any]:
 
 
 def describe(ctx: Context, facts: dict[str, Any], bench_run: Run) -> dict[str, Any]:
-    import tipg
-
     with psycopg.connect(libpq_url(ctx.url)) as conn:
         settings = pg_settings(conn, PG_SETTINGS)
     params = (
@@ -308,11 +307,7 @@ def describe(ctx: Context, facts: dict[str, Any], bench_run: Run) -> dict[str, A
         bare_sql = statement.as_string(conn)
     return bench_run.header("tiles", params, facts) | {
         "crossings": service_facts(None) | {"tile_path": CROSSINGS_TILE},
-        "tipg": {
-            "version": tipg.__version__,
-            "tile_path": TIPG_TILE,
-            "env": tipg_env("postgresql://<db>", properties=POINT_PROPERTIES),
-        },
+        "tipg": tipg_facts("tile_path", TIPG_TILE, properties=POINT_PROPERTIES),
         "bare_sql": " ".join(bare_sql.split()),
         "request_headers": HEADERS,
         "database": {"settings": settings},
@@ -325,16 +320,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "tiles", __doc__, quick="100,000 reports; 60 requests per zoom (12 bare z4)"
     )
     parser.add_argument("--tiles", type=int, default=200, help="tiles drawn per zoom")
-    parser.add_argument(
-        "--requests", type=int, default=200, help="per zoom, target and mode, over all rounds"
-    )
+    add_request_arguments(parser, requests=200, per="zoom, target and mode", rounds=4)
     parser.add_argument(
         "--bare-low-zoom-requests",
         type=int,
         default=40,
         help="requests of the bare query per zoom below 8 (its tiles take seconds)",
     )
-    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--zooms", type=int, nargs="+", default=list(ZOOMS))
     parser.add_argument("--targets", nargs="+", choices=TARGETS, default=list(TARGETS))
     parser.add_argument(

@@ -3,17 +3,15 @@ target's tile stands for, the checks, the issue's aims, and the tables printed a
 
 from __future__ import annotations
 
-import argparse
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from bench.figures import latency_summary, ms_of_us, print_table, spread
-from bench.harness import PostgresCpu
+from bench.harness import RunContext
 from bench.load import Phase, Sent, ratios
 from bench.pyspy import Profiler
 from bench.tile_cases import LayerFacts, Tile, Truth, read_tile
@@ -71,12 +69,7 @@ class Measured:
 
 
 @dataclass
-class Context:
-    args: argparse.Namespace
-    url: str
-    scratch: Path
-    server_cores: set[int] | None
-    postgres: PostgresCpu
+class Context(RunContext):
     tiles: dict[int, list[Tile]]
     profiler: Profiler
     truths: dict[Tile, Truth] = field(default_factory=dict)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import psycopg
@@ -97,6 +97,7 @@ def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 STORES = ["sqlite", pytest.param("postgis", marks=pytest.mark.postgis)]
+T = TypeVar("T")
 
 
 @contextmanager
@@ -106,11 +107,35 @@ def module_store_url(
     """A fresh, empty, migrated database of the store ``request.param`` names (a fixture over
     STORES): a SQLite file in a temporary folder named after ``name``, or a PostGIS database
     dropped on exit."""
-    if request.param == "sqlite":
+    with fresh_store_url(request.param, tmp_path_factory, name) as url:
+        yield url
+
+
+@contextmanager
+def fresh_store_url(
+    kind: str, tmp_path_factory: pytest.TempPathFactory, name: str
+) -> Iterator[str]:
+    """A fresh database of the store ``kind`` names (``sqlite``, or PostGIS for any other, as
+    a store URL's scheme says): see module_store_url."""
+    if kind.startswith("sqlite"):
         yield f"sqlite:///{tmp_path_factory.mktemp(name) / f'{name}.db'}"
         return
     with fresh_postgis_database() as url:
         yield url
+
+
+@contextmanager
+def served_fresh(
+    store_url: str, tmp_path_factory: pytest.TempPathFactory, name: str, fill: Callable[[str], T]
+) -> Iterator[tuple[str, str, T]]:
+    """(database URL, server base URL, what ``fill`` returned): a live server (tests/live.py)
+    over a fresh database of ``store_url``'s store, filled by ``fill`` before it starts."""
+    from tests.live import running_server
+
+    with fresh_store_url(store_url, tmp_path_factory, name) as url:
+        filled = fill(url)
+        with running_server(url) as base:
+            yield url, base, filled
 
 
 @pytest.fixture(scope="module", params=STORES)

@@ -23,8 +23,9 @@ from service.domain.reports import Report
 from service.settings import Settings
 from service.storage import open_store
 from service.usecases.transfer import export_reports
+from tests.conftest import served_fresh
 from tests.factories import fill_along_border
-from tests.live import live_key, running_server
+from tests.live import live_key
 
 REPORTS = 25_000
 UNMEASURED = 2_000  # the earliest reports, with no accuracy: GDAL's first page is all null there
@@ -57,18 +58,11 @@ def _fill(url: str) -> list[Report]:
 def served(
     store_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, list[Report], str]]:
-    if store_url.startswith("sqlite"):
-        url = f"sqlite:///{tmp_path_factory.mktemp('gdal') / 'gdal.db'}"
-        stored = _fill(url)
-        with running_server(url) as base, _analyst_gdal(url):
-            yield base, stored, url
-        return
-    from tests.conftest import fresh_postgis_database
-
-    with fresh_postgis_database() as url:
-        stored = _fill(url)
-        with running_server(url) as base, _analyst_gdal(url):
-            yield base, stored, url
+    with (
+        served_fresh(store_url, tmp_path_factory, "gdal", _fill) as (url, base, stored),
+        _analyst_gdal(url),
+    ):
+        yield base, stored, url
 
 
 @contextmanager

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -30,8 +30,9 @@ import httpx
 import pytest
 
 from service.domain.reports import Report
+from tests.conftest import served_fresh
 from tests.factories import fill_along_border
-from tests.live import free_port, live_key, running_server
+from tests.live import http_server, live_key
 
 REPORTS = 3_000
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -94,33 +95,16 @@ def _counting_proxy(counted: _Counted) -> Iterator[str]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with http_server(Handler) as address:
+        yield address
 
 
 @pytest.fixture(scope="module")
 def served(
     store_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, list[Report], str]]:
-    if store_url.startswith("sqlite"):
-        url = f"sqlite:///{tmp_path_factory.mktemp('gdal_filter') / 'gdal.db'}"
-        stored = _fill(url)
-        with running_server(url) as base:
-            yield base, stored, live_key(url, "analyst")
-        return
-    from tests.conftest import fresh_postgis_database
-
-    with fresh_postgis_database() as url:
-        stored = _fill(url)
-        with running_server(url) as base:
-            yield base, stored, live_key(url, "analyst")
+    with served_fresh(store_url, tmp_path_factory, "gdal_filter", _fill) as (url, base, stored):
+        yield base, stored, live_key(url, "analyst")
 
 
 def _ogr2ogr(

@@ -18,7 +18,7 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.factories import ROXHAM_ROAD, report_body
-from tests.live import auth, live_key, running_server
+from tests.live import auth, http_server, live_key, running_server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
@@ -240,8 +240,7 @@ def test_without_a_key_the_map_shows_only_what_the_public_may_see(
 @contextmanager
 def third_party_site(html_page: str) -> Iterator[str]:
     """A page served from another origin (a second local port): a third party's web site."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from http.server import BaseHTTPRequestHandler
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -255,14 +254,8 @@ def third_party_site(html_page: str) -> Iterator[str]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server(Handler) as address:
+        yield f"http://{address}/"
 
 
 THIRD_PARTY_PAGE = """<!doctype html>

@@ -20,11 +20,11 @@ GEOJSON_SEQ = "application/geo+json-seq"
 FORMATS = {"json": JSON, "geojson": GEOJSON, "html": HTML, "csv": CSV, "jsonseq": GEOJSON_SEQ}
 
 
-def negotiate(request: Request, *, offered: tuple[str, ...]) -> str:
-    """The media type to answer with: ``f`` wins, then the Accept header, else the first offered.
+def negotiate(request: Request, f: str | None, *, offered: tuple[str, ...]) -> str:
+    """The media type to answer with: ``f`` (the route's FormatQuery) wins, then the Accept
+    header, else the first offered.
 
     ``f=json`` means the resource's JSON flavour (GeoJSON for features)."""
-    f = request.query_params.get("f")
     if f is not None:
         media = FORMATS.get(f)
         if media == JSON and GEOJSON in offered:

@@ -16,7 +16,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from service.api.schemas.common import PointIn
+from service.api.schemas.common import PointIn, Problem
 from service.api.schemas.reports import (
     ReportBatchIn,
     ReportFeatureCollectionIn,
@@ -35,6 +35,8 @@ BODY_MODELS: tuple[type[BaseModel], ...] = (
     PointIn,
     MultiPointIn,
 )
+# What every error answer is: the operations refer to it (problems.DocumentedRoute).
+ANSWER_MODELS: tuple[type[BaseModel], ...] = (Problem,)
 _REF = "#/components/schemas/{model}"
 
 
@@ -56,7 +58,9 @@ def install(app: FastAPI) -> None:
                 routes=app.routes,
             )
             _, defs = models_json_schema(
-                [(m, "validation") for m in BODY_MODELS], ref_template=_REF
+                [(m, "validation") for m in BODY_MODELS]
+                + [(m, "serialization") for m in ANSWER_MODELS],
+                ref_template=_REF,
             )
             _describe_deployment(app, defs["$defs"])
             _settings_maxima(doc, app_state(app).settings)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, params
+from fastapi.dependencies.utils import get_flat_params
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -40,6 +43,42 @@ PROBLEMS: dict[type[Exception], tuple[int, str, str]] = {
     e.ClientGone: (499, "client-gone", "The client went away before the answer was ready"),
     e.ServiceError: (400, "bad-request", "Bad request"),
 }
+
+
+# What the OpenAPI document says of refusals (DocumentedRoute): every error is a problem
+# (components/schemas/Problem, api/openapi.py), and validation answers 400, never FastAPI's 422.
+def _documented(description: str) -> dict[str, Any]:
+    schema = {"$ref": "#/components/schemas/Problem"}
+    return {"description": description, "content": {PROBLEM_JSON: {"schema": schema}}}
+
+
+INVALID_REQUEST = _documented("A parameter or the body is not valid")
+ANY_OTHER_PROBLEM = _documented("Any other refusal or failure (`type` says which)")
+
+
+class DocumentedRoute(APIRoute):
+    """A route whose OpenAPI operation says what it answers when it refuses: 400 where it takes
+    parameters or a body (the validation_error handler below answers 400, never FastAPI's 422),
+    and a problem for anything else (``default``, which also keeps FastAPI from adding 422)."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        refusals: dict[int | str, dict[str, Any]] = {"default": ANY_OTHER_PROBLEM}
+        if _takes_input(self):  # the status validation_error (below) answers with
+            refusals[lookup(e.InvalidParameter)[0]] = INVALID_REQUEST
+        self.responses = {**refusals, **self.responses}
+
+
+def _takes_input(route: APIRoute) -> bool:
+    """Whether a request can name a value the route refuses: a query, header or cookie
+    parameter, a path parameter other than free text, or a body (declared or read by hand,
+    then documented by ``openapi_extra``)."""
+    if route.body_field is not None or "requestBody" in (route.openapi_extra or {}):
+        return True
+    return any(
+        not isinstance(p.field_info, params.Path) or p.field_info.annotation is not str
+        for p in get_flat_params(route.dependant)
+    )
 
 
 def lookup(kind: type[Exception]) -> tuple[int, str, str]:

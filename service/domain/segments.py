@@ -49,6 +49,22 @@ class BorderSegment:
     def section(self) -> str:
         return str(self.properties.get("section") or self.border)
 
+    @property
+    def region(self) -> str:
+        """The file's ``region_pair``, else the section: never empty."""
+        return str(self.properties.get("region_pair") or self.section)
+
+    def value_of(self, key: str) -> str:
+        """The segment's value of a grouping key: ``segment``, ``section``, ``border`` or
+        ``region`` (domain/aggregation.py's SEGMENT_KEYS)."""
+        if key == "segment":
+            return self.segment_id
+        if key == "section":
+            return self.section
+        if key == "border":
+            return self.border
+        return self.region
+
 
 def parse_segment_collection(doc: object) -> list[BorderSegment]:
     """Return the segments of a GeoJSON FeatureCollection, or raise naming the first bad feature."""

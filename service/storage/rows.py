@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 from uuid import UUID
@@ -18,6 +18,7 @@ from service.domain.alerts import (
     alert_id,
     state_after,
 )
+from service.domain.segments import BorderSegment
 from service.domain.webhooks import (
     Delivery,
     DeliveryState,
@@ -139,4 +140,15 @@ def delivery_of(row: Sequence[Any], *, at: Callable[[Any], datetime] = _same) ->
     return Delivery(
         id_, hook, event, payload.encode(), DeliveryState(state), attempts, at(next_at),
         at(created), at(updated), status, error, _maybe(at, delivered),
+    )  # fmt: skip
+
+
+def segment_of(
+    row: Any, coords: tuple[tuple[float, float], ...], properties: Mapping[str, Any]
+) -> BorderSegment:
+    """A segment from a row naming its columns (segment_id, border, start_km, end_km,
+    left_country, right_country), with its line and properties as each store decodes them."""
+    return BorderSegment(
+        row.segment_id, row.border, row.start_km, row.end_km, row.left_country,
+        row.right_country, coords, properties,
     )  # fmt: skip

@@ -32,7 +32,7 @@ from service.domain.aggregation import (
 )
 from service.domain.errors import FieldError, TooCostly
 from service.domain.figures import ExactTable, Figure
-from service.domain.segments import BorderSegment, SegmentIndex
+from service.domain.segments import SegmentIndex
 from service.storage.base import CountStore
 
 UTC_ZONE = ZoneInfo("UTC")
@@ -113,17 +113,6 @@ def _count_keys(group_by: Sequence[str]) -> tuple[str, ...]:
     return tuple(keys)
 
 
-def _segment_value(segment: BorderSegment, key: str) -> str:
-    if key == "segment":
-        return segment.segment_id
-    if key == "section":
-        return segment.section
-    if key == "border":
-        return segment.border
-    # region: the file's region_pair, else the segment's section: never null when snapped
-    return str(segment.properties.get("region_pair") or segment.section)
-
-
 def _group_of(
     group_by: Sequence[str], counted: dict[str, str | None], index: SegmentIndex
 ) -> tuple[str | None, ...]:
@@ -132,7 +121,7 @@ def _group_of(
     values: list[str | None] = []
     for key in group_by:
         if key in SEGMENT_KEYS:
-            values.append(None if segment is None else _segment_value(segment, key))
+            values.append(None if segment is None else segment.value_of(key))
         else:
             values.append(counted.get(key))
     return tuple(values)
@@ -150,7 +139,7 @@ def group_bound(request: AggregateRequest, index: SegmentIndex, kinds: Sequence[
             if request.segment_ids is None
             else [index.by_id[s] for s in request.segment_ids if s in index.by_id]
         )
-        bound *= len({tuple(_segment_value(s, k) for k in by_segment) for s in chosen}) + 1
+        bound *= len({tuple(s.value_of(k) for k in by_segment) for s in chosen}) + 1
     for key in ("side", "direction"):
         if key in request.group_by:
             bound *= len(index.countries) + 1

@@ -382,13 +382,7 @@ def _segment_value(key: str, segment_id: str | None, index: SegmentIndex) -> str
     if key == "segment":
         return segment_id
     segment = index.by_id.get(segment_id) if segment_id else None
-    if segment is None:
-        return None
-    if key == "section":
-        return segment.section
-    if key == "border":
-        return segment.border
-    return str(segment.properties.get("region_pair") or segment.section)
+    return None if segment is None else segment.value_of(key)
 
 
 Key = tuple[IntArray, list[str | None]]

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.factories import report_body
+from tests.problems import refused_fields
 
 PROBLEM = "application/problem+json"
 
@@ -61,11 +62,9 @@ async def test_bad_report_is_a_problem_naming_the_field(
     client: httpx.AsyncClient, body: dict[str, Any], field: str
 ) -> None:
     response = await client.post("/v1/reports", json=body)
-    assert response.status_code == 422, response.text
-    assert response.headers["content-type"] == PROBLEM
+    assert field in refused_fields(response, 422)
     problem = response.json()
     assert {"type", "title", "status", "detail", "instance"} <= problem.keys()
-    assert field in [e["field"] for e in problem["errors"]], problem["errors"]
     assert all(e["reason"] for e in problem["errors"])
     listing = await client.get("/v1/reports")
     assert listing.json()["numberReturned"] == 0
@@ -156,10 +155,7 @@ async def test_streamed_body_over_the_limit_is_413(client: httpx.AsyncClient) ->
 async def test_bad_listing_parameter_is_400_naming_it(
     client: httpx.AsyncClient, query: str, field: str
 ) -> None:
-    response = await client.get(f"/v1/reports?{query}")
-    assert response.status_code == 400
-    assert response.headers["content-type"] == PROBLEM
-    assert [e["field"] for e in response.json()["errors"]] == [field]
+    assert refused_fields(await client.get(f"/v1/reports?{query}")) == [field]
 
 
 async def test_unknown_route_is_a_problem(client: httpx.AsyncClient) -> None:

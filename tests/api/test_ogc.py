@@ -13,6 +13,7 @@ import pytest
 from service.app import create_app
 from tests.conftest import make_settings
 from tests.factories import report_body, report_feature_body
+from tests.problems import refused_fields
 
 BASE = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -175,9 +176,7 @@ async def test_bad_items_parameter_is_400_naming_it(
     client: httpx.AsyncClient, query: str, field: str
 ) -> None:
     response = await client.get(f"/ogc/collections/reports/items?{query}")
-    assert response.status_code == 400, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    assert [e["field"] for e in response.json()["errors"]] == [field]
+    assert refused_fields(response) == [field]
 
 
 async def test_an_unknown_items_parameter_names_the_documented_ones(

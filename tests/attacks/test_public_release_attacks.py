@@ -302,27 +302,21 @@ async def test_rounded_margins_leave_a_hidden_segment_undetermined(world: World)
     assert segment is not None
     index = current_border(world.app).index
     target = index.by_id[segment]
-    region = str(target.properties.get("region_pair") or target.section)
+    region = target.region
     transport = httpx.ASGITransport(app=world.app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
         by_segment = (await c.get("/v1/aggregates?group_by=segment")).json()["rows"]
         by_region = (await c.get("/v1/aggregates?group_by=region")).json()["rows"]
-
-    def region_of(segment_id: str) -> str:
-        s = index.by_id[segment_id]
-        return str(s.properties.get("region_pair") or s.section)
 
     assert all(row["segment_id"] != segment for row in by_segment)  # hidden: not listed
     total = next(r["reports"] for r in by_region if r["region"] == region)
     others = [
         r["reports"]
         for r in by_segment
-        if r["segment_id"] is not None and region_of(r["segment_id"]) == region
+        if r["segment_id"] is not None and index.by_id[r["segment_id"]].region == region
     ]
     assert total is not None and others  # the attack has figures to work with
-    in_region = sum(
-        str(s.properties.get("region_pair") or s.section) == region for s in index.segments
-    )
+    in_region = sum(s.region == region for s in index.segments)
     hidden_others = in_region - len(others) - 1
     half, small = (
         app_state(world.app).settings.public_round_to // 2,

@@ -3,7 +3,7 @@ gives the same numbers as counting the stored reports one by one, for every grou
 in any zone, on both stores; local bucket boundaries fall where the zone puts them.
 
 The expected numbers here are computed report by report (each report's local time, its own
-bucket), not with the service's boundary arithmetic.
+bucket: the calendar period of its local date), not with the service's boundary arithmetic.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from service.domain.aggregation import GROUP_KEYS, UNITS
+from service.domain.aggregation import GROUP_KEYS, UNITS, Unit, period_floor
 from service.domain.grid import cells_inside, lat_of_row
 from service.domain.reports import Report, ReportDraft
 from service.domain.segments import SegmentIndex
@@ -38,19 +38,10 @@ KINDS = ("crossing", "attempt", "evidence", "assistance")
 PLACES = [(-73.45, 45.01), (-122.75, 49.0), (-97.2, 49.0), (-106.5, 31.77), (-95.0, 30.0)]
 
 
-def _local_bucket(unit: str | None, moment: datetime, zone: ZoneInfo) -> date | None:
-    if unit is None:
-        return None
-    d = moment.astimezone(zone).date()
-    if unit == "day":
-        return d
-    if unit == "week":
-        return d - timedelta(days=d.weekday())
-    if unit == "month":
-        return d.replace(day=1)
-    if unit == "quarter":
-        return d.replace(month=(d.month - 1) // 3 * 3 + 1, day=1)
-    return d.replace(month=1, day=1)
+def _local_bucket(unit: Unit | None, moment: datetime, zone: ZoneInfo) -> date | None:
+    """The first day of the report's own local period (period_floor: tests/domain/test_periods.py
+    checks it against a walk over the days)."""
+    return None if unit is None else period_floor(unit, moment.astimezone(zone).date())
 
 
 def _group(report: Report, group_by: tuple[str, ...], index: SegmentIndex) -> tuple[Any, ...]:
@@ -64,9 +55,7 @@ def _group(report: Report, group_by: tuple[str, ...], index: SegmentIndex) -> tu
         elif key == "border":
             values.append(segment.border if segment else None)
         elif key == "region":
-            values.append(
-                (segment.properties.get("region_pair") or segment.section) if segment else None
-            )
+            values.append(segment.region if segment else None)
         elif key == "side":
             values.append(report.snap.side)
         elif key == "kind":
@@ -241,13 +230,14 @@ def test_box_aggregates_equal_counting_the_reports(
     store_with_border: tuple[str, Store, SegmentIndex],
     rows: list[tuple[Any, ...]],
     box: tuple[float, float, float, float],
-    bucket: str | None,
+    bucket: Unit | None,
     zone: ZoneInfo,
     group_by: tuple[str, ...],
 ) -> None:
     """Whole cells from the rollup, edge cells from the reports (PostGIS), or every report
     (SQLite): the same numbers as testing each report against the box."""
-    expected = _box_matches(store_with_border, rows, box, bucket, zone, group_by)
+    request = AggregateRequest(group_by=group_by, bucket=bucket, zone=zone, bbox=box)
+    expected = _box_matches(store_with_border, rows, request)
     block = cells_inside(box, 12)
     event(f"whole cells: {'none' if block is None else 'some'}; in box: {bool(expected)}")
 
@@ -255,12 +245,10 @@ def test_box_aggregates_equal_counting_the_reports(
 def _box_matches(
     store_with_border: tuple[str, Store, SegmentIndex],
     rows: list[tuple[Any, ...]],
-    box: tuple[float, float, float, float],
-    bucket: str | None,
-    zone: ZoneInfo,
-    group_by: tuple[str, ...],
+    request: AggregateRequest,
 ) -> dict[Any, Any]:
-    """Store ``rows``, and check the box's aggregate against testing each report; return it."""
+    """Store ``rows``, and check the box's aggregate (``request``) against testing each
+    report; return it."""
     url, opened, index = store_with_border
     wipe_reports(url)
     drafts = [
@@ -270,7 +258,6 @@ def _box_matches(
     ]  # fmt: skip
     submit_batch(opened, index, drafts, settings=Settings(database_url=url), now=NOW)
     stored = list(export_reports(opened))
-    request = AggregateRequest(group_by=group_by, bucket=bucket, zone=zone, bbox=box)  # type: ignore[arg-type]
     expected = _by_hand(stored, request, index)
     assert _from_service(opened, index, request) == expected
     return expected
@@ -301,7 +288,6 @@ def test_reports_on_box_and_cell_edges_are_counted_once(
         for n, (lon, lat) in enumerate(inside + outside)
     ]  # fmt: skip
     for bucket in (None, "week"):
-        expected = _box_matches(
-            store_with_border, rows, box, bucket, ZoneInfo("America/Toronto"), ()
-        )
+        request = AggregateRequest(bucket=bucket, zone=ZoneInfo("America/Toronto"), bbox=box)
+        expected = _box_matches(store_with_border, rows, request)
         assert sum(n for n, _ in expected.values()) == len(inside)

@@ -87,13 +87,7 @@ def _value(key: str, row: ReleaseRow, index: SegmentIndex) -> str | None:
     if key == "segment":
         return row.segment_id
     if key in ("section", "border", "region"):
-        if segment is None:
-            return None
-        if key == "section":
-            return segment.section
-        if key == "border":
-            return segment.border
-        return str(segment.properties.get("region_pair") or segment.section)
+        return None if segment is None else segment.value_of(key)
     return getattr(row, key)  # type: ignore[no-any-return]
 
 

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from service.api.lifecycle import current_store
 from service.api.state import app_state
 from service.domain.alerts import AlertEvent
+from tests.problems import refused_fields
 from tests.webhooks.receivers import transition
 
 PUBLIC_IP_URL = "https://93.184.215.14/hooks/crossings"  # a literal public address: no DNS
@@ -155,10 +156,7 @@ async def test_a_webhook_secret_is_shown_once(client: httpx.AsyncClient) -> None
 async def test_bad_webhooks_are_refused_as_problems(
     client: httpx.AsyncClient, body: dict[str, Any], field: str
 ) -> None:
-    response = await client.post("/v1/webhooks", json=body)
-    assert response.status_code == 422, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    assert field in [e["field"] for e in response.json()["errors"]]
+    assert field in refused_fields(await client.post("/v1/webhooks", json=body), 422)
 
 
 async def test_a_deleted_webhook_stays_listed_disabled(client: httpx.AsyncClient) -> None:

@@ -11,13 +11,17 @@ from starlette.responses import Response
 
 from service.api.body import read_json
 from service.api.deps import CallerDep, SettingsDep, StoreDep, get_caller
+from service.api.problems import DocumentedRoute
 from service.api.responses import JSONResponse
+from service.api.schemas.common import AUDIT_PAGE, AUDIT_PAGE_MAX
 from service.api.schemas.pages import parse_time
 from service.api.state import app_state
 from service.domain.errors import FieldError, InvalidInput
 from service.usecases import access
 
-router = APIRouter(prefix="/v1", tags=["admin"], dependencies=[Depends(get_caller)])
+router = APIRouter(
+    prefix="/v1", tags=["admin"], dependencies=[Depends(get_caller)], route_class=DocumentedRoute
+)
 
 
 @router.get("/keys")
@@ -66,7 +70,7 @@ async def revoke_key(key_id: str, request: Request, store: StoreDep, caller: Cal
 async def audit_log(
     store: StoreDep,
     since: Annotated[str | None, Query(description="From this instant (RFC 3339)")] = None,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 1_000,
+    limit: Annotated[int, Query(ge=1, le=AUDIT_PAGE_MAX)] = AUDIT_PAGE,
 ) -> Response:
     """The audit log, oldest first: key creation and revocation, deletions, border loads, and
     every read of precise reports by an analyst or admin (who, when, what query)."""

@@ -15,6 +15,7 @@ from service.api import audit
 from service.api import encodings as enc
 from service.api.cancel import until_disconnected
 from service.api.deps import Sources, SourcesDep, get_caller
+from service.api.problems import DocumentedRoute
 from service.api.routes.segments import segment_feature
 from service.api.schemas import aggregates as wire
 from service.domain.segments import SegmentIndex
@@ -69,7 +70,12 @@ def _table(result: Aggregate, meta: dict[str, Any]) -> Response:
     return Response(body, media_type="text/csv; charset=utf-8")
 
 
-router = APIRouter(prefix="/v1", tags=["aggregates"], dependencies=[Depends(get_caller)])
+router = APIRouter(
+    prefix="/v1",
+    tags=["aggregates"],
+    dependencies=[Depends(get_caller)],
+    route_class=DocumentedRoute,
+)
 TABLE = (enc.JSON, enc.CSV)
 
 
@@ -86,7 +92,7 @@ async def aggregates(
     figure below CROSSINGS_PUBLIC_MIN_COUNT (zero included) null with `suppressed: true` (`<5` in
     CSV) and every other rounded to CROSSINGS_PUBLIC_ROUND_TO. Reports beyond reach of the border
     form their own group (`snap_status: beyond_max_distance`) when grouping by a segment key."""
-    media = enc.negotiate(request, offered=TABLE)
+    media = enc.negotiate(request, query.f, offered=TABLE)
     req = wire.parse_request(query, index=src.index, kinds=src.settings.report_kinds)
     result, meta = await _answer(request, req, src)
     if media == enc.CSV:
@@ -140,7 +146,7 @@ async def segment_timeseries(
     from service.usecases.segments import get_segment
 
     get_segment(src.index, segment_id)  # 404 for an unknown segment
-    media = enc.negotiate(request, offered=TABLE)
+    media = enc.negotiate(request, query.f, offered=TABLE)
     req = wire.parse_request(
         query, index=src.index, kinds=src.settings.report_kinds, segment_id=segment_id
     )

@@ -11,13 +11,17 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from service.api.deps import CallerDep, SettingsDep, StoreDep, get_caller
+from service.api.problems import DocumentedRoute
 from service.api.responses import JSONResponse
+from service.api.schemas.common import LIST_PAGE, LIST_PAGE_MAX, NAME_MAX_LENGTH
 from service.api.schemas.pages import decode_cursor, encode_cursor, parse_time
 from service.domain.alerts import AlertQuery, AlertState, alert_fields
 from service.domain.queries import PageKey
 from service.usecases import alerts
 
-router = APIRouter(prefix="/v1", tags=["alerts"], dependencies=[Depends(get_caller)])
+router = APIRouter(
+    prefix="/v1", tags=["alerts"], dependencies=[Depends(get_caller)], route_class=DocumentedRoute
+)
 
 
 def _detail(request: Request) -> dict[str, Any]:
@@ -31,12 +35,15 @@ async def list_alerts(
     settings: SettingsDep,
     caller: CallerDep,
     state: Annotated[AlertState | None, Query(description="open or closed")] = None,
-    border: Annotated[str | None, Query(max_length=200)] = None,
-    segment: Annotated[str | None, Query(max_length=200, description="A segment id")] = None,
+    border: Annotated[str | None, Query(max_length=NAME_MAX_LENGTH)] = None,
+    segment: Annotated[
+        str | None, Query(max_length=NAME_MAX_LENGTH, description="A segment id")
+    ] = None,
     since: Annotated[str | None, Query(description="Updated at or after (RFC 3339)")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[int, Query(ge=1, le=LIST_PAGE_MAX)] = LIST_PAGE,
     cursor: Annotated[
-        str | None, Query(description="From the previous page's next link", max_length=200)
+        str | None,
+        Query(description="From the previous page's next link", max_length=NAME_MAX_LENGTH),
     ] = None,
 ) -> Response:
     """Alerts, the most recently updated first: each is one episode of a series (a segment, a

@@ -7,11 +7,12 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from service.api.deps import IndexDep, StoreDep, get_caller
+from service.api.problems import DocumentedRoute
 from service.api.responses import JSONResponse
 from service.api.state import app_state
 from service.domain.errors import ShuttingDown
 
-router = APIRouter(tags=["health"], dependencies=[Depends(get_caller)])
+router = APIRouter(tags=["health"], dependencies=[Depends(get_caller)], route_class=DocumentedRoute)
 
 
 @router.get("/healthz")

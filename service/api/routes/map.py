@@ -12,10 +12,11 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import HTMLResponse, Response
 
 from service.api.deps import IndexDep, SettingsDep, get_caller
+from service.api.problems import DocumentedRoute
 from service.api.responses import JSONResponse
 from service.api.schemas.tiles import StyleFilterQuery
 
-router = APIRouter(tags=["map"], dependencies=[Depends(get_caller)])
+router = APIRouter(tags=["map"], dependencies=[Depends(get_caller)], route_class=DocumentedRoute)
 
 WORLD = (-180.0, -85.0, 180.0, 85.0)  # for a store without segments: nothing better to fit
 # Reports on a segment -> its line colour: grey for none, then light to dark red (from this many).

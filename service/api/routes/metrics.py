@@ -7,9 +7,12 @@ from starlette.responses import Response
 
 from service.api.deps import get_caller
 from service.api.metrics import CONTENT_TYPE
+from service.api.problems import DocumentedRoute
 from service.api.state import app_state
 
-router = APIRouter(tags=["operations"], dependencies=[Depends(get_caller)])
+router = APIRouter(
+    tags=["operations"], dependencies=[Depends(get_caller)], route_class=DocumentedRoute
+)
 
 
 @router.get("/metrics", response_class=Response)

@@ -20,10 +20,11 @@ from service.api.cancel import until_disconnected
 from service.api.deps import CallerDep, IndexDep, SettingsDep, StoreDep, get_caller
 from service.api.lifecycle import current_release
 from service.api.openapi30 import OPENAPI_30, to_openapi_30
+from service.api.problems import DocumentedRoute
 from service.api.routes.reports import submission, submit_single
 from service.api.routes.segments import segment_feature as v1_segment_feature
 from service.api.schemas import ogc
-from service.api.schemas.common import format_instant
+from service.api.schemas.common import FormatQuery, format_instant
 from service.api.schemas.pages import decode_cursor, encode_cursor
 from service.api.schemas.reports import report_feature
 from service.domain.access import Caller
@@ -32,7 +33,9 @@ from service.domain.segments import BorderSegment, SegmentIndex
 from service.usecases import features, links
 from service.usecases.public_release import CurrentRelease, public_extent
 
-router = APIRouter(prefix="/ogc", tags=["ogc"], dependencies=[Depends(get_caller)])
+router = APIRouter(
+    prefix="/ogc", tags=["ogc"], dependencies=[Depends(get_caller)], route_class=DocumentedRoute
+)
 DOCS = (enc.JSON, enc.HTML)
 ITEMS = (enc.GEOJSON, enc.HTML, enc.CSV, enc.GEOJSON_SEQ)
 COLLECTIONS = {
@@ -41,16 +44,16 @@ COLLECTIONS = {
 }
 REPORT_PROPERTIES = frozenset(name for name, *_ in ogc.REPORT_SCHEMA)
 SCHEMA = "application/schema+json"
+# A page of features: the features, how many match (None: not counted), the next page's cursor.
+_Page = tuple[list[dict[str, Any]], int | None, str | None]
 
 
 def _base(request: Request) -> str:
     return f"{str(request.base_url).rstrip('/')}/ogc"
 
 
-def _respond(
-    request: Request, doc: dict[str, Any], *, offered: tuple[str, ...], title: str
-) -> Response:
-    media = enc.negotiate(request, offered=offered)
+def _respond(request: Request, doc: dict[str, Any], *, media: str, title: str) -> Response:
+    """``doc`` in ``media`` (as enc.negotiate chose it)."""
     if media == enc.HTML:
         body = enc.html_dict(doc) + enc.html_links(doc.get("links", []))
         if "features" in doc:
@@ -99,7 +102,7 @@ def _alternates(request: Request, offered: tuple[str, ...], current: str) -> lis
 
 
 @router.get("")
-async def landing(request: Request) -> Response:
+async def landing(request: Request, query: Annotated[FormatQuery, Query()]) -> Response:
     """The landing page: links to the API description, conformance and the collections."""
     base = _base(request)
     root = str(request.base_url).rstrip("/")
@@ -121,7 +124,8 @@ async def landing(request: Request) -> Response:
             ogc.link(f"{base}/collections", "data", enc.JSON, "Collections"),
         ],
     }
-    return _respond(request, doc, offered=DOCS, title="crossings")
+    media = enc.negotiate(request, query.f, offered=DOCS)
+    return _respond(request, doc, media=media, title="crossings")
 
 
 @router.get("/api")
@@ -146,10 +150,11 @@ def _ogc_definition(request: Request) -> dict[str, Any]:
 
 
 @router.get("/conformance")
-async def conformance(request: Request) -> Response:
+async def conformance(request: Request, query: Annotated[FormatQuery, Query()]) -> Response:
     """The conformance classes this API passes."""
     classes = [*ogc.CONFORMANCE, *cql2.CONFORMANCE]
-    return _respond(request, {"conformsTo": classes}, offered=DOCS, title="Conformance")
+    media = enc.negotiate(request, query.f, offered=DOCS)
+    return _respond(request, {"conformsTo": classes}, media=media, title="Conformance")
 
 
 async def _collection_doc(
@@ -206,7 +211,11 @@ async def _collection_doc(
 
 @router.get("/collections")
 async def collections(
-    request: Request, store: StoreDep, index: IndexDep, caller: CallerDep
+    request: Request,
+    query: Annotated[FormatQuery, Query()],
+    store: StoreDep,
+    index: IndexDep,
+    caller: CallerDep,
 ) -> Response:
     """Both collections, with their extents."""
     docs = [await _collection_doc(request, cid, store, index, caller) for cid in COLLECTIONS]
@@ -218,7 +227,8 @@ async def collections(
             ogc.link(f"{base}/collections?f=html", "alternate", enc.HTML),
         ],
     }
-    return _respond(request, doc, offered=DOCS, title="Collections")
+    media = enc.negotiate(request, query.f, offered=DOCS)
+    return _respond(request, doc, media=media, title="Collections")
 
 
 @router.get("/collections/{collection_id}/schema")
@@ -257,11 +267,17 @@ async def collection_queryables(
 
 @router.get("/collections/{collection_id}")
 async def collection(
-    collection_id: str, request: Request, store: StoreDep, index: IndexDep, caller: CallerDep
+    collection_id: str,
+    request: Request,
+    query: Annotated[FormatQuery, Query()],
+    store: StoreDep,
+    index: IndexDep,
+    caller: CallerDep,
 ) -> Response:
     """One collection: its extent and links to its items."""
     doc = await _collection_doc(request, collection_id, store, index, caller)
-    return _respond(request, doc, offered=DOCS, title=doc["title"])
+    media = enc.negotiate(request, query.f, offered=DOCS)
+    return _respond(request, doc, media=media, title=doc["title"])
 
 
 # Each collection's items have their own route so that the OpenAPI document lists their filters:
@@ -278,10 +294,10 @@ async def report_items(
     """Reports, a page at a time in observed_at order (follow `next`). A first page gives
     `numberMatched` when it is exact and cheap: with no filter or a box alone (when the rollups
     say it exactly), or when it is also the last page."""
-    media = enc.negotiate(request, offered=ITEMS)
-    doc = await _report_items(request, query, store, caller, index, settings.page_max_items)
-    doc["links"].extend(_alternates(request, ITEMS, media))
-    return _respond(request, doc, offered=ITEMS, title="Crossing reports: items")
+    media = enc.negotiate(request, query.f, offered=ITEMS)
+    page = await _report_items(request, query, store, caller, index, settings.page_max_items)
+    doc = _collection(request, media, "reports", *page)
+    return _respond(request, doc, media=media, title="Crossing reports: items")
 
 
 @router.get("/collections/segments/items")
@@ -292,10 +308,11 @@ async def segment_items(
     settings: SettingsDep,
 ) -> Response:
     """Border segments along each line, flat properties (lists joined by '; ')."""
-    media = enc.negotiate(request, offered=ITEMS)
-    doc = _segment_items(request, query, index, settings.page_max_items)
-    doc["links"].extend(_alternates(request, ITEMS, media))
-    return _respond(request, doc, offered=ITEMS, title="Border segments: items")
+    media = enc.negotiate(request, query.f, offered=ITEMS)
+    doc = _collection(
+        request, media, "segments", *_segment_items(query, index, settings.page_max_items)
+    )
+    return _respond(request, doc, media=media, title="Border segments: items")
 
 
 @router.get("/collections/{collection_id}/items", include_in_schema=False)
@@ -310,7 +327,7 @@ async def _report_items(
     caller: Caller,
     index: IndexDep,
     max_limit: int,
-) -> dict[str, Any]:
+) -> _Page:
     parsed = ogc.parse_items_params(
         params,
         filters=(*ogc.REPORT_FILTERS, *cql2.PARAMS),
@@ -334,12 +351,10 @@ async def _report_items(
         for r in result.page.reports
     ]
     next_token = None if result.page.next_key is None else encode_cursor(result.page.next_key)
-    return _collection(request, feats, result.number_matched, next_token, "reports")
+    return feats, result.number_matched, next_token
 
 
-def _segment_items(
-    request: Request, params: ogc.SegmentItemsQuery, index: IndexDep, max_limit: int
-) -> dict[str, Any]:
+def _segment_items(params: ogc.SegmentItemsQuery, index: IndexDep, max_limit: int) -> _Page:
     known = _segment_properties(index)
     parsed = ogc.parse_items_params(
         params,
@@ -354,16 +369,19 @@ def _segment_items(
     feats = [_select(segment_feature(s), parsed.properties) for s in page]
     more = offset + parsed.limit < len(chosen)
     token = ogc.encode_offset(offset + parsed.limit) if more else None
-    return _collection(request, feats, len(chosen), token, "segments")
+    return feats, len(chosen), token
 
 
 def _collection(
     request: Request,
+    media: str,
+    collection_id: str,
     feats: list[dict[str, Any]],
     matched: int | None,
     next_token: str | None,
-    collection_id: str,
 ) -> dict[str, Any]:
+    """A page of features in ``media``, with its links: itself, its collection, the next page
+    in this page's encoding, and the same page in each other encoding."""
     doc: dict[str, Any] = {
         "type": "FeatureCollection",
         "features": feats,
@@ -378,9 +396,8 @@ def _collection(
     ]
     if next_token is not None:
         next_url = _with_params(request, cursor=next_token)
-        media = enc.negotiate(request, offered=ITEMS)  # the next page comes in this page's format
         links.append(ogc.link(next_url, "next", media, "Next page"))
-    doc["links"] = links
+    doc["links"] = links + _alternates(request, ITEMS, media)
     return doc
 
 
@@ -416,6 +433,7 @@ async def item(
     collection_id: str,
     feature_id: str,
     request: Request,
+    query: Annotated[FormatQuery, Query()],
     store: StoreDep,
     index: IndexDep,
     caller: CallerDep,
@@ -442,9 +460,8 @@ async def item(
         ogc.link(f"{url}/items/{feature_id}?f=html", "alternate", enc.HTML),
         ogc.link(url, "collection", enc.JSON),
     ]
-    return _respond(
-        request, doc, offered=(enc.GEOJSON, enc.HTML), title=f"{collection_id} {feature_id}"
-    )
+    media = enc.negotiate(request, query.f, offered=(enc.GEOJSON, enc.HTML))
+    return _respond(request, doc, media=media, title=f"{collection_id} {feature_id}")
 
 
 @router.post("/collections/reports/items", **submission("ReportFeatureIn", "ReportIn"))

@@ -23,6 +23,7 @@ from service.api.deps import (
     get_caller,
 )
 from service.api.openapi import request_body
+from service.api.problems import DocumentedRoute
 from service.api.responses import GeoJSONResponse, JSONResponse
 from service.api.schemas.common import PAGE_MAX_ITEMS
 from service.api.schemas.pages import encode_cursor, report_query
@@ -42,7 +43,9 @@ from service.usecases.links import group_ids
 from service.usecases.query_reports import get_report, list_reports
 from service.usecases.submit_reports import ItemOutcome, check_batch_size, submit_batch
 
-router = APIRouter(prefix="/v1", tags=["reports"], dependencies=[Depends(get_caller)])
+router = APIRouter(
+    prefix="/v1", tags=["reports"], dependencies=[Depends(get_caller)], route_class=DocumentedRoute
+)
 
 
 def _is_feature(obj: Any) -> bool:

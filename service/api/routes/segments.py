@@ -8,11 +8,14 @@ from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response
 
 from service.api.deps import IndexDep, get_caller
+from service.api.problems import DocumentedRoute
 from service.api.responses import GeoJSONResponse
 from service.domain.segments import BorderSegment
 from service.usecases.segments import get_segment
 
-router = APIRouter(prefix="/v1", tags=["segments"], dependencies=[Depends(get_caller)])
+router = APIRouter(
+    prefix="/v1", tags=["segments"], dependencies=[Depends(get_caller)], route_class=DocumentedRoute
+)
 
 
 def segment_feature(segment: BorderSegment) -> dict[str, Any]:

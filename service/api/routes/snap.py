@@ -11,11 +11,14 @@ from starlette.responses import Response
 from service.api.body import read_json
 from service.api.deps import IndexDep, SettingsDep, get_caller
 from service.api.openapi import request_body
+from service.api.problems import DocumentedRoute
 from service.api.responses import JSONResponse
 from service.api.schemas.snap import parse_points, snap_json
 from service.usecases.snap_points import snap_points
 
-router = APIRouter(prefix="/v1", tags=["snap"], dependencies=[Depends(get_caller)])
+router = APIRouter(
+    prefix="/v1", tags=["snap"], dependencies=[Depends(get_caller)], route_class=DocumentedRoute
+)
 MAX_SNAP_POINTS = 10_000
 
 

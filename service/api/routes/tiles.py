@@ -14,6 +14,7 @@ from service.api import audit
 from service.api.caching import revalidated
 from service.api.cancel import until_disconnected
 from service.api.deps import IndexDep, SettingsDep, Sources, SourcesDep, get_caller
+from service.api.problems import DocumentedRoute
 from service.api.schemas.tiles import TileFilterQuery
 from service.domain import tiles
 from service.domain.tiles import TileQuery
@@ -22,7 +23,9 @@ from service.usecases import tile_encoding
 from service.usecases import tiles as usecase
 from service.usecases.public_release import public_tile
 
-router = APIRouter(prefix="/v1", tags=["tiles"], dependencies=[Depends(get_caller)])
+router = APIRouter(
+    prefix="/v1", tags=["tiles"], dependencies=[Depends(get_caller)], route_class=DocumentedRoute
+)
 MVT = "application/vnd.mapbox-vector-tile"
 GEOJSON = "application/geo+json"
 Filters = Annotated[TileFilterQuery, Query()]

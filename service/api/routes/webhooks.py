@@ -11,11 +11,15 @@ from starlette.responses import Response
 
 from service.api.body import read_json
 from service.api.deps import CallerDep, SettingsDep, StoreDep, get_caller
+from service.api.problems import DocumentedRoute
 from service.api.responses import JSONResponse
+from service.api.schemas.common import LIST_PAGE, LIST_PAGE_MAX, STATE_MAX_LENGTH
 from service.domain.errors import FieldError, InvalidInput
 from service.usecases import webhooks
 
-router = APIRouter(prefix="/v1", tags=["webhooks"], dependencies=[Depends(get_caller)])
+router = APIRouter(
+    prefix="/v1", tags=["webhooks"], dependencies=[Depends(get_caller)], route_class=DocumentedRoute
+)
 
 
 @router.post("/webhooks", status_code=201)
@@ -80,9 +84,10 @@ async def list_deliveries(
     webhook_id: str,
     store: StoreDep,
     state: Annotated[
-        str | None, Query(description="pending, delivered, failed or gone", max_length=20)
+        str | None,
+        Query(description="pending, delivered, failed or gone", max_length=STATE_MAX_LENGTH),
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[int, Query(ge=1, le=LIST_PAGE_MAX)] = LIST_PAGE,
 ) -> Response:
     """The subscription's deliveries, newest first: event type, state, attempts, the next
     attempt's time while pending, the last answer's status or error."""

@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.api.schemas.common import FormatQuery
 from service.api.schemas.pages import parse_bbox, parse_time
 from service.domain.aggregation import GROUP_KEYS, UNITS, local_start_text
 from service.domain.errors import FieldError, InvalidParameter
@@ -33,13 +34,12 @@ class ChoroplethQuery(WindowQuery):
     border: str | None = None
 
 
-class TimeseriesQuery(WindowQuery):
+class TimeseriesQuery(WindowQuery, FormatQuery):
     bucket: str | None = Field(default=None, description="day, week, month, quarter or year")
     tz: str | None = None
-    f: str | None = Field(default=None, description="json or csv")
 
 
-class AggregatesQuery(ChoroplethQuery):
+class AggregatesQuery(ChoroplethQuery, FormatQuery):
     group_by: str | None = Field(
         default=None,
         description="Comma-separated: segment, section, border, region, side, kind, direction",
@@ -53,7 +53,6 @@ class AggregatesQuery(ChoroplethQuery):
     fill: str | None = Field(
         default=None, description="true: every bucket of the range, zeros included"
     )
-    f: str | None = Field(default=None, description="json or csv")
 
 
 def _bad(field: str, reason: str) -> InvalidParameter:

@@ -64,6 +64,29 @@ Text = Annotated[StrictStr, AfterValidator(_clean_text)]
 # The maximum of a page's ``limit`` is a setting: api/openapi.py writes its value into the document.
 PAGE_MAX_ITEMS: dict[str, Any] = {"x-maximum-setting": "page_max_items"}
 
+# The operators' lists (alerts, a webhook's deliveries, the audit log): page sizes by default and
+# at most (each page is read whole; alerts are also held to page_max_items), and how long a name
+# (border, segment id) or cursor, and a delivery state, in their queries may be.
+LIST_PAGE = 100
+LIST_PAGE_MAX = 1_000
+AUDIT_PAGE = 1_000
+AUDIT_PAGE_MAX = 10_000
+NAME_MAX_LENGTH = 200
+STATE_MAX_LENGTH = 20
+
+
+class FormatQuery(BaseModel):
+    """``f``, the encoding asked for over the Accept header (encodings.negotiate), declared once
+    for every resource that offers more than one; a query model of such a resource extends it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    f: str | None = Field(
+        default=None,
+        description="The encoding, over the Accept header: json, or another this resource offers"
+        " (html, csv, jsonseq)",
+    )
+
 
 class Strict(BaseModel):
     """Wire models refuse unknown fields: a typo (``people`` for ``people_count``) is an error."""
@@ -111,3 +134,22 @@ def position_errors(position: object, where: str) -> list[FieldError]:
         elif low is not None and high is not None and not low <= value <= high:
             errors.append(FieldError(field, f"{name} {value} is outside [{low:g}, {high:g}]"))
     return errors
+
+
+class ProblemField(BaseModel):
+    field: str = Field(description="Dotted path of the value refused (e.g. location.coordinates.0)")
+    reason: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem (application/problem+json): what every error answer is."""
+
+    type: str = Field(description="/problems/<slug>: what happened")
+    title: str
+    status: int
+    detail: str
+    instance: str | None = Field(default=None, description="The path asked for")
+    errors: list[ProblemField] | None = Field(
+        default=None, description="Each value refused, for validation problems"
+    )
+    request_id: str | None = None

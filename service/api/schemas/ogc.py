@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from service.api.cql2 import FilterQuery
-from service.api.schemas.common import PAGE_MAX_ITEMS, format_instant, parse_instant
+from service.api.schemas.common import PAGE_MAX_ITEMS, FormatQuery, format_instant, parse_instant
 from service.api.schemas.pages import decode_cursor, parse_bbox
 from service.domain.errors import FieldError, InvalidParameter
 from service.domain.queries import ReportQuery
@@ -32,7 +32,7 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _MICROSECOND = timedelta(microseconds=1)
 
 
-class ItemsQuery(BaseModel):
+class ItemsQuery(FormatQuery):
     """The parameters every collection's items take, declared once: FastAPI documents them (GDAL
     reads the document to learn which attribute filters it may send), reads them and refuses any
     other; ``parse_items_params`` checks their values."""
@@ -52,7 +52,6 @@ class ItemsQuery(BaseModel):
     )
     sortby: str | None = Field(default=None, description="observed_at or -observed_at")
     properties: str | None = Field(default=None, description="Comma-separated properties to return")
-    f: str | None = Field(default=None, description="json, html, csv or jsonseq")
     cursor: str | None = Field(default=None, description="From the next link")
 
 

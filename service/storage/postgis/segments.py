@@ -10,6 +10,7 @@ from sqlalchemy import Connection, delete, func, insert, select
 
 from service.domain.segments import BorderSegment
 from service.storage.postgis.tables import segments
+from service.storage.rows import segment_of
 
 
 def count_segments(conn: Connection) -> int:
@@ -66,16 +67,5 @@ def list_segments(conn: Connection) -> list[BorderSegment]:
     out = []
     for row in conn.execute(stmt):
         coords = tuple((float(x), float(y)) for x, y, *_ in json.loads(row.geojson)["coordinates"])
-        out.append(
-            BorderSegment(
-                segment_id=row.segment_id,
-                border=row.border,
-                start_km=row.start_km,
-                end_km=row.end_km,
-                left_country=row.left_country,
-                right_country=row.right_country,
-                coords=coords,
-                properties=row.properties,
-            )
-        )
+        out.append(segment_of(row, coords, row.properties))
     return out

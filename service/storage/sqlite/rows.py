@@ -9,6 +9,7 @@ from uuid import UUID
 
 from service.domain.reports import Report, ReportDraft, SnapResult, SnapStatus
 from service.domain.segments import BorderSegment
+from service.storage.rows import segment_of
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -146,13 +147,5 @@ def segment_row(segment: BorderSegment, *, load_order: int) -> SegmentRow:
 
 def segment_from_row(values: tuple[Any, ...]) -> BorderSegment:
     row = SegmentRow._make(values)
-    return BorderSegment(
-        segment_id=row.segment_id,
-        border=row.border,
-        start_km=row.start_km,
-        end_km=row.end_km,
-        left_country=row.left_country,
-        right_country=row.right_country,
-        coords=tuple((float(lon), float(lat)) for lon, lat in json.loads(row.coords)),
-        properties=json.loads(row.properties),
-    )
+    coords = tuple((float(lon), float(lat)) for lon, lat in json.loads(row.coords))
+    return segment_of(row, coords, json.loads(row.properties))
