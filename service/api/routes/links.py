@@ -11,13 +11,17 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from service.api.deps import CallerDep, SettingsDep, StoreDep, get_caller
+from service.api.problems import DocumentedRoute
 from service.api.responses import JSONResponse
+from service.api.schemas.common import LIST_PAGE, LIST_PAGE_MAX
 from service.api.schemas.pages import decode_cursor, encode_cursor, parse_time
 from service.domain.links import LinkQuery, LinkState, link_fields
 from service.domain.queries import PageKey
 from service.usecases import links
 
-router = APIRouter(prefix="/v1", tags=["links"], dependencies=[Depends(get_caller)])
+router = APIRouter(
+    prefix="/v1", tags=["links"], dependencies=[Depends(get_caller)], route_class=DocumentedRoute
+)
 
 
 def _detail(request: Request) -> dict[str, Any]:
@@ -35,7 +39,7 @@ async def list_links(
         str | None, Query(max_length=200, description="Either report on this segment")
     ] = None,
     since: Annotated[str | None, Query(description="Proposed at or after (RFC 3339)")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[int, Query(ge=1, le=LIST_PAGE_MAX)] = LIST_PAGE,
     cursor: Annotated[
         str | None, Query(description="From the previous page's next link", max_length=200)
     ] = None,
