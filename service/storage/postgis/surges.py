@@ -5,15 +5,15 @@ counted; ``detect`` reads those days' whole counts (rollups plus what is still p
 touched series' CUSUM states (``surge_series``) and records the alerts they raise, with their
 webhook deliveries, all in the fold's transaction: a fold that dies leaves its reports pending and
 nothing half-detected, and one that commits has its alerts in the outbox. Only one transaction
-detects at a time: the fold's advisory lock, which a deletion takes too.
+detects at a time: the fold's advisory lock, which a deletion takes too. What detection does is
+storage/surges.py's, for both stores; this is PostGIS's SQL for it (``Tables``).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
-from datetime import UTC, date, datetime, time, timedelta
-from functools import partial
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 import orjson
@@ -21,22 +21,13 @@ from psycopg.errors import LockNotAvailable
 from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError
 
-from service.domain.alerts import Alert, AlertQuery, AlertState, every_alert
-from service.domain.surges.series import KEEP_DAYS, SeriesState, state_from_dict, state_to_dict
-from service.domain.surges.watch import (
-    SeriesChange,
-    Watch,
-    advance_open,
-    close_orphans,
-    detect_days,
-    replay_all,
-    series_key_of,
-    series_key_text,
-    transitions,
-)
+from service.domain.alerts import Alert, AlertPage, AlertQuery, AlertTransition, SeriesKey
+from service.domain.surges.series import SeriesState, state_from_dict, state_to_dict
+from service.domain.surges.watch import SeriesChange, Watch, series_key_of, series_key_text
+from service.storage import surges
 from service.storage.postgis import alerts
 from service.storage.postgis.rollups import FOLD_LOCK, live
-from service.storage.surge_cache import SeriesCache, new_token
+from service.storage.surge_cache import SeriesCache
 
 _DAYS = f"""
     SELECT (period AT TIME ZONE 'UTC')::date, segment_id, kind, sum(reports)::bigint,
@@ -67,7 +58,54 @@ _SAVE = """
 _TOKEN = "SELECT token FROM surge_token"
 _NEW_TOKEN = "UPDATE surge_token SET token = %(token)s"
 
-_OPEN = AlertQuery(state=AlertState.OPEN, limit=1000)
+
+class Tables:
+    """surges.SurgeTables over ``conn``, in its transaction."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def token(self) -> int | None:
+        token = self.conn.exec_driver_sql(_TOKEN).scalar()
+        return None if token is None else int(token)
+
+    def day_rows(self, days: list[date]) -> surges.DayRows:
+        starts = [datetime.combine(day, time(), tzinfo=UTC) for day in days]
+        return _by_day(self.conn.exec_driver_sql(_DAYS, {"days": starts}))
+
+    def days_since(self, first: date) -> surges.DayRows:
+        start = datetime.combine(first, time(), tzinfo=UTC)
+        return _by_day(self.conn.exec_driver_sql(_SINCE, {"start": start}))
+
+    def states(self, keys: set[str]) -> dict[str, SeriesState]:
+        rows = self.conn.exec_driver_sql(_STATES, {"keys": list(keys)})
+        return {str(series): state_from_dict(_json(state)) for series, state in rows}
+
+    def open_states(self) -> dict[SeriesKey, SeriesState]:
+        rows = self.conn.exec_driver_sql(_OPEN_STATES).all()
+        return {series_key_of(series): state_from_dict(_json(state)) for series, state in rows}
+
+    def save(self, changes: Sequence[SeriesChange], at: datetime, *, token: int) -> None:
+        """The changed states in one statement, and the token that vouches for them."""
+        self.conn.exec_driver_sql(_NEW_TOKEN, {"token": token})
+        if changes:
+            self.conn.exec_driver_sql(
+                _SAVE,
+                {
+                    "series": [series_key_text(c.key) for c in changes],
+                    "states": [orjson.dumps(state_to_dict(c.state)).decode() for c in changes],
+                    "at": at,
+                },
+            )
+
+    def clear(self) -> None:
+        self.conn.exec_driver_sql("DELETE FROM surge_series")
+
+    def list_alerts(self, query: AlertQuery) -> AlertPage:
+        return alerts.list_alerts(self.conn, query)
+
+    def record_alerts(self, changed: list[AlertTransition], now: datetime) -> list[Alert]:
+        return alerts.record_alerts(self.conn, changed, now=now)
 
 
 def detect(
@@ -78,39 +116,13 @@ def detect(
     cache: SeriesCache,
     now: datetime | None = None,
 ) -> list[Alert]:
-    """Observe each touched day's whole count in every series it touched; store the states and
-    the alerts (in the caller's transaction); the alerts that changed. The states come from
-    ``cache`` while the stored token is its own (surge_cache.py), else from the store."""
-    now = now or datetime.now(UTC)
-    cache.check(conn.exec_driver_sql(_TOKEN).scalar())
-
-    def day_rows(days: list[date]) -> dict[date, list[tuple[str, str, int, int]]]:
-        starts = [datetime.combine(day, time(), tzinfo=UTC) for day in days]
-        out: dict[date, list[tuple[str, str, int, int]]] = defaultdict(list)
-        for day, segment_id, kind, n, people in conn.exec_driver_sql(_DAYS, {"days": starts}):
-            out[day].append((str(segment_id), str(kind), int(n), int(people)))
-        return out
-
-    def states(keys: set[str]) -> dict[str, SeriesState]:
-        found, missing = cache.known(keys)
-        if missing:
-            rows = conn.exec_driver_sql(_STATES, {"keys": list(missing)})
-            read = {str(series): state_from_dict(_json(state)) for series, state in rows}
-            cache.read(missing, read)
-            found.update(read)
-        return found
-
-    changes = detect_days(touched, watch, day_rows=day_rows, states=states)
-    if changes:
-        token = cache.wrote({series_key_text(c.key): c.state for c in changes})
-        _save(conn, changes, now, token=token)
-    return alerts.record_alerts(conn, transitions(changes, at=now), now=now)
+    """surges.detect in the caller's transaction (which holds the fold's lock)."""
+    return surges.detect(Tables(conn), touched, watch, cache=cache, now=now)
 
 
 def advance(conn: Connection, watch: Watch, through: date, *, now: datetime) -> list[Alert]:
-    """Close the quiet days up to ``through`` of the series with an open episode (their
-    episodes may close); the alerts that changed. Nothing when a fold is under way (it holds
-    the series): the caller tries again later."""
+    """surges.advance under the fold's lock. Nothing when a fold is under way (it holds the
+    series): the caller tries again later."""
     conn.exec_driver_sql("SET LOCAL lock_timeout = '5s'")  # a fold is short; else: later
     try:
         conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%(k)s)", {"k": FOLD_LOCK})
@@ -118,45 +130,21 @@ def advance(conn: Connection, watch: Watch, through: date, *, now: datetime) -> 
         if isinstance(error.orig, LockNotAvailable):
             return []
         raise
-    rows = conn.exec_driver_sql(_OPEN_STATES).all()
-    states = {series_key_of(series): state_from_dict(_json(state)) for series, state in rows}
-    changes = advance_open(states, through, watch.params)
-    if changes:
-        _save(conn, changes, now, token=new_token())
-    return alerts.record_alerts(conn, transitions(changes, at=now), now=now)
+    return surges.advance(Tables(conn), watch, through, now=now)
 
 
 def rebuild(conn: Connection, watch: Watch, today: date, *, now: datetime) -> list[Alert]:
-    """Every series replayed from the day counts of the days its state keeps (after a border
-    change: its series are not the old ones); alerts whose episode is gone are closed."""
+    """surges.rebuild under the fold's lock (after a border change)."""
     conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
     conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%(k)s)", {"k": FOLD_LOCK})
-    first = today - timedelta(days=KEEP_DAYS - 1)
-    days: dict[date, list[tuple[str, str, int, int]]] = defaultdict(list)
-    start = datetime.combine(first, time(), tzinfo=UTC)
-    for day, segment_id, kind, n, people in conn.exec_driver_sql(_SINCE, {"start": start}):
-        days[day].append((str(segment_id), str(kind), int(n), int(people)))
-    changes = replay_all(days, watch, first_day=first, last_day=today)
-    conn.exec_driver_sql("DELETE FROM surge_series")
-    _save(conn, changes, now, token=new_token())
-    opened = every_alert(partial(alerts.list_alerts, conn), _OPEN)
-    closing = close_orphans(opened, changes, day=today, at=now)
-    return alerts.record_alerts(conn, transitions(changes, at=now) + closing, now=now)
+    return surges.rebuild(Tables(conn), watch, today, now=now)
 
 
-def _save(conn: Connection, changes: list[SeriesChange], at: datetime, *, token: int) -> None:
-    """Store the changed states (one statement for the lot) and the surge token that vouches for
-    them: the writer's cache's (detect), or a token no cache holds (advance, rebuild)."""
-    conn.exec_driver_sql(_NEW_TOKEN, {"token": token})
-    if changes:
-        conn.exec_driver_sql(
-            _SAVE,
-            {
-                "series": [series_key_text(c.key) for c in changes],
-                "states": [orjson.dumps(state_to_dict(c.state)).decode() for c in changes],
-                "at": at,
-            },
-        )
+def _by_day(rows: Any) -> surges.DayRows:
+    out: surges.DayRows = defaultdict(list)
+    for day, segment_id, kind, n, people in rows:
+        out[day].append((str(segment_id), str(kind), int(n), int(people)))
+    return out
 
 
 def _json(value: Any) -> dict[str, Any]:
