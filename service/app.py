@@ -91,6 +91,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Served from vendored copies under the same CSP as the rest (routes/docs.py), not a CDN.
         docs_url=None,
         redoc_url=None,
+        # FastAPI's own OpenTelemetry bridge: this service exports Prometheus metrics and JSON
+        # logs (api/metrics.py, api/observe.py) and configures no OpenTelemetry provider; left
+        # on, the bridge looks the providers up in the environment on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     state = AppState(
         settings=settings,

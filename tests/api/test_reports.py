@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import httpx
+from fastapi import FastAPI
 from pyproj import Geod
 
 from tests.factories import ROXHAM_ROAD, report_body, report_feature_body
@@ -78,6 +80,47 @@ async def test_concurrent_replays_create_one_report(client: httpx.AsyncClient) -
     assert codes == [200] * 11 + [201]
     listing = await client.get("/v1/reports")
     assert listing.json()["numberReturned"] == 1
+
+
+async def test_concurrent_single_reports_are_each_answered_as_if_alone(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """Many single reports at once, from two keys, new ones among replays, conflicts and an
+    invalid one: each request gets the answer it would get alone, and each report is stored
+    once (what any change to how concurrent writes are stored must keep)."""
+    reporter = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://testserver",
+        headers={"Authorization": f"Bearer {app.state.test_keys['reporter']}"},
+    )
+    async with reporter:
+        for _ in range(4):
+            new = [report_body() for _ in range(6)]
+            replayed, changed, shared = report_body(), report_body(), report_body()
+            late = report_body(observed_at=(datetime.now(UTC) + timedelta(days=2)).isoformat())
+            sends = [
+                *((client, b) for b in new),
+                (client, replayed), (client, replayed),
+                (client, changed), (client, {**changed, "people_count": 9}),
+                (client, late),
+                (client, shared), (reporter, shared), (client, shared),
+            ]  # fmt: skip
+            answers = await asyncio.gather(*(c.post("/v1/reports", json=b) for c, b in sends))
+            codes = [a.status_code for a in answers]
+            assert codes[:6] == [201] * 6
+            assert [a.json()["id"] for a in answers[:6]] == [b["id"] for b in new]
+            assert sorted(codes[6:8]) == [200, 201]
+            assert answers[6].json() == answers[7].json()
+            assert sorted(codes[8:10]) == [201, 409]
+            created = answers[8] if codes[8] == 201 else answers[9]
+            stored = await client.get(f"/v1/reports/{changed['id']}")
+            assert stored.json() == created.json()
+            assert codes[10] == 422 and answers[10].headers["content-type"] == PROBLEM
+            # One of three creates; the other key's tries are conflicts, the same key's replays.
+            shared_codes = (codes[11], codes[12], codes[13])
+            assert shared_codes in ((201, 409, 200), (200, 409, 201), (409, 201, 409))
+    listing = await client.get("/v1/reports", params={"limit": 1000})
+    assert listing.json()["numberReturned"] == 4 * 9
 
 
 async def test_report_without_id_gets_a_server_id(client: httpx.AsyncClient) -> None:

@@ -253,10 +253,17 @@ class PostgisStore:
         with engine.connect() as conn:
             yield conn.execution_options(isolation_level="AUTOCOMMIT")
 
-    def _write(self, name: str, work: Callable[[Connection], T], *, key: str | None = None) -> T:
+    def _write(
+        self,
+        name: str,
+        work: Callable[[Connection], T],
+        *,
+        key: str | None = None,
+        autocommit: bool = False,
+    ) -> T:
         """``work`` on the primary; with a replica, its commit position is remembered (by
         ``key``, who wrote) for the reads of own writes that follow (``_read``)."""
-        result = self._run(name, work)
+        result = self._run(name, work, autocommit=autocommit)
         if self.replica is not None:
             lsn = self._run("primary_lsn", lambda conn: int(conn.execute(PRIMARY_LSN).scalar_one()))
             self.replica.wrote(lsn, key)
@@ -369,10 +376,15 @@ class PostgisStore:
         border_version: int | None = None,
     ) -> list[IngestResult]:
         self._folder.start()
+        # In autocommit: the insert is one statement (the reports, their pending rollup rows
+        # and the border check together), atomic by itself, and the reads of duplicates after it
+        # see what a read-committed transaction would. That saves the BEGIN and COMMIT round
+        # trips a transaction adds to a single report's one statement.
         return self._write(
             "add_reports",
             lambda conn: reports.add_reports(conn, batch, posted_by, border_version),
             key=posted_by,
+            autocommit=True,
         )
 
     def get_report(self, report_id: UUID, *, posted_by: str | None = None) -> Report | None:
