@@ -29,7 +29,7 @@ suppressed, as the public sees them), ``api_analyst`` (the same with an analyst 
 run: nothing suppressed), and ``raw_sql`` (the GROUP BY over ``reports`` that gives the same grouping, through psycopg from this
 process, never prepared, rows fetched into Python). Each round starts each server afresh and, case
 by case, warms it up and sends the case's share of the requests; targets take turns going first.
-Fairness as in bench/features.py (shared/PERFORMANCE-NOTES.md): load generator on one core, the
+Fairness as in bench/features.py (harness.fairness_notes): load generator on one core, the
 server and the PostgreSQL backends of the database on the other (re-pinned before every measured
 round), parallel query off for the database. CPU per request from /proc.
 
@@ -83,7 +83,7 @@ HEADERS = {"accept": "application/json", "accept-encoding": "identity"}
 TARGETS = ("api", "api_analyst", "raw_sql")
 LABEL = {"api": "API, public", "api_analyst": "API, analyst", "raw_sql": "raw GROUP BY"}
 SUPPRESS_BELOW = int(Settings.model_fields["public_min_count"].default)
-AIM_OVER_RAW = 10.0  # the aim: at least 10x the raw GROUP BY's rate
+AIM_OVER_RAW = 10.0  # the aim: at least 10x the raw GROUP BY's rate
 WARMUP_API, WARMUP_RAW = 3, 1
 BOX_AROUND = "roxham_road"
 BOX_HALF_DEG = (2.0, 1.0)  # lon, lat: a 4 x 2 degree box

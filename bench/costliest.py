@@ -17,7 +17,7 @@ caps (CROSSINGS_AGGREGATE_MAX_CELLS, _MAX_RANGE_DAYS, _MAX_PARTS, CROSSINGS_PUBL
 page and batch sizes at their defaults): the largest aggregates tables (every segment by local day in a zone off UTC midnight,
 every grouping key at once, a box), a full page of reports or OGC items (as CSV too), a tile at
 the first point zoom over the busiest place. And the requests that the caps refuse (``bucket=week``
-from 1836 in Asia/Kathmandu, the 123 s request of the issue), to show that a refusal costs
+from 1836 in Asia/Kathmandu, a 123 s request before work was bounded), to show that a refusal costs
 nothing. Each case is asked once to warm up, then ``--repeat`` times; its time is the median
 wall time seen by the client, with the server's CPU (the uvicorn process) and PostgreSQL's (the
 database's backends) per request from /proc.

@@ -81,7 +81,7 @@ class Case:
     description: str
     queries: tuple[Query, ...]  # cycled through, request after request
     requests: int  # in all, over every round
-    aim: float  # crossings/TiPG req/s the issue asks for
+    aim: float  # crossings/TiPG req/s aimed for (docs/performance.md)
 
     @property
     def limit(self) -> int:

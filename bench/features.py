@@ -23,7 +23,7 @@ requests; the two servers take turns going first, and a round of the SQL floor f
 as one JSON text from ``json_build_object``/``json_agg``, through psycopg, never prepared: always
 a custom plan).
 
-Fairness (see shared/PERFORMANCE-NOTES.md): this load generator is pinned to one core, the server
+Fairness (harness.fairness_notes): this load generator is pinned to one core, the server
 under test to the other, and so are the PostgreSQL backends serving our database (pinned again
 before every measured round, which catches pools that grew); parallel query is switched off for the
 database (``max_parallel_workers_per_gather = 0``), as its workers would escape the pinning.

@@ -30,7 +30,7 @@ What is measured:
    release table ``release_cells``.
 
 Targets take turns going first in each round; fairness as in bench/aggregates.py
-(shared/PERFORMANCE-NOTES.md): load generator on one core, server, CLI and the PostgreSQL
+(harness.fairness_notes): load generator on one core, server, CLI and the PostgreSQL
 backends of the database on the other, parallel query off, CPU per request from /proc.
 
 Checks (outside the clock): each public answer carries ``release`` and ``window``; the window is
@@ -114,7 +114,7 @@ LABEL = {
     "raw_reports": "GROUP BY reports",
     "raw_release": "GROUP BY release_cells",
 }
-AIM_MS = 50.0  # the issue's aim: the costliest public request <= 50 ms at 1M reports
+AIM_MS = 50.0  # issue #13's aim: the costliest public request <= 50 ms at 1M reports
 DEFAULTS = Settings.model_fields
 MAX_CELLS = int(DEFAULTS["public_max_cells"].default)
 DELAY_H = float(DEFAULTS["public_delay_h"].default)

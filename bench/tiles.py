@@ -30,7 +30,7 @@ Targets, per zoom:
   feature each, through psycopg from this process, never prepared (always a custom plan).
 
 Each round starts each server afresh and, zoom by zoom, warms it up and sends that zoom's share;
-the targets take turns going first. Fairness as in bench/features.py (shared/PERFORMANCE-NOTES.md):
+the targets take turns going first. Fairness as in bench/features.py (harness.fairness_notes):
 load generator on one core, the server and the PostgreSQL backends of the database on the other
 (re-pinned before every measured round), parallel query off for the database, ``Accept-Encoding:
 identity``. CPU per request from /proc for the server, PostgreSQL and this process.

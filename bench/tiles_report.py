@@ -1,5 +1,5 @@
 """What bench/tiles.py found: figures per zoom and target, how much of each tile's data every
-target's tile stands for, the checks, the issue's aims, and the tables printed after the JSON."""
+target's tile stands for, the checks, the aims, and the tables printed after the JSON."""
 
 from __future__ import annotations
 

@@ -151,7 +151,7 @@ def _iso(t: datetime) -> str:
 
 
 def attacker_queries(segment_id: str, where: tuple[float, float]) -> list[str]:
-    """What the issue's script asked, and more: boxes shrinking onto the report, windows of a
+    """What issue #13's script asked, and more: boxes shrinking onto the report, windows of a
     second around it, every grouping, the segment's series, tiles at every zoom, the extents."""
     lon, lat = where
     queries = []
