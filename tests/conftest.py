@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
@@ -184,11 +185,21 @@ def wipe_reports(url: str) -> None:
             lite.execute("DELETE FROM report_groups")
         lite.close()
         return
-    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1)) as conn:
-        conn.execute(
-            f"TRUNCATE reports, {PENDING}, {', '.join(ROLLUP_TABLES)},"
-            " report_links, report_groups, link_pending"
-        )
+    truncate = (
+        f"TRUNCATE reports, {PENDING}, {', '.join(ROLLUP_TABLES)},"
+        " report_links, report_groups, link_pending"
+    )
+    # A store a test left open may still be linking (link_pending, then reports: the opposite
+    # of the order TRUNCATE locks them in); PostgreSQL then aborts one of the two. Try again.
+    for attempt in range(5):
+        with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1)) as conn:
+            try:
+                conn.execute(truncate)
+                return
+            except psycopg.errors.DeadlockDetected:
+                if attempt == 4:
+                    raise
+        time.sleep(0.2)
 
 
 def make_settings(url: str, **overrides: Any) -> Settings:
