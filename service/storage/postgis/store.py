@@ -502,13 +502,9 @@ class PostgisStore:
         return done
 
     def list_links(self, query: LinkQuery, *, audit: AuditEntry | None = None) -> LinkPage:
-        def read(conn: Connection) -> LinkPage:
-            page = links.list_links(conn, query)
-            if audit is not None:
-                access.add_audit(conn, audit)
-            return page
-
-        return self._run("list_links", read)
+        return self._audited_read(
+            "list_links", functools.partial(links.list_links, query=query), audit
+        )
 
     def review_link(
         self,
@@ -607,13 +603,22 @@ class PostgisStore:
         return self._run("get_alert", lambda conn: alerts.get_alert(conn, alert_id))
 
     def list_alerts(self, query: AlertQuery, *, audit: AuditEntry | None = None) -> AlertPage:
-        def read(conn: Connection) -> AlertPage:
-            page = alerts.list_alerts(conn, query)
+        return self._audited_read(
+            "list_alerts", functools.partial(alerts.list_alerts, query=query), audit
+        )
+
+    def _audited_read(
+        self, name: str, read: Callable[[Connection], T], audit: AuditEntry | None
+    ) -> T:
+        """``read``, and with ``audit`` the entry recorded in the same transaction."""
+
+        def read_then_record(conn: Connection) -> T:
+            out = read(conn)
             if audit is not None:
                 access.add_audit(conn, audit)
-            return page
+            return out
 
-        return self._run("list_alerts", read)
+        return self._run(name, read_then_record)
 
     def add_webhook(self, hook: Webhook) -> None:
         self._run("add_webhook", lambda conn: webhooks.add_webhook(conn, hook))
