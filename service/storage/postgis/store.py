@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, date, datetime
 from typing import TypeVar
@@ -61,6 +62,7 @@ from service.storage.postgis import (
     webhooks,
 )
 from service.storage.postgis.folder import Folder
+from service.storage.postgis.gate import Gate
 from service.storage.postgis.replica import (
     PRIMARY_LSN,
     ReplicaBehind,
@@ -70,6 +72,10 @@ from service.storage.postgis.replica import (
 from service.storage.surge_cache import SeriesCache
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+# How long closing waits for calls still running on other threads (each is bounded by the
+# statement timeout; a fold by the folder's own wait, before this one).
+CLOSE_WAIT_S = 30.0
 
 # Faults of the database or the network to it, not of the request: the client should retry.
 _UNAVAILABLE = (exc.OperationalError, exc.InterfaceError)
@@ -153,6 +159,7 @@ class PostgisStore:
         link_config: LinkConfig | None = None,
     ) -> None:
         self.engine = engine
+        self._gate = Gate()  # the calls in flight, which closing waits for: gate.py
         # Links reports queued by ingest, after each fold (links.py, docs/linking.md).
         self.linker = Linker(link_config or LinkConfig())
         self.replica = replica
@@ -197,6 +204,17 @@ class PostgisStore:
         *,
         autocommit: bool = False,
         engine: Engine | None = None,
+    ) -> T:
+        with self._gate.call(name):
+            return self._run_open(name, work, autocommit=autocommit, engine=engine)
+
+    def _run_open(
+        self,
+        name: str,
+        work: Callable[[Connection], T],
+        *,
+        autocommit: bool,
+        engine: Engine | None,
     ) -> T:
         """Run ``work`` in one transaction (``autocommit``: each of its statements in its own);
         database faults become StoreUnavailable, a statement timeout StatementTimeout, both
@@ -286,7 +304,11 @@ class PostgisStore:
         behind, sends the read to the primary (and a fault keeps it there for ``read_retry_s``).
         """
         replica = self.replica
-        if replica is None or not replica.usable(self.engine):
+        if replica is None:
+            return self._run(name, work, autocommit=autocommit)
+        with self._gate.call(name):  # usable() may measure the lag on both engines
+            usable = replica.usable(self.engine)
+        if not usable:
             return self._run(name, work, autocommit=autocommit)
         position = replica.must_see(key) if own_writes or key is not None else 0
 
@@ -334,6 +356,8 @@ class PostgisStore:
 
     def close(self) -> None:
         self._folder.stop()
+        if running := self._gate.close(CLOSE_WAIT_S):
+            log.warning("store closed with %d calls still running", running)
         self.engine.dispose()
         if self.replica is not None:
             self.replica.engine.dispose()
