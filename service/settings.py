@@ -68,6 +68,11 @@ class Settings(BaseSettings):
     release_check_s: float = Field(
         default=5, ge=0, description="How often a server looks for a release another one cut"
     )
+    release_cutter: bool = Field(
+        default=True,
+        description="`crossings serve` cuts the release again when it is due; off: a scheduled"
+        " `crossings release cut` does (a server still cuts a new store's first release)",
+    )
     public_max_cells: int = Field(
         default=12_000,
         gt=0,

@@ -115,12 +115,13 @@ async def _keep_release(
     """Cut the public release again when it is due: a new day came of age, or late reports,
     deletions or a new border may have changed it (every ``release_refresh_s``). Several servers
     may each cut; the store takes one cut at a time, and each is whole. The release's lag (how
-    long ago the newest day it holds ended) goes to /metrics."""
+    long ago the newest day it holds ended) goes to /metrics. With ``release_cutter`` off, only
+    the lag is watched: the cuts come from elsewhere."""
     every_s = min(settings.release_refresh_s, 60.0)
     while True:
         try:
             now = datetime.now(UTC)
-            due = await run_in_threadpool(
+            due = settings.release_cutter and await run_in_threadpool(
                 release_is_due,
                 store,
                 now=now,
