@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import orjson
 
 from service.api.schemas.common import Problem
 from tests.problems import PROBLEM
@@ -88,3 +89,51 @@ async def test_every_documented_validation_refusal_is_what_the_route_answers(
             assert refused or not bad, f"{method} {path}: no bad request was refused"
             checked += refused
     assert checked >= 40
+
+
+# Routes that take other parameters on purpose: the map style passes the tiles' filters on to
+# the TileJSON URL (which checks them) and ignores the rest.
+TAKES_ANY_PARAMETER = {"/v1/tiles/style.json"}
+
+
+async def test_every_route_with_query_parameters_refuses_one_it_does_not_take(
+    client: httpx.AsyncClient,
+) -> None:
+    """A typo in a parameter's name (``segmnet=``) is a 400 naming the parameters the route
+    takes, never a 200 that silently ignored the filter the caller meant."""
+    doc = (await client.get("/openapi.json")).json()
+    segment = (await client.get("/v1/segments")).json()["features"][0]["id"]
+    checked = []
+    for path, operations in doc["paths"].items():
+        op = operations.get("get")
+        if op is None or path in TAKES_ANY_PARAMETER:
+            continue
+        declared = {p["name"] for p in op.get("parameters", []) if p["in"] == "query"}
+        if not declared:
+            continue
+        good = {
+            p["name"]: ANY_UUID
+            if p["schema"].get("format") == "uuid"
+            else "1"
+            if p["schema"].get("type") == "integer"
+            else FREE_TEXT_PATH.get(p["name"]) or segment
+            for p in op.get("parameters", [])
+            if p["in"] == "path"
+        }
+        response = await client.get(path.format(**good), params={"segmnet": "x"})
+        assert response.status_code == 400, f"GET {path}: {response.status_code}"
+        assert response.headers["content-type"] == PROBLEM
+        problem = response.json()
+        assert "segmnet" in orjson.dumps(problem).decode(), f"GET {path}: {problem}"
+        checked.append(path)
+    for listing in (
+        "/v1/alerts",
+        "/v1/links",
+        "/v1/audit",
+        "/v1/webhooks/{webhook_id}/deliveries",
+        "/v1/reports",
+        "/v1/segments",
+        "/ogc",
+        "/ogc/collections",
+    ):
+        assert listing in checked  # fmt: skip

@@ -13,7 +13,7 @@ from service.api.body import read_json
 from service.api.deps import CallerDep, SettingsDep, StoreDep, get_caller
 from service.api.problems import DocumentedRoute
 from service.api.responses import JSONResponse
-from service.api.schemas.common import AUDIT_PAGE, AUDIT_PAGE_MAX
+from service.api.schemas.lists import AuditQuery
 from service.api.schemas.pages import parse_time
 from service.api.state import app_state
 from service.domain.errors import FieldError, InvalidInput
@@ -67,14 +67,12 @@ async def revoke_key(key_id: str, request: Request, store: StoreDep, caller: Cal
 
 
 @router.get("/audit")
-async def audit_log(
-    store: StoreDep,
-    since: Annotated[str | None, Query(description="From this instant (RFC 3339)")] = None,
-    limit: Annotated[int, Query(ge=1, le=AUDIT_PAGE_MAX)] = AUDIT_PAGE,
-) -> Response:
+async def audit_log(store: StoreDep, params: Annotated[AuditQuery, Query()]) -> Response:
     """The audit log, oldest first: key creation and revocation, deletions, border loads, and
     every read of precise reports by an analyst or admin (who, when, what query)."""
-    entries = await run_in_threadpool(store.list_audit, parse_time("since", since), limit)
+    entries = await run_in_threadpool(
+        store.list_audit, parse_time("since", params.since), params.limit
+    )
     out: list[dict[str, Any]] = [
         {"at": e.at.isoformat(), "key_id": e.key_id, "role": e.role.value, "action": e.action,
          "detail": e.detail}

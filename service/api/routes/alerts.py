@@ -13,9 +13,9 @@ from starlette.responses import Response
 from service.api.deps import CallerDep, SettingsDep, StoreDep, get_caller
 from service.api.problems import DocumentedRoute
 from service.api.responses import JSONResponse
-from service.api.schemas.common import LIST_PAGE, LIST_PAGE_MAX, NAME_MAX_LENGTH
+from service.api.schemas.lists import AlertListQuery
 from service.api.schemas.pages import decode_cursor, encode_cursor, parse_time
-from service.domain.alerts import AlertQuery, AlertState, alert_fields
+from service.domain.alerts import AlertQuery, alert_fields
 from service.domain.queries import PageKey
 from service.usecases import alerts
 
@@ -34,28 +34,18 @@ async def list_alerts(
     store: StoreDep,
     settings: SettingsDep,
     caller: CallerDep,
-    state: Annotated[AlertState | None, Query(description="open or closed")] = None,
-    border: Annotated[str | None, Query(max_length=NAME_MAX_LENGTH)] = None,
-    segment: Annotated[
-        str | None, Query(max_length=NAME_MAX_LENGTH, description="A segment id")
-    ] = None,
-    since: Annotated[str | None, Query(description="Updated at or after (RFC 3339)")] = None,
-    limit: Annotated[int, Query(ge=1, le=LIST_PAGE_MAX)] = LIST_PAGE,
-    cursor: Annotated[
-        str | None,
-        Query(description="From the previous page's next link", max_length=NAME_MAX_LENGTH),
-    ] = None,
+    params: Annotated[AlertListQuery, Query()],
 ) -> Response:
     """Alerts, the most recently updated first: each is one episode of a series (a segment, a
     region or a whole border; one kind or all; reports or people) above its threshold, with
     its days, observed and expected counts and statistic. Follow `next` for the next page."""
-    after = None if cursor is None else decode_cursor(cursor)
+    after = None if params.cursor is None else decode_cursor(params.cursor)
     query = AlertQuery(
-        state=state,
-        border=border,
-        segment_id=segment,
-        since=parse_time("since", since),
-        limit=min(limit, settings.page_max_items),
+        state=params.state,
+        border=params.border,
+        segment_id=params.segment,
+        since=parse_time("since", params.since),
+        limit=min(params.limit, settings.page_max_items),
         after=None if after is None else (after.observed_at, after.id),
     )
     page = await run_in_threadpool(

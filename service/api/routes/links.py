@@ -13,7 +13,7 @@ from starlette.responses import Response
 from service.api.deps import CallerDep, SettingsDep, StoreDep, get_caller
 from service.api.problems import DocumentedRoute
 from service.api.responses import JSONResponse
-from service.api.schemas.common import LIST_PAGE, LIST_PAGE_MAX
+from service.api.schemas.lists import LinkListQuery
 from service.api.schemas.pages import decode_cursor, encode_cursor, parse_time
 from service.domain.links import LinkQuery, LinkState, link_fields
 from service.domain.queries import PageKey
@@ -34,26 +34,18 @@ async def list_links(
     store: StoreDep,
     settings: SettingsDep,
     caller: CallerDep,
-    state: Annotated[LinkState | None, Query(description="proposed, confirmed or rejected")] = None,
-    segment: Annotated[
-        str | None, Query(max_length=200, description="Either report on this segment")
-    ] = None,
-    since: Annotated[str | None, Query(description="Proposed at or after (RFC 3339)")] = None,
-    limit: Annotated[int, Query(ge=1, le=LIST_PAGE_MAX)] = LIST_PAGE,
-    cursor: Annotated[
-        str | None, Query(description="From the previous page's next link", max_length=200)
-    ] = None,
+    params: Annotated[LinkListQuery, Query()],
 ) -> Response:
     """Links between two reports that are probably one group seen by two monitors, in the order
     they were proposed. Each gives its two reports, the match weight (bits) and, for each field
     compared, the level the pair fell in and the bits it added, so that a reviewer sees why the
     pair was linked. Follow `next` for the next page."""
-    after = None if cursor is None else decode_cursor(cursor)
+    after = None if params.cursor is None else decode_cursor(params.cursor)
     query = LinkQuery(
-        state=state,
-        segment_id=segment,
-        since=parse_time("since", since),
-        limit=min(limit, settings.page_max_items),
+        state=params.state,
+        segment_id=params.segment,
+        since=parse_time("since", params.since),
+        limit=min(params.limit, settings.page_max_items),
         after=None if after is None else (after.observed_at, after.id),
     )
     page = await run_in_threadpool(

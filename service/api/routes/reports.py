@@ -25,7 +25,7 @@ from service.api.deps import (
 from service.api.openapi import request_body
 from service.api.problems import DocumentedRoute
 from service.api.responses import GeoJSONResponse, JSONResponse
-from service.api.schemas.common import PAGE_MAX_ITEMS
+from service.api.schemas.lists import ReportSearchQuery
 from service.api.schemas.pages import encode_cursor, report_query
 from service.api.schemas.reports import (
     batch_item,
@@ -170,31 +170,16 @@ async def search_reports(
     store: StoreDep,
     settings: SettingsDep,
     caller: CallerDep,
-    bbox: Annotated[
-        str | None, Query(description="min_lon,min_lat,max_lon,max_lat (WGS84)")
-    ] = None,
-    start: Annotated[str | None, Query(description="observed_at >= start (RFC 3339)")] = None,
-    end: Annotated[str | None, Query(description="observed_at < end (RFC 3339)")] = None,
-    segment_id: Annotated[str | None, Query(max_length=100)] = None,
-    kind: Annotated[str | None, Query(max_length=100)] = None,
-    limit: Annotated[
-        int,
-        Query(
-            description="Page size (at most CROSSINGS_PAGE_MAX_ITEMS)",
-            json_schema_extra=PAGE_MAX_ITEMS,
-        ),
-    ] = 100,
-    cursor: Annotated[
-        str | None, Query(description="From the previous page's next link", max_length=200)
-    ] = None,
+    params: Annotated[ReportSearchQuery, Query()],
 ) -> Response:
     """Reports as a GeoJSON FeatureCollection in a stable order (observed_at, id), filtered, a
     page at a time; follow the `next` link for the following page. For analyst and admin keys,
     each report carries `group_id`: the group of reports of one crossing it belongs to (its own
     id when no other monitor's report is linked to it; docs/linking.md)."""
     query = report_query(
-        bbox=bbox, start=start, end=end, segment_id=segment_id, kind=kind, limit=limit,
-        cursor=cursor, max_limit=settings.page_max_items,
+        bbox=params.bbox, start=params.start, end=params.end, segment_id=params.segment_id,
+        kind=params.kind, limit=params.limit, cursor=params.cursor,
+        max_limit=settings.page_max_items,
     )  # fmt: skip
     query = dataclasses.replace(query, posted_by=caller.posted_by)
     entry = audit.entry(request, caller)

@@ -10,6 +10,7 @@ from starlette.responses import Response
 from service.api.deps import IndexDep, get_caller
 from service.api.problems import DocumentedRoute
 from service.api.responses import GeoJSONResponse
+from service.api.schemas.lists import SegmentListQuery
 from service.domain.segments import BorderSegment
 from service.usecases.segments import get_segment
 
@@ -29,14 +30,9 @@ def segment_feature(segment: BorderSegment) -> dict[str, Any]:
 
 
 @router.get("/segments", response_class=GeoJSONResponse)
-async def list_segments(
-    index: IndexDep,
-    border: Annotated[
-        str | None, Query(description="Only this border, e.g. CA-US", max_length=50)
-    ] = None,
-) -> Response:
+async def list_segments(index: IndexDep, params: Annotated[SegmentListQuery, Query()]) -> Response:
     """Every border segment as a GeoJSON FeatureCollection, in order along each line."""
-    features = [segment_feature(s) for s in index.segments if border is None or s.border == border]
+    features = [segment_feature(s) for s in index.segments if params.border in (None, s.border)]
     return GeoJSONResponse({"type": "FeatureCollection", "features": features})
 
 

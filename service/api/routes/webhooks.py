@@ -13,7 +13,7 @@ from service.api.body import read_json
 from service.api.deps import CallerDep, SettingsDep, StoreDep, get_caller
 from service.api.problems import DocumentedRoute
 from service.api.responses import JSONResponse
-from service.api.schemas.common import LIST_PAGE, LIST_PAGE_MAX, STATE_MAX_LENGTH
+from service.api.schemas.lists import DeliveryListQuery
 from service.domain.errors import FieldError, InvalidInput
 from service.usecases import webhooks
 
@@ -83,15 +83,11 @@ async def rotate_secret(
 async def list_deliveries(
     webhook_id: str,
     store: StoreDep,
-    state: Annotated[
-        str | None,
-        Query(description="pending, delivered, failed or gone", max_length=STATE_MAX_LENGTH),
-    ] = None,
-    limit: Annotated[int, Query(ge=1, le=LIST_PAGE_MAX)] = LIST_PAGE,
+    params: Annotated[DeliveryListQuery, Query()],
 ) -> Response:
     """The subscription's deliveries, newest first: event type, state, attempts, the next
     attempt's time while pending, the last answer's status or error."""
     found = await run_in_threadpool(
-        lambda: webhooks.list_deliveries(store, webhook_id, state=state, limit=limit)
+        lambda: webhooks.list_deliveries(store, webhook_id, state=params.state, limit=params.limit)
     )
     return JSONResponse({"deliveries": [webhooks.delivery_fields(d) for d in found]})

@@ -77,9 +77,10 @@ STATE_MAX_LENGTH = 20
 
 class FormatQuery(BaseModel):
     """``f``, the encoding asked for over the Accept header (encodings.negotiate), declared once
-    for every resource that offers more than one; a query model of such a resource extends it."""
+    for every resource that offers more than one; a query model of such a resource extends it.
+    Any other parameter is refused (OGC API Features /req/core/query-param-unknown)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     f: str | None = Field(
         default=None,
