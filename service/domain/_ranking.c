@@ -59,6 +59,35 @@ static inline double plane_foot(const Lines *l, int64_t j, double lon, double la
     return x;
 }
 
+/* plane_foot for the edges e0..e1 - 1 (one chain's), into d2[] and t[]: the same values, the
+   quotient taken always and the clip as selections (fewer mispredicted branches: about a tenth
+   faster near a river, where a point measures some thirty edges of a few chains). */
+static void plane_feet(const Lines *l, int64_t e0, int64_t e1, double lon, double lat, double kx,
+                       double ky, double *restrict d2, double *restrict t_out) {
+    const double *restrict ax = l->ax, *restrict ay = l->ay;
+    const double *restrict dlon = l->dlon, *restrict dlat = l->dlat;
+    for (int64_t e = e0; e < e1; e++) {
+        double x = (ax[e] - lon) * kx;
+        double y = (ay[e] - lat) * ky;
+        double dx = dlon[e] * kx;
+        double dy = dlat[e] * ky;
+        double t = x * dx;
+        t += y * dy;
+        double length2 = dx * dx;
+        length2 += dy * dy;
+        length2 = length2 >= DBL_MIN ? length2 : DBL_MIN;
+        double q = -t / length2; /* kept only where the clip does not decide (plane_foot) */
+        t = t > 0.0 ? 0.0 : (-t >= length2 ? 1.0 : q);
+        x += t * dx;
+        y += t * dy;
+        x *= x;
+        y *= y;
+        x += y;
+        d2[e - e0] = x;
+        t_out[e - e0] = t;
+    }
+}
+
 /* Chains.bounds for one point and one chain. */
 static inline void chain_bounds(const ChainSet *c, int64_t j, double lon, double lat, double kx,
                                 double ky, double *lower, double *upper) {
@@ -148,8 +177,14 @@ int64_t rank(int64_t n, const double *lon, const double *lat, const double *kx, 
             for (int64_t k = 0; k < count[i]; k++) {
                 if (!(lower[k] <= limit)) continue;
                 int64_t chain = items[start[i] + k];
-                for (int64_t e = c_first[chain]; e < c_first[chain] + c_count[chain]; e++)
-                    MEASURE(e);
+                int64_t e0 = c_first[chain], e1 = e0 + c_count[chain];
+                if (!grow(&s, n_measured + (e1 - e0))) goto out_of_memory;
+                plane_feet(&edges, e0, e1, lon[i], lat[i], kx[i], ky[i], s.d2 + n_measured,
+                           s.t + n_measured);
+                for (int64_t e = e0; e < e1; e++, n_measured++) {
+                    s.edge[n_measured] = e;
+                    least = s.d2[n_measured] < least ? s.d2[n_measured] : least;
+                }
             }
         } else {
             for (int64_t k = start[i]; k < start[i] + count[i]; k++) MEASURE(items[k]);
