@@ -28,7 +28,7 @@ RUN useradd --uid 10001 --user-group --no-create-home --home-dir /nonexistent --
     && chown crossings:crossings /data
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md hatch_build.py ./
 COPY service ./service
 COPY alembic ./alembic
 COPY data ./data
