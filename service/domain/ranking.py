@@ -20,28 +20,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from service.domain.chains import Chains
 from service.domain.geodesy import FloatArray, IntArray
 
 LIBRARY = Path(__file__).with_name("_ranking" + (sysconfig.get_config_var("SHLIB_SUFFIX") or ".so"))
 
-_f64 = np.ctypeslib.ndpointer(dtype=np.float64, flags="C_CONTIGUOUS")
-_i64 = np.ctypeslib.ndpointer(dtype=np.int64, flags="C_CONTIGUOUS")
-_u8 = np.ctypeslib.ndpointer(dtype=np.uint8, flags="C_CONTIGUOUS")
-_COMMON: list[Any] = [
-    ctypes.c_int64,
-    _f64,
-    _f64,
-    _f64,
-    _f64,
-    _f64,
-    _i64,
-    _i64,
-    _i64,
-    ctypes.c_int32,
-]
-_COMMON += [_f64, _f64, _f64, _f64, _f64, _u8, _i64, _i64, _f64, _f64, _f64, _f64]
+# Arrays go to the kernel as bare pointers (numpy's checked ndpointer costs a few microseconds an
+# argument, which a single report's snap would feel); _pointer checks dtype and layout instead.
+_P = ctypes.c_void_p
+_ARGTYPES: list[Any] = [ctypes.c_int64, _P, _P, _P, _P, _P, _P, _P, _P, ctypes.c_int32]
+_ARGTYPES += [_P] * 12 + [_P, ctypes.c_int64, _P, _P, _P, _P]
+
+
+def _pointer(a: npt.NDArray[Any], dtype: type[np.generic]) -> int:
+    if a.dtype != dtype or not a.flags.c_contiguous:
+        raise TypeError(f"the kernel takes contiguous {np.dtype(dtype)} arrays, not {a.dtype}")
+    return int(a.ctypes.data)
 
 
 def _load() -> ctypes.CDLL:
@@ -53,7 +49,7 @@ def _load() -> ctypes.CDLL:
             "installed: `pip install -e .` (or `pip install .`) with a C compiler present"
         ) from error
     lib.rank.restype = ctypes.c_int64
-    lib.rank.argtypes = [*_COMMON, _f64, ctypes.c_int64, _i64, _i64, _f64, _f64]
+    lib.rank.argtypes = _ARGTYPES
     return lib
 
 
@@ -84,16 +80,24 @@ class Ranking:
         start, count, items = lists
         c = chains
         none_f, none_i = np.zeros(1), np.zeros(1, dtype=np.int64)
+        f64 = [np.ascontiguousarray(a, dtype=np.float64) for a in (lon, lat, kx, ky, ratio)]
+        i64 = [np.ascontiguousarray(a, dtype=np.int64) for a in (start, count, items)]
+        if c is not None:
+            chain_f64 = [c.ax, c.ay, c.dlon, c.dlat, c.eps_m]
+            single, chain_i64 = c.single.view(np.uint8), [c.first, c.count]
+        else:
+            chain_f64, single, chain_i64 = [none_f] * 5, np.zeros(1, np.uint8), [none_i] * 2
         self._n = len(lon)
+        self._keep = (f64, i64, chain_f64, single, chain_i64, edges)  # alive while in use
         self._args: tuple[object, ...] = (
             self._n,
-            *(np.ascontiguousarray(a, dtype=np.float64) for a in (lon, lat, kx, ky, ratio)),
-            *(np.ascontiguousarray(a, dtype=np.int64) for a in (start, count, items)),
+            *(_pointer(a, np.float64) for a in f64),
+            *(_pointer(a, np.int64) for a in i64),
             int(c is not None),
-            *((c.ax, c.ay, c.dlon, c.dlat, c.eps_m) if c is not None else (none_f,) * 5),
-            c.single.view(np.uint8) if c is not None else np.zeros(1, dtype=np.uint8),
-            *((c.first, c.count) if c is not None else (none_i, none_i)),
-            *edges,
+            *(_pointer(a, np.float64) for a in chain_f64),
+            _pointer(single, np.uint8),
+            *(_pointer(a, np.int64) for a in chain_i64),
+            *(_pointer(a, np.float64) for a in edges),
         )
 
     def run(self) -> tuple[FloatArray, IntArray, IntArray, FloatArray, FloatArray]:
@@ -114,7 +118,17 @@ class Ranking:
             edge = np.empty(room, dtype=np.int64)
             t = np.empty(room)
             d2 = np.empty(room)
-            m = int(_LIB.rank(*self._args, least, room, row, edge, t, d2))
+            m = int(
+                _LIB.rank(
+                    *self._args,
+                    _pointer(least, np.float64),
+                    room,
+                    _pointer(row, np.int64),
+                    _pointer(edge, np.int64),
+                    _pointer(t, np.float64),
+                    _pointer(d2, np.float64),
+                )
+            )
             if m == -2:
                 raise MemoryError("the ranking kernel ran out of memory")
             if m <= room:

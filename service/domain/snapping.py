@@ -108,6 +108,8 @@ def snap_arrays(
             (by_chain, _chain_candidates(index, leaf[by_chain]), index.chains),
             (slow, _tree_candidates(index, lon[slow], lat[slow], max_distance_m), None),
         ):
+            if not len(points):
+                continue
             e, d, t = _nearest(index, lon[points], lat[points], found, chains)
             within = d <= max_distance_m  # False where no candidate (NaN)
             edge[points[within]] = e[within]
