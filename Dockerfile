@@ -28,13 +28,19 @@ RUN useradd --uid 10001 --user-group --no-create-home --home-dir /nonexistent --
     && chown crossings:crossings /data
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md hatch_build.py ./
 COPY service ./service
 COPY alembic ./alembic
 COPY data ./data
-RUN python3 -m venv /opt/crossings \
+# Installing compiles snapping's ranking kernel (hatch_build.py): a C compiler for this step only.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && python3 -m venv /opt/crossings \
     && /opt/crossings/bin/pip install . \
-    && crossings --help > /dev/null
+    && apt-get purge -y --auto-remove gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/* \
+    && crossings --help > /dev/null \
+    && /opt/crossings/bin/python -c "import service.domain.ranking"
 
 USER crossings
 VOLUME ["/data"]

@@ -1,8 +1,8 @@
 """Geodesic snapping of points to the border, vectorised over points.
 
 For each point the answer is the point of the border (edges drawn straight in lon/lat, as GeoJSON
-draws them) at the least WGS84 geodesic distance. All numpy/GEOS arrays, no Python loop over points
-or edges:
+draws them) at the least WGS84 geodesic distance. All numpy/GEOS arrays and one compiled loop (the
+ranking's, domain.ranking), no Python loop over points or edges:
 
 1. Candidate edges. Most points sit in a leaf of the index's candidate grid, which lists every edge
    that can be nearest to any point of the leaf, or, where edges are short and many (a river
@@ -13,7 +13,9 @@ or edges:
    longitude is 0.66 of a degree of latitude.
 2. Ranking. Each point measures its candidates in its own local plane (see geodesy), which is affine
    in lon/lat, so edges stay straight; only candidates within the plane's proven error of the
-   planar best survive, that error bounded for the point's own distance from the line.
+   planar best survive, that error bounded for the point's own distance from the line. The
+   planar measuring runs in domain.ranking's compiled loop, points of a leaf one after another
+   (they share candidates, which then stay in the cache); the bound is numpy's (geodesy).
 3. Measuring. Survivors (about one per point) get their foot moved by two Gauss-Newton steps that
    allow for the convergence of the meridians, then the exact distance with pyproj ``Geod.inv``
    (once for two edges whose feet both end at the vertex they share); the least wins, ties to the
@@ -26,14 +28,14 @@ comes near that (the northernmost is at 70 N). No wrap at the antimeridian, whic
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 import shapely
 
-from service.domain.candidate_grid import GRID_REACH_M, expand_slices
+from service.domain.candidate_grid import GRID_REACH_M
+from service.domain.chains import Chains
 from service.domain.geodesy import (
     GEOD,
     FloatArray,
@@ -42,6 +44,7 @@ from service.domain.geodesy import (
     rank_ratio,
     reach_degrees,
 )
+from service.domain.ranking import Ranking
 from service.domain.reports import BEYOND, SnapResult, SnapStatus
 from service.domain.segments import SegmentIndex
 
@@ -95,14 +98,19 @@ def snap_arrays(
         slow = ~listed & ~chained & np.isfinite(lon) & np.isfinite(lat)
         if max_distance_m <= GRID_REACH_M:
             slow &= inside  # outside the grid's band every edge is farther than its reach
+        # Points of one leaf together: they read the same candidates, which then stay in cache.
         fast, by_chain = np.flatnonzero(listed), np.flatnonzero(chained)
+        fast = fast[np.argsort(leaf[fast], kind="stable")]
+        by_chain = by_chain[np.argsort(leaf[by_chain], kind="stable")]
         slow = np.flatnonzero(slow)
-        for points, found in (
-            (fast, _grid_candidates(index, leaf[fast])),
-            (by_chain, _chain_candidates(index, lon[by_chain], lat[by_chain], leaf[by_chain])),
-            (slow, _tree_candidates(index, lon[slow], lat[slow], max_distance_m)),
+        for points, found, chains in (
+            (fast, _grid_candidates(index, leaf[fast]), None),
+            (by_chain, _chain_candidates(index, leaf[by_chain]), index.chains),
+            (slow, _tree_candidates(index, lon[slow], lat[slow], max_distance_m), None),
         ):
-            e, d, t = _nearest(index, lon[points], lat[points], found)
+            if not len(points):
+                continue
+            e, d, t = _nearest(index, lon[points], lat[points], found, chains)
             within = d <= max_distance_m  # False where no candidate (NaN)
             edge[points[within]] = e[within]
             dist[points[within]] = d[within]
@@ -116,38 +124,11 @@ def _grid_candidates(index: SegmentIndex, leaf: IntArray) -> _Candidates:
     return _Candidates(grid.edges, start, grid.stop[leaf] - start, grid.rank_ratio[leaf])
 
 
-def _chain_candidates(
-    index: SegmentIndex, lon: FloatArray, lat: FloatArray, leaf: IntArray
-) -> _Candidates:
-    """The edges of the leaf's chains that may hold the nearest edge, by the chains' bounds.
-
-    The nearest edge's planar distance is at most ``ratio`` times the least planar distance to
-    the border (geodesy.rank_ratio), which is at most the least of the chains' upper bounds; a
-    chain whose lower bound exceeds that holds no edge that can win, nor the planar-nearest edge,
-    so ranking its survivors' edges (``_nearest``) gives what ranking every edge would.
-    """
-    grid, chains = index.grid, index.chains
+def _chain_candidates(index: SegmentIndex, leaf: IntArray) -> _Candidates:
+    """The leaf's chains (``items`` are chains of index.chains), sorted out by ``_nearest``."""
+    grid = index.grid
     start = grid.chain_start[leaf]
-    count = grid.chain_stop[leaf] - start
-    ratio = grid.rank_ratio[leaf]
-    kept_point: list[IntArray] = []
-    kept_chain: list[IntArray] = []
-    for rows, ids, pad in _blocks(start, count, grid.chains):
-        kx, ky = metres_per_degree(lat[rows])
-        lower, upper = chains.bounds(lon[rows][:, None], lat[rows][:, None], kx=kx[:, None],
-                                     ky=ky[:, None], chain=ids)  # fmt: skip
-        upper[pad] = np.inf
-        limit = upper.min(axis=1) * ratio[rows] + RANK_SLACK_M
-        row, col = np.nonzero((lower <= limit[:, None]) & ~pad)  # row by row, in chain order
-        kept_point.append(rows[row])
-        kept_chain.append(ids[row, col])
-    point = np.concatenate(kept_point) if kept_point else np.zeros(0, dtype=np.int64)
-    chain = np.concatenate(kept_chain) if kept_chain else np.zeros(0, dtype=np.int64)
-    order = np.argsort(point, kind="stable")
-    point, chain = point[order], chain[order]
-    pair, edge = expand_slices(chains.first[chain], chains.count[chain])
-    per_point = np.bincount(point[pair], minlength=len(lon))
-    return _Candidates(edge, np.cumsum(per_point) - per_point, per_point, ratio)
+    return _Candidates(grid.chains, start, grid.chain_stop[leaf] - start, grid.rank_ratio[leaf])
 
 
 def _tree_candidates(
@@ -179,66 +160,55 @@ def _tree_candidates(
 
 
 def _nearest(
-    index: SegmentIndex, lon: FloatArray, lat: FloatArray, found: _Candidates
+    index: SegmentIndex,
+    lon: FloatArray,
+    lat: FloatArray,
+    found: _Candidates,
+    chains: Chains | None,
 ) -> tuple[IntArray, FloatArray, FloatArray]:
     """(edge, geodesic distance, foot t) of each point's nearest candidate; -1/NaN without one.
 
-    Points are taken in blocks of about equal numbers of candidates (``_blocks``), so that each
-    block is a plain (points x candidates) array: per-point values broadcast instead of being
-    copied per pair.
+    Ranking, in each point's own plane (the compiled loop of domain.ranking): where the
+    candidates are chains, those whose lower bound exceeds the least of their upper bounds
+    times ``ratio`` are left out first. The nearest edge's planar distance is at most ``ratio``
+    times the least planar distance to the border (geodesy.rank_ratio), which is at most the
+    least of the chains' upper bounds; so a chain left out holds no edge that can win, nor the
+    planar-nearest edge, and ranking the edges of the others gives what ranking every edge
+    would. Then every edge within the point's own limit (``_own_ratio``) of the least planar
+    distance survives to be measured.
     """
-    edge = np.full(len(lon), -1, dtype=np.int64)
-    dist = np.full(len(lon), np.inf)
-    foot = np.zeros(len(lon))
-    for rows, ids, pad in _blocks(found.start, found.count, found.edges):
-        e, d, t = _nearest_in_block(index, lon[rows], lat[rows], ids, pad, found.ratio[rows])
-        edge[rows], dist[rows], foot[rows] = e, d, t
+    kx, ky = metres_per_degree(lat)
+    ranking = Ranking(
+        lon,
+        lat,
+        kx,
+        ky,
+        found.ratio,
+        (found.start, found.count, found.edges),
+        chains=chains,
+        edges=(index.ax, index.ay, index.dlon, index.dlat),
+    )
+    least_d2, row, e, t, d2 = ranking.run()
+    least = np.sqrt(least_d2)
+    limit = (least * _own_ratio(lat, found.ratio, least) + RANK_SLACK_M) ** 2
+    np.minimum(limit, np.finfo(np.float64).max, out=limit)
+    keep = d2 <= limit[row]
+    row, e, t = row[keep], e[keep], t[keep]
+    edge, dist, foot = _measured(index, lon, lat, row, e, t)
     dist[edge < 0] = np.nan
     return edge, dist, foot
 
 
-def _blocks(
-    start: IntArray, count: IntArray, items: IntArray
-) -> Iterator[tuple[IntArray, IntArray, npt.NDArray[np.bool_]]]:
-    """(rows, items, pad) for groups of rows whose lists ``items[start:start + count]`` are
-    about as long: ``items`` is (rows, width), each row's list padded to the group's width with
-    whatever follows it, ``pad`` True there (callers must leave those out). Rows with empty
-    lists are left out.
-
-    Widths go 1..8, then in steps of an eighth to a quarter of a power of two (10, 12, 14, 16,
-    20, ...), so a pad adds at most a quarter to a row and there are a few dozen groups at most:
-    with one group per exact length, a dense river line's hundreds of lengths cost more in
-    numpy's per-call overhead than the arithmetic.
-    """
-    step = np.left_shift(1, np.maximum(np.log2(np.maximum(count - 1, 1)).astype(np.int64) - 2, 0))
-    width = -(-count // step) * step
-    by_width = np.argsort(width, kind="stable")
-    for rows in np.split(by_width, np.flatnonzero(np.diff(width[by_width])) + 1):
-        if not len(rows) or width[rows[0]] == 0:
-            continue
-        column = np.arange(int(width[rows[0]]))
-        at = start[rows][:, None] + column
-        np.minimum(at, len(items) - 1, out=at)
-        yield rows, items[at], column >= count[rows][:, None]
-
-
-def _nearest_in_block(
+def _measured(
     index: SegmentIndex,
     lon: FloatArray,
     lat: FloatArray,
-    ids: IntArray,
-    pad: npt.NDArray[np.bool_],
-    ratio: FloatArray,
+    row: IntArray,
+    e: IntArray,
+    t: FloatArray,
 ) -> tuple[IntArray, FloatArray, FloatArray]:
-    """``_nearest`` for one of ``_blocks``: ``ids`` is (points, edges), ``pad`` its padding."""
-    kx, ky = metres_per_degree(lat)
-    d2, t = index.plane_foot(lon[:, None], lat[:, None], kx=kx[:, None], ky=ky[:, None], edge=ids)
-    np.copyto(d2, np.inf, where=pad)
-    least = np.sqrt(d2.min(axis=1))
-    limit = (least * _own_ratio(lat, ratio, least) + RANK_SLACK_M) ** 2
-    np.minimum(limit, np.finfo(np.float64).max, out=limit)  # so that no pad is ever below it
-    row, col = np.nonzero(d2 <= limit[:, None])  # row by row, in edge order
-    e, t = ids[row, col], t[row, col]
+    """(edge, distance, foot t) of each point's geodesically nearest survivor, from the
+    survivors (point, edge, planar foot t), point by point in edge order; -1/inf without any."""
     for _ in range(2):  # the second step starts within metres: micrometres left at 100 km
         t = _converge(index, lon[row], lat[row], e, t)
     # Two edges' feet at the vertex they share are one point: measure it once, on the first.
@@ -251,9 +221,9 @@ def _nearest_in_block(
     )
     row, e, t = row[~again], e[~again], t[~again]
     _, _, exact = GEOD.inv(lon[row], lat[row], *_on_edge(index, e, t))
-    edge = np.full(len(ids), -1, dtype=np.int64)
-    dist = np.full(len(ids), np.inf)
-    foot = np.zeros(len(ids))
+    edge = np.full(len(lon), -1, dtype=np.int64)
+    dist = np.full(len(lon), np.inf)
+    foot = np.zeros(len(lon))
     if len(row):
         first = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
         least_exact = np.minimum.reduceat(exact, first)
