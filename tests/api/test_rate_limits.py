@@ -326,10 +326,15 @@ def test_a_redis_that_never_answers_keeps_p99_within_twice_normal(
     store_url: str, redis_url: str
 ) -> None:
     """Issue #18: with a Redis that accepts and never answers, the synchronous limiter stalled
-    the whole event loop (p99 of posts 30 ms -> 312 ms)."""
-    normal = _live_p99(store_url, redis_url)
-    with silent_redis() as silent:
-        hung = _live_p99(store_url, silent)
-    assert hung <= 2 * normal, (
-        f"p99 {hung * 1000:.1f} ms with a silent Redis, {normal * 1000:.1f} ms normally"
-    )
+    the whole event loop (p99 of posts 30 ms -> 312 ms, every time). On a shared machine one
+    measurement's p99 may catch someone else's burst, so the two are measured side by side up to
+    three times: a stall shows in every round, noise in one at most."""
+    rounds = []
+    for _ in range(3):
+        normal = _live_p99(store_url, redis_url)
+        with silent_redis() as silent:
+            hung = _live_p99(store_url, silent)
+        rounds.append(f"{hung * 1000:.1f} ms silent vs {normal * 1000:.1f} ms normal")
+        if hung <= 2 * normal:
+            return
+    raise AssertionError(f"p99 with a silent Redis above twice normal in every round: {rounds}")
