@@ -29,7 +29,7 @@ from service.domain.surges.series import (
     EpisodeEvent,
     SeriesState,
     advance,
-    observe_days,
+    observe_many,
     replay,
 )
 
@@ -178,8 +178,9 @@ def detect_days(
 ) -> list[SeriesChange]:
     """What counting reports in (or out) of these days and (segment_id, kind) pairs does to the
     series they count in: the days' whole counts come from ``day_rows`` (per day: segment_id,
-    kind, reports, people), the stored states from ``states`` (by series_key_text). Each series takes all its days
-    at once (observe_days); the series whose state changed, with their episode changes."""
+    kind, reports, people), the stored states from ``states`` (by series_key_text). Each series
+    takes all its days at once (observe_days), the baselines of all of them fitted together
+    (observe_many); the series whose state changed, with their episode changes."""
     days = sorted(touched)
     rows = day_rows(days)
     wanted: dict[str, dict[date, int]] = {}
@@ -192,10 +193,14 @@ def detect_days(
     if not wanted:
         return []
     stored = states(set(wanted))
+    texts = sorted(wanted)
+    befores = [stored.get(text) for text in texts]
+    observed = observe_many(
+        [(before, wanted[text]) for text, before in zip(texts, befores, strict=True)],
+        params=watch.params,
+    )
     changes: list[SeriesChange] = []
-    for text in sorted(wanted):
-        before = stored.get(text)
-        after, events = observe_days(before, wanted[text], params=watch.params)
+    for text, before, (after, events) in zip(texts, befores, observed, strict=True):
         if after is not None and after != before:
             changes.append(SeriesChange(watch.key_of(text), after, tuple(events)))
     return changes
