@@ -48,10 +48,13 @@ _SINCE = f"""
     WHERE period >= %(start)s AND segment_id <> ''
     GROUP BY 1, 2, 3
 """
+# The states go as one text, a line each (orjson writes no line breaks): as a text[] parameter
+# psycopg quoted each ~5 KB state character by character in Python (a regular expression over
+# every '"'), which took 60% of detection on PostGIS.
 _SAVE = """
     INSERT INTO surge_series (series, state, updated_at)
-    SELECT series, state, %(at)s FROM unnest(%(series)s::text[], %(states)s::text[])
-        AS u(series, state)
+    SELECT series, state, %(at)s
+    FROM unnest(%(series)s::text[], string_to_array(%(states)s, E'\\n')) AS u(series, state)
     ON CONFLICT (series) DO UPDATE SET state = EXCLUDED.state, updated_at = EXCLUDED.updated_at
 """
 
@@ -93,7 +96,9 @@ class Tables:
                 _SAVE,
                 {
                     "series": [series_key_text(c.key) for c in changes],
-                    "states": [orjson.dumps(state_to_dict(c.state)).decode() for c in changes],
+                    "states": b"\n".join(
+                        orjson.dumps(state_to_dict(c.state)) for c in changes
+                    ).decode(),
                     "at": at,
                 },
             )
