@@ -17,7 +17,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Final
+from typing import Final, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -117,10 +117,10 @@ def day_baseline(
 DayTerms = tuple[float, float, float, float]
 
 
-@dataclass(frozen=True, slots=True)
-class FitRequest:
+class FitRequest(NamedTuple):
     """A day whose baseline is to be fitted: ``history[:at]`` holds the counts before it (as
-    ``day_baseline`` takes them), ``day_index`` its age in days and ``weekday`` its weekday."""
+    ``day_baseline`` takes them), ``day_index`` its age in days and ``weekday`` its weekday.
+    (A tuple: thousands are made a detection, and a frozen dataclass is slow to make.)"""
 
     history: NDArray[np.int64]
     at: int

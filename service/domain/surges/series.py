@@ -176,7 +176,7 @@ def _observe_days(
 ) -> _Steps[SeriesState | None]:
     if not counts:
         return state, []
-    if any(c < 0 for c in counts.values()):
+    if min(counts.values()) < 0:
         raise ValueError("a day's count is never negative")
     ordered = sorted(counts)
     events: list[EpisodeEvent] = []
@@ -203,7 +203,7 @@ def _observe_days(
                 ring[at] = counts[day]
                 changed = day if changed is None else min(changed, day)
         if changed is not None:
-            recounted = replace(state, counts=tuple(ring))
+            recounted = SeriesState(state.first_day, state.last_day, tuple(ring), state.days)
             state, new = yield from _rerun_steps(state, recounted, start=changed, changed=changed)
             events += new
     later = [day for day in ordered if day > state.last_day]
@@ -218,7 +218,7 @@ def _observe_days(
         ring_start = last - timedelta(days=len(ring) - 1)
         for day in later:
             ring[(day - ring_start).days] = counts[day]
-        grown = replace(state, last_day=last, counts=tuple(ring[-KEEP_DAYS:]))
+        grown = SeriesState(state.first_day, last, tuple(ring[-KEEP_DAYS:]), state.days)
         begin = state.last_day + timedelta(days=1)
         state, new = yield from _rerun_steps(state, grown, start=begin, changed=begin)
         events += new
@@ -319,7 +319,9 @@ def _rerun_steps(
         )
         days.append(previous)
         day += timedelta(days=1)
-    new = replace(state, days=tuple(days[-(HORIZON_DAYS + 1) :]))
+    new = SeriesState(
+        state.first_day, state.last_day, state.counts, tuple(days[-(HORIZON_DAYS + 1) :])
+    )
     events = _diff(
         old.days[keep:], days[len(prefix) :], anchor=anchor, old_start=start, new_start=start
     )
