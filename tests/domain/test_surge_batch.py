@@ -19,8 +19,18 @@ from service.domain.surges.series import (
     observe_days,
     observe_many,
 )
+from service.domain.surges.watch import (
+    SurgeConfig,
+    Watch,
+    day_counts,
+    day_counts_of,
+    make_watch,
+    series_of,
+)
+from tests.factories import make_segment
 
 FIRST = date(2025, 3, 3)
+KINDS = ("crossing", "pushback", "death")
 PARAMS = params_for(false_alerts_per_week=1.0, series=521)
 
 # Quiet, busy and very busy days, with runs of zeros: what a segment's, a region's and a
@@ -91,3 +101,40 @@ def test_many_series_observed_together_equal_one_at_a_time(
     assert together == [
         one_day_at_a_time(_observe_days(state, days, params=PARAMS)) for state, days in series
     ]
+
+
+@st.composite
+def a_border_and_a_day(
+    draw: st.DrawFn,
+) -> tuple[Watch, list[tuple[str, str, int, int]], set[tuple[str, str]]]:
+    """Segments in a few regions and borders, a day's rows (some off the border), and the
+    (segment, kind) pairs a batch touched."""
+    segments = [
+        make_segment(
+            f"s-{i}",
+            border=draw(st.sampled_from(["GR-TR", "BG-TR"])),
+            properties={
+                "section": draw(st.sampled_from(["north", "south", None])),
+                "region_pair": draw(st.sampled_from(["evros", None])),
+            },
+        )
+        for i in range(draw(st.integers(1, 8)))
+    ]
+    watch = make_watch(segments, SurgeConfig(1.0, KINDS))
+    pairs = st.tuples(
+        st.sampled_from([s.segment_id for s in segments] + ["gone"]), st.sampled_from(KINDS)
+    )
+    rows = draw(st.dictionaries(pairs, st.tuples(a_count, a_count), max_size=30))
+    touched = draw(st.sets(pairs, min_size=1, max_size=5))
+    return watch, [(s, k, n, p) for (s, k), (n, p) in rows.items()], touched
+
+
+@settings(max_examples=150, deadline=None)
+@given(case=a_border_and_a_day())
+def test_the_touched_series_counted_in_numpy_equal_every_series_counted(
+    case: tuple[Watch, list[tuple[str, str, int, int]], set[tuple[str, str]]],
+) -> None:
+    watch, rows, touched = case
+    wanted = series_of(touched, watch)
+    every = day_counts(rows, watch)
+    assert day_counts_of(rows, watch, wanted) == {key: every.get(key, 0) for key in wanted}
