@@ -424,8 +424,10 @@ def _events(before: dict[date, Episode], after: dict[date, Episode]) -> list[Epi
 
 
 def state_to_dict(state: SeriesState) -> dict[str, Any]:
-    """A JSON-ready form of the state (dates as ISO text) for the store. Written out field by
-    field: ``dataclasses.asdict`` took 0.7 ms a state, the most of what detection cost."""
+    """A JSON-ready form of the state (dates as ISO text): what the stores write (they hand
+    orjson the dataclasses themselves, which it writes as these same bytes; tested) and
+    ``state_from_dict`` reads. Written out field by field: ``dataclasses.asdict`` took 0.7 ms a
+    state."""
     return {
         "first_day": state.first_day.isoformat(),
         "last_day": state.last_day.isoformat(),
