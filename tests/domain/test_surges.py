@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import numpy as np
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -145,6 +146,16 @@ def test_the_state_survives_a_round_trip_through_json_data() -> None:
     state, _ = replay(first_day=FIRST, counts=counts.tolist(), params=PARAMS)
     assert state.episode is not None
     assert state_from_dict(state_to_dict(state)) == state
+
+
+@settings(max_examples=60, deadline=None)
+@given(counts=st.lists(st.one_of(st.integers(0, 5), st.integers(0, 500)), min_size=1, max_size=160))
+def test_the_stores_write_a_state_as_its_json_data(counts: list[int]) -> None:
+    # The stores hand orjson the state itself (its frozen dataclasses, written in Rust): the
+    # same bytes as state_to_dict's data, which state_from_dict reads back.
+    state, _ = replay(first_day=FIRST, counts=counts, params=PARAMS)
+    assert orjson.dumps(state) == orjson.dumps(state_to_dict(state))
+    assert state_from_dict(orjson.loads(orjson.dumps(state))) == state
 
 
 @given(budget=st.floats(0.01, 100.0), series=st.integers(1, 100_000))

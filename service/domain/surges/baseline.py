@@ -27,6 +27,9 @@ batch run (all series by all days) and the incremental step (one series, one day
 
 from __future__ import annotations
 
+import math
+import operator
+from collections.abc import Callable
 from typing import Final
 
 import numpy as np
@@ -66,7 +69,13 @@ def short_window(day_index: int) -> tuple[int, int]:
 
 
 def weekday_fit(
-    sums: Floats, squares: Floats, days: Floats, weekday: NDArray[np.int64], recent: Floats
+    sums: Floats,
+    squares: Floats,
+    days: Floats,
+    weekday: NDArray[np.int64],
+    recent: Floats,
+    *,
+    power: Callable[[Floats, float], Floats] = operator.pow,
 ) -> tuple[Floats, Floats, Floats]:
     """Expected count, dispersion k and the window's mean of a day from per-weekday window sums
     (last axis: 7).
@@ -74,6 +83,7 @@ def weekday_fit(
     ``sums``, ``squares`` and ``days`` hold, per weekday, the sum of counts, of squared counts and
     the number of days in the window; ``weekday`` picks the day's own weekday; ``recent`` is the
     sum of the window's last RECENT_DAYS days, or NaN when the window is not longer than that.
+    ``power`` raises the recent level to its trend (``libm_power``: as for one day alone).
     """
     n = days.sum(axis=-1)
     overall = (sums.sum(axis=-1) + PRIOR_REPORTS) / (n + 1.0)
@@ -89,12 +99,19 @@ def weekday_fit(
     )
     fitted = weekly.sum(axis=-1) * (RECENT_DAYS / 7)
     level = (recent + RECENT_PRIOR_REPORTS) / (fitted + RECENT_PRIOR_REPORTS)
-    expected = expected * np.where(np.isnan(recent), 1.0, level ** (1.0 + TREND_REACH))
+    expected = expected * np.where(np.isnan(recent), 1.0, power(level, 1.0 + TREND_REACH))
     means = sums / np.maximum(days, 1.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         pearson = np.where(means > 0, (squares - sums * means) / means, 0.0).sum(axis=-1)
     dof = np.maximum(n - (days > 0).sum(axis=-1), 0.0)
     return expected, dispersion(expected, phi_estimate(pearson, dof, overall)), overall
+
+
+def libm_power(base: Floats, exponent: float) -> Floats:
+    """``base ** exponent`` by the C library's pow, element by element: what numpy computes for a
+    single number (a float64 scalar, as one day's fit has), which its vectorised power differs
+    from in the last bit for about one value in twenty."""
+    return np.array([math.pow(b, exponent) for b in base.ravel().tolist()]).reshape(base.shape)
 
 
 def phi_estimate(pearson: Floats, dof: Floats, mean: Floats) -> Floats:

@@ -14,9 +14,10 @@ Thresholds come from one budget of false alerts per week for all series (``param
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Final
+from typing import Final, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -110,6 +111,99 @@ def day_baseline(
     recent = values[-bl.RECENT_DAYS :].sum() if len(values) > bl.RECENT_DAYS else np.nan
     fit = bl.weekday_fit(sums, squares, days, np.asarray(weekday), np.asarray(recent, float))
     return float(fit[0]), float(fit[1]), float(fit[2])
+
+
+# A day's CUSUM terms from its baseline: (expected, slope, offset, threshold).
+DayTerms = tuple[float, float, float, float]
+
+
+class FitRequest(NamedTuple):
+    """A day whose baseline is to be fitted: ``history[:at]`` holds the counts before it (as
+    ``day_baseline`` takes them), ``day_index`` its age in days and ``weekday`` its weekday.
+    (A tuple: thousands are made a detection, and a frozen dataclass is slow to make.)"""
+
+    history: NDArray[np.int64]
+    at: int
+    day_index: int
+    weekday: int
+
+
+def day_terms(requests: Sequence[FitRequest], params: SurgeParams) -> list[DayTerms]:
+    """Each day's expected count and CUSUM terms (slope, offset, threshold), for many days of many
+    series at once: bit for bit what ``day_baseline`` and ``coefficients`` give one day at a time
+    (the counts are whole numbers, so the window sums are exact in any order, and the rest is the
+    same elementwise arithmetic on rows; tests/domain/test_surge_batch.py holds it), in a few
+    numpy calls instead of some twenty per day."""
+    out: list[DayTerms | None] = [None] * len(requests)
+    long: list[int] = []
+    short: dict[int, list[int]] = {}
+    for i, r in enumerate(requests):
+        if r.day_index < bl.MIN_HISTORY_DAYS:
+            out[i] = (0.0, 0.0, 0.0, params.threshold)
+        elif r.day_index < bl.LONG_HISTORY_DAYS:
+            if r.at - r.day_index < 0:  # the window is not all held (never, as the ring grows)
+                out[i] = _one_day(r, params)
+            else:
+                short.setdefault(r.day_index, []).append(i)
+        elif r.at - min(bl.WINDOW_DAYS, r.day_index - bl.GUARD_DAYS) - bl.GUARD_DAYS < 0:
+            out[i] = _one_day(r, params)
+        else:
+            long.append(i)
+    fitted: list[tuple[list[int], Floats, Floats, Floats]] = []
+    if long:
+        fitted.append((long, *_long_fits([requests[i] for i in long])))
+    for day_index, rows in short.items():
+        lo, hi = bl.short_window(day_index)
+        window = np.array(
+            [requests[i].history[requests[i].at - day_index :][lo:hi] for i in rows],
+            dtype=np.float64,
+        ).reshape(len(rows), hi - lo)
+        fitted.append((rows, *bl.robust_fit(window)))
+    for rows, mu, k, level in fitted:
+        slope, offset = coefficients(mu, k, shift_sd=params.shift_sd)
+        threshold = params.threshold_at(level)
+        for j, i in enumerate(rows):
+            out[i] = (float(mu[j]), float(slope[j]), float(offset[j]), float(threshold[j]))
+    return [terms for terms in out if terms is not None]
+
+
+def _long_fits(requests: Sequence[FitRequest]) -> tuple[Floats, Floats, Floats]:
+    """``day_baseline``'s NB fit of days with a long history, as rows: each window right-aligned
+    in WINDOW_DAYS columns (a younger series' shorter window left-padded with days it did not
+    have). Column j falls on weekday (day's weekday + j) % 7, as WINDOW_DAYS + GUARD_DAYS is
+    whole weeks."""
+    n = len(requests)
+    values = np.zeros((n, bl.WINDOW_DAYS))
+    held = np.zeros((n, bl.WINDOW_DAYS))
+    weekday = np.empty(n, dtype=np.int64)
+    recent = np.empty(n)
+    for row, r in enumerate(requests):
+        length = min(bl.WINDOW_DAYS, r.day_index - bl.GUARD_DAYS)
+        stop = r.at - bl.GUARD_DAYS
+        values[row, bl.WINDOW_DAYS - length :] = r.history[stop - length : stop]
+        held[row, bl.WINDOW_DAYS - length :] = 1.0
+        weekday[row] = r.weekday
+        recent[row] = 0.0 if length > bl.RECENT_DAYS else np.nan
+    weeks = (n, bl.WINDOW_DAYS // 7, 7)
+    by_column = [
+        a.reshape(weeks).sum(axis=1) for a in (values, values * values, held)
+    ]  # whole numbers: exact
+    # weekday w's column (mod 7) in a row whose day falls on weekday d is (w - d) % 7
+    pick = (np.arange(7)[None, :] - weekday[:, None]) % 7
+    sums, squares, days = (np.take_along_axis(a, pick, axis=1) for a in by_column)
+    recent = np.where(np.isnan(recent), np.nan, values[:, -bl.RECENT_DAYS :].sum(axis=1))
+    return bl.weekday_fit(sums, squares, days, weekday, recent, power=bl.libm_power)
+
+
+def _one_day(request: FitRequest, params: SurgeParams) -> DayTerms:
+    """One day's terms as the incremental step always made them (the reference)."""
+    fit = day_baseline(
+        request.history[: request.at], day_index=request.day_index, weekday=request.weekday
+    )
+    if fit is None:
+        return (0.0, 0.0, 0.0, params.threshold)
+    a, b = coefficients(np.asarray(fit[0]), np.asarray(fit[1]), shift_sd=params.shift_sd)
+    return (fit[0], float(a), float(b), float(params.threshold_at(np.asarray(fit[2]))))
 
 
 @dataclass(frozen=True, slots=True)
