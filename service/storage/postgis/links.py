@@ -18,12 +18,14 @@ from uuid import UUID
 
 from sqlalchemy import Connection
 
+from service.domain.grid import GRID_LEVEL
 from service.domain.link_groups import Edge
 from service.domain.linking import Levels, Link, LinkRecord
 from service.domain.links import LinkPage, LinkQuery, LinkState, StoredLink, link_id
 from service.domain.segments import BorderSegment
 from service.storage.linking import GroupRow, Linker
 from service.storage.postgis import segments as segment_queries
+from service.storage.postgis.rollups import CELL_DAYS_LEVEL
 
 LINK_LOCK = 0x6C696E6B  # pg_advisory_xact_lock key ("link")
 
@@ -122,6 +124,7 @@ class PostgisLinkTx:
         ]
 
     def set_groups(self, ids: Collection[UUID], rows: Sequence[GroupRow]) -> None:
+        _count_groups(self.conn, ids, sign=-1)
         self.conn.exec_driver_sql(
             "DELETE FROM report_groups WHERE report_id = ANY(%(ids)s::uuid[])", {"ids": list(ids)}
         )
@@ -137,6 +140,7 @@ class PostgisLinkTx:
                     "people": [r.group_people for r in rows],
                 },
             )
+            _count_groups(self.conn, [r.report_id for r in rows], sign=1)
 
     def confirmed_levels(self, known: int) -> list[Levels] | None:
         count = self.conn.exec_driver_sql(
@@ -148,6 +152,44 @@ class PostgisLinkTx:
             "SELECT levels FROM report_links WHERE state = 'confirmed'"
         )
         return [tuple(levels) for (levels,) in rows]
+
+
+# What the group rows of some reports change in the counts, added to group_days (migration 0018)
+# in key order, as the rollups upsert; rows that come to nothing go.
+_COUNT_GROUPS = f"""
+    INSERT INTO group_days AS t (period, segment_id, side, kind, direction, cx, cy, groups, people)
+    SELECT date_trunc('day', r.observed_at, 'UTC'), coalesce(r.segment_id, ''),
+           coalesce(r.side::text, ''), r.kind, coalesce(r.direction::text, ''),
+           r.grid_x >> {GRID_LEVEL - CELL_DAYS_LEVEL}, r.grid_y >> {GRID_LEVEL - CELL_DAYS_LEVEL},
+           %(sign)s * sum(g.is_anchor::int - 1), %(sign)s * sum(g.group_people - r.people_count)
+    FROM report_groups g JOIN reports r ON r.id = g.report_id
+    WHERE g.report_id = ANY(%(ids)s::uuid[])
+    GROUP BY 1, 2, 3, 4, 5, 6, 7
+    ORDER BY 1, 2, 3, 4, 5, 6, 7
+    ON CONFLICT (period, segment_id, side, kind, direction, cx, cy) DO UPDATE
+    SET groups = t.groups + excluded.groups, people = t.people + excluded.people
+    RETURNING t.period, t.segment_id, t.side, t.kind, t.direction, t.cx, t.cy, t.groups, t.people
+"""
+
+
+def _count_groups(conn: Connection, ids: Collection[UUID], *, sign: int) -> None:
+    """Count the group rows of ``ids`` into group_days (``sign`` 1) or out of it (-1): called
+    just after they are written and just before they are deleted, with their reports stored."""
+    if not ids:
+        return
+    touched = conn.exec_driver_sql(_COUNT_GROUPS, {"ids": list(ids), "sign": sign}).all()
+    emptied = [row[:7] for row in touched if row[7] == 0 and row[8] == 0]
+    if emptied:
+        conn.exec_driver_sql(
+            "DELETE FROM group_days WHERE (period, segment_id, side, kind, direction, cx, cy)"
+            " IN (SELECT * FROM unnest(%(p)s::timestamptz[], %(s)s::text[], %(si)s::text[],"
+            " %(k)s::text[], %(d)s::text[], %(x)s::int[], %(y)s::int[]))"
+            " AND groups = 0 AND people = 0",
+            {
+                key: [row[i] for row in emptied]
+                for i, key in enumerate(("p", "s", "si", "k", "d", "x", "y"))
+            },
+        )
 
 
 def _lock(conn: Connection) -> None:
@@ -187,6 +229,7 @@ def forget_report(conn: Connection, linker: Linker, report_id: UUID) -> None:
         " RETURNING CASE WHEN a = %(id)s THEN b ELSE a END",
         {"id": report_id},
     ).all()
+    _count_groups(conn, [report_id], sign=-1)
     conn.exec_driver_sql("DELETE FROM report_groups WHERE report_id = %(id)s", {"id": report_id})
     linker.regroup(PostgisLinkTx(conn), {x for (x,) in others})
 
@@ -198,6 +241,7 @@ def relink_all(conn: Connection, linker: Linker) -> None:
     _lock(conn)
     conn.exec_driver_sql("DELETE FROM report_links WHERE state = 'proposed'")
     conn.exec_driver_sql("DELETE FROM report_groups")
+    conn.exec_driver_sql("DELETE FROM group_days")
     reviewed = conn.exec_driver_sql("SELECT a, b FROM report_links WHERE state = 'confirmed'").all()
     linker.regroup(PostgisLinkTx(conn), {x for pair in reviewed for x in pair})
     conn.exec_driver_sql(

@@ -15,11 +15,15 @@ _CUT_LOCK = text("SELECT pg_advisory_xact_lock(hashtext('crossings.release'))")
 _CLEAR = text("DELETE FROM release_cells")
 _FILL = text(
     """
-    INSERT INTO release_cells (day, segment_id, kind, direction, side, reports, people)
-    SELECT (observed_at AT TIME ZONE 'UTC')::date, segment_id, kind, direction, side,
-           count(*), sum(people_count)
-    FROM reports
-    WHERE observed_at < :through
+    INSERT INTO release_cells (day, segment_id, kind, direction, side, reports, people, groups,
+                               people_est)
+    SELECT (r.observed_at AT TIME ZONE 'UTC')::date, r.segment_id, r.kind, r.direction, r.side,
+           count(*), sum(r.people_count),
+           -- each group of linked reports once, at its anchor (docs/linking.md)
+           count(*) FILTER (WHERE g.report_id IS NULL OR g.is_anchor),
+           sum(coalesce(g.group_people, r.people_count))
+    FROM reports r LEFT JOIN report_groups g ON g.report_id = r.id
+    WHERE r.observed_at < :through
     GROUP BY 1, 2, 3, 4, 5
     """
 )
@@ -35,7 +39,8 @@ _INFO = text(
 )
 _READ_INFO = text("SELECT release_id, cut_at, through, first_day FROM release_info")
 _READ_CELLS = text(
-    "SELECT day, segment_id, kind, direction, side, reports, people FROM release_cells"
+    "SELECT day, segment_id, kind, direction, side, reports, people, groups, people_est"
+    " FROM release_cells"
 )
 
 
@@ -68,7 +73,7 @@ def read_release(conn: Connection) -> tuple[ReleaseInfo, list[ReleaseRow]] | Non
     if info is None:
         return None
     rows = [
-        ReleaseRow(day, segment_id, kind, direction, side, int(reports), int(people))
-        for day, segment_id, kind, direction, side, reports, people in conn.execute(_READ_CELLS)
+        ReleaseRow(day, segment_id, kind, direction, side, int(r), int(p), int(g), int(e))
+        for day, segment_id, kind, direction, side, r, p, g, e in conn.execute(_READ_CELLS)
     ]
     return info, rows

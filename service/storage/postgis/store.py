@@ -407,10 +407,11 @@ class PostgisStore:
         on_counted = self._on_counted()
 
         def work(conn: Connection) -> bool:
-            if not access.delete_report(conn, report_id, on_counted):
-                return False
+            # Links first, while the report is stored: its group row is counted out of
+            # group_days by the report's day, place and keys. (Lock order: LINK_LOCK, then the
+            # fold's; nothing takes them the other way round.)
             links.forget_report(conn, self.linker, report_id)
-            return True
+            return access.delete_report(conn, report_id, on_counted)
 
         return self._write("delete_report", work)
 

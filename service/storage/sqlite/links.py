@@ -106,6 +106,7 @@ class SqliteLinkTx:
         ]
 
     def set_groups(self, ids: Collection[UUID], rows: Sequence[GroupRow]) -> None:
+        _count_groups(self.conn, _ids(ids), sign=-1)
         self.conn.execute(
             "DELETE FROM report_groups WHERE report_id IN (SELECT value FROM json_each(?))",
             (_ids(ids),),
@@ -115,6 +116,7 @@ class SqliteLinkTx:
             " VALUES (?, ?, ?, ?)",
             [(str(r.report_id), str(r.group_id), int(r.is_anchor), r.group_people) for r in rows],
         )
+        _count_groups(self.conn, _ids([r.report_id for r in rows]), sign=1)
 
     def confirmed_levels(self, known: int) -> list[Levels] | None:
         (count,) = self.conn.execute(
@@ -124,6 +126,28 @@ class SqliteLinkTx:
             return None
         rows = self.conn.execute("SELECT levels FROM report_links WHERE state = 'confirmed'")
         return [tuple(json.loads(levels)) for (levels,) in rows]
+
+
+def _count_groups(conn: sqlite3.Connection, ids: str, *, sign: int) -> None:
+    """Count the group rows of ``ids`` (a JSON array) into group_days (``sign`` 1) or out of it
+    (-1): called just after they are written and just before they are deleted, with their
+    reports stored. Rows that come to nothing go."""
+    conn.execute(
+        "INSERT INTO group_days (period, segment_id, side, kind, direction, groups, people)"
+        " SELECT r.observed_at - r.observed_at % 86400000000, coalesce(r.segment_id, ''),"
+        " coalesce(r.side, ''), r.kind, coalesce(r.direction, ''),"
+        " :sign * sum(g.is_anchor - 1), :sign * sum(g.group_people - r.people_count)"
+        " FROM report_groups g JOIN reports r ON r.id = g.report_id"
+        " WHERE g.report_id IN (SELECT value FROM json_each(:ids)) GROUP BY 1, 2, 3, 4, 5"
+        " ON CONFLICT (period, segment_id, side, kind, direction) DO UPDATE"
+        " SET groups = groups + excluded.groups, people = people + excluded.people",
+        {"ids": ids, "sign": sign},
+    )
+    conn.execute(
+        "DELETE FROM group_days WHERE period IN (SELECT observed_at - observed_at % 86400000000"
+        " FROM reports WHERE id IN (SELECT value FROM json_each(?))) AND groups = 0 AND people = 0",
+        (ids,),
+    )
 
 
 def link_reports(
@@ -141,6 +165,7 @@ def forget_report(conn: sqlite3.Connection, linker: Linker, report_id: UUID) -> 
         (key, key, key),
     ).fetchall()
     conn.execute("DELETE FROM report_links WHERE a = ? OR b = ?", (key, key))
+    _count_groups(conn, _ids([report_id]), sign=-1)
     conn.execute("DELETE FROM report_groups WHERE report_id = ?", (key,))
     linker.regroup(SqliteLinkTx(conn), {UUID(x) for (x,) in others})
 
@@ -150,6 +175,7 @@ def relink_all(conn: sqlite3.Connection, linker: Linker, *, at: datetime) -> Non
     and link every report again (in the border change's transaction)."""
     conn.execute("DELETE FROM report_links WHERE state = 'proposed'")
     conn.execute("DELETE FROM report_groups")
+    conn.execute("DELETE FROM group_days")
     tx = SqliteLinkTx(conn)
     reviewed = conn.execute("SELECT a, b FROM report_links WHERE state = 'confirmed'").fetchall()
     linker.regroup(tx, {UUID(x) for pair in reviewed for x in pair})

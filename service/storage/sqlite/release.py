@@ -1,4 +1,5 @@
-"""The public release on SQLite: cut from the reports in one write transaction, read in one."""
+"""The public release on SQLite: cut from the reports in one write transaction, read in one.
+Groups and people_est count each group of linked reports once, at its anchor (report_groups)."""
 
 from __future__ import annotations
 
@@ -23,10 +24,13 @@ def _number(d: date) -> int:
 def cut_release(conn: sqlite3.Connection, through: date, cut_at: datetime) -> ReleaseInfo:
     conn.execute("DELETE FROM release_cells")
     conn.execute(
-        "INSERT INTO release_cells (day, segment_id, kind, direction, side, reports, people)"
-        f" SELECT observed_at / {_DAY_US}, segment_id, kind, direction, side,"
-        "        count(*), sum(people_count)"
-        " FROM reports WHERE observed_at < ? GROUP BY 1, 2, 3, 4, 5",
+        "INSERT INTO release_cells (day, segment_id, kind, direction, side, reports, people,"
+        " groups, people_est)"
+        f" SELECT r.observed_at / {_DAY_US}, r.segment_id, r.kind, r.direction, r.side,"
+        "        count(*), sum(r.people_count), sum(g.report_id IS NULL OR g.is_anchor),"
+        "        sum(coalesce(g.group_people, r.people_count))"
+        " FROM reports r LEFT JOIN report_groups g ON g.report_id = r.id"
+        " WHERE r.observed_at < ? GROUP BY 1, 2, 3, 4, 5",
         (to_micros(day_start(through)),),
     )
     conn.execute(
@@ -56,7 +60,8 @@ def read_release(conn: sqlite3.Connection) -> tuple[ReleaseInfo, list[ReleaseRow
     if info is None:
         return None
     cells = conn.execute(
-        "SELECT day, segment_id, kind, direction, side, reports, people FROM release_cells"
+        "SELECT day, segment_id, kind, direction, side, reports, people, groups, people_est"
+        " FROM release_cells"
     )
-    rows = [ReleaseRow(_day(d), s, k, di, si, r, p) for d, s, k, di, si, r, p in cells]
+    rows = [ReleaseRow(_day(d), s, k, di, si, r, p, g, e) for d, s, k, di, si, r, p, g, e in cells]
     return info, rows

@@ -177,10 +177,12 @@ class SqliteStore:
 
     def delete_report(self, report_id: UUID) -> bool:
         def work(conn: sqlite3.Connection) -> bool:
+            # Links first, while the report is stored: its group row is counted out of
+            # group_days by the report's day and keys.
+            link_queries.forget_report(conn, self.linker, report_id)
             counted = report_queries.delete_report(conn, str(report_id))
             if counted is None:
                 return False
-            link_queries.forget_report(conn, self.linker, report_id)
             if counted.segment_id is not None and self.surges is not None:
                 touched = {counted.day: {(counted.segment_id, counted.kind)}}
                 surge_queries.detect(conn, touched, self._watch(conn), cache=self._series)
