@@ -21,6 +21,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from service.domain.aggregation import GROUP_KEYS, UNITS, Unit, period_floor
+from service.domain.link_groups import Edge, assign_groups
+from service.domain.links import LinkQuery, LinkState
 from service.domain.reports import Report, ReportDraft
 from service.domain.segments import SegmentIndex
 from service.settings import Settings
@@ -128,7 +130,35 @@ def _from_service(store: Store, index: SegmentIndex, request: AggregateRequest) 
     return out
 
 
+def _groups_among(store: Store, reports: list[Report]) -> dict[UUID, tuple[Report, int]]:
+    """The groups ``reports`` make among themselves by the stored links (the domain's rule,
+    assign_groups): each group's anchor and people_est."""
+    ids = {r.draft.id: r for r in reports}
+    edges = []
+    query = LinkQuery(limit=500)
+    while True:
+        page = store.list_links(query)
+        edges += [
+            Edge(k.a, k.b, k.weight, 1 if k.state is LinkState.CONFIRMED else 0)
+            for k in page.links
+            if k.state is not LinkState.REJECTED and k.a in ids and k.b in ids
+        ]
+        if page.next_key is None:
+            break
+        query = LinkQuery(limit=500, after=page.next_key)
+    members: defaultdict[UUID, list[Report]] = defaultdict(list)
+    for k, g in assign_groups(list(ids), edges).items():
+        members[g].append(ids[k])
+    out = {}
+    for group_id, group in members.items():
+        anchor = min(group, key=lambda r: (r.draft.observed_at, r.draft.id))
+        out[group_id] = (anchor, max(r.draft.people_count for r in group))
+    return out
+
+
 def _release_by_hand(store: Store, stored: list[Report], through: date) -> Counter[Any]:
+    """The release's cells, report by report: groups among the released reports only (a report
+    younger than the cut changes nothing in it)."""
     counts: Counter[Any] = Counter()
 
     def cell(r: Report) -> tuple[Any, ...]:
@@ -139,10 +169,10 @@ def _release_by_hand(store: Store, stored: list[Report], through: date) -> Count
         if r.draft.observed_at.astimezone(UTC).date() < through:
             counts[(*cell(r), "reports")] += 1
             counts[(*cell(r), "people")] += r.draft.people_count
-    for anchor, people_est in _anchors(store, stored).values():
-        if anchor.draft.observed_at.astimezone(UTC).date() < through:
-            counts[(*cell(anchor), "groups")] += 1
-            counts[(*cell(anchor), "people_est")] += people_est
+    released = [r for r in stored if r.draft.observed_at.astimezone(UTC).date() < through]
+    for anchor, people_est in _groups_among(store, released).values():
+        counts[(*cell(anchor), "groups")] += 1
+        counts[(*cell(anchor), "people_est")] += people_est
     return counts
 
 
@@ -311,3 +341,36 @@ def test_a_border_reload_keeps_the_group_figures(
     assert any(
         f[2] < f[0] for f in _from_service(store, index, AggregateRequest(bucket=unit)).values()
     )
+
+
+def test_a_report_younger_than_the_cut_changes_nothing_in_the_release(
+    store_with_border: tuple[str, Store, SegmentIndex],
+) -> None:
+    """Two worlds that differ by one report observed after the release's last day, linked to
+    reports the release holds (and reporting more people than they did), cut alike: groups and
+    people_est among the released reports are theirs alone, as every figure of the release is
+    (docs/threat-model.md)."""
+    url, store, index = store_with_border
+    through_at = T0 + timedelta(days=2)  # the release holds T0's two days
+    rows = [  # one crossing seen by two monitors just before midnight, and a third crossing
+        (1, 0, PLACES[0], 1, 88, 0, "crossing", 3, "US"),
+        (2, 1, PLACES[0], 1, 90, 1, "crossing", 3, "US"),
+        (3, 2, PLACES[0], 1, 91, 2, "crossing", 2, "US"),
+    ]
+    cells = []
+    for younger in (False, True):
+        wipe_reports(url)
+        _store(url, store, index, rows)
+        if younger:  # an hour after midnight, by a third monitor, with twice the people
+            late = ReportDraft(uuid.UUID(int=99), through_at + timedelta(hours=1),
+                               PLACES[0][0] + 0.0007, PLACES[0][1], 6, "crossing", "US", None)  # fmt: skip
+            settings_ = Settings(database_url=url)
+            submit_batch(store, index, [late], settings=settings_, now=NOW, posted_by="key-d")
+            store.settle_links()
+            assert uuid.UUID(int=99) in store.group_ids([uuid.UUID(int=99)])  # it is linked
+        info = cut_release(store, now=through_at + timedelta(hours=2), delay_h=0)
+        assert info.through == through_at.date()
+        stored = list(export_reports(store))
+        assert _release_cells(store) == +_release_by_hand(store, stored, info.through)
+        cells.append(_release_cells(store))
+    assert cells[0] == cells[1]

@@ -152,10 +152,10 @@ def test_public_answers_are_the_release_put_through_the_rule(
     url, store, index = store_with_border
     wipe_reports(url)
     # Two monitors: reports of one crossing by both are linked, and count once as groups.
-    for key in (0, 1):
-        mine = [row for row in rows if row[0] % 2 == key]
+    for monitor in (0, 1):
+        mine = [row for row in rows if row[0] % 2 == monitor]
         submit_batch(store, index, _drafts(mine), settings=Settings(database_url=url), now=NOW,
-                     posted_by=f"key-{key}")  # fmt: skip
+                     posted_by=f"key-{monitor}")  # fmt: skip
     store.settle_links()
     cut_at = T0 + timedelta(days=90, hours=7)
     info = cut_release(store, now=cut_at, delay_h=24)

@@ -142,6 +142,15 @@ class PostgisLinkTx:
             )
             _count_groups(self.conn, [r.report_id for r in rows], sign=1)
 
+    def linked_between(self, start: datetime, end: datetime) -> list[UUID]:
+        rows = self.conn.exec_driver_sql(
+            "SELECT r.id FROM reports r WHERE r.observed_at >= %(start)s"
+            " AND r.observed_at < %(end)s AND EXISTS (SELECT 1 FROM report_links l"
+            " WHERE l.state != 'rejected' AND (l.a = r.id OR l.b = r.id))",
+            {"start": start, "end": end},
+        )
+        return [x for (x,) in rows]
+
     def confirmed_levels(self, known: int) -> list[Levels] | None:
         count = self.conn.exec_driver_sql(
             "SELECT count(*) FROM report_links WHERE state = 'confirmed'"
@@ -218,6 +227,14 @@ def link_some(
     if ids:
         linker.link(PostgisLinkTx(conn), ids, at=at)
     return len(ids)
+
+
+def release_groups(conn: Connection, linker: Linker, before: datetime) -> list[GroupRow]:
+    """The groups a release of the reports observed before ``before`` counts where they differ
+    from the stored ones (``Linker.groups_before``), holding the link lock until the caller's
+    transaction ends: the cut reads the groups as they were when these were made."""
+    _lock(conn)
+    return linker.groups_before(PostgisLinkTx(conn), before)
 
 
 def forget_report(conn: Connection, linker: Linker, report_id: UUID) -> None:

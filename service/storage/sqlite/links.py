@@ -118,6 +118,15 @@ class SqliteLinkTx:
         )
         _count_groups(self.conn, _ids([r.report_id for r in rows]), sign=1)
 
+    def linked_between(self, start: datetime, end: datetime) -> list[UUID]:
+        rows = self.conn.execute(
+            "SELECT r.id FROM reports r WHERE r.observed_at >= ? AND r.observed_at < ?"
+            " AND EXISTS (SELECT 1 FROM report_links l WHERE l.state != 'rejected'"
+            " AND (l.a = r.id OR l.b = r.id))",
+            (to_micros(start), to_micros(end)),
+        )
+        return [UUID(x) for (x,) in rows]
+
     def confirmed_levels(self, known: int) -> list[Levels] | None:
         (count,) = self.conn.execute(
             "SELECT count(*) FROM report_links WHERE state = 'confirmed'"
@@ -148,6 +157,12 @@ def _count_groups(conn: sqlite3.Connection, ids: str, *, sign: int) -> None:
         " FROM reports WHERE id IN (SELECT value FROM json_each(?))) AND groups = 0 AND people = 0",
         (ids,),
     )
+
+
+def release_groups(conn: sqlite3.Connection, linker: Linker, before: datetime) -> list[GroupRow]:
+    """The groups a release of the reports observed before ``before`` counts where they differ
+    from the stored ones (``Linker.groups_before``)."""
+    return linker.groups_before(SqliteLinkTx(conn), before)
 
 
 def link_reports(
