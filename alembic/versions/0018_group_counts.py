@@ -1,11 +1,12 @@
 """Groups counted once (issue #20, docs/linking.md; SQLite schema step 12).
 
 ``group_days``: what linking changes in the count rollups, per level-12 grid cell, UTC day and
-(segment_id, side, kind, direction) ('' for none), as cell_days keys its counts. A report without
+(segment_id, side, kind, direction) ('' for none), as cell_days keys its counts;
+``group_months`` the same per UTC month without cells (a year's months read a few rows). A report without
 a group row counts as one group of its own people; a linked report's row changes that by
 ``groups`` (its is_anchor - 1: 0 on the anchor, -1 elsewhere) and ``people`` (its group_people -
 its people_count). So ``groups = reports + groups`` and ``people_est = people + people`` over any
-set of whole days, cells and keys. Written by whatever writes report_groups, in its transaction
+set of whole days or months, cells and keys. Written by whatever writes report_groups, in its transaction
 (storage/postgis/links.py), so it is never behind the groups.
 
 ``release_cells`` gains ``groups`` and ``people_est``; the cut in place is counted again here so
@@ -53,6 +54,30 @@ def upgrade() -> None:
         """
     )
     op.execute(
+        """
+        CREATE TABLE group_months (
+            period     timestamptz NOT NULL,
+            segment_id text NOT NULL,
+            side       text NOT NULL,
+            kind       text NOT NULL,
+            direction  text NOT NULL,
+            groups     bigint NOT NULL,
+            people     bigint NOT NULL,
+            PRIMARY KEY (period, segment_id, side, kind, direction)
+        )
+        """
+    )
+    op.execute(
+        """
+        INSERT INTO group_months (period, segment_id, side, kind, direction, groups, people)
+        SELECT date_trunc('month', period, 'UTC'), segment_id, side, kind, direction,
+               sum(groups), sum(people)
+        FROM group_days
+        GROUP BY 1, 2, 3, 4, 5
+        HAVING sum(groups) <> 0 OR sum(people) <> 0
+        """
+    )
+    op.execute(
         "ALTER TABLE release_cells ADD COLUMN groups bigint NOT NULL DEFAULT 0,"
         " ADD COLUMN people_est bigint NOT NULL DEFAULT 0"
     )
@@ -79,4 +104,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute("ALTER TABLE release_cells DROP COLUMN groups, DROP COLUMN people_est")
+    op.execute("DROP TABLE group_months")
     op.execute("DROP TABLE group_days")

@@ -2,9 +2,9 @@
 rollups for whole UTC periods and the reports for the ranges between.
 
 Groups and people_est (linked reports counted once, docs/linking.md): a rollup's period counts
-each report as a group of its own people, and ``group_days`` (migration 0018) adds what linking
-changes in that, for the days of the period (and, in a box, the whole cells); the reports read
-directly are each counted where their group counts (``report_groups``).
+each report as a group of its own people, and ``group_months`` / ``group_days`` (migration 0018)
+add what linking changes in that for the period (in a box, ``group_days`` for the whole cells);
+the reports read directly are each counted where their group counts (``report_groups``).
 
 Which rollup a period reads (each with the reports pending for it: rollups.live):
 - a month: ``count_segment_months`` when the keys and filters need no side or direction (5x
@@ -50,16 +50,15 @@ def _rollup_sql(name: str, source: str, columns: str, filters: str) -> str:
     """
 
 
-def _group_days_sql(name: str, filters: str) -> str:
-    """What linking changes in the counts of the periods bound as ``name``_period/_end/_bucket/
-    _sign (group_days, migration 0018: each day of the period), with their buckets and signs."""
+def _group_counts_sql(name: str, grain: Grain, filters: str) -> str:
+    """What linking changes in the counts of the ``grain`` periods bound as ``name``_period/
+    _bucket/_sign (group_days or group_months, migration 0018), with their buckets and signs."""
     return f"""
         SELECT v.bucket, v.sign, {_ALL_KEYS}, 0 AS reports, 0 AS people, c.groups,
                c.people AS people_est
-        FROM unnest(%({name}_period)b::timestamptz[], %({name}_end)b::timestamptz[],
-                    %({name}_bucket)b::int[], %({name}_sign)b::int[])
-             AS v(period, stop, bucket, sign)
-        JOIN group_days c ON c.period >= v.period AND c.period < v.stop
+        FROM unnest(%({name}_period)b::timestamptz[], %({name}_bucket)b::int[],
+                    %({name}_sign)b::int[]) AS v(period, bucket, sign)
+        JOIN group_{grain}s c ON c.period = v.period
         WHERE true{filters}
     """
 
@@ -175,8 +174,7 @@ def _box_days(query: CountQuery, params: dict[str, Any], block: CellBlock | None
     edges = _edges_sql(strips, filters + not_in_block)
     cell_filters = _filters(query, "c") + _BLOCK_CELLS
     cells = _rollup_sql("d", live("cell_days"), _ALL_KEYS, cell_filters)
-    params["d_end"] = [period_end("day", p.period) for p in days]
-    return [cells, _group_days_sql("d", cell_filters), edges]
+    return [cells, _group_counts_sql("d", "day", cell_filters), edges]
 
 
 def _period_sources(query: CountQuery, params: dict[str, Any]) -> list[str]:
@@ -199,12 +197,11 @@ def _period_sources(query: CountQuery, params: dict[str, Any]) -> list[str]:
             filters += f" AND c.kind {'=' if every else '<>'} '{ALL_KINDS}'"
         params |= {
             f"{name}_period": [p.period for p in chosen],
-            f"{name}_end": [period_end(grain, p.period) for p in chosen],
             f"{name}_bucket": [p.bucket for p in chosen],
             f"{name}_sign": [p.sign for p in chosen],
         }
         sources.append(_rollup_sql(name, live(table), columns, filters))
-        sources.append(_group_days_sql(name, _filters(query, "c")))
+        sources.append(_group_counts_sql(name, grain, _filters(query, "c")))
     return sources
 
 

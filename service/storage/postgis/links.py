@@ -163,41 +163,51 @@ class PostgisLinkTx:
         return [tuple(levels) for (levels,) in rows]
 
 
-# What the group rows of some reports change in the counts, added to group_days (migration 0018)
-# in key order, as the rollups upsert; rows that come to nothing go.
-_COUNT_GROUPS = f"""
-    INSERT INTO group_days AS t (period, segment_id, side, kind, direction, cx, cy, groups, people)
-    SELECT date_trunc('day', r.observed_at, 'UTC'), coalesce(r.segment_id, ''),
-           coalesce(r.side::text, ''), r.kind, coalesce(r.direction::text, ''),
-           r.grid_x >> {GRID_LEVEL - CELL_DAYS_LEVEL}, r.grid_y >> {GRID_LEVEL - CELL_DAYS_LEVEL},
-           %(sign)s * sum(g.is_anchor::int - 1), %(sign)s * sum(g.group_people - r.people_count)
-    FROM report_groups g JOIN reports r ON r.id = g.report_id
-    WHERE g.report_id = ANY(%(ids)s::uuid[])
-    GROUP BY 1, 2, 3, 4, 5, 6, 7
-    ORDER BY 1, 2, 3, 4, 5, 6, 7
-    ON CONFLICT (period, segment_id, side, kind, direction, cx, cy) DO UPDATE
-    SET groups = t.groups + excluded.groups, people = t.people + excluded.people
-    RETURNING t.period, t.segment_id, t.side, t.kind, t.direction, t.cx, t.cy, t.groups, t.people
-"""
+# What the group rows of some reports change in the counts (migration 0018): per UTC day and
+# level-12 cell in group_days, per UTC month in group_months; upserted in key order, as the
+# rollups are.
+_CELL = GRID_LEVEL - CELL_DAYS_LEVEL
+_GROUP_TABLES = {
+    "group_days": (
+        "date_trunc('day', r.observed_at, 'UTC')",
+        f", r.grid_x >> {_CELL}, r.grid_y >> {_CELL}",
+        ", cx, cy",
+    ),
+    "group_months": ("date_trunc('month', r.observed_at, 'UTC')", "", ""),
+}
+
+
+def _count_sql(table: str) -> str:
+    period, cell_values, cells = _GROUP_TABLES[table]
+    places = "1, 2, 3, 4, 5" + (", 6, 7" if cells else "")
+    return f"""
+        INSERT INTO {table} AS t (period, segment_id, side, kind, direction{cells}, groups, people)
+        SELECT {period}, coalesce(r.segment_id, ''), coalesce(r.side::text, ''), r.kind,
+               coalesce(r.direction::text, ''){cell_values},
+               %(sign)s * sum(g.is_anchor::int - 1), %(sign)s * sum(g.group_people - r.people_count)
+        FROM report_groups g JOIN reports r ON r.id = g.report_id
+        WHERE g.report_id = ANY(%(ids)s::uuid[])
+        GROUP BY {places}
+        ORDER BY {places}
+        ON CONFLICT (period, segment_id, side, kind, direction{cells}) DO UPDATE
+        SET groups = t.groups + excluded.groups, people = t.people + excluded.people
+        RETURNING t.period
+    """
 
 
 def _count_groups(conn: Connection, ids: Collection[UUID], *, sign: int) -> None:
-    """Count the group rows of ``ids`` into group_days (``sign`` 1) or out of it (-1): called
-    just after they are written and just before they are deleted, with their reports stored."""
+    """Count the group rows of ``ids`` into group_days and group_months (``sign`` 1) or out of
+    them (-1): called just after they are written and just before they are deleted, with their
+    reports stored. Rows that come to nothing go."""
     if not ids:
         return
-    touched = conn.exec_driver_sql(_COUNT_GROUPS, {"ids": list(ids), "sign": sign}).all()
-    emptied = [row[:7] for row in touched if row[7] == 0 and row[8] == 0]
-    if emptied:
+    for table in _GROUP_TABLES:
+        touched = conn.exec_driver_sql(_count_sql(table), {"ids": list(ids), "sign": sign})
+        periods = sorted({period for (period,) in touched})
         conn.exec_driver_sql(
-            "DELETE FROM group_days WHERE (period, segment_id, side, kind, direction, cx, cy)"
-            " IN (SELECT * FROM unnest(%(p)s::timestamptz[], %(s)s::text[], %(si)s::text[],"
-            " %(k)s::text[], %(d)s::text[], %(x)s::int[], %(y)s::int[]))"
+            f"DELETE FROM {table} WHERE period = ANY(%(p)s::timestamptz[])"
             " AND groups = 0 AND people = 0",
-            {
-                key: [row[i] for row in emptied]
-                for i, key in enumerate(("p", "s", "si", "k", "d", "x", "y"))
-            },
+            {"p": periods},
         )
 
 
@@ -259,6 +269,7 @@ def relink_all(conn: Connection, linker: Linker) -> None:
     conn.exec_driver_sql("DELETE FROM report_links WHERE state = 'proposed'")
     conn.exec_driver_sql("DELETE FROM report_groups")
     conn.exec_driver_sql("DELETE FROM group_days")
+    conn.exec_driver_sql("DELETE FROM group_months")
     reviewed = conn.exec_driver_sql("SELECT a, b FROM report_links WHERE state = 'confirmed'").all()
     linker.regroup(PostgisLinkTx(conn), {x for pair in reviewed for x in pair})
     conn.exec_driver_sql(

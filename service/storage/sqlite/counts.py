@@ -22,12 +22,12 @@ _ROLLUP = """
     JOIN {table} c ON c.period = json_extract(v.value, '$[0]')
     WHERE true{filters}
 """
-# ... and what linking changes in that, from group_days (its days in the period).
-_GROUP_DAYS = """
+# ... and what linking changes in that, from group_days or group_months.
+_GROUP_COUNTS = """
     SELECT json_extract(v.value, '$[1]') AS bucket, json_extract(v.value, '$[2]') AS sign, c.segment_id, c.side, c.kind,
            c.direction, 0 AS reports, 0 AS people, c.groups, c.people AS people_est
     FROM json_each(:{name}) AS v
-    JOIN group_days c ON c.period >= json_extract(v.value, '$[0]') AND c.period < json_extract(v.value, '$[3]')
+    JOIN {table} c ON c.period = json_extract(v.value, '$[0]')
     WHERE true{filters}
 """
 # A range's reports, each a group of its own or counted where its group counts (report_groups).
@@ -67,14 +67,14 @@ def count_reports(conn: sqlite3.Connection, query: CountQuery) -> list[CountRow]
     sources = []
     for name, table, grain in (("months", "count_months", "month"), ("days", "count_days", "day")):
         chosen = [
-            [to_micros(p.period), p.bucket, p.sign, to_micros(period_end(grain, p.period))]
-            for p in query.periods
-            if p.grain == grain
+            [to_micros(p.period), p.bucket, p.sign] for p in query.periods if p.grain == grain
         ]
         if chosen:
             params[name] = json.dumps(chosen)
-            sources.append(_ROLLUP.format(name=name, table=table, filters=_filters(query, "c")))
-            sources.append(_GROUP_DAYS.format(name=name, filters=_filters(query, "c")))
+            filters = _filters(query, "c")
+            sources.append(_ROLLUP.format(name=name, table=table, filters=filters))
+            grouped = f"group_{grain}s"
+            sources.append(_GROUP_COUNTS.format(name=name, table=grouped, filters=filters))
     if query.ranges:
         params["ranges"] = json.dumps(
             [[to_micros(r.start), to_micros(r.end), r.bucket, r.sign] for r in query.ranges]

@@ -137,26 +137,38 @@ class SqliteLinkTx:
         return [tuple(json.loads(levels)) for (levels,) in rows]
 
 
+# The UTC period of each table of what linking changes in the counts (schema step 12), from
+# observed_at (integer microseconds since the epoch).
+_GROUP_PERIODS = {
+    "group_days": "r.observed_at - r.observed_at % 86400000000",
+    "group_months": (
+        "CAST(strftime('%s', strftime('%Y-%m-01', r.observed_at / 1000000, 'unixepoch'))"
+        " AS INTEGER) * 1000000"
+    ),
+}
+
+
 def _count_groups(conn: sqlite3.Connection, ids: str, *, sign: int) -> None:
-    """Count the group rows of ``ids`` (a JSON array) into group_days (``sign`` 1) or out of it
-    (-1): called just after they are written and just before they are deleted, with their
-    reports stored. Rows that come to nothing go."""
-    conn.execute(
-        "INSERT INTO group_days (period, segment_id, side, kind, direction, groups, people)"
-        " SELECT r.observed_at - r.observed_at % 86400000000, coalesce(r.segment_id, ''),"
-        " coalesce(r.side, ''), r.kind, coalesce(r.direction, ''),"
-        " :sign * sum(g.is_anchor - 1), :sign * sum(g.group_people - r.people_count)"
-        " FROM report_groups g JOIN reports r ON r.id = g.report_id"
-        " WHERE g.report_id IN (SELECT value FROM json_each(:ids)) GROUP BY 1, 2, 3, 4, 5"
-        " ON CONFLICT (period, segment_id, side, kind, direction) DO UPDATE"
-        " SET groups = groups + excluded.groups, people = people + excluded.people",
-        {"ids": ids, "sign": sign},
-    )
-    conn.execute(
-        "DELETE FROM group_days WHERE period IN (SELECT observed_at - observed_at % 86400000000"
-        " FROM reports WHERE id IN (SELECT value FROM json_each(?))) AND groups = 0 AND people = 0",
-        (ids,),
-    )
+    """Count the group rows of ``ids`` (a JSON array) into group_days and group_months (``sign``
+    1) or out of them (-1): called just after they are written and just before they are
+    deleted, with their reports stored. Rows that come to nothing go."""
+    for table, period in _GROUP_PERIODS.items():
+        conn.execute(
+            f"INSERT INTO {table} (period, segment_id, side, kind, direction, groups, people)"
+            f" SELECT {period}, coalesce(r.segment_id, ''),"
+            " coalesce(r.side, ''), r.kind, coalesce(r.direction, ''),"
+            " :sign * sum(g.is_anchor - 1), :sign * sum(g.group_people - r.people_count)"
+            " FROM report_groups g JOIN reports r ON r.id = g.report_id"
+            " WHERE g.report_id IN (SELECT value FROM json_each(:ids)) GROUP BY 1, 2, 3, 4, 5"
+            " ON CONFLICT (period, segment_id, side, kind, direction) DO UPDATE"
+            " SET groups = groups + excluded.groups, people = people + excluded.people",
+            {"ids": ids, "sign": sign},
+        )
+        conn.execute(
+            f"DELETE FROM {table} WHERE period IN (SELECT {period} FROM reports r"
+            " WHERE r.id IN (SELECT value FROM json_each(?))) AND groups = 0 AND people = 0",
+            (ids,),
+        )
 
 
 def release_groups(conn: sqlite3.Connection, linker: Linker, before: datetime) -> list[GroupRow]:
@@ -191,6 +203,7 @@ def relink_all(conn: sqlite3.Connection, linker: Linker, *, at: datetime) -> Non
     conn.execute("DELETE FROM report_links WHERE state = 'proposed'")
     conn.execute("DELETE FROM report_groups")
     conn.execute("DELETE FROM group_days")
+    conn.execute("DELETE FROM group_months")
     tx = SqliteLinkTx(conn)
     reviewed = conn.execute("SELECT a, b FROM report_links WHERE state = 'confirmed'").fetchall()
     linker.regroup(tx, {UUID(x) for pair in reviewed for x in pair})
