@@ -10,8 +10,9 @@ Run from the repository root::
 bench/links.py's reports (the benchmark's realistic reports on the Canada-US border, 20% of
 groups reported again by a second monitor) through ``submit_batch`` in arrival order, one call
 per key per 500 arrivals (bench/link_cost.py), then links what is pending (``settle_links``).
-``time`` asks ``usecases.aggregates.aggregate`` each case ``--repeat`` times per round and prints
-the median milliseconds per case as JSON.
+``time`` asks ``usecases.aggregates.aggregate`` each case ``--repeat`` times and prints, per case,
+the median wall time, the least client CPU time and (PostGIS) the least execution time of its
+counting statement (EXPLAIN ANALYZE), as JSON.
 
 The script uses only what both the code before groups and the code with them offer, so the same
 file times either: to compare, build one database with each code (a copy of the earlier tree run
@@ -87,7 +88,29 @@ def cases(observed: tuple[datetime, datetime], busiest: str) -> dict[str, Aggreg
     }
 
 
+def _statement_of(store: Any, index: Any, request: AggregateRequest) -> tuple[str, Any]:
+    """The counting statement (and its parameters) that ``aggregate`` sends for ``request``
+    (PostGIS), caught on its way to psycopg."""
+    caught: dict[str, Any] = {}
+    real = psycopg.Cursor.execute
+
+    def execute(self: Any, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        if isinstance(query, str) and "sum(sign * reports)" in query:
+            caught["sql"], caught["params"] = query, params
+        return real(self, query, params, **kwargs)
+
+    psycopg.Cursor.execute = execute  # type: ignore[method-assign]
+    try:
+        aggregate(store, index, request)
+    finally:
+        psycopg.Cursor.execute = real  # type: ignore[method-assign]
+    return caught["sql"], caught["params"]
+
+
 def time_cases(args: argparse.Namespace) -> None:
+    """Per case: the median wall time of ``aggregate``, the least client CPU time of it, and
+    (PostGIS) the least EXPLAIN ANALYZE execution time of its counting statement, over
+    ``--repeat`` runs each (least: the machine's load only ever adds)."""
     url = _url(args)
     store = open_store(Settings(database_url=url, rollup_fold_interval_ms=0, surges=False))
     try:
@@ -99,15 +122,29 @@ def time_cases(args: argparse.Namespace) -> None:
         busiest = max(whole.rows, key=lambda row: row.figure.reports or 0).group[0]
         assert busiest is not None
         chosen = cases(observed, busiest)
-        out: dict[str, Any] = {"url": url, "at": datetime.now(UTC).isoformat(), "ms": {}}
+        out: dict[str, Any] = {"url": url, "at": datetime.now(UTC).isoformat(), "cases": {}}
         for name, request in chosen.items():
             aggregate(store, index, request)  # warm
-            times = []
+            wall, cpu = [], []
             for _ in range(args.repeat):
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 aggregate(store, index, request)
-                times.append((time.perf_counter() - start) * 1000)
-            out["ms"][name] = round(statistics.median(times), 2)
+                cpu.append((time.process_time() - start_cpu) * 1000)
+                wall.append((time.perf_counter() - start) * 1000)
+            case = {
+                "wall_ms_median": round(statistics.median(wall), 2),
+                "client_cpu_ms_min": round(min(cpu), 2),
+            }
+            if not args.sqlite:
+                sql, params = _statement_of(store, index, request)
+                with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as c:
+                    times = []
+                    for _ in range(args.repeat):
+                        plan = c.execute("EXPLAIN (ANALYZE, TIMING OFF) " + sql, params)
+                        line = next(r[0] for r in plan if r[0].startswith("Execution Time"))
+                        times.append(float(line.split()[2]))
+                case["statement_ms_min"] = min(times)
+            out["cases"][name] = case
         print(json.dumps(out))
     finally:
         store.close()
