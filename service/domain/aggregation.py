@@ -221,7 +221,7 @@ COUNT_KEYS = ("segment_id", "side", "kind", "direction")
 
 @dataclass(frozen=True, slots=True)
 class CountQuery:
-    """Counts of reports and people per bucket, by ``keys`` (a subset of COUNT_KEYS), from signed
+    """Counts of reports, people, groups and people_est per bucket, by ``keys`` (a subset of COUNT_KEYS), from signed
     parts (above): rollup periods and ranges of observed_at. Filters:
     ``segment_ids`` (any of them), ``kind``; ``bbox`` (inclusive; only with day periods and
     ranges: only a day rollup may know positions)."""
@@ -247,3 +247,5 @@ class CountRow(NamedTuple):
     key: tuple[str | None, ...]
     reports: int
     people: int
+    groups: int  # linked reports counted once (docs/linking.md): distinct groups
+    people_est: int  # per group, the largest count reported

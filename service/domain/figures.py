@@ -1,4 +1,5 @@
-"""Published figures: reports and people, or neither when the public release's rule hides them."""
+"""Published figures: reports and people, and groups and people_est (linked reports counted once,
+docs/linking.md), or none when the public release's rule hides them."""
 
 from __future__ import annotations
 
@@ -12,12 +13,15 @@ IntArray = npt.NDArray[np.int64]
 
 @dataclass(frozen=True, slots=True)
 class Figure:
-    """One figure of an answer: both counts, or neither when ``suppressed`` (hidden by the
-    public release's rule, service/domain/release.py)."""
+    """One figure of an answer: the counts, or none when ``suppressed`` (hidden by the public
+    release's rule, service/domain/release.py). ``groups`` and ``people_est`` may be hidden on
+    their own (None) in a public figure whose reports are shown."""
 
     reports: int | None
     people: int | None
     suppressed: bool
+    groups: int | None = None
+    people_est: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,26 +31,35 @@ class ExactTable:
 
     reports: IntArray
     people: IntArray
+    groups: IntArray
+    people_est: IntArray
+
+    def _columns(self) -> tuple[IntArray, IntArray, IntArray, IntArray]:
+        return self.reports, self.people, self.groups, self.people_est
 
     def figures(self, ii: list[int], jj: list[int]) -> list[Figure]:
-        r, p = self.reports[ii, jj].tolist(), self.people[ii, jj].tolist()
-        return [Figure(a, b, False) for a, b in zip(r, p, strict=True)]
+        r, p, g, e = (a[ii, jj].tolist() for a in self._columns())
+        return [Figure(a, b, False, c, d) for a, b, c, d in zip(r, p, g, e, strict=True)]
 
     def row_totals(self) -> list[Figure] | None:
         """Per group, over the buckets (None for one bucket: the cell says it)."""
         if self.reports.shape[1] <= 1:
             return None
-        return _figures(self.reports.sum(axis=1), self.people.sum(axis=1))
+        return _figures(*(a.sum(axis=1) for a in self._columns()))
 
     def column_totals(self) -> list[Figure] | None:
         """Per bucket, over the groups (None for one group)."""
         if self.reports.shape[0] <= 1:
             return None
-        return _figures(self.reports.sum(axis=0), self.people.sum(axis=0))
+        return _figures(*(a.sum(axis=0) for a in self._columns()))
 
     def total(self) -> Figure:
-        return Figure(int(self.reports.sum()), int(self.people.sum()), False)
+        r, p, g, e = (int(a.sum()) for a in self._columns())
+        return Figure(r, p, False, g, e)
 
 
-def _figures(reports: IntArray, people: IntArray) -> list[Figure]:
-    return [Figure(a, b, False) for a, b in zip(reports.tolist(), people.tolist(), strict=True)]
+def _figures(
+    reports: IntArray, people: IntArray, groups: IntArray, people_est: IntArray
+) -> list[Figure]:
+    columns = (reports.tolist(), people.tolist(), groups.tolist(), people_est.tolist())
+    return [Figure(a, b, False, c, d) for a, b, c, d in zip(*columns, strict=True)]

@@ -95,6 +95,8 @@ class ReleaseRow(NamedTuple):
     side: str | None
     reports: int
     people: int
+    groups: int  # linked reports counted once, at the cell of their group's anchor
+    people_est: int  # per group, the largest count reported (docs/linking.md)
 
 
 @dataclass(frozen=True, slots=True)

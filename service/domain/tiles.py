@@ -162,6 +162,8 @@ class TileReports:
 class SegmentCount:
     reports: int
     people: int
+    groups: int | None = None  # linked reports counted once, where known and shown
+    people_est: int | None = None
 
 
 def shows_points(tile: TileAddress, points_min_zoom: int) -> bool:

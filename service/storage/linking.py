@@ -98,6 +98,10 @@ class LinkTx(Protocol):
         """The levels of every confirmed link, or None when there are ``known`` of them."""
         ...
 
+    def linked_between(self, start: datetime, end: datetime) -> list[UUID]:
+        """The reports observed in [start, end) with a link that is not rejected."""
+        ...
+
 
 class Linker:
     """Links new reports (``link``), regroups around changed links (``regroup``); keeps the
@@ -133,34 +137,29 @@ class Linker:
 
     def regroup(self, tx: LinkTx, seeds: Iterable[UUID]) -> None:
         """Group again every report reachable from ``seeds`` through links, and write their rows."""
-        component: set[UUID] = set()
-        frontier = set(seeds)
-        edges: dict[tuple[UUID, UUID], Edge[UUID]] = {}
-        while frontier:
-            component |= frontier
-            touching = tx.edges_touching(frontier)
-            for edge in touching:
-                edges[edge.key()] = edge
-            frontier = {x for e in touching for x in (e.a, e.b)} - component
+        component, edges = _component(tx, seeds)
         if not component:
             return
         records = {r.id: r for r in tx.records(component)}
-        alive = [e for e in edges.values() if e.a in records and e.b in records]
-        group_of = assign_groups(records, alive)
-        facts = group_facts(
-            group_of,
-            people={k: r.people_count for k, r in records.items()},
-            observed_at={k: r.observed_at for k, r in records.items()},
-        )
-        rows = []
-        for f in facts:
-            if f.size < 2:
-                continue
-            for k, g in group_of.items():
-                if g == f.group_id:
-                    is_anchor = k == f.anchor
-                    rows.append(GroupRow(k, g, is_anchor, f.people_est if is_anchor else 0))
-        tx.set_groups(component, sorted(rows))
+        rows = _group_rows(records, edges, singles=False)
+        tx.set_groups(component, rows)
+
+    def groups_before(self, tx: LinkTx, before: datetime) -> list[GroupRow]:
+        """The groups the reports observed before ``before`` make among themselves, where they
+        differ from the stored ones: for every such report in a component of the link graph
+        that reaches a report observed at or after ``before``, its row (a group of its own
+        included, as its own anchor with its own count).
+
+        The public release counts these (storage/*/release.py): its groups are then a function
+        of the reports it holds alone, as every other figure of it is. Linking to a report
+        younger than the cut (a group's people_est taking its count, or a new link changing
+        which merges happen) would otherwise show in released days. A link joins reports at
+        most ``max_hours`` apart, so each such component holds a report observed in
+        [before, before + max_hours) with a link."""
+        reach = timedelta(hours=self.config.windows.max_hours)
+        component, edges = _component(tx, tx.linked_between(before, before + reach))
+        records = {r.id: r for r in tx.records(component) if r.observed_at < before}
+        return _group_rows(records, edges, singles=True)
 
     def neighbours(self, tx: LinkTx) -> dict[str, frozenset[str]]:
         """The border's adjacency, made again when its version changes."""
@@ -186,6 +185,51 @@ class Linker:
         model = MatchModel(m=m, u=DEFAULT_U, threshold=self.config.threshold_bits)
         self._model = (len(levels), model)
         return model
+
+
+def _component(
+    tx: LinkTx, seeds: Iterable[UUID]
+) -> tuple[set[UUID], dict[tuple[UUID, UUID], Edge[UUID]]]:
+    """Every report reachable from ``seeds`` through links that are not rejected, and those
+    links."""
+    component: set[UUID] = set()
+    frontier = set(seeds)
+    edges: dict[tuple[UUID, UUID], Edge[UUID]] = {}
+    while frontier:
+        component |= frontier
+        touching = tx.edges_touching(frontier)
+        for edge in touching:
+            edges[edge.key()] = edge
+        frontier = {x for e in touching for x in (e.a, e.b)} - component
+    return component, edges
+
+
+def _group_rows(
+    records: Mapping[UUID, LinkRecord],
+    edges: Mapping[tuple[UUID, UUID], Edge[UUID]],
+    *,
+    singles: bool,
+) -> list[GroupRow]:
+    """The groups of ``records`` by the links among them, as rows (with ``singles``, a row for
+    each report that is a group of its own too), sorted."""
+    alive = [e for e in edges.values() if e.a in records and e.b in records]
+    group_of = assign_groups(records, alive)
+    facts = group_facts(
+        group_of,
+        people={k: r.people_count for k, r in records.items()},
+        observed_at={k: r.observed_at for k, r in records.items()},
+    )
+    members: dict[UUID, list[UUID]] = {}
+    for k, g in group_of.items():
+        members.setdefault(g, []).append(k)
+    rows = []
+    for f in facts:
+        if f.size < 2 and not singles:
+            continue
+        for k in members[f.group_id]:
+            is_anchor = k == f.anchor
+            rows.append(GroupRow(k, f.group_id, is_anchor, f.people_est if is_anchor else 0))
+    return sorted(rows)
 
 
 def _spans(

@@ -30,18 +30,18 @@ from service.domain.webhooks import (
 
 def rows_of(rows: Iterable[Sequence[Any]], *, width: int) -> list[CountRow]:
     """CountRows from result rows (bucket, ``width`` key values with '' for none, reports,
-    people), leaving out zero sums; each distinct key tuple is built once."""
+    people, groups, people_est), leaving out zero sums; each distinct key tuple is built once."""
     keys: dict[tuple[Any, ...], tuple[str | None, ...]] = {}
     out = []
     for row in rows:
-        reports, people = row[-2], row[-1]
-        if not (reports or people):
+        reports, people, groups, people_est = row[-4], row[-3], row[-2], row[-1]
+        if not (reports or people or groups or people_est):
             continue
         raw = tuple(row[1 : 1 + width])
         key = keys.get(raw)
         if key is None:
             key = keys[raw] = tuple(v or None for v in raw)
-        out.append(CountRow(int(row[0]), key, reports, people))
+        out.append(CountRow(int(row[0]), key, reports, people, groups, people_est))
     return out
 
 

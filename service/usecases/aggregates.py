@@ -236,8 +236,10 @@ def aggregate(
             bbox=request.bbox,
         )
     )
-    groups, reports, people = _table(counted, keys, request, index, len(chosen))
-    table = ExactTable(reports, people)
+    groups, (reports, people, n_groups, people_est) = _table(
+        counted, keys, request, index, len(chosen)
+    )
+    table = ExactTable(reports, people, n_groups, people_est)
     published = (
         np.ones(reports.shape, dtype=np.bool_)
         if request.fill or request.all_segments
@@ -269,8 +271,9 @@ def _table(
     request: AggregateRequest,
     index: SegmentIndex,
     n_buckets: int,
-) -> tuple[list[Group], IntArray, IntArray]:
-    """The groups in order, and reports and people per group and bucket, as arrays: a month-by-
+) -> tuple[list[Group], tuple[IntArray, IntArray, IntArray, IntArray]]:
+    """The groups in order, and reports, people, groups (of linked reports) and people_est per
+    group and bucket, as arrays: a month-by-
     segment table has thousands of cells, and a Python object per cell per step was most of the
     request's time. Groups with no report are left out, except the segments ``all_segments``
     lists."""
@@ -288,11 +291,18 @@ def _table(
             place = slot[group] = len(found)
             found.append(group)
         at_group.append(place)
-    found_reports = np.zeros((len(found), n_buckets), dtype=np.int64)
-    found_people = np.zeros_like(found_reports)
     at = (at_group, [row.bucket for row in counted])
-    np.add.at(found_reports, at, [row.reports for row in counted])
-    np.add.at(found_people, at, [row.people for row in counted])
+    found_all = []
+    for values in (
+        [row.reports for row in counted],
+        [row.people for row in counted],
+        [row.groups for row in counted],
+        [row.people_est for row in counted],
+    ):
+        found_column = np.zeros((len(found), n_buckets), dtype=np.int64)
+        np.add.at(found_column, at, values)
+        found_all.append(found_column)
+    found_reports, found_people = found_all[0], found_all[1]
     nonzero = ((found_reports != 0) | (found_people != 0)).any(axis=1).tolist()
     groups = sorted((g for g, keep in zip(found, nonzero, strict=True) if keep), key=_sort_key)
     if request.all_segments and request.group_by == ("segment",):
@@ -302,11 +312,12 @@ def _table(
         ]
         groups = listed + [g for g in groups if g not in set(listed)]
     taken = np.asarray([slot.get(g, -1) for g in groups], dtype=np.intp)
-    reports = np.zeros((len(groups), n_buckets), dtype=np.int64)
-    people = np.zeros_like(reports)
-    reports[taken >= 0] = found_reports[taken[taken >= 0]]
-    people[taken >= 0] = found_people[taken[taken >= 0]]
-    return groups, reports, people
+    tables = []
+    for found_column in found_all:
+        table = np.zeros((len(groups), n_buckets), dtype=np.int64)
+        table[taken >= 0] = found_column[taken[taken >= 0]]
+        tables.append(table)
+    return groups, (tables[0], tables[1], tables[2], tables[3])
 
 
 Plan = tuple[tuple[Bucket, ...], tuple[PeriodPart, ...], tuple[RangePart, ...]]

@@ -72,6 +72,8 @@ class ReleaseView:
     vocab: dict[str, list[str | None]]
     reports: IntArray
     people: IntArray
+    groups: IntArray
+    people_est: IntArray
     answers: OrderedDict[Hashable, Any] = field(default_factory=OrderedDict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -96,6 +98,8 @@ class ReleaseView:
             vocab=vocab,
             reports=np.fromiter((r.reports for r in rows), np.int64, len(rows))[order],
             people=np.fromiter((r.people for r in rows), np.int64, len(rows))[order],
+            groups=np.fromiter((r.groups for r in rows), np.int64, len(rows))[order],
+            people_est=np.fromiter((r.people_est for r in rows), np.int64, len(rows))[order],
         )
 
     def kept(self, key: Hashable, make: Any) -> Any:
@@ -300,11 +304,17 @@ def _aggregate(
     n_groups = math.prod(len(values) for _, values in keys)
     flat = group * n_buckets + bucket
     size = n_groups * n_buckets
-    reports = np.bincount(flat, weights=taken(view.reports), minlength=size).astype(np.int64)
-    people = np.bincount(flat, weights=taken(view.people), minlength=size).astype(np.int64)
-    reports, people = reports.reshape(n_groups, n_buckets), people.reshape(n_groups, n_buckets)
-    # Margins from the exact counts, then through the same rule as every cell.
+    reports, people, n_linked, people_est = (
+        np.bincount(flat, weights=taken(column), minlength=size)
+        .astype(np.int64)
+        .reshape(n_groups, n_buckets)
+        for column in (view.reports, view.people, view.groups, view.people_est)
+    )
+    # Margins from the exact counts, then through the same rule as every cell. Groups and
+    # people_est go through it as a pair of their own: hidden below min_count groups (so
+    # whenever the reports are, as a cell never has more groups than reports), else rounded.
     totals_hidden, totals_r, totals_p = publish_many(reports.sum(1), people.sum(1), rule)
+    totals_g = publish_many(n_linked.sum(1), people_est.sum(1), rule)
     if request.all_segments and request.group_by == ("segment",):
         position = {v: i for i, v in enumerate(keys[0][1])}
         listed = [
@@ -316,47 +326,59 @@ def _aggregate(
         listed = _in_order(np.flatnonzero(~totals_hidden), keys).tolist()
     groups = _decode_all(np.asarray(listed, dtype=np.int64), keys)
     hidden, shown_r, shown_p = publish_many(reports, people, rule)
+    g_hidden, shown_g, shown_e = publish_many(n_linked, people_est, rule)
     every = request.fill or request.all_segments
     rows: list[AggregateRow] = []
     # Python lists, not numpy scalars, in the loop over cells: it runs once per listed cell.
     n = len(buckets)
-    for g, cell_hidden, cell_r, cell_p in zip(
+    for g, cell_hidden, cell_r, cell_p, cell_gh, cell_g, cell_e in zip(
         groups,
         hidden[listed, :n].tolist(),
         shown_r[listed, :n].tolist(),
         shown_p[listed, :n].tolist(),
+        g_hidden[listed, :n].tolist(),
+        shown_g[listed, :n].tolist(),
+        shown_e[listed, :n].tolist(),
         strict=True,
     ):
         for j in range(n):
             if cell_hidden[j]:
                 if every:
                     rows.append(AggregateRow(g, j, HIDDEN_FIGURE))
-            else:
+            elif cell_gh[j]:
                 rows.append(AggregateRow(g, j, Figure(cell_r[j], cell_p[j], False)))
+            else:
+                figure = Figure(cell_r[j], cell_p[j], False, cell_g[j], cell_e[j])
+                rows.append(AggregateRow(g, j, figure))
     by_group = (
         {
-            g: _figure(h, r, p)
-            for g, h, r, p in zip(
+            g: _figure((h, r, p), (gh, gg, ge))
+            for g, h, r, p, gh, gg, ge in zip(
                 groups,
                 totals_hidden[listed].tolist(),
                 totals_r[listed].tolist(),
                 totals_p[listed].tolist(),
+                *(a[listed].tolist() for a in totals_g),
                 strict=True,
             )
         }
         if len(buckets) > 1
         else {}
     )
-    b_hidden, b_r, b_p = publish_many(reports.sum(0), people.sum(0), rule)
-    by_bucket = {j: _figure(b_hidden[j], b_r[j], b_p[j]) for j in range(len(buckets))}
-    t_hidden, t_r, t_p = publish_many(np.asarray([reports.sum()]), np.asarray([people.sum()]), rule)
+    b_r = publish_many(reports.sum(0), people.sum(0), rule)
+    b_g = publish_many(n_linked.sum(0), people_est.sum(0), rule)
+    by_bucket = {
+        j: _figure(tuple(a[j] for a in b_r), tuple(a[j] for a in b_g)) for j in range(len(buckets))
+    }
+    t_r = publish_many(np.asarray([reports.sum()]), np.asarray([people.sum()]), rule)
+    t_g = publish_many(np.asarray([n_linked.sum()]), np.asarray([people_est.sum()]), rule)
     aggregate = Aggregate(
         request=replace(request, start=day_start(window.start), end=day_start(window.end)),
         buckets=buckets,
         rows=rows,
         by_group=by_group,
         by_bucket=by_bucket if request.group_by and request.bucket else {},
-        total=_figure(t_hidden[0], t_r[0], t_p[0]),
+        total=_figure(tuple(a[0] for a in t_r), tuple(a[0] for a in t_g)),
         suppress_below=rule.min_count,
     )
     return PublicAnswer(aggregate, view.info, window, selected)
@@ -365,8 +387,16 @@ def _aggregate(
 HIDDEN_FIGURE = Figure(None, None, True)
 
 
-def _figure(hidden: Any, reports: Any, people: Any) -> Figure:
-    return HIDDEN_FIGURE if hidden else Figure(int(reports), int(people), False)
+def _figure(counted: tuple[Any, ...], grouped: tuple[Any, ...]) -> Figure:
+    """A published figure from (hidden, reports, people) and (hidden, groups, people_est), each
+    as publish_many made them."""
+    hidden, reports, people = counted
+    if hidden:
+        return HIDDEN_FIGURE
+    g_hidden, groups, people_est = grouped
+    if g_hidden:
+        return Figure(int(reports), int(people), False)
+    return Figure(int(reports), int(people), False, int(groups), int(people_est))
 
 
 def _code_in(
@@ -499,7 +529,13 @@ def public_tile(
     for i in segments_in_tile(segment_boxes(index), tile):
         segment = index.segments[i]
         figure = figures.get(segment.segment_id) or HIDDEN_FIGURE
-        count = None if figure.suppressed else SegmentCount(figure.reports or 0, figure.people or 0)
+        count = (
+            None
+            if figure.suppressed
+            else SegmentCount(
+                figure.reports or 0, figure.people or 0, figure.groups, figure.people_est
+            )
+        )
         segments.append(TileSegment(segment, i + 1, count, hidden=figure.suppressed))
     return TileContent(tile=tile, segments=tuple(segments), reports=TileReports())
 

@@ -58,6 +58,8 @@ def segment_properties(
         props["suppressed"] = True
     else:
         props |= {"reports": count.reports, "people": count.people}
+        if count.groups is not None:
+            props |= {"groups": count.groups, "people_est": count.people_est}
     return props
 
 

@@ -50,11 +50,15 @@ async def test_monthly_series_per_segment_as_json_and_csv(client: httpx.AsyncCli
     assert rows[roxham, "2026-01"]["people"] == 24 and rows[roxham, "2026-02"]["reports"] == 7
     beyond = [r for r in doc["rows"] if r["snap_status"] == "beyond_max_distance"]
     assert [(r["segment_id"], r["reports"]) for r in beyond] == [(None, 5)]
-    assert doc["totals"]["all"] == {"reports": 30, "people": 60, "suppressed": False}
+    # One monitor: nothing is linked, every report its own group (groups as reports).
+    assert doc["totals"]["all"] == {
+        "reports": 30, "people": 60, "groups": 30, "people_est": 60, "suppressed": False
+    }  # fmt: skip
     text = (await client.get("/v1/aggregates?group_by=segment&bucket=month&f=csv")).text
     table = list(csv.DictReader(io.StringIO(text)))
     assert list(table[0]) == [
-        "segment_id", "snap_status", "period_start", "reports", "people", "suppressed"
+        "segment_id", "snap_status", "period_start", "reports", "people", "groups", "people_est",
+        "suppressed",
     ]  # fmt: skip
     assert {(r["segment_id"], r["period_start"][:7], r["reports"]) for r in table} == {
         (r["segment_id"] or "", r["period_start"][:7], str(r["reports"])) for r in doc["rows"]

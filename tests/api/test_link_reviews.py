@@ -113,3 +113,34 @@ async def test_only_analysts_see_group_ids(app: FastAPI, as_role: dict[str, Any]
     for path in ("/v1/reports", "/ogc/collections/reports/items", f"/v1/reports/{a}"):
         response = await as_role["public"].get(path)
         assert response.status_code == 401 and "group_id" not in response.text
+
+
+async def test_one_group_counts_once_in_analysts_figures(
+    app: FastAPI, as_role: dict[str, Any]
+) -> None:
+    """Aggregates, a segment's time series and the segments choropleth carry groups and
+    people_est beside reports and people; a rejection splits the group and the figures follow."""
+    a, b = await _one_group_twice(app, as_role)
+    analyst = as_role["analyst"]
+    both = {"reports": 2, "people": 6, "groups": 1, "people_est": 3, "suppressed": False}
+    doc = (await analyst.get("/v1/aggregates?group_by=segment&bucket=day")).json()
+    assert doc["totals"]["all"] == both
+    (row,) = doc["rows"]
+    assert (row["reports"], row["groups"], row["people_est"]) == (2, 1, 3)
+    segment = row["segment_id"]
+    series = (await analyst.get(f"/v1/segments/{segment}/timeseries?bucket=day")).json()
+    assert series["totals"]["all"] == both
+    lines = (await analyst.get("/v1/aggregates/segments.geojson")).json()
+    (line,) = [f for f in lines["features"] if f["properties"]["segment_id"] == segment]
+    assert (line["properties"]["groups"], line["properties"]["people_est"]) == (1, 3)
+
+    (link,) = (await analyst.get("/v1/links")).json()["links"]
+    await analyst.post(f"/v1/links/{link['id']}/reject")
+    doc = (await analyst.get("/v1/aggregates")).json()
+    assert doc["totals"]["all"] == both | {"groups": 2, "people_est": 6}
+    await analyst.post(f"/v1/links/{link['id']}/confirm")
+    assert (await analyst.get("/v1/aggregates")).json()["totals"]["all"] == both
+    assert (await as_role["admin"].delete(f"/v1/reports/{a}")).status_code in (200, 204)
+    alone = {"reports": 1, "people": 3, "groups": 1, "people_est": 3, "suppressed": False}
+    assert (await analyst.get("/v1/aggregates")).json()["totals"]["all"] == alone
+    assert b

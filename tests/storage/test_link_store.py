@@ -364,3 +364,97 @@ def test_an_upgraded_postgis_database_links_the_reports_it_held() -> None:
             assert not tables & {"report_links", "report_groups", "link_pending"}
         finally:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _linked_world(store: Store) -> None:
+    """Three crossings seen by two or three monitors across two days, and a release cut."""
+    arrivals = []
+    for n in range(12):
+        crossing, monitor = divmod(n, 3)
+        report = at(
+            lon=26.05 + 0.0005 * monitor,
+            observed_at=T0 + timedelta(hours=20 * crossing, minutes=10 * monitor),
+            people_count=2 + monitor % 2,
+            device_id=f"phone-{monitor}",
+        )
+        arrivals.append((report, f"key-{monitor}"))
+    ingest(store, arrivals)
+    store.cut_release(T0.date() + timedelta(days=2), T0 + timedelta(days=3))
+
+
+_GROUP_TABLES = {
+    "group_days": "SELECT * FROM group_days ORDER BY 1, 2, 3, 4, 5",
+    "group_months": "SELECT * FROM group_months ORDER BY 1, 2, 3, 4, 5",
+    "release_cells": "SELECT day, segment_id, kind, direction, side, reports, people, groups,"
+    " people_est FROM release_cells ORDER BY 1, 2, 3, 4, 5",
+}
+
+
+@pytest.mark.postgis
+def test_migration_0018_counts_what_the_store_keeps() -> None:
+    """0018 fills group_days, group_months and the release's new columns from the groups a
+    database held: the same rows the store keeps as it links (downgraded to 0016, upgraded
+    again)."""
+    from tests.conftest import ADMIN_URL, _postgis_unavailable
+
+    try:
+        psycopg.connect(ADMIN_URL, connect_timeout=5).close()
+    except psycopg.OperationalError as error:
+        _postgis_unavailable(str(error).strip())
+    name = f"crossings_linkrel_{uuid.uuid4().hex[:8]}"
+    base = ADMIN_URL.rsplit("/", 1)[0]
+    url = f"{base}/{name}".replace("postgresql://", "postgresql+psycopg://", 1)
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            with psycopg.connect(f"{base}/{name}", autocommit=True) as conn:
+                conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
+            upgrade(url, "head")
+            store = open_store(Settings(database_url=url, rollup_fold_interval_ms=0))
+            try:
+                store.replace_segments(SEGMENTS)
+                _linked_world(store)
+            finally:
+                store.close()
+            with psycopg.connect(f"{base}/{name}") as conn:
+                kept = {t: conn.execute(q).fetchall() for t, q in _GROUP_TABLES.items()}
+            assert kept["group_days"] and kept["group_months"]
+            assert any(row[-2] < row[-4] for row in kept["release_cells"])  # groups < reports
+            command.downgrade(alembic_config(url), "0016")
+            upgrade(url, "head")
+            with psycopg.connect(f"{base}/{name}") as conn:
+                again = {t: conn.execute(q).fetchall() for t, q in _GROUP_TABLES.items()}
+            assert again == kept
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_sqlite_step_12_counts_what_the_store_keeps(tmp_path: Any) -> None:
+    """The SQLite step fills group_days, group_months and the release's new columns from the
+    groups a file held: the same rows the store keeps as it links."""
+    import sqlite3
+
+    from service.storage.sqlite.schema import MIGRATIONS, migrate
+
+    path = tmp_path / "step12.db"
+    store = open_store(Settings(database_url=f"sqlite:///{path}"))
+    try:
+        store.replace_segments(SEGMENTS)
+        _linked_world(store)
+    finally:
+        store.close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        kept = {t: conn.execute(q).fetchall() for t, q in _GROUP_TABLES.items()}
+        assert kept["group_days"] and kept["group_months"]
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("DROP TABLE group_days")
+        conn.execute("DROP TABLE group_months")
+        conn.execute("ALTER TABLE release_cells DROP COLUMN groups")
+        conn.execute("ALTER TABLE release_cells DROP COLUMN people_est")
+        conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) - 1}")
+        assert migrate(conn) == len(MIGRATIONS)
+        conn.execute("COMMIT")
+        assert {t: conn.execute(q).fetchall() for t, q in _GROUP_TABLES.items()} == kept
+    finally:
+        conn.close()

@@ -11,10 +11,11 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import shapely
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from service.domain.aggregation import GROUP_KEYS, UNITS, period_floor
+from service.domain.figures import Figure
 from service.domain.release import PublicRule, ReleaseRow, day_start, publish, release_through
 from service.domain.reports import ReportDraft
 from service.domain.segments import SegmentIndex
@@ -104,6 +105,8 @@ def _by_hand(
         }
     cells: Counter[Any] = Counter()
     people: Counter[Any] = Counter()
+    linked: Counter[Any] = Counter()
+    people_est: Counter[Any] = Counter()
     for row in rows:
         if not window[0] <= row.day < window[1]:
             continue
@@ -115,16 +118,26 @@ def _by_hand(
         bucket = period_floor(request.bucket, row.day) if request.bucket else window[0]
         cells[group, bucket] += row.reports
         people[group, bucket] += row.people
-    groups: Counter[Any] = Counter()
-    group_people: Counter[Any] = Counter()
-    for (group, _), n in cells.items():
-        groups[group] += n
-    for (group, _), n in people.items():
-        group_people[group] += n
-    shown = {k: publish(n, people[k], RULE) for k, n in cells.items()}
-    by_group = {g: publish(n, group_people[g], RULE) for g, n in groups.items()}
-    total = publish(sum(cells.values()), sum(people.values()), RULE)
+        linked[group, bucket] += row.groups
+        people_est[group, bucket] += row.people_est
+    columns = (cells, people, linked, people_est)
+    margins: list[Counter[Any]] = [Counter(), Counter(), Counter(), Counter()]
+    for column, margin in zip(columns, margins, strict=True):
+        for (group, _), n in column.items():
+            margin[group] += n
+    shown = {k: _published(*(c[k] for c in columns)) for k in cells}
+    by_group = {g: _published(*(m[g] for m in margins)) for g in margins[0]}
+    total = _published(*(sum(c.values()) for c in columns))
     return shown, by_group, total
+
+
+def _published(reports: int, people: int, groups: int, people_est: int) -> Figure:
+    """The scalar rule, once for reports and people and once for groups and people_est."""
+    counted = publish(reports, people, RULE)
+    if counted.hidden:
+        return Figure(None, None, True)
+    grouped = publish(groups, people_est, RULE)
+    return Figure(counted.reports, counted.people, False, grouped.reports, grouped.people)
 
 
 @settings(
@@ -138,7 +151,12 @@ def test_public_answers_are_the_release_put_through_the_rule(
 ) -> None:
     url, store, index = store_with_border
     wipe_reports(url)
-    submit_batch(store, index, _drafts(rows), settings=Settings(database_url=url), now=NOW)
+    # Two monitors: reports of one crossing by both are linked, and count once as groups.
+    for monitor in (0, 1):
+        mine = [row for row in rows if row[0] % 2 == monitor]
+        submit_batch(store, index, _drafts(mine), settings=Settings(database_url=url), now=NOW,
+                     posted_by=f"key-{monitor}")  # fmt: skip
+    store.settle_links()
     cut_at = T0 + timedelta(days=90, hours=7)
     info = cut_release(store, now=cut_at, delay_h=24)
     cut = store.read_release()
@@ -149,18 +167,31 @@ def test_public_answers_are_the_release_put_through_the_rule(
     through = release_through(cut_at, 24)
     assert info.through == through == date(2026, 3, 31)
     expected: Counter[Any] = Counter()
-    for report in export_reports(store):
+    stored = list(export_reports(store))
+    group_of = store.group_ids([r.draft.id for r in stored])
+    members: dict[Any, list[Any]] = {}
+    for report in stored:
+        members.setdefault(group_of.get(report.draft.id, report.draft.id), []).append(report)
+    est = {min(g, key=lambda r: (r.draft.observed_at, r.draft.id)).draft.id:
+           max(r.draft.people_count for r in g) for g in members.values()}  # fmt: skip
+    for report in stored:
         day = report.draft.observed_at.astimezone(UTC).date()
         if day < through:
             key = (day, report.snap.segment_id, report.draft.kind, report.draft.direction,
                    report.snap.side)  # fmt: skip
             expected[(*key, "reports")] += 1
             expected[(*key, "people")] += report.draft.people_count
+            if report.draft.id in est:  # a group's anchor: the group counts here, once
+                expected[(*key, "groups")] += 1
+                expected[(*key, "people_est")] += est[report.draft.id]
     got: Counter[Any] = Counter()
     for r in release_rows:
         got[(*r[:5], "reports")] += r.reports
         got[(*r[:5], "people")] += r.people
-    assert got == expected
+        got[(*r[:5], "groups")] += r.groups
+        got[(*r[:5], "people_est")] += r.people_est
+    assert +got == +expected
+    event(f"linked: {sum(r.reports - r.groups for r in release_rows) > 0}")
 
     view = ReleaseView.of(*cut)
     for spec in specs:
@@ -179,23 +210,13 @@ def test_public_answers_are_the_release_put_through_the_rule(
             if not row.figure.suppressed
         }
         assert got_cells == {
-            k: _figure(f) for k, f in shown.items() if not f.hidden and k[1] < window[1]
+            k: f for k, f in shown.items() if not f.suppressed and k[1] < window[1]
         }
-        assert _pair(result.total) == tuple(total)
+        assert result.total == total
         for group, figure in result.by_group.items():
-            assert _pair(figure) == tuple(by_group.get(group, (None, None)))
+            assert figure == by_group.get(group, Figure(None, None, True))
         if request.fill and result.buckets:  # every bucket of every shown group is listed
             assert len(result.rows) == len(result.buckets) * len({r.group for r in result.rows})
-
-
-def _figure(published: Any) -> Any:
-    from service.domain.figures import Figure
-
-    return Figure(published.reports, published.people, False)
-
-
-def _pair(figure: Any) -> tuple[int | None, int | None]:
-    return (figure.reports, figure.people)
 
 
 def test_a_cut_leaves_out_days_younger_than_the_delay(

@@ -85,7 +85,8 @@ async def aggregates(
     src: SourcesDep,
     query: Annotated[wire.AggregatesQuery, Query()],
 ) -> Response:
-    """Reports and people per group and period. With an analyst or admin key, exact, over any
+    """Reports and people per group and period, and `groups` and `people_est` (linked reports of
+    one crossing counted once: docs/linking.md). With an analyst or admin key, exact, over any
     window, box and time zone. Without one (and for reporters), from the public release: whole
     UTC periods that ended at least CROSSINGS_PUBLIC_DELAY_H ago (`start`/`end` move out to them,
     and `window` says what was counted), whole segments for a `bbox` (`selected_segments`), every

@@ -130,7 +130,13 @@ def _segments(
 
 
 def figure_fields(figure: Figure) -> dict[str, Any]:
-    return {"reports": figure.reports, "people": figure.people, "suppressed": figure.suppressed}
+    return {
+        "reports": figure.reports,
+        "people": figure.people,
+        "groups": figure.groups,
+        "people_est": figure.people_est,
+        "suppressed": figure.suppressed,
+    }
 
 
 def columns(result: Aggregate) -> list[str]:
@@ -139,7 +145,7 @@ def columns(result: Aggregate) -> list[str]:
         names.append("snap_status")
     if result.request.bucket is not None:
         names.append("period_start")
-    return [*names, "reports", "people", "suppressed"]
+    return [*names, "reports", "people", "groups", "people_est", "suppressed"]
 
 
 def public_fields(answer: PublicAnswer, settings: Settings) -> dict[str, Any]:
@@ -186,6 +192,8 @@ def rows(result: Aggregate, *, hidden_as: str | None = None) -> list[dict[str, A
         row.update(figure_fields(figure))
         if hidden_as is not None and figure.suppressed:
             row["reports"] = row["people"] = hidden_as
+        if hidden_as is not None and figure.groups is None:
+            row["groups"] = row["people_est"] = hidden_as
         out.append(row)
     return out
 

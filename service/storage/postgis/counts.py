@@ -1,6 +1,11 @@
 """Aggregate counts on PostGIS: one statement sums the signed parts of every bucket, reading the
 rollups for whole UTC periods and the reports for the ranges between.
 
+Groups and people_est (linked reports counted once, docs/linking.md): a rollup's period counts
+each report as a group of its own people, and ``group_months`` / ``group_days`` (migration 0018)
+add what linking changes in that for the period (in a box, ``group_days`` for the whole cells);
+the reports read directly are each counted where their group counts (``report_groups``).
+
 Which rollup a period reads (each with the reports pending for it: rollups.live):
 - a month: ``count_segment_months`` when the keys and filters need no side or direction (5x
   fewer rows; its ALL_KINDS rows, 4x fewer again, when they need no kind either), else
@@ -15,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from service.domain.aggregation import COUNT_KEYS, CountQuery, CountRow, period_end
+from service.domain.aggregation import COUNT_KEYS, CountQuery, CountRow, Grain, period_end
 from service.domain.grid import GRID_LEVEL, CellBlock, cells_inside
 from service.storage.postgis.rollups import ALL_KINDS, CELL_DAYS_LEVEL, live
 from service.storage.rows import rows_of
@@ -25,17 +30,40 @@ from service.storage.rows import rows_of
 _ALL_KEYS = "c.segment_id, c.side, c.kind, c.direction"
 _NARROW_KEYS = "c.segment_id, '' AS side, c.kind, '' AS direction"
 _REPORT_KEYS = """coalesce(r.segment_id, '') AS segment_id, coalesce(r.side::text, '') AS side,
-               r.kind, coalesce(r.direction::text, '') AS direction, r.people_count AS people"""
+               r.kind, coalesce(r.direction::text, '') AS direction, r.people_count AS people,
+               (g.report_id IS NULL OR g.is_anchor)::int AS groups,
+               coalesce(g.group_people, r.people_count) AS people_est"""
+# A report is a group of its own, or counted where its group counts (docs/linking.md). Its row
+# of report_groups is looked up by key, report by report (LATERAL, fenced by OFFSET 0): joined
+# plainly, the planner hashed the whole of report_groups once per range (13 ranges of a
+# St John's monthly series: 49 of 111 ms, and report_groups grows with the reports).
+_REPORTS_GROUPED = """reports r LEFT JOIN LATERAL (
+                   SELECT g.report_id, g.is_anchor, g.group_people FROM report_groups g
+                   WHERE g.report_id = r.id OFFSET 0) AS g ON true"""
 
 
 def _rollup_sql(name: str, source: str, columns: str, filters: str) -> str:
     """The rows of rollup ``source`` for the periods bound as ``name``_period/_bucket/_sign, each
     with its bucket and sign, keyed by ``columns``."""
     return f"""
-        SELECT v.bucket, v.sign, {columns}, c.reports, c.people
+        SELECT v.bucket, v.sign, {columns}, c.reports, c.people, c.reports AS groups,
+               c.people AS people_est
         FROM unnest(%({name}_period)b::timestamptz[], %({name}_bucket)b::int[],
                     %({name}_sign)b::int[]) AS v(period, bucket, sign)
         JOIN {source} c ON c.period = v.period
+        WHERE true{filters}
+    """
+
+
+def _group_counts_sql(name: str, grain: Grain, filters: str) -> str:
+    """What linking changes in the counts of the ``grain`` periods bound as ``name``_period/
+    _bucket/_sign (group_days or group_months, migration 0018), with their buckets and signs."""
+    return f"""
+        SELECT v.bucket, v.sign, {_ALL_KEYS}, 0 AS reports, 0 AS people, c.groups,
+               c.people AS people_est
+        FROM unnest(%({name}_period)b::timestamptz[], %({name}_bucket)b::int[],
+                    %({name}_sign)b::int[]) AS v(period, bucket, sign)
+        JOIN group_{grain}s c ON c.period = v.period
         WHERE true{filters}
     """
 
@@ -51,14 +79,16 @@ def _ranges_sql(kept: str, grouped: str, filters: str) -> str:
     """The reports of each distinct span bound as u_start/u_end, summed by the keys ``kept``
     (``grouped``: those asked for), then counted into each bucket that has the span."""
     return f"""
-        SELECT v.bucket, v.sign, r.segment_id, r.side, r.kind, r.direction, r.reports, r.people
+        SELECT v.bucket, v.sign, r.segment_id, r.side, r.kind, r.direction, r.reports, r.people,
+               r.groups, r.people_est
         FROM (
-            SELECT u.k, {kept}, count(*) AS reports, sum(r.people) AS people
+            SELECT u.k, {kept}, count(*) AS reports, sum(r.people) AS people,
+                   sum(r.groups) AS groups, sum(r.people_est) AS people_est
             FROM unnest(%(u_start)b::timestamptz[], %(u_end)b::timestamptz[]) WITH ORDINALITY
                 AS u(t0, t1, k)
             CROSS JOIN LATERAL (
                 SELECT {_REPORT_KEYS}
-                FROM reports r
+                FROM {_REPORTS_GROUPED}
                 WHERE r.observed_at >= u.t0 AND r.observed_at < u.t1{filters}
                 OFFSET 0
             ) AS r
@@ -78,11 +108,12 @@ def _edges_sql(strips: str, filters: str) -> str:
     (boxes OR'd), each with its day's bucket and sign."""
     return f"""
         SELECT (%(d_bucket)b::int[])[e.i] AS bucket, (%(d_sign)b::int[])[e.i] AS sign,
-               e.segment_id, e.side, e.kind, e.direction, 1 AS reports, e.people
+               e.segment_id, e.side, e.kind, e.direction, 1 AS reports, e.people, e.groups,
+               e.people_est
         FROM (
             SELECT width_bucket(r.observed_at, %(d_period)b::timestamptz[]) AS i,
                    date_trunc('day', r.observed_at, 'UTC') AS day, {_REPORT_KEYS}
-            FROM reports r
+            FROM {_REPORTS_GROUPED}
             WHERE r.observed_at >= %(d_first)s AND r.observed_at < %(d_last)s
               AND ({strips}){filters}
         ) AS e
@@ -146,8 +177,9 @@ def _box_days(query: CountQuery, params: dict[str, Any], block: CellBlock | None
     strips = " OR ".join(_strip_envelope(i) for i in range(len(block.strips)))
     not_in_block = f" AND NOT ({_in_block(GRID_LEVEL - block.level)})"
     edges = _edges_sql(strips, filters + not_in_block)
-    cells = _rollup_sql("d", live("cell_days"), _ALL_KEYS, _filters(query, "c") + _BLOCK_CELLS)
-    return [cells, edges]
+    cell_filters = _filters(query, "c") + _BLOCK_CELLS
+    cells = _rollup_sql("d", live("cell_days"), _ALL_KEYS, cell_filters)
+    return [cells, _group_counts_sql("d", "day", cell_filters), edges]
 
 
 def _period_sources(query: CountQuery, params: dict[str, Any]) -> list[str]:
@@ -155,6 +187,7 @@ def _period_sources(query: CountQuery, params: dict[str, Any]) -> list[str]:
     keys and filters need no side or direction, and its every-kind rows when no kind either."""
     narrow = set(query.keys) <= _NARROW
     sources = []
+    grain: Grain
     for name, table, grain, columns in (
         ("m", "count_segment_months" if narrow else "count_months", "month",
          _NARROW_KEYS if narrow else _ALL_KEYS),
@@ -173,6 +206,7 @@ def _period_sources(query: CountQuery, params: dict[str, Any]) -> list[str]:
             f"{name}_sign": [p.sign for p in chosen],
         }
         sources.append(_rollup_sql(name, live(table), columns, filters))
+        sources.append(_group_counts_sql(name, grain, _filters(query, "c")))
     return sources
 
 
@@ -233,12 +267,14 @@ def _summed_sql(sources: list[str], keys: tuple[str, ...]) -> str:
     columns = "".join(f", {k}" for k in keys)
     places = ", ".join(str(i + 1) for i in range(len(keys) + 1))
     parts = " UNION ALL ".join(
-        f"SELECT bucket{columns}, sum(sign * reports) AS reports, sum(sign * people) AS people"
+        f"SELECT bucket{columns}, sum(sign * reports) AS reports, sum(sign * people) AS people,"
+        " sum(sign * groups) AS groups, sum(sign * people_est) AS people_est"
         f" FROM ({source}) AS part GROUP BY {places}"
         for source in sources
     )
     return (
-        f"SELECT bucket{columns}, sum(reports)::bigint, sum(people)::bigint"
+        f"SELECT bucket{columns}, sum(reports)::bigint, sum(people)::bigint,"
+        " sum(groups)::bigint, sum(people_est)::bigint"
         f" FROM ({parts}) AS parts GROUP BY {places}"
     )
 

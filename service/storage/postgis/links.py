@@ -18,12 +18,14 @@ from uuid import UUID
 
 from sqlalchemy import Connection
 
+from service.domain.grid import GRID_LEVEL
 from service.domain.link_groups import Edge
 from service.domain.linking import Levels, Link, LinkRecord
 from service.domain.links import LinkPage, LinkQuery, LinkState, StoredLink, link_id
 from service.domain.segments import BorderSegment
 from service.storage.linking import GroupRow, Linker
 from service.storage.postgis import segments as segment_queries
+from service.storage.postgis.rollups import CELL_DAYS_LEVEL
 
 LINK_LOCK = 0x6C696E6B  # pg_advisory_xact_lock key ("link")
 
@@ -122,6 +124,7 @@ class PostgisLinkTx:
         ]
 
     def set_groups(self, ids: Collection[UUID], rows: Sequence[GroupRow]) -> None:
+        _count_groups(self.conn, ids, sign=-1)
         self.conn.exec_driver_sql(
             "DELETE FROM report_groups WHERE report_id = ANY(%(ids)s::uuid[])", {"ids": list(ids)}
         )
@@ -137,6 +140,16 @@ class PostgisLinkTx:
                     "people": [r.group_people for r in rows],
                 },
             )
+            _count_groups(self.conn, [r.report_id for r in rows], sign=1)
+
+    def linked_between(self, start: datetime, end: datetime) -> list[UUID]:
+        rows = self.conn.exec_driver_sql(
+            "SELECT r.id FROM reports r WHERE r.observed_at >= %(start)s"
+            " AND r.observed_at < %(end)s AND EXISTS (SELECT 1 FROM report_links l"
+            " WHERE l.state != 'rejected' AND (l.a = r.id OR l.b = r.id))",
+            {"start": start, "end": end},
+        )
+        return [x for (x,) in rows]
 
     def confirmed_levels(self, known: int) -> list[Levels] | None:
         count = self.conn.exec_driver_sql(
@@ -148,6 +161,54 @@ class PostgisLinkTx:
             "SELECT levels FROM report_links WHERE state = 'confirmed'"
         )
         return [tuple(levels) for (levels,) in rows]
+
+
+# What the group rows of some reports change in the counts (migration 0018): per UTC day and
+# level-12 cell in group_days, per UTC month in group_months; upserted in key order, as the
+# rollups are.
+_CELL = GRID_LEVEL - CELL_DAYS_LEVEL
+_GROUP_TABLES = {
+    "group_days": (
+        "date_trunc('day', r.observed_at, 'UTC')",
+        f", r.grid_x >> {_CELL}, r.grid_y >> {_CELL}",
+        ", cx, cy",
+    ),
+    "group_months": ("date_trunc('month', r.observed_at, 'UTC')", "", ""),
+}
+
+
+def _count_sql(table: str) -> str:
+    period, cell_values, cells = _GROUP_TABLES[table]
+    places = "1, 2, 3, 4, 5" + (", 6, 7" if cells else "")
+    return f"""
+        INSERT INTO {table} AS t (period, segment_id, side, kind, direction{cells}, groups, people)
+        SELECT {period}, coalesce(r.segment_id, ''), coalesce(r.side::text, ''), r.kind,
+               coalesce(r.direction::text, ''){cell_values},
+               %(sign)s * sum(g.is_anchor::int - 1), %(sign)s * sum(g.group_people - r.people_count)
+        FROM report_groups g JOIN reports r ON r.id = g.report_id
+        WHERE g.report_id = ANY(%(ids)s::uuid[])
+        GROUP BY {places}
+        ORDER BY {places}
+        ON CONFLICT (period, segment_id, side, kind, direction{cells}) DO UPDATE
+        SET groups = t.groups + excluded.groups, people = t.people + excluded.people
+        RETURNING t.period
+    """
+
+
+def _count_groups(conn: Connection, ids: Collection[UUID], *, sign: int) -> None:
+    """Count the group rows of ``ids`` into group_days and group_months (``sign`` 1) or out of
+    them (-1): called just after they are written and just before they are deleted, with their
+    reports stored. Rows that come to nothing go."""
+    if not ids:
+        return
+    for table in _GROUP_TABLES:
+        touched = conn.exec_driver_sql(_count_sql(table), {"ids": list(ids), "sign": sign})
+        periods = sorted({period for (period,) in touched})
+        conn.exec_driver_sql(
+            f"DELETE FROM {table} WHERE period = ANY(%(p)s::timestamptz[])"
+            " AND groups = 0 AND people = 0",
+            {"p": periods},
+        )
 
 
 def _lock(conn: Connection) -> None:
@@ -178,6 +239,14 @@ def link_some(
     return len(ids)
 
 
+def release_groups(conn: Connection, linker: Linker, before: datetime) -> list[GroupRow]:
+    """The groups a release of the reports observed before ``before`` counts where they differ
+    from the stored ones (``Linker.groups_before``), holding the link lock until the caller's
+    transaction ends: the cut reads the groups as they were when these were made."""
+    _lock(conn)
+    return linker.groups_before(PostgisLinkTx(conn), before)
+
+
 def forget_report(conn: Connection, linker: Linker, report_id: UUID) -> None:
     """A deleted report's links go, and its old component is grouped again."""
     _lock(conn)
@@ -187,6 +256,7 @@ def forget_report(conn: Connection, linker: Linker, report_id: UUID) -> None:
         " RETURNING CASE WHEN a = %(id)s THEN b ELSE a END",
         {"id": report_id},
     ).all()
+    _count_groups(conn, [report_id], sign=-1)
     conn.exec_driver_sql("DELETE FROM report_groups WHERE report_id = %(id)s", {"id": report_id})
     linker.regroup(PostgisLinkTx(conn), {x for (x,) in others})
 
@@ -198,6 +268,8 @@ def relink_all(conn: Connection, linker: Linker) -> None:
     _lock(conn)
     conn.exec_driver_sql("DELETE FROM report_links WHERE state = 'proposed'")
     conn.exec_driver_sql("DELETE FROM report_groups")
+    conn.exec_driver_sql("DELETE FROM group_days")
+    conn.exec_driver_sql("DELETE FROM group_months")
     reviewed = conn.exec_driver_sql("SELECT a, b FROM report_links WHERE state = 'confirmed'").all()
     linker.regroup(PostgisLinkTx(conn), {x for pair in reviewed for x in pair})
     conn.exec_driver_sql(

@@ -27,7 +27,7 @@ from service.domain.errors import (
 )
 from service.domain.links import LinkPage, LinkQuery, LinkState, StoredLink
 from service.domain.queries import Extent, ReportPage, ReportQuery
-from service.domain.release import ReleaseInfo, ReleaseRow
+from service.domain.release import ReleaseInfo, ReleaseRow, day_start
 from service.domain.reports import IngestResult, Report
 from service.domain.segments import BorderSegment
 from service.domain.surges.watch import SurgeConfig, Watch, make_watch
@@ -431,10 +431,11 @@ class PostgisStore:
         on_counted = self._on_counted()
 
         def work(conn: Connection) -> bool:
-            if not access.delete_report(conn, report_id, on_counted):
-                return False
+            # Links first, while the report is stored: its group row is counted out of
+            # group_days by the report's day, place and keys. (Lock order: LINK_LOCK, then the
+            # fold's; nothing takes them the other way round.)
             links.forget_report(conn, self.linker, report_id)
-            return True
+            return access.delete_report(conn, report_id, on_counted)
 
         return self._write("delete_report", work)
 
@@ -603,7 +604,12 @@ class PostgisStore:
         return self._read("observed_range", counts.observed_range)
 
     def cut_release(self, through: date, cut_at: datetime) -> ReleaseInfo:
-        info = self._run("cut_release", lambda conn: release.cut_release(conn, through, cut_at))
+        def work(conn: Connection) -> ReleaseInfo:
+            # The groups the released reports make among themselves, where those differ.
+            groups = links.release_groups(conn, self.linker, day_start(through))
+            return release.cut_release(conn, through, cut_at, groups)
+
+        info = self._run("cut_release", work)
         # Every cut replaces every row: reclaim the last cut's now (autovacuum may be off or slow).
         self._run("cut_release", release.vacuum, autocommit=True)
         return info

@@ -14,19 +14,31 @@ from service.domain.aggregation import CountQuery, CountRow, RangePart, period_e
 from service.storage.rows import rows_of
 from service.storage.sqlite.rows import from_micros, to_micros
 
+# A rollup's period: every report in it one group of its own people ...
 _ROLLUP = """
     SELECT json_extract(v.value, '$[1]') AS bucket, json_extract(v.value, '$[2]') AS sign, c.segment_id, c.side, c.kind,
-           c.direction, c.reports, c.people
+           c.direction, c.reports, c.people, c.reports AS groups, c.people AS people_est
     FROM json_each(:{name}) AS v
     JOIN {table} c ON c.period = json_extract(v.value, '$[0]')
     WHERE true{filters}
 """
+# ... and what linking changes in that, from group_days or group_months.
+_GROUP_COUNTS = """
+    SELECT json_extract(v.value, '$[1]') AS bucket, json_extract(v.value, '$[2]') AS sign, c.segment_id, c.side, c.kind,
+           c.direction, 0 AS reports, 0 AS people, c.groups, c.people AS people_est
+    FROM json_each(:{name}) AS v
+    JOIN {table} c ON c.period = json_extract(v.value, '$[0]')
+    WHERE true{filters}
+"""
+# A range's reports, each a group of its own or counted where its group counts (report_groups).
 _RANGES = """
     SELECT json_extract(v.value, '$[2]') AS bucket, json_extract(v.value, '$[3]') AS sign, coalesce(r.segment_id, '') AS segment_id,
            coalesce(r.side, '') AS side, r.kind, coalesce(r.direction, '') AS direction,
-           1 AS reports, r.people_count AS people
+           1 AS reports, r.people_count AS people, g.report_id IS NULL OR g.is_anchor AS groups,
+           coalesce(g.group_people, r.people_count) AS people_est
     FROM json_each(:ranges) AS v
     JOIN reports r ON r.observed_at >= json_extract(v.value, '$[0]') AND r.observed_at < json_extract(v.value, '$[1]')
+    LEFT JOIN report_groups g ON g.report_id = r.id
     WHERE true{filters}
 """
 _BOX = " AND r.lon BETWEEN :w AND :e AND r.lat BETWEEN :s AND :n"
@@ -59,7 +71,10 @@ def count_reports(conn: sqlite3.Connection, query: CountQuery) -> list[CountRow]
         ]
         if chosen:
             params[name] = json.dumps(chosen)
-            sources.append(_ROLLUP.format(name=name, table=table, filters=_filters(query, "c")))
+            filters = _filters(query, "c")
+            sources.append(_ROLLUP.format(name=name, table=table, filters=filters))
+            grouped = f"group_{grain}s"
+            sources.append(_GROUP_COUNTS.format(name=name, table=grouped, filters=filters))
     if query.ranges:
         params["ranges"] = json.dumps(
             [[to_micros(r.start), to_micros(r.end), r.bucket, r.sign] for r in query.ranges]
@@ -74,7 +89,8 @@ def count_reports(conn: sqlite3.Connection, query: CountQuery) -> list[CountRow]
         return []
     keys = "".join(f", {k}" for k in query.keys)
     sql = (
-        f"SELECT bucket{keys}, sum(sign * reports), sum(sign * people)"
+        f"SELECT bucket{keys}, sum(sign * reports), sum(sign * people), sum(sign * groups),"
+        " sum(sign * people_est)"
         f" FROM ({' UNION ALL '.join(sources)}) GROUP BY bucket{keys}"
     )
     width = len(query.keys)

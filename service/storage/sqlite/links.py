@@ -106,6 +106,7 @@ class SqliteLinkTx:
         ]
 
     def set_groups(self, ids: Collection[UUID], rows: Sequence[GroupRow]) -> None:
+        _count_groups(self.conn, _ids(ids), sign=-1)
         self.conn.execute(
             "DELETE FROM report_groups WHERE report_id IN (SELECT value FROM json_each(?))",
             (_ids(ids),),
@@ -115,6 +116,16 @@ class SqliteLinkTx:
             " VALUES (?, ?, ?, ?)",
             [(str(r.report_id), str(r.group_id), int(r.is_anchor), r.group_people) for r in rows],
         )
+        _count_groups(self.conn, _ids([r.report_id for r in rows]), sign=1)
+
+    def linked_between(self, start: datetime, end: datetime) -> list[UUID]:
+        rows = self.conn.execute(
+            "SELECT r.id FROM reports r WHERE r.observed_at >= ? AND r.observed_at < ?"
+            " AND EXISTS (SELECT 1 FROM report_links l WHERE l.state != 'rejected'"
+            " AND (l.a = r.id OR l.b = r.id))",
+            (to_micros(start), to_micros(end)),
+        )
+        return [UUID(x) for (x,) in rows]
 
     def confirmed_levels(self, known: int) -> list[Levels] | None:
         (count,) = self.conn.execute(
@@ -124,6 +135,46 @@ class SqliteLinkTx:
             return None
         rows = self.conn.execute("SELECT levels FROM report_links WHERE state = 'confirmed'")
         return [tuple(json.loads(levels)) for (levels,) in rows]
+
+
+# The UTC period of each table of what linking changes in the counts (schema step 12), from
+# observed_at (integer microseconds since the epoch).
+_GROUP_PERIODS = {
+    "group_days": "r.observed_at - r.observed_at % 86400000000",
+    "group_months": (
+        "CAST(strftime('%s', strftime('%Y-%m-01', r.observed_at / 1000000, 'unixepoch'))"
+        " AS INTEGER) * 1000000"
+    ),
+}
+
+
+def _count_groups(conn: sqlite3.Connection, ids: str, *, sign: int) -> None:
+    """Count the group rows of ``ids`` (a JSON array) into group_days and group_months (``sign``
+    1) or out of them (-1): called just after they are written and just before they are
+    deleted, with their reports stored. Rows that come to nothing go."""
+    for table, period in _GROUP_PERIODS.items():
+        conn.execute(
+            f"INSERT INTO {table} (period, segment_id, side, kind, direction, groups, people)"
+            f" SELECT {period}, coalesce(r.segment_id, ''),"
+            " coalesce(r.side, ''), r.kind, coalesce(r.direction, ''),"
+            " :sign * sum(g.is_anchor - 1), :sign * sum(g.group_people - r.people_count)"
+            " FROM report_groups g JOIN reports r ON r.id = g.report_id"
+            " WHERE g.report_id IN (SELECT value FROM json_each(:ids)) GROUP BY 1, 2, 3, 4, 5"
+            " ON CONFLICT (period, segment_id, side, kind, direction) DO UPDATE"
+            " SET groups = groups + excluded.groups, people = people + excluded.people",
+            {"ids": ids, "sign": sign},
+        )
+        conn.execute(
+            f"DELETE FROM {table} WHERE period IN (SELECT {period} FROM reports r"
+            " WHERE r.id IN (SELECT value FROM json_each(?))) AND groups = 0 AND people = 0",
+            (ids,),
+        )
+
+
+def release_groups(conn: sqlite3.Connection, linker: Linker, before: datetime) -> list[GroupRow]:
+    """The groups a release of the reports observed before ``before`` counts where they differ
+    from the stored ones (``Linker.groups_before``)."""
+    return linker.groups_before(SqliteLinkTx(conn), before)
 
 
 def link_reports(
@@ -141,6 +192,7 @@ def forget_report(conn: sqlite3.Connection, linker: Linker, report_id: UUID) -> 
         (key, key, key),
     ).fetchall()
     conn.execute("DELETE FROM report_links WHERE a = ? OR b = ?", (key, key))
+    _count_groups(conn, _ids([report_id]), sign=-1)
     conn.execute("DELETE FROM report_groups WHERE report_id = ?", (key,))
     linker.regroup(SqliteLinkTx(conn), {UUID(x) for (x,) in others})
 
@@ -150,6 +202,8 @@ def relink_all(conn: sqlite3.Connection, linker: Linker, *, at: datetime) -> Non
     and link every report again (in the border change's transaction)."""
     conn.execute("DELETE FROM report_links WHERE state = 'proposed'")
     conn.execute("DELETE FROM report_groups")
+    conn.execute("DELETE FROM group_days")
+    conn.execute("DELETE FROM group_months")
     tx = SqliteLinkTx(conn)
     reviewed = conn.execute("SELECT a, b FROM report_links WHERE state = 'confirmed'").fetchall()
     linker.regroup(tx, {UUID(x) for pair in reviewed for x in pair})

@@ -225,6 +225,50 @@ _V10_SURGE_TOKEN = sql_step(
     "INSERT INTO surge_token (only_row, token) VALUES (1, 0)",
 )
 
+# Groups counted once (issue #20, docs/linking.md; PostGIS migration 0018). ``group_days`` and
+# ``group_months``: what linking changes in the count rollups per UTC day / month (integer
+# microseconds) and (segment_id, side, kind, direction), '' for none: a linked report's is_anchor - 1 and group_people - people_count,
+# so that groups = reports + groups and people_est = people + people. Written with report_groups
+# (storage/sqlite/links.py). The release's cells gain groups and people_est, the cut in place
+# counted again. (Step 12 in the lead's numbering: step 11 is another helper's; until the two are
+# merged this is the 11th entry of MIGRATIONS.)
+_V12_GROUP_COUNTS = sql_step(
+    "CREATE TABLE group_days (period INTEGER NOT NULL, segment_id TEXT NOT NULL,"
+    " side TEXT NOT NULL, kind TEXT NOT NULL, direction TEXT NOT NULL,"
+    " groups INTEGER NOT NULL, people INTEGER NOT NULL,"
+    " PRIMARY KEY (period, segment_id, side, kind, direction)) WITHOUT ROWID",
+    "CREATE TABLE group_months (period INTEGER NOT NULL, segment_id TEXT NOT NULL,"
+    " side TEXT NOT NULL, kind TEXT NOT NULL, direction TEXT NOT NULL,"
+    " groups INTEGER NOT NULL, people INTEGER NOT NULL,"
+    " PRIMARY KEY (period, segment_id, side, kind, direction)) WITHOUT ROWID",
+    *(
+        f"INSERT INTO {table} (period, segment_id, side, kind, direction, groups, people)"
+        f" SELECT {period}, coalesce(r.segment_id, ''),"
+        " coalesce(r.side, ''), r.kind, coalesce(r.direction, ''), sum(g.is_anchor - 1),"
+        " sum(g.group_people - r.people_count)"
+        " FROM report_groups g JOIN reports r ON r.id = g.report_id GROUP BY 1, 2, 3, 4, 5"
+        for table, period in (
+            ("group_days", "r.observed_at - r.observed_at % 86400000000"),
+            (
+                "group_months",
+                "CAST(strftime('%s', strftime('%Y-%m-01', r.observed_at / 1000000, 'unixepoch'))"
+                " AS INTEGER) * 1000000",
+            ),
+        )
+    ),
+    "ALTER TABLE release_cells ADD COLUMN groups INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE release_cells ADD COLUMN people_est INTEGER NOT NULL DEFAULT 0",
+    "UPDATE release_cells AS c SET groups = n.groups, people_est = n.people_est"
+    " FROM (SELECT r.observed_at / 86400000000 AS day, r.segment_id, r.kind, r.direction,"
+    " r.side, sum(g.report_id IS NULL OR g.is_anchor) AS groups,"
+    " sum(coalesce(g.group_people, r.people_count)) AS people_est"
+    " FROM reports r LEFT JOIN report_groups g ON g.report_id = r.id"
+    " WHERE r.observed_at < (SELECT through FROM release_info) * 86400000000"
+    " GROUP BY 1, 2, 3, 4, 5) AS n"
+    " WHERE c.day = n.day AND c.kind = n.kind AND c.segment_id IS n.segment_id"
+    " AND c.direction IS n.direction AND c.side IS n.side",
+)
+
 MIGRATIONS: tuple[MigrationStep, ...] = (
     _V1_SEGMENTS_AND_REPORTS,
     _V2_COUNT_ROLLUPS,
@@ -236,6 +280,7 @@ MIGRATIONS: tuple[MigrationStep, ...] = (
     _V8_SURGE_SERIES,
     _V9_LINKS,
     _V10_SURGE_TOKEN,
+    _V12_GROUP_COUNTS,
 )
 
 

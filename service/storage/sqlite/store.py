@@ -16,7 +16,7 @@ from service.domain.alerts import Alert, AlertPage, AlertQuery, AlertTransition
 from service.domain.errors import BorderChanged
 from service.domain.links import LinkPage, LinkQuery, LinkState, StoredLink
 from service.domain.queries import Extent, ReportPage, ReportQuery
-from service.domain.release import ReleaseInfo, ReleaseRow
+from service.domain.release import ReleaseInfo, ReleaseRow, day_start
 from service.domain.reports import IngestOutcome, IngestResult, Report
 from service.domain.segments import BorderSegment
 from service.domain.surges.watch import SurgeConfig, Watch, make_watch
@@ -177,10 +177,12 @@ class SqliteStore:
 
     def delete_report(self, report_id: UUID) -> bool:
         def work(conn: sqlite3.Connection) -> bool:
+            # Links first, while the report is stored: its group row is counted out of
+            # group_days by the report's day and keys.
+            link_queries.forget_report(conn, self.linker, report_id)
             counted = report_queries.delete_report(conn, str(report_id))
             if counted is None:
                 return False
-            link_queries.forget_report(conn, self.linker, report_id)
             if counted.segment_id is not None and self.surges is not None:
                 touched = {counted.day: {(counted.segment_id, counted.kind)}}
                 surge_queries.detect(conn, touched, self._watch(conn), cache=self._series)
@@ -324,7 +326,12 @@ class SqliteStore:
         return self._db.read(count_queries.observed_range)
 
     def cut_release(self, through: date, cut_at: datetime) -> ReleaseInfo:
-        return self._db.write(partial(release_queries.cut_release, through=through, cut_at=cut_at))
+        def work(conn: sqlite3.Connection) -> ReleaseInfo:
+            # The groups the released reports make among themselves, where those differ.
+            groups = link_queries.release_groups(conn, self.linker, day_start(through))
+            return release_queries.cut_release(conn, through, cut_at, groups)
+
+        return self._db.write(work)
 
     def release_info(self) -> ReleaseInfo | None:
         return self._db.read(release_queries.release_info)
