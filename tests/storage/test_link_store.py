@@ -391,8 +391,8 @@ _GROUP_TABLES = {
 
 
 @pytest.mark.postgis
-def test_migration_0018_counts_what_the_store_keeps() -> None:
-    """0018 fills group_days, group_months and the release's new columns from the groups a
+def test_migration_0017_counts_what_the_store_keeps() -> None:
+    """0017 fills group_days, group_months and the release's new columns from the groups a
     database held: the same rows the store keeps as it links (downgraded to 0016, upgraded
     again)."""
     from tests.conftest import ADMIN_URL, _postgis_unavailable

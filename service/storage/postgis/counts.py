@@ -2,7 +2,7 @@
 rollups for whole UTC periods and the reports for the ranges between.
 
 Groups and people_est (linked reports counted once, docs/linking.md): a rollup's period counts
-each report as a group of its own people, and ``group_months`` / ``group_days`` (migration 0018)
+each report as a group of its own people, and ``group_months`` / ``group_days`` (migration 0017)
 add what linking changes in that for the period (in a box, ``group_days`` for the whole cells);
 the reports read directly are each counted where their group counts (``report_groups``).
 
@@ -57,7 +57,7 @@ def _rollup_sql(name: str, source: str, columns: str, filters: str) -> str:
 
 def _group_counts_sql(name: str, grain: Grain, filters: str) -> str:
     """What linking changes in the counts of the ``grain`` periods bound as ``name``_period/
-    _bucket/_sign (group_days or group_months, migration 0018), with their buckets and signs."""
+    _bucket/_sign (group_days or group_months, migration 0017), with their buckets and signs."""
     return f"""
         SELECT v.bucket, v.sign, {_ALL_KEYS}, 0 AS reports, 0 AS people, c.groups,
                c.people AS people_est

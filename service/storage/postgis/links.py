@@ -163,7 +163,7 @@ class PostgisLinkTx:
         return [tuple(levels) for (levels,) in rows]
 
 
-# What the group rows of some reports change in the counts (migration 0018): per UTC day and
+# What the group rows of some reports change in the counts (migration 0017): per UTC day and
 # level-12 cell in group_days, per UTC month in group_months; upserted in key order, as the
 # rollups are.
 _CELL = GRID_LEVEL - CELL_DAYS_LEVEL

@@ -137,7 +137,7 @@ class SqliteLinkTx:
         return [tuple(json.loads(levels)) for (levels,) in rows]
 
 
-# The UTC period of each table of what linking changes in the counts (schema step 12), from
+# The UTC period of each table of what linking changes in the counts (schema step 11), from
 # observed_at (integer microseconds since the epoch).
 _GROUP_PERIODS = {
     "group_days": "r.observed_at - r.observed_at % 86400000000",

@@ -225,14 +225,14 @@ _V10_SURGE_TOKEN = sql_step(
     "INSERT INTO surge_token (only_row, token) VALUES (1, 0)",
 )
 
-# Groups counted once (issue #20, docs/linking.md; PostGIS migration 0018). ``group_days`` and
+# Groups counted once (issue #20, docs/linking.md; PostGIS migration 0017). ``group_days`` and
 # ``group_months``: what linking changes in the count rollups per UTC day / month (integer
 # microseconds) and (segment_id, side, kind, direction), '' for none: a linked report's is_anchor - 1 and group_people - people_count,
 # so that groups = reports + groups and people_est = people + people. Written with report_groups
 # (storage/sqlite/links.py). The release's cells gain groups and people_est, the cut in place
 # counted again. (Step 12 in the lead's numbering: step 11 is another helper's; until the two are
 # merged this is the 11th entry of MIGRATIONS.)
-_V12_GROUP_COUNTS = sql_step(
+_V11_GROUP_COUNTS = sql_step(
     "CREATE TABLE group_days (period INTEGER NOT NULL, segment_id TEXT NOT NULL,"
     " side TEXT NOT NULL, kind TEXT NOT NULL, direction TEXT NOT NULL,"
     " groups INTEGER NOT NULL, people INTEGER NOT NULL,"
@@ -280,7 +280,7 @@ MIGRATIONS: tuple[MigrationStep, ...] = (
     _V8_SURGE_SERIES,
     _V9_LINKS,
     _V10_SURGE_TOKEN,
-    _V12_GROUP_COUNTS,
+    _V11_GROUP_COUNTS,
 )
 
 

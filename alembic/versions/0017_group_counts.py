@@ -1,4 +1,4 @@
-"""Groups counted once (issue #20, docs/linking.md; SQLite schema step 12).
+"""Groups counted once (issue #20, docs/linking.md; SQLite schema step 11).
 
 ``group_days``: what linking changes in the count rollups, per level-12 grid cell, UTC day and
 (segment_id, side, kind, direction) ('' for none), as cell_days keys its counts;
@@ -12,14 +12,14 @@ set of whole days or months, cells and keys. Written by whatever writes report_g
 ``release_cells`` gains ``groups`` and ``people_est``; the cut in place is counted again here so
 that it holds them (the next cut would, too).
 
-Revision ID: 0018
-Revises: 0016 (0017 may be another helper's: the lead rechains)
+Revision ID: 0017
+Revises: 0016
 Create Date: 2026-12-07
 """
 
 from alembic import op
 
-revision = "0018"
+revision = "0017"
 down_revision = "0016"
 branch_labels = None
 depends_on = None
