@@ -33,7 +33,7 @@ from service.domain.reports import ReportDraft
 from service.domain.segments import SegmentIndex
 from service.domain.tiles import TileFilter, TileQuery, tile_address
 from service.settings import Settings
-from service.storage.postgis.rollups import PENDING, ROLLUP_TABLES
+from service.storage.postgis.rollups import PENDING, ROLLUP_TABLES, live
 from service.storage.postgis.store import PostgisStore
 from service.usecases.aggregates import AggregateRequest, aggregate
 from service.usecases.segments import ensure_segments
@@ -367,3 +367,39 @@ def test_two_workers_and_sixteen_clients_lose_no_count(
         assert n == len(bodies)
     finally:
         store.close()
+
+
+# A condition on each rollup's key, as its readers write them (tiles, numberMatched, aggregates).
+_KEY_CONDITIONS = {
+    "tile_cells": "level = 12 AND cx BETWEEN 1200 AND 1300 AND cy BETWEEN 1400 AND 1500",
+    "segment_totals": "kind = 'crossing'",
+    "count_days": "period = '2026-05-01'",
+    "count_months": "period = '2026-05-01'",
+    "count_segment_months": "period = '2026-05-01'",
+    "cell_days": "cx BETWEEN 1200 AND 1300 AND period = '2026-05-01'",
+}
+
+
+def _filters_above_the_union(plan: dict[str, Any]) -> list[str]:
+    """The filters of a plan's scans of the live subquery itself (alias ``live``): conditions
+    applied after the union, to every row of the rollup."""
+    found = []
+    if plan.get("Node Type") == "Subquery Scan" and plan.get("Alias") == "live":
+        found += [plan["Filter"]] if "Filter" in plan else []
+    for child in plan.get("Plans", []):
+        found += _filters_above_the_union(child)
+    return found
+
+
+def test_a_readers_conditions_reach_each_rollup_table(database: tuple[str, SegmentIndex]) -> None:
+    """live(table) is a UNION ALL of the rollup and its pending reports: PostgreSQL pushes a
+    reader's conditions into the branches only when both have the rollup's column types, and else
+    reads the whole rollup for each read (every level of tile_cells: a numberMatched took 0.6 s at
+    1M reports and grew with them, docs/performance.md)."""
+    url, _ = database
+    with psycopg.connect(_libpq(url)) as conn:
+        for table, condition in _KEY_CONDITIONS.items():
+            ((plan,),) = conn.execute(
+                f"EXPLAIN (FORMAT JSON) SELECT * FROM {live(table)} AS live WHERE {condition}"
+            ).fetchall()
+            assert _filters_above_the_union(plan[0]["Plan"]) == [], table

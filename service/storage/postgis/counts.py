@@ -44,14 +44,18 @@ _REPORTS_GROUPED = """reports r LEFT JOIN LATERAL (
 
 def _rollup_sql(name: str, source: str, columns: str, filters: str) -> str:
     """The rows of rollup ``source`` for the periods bound as ``name``_period/_bucket/_sign, each
-    with its bucket and sign, keyed by ``columns``."""
+    with its bucket and sign, keyed by ``columns``.
+
+    The periods are also a condition on the rollup itself (``= ANY``), which reaches its period
+    index: by the join alone, the planner read every row of count_days in a hash join (150 ms
+    at 1,000,000 reports for 14 days of 553,000 rows, and the table grows with the data)."""
     return f"""
         SELECT v.bucket, v.sign, {columns}, c.reports, c.people, c.reports AS groups,
                c.people AS people_est
         FROM unnest(%({name}_period)b::timestamptz[], %({name}_bucket)b::int[],
                     %({name}_sign)b::int[]) AS v(period, bucket, sign)
         JOIN {source} c ON c.period = v.period
-        WHERE true{filters}
+        WHERE c.period = ANY(%({name}_period)b::timestamptz[]){filters}
     """
 
 

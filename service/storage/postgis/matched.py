@@ -7,7 +7,7 @@ from sqlalchemy import Connection
 
 from service.domain.grid import GRID_LEVEL, ROLLUP_LEVELS, grid_cell
 from service.domain.queries import ReportQuery
-from service.storage.postgis.rollups import live
+from service.storage.postgis.rollups import ALL_KINDS, live
 
 _LEVEL = min(ROLLUP_LEVELS)
 _SHIFT = GRID_LEVEL - _LEVEL
@@ -20,10 +20,14 @@ def count_matched(conn: Connection, query: ReportQuery) -> int | None:
     rollup cells under it when every cell holding reports there lies wholly inside the box (as a
     box around all the data does). Else None."""
     if query.filters_nothing():
+        # Every report once, under ALL_KINDS in the narrow month rollup (as the SQLite store
+        # reads its month rollup): a row per segment and month however many reports there are.
+        # (The level-12 tile cells, read before, grow with the area the reports cover: 17,000
+        # rows at 1,000,000 reports, 23,000 at 10,000,000.)
         total = conn.exec_driver_sql(
-            f"SELECT coalesce(sum(reports), 0) FROM {live('tile_cells')} AS cells"
-            " WHERE level = %(level)s",
-            {"level": _LEVEL},
+            f"SELECT coalesce(sum(reports), 0) FROM {live('count_segment_months')} AS months"
+            " WHERE kind = %(every)s",
+            {"every": ALL_KINDS},
         ).scalar_one()
         return int(total)
     if query.bbox is None or not query.filters_nothing(but_bbox=True):

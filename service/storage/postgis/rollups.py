@@ -111,7 +111,13 @@ def _count_upsert(table: str) -> str:
     )"""
 
 
-_LEVELS = "(VALUES " + ", ".join(f"({int(level)})" for level in ROLLUP_LEVELS) + ") AS l(level)"
+# smallint, tile_cells.level's type: in live("tile_cells") the pending rows' branch of the UNION ALL
+# must have the rollup's column types, or PostgreSQL cannot push a reader's conditions (level,
+# cx, cy) into the branches and reads every row of tile_cells - all levels, growing with the
+# data - to keep the few it wants (a numberMatched 0.6 s at 1M reports, 10M: docs/performance.md).
+_LEVELS = (
+    "(VALUES " + ", ".join(f"({int(level)}::smallint)" for level in ROLLUP_LEVELS) + ") AS l(level)"
+)
 
 # CTEs over a row source ``new`` (grid_x, grid_y, kind, people_count, snap_status, segment_id,
 # observed_at, side, direction, weight): weight 1 counts a report in, -1 counts it out.
