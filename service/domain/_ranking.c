@@ -13,6 +13,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define RANK_SLACK_M 1e-3 /* snapping.RANK_SLACK_M */
 
@@ -155,7 +156,7 @@ int64_t rank(int64_t n, const double *lon, const double *lat, const double *kx, 
              double *out_d2) {
     const Lines edges = {ax, ay, dlon, dlat};
     const ChainSet c = {{c_ax, c_ay, c_dlon, c_dlat}, c_eps_m, c_single, c_first, c_count};
-    Scratch s = {NULL, NULL, NULL, 0};
+    Scratch s = {NULL, NULL, NULL, 0}, first = {NULL, NULL, NULL, 0};
     double *lower = NULL;
     int64_t lower_room = 0, emitted = 0;
     for (int64_t i = 0; i < n; i++) {
@@ -174,13 +175,40 @@ int64_t rank(int64_t n, const double *lon, const double *lat, const double *kx, 
                 least_upper = upper < least_upper ? upper : least_upper;
             }
             double limit = least_upper * ratio[i] + RANK_SLACK_M;
+            /* The kept chain of least lower bound is measured first (into a scratch of its own),
+               and its least distance found: a chain whose lower bound is beyond that distance's
+               limit (what is emitted below) plus RANK_SLACK_M of room for the bounds' rounding
+               holds no edge that is emitted or nearest, so it is not measured. The others are
+               measured (or copied) in their listed order, so that what is emitted is what it
+               was, in the same order. */
+            int64_t best = -1;
+            for (int64_t k = 0; k < count[i]; k++)
+                if (lower[k] <= limit && (best < 0 || lower[k] < lower[best])) best = k;
+            int64_t b_n = 0;
+            if (best >= 0) {
+                int64_t chain = items[start[i] + best];
+                b_n = c_count[chain];
+                if (!grow(&first, b_n)) goto out_of_memory;
+                plane_feet(&edges, c_first[chain], c_first[chain] + b_n, lon[i], lat[i], kx[i],
+                           ky[i], first.d2, first.t);
+                for (int64_t k = 0; k < b_n; k++)
+                    least = first.d2[k] < least ? first.d2[k] : least;
+            }
+            double reach = sqrt(least) * ratio[i] + 2 * RANK_SLACK_M;
             for (int64_t k = 0; k < count[i]; k++) {
                 if (!(lower[k] <= limit)) continue;
                 int64_t chain = items[start[i] + k];
                 int64_t e0 = c_first[chain], e1 = e0 + c_count[chain];
-                if (!grow(&s, n_measured + (e1 - e0))) goto out_of_memory;
-                plane_feet(&edges, e0, e1, lon[i], lat[i], kx[i], ky[i], s.d2 + n_measured,
-                           s.t + n_measured);
+                if (k == best) {
+                    if (!grow(&s, n_measured + b_n)) goto out_of_memory;
+                    memcpy(s.d2 + n_measured, first.d2, b_n * sizeof *s.d2);
+                    memcpy(s.t + n_measured, first.t, b_n * sizeof *s.t);
+                } else {
+                    if (!(lower[k] <= reach)) continue;
+                    if (!grow(&s, n_measured + (e1 - e0))) goto out_of_memory;
+                    plane_feet(&edges, e0, e1, lon[i], lat[i], kx[i], ky[i],
+                               s.d2 + n_measured, s.t + n_measured);
+                }
                 for (int64_t e = e0; e < e1; e++, n_measured++) {
                     s.edge[n_measured] = e;
                     least = s.d2[n_measured] < least ? s.d2[n_measured] : least;
@@ -202,8 +230,10 @@ int64_t rank(int64_t n, const double *lon, const double *lat, const double *kx, 
         }
     }
     free(s.edge), free(s.d2), free(s.t), free(lower);
+    free(first.edge), free(first.d2), free(first.t);
     return emitted;
 out_of_memory:
     free(s.edge), free(s.d2), free(s.t), free(lower);
+    free(first.edge), free(first.d2), free(first.t);
     return -2;
 }

@@ -209,8 +209,15 @@ def _measured(
 ) -> tuple[IntArray, FloatArray, FloatArray]:
     """(edge, distance, foot t) of each point's geodesically nearest survivor, from the
     survivors (point, edge, planar foot t), point by point in edge order; -1/inf without any."""
-    for _ in range(2):  # the second step starts within metres: micrometres left at 100 km
-        t = _converge(index, lon[row], lat[row], e, t)
+    plon, plat = lon[row], lat[row]
+    # Two steps: the second starts within metres, micrometres are left at 100 km. A step is a
+    # function of (point, edge, t) alone, element by element; where the first left t as it was
+    # (a foot held at a vertex, a third of the survivors near a river line) the second would
+    # too, so it is taken only where t moved.
+    stepped = _converge(index, plon, plat, e, t)
+    moved = np.flatnonzero(stepped != t)  # NaN != NaN: a NaN foot is stepped again, as before
+    stepped[moved] = _converge(index, plon[moved], plat[moved], e[moved], stepped[moved])
+    t = stepped
     # Two edges' feet at the vertex they share are one point: measure it once, on the first.
     again = np.zeros(len(row), dtype=bool)
     again[1:] = (
@@ -219,8 +226,9 @@ def _measured(
         & (t[:-1] == 1.0)
         & (index.next_edge[e[:-1]] == e[1:])
     )
-    row, e, t = row[~again], e[~again], t[~again]
-    _, _, exact = GEOD.inv(lon[row], lat[row], *_on_edge(index, e, t))
+    once = ~again
+    row, e, t = row[once], e[once], t[once]
+    _, _, exact = GEOD.inv(plon[once], plat[once], *_on_edge(index, e, t))
     edge = np.full(len(lon), -1, dtype=np.int64)
     dist = np.full(len(lon), np.inf)
     foot = np.zeros(len(lon))

@@ -208,3 +208,22 @@ def test_the_kernels_survivors_hold_the_geodesically_nearest_edge(
     at_end = want.t >= 1 - 1e-6 and int(index.next_edge[want.edge]) in kept
     at_start = want.t <= 1e-6 and int(index.prev_edge[want.edge]) in kept
     assert want.edge in kept or at_end or at_start
+
+
+@settings(max_examples=300, deadline=None)
+@given(near_the_river())
+def test_chains_left_unmeasured_after_the_first_hold_nothing_handed_on(
+    index: SegmentIndex, point: tuple[float, float]
+) -> None:
+    # The kernel measures the kept chain of least lower bound first and leaves unmeasured every
+    # chain whose lower bound is beyond the limit of that chain's least distance: what it hands
+    # on must still be, bit for bit, what ranking every kept chain's edges (numpy) hands on.
+    lon, lat = np.array([point[0]]), np.array([point[1]])
+    leaf = index.grid.locate(lon, lat)
+    grid = index.grid
+    if leaf[0] < 0 or not grid.chain_stop[leaf[0]] > grid.chain_start[leaf[0]]:
+        return
+    lists, chains = _leaf_lists(index, leaf, chained=True)
+    ratio = grid.rank_ratio[leaf]
+    got = kernel_ranking(index, lon, lat, ratio, lists, chains)
+    _assert_same(got, numpy_ranking(index, lon, lat, ratio, lists, chains))
