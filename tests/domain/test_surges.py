@@ -17,7 +17,9 @@ from service.domain.surges import (
     params_for,
     replay,
     run_batch,
+    state_from_bytes,
     state_from_dict,
+    state_to_bytes,
     state_to_dict,
 )
 from service.domain.surges.baseline import PHI_PRIOR, phi_estimate
@@ -156,6 +158,34 @@ def test_the_stores_write_a_state_as_its_json_data(counts: list[int]) -> None:
     state, _ = replay(first_day=FIRST, counts=counts, params=PARAMS)
     assert orjson.dumps(state) == orjson.dumps(state_to_dict(state))
     assert state_from_dict(orjson.loads(orjson.dumps(state))) == state
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    counts=st.lists(
+        st.one_of(st.integers(0, 5), st.integers(0, 500), st.integers(0, 100_000)),
+        min_size=1,
+        max_size=160,
+    ),
+    surge=st.integers(0, 5_000),
+)
+def test_a_packed_state_reads_back_equal(counts: list[int], surge: int) -> None:
+    # What the stores write (migration 0018): packed, and read back equal, float for float;
+    # states written before it as JSON text (bytes or text) are read as they were.
+    counts = counts[:-10] + [c + surge for c in counts[-10:]]
+    state, _ = replay(first_day=FIRST, counts=counts, params=PARAMS)
+    packed = state_to_bytes(state)
+    assert state_from_bytes(packed) == state
+    assert state_from_bytes(orjson.dumps(state)) == state
+    assert state_from_bytes(orjson.dumps(state).decode()) == state
+
+
+def test_a_packed_state_is_under_postgres_toast_threshold() -> None:
+    # a full state (119 counts, 29 held days) of a busy series, no episode: ~1.5 KB packed
+    counts = in_control(5, days=200, mean=300.0, phi=1.5)
+    state, _ = replay(first_day=FIRST, counts=counts.tolist(), params=PARAMS)
+    assert state.episode is None and len(state.days) == 29
+    assert len(state_to_bytes(state)) < 2000 < len(orjson.dumps(state))
 
 
 @given(budget=st.floats(0.01, 100.0), series=st.integers(1, 100_000))

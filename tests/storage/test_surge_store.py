@@ -6,7 +6,6 @@ raise each episode once."""
 from __future__ import annotations
 
 import functools
-import json
 import random
 import tempfile
 import uuid
@@ -16,6 +15,7 @@ from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -25,6 +25,8 @@ from service.domain.alerts import AlertQuery, AlertState
 from service.domain.errors import Problem
 from service.domain.reports import ReportDraft
 from service.domain.segments import BorderSegment, SegmentIndex
+from service.domain.surges import state_to_dict
+from service.domain.surges.series import state_from_bytes
 from service.resources import bundled_segments_path
 from service.settings import Settings
 from service.storage import open_store
@@ -91,6 +93,72 @@ def test_a_quiet_spell_closes_the_episode_a_surge_opened(
     assert store.advance_surges(TODAY - timedelta(days=1)) == []  # done once
 
 
+def test_states_stored_as_json_before_0018_are_read_and_packed_when_written(
+    opened: tuple[str, Store, SegmentIndex],
+) -> None:
+    # The states a store wrote before migration 0018 (SQLite: before the packed states) are JSON
+    # text; the migration keeps them (as bytes on PostGIS) and detection reads them as they were.
+    url, store, index = opened
+    quiet, surge = _quiet_then_surge(days_ago=40)
+    _submit(url, store, index, quiet + surge)
+    raised = {a.id for a in _open(store)}
+    assert raised
+    packed = _states(url)
+    _rewrite_as_json(url)
+    store.close()
+    store = open_store(Settings(database_url=url))  # nothing cached: reads the JSON
+    try:
+        assert _states(url) == packed
+        assert {a.id for a in _open(store)} == raised
+        changed = store.advance_surges(TODAY - timedelta(days=1))  # reads the open ones
+        assert {a.id for a in changed} >= raised
+        assert _open(store) == []
+        assert all(raw[:1] == b"\x01" for raw in _raw_states(url).values() if raw[:1] != b"{")
+        assert any(raw[:1] == b"\x01" for raw in _raw_states(url).values())
+    finally:
+        store.close()
+
+
+def _raw_states(url: str) -> dict[str, bytes]:
+    if url.startswith("sqlite"):
+        import sqlite3
+
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            rows = conn.execute("SELECT series, state FROM surge_series").fetchall()
+    else:
+        import psycopg
+
+        with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1)) as pg:
+            rows = pg.execute("SELECT series, state FROM surge_series").fetchall()
+    return {s: state.encode() if isinstance(state, str) else bytes(state) for s, state in rows}
+
+
+def _rewrite_as_json(url: str) -> None:
+    """Every stored state as the JSON text the stores wrote before migration 0018."""
+    texts = {
+        series: orjson.dumps(state_to_dict(state_from_bytes(raw))).decode()
+        for series, raw in _raw_states(url).items()
+    }
+    if url.startswith("sqlite"):
+        import sqlite3
+
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            conn.executemany(
+                "UPDATE surge_series SET state = ? WHERE series = ?",
+                [(text, series) for series, text in texts.items()],
+            )
+    else:
+        import psycopg
+
+        with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1)) as pg:
+            for series, text in texts.items():
+                pg.execute(
+                    "UPDATE surge_series SET state = convert_to(%s, 'UTF8') WHERE series = %s",
+                    (text, series),
+                )
+    assert all(raw[:1] == b"{" for raw in _raw_states(url).values())
+
+
 def test_incremental_detection_equals_a_replay_of_the_day_counts(
     opened: tuple[str, Store, SegmentIndex],
 ) -> None:
@@ -112,17 +180,9 @@ def _states(url: str) -> dict[str, Any]:
     """Each series' state as detection reads it. The oldest held day is the anchor the horizon's
     re-runs start from: only its statistic counts (its own count and baseline are those of when
     it was computed, which history arriving later than the horizon does not redo)."""
-    if url.startswith("sqlite"):
-        import sqlite3
-
-        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
-            rows = conn.execute("SELECT series, state FROM surge_series").fetchall()
-    else:
-        import psycopg
-
-        with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1)) as pg:
-            rows = pg.execute("SELECT series, state FROM surge_series").fetchall()
-    states = {series: json.loads(state) for series, state in rows}
+    states = {
+        series: state_to_dict(state_from_bytes(raw)) for series, raw in _raw_states(url).items()
+    }
     for state in states.values():
         anchor = state["days"][0]
         state["days"][0] = {k: anchor[k] for k in ("statistic", "episode")}

@@ -19,7 +19,9 @@ from service.domain.surges.series import (
     advance,
     observe,
     replay,
+    state_from_bytes,
     state_from_dict,
+    state_to_bytes,
     state_to_dict,
 )
 
@@ -37,6 +39,8 @@ __all__ = [
     "params_for",
     "replay",
     "run_batch",
+    "state_from_bytes",
     "state_from_dict",
+    "state_to_bytes",
     "state_to_dict",
 ]

@@ -16,13 +16,12 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, time
 from typing import Any
 
-import orjson
 from psycopg.errors import LockNotAvailable
 from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError
 
 from service.domain.alerts import Alert, AlertPage, AlertQuery, AlertTransition, SeriesKey
-from service.domain.surges.series import SeriesState, state_from_dict
+from service.domain.surges.series import SeriesState, state_from_bytes, state_to_bytes
 from service.domain.surges.watch import SeriesChange, Watch, series_key_of, series_key_text
 from service.storage import surges
 from service.storage.postgis import alerts
@@ -37,10 +36,7 @@ _DAYS = f"""
     GROUP BY 1, 2, 3
 """
 _STATES = "SELECT series, state FROM surge_series WHERE series = ANY(%(keys)s)"
-_OPEN_STATES = (
-    "SELECT series, state FROM surge_series"
-    " WHERE state::jsonb -> 'days' -> -1 -> 'episode' <> 'null'"
-)
+_OPEN_STATES = "SELECT series, state FROM surge_series WHERE episode_open"
 _SINCE = f"""
     SELECT (period AT TIME ZONE 'UTC')::date, segment_id, kind, sum(reports)::bigint,
            sum(people)::bigint
@@ -48,14 +44,17 @@ _SINCE = f"""
     WHERE period >= %(start)s AND segment_id <> ''
     GROUP BY 1, 2, 3
 """
-# The states go as one text, a line each (orjson writes no line breaks): as a text[] parameter
-# psycopg quoted each ~5 KB state character by character in Python (a regular expression over
-# every '"'), which took 60% of detection on PostGIS.
+# The states are packed (series.state_to_bytes, migration 0018: ~1.5 KB, under PostgreSQL's
+# TOAST threshold, where the JSON states were ~5 KB) and go as one text, a state's hex a line,
+# split and decoded in SQL: as a text[] or bytea[] parameter psycopg escapes each element in
+# Python (a regular expression over it), which took 60% of detection on PostGIS with JSON text.
 _SAVE = """
-    INSERT INTO surge_series (series, state, updated_at)
-    SELECT series, state, %(at)s
-    FROM unnest(%(series)s::text[], string_to_array(%(states)s, E'\\n')) AS u(series, state)
-    ON CONFLICT (series) DO UPDATE SET state = EXCLUDED.state, updated_at = EXCLUDED.updated_at
+    INSERT INTO surge_series (series, state, episode_open, updated_at)
+    SELECT series, decode(state, 'hex'), episode_open, %(at)s
+    FROM unnest(%(series)s::text[], string_to_array(%(states)s, E'\\n'), %(open)s::boolean[])
+        AS u(series, state, episode_open)
+    ON CONFLICT (series) DO UPDATE SET state = EXCLUDED.state,
+        episode_open = EXCLUDED.episode_open, updated_at = EXCLUDED.updated_at
 """
 
 _TOKEN = "SELECT token FROM surge_token"
@@ -82,23 +81,22 @@ class Tables:
 
     def states(self, keys: set[str]) -> dict[str, SeriesState]:
         rows = self.conn.exec_driver_sql(_STATES, {"keys": list(keys)})
-        return {str(series): state_from_dict(_json(state)) for series, state in rows}
+        return {str(series): state_from_bytes(state) for series, state in rows}
 
     def open_states(self) -> dict[SeriesKey, SeriesState]:
         rows = self.conn.exec_driver_sql(_OPEN_STATES).all()
-        return {series_key_of(series): state_from_dict(_json(state)) for series, state in rows}
+        return {series_key_of(series): state_from_bytes(state) for series, state in rows}
 
     def save(self, changes: Sequence[SeriesChange], at: datetime, *, token: int) -> None:
         """The changed states in one statement, and the token that vouches for them."""
-        # orjson writes a state's frozen dataclasses as state_to_dict's JSON, byte for byte (but
-        # in Rust: tests/domain/test_surges.py)
         self.conn.exec_driver_sql(_NEW_TOKEN, {"token": token})
         if changes:
             self.conn.exec_driver_sql(
                 _SAVE,
                 {
                     "series": [series_key_text(c.key) for c in changes],
-                    "states": b"\n".join(orjson.dumps(c.state) for c in changes).decode(),
+                    "states": "\n".join(state_to_bytes(c.state).hex() for c in changes),
+                    "open": [c.state.episode is not None for c in changes],
                     "at": at,
                 },
             )
@@ -150,7 +148,3 @@ def _by_day(rows: Any) -> surges.DayRows:
     for day, segment_id, kind, n, people in rows:
         out[day].append((str(segment_id), str(kind), int(n), int(people)))
     return out
-
-
-def _json(value: Any) -> dict[str, Any]:
-    return dict(orjson.loads(value) if isinstance(value, str) else value)

@@ -194,7 +194,10 @@ _V7_ALERTS_AND_WEBHOOKS = sql_step(
     "CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries (webhook_id, created_at)",
 )
 
-# Surge detection's state per watched series (issue #19; PostGIS migration 0014).
+# Surge detection's state per watched series (issue #19; PostGIS migration 0014). Since PostGIS's
+# 0018 the state is packed bytes (series.state_to_bytes), kept as a BLOB in this TEXT column
+# (SQLite keeps a BLOB as it is whatever the column's type): no step of its own; the JSON text
+# written before is still read.
 _V8_SURGE_SERIES = sql_step(
     "CREATE TABLE surge_series (series TEXT PRIMARY KEY, state TEXT NOT NULL,"
     " updated_at INTEGER NOT NULL)"

@@ -11,10 +11,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, time
 
-import orjson
-
 from service.domain.alerts import Alert, AlertPage, AlertQuery, AlertTransition, SeriesKey
-from service.domain.surges.series import SeriesState, state_from_dict
+from service.domain.surges.series import SeriesState, state_from_bytes, state_to_bytes
 from service.domain.surges.watch import SeriesChange, Watch, series_key_of, series_key_text
 from service.storage import surges
 from service.storage.sqlite import alerts
@@ -59,25 +57,23 @@ class Tables:
 
     def states(self, keys: set[str]) -> dict[str, SeriesState]:
         rows = self.conn.execute(_STATES, (json.dumps(list(keys)),)).fetchall()
-        return {series: state_from_dict(orjson.loads(state)) for series, state in rows}
+        return {series: state_from_bytes(state) for series, state in rows}
 
     def open_states(self) -> dict[SeriesKey, SeriesState]:
         rows = self.conn.execute("SELECT series, state FROM surge_series").fetchall()
-        return {
-            series_key_of(series): state_from_dict(orjson.loads(state)) for series, state in rows
-        }
+        return {series_key_of(series): state_from_bytes(state) for series, state in rows}
 
     def save(self, changes: Sequence[SeriesChange], at: datetime, *, token: int) -> None:
         """The changed states, and the token that vouches for them."""
-        # orjson writes a state's frozen dataclasses as state_to_dict's JSON, byte for byte (but
-        # in Rust: tests/domain/test_surges.py)
+        # Packed (series.state_to_bytes: ~1.5 KB against ~5 KB of JSON), as a BLOB in the TEXT
+        # column; states written as JSON text before it are still read (state_from_bytes).
         self.conn.execute(_NEW_TOKEN, (token,))
         self.conn.executemany(
             _SAVE,
             [
                 (
                     series_key_text(c.key),
-                    orjson.dumps(c.state).decode(),
+                    state_to_bytes(c.state),
                     to_micros(at),
                 )
                 for c in changes
