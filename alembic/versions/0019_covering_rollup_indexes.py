@@ -20,14 +20,14 @@ changes index entries); folds are off ingest's path (0012). Index-only reads nee
 map, which (auto)vacuum keeps.
 
 Revision ID: 0019
-Revises: 0017
+Revises: 0018
 Create Date: 2026-12-07
 """
 
 from alembic import op
 
 revision = "0019"
-down_revision = "0017"
+down_revision = "0018"
 branch_labels = None
 depends_on = None
 
