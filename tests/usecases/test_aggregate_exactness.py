@@ -27,6 +27,7 @@ from service.storage.base import Store
 from service.usecases.aggregates import AggregateRequest, aggregate
 from service.usecases.submit_reports import submit_batch
 from service.usecases.transfer import export_reports
+from tests.by_hand import group_of
 from tests.conftest import wipe_reports
 from tests.factories import drafts_of_rows
 
@@ -42,27 +43,6 @@ def _local_bucket(unit: Unit | None, moment: datetime, zone: ZoneInfo) -> date |
     """The first day of the report's own local period (period_floor: tests/domain/test_periods.py
     checks it against a walk over the days)."""
     return None if unit is None else period_floor(unit, moment.astimezone(zone).date())
-
-
-def _group(report: Report, group_by: tuple[str, ...], index: SegmentIndex) -> tuple[Any, ...]:
-    segment = index.by_id.get(report.snap.segment_id or "")
-    values: list[Any] = []
-    for key in group_by:
-        if key == "segment":
-            values.append(report.snap.segment_id)
-        elif key == "section":
-            values.append(segment.section if segment else None)
-        elif key == "border":
-            values.append(segment.border if segment else None)
-        elif key == "region":
-            values.append(segment.region if segment else None)
-        elif key == "side":
-            values.append(report.snap.side)
-        elif key == "kind":
-            values.append(report.draft.kind)
-        else:
-            values.append(report.draft.direction)
-    return tuple(values)
 
 
 def _by_hand(
@@ -82,7 +62,7 @@ def _by_hand(
             w, s, e, n = request.bbox
             if not (w <= report.draft.lon <= e and s <= report.draft.lat <= n):
                 continue
-        key = (_group(report, request.group_by, index),
+        key = (group_of(report, request.group_by, index),
                _local_bucket(request.bucket, t, request.zone))  # fmt: skip
         counts[key] += 1
         people[key] += report.draft.people_count

@@ -32,6 +32,7 @@ from service.usecases.release import cut_release
 from service.usecases.segments import replace_border
 from service.usecases.submit_reports import submit_batch
 from service.usecases.transfer import export_reports
+from tests.by_hand import group_of
 from tests.conftest import wipe_reports
 
 T0 = datetime(2025, 12, 20, tzinfo=UTC)
@@ -42,23 +43,6 @@ KEYS = ("key-a", "key-b", "key-c")
 # Two busy places on the border (Roxham Road, Blaine) and one beyond reach (never linked).
 PLACES = [(-73.45, 45.01), (-122.75, 49.0), (-95.0, 30.0)]
 BOX = (-74.0, 44.5, -73.0, 45.5)  # around Roxham Road: whole level-12 cells and edge cells
-
-
-def _group(report: Report, group_by: tuple[str, ...], index: SegmentIndex) -> tuple[Any, ...]:
-    segment = index.by_id.get(report.snap.segment_id or "")
-    values: list[Any] = []
-    for key in group_by:
-        if key == "segment":
-            values.append(report.snap.segment_id)
-        elif key in ("section", "border", "region"):
-            values.append(None if segment is None else segment.value_of(key))
-        elif key == "side":
-            values.append(report.snap.side)
-        elif key == "kind":
-            values.append(report.draft.kind)
-        else:
-            values.append(report.draft.direction)
-    return tuple(values)
 
 
 def _anchors(store: Store, stored: list[Report]) -> dict[UUID, tuple[Report, int]]:
@@ -98,7 +82,7 @@ def _by_hand(
         if request.bucket is not None:
             local = report.draft.observed_at.astimezone(request.zone).date()
             bucket = period_floor(request.bucket, local)
-        return _group(report, request.group_by, index), bucket
+        return group_of(report, request.group_by, index), bucket
 
     for report in stored:
         if _selected(report, request):
