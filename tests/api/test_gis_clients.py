@@ -167,7 +167,7 @@ async def test_a_key_sent_as_the_basic_password_reads_like_a_bearer_key_and_is_a
     entries = (await client.get("/v1/audit")).json()["entries"]
     reads = [e for e in entries if e["action"] == "reports.read" and e["role"] == "analyst"]
     assert sum(e["detail"]["query"] == "limit=2&kind=evidence" for e in reads) == 3
-    assert key not in caplog.text and key.rsplit("_", 1)[-1] not in caplog.text
+    assert key not in caplog.text and key.split("_", 2)[2] not in caplog.text
 
 
 async def test_a_bad_basic_key_gets_the_same_401_as_any_bad_key_and_a_basic_challenge(
