@@ -20,7 +20,8 @@ from service.usecases.access import audit_entry
 T = TypeVar("T")
 
 
-def _detail(request: Request) -> dict[str, Any]:
+def request_detail(request: Request) -> dict[str, Any]:
+    """What an audit entry records of a request: method, path and query string."""
     return {"method": request.method, "path": request.url.path, "query": request.url.query}
 
 
@@ -30,7 +31,7 @@ def entry(request: Request, caller: Caller, *, precise: bool = True) -> AuditEnt
     who does (``precise=False``)."""
     if not (caller.sees_everything and precise):
         return None
-    return audit_entry(caller, "reports.read", _detail(request))
+    return audit_entry(caller, "reports.read", request_detail(request))
 
 
 def recorded(store: StoreDep, entry: AuditEntry | None, read: Callable[[], T]) -> Callable[[], T]:

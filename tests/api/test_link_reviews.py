@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -31,10 +32,13 @@ async def as_role(app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[dict
         await c.aclose()
 
 
-async def _one_group_twice(app: FastAPI, as_role: dict[str, Any]) -> tuple[str, str]:
+async def _one_group_twice(
+    app: FastAPI, as_role: dict[str, Any], *, days_ago: int = 0
+) -> tuple[str, str]:
     """The same group reported by two monitors (the reporter key and the admin key)."""
-    first, second = report_body(), report_body(device_id="another-phone")
-    second["observed_at"] = first["observed_at"]
+    observed = (datetime.now(UTC) - timedelta(days=days_ago, hours=2)).isoformat()
+    first = report_body(observed_at=observed)
+    second = report_body(observed_at=observed, device_id="another-phone")
     assert (await as_role["reporter"].post("/v1/reports", json=first)).status_code == 201
     assert (await as_role["admin"].post("/v1/reports", json=second)).status_code == 201
     current_store(app).settle_links()  # PostGIS: what the folder thread does within 100 ms
@@ -56,6 +60,16 @@ async def test_links_are_for_analysts_and_admins(app: FastAPI, as_role: dict[str
         assert response.status_code == status
         assert response.headers["content-type"] == "application/problem+json"
     assert (await as_role["admin"].get("/v1/links")).json()["links"] == [link]
+
+
+async def test_links_page_by_next_link(app: FastAPI, as_role: dict[str, Any]) -> None:
+    for days_ago in range(3):  # three groups, days apart: three links
+        await _one_group_twice(app, as_role, days_ago=days_ago)
+    first = (await as_role["analyst"].get("/v1/links", params={"limit": 2})).json()
+    second = (await as_role["analyst"].get(first["next"])).json()
+    assert len(first["links"]) == 2 and len(second["links"]) == 1 and "next" not in second
+    ids = [link["id"] for link in first["links"] + second["links"]]
+    assert len(set(ids)) == 3
 
 
 async def test_review_flow(app: FastAPI, as_role: dict[str, Any]) -> None:

@@ -10,22 +10,18 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from service.api.audit import request_detail
 from service.api.deps import CallerDep, SettingsDep, StoreDep, get_caller
 from service.api.problems import DocumentedRoute
 from service.api.responses import JSONResponse
 from service.api.schemas.lists import AlertListQuery
-from service.api.schemas.pages import decode_cursor, encode_cursor, parse_time
+from service.api.schemas.pages import cursor_after, next_href, parse_time
 from service.domain.alerts import AlertQuery, alert_fields
-from service.domain.queries import PageKey
 from service.usecases import alerts
 
 router = APIRouter(
     prefix="/v1", tags=["alerts"], dependencies=[Depends(get_caller)], route_class=DocumentedRoute
 )
-
-
-def _detail(request: Request) -> dict[str, Any]:
-    return {"method": request.method, "path": request.url.path, "query": request.url.query}
 
 
 @router.get("/alerts")
@@ -39,22 +35,20 @@ async def list_alerts(
     """Alerts, the most recently updated first: each is one episode of a series (a segment, a
     region or a whole border; one kind or all; reports or people) above its threshold, with
     its days, observed and expected counts and statistic. Follow `next` for the next page."""
-    after = None if params.cursor is None else decode_cursor(params.cursor)
     query = AlertQuery(
         state=params.state,
         border=params.border,
         segment_id=params.segment,
         since=parse_time("since", params.since),
         limit=min(params.limit, settings.page_max_items),
-        after=None if after is None else (after.observed_at, after.id),
+        after=cursor_after(params.cursor),
     )
     page = await run_in_threadpool(
-        lambda: alerts.list_alerts(store, query, caller=caller, detail=_detail(request))
+        lambda: alerts.list_alerts(store, query, caller=caller, detail=request_detail(request))
     )
     body: dict[str, Any] = {"alerts": [alert_fields(a) for a in page.alerts]}
-    if page.next_key is not None:
-        key = PageKey(observed_at=page.next_key[0], id=page.next_key[1])
-        body["next"] = str(request.url.include_query_params(cursor=encode_cursor(key)))
+    if (href := next_href(request.url, page.next_key)) is not None:
+        body["next"] = href
     return JSONResponse(body)
 
 
@@ -64,6 +58,6 @@ async def get_alert(
 ) -> Response:
     """One alert."""
     found = await run_in_threadpool(
-        lambda: alerts.get_alert(store, alert_id, caller=caller, detail=_detail(request))
+        lambda: alerts.get_alert(store, alert_id, caller=caller, detail=request_detail(request))
     )
     return JSONResponse(alert_fields(found))

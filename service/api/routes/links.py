@@ -10,22 +10,18 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from service.api.audit import request_detail
 from service.api.deps import CallerDep, SettingsDep, StoreDep, get_caller
 from service.api.problems import DocumentedRoute
 from service.api.responses import JSONResponse
 from service.api.schemas.lists import LinkListQuery
-from service.api.schemas.pages import decode_cursor, encode_cursor, parse_time
+from service.api.schemas.pages import cursor_after, next_href, parse_time
 from service.domain.links import LinkQuery, LinkState, link_fields
-from service.domain.queries import PageKey
 from service.usecases import links
 
 router = APIRouter(
     prefix="/v1", tags=["links"], dependencies=[Depends(get_caller)], route_class=DocumentedRoute
 )
-
-
-def _detail(request: Request) -> dict[str, Any]:
-    return {"method": request.method, "path": request.url.path, "query": request.url.query}
 
 
 @router.get("/links")
@@ -40,21 +36,19 @@ async def list_links(
     they were proposed. Each gives its two reports, the match weight (bits) and, for each field
     compared, the level the pair fell in and the bits it added, so that a reviewer sees why the
     pair was linked. Follow `next` for the next page."""
-    after = None if params.cursor is None else decode_cursor(params.cursor)
     query = LinkQuery(
         state=params.state,
         segment_id=params.segment,
         since=parse_time("since", params.since),
         limit=min(params.limit, settings.page_max_items),
-        after=None if after is None else (after.observed_at, after.id),
+        after=cursor_after(params.cursor),
     )
     page = await run_in_threadpool(
-        lambda: links.list_links(store, query, caller=caller, detail=_detail(request))
+        lambda: links.list_links(store, query, caller=caller, detail=request_detail(request))
     )
     body: dict[str, Any] = {"links": [link_fields(k) for k in page.links]}
-    if page.next_key is not None:
-        key = PageKey(observed_at=page.next_key[0], id=page.next_key[1])
-        body["next"] = str(request.url.include_query_params(cursor=encode_cursor(key)))
+    if (href := next_href(request.url, page.next_key)) is not None:
+        body["next"] = href
     return JSONResponse(body)
 
 
@@ -63,7 +57,7 @@ async def _review(
 ) -> Response:
     reviewed = await run_in_threadpool(
         lambda: links.review_link(
-            store, link_id, state=state, caller=caller, detail=_detail(request)
+            store, link_id, state=state, caller=caller, detail=request_detail(request)
         )
     )
     return JSONResponse(link_fields(reviewed))

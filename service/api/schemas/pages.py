@@ -8,6 +8,8 @@ import math
 from datetime import UTC, datetime
 from uuid import UUID
 
+from starlette.datastructures import URL
+
 from service.api.schemas.common import parse_instant
 from service.domain.errors import FieldError, InvalidParameter
 from service.domain.queries import PageKey, ReportQuery
@@ -29,6 +31,23 @@ def decode_cursor(token: str) -> PageKey:
         return PageKey(observed_at=observed, id=UUID(report_id))
     except (ValueError, UnicodeDecodeError, binascii.Error, OverflowError) as error:
         raise _bad("cursor", "is not a cursor this service issued; follow the next link") from error
+
+
+def cursor_after(token: str | None) -> tuple[datetime, UUID] | None:
+    """The (observed_at, id) key a listing's page starts after, from its ``cursor`` parameter."""
+    if token is None:
+        return None
+    key = decode_cursor(token)
+    return key.observed_at, key.id
+
+
+def next_href(url: URL, next_key: tuple[datetime, UUID] | None) -> str | None:
+    """The link to a listing's next page (this request's URL with the cursor after
+    ``next_key``), or None on the last page."""
+    if next_key is None:
+        return None
+    key = PageKey(observed_at=next_key[0], id=next_key[1])
+    return str(url.include_query_params(cursor=encode_cursor(key)))
 
 
 _MICROSECOND = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)
