@@ -263,6 +263,23 @@ async def anonymous(app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[ht
         yield c
 
 
+@pytest.fixture
+async def as_role(app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[dict[str, Any]]:
+    """A client per role ("public" without a key, "reporter", "analyst", "admin") on the same
+    app and data as ``client``."""
+    transport = httpx.ASGITransport(app=app)
+    out: dict[str, httpx.AsyncClient] = {}
+    for role in ("public", "reporter", "analyst", "admin"):
+        headers = {} if role == "public" else {
+            "Authorization": f"Bearer {app.state.test_keys[role]}"}  # fmt: skip
+        out[role] = httpx.AsyncClient(
+            transport=transport, base_url="http://testserver", headers=headers
+        )
+    yield out
+    for c in out.values():
+        await c.aclose()
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent

@@ -5,12 +5,10 @@ position, a note or a device id; keys are stored only as digests, and are refuse
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import mapbox_vector_tile
-import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
@@ -27,21 +25,6 @@ LON, LAT = -73.4617391, 45.0123457
 ROLES = ("public", "reporter", "analyst", "admin")
 
 
-@pytest.fixture
-async def clients(app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[dict[str, Any]]:
-    transport = httpx.ASGITransport(app=app)
-    out: dict[str, httpx.AsyncClient] = {}
-    for role in ROLES:
-        headers = {} if role == "public" else {
-            "Authorization": f"Bearer {app.state.test_keys[role]}"}  # fmt: skip
-        out[role] = httpx.AsyncClient(
-            transport=transport, base_url="http://testserver", headers=headers
-        )
-    yield out
-    for c in out.values():
-        await c.aclose()
-
-
 def _tile(z: int) -> str:
     import math
 
@@ -51,17 +34,17 @@ def _tile(z: int) -> str:
     return f"{z}/{x}/{y}"
 
 
-async def _seed(clients: dict[str, httpx.AsyncClient]) -> dict[str, str]:
+async def _seed(as_role: dict[str, httpx.AsyncClient]) -> dict[str, str]:
     """Reports posted by the reporter key (one precise, with a note and a device id) and by the
     admin; returns the path parameters the matrix fills in."""
     own = report_body(location={"type": "Point", "coordinates": [LON, LAT]}, notes=OWN_NOTE,
                       device_id="own-device")  # fmt: skip
-    response = await clients["reporter"].post("/v1/reports", json=own)
+    response = await as_role["reporter"].post("/v1/reports", json=own)
     assert response.status_code == 201, response.text
     others = [report_body(notes=NOTE, device_id=DEVICE) for _ in range(3)]
-    response = await clients["admin"].post("/v1/reports/batch", json=others)
+    response = await as_role["admin"].post("/v1/reports/batch", json=others)
     assert response.json()["summary"]["created"] == 3
-    key = await clients["admin"].post("/v1/keys", json={"role": "reporter", "name": "spare"})
+    key = await as_role["admin"].post("/v1/keys", json={"role": "reporter", "name": "spare"})
     return {
         "report_id": own["id"],
         "other_report_id": others[0]["id"],
@@ -159,13 +142,13 @@ def _forbidden_content(role: str, body: bytes, content_type: str) -> list[str]:
     return found
 
 
-async def test_every_route_for_every_role(clients: dict[str, httpx.AsyncClient]) -> None:
-    params = await _seed(clients)
+async def test_every_route_for_every_role(as_role: dict[str, httpx.AsyncClient]) -> None:
+    params = await _seed(as_role)
     for role in ROLES:
         for method, path, url, body in _requests(params):
             if method == "DELETE":
                 continue  # checked last, below: a deletion would change what others see
-            response = await clients[role].request(method, url, json=body)
+            response = await as_role[role].request(method, url, json=body)
             where = f"{role} {method} {url}"
             if _allowed(role, method, path, url):
                 assert response.status_code not in (401, 403), (where, response.text[:300])
@@ -183,7 +166,7 @@ async def test_every_route_for_every_role(clients: dict[str, httpx.AsyncClient])
         for method, path, url, _ in _requests(params):
             if method != "DELETE":
                 continue
-            response = await clients[role].request(method, url)
+            response = await as_role[role].request(method, url)
             if _allowed(role, method, path, url):
                 assert response.status_code in (204, 404), (role, url, response.text)
             else:
@@ -191,10 +174,10 @@ async def test_every_route_for_every_role(clients: dict[str, httpx.AsyncClient])
 
 
 async def test_a_reporter_reads_back_only_its_own_reports(
-    clients: dict[str, httpx.AsyncClient],
+    as_role: dict[str, httpx.AsyncClient],
 ) -> None:
-    params = await _seed(clients)
-    reporter = clients["reporter"]
+    params = await _seed(as_role)
+    reporter = as_role["reporter"]
     own = await reporter.get(f"/v1/reports/{params['report_id']}")
     assert own.status_code == 200 and own.json()["properties"]["notes"] == OWN_NOTE
     other = await reporter.get(f"/v1/reports/{params['other_report_id']}")
@@ -203,14 +186,14 @@ async def test_a_reporter_reads_back_only_its_own_reports(
     assert [f["id"] for f in listed] == [params["report_id"]]
     items = (await reporter.get("/ogc/collections/reports/items")).json()["features"]
     assert [f["id"] for f in items] == [params["report_id"]]
-    analyst = (await clients["analyst"].get("/v1/reports")).json()["features"]
+    analyst = (await as_role["analyst"].get("/v1/reports")).json()["features"]
     assert len(analyst) == 4
 
 
 async def test_keys_are_stored_as_digests_and_refused_when_revoked(
-    app: FastAPI, clients: dict[str, httpx.AsyncClient]
+    app: FastAPI, as_role: dict[str, httpx.AsyncClient]
 ) -> None:
-    made = await clients["admin"].post("/v1/keys", json={"role": "analyst", "name": "temp"})
+    made = await as_role["admin"].post("/v1/keys", json={"role": "analyst", "name": "temp"})
     assert made.status_code == 201
     token, key_id = made.json()["key"], made.json()["key_id"]
     stored = current_store(app).get_key(key_id)
@@ -220,7 +203,7 @@ async def test_keys_are_stored_as_digests_and_refused_when_revoked(
     assert len(secret) >= 32
     assert secret.encode() not in stored.digest and token.encode() not in stored.digest
     assert len(stored.digest) == 32
-    listed = (await clients["admin"].get("/v1/keys")).json()["keys"]
+    listed = (await as_role["admin"].get("/v1/keys")).json()["keys"]
     assert all("digest" not in k and "key" not in k for k in listed)
     assert token not in str(listed)
     transport = httpx.ASGITransport(app=app)
@@ -229,22 +212,22 @@ async def test_keys_are_stored_as_digests_and_refused_when_revoked(
         wrong = token[:-1] + ("A" if token[-1] != "A" else "B")
         bad = await c.get("/v1/reports", headers={"Authorization": f"Bearer {wrong}"})
         assert bad.status_code == 401 and token not in bad.text
-        assert (await clients["admin"].delete(f"/v1/keys/{key_id}")).status_code == 204
+        assert (await as_role["admin"].delete(f"/v1/keys/{key_id}")).status_code == 204
         revoked = await c.get("/v1/reports", headers={"Authorization": f"Bearer {token}"})
         assert revoked.status_code == 401
-    actions = [e["action"] for e in (await clients["admin"].get("/v1/audit")).json()["entries"]]
+    actions = [e["action"] for e in (await as_role["admin"].get("/v1/audit")).json()["entries"]]
     assert "key.create" in actions and "key.revoke" in actions
 
 
 async def test_precise_reads_and_deletions_are_audited(
-    clients: dict[str, httpx.AsyncClient],
+    as_role: dict[str, httpx.AsyncClient],
 ) -> None:
-    params = await _seed(clients)
-    await clients["analyst"].get("/v1/reports?kind=crossing")
+    params = await _seed(as_role)
+    await as_role["analyst"].get("/v1/reports?kind=crossing")
     assert (
-        await clients["admin"].delete(f"/v1/reports/{params['other_report_id']}")
+        await as_role["admin"].delete(f"/v1/reports/{params['other_report_id']}")
     ).status_code == 204
-    entries = (await clients["admin"].get("/v1/audit")).json()["entries"]
+    entries = (await as_role["admin"].get("/v1/audit")).json()["entries"]
     reads = [e for e in entries if e["action"] == "reports.read" and e["role"] == "analyst"]
     assert any(e["detail"]["query"] == "kind=crossing" for e in reads)
     deletions = [e for e in entries if e["action"] == "report.delete"]
@@ -252,13 +235,13 @@ async def test_precise_reads_and_deletions_are_audited(
 
 
 async def test_ogc_reads_of_precise_reports_are_audited_before_they_are_answered(
-    clients: dict[str, httpx.AsyncClient],
+    as_role: dict[str, httpx.AsyncClient],
 ) -> None:
-    params = await _seed(clients)
-    items = await clients["analyst"].get("/ogc/collections/reports/items?kind=crossing&limit=2")
-    one = await clients["analyst"].get(f"/ogc/collections/reports/items/{params['report_id']}")
+    params = await _seed(as_role)
+    items = await as_role["analyst"].get("/ogc/collections/reports/items?kind=crossing&limit=2")
+    one = await as_role["analyst"].get(f"/ogc/collections/reports/items/{params['report_id']}")
     assert items.status_code == 200 and one.status_code == 200
-    entries = (await clients["admin"].get("/v1/audit")).json()["entries"]
+    entries = (await as_role["admin"].get("/v1/audit")).json()["entries"]
     reads = [e["detail"] for e in entries if e["action"] == "reports.read"]
     assert {"method": "GET", "path": "/ogc/collections/reports/items",
             "query": "kind=crossing&limit=2"} in reads  # fmt: skip
@@ -266,16 +249,16 @@ async def test_ogc_reads_of_precise_reports_are_audited_before_they_are_answered
 
 
 async def test_anonymous_writes_are_refused_by_default(
-    clients: dict[str, httpx.AsyncClient],
+    as_role: dict[str, httpx.AsyncClient],
 ) -> None:
-    response = await clients["public"].post("/v1/reports", json=report_body())
+    response = await as_role["public"].post("/v1/reports", json=report_body())
     assert response.status_code == 401
     assert response.headers["content-type"] == "application/problem+json"
 
 
-async def test_security_headers_on_every_answer(clients: dict[str, httpx.AsyncClient]) -> None:
+async def test_security_headers_on_every_answer(as_role: dict[str, httpx.AsyncClient]) -> None:
     for url in ("/v1/segments", "/map", "/v1/reports"):
-        response = await clients["public"].get(url)
+        response = await as_role["public"].get(url)
         assert response.headers["x-content-type-options"] == "nosniff"
         assert response.headers["x-frame-options"] == "DENY"
         assert "default-src 'self'" in response.headers["content-security-policy"]

@@ -4,7 +4,6 @@ audited; analysts' report features carry group_id, nobody else's do."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,22 +13,6 @@ from fastapi import FastAPI
 
 from service.api.lifecycle import current_store
 from tests.factories import report_body
-
-
-@pytest.fixture
-async def as_role(app: FastAPI, client: httpx.AsyncClient) -> AsyncIterator[dict[str, Any]]:
-    """A client per role ("public" without a key) on the test app, after the data was wiped."""
-    transport = httpx.ASGITransport(app=app)
-    out = {}
-    for role in ("public", "reporter", "analyst", "admin"):
-        headers = {} if role == "public" else {
-            "Authorization": f"Bearer {app.state.test_keys[role]}"}  # fmt: skip
-        out[role] = httpx.AsyncClient(
-            transport=transport, base_url="http://testserver", headers=headers
-        )
-    yield out
-    for c in out.values():
-        await c.aclose()
 
 
 async def _one_group_twice(
