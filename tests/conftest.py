@@ -43,6 +43,14 @@ def _postgis_unavailable(reason: str) -> None:
 @pytest.fixture(scope="session")
 def postgis_url() -> Iterator[str]:
     """A fresh database for this run, migrated with Alembic; dropped at the end."""
+    with fresh_postgis_database() as url:
+        yield url
+
+
+@contextmanager
+def fresh_postgis_database(revision: str | None = "head") -> Iterator[str]:
+    """A new PostGIS database migrated to ``revision`` (None: left empty, not even PostGIS),
+    as a SQLAlchemy URL; dropped on exit. Skips (fails under CI) when PostgreSQL is not there."""
     name = f"crossings_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     try:
         admin = psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=5)
@@ -51,35 +59,24 @@ def postgis_url() -> Iterator[str]:
     with admin:
         admin.execute(f'CREATE DATABASE "{name}"')
         try:
-            dsn = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-            try:
-                with psycopg.connect(dsn, autocommit=True) as conn:
-                    conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
-            except psycopg.Error as error:
-                _postgis_unavailable(str(error).strip())
-            url = dsn.replace("postgresql://", "postgresql+psycopg://", 1)
-            from service.storage.postgis.migrations import upgrade
+            url = f"{ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+            if revision is not None:
+                try:
+                    with psycopg.connect(url, autocommit=True) as conn:
+                        conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
+                except psycopg.Error as error:
+                    _postgis_unavailable(str(error).strip())
+                from service.storage.postgis.migrations import upgrade
 
-            upgrade(url)
-            yield url
+                upgrade(url.replace("postgresql://", "postgresql+psycopg://", 1), revision)
+            yield url.replace("postgresql://", "postgresql+psycopg://", 1)
         finally:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@contextmanager
-def fresh_postgis_database() -> Iterator[str]:
-    """A new, migrated PostGIS database; dropped on exit."""
-    name = f"crossings_fresh_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            base = ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-            from service.storage.postgis.migrations import upgrade
-
-            upgrade(f"{base}/{name}")
-            yield f"{base}/{name}"
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def libpq_url(url: str) -> str:
+    """psycopg's form of a SQLAlchemy PostgreSQL URL."""
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
 @pytest.fixture

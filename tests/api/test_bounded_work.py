@@ -27,7 +27,7 @@ from service.app import create_app
 from service.domain.aggregation import GROUP_KEYS
 from service.settings import Settings
 from service.usecases.aggregates import AggregateRequest, group_bound, time_plan
-from tests.conftest import make_key, make_settings, wipe_reports
+from tests.conftest import libpq_url, make_key, make_settings, wipe_reports
 from tests.factories import ROXHAM_ROAD, report_body
 
 CAPS = {"aggregate_max_cells": 1_000, "aggregate_max_range_days": 3_660, "aggregate_max_parts": 900}
@@ -182,7 +182,7 @@ def test_a_client_that_goes_away_stops_its_statement(postgis_url: str, tmp_path:
     from tests.live import live_key, running_server
 
     key = live_key(postgis_url, "analyst")
-    dsn = postgis_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    dsn = libpq_url(postgis_url)
     log = tmp_path / "server.log"
     path = (
         "/v1/aggregates?start=2025-01-01T00:00:00Z&end=2026-01-01T00:00:00Z"
@@ -259,7 +259,7 @@ def test_a_page_or_tile_whose_client_goes_away_stops_its_statement(
     from tests.live import live_key, running_server
 
     key = live_key(postgis_url, "analyst")
-    dsn = postgis_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    dsn = libpq_url(postgis_url)
     log = tmp_path / "server.log"
     path = _READS[read]
     with (

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from service.api.lifecycle import current_store
 from service.api.state import app_state
-from tests.conftest import make_key
+from tests.conftest import libpq_url, make_key
 from tests.factories import report_body, report_feature_body
 
 
@@ -161,7 +161,7 @@ def _stored_text(url: str) -> str:
         return repr(rows)
     import psycopg
 
-    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1)) as conn:
+    with psycopg.connect(libpq_url(url)) as conn:
         rows = conn.execute("SELECT detail::text, key_id FROM audit_log").fetchall()
         rows += conn.execute("SELECT notes, device_id FROM reports").fetchall()
     return repr(rows)

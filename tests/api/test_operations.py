@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from service.api.lifecycle import current_store
 from service.app import create_app
 from tests.api.test_outage import CuttableProxy
-from tests.conftest import make_key, make_settings, wipe_reports
+from tests.conftest import libpq_url, make_key, make_settings, wipe_reports
 from tests.factories import report_body
 
 
@@ -196,7 +196,7 @@ async def test_a_statement_timeout_is_a_504_of_its_own_without_retry_after(
     wipe_reports(postgis_url)
     async with serving(postgis_url, db_statement_timeout_ms=300, rate_limit_per_key=0) as app:
         admin = await asyncio.to_thread(make_key, current_store(app), "admin")
-        dsn = postgis_url.replace("postgresql+psycopg://", "postgresql://", 1)
+        dsn = libpq_url(postgis_url)
         async with (
             await psycopg.AsyncConnection.connect(dsn) as locker,
             client_for(app, Authorization=f"Bearer {admin}") as client,

@@ -6,7 +6,6 @@ keeping links and groups consistent."""
 from __future__ import annotations
 
 import random
-import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,7 +34,13 @@ from service.settings import Settings
 from service.storage import open_store
 from service.storage.base import Store
 from service.storage.postgis.migrations import alembic_config, upgrade
-from tests.conftest import STORES, module_store_url, wipe_reports
+from tests.conftest import (
+    STORES,
+    fresh_postgis_database,
+    libpq_url,
+    module_store_url,
+    wipe_reports,
+)
 from tests.factories import T0, make_report, make_segment, snapped_to
 
 SEGMENTS = (
@@ -328,42 +333,26 @@ def test_a_late_report_joins_the_group_it_belongs_to(linked: tuple[str, Store]) 
 def test_an_upgraded_postgis_database_links_the_reports_it_held() -> None:
     """Migration 0015 queues the reports already stored; the linker links them; its downgrade
     leaves the database at 0014, where reports are stored as before."""
-    from tests.conftest import ADMIN_URL, _postgis_unavailable
-
-    try:
-        psycopg.connect(ADMIN_URL, connect_timeout=5).close()
-    except psycopg.OperationalError as error:
-        _postgis_unavailable(str(error).strip())
-    name = f"crossings_links_{uuid.uuid4().hex[:8]}"
-    base = ADMIN_URL.rsplit("/", 1)[0]
-    url = f"{base}/{name}".replace("postgresql://", "postgresql+psycopg://", 1)
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
+    with fresh_postgis_database("0014") as url:
+        a, b = at(), at(lon=26.051)
+        store = open_store(Settings(database_url=url, rollup_fold_interval_ms=0))
         try:
-            with psycopg.connect(f"{base}/{name}", autocommit=True) as conn:
-                conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
-            upgrade(url, "0014")
-            a, b = at(), at(lon=26.051)
-            store = open_store(Settings(database_url=url, rollup_fold_interval_ms=0))
-            try:
-                store.replace_segments(SEGMENTS)
-                store.add_reports([a], posted_by="key-a")
-                store.add_reports([b], posted_by="key-b")
-            finally:
-                store.close()
-            upgrade(url, "head")
-            store = open_store(Settings(database_url=url, rollup_fold_interval_ms=0))
-            try:
-                assert store.settle_links() == 2
-                assert len(every_link(store)) == 1
-            finally:
-                store.close()
-            command.downgrade(alembic_config(url), "0014")
-            with psycopg.connect(f"{base}/{name}") as conn:
-                tables = {t for (t,) in conn.execute("SELECT tablename FROM pg_tables")}
-            assert not tables & {"report_links", "report_groups", "link_pending"}
+            store.replace_segments(SEGMENTS)
+            store.add_reports([a], posted_by="key-a")
+            store.add_reports([b], posted_by="key-b")
         finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            store.close()
+        upgrade(url, "head")
+        store = open_store(Settings(database_url=url, rollup_fold_interval_ms=0))
+        try:
+            assert store.settle_links() == 2
+            assert len(every_link(store)) == 1
+        finally:
+            store.close()
+        command.downgrade(alembic_config(url), "0014")
+        with psycopg.connect(libpq_url(url)) as conn:
+            tables = {t for (t,) in conn.execute("SELECT tablename FROM pg_tables")}
+        assert not tables & {"report_links", "report_groups", "link_pending"}
 
 
 def _linked_world(store: Store) -> None:
@@ -395,38 +384,22 @@ def test_migration_0017_counts_what_the_store_keeps() -> None:
     """0017 fills group_days, group_months and the release's new columns from the groups a
     database held: the same rows the store keeps as it links (downgraded to 0016, upgraded
     again)."""
-    from tests.conftest import ADMIN_URL, _postgis_unavailable
-
-    try:
-        psycopg.connect(ADMIN_URL, connect_timeout=5).close()
-    except psycopg.OperationalError as error:
-        _postgis_unavailable(str(error).strip())
-    name = f"crossings_linkrel_{uuid.uuid4().hex[:8]}"
-    base = ADMIN_URL.rsplit("/", 1)[0]
-    url = f"{base}/{name}".replace("postgresql://", "postgresql+psycopg://", 1)
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
+    with fresh_postgis_database() as url:
+        store = open_store(Settings(database_url=url, rollup_fold_interval_ms=0))
         try:
-            with psycopg.connect(f"{base}/{name}", autocommit=True) as conn:
-                conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
-            upgrade(url, "head")
-            store = open_store(Settings(database_url=url, rollup_fold_interval_ms=0))
-            try:
-                store.replace_segments(SEGMENTS)
-                _linked_world(store)
-            finally:
-                store.close()
-            with psycopg.connect(f"{base}/{name}") as conn:
-                kept = {t: conn.execute(q).fetchall() for t, q in _GROUP_TABLES.items()}
-            assert kept["group_days"] and kept["group_months"]
-            assert any(row[-2] < row[-4] for row in kept["release_cells"])  # groups < reports
-            command.downgrade(alembic_config(url), "0016")
-            upgrade(url, "head")
-            with psycopg.connect(f"{base}/{name}") as conn:
-                again = {t: conn.execute(q).fetchall() for t, q in _GROUP_TABLES.items()}
-            assert again == kept
+            store.replace_segments(SEGMENTS)
+            _linked_world(store)
         finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            store.close()
+        with psycopg.connect(libpq_url(url)) as conn:
+            kept = {t: conn.execute(q).fetchall() for t, q in _GROUP_TABLES.items()}
+        assert kept["group_days"] and kept["group_months"]
+        assert any(row[-2] < row[-4] for row in kept["release_cells"])  # groups < reports
+        command.downgrade(alembic_config(url), "0016")
+        upgrade(url, "head")
+        with psycopg.connect(libpq_url(url)) as conn:
+            again = {t: conn.execute(q).fetchall() for t, q in _GROUP_TABLES.items()}
+        assert again == kept
 
 
 def test_sqlite_step_12_counts_what_the_store_keeps(tmp_path: Any) -> None:

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 from sqlalchemy import create_engine
 
@@ -21,25 +19,13 @@ from service.api.lifecycle import current_store
 from service.app import create_app
 from service.settings import Settings
 from service.storage.postgis.migrations import pending
-from tests.conftest import ADMIN_URL, fresh_postgis_database, make_key
+from tests.conftest import fresh_postgis_database, libpq_url, make_key
 from tests.factories import report_body
 from tests.pgcluster import pg_bin
 
 pytestmark = pytest.mark.postgis
 
 PLACES = [(-73.5172, 45.0071), (-97.2263, 49.0004), (-106.45, 31.76), (-75.0, 40.0)]
-
-
-@contextlib.contextmanager
-def empty_database() -> Iterator[str]:
-    """A new database with nothing in it (not even PostGIS: the dump brings it); dropped after."""
-    name = f"crossings_restored_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextlib.asynccontextmanager
@@ -72,10 +58,6 @@ def _tool(name: str) -> str:
     return str(binaries / name) if binaries else name
 
 
-def _libpq(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
-
-
 async def test_a_restored_dump_serves_the_same_reports_aggregates_and_keys(
     tmp_path: Path,
 ) -> None:
@@ -100,16 +82,16 @@ async def test_a_restored_dump_serves_the_same_reports_aggregates_and_keys(
             assert answer.json()["summary"]["created"] == len(bodies)
             before = await _views(client, key, bodies[7]["id"])
         subprocess.run(
-            [_tool("pg_dump"), "--format=custom", f"--file={dump}", _libpq(source)],
+            [_tool("pg_dump"), "--format=custom", f"--file={dump}", libpq_url(source)],
             check=True, capture_output=True,
         )  # fmt: skip
     # The source is gone; the dump is all there is.
-    with empty_database() as target:
+    with fresh_postgis_database(revision=None) as url:  # empty: the dump brings PostGIS
         subprocess.run(
-            [_tool("pg_restore"), "--no-owner", "--exit-on-error", f"--dbname={target}", str(dump)],
+            [_tool("pg_restore"), "--no-owner", "--exit-on-error", f"--dbname={libpq_url(url)}",
+             str(dump)],
             check=True, capture_output=True,
         )  # fmt: skip
-        url = target.replace("postgresql://", "postgresql+psycopg://", 1)
         engine = create_engine(url)
         try:
             assert not pending(engine, url)  # `crossings serve` starts on it as it is

@@ -38,7 +38,7 @@ from service.storage.postgis.store import PostgisStore
 from service.usecases.aggregates import AggregateRequest, aggregate
 from service.usecases.segments import ensure_segments
 from service.usecases.submit_reports import submit_batch
-from tests.conftest import fresh_postgis_database
+from tests.conftest import fresh_postgis_database, libpq_url
 from tests.factories import report_body, scattered_drafts
 from tests.live import auth, live_key, running_server
 
@@ -46,10 +46,6 @@ NOW = datetime(2026, 6, 1, tzinfo=UTC)
 # Near the border (snapped) and one place far from it (beyond reach).
 PLACES = [(-73.45, 45.01), (-122.75, 49.0), (-97.2, 49.0), (-106.5, 31.77), (-95.0, 30.0)]
 BOX = (-73.9, 44.7, -73.0, 45.3)  # around Roxham Road: whole level-12 cells and edge strips
-
-
-def _libpq(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
 def _drafts(n: int, seed: int) -> list[ReportDraft]:
@@ -121,12 +117,12 @@ def _reads(store: PostgisStore, index: SegmentIndex) -> dict[str, Any]:
 
 
 def _rollup_tables(url: str) -> dict[str, list[tuple[Any, ...]]]:
-    with psycopg.connect(_libpq(url)) as conn:
+    with psycopg.connect(libpq_url(url)) as conn:
         return {t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall()) for t in ROLLUP_TABLES}
 
 
 def _pending(url: str) -> int:
-    with psycopg.connect(_libpq(url)) as conn:
+    with psycopg.connect(libpq_url(url)) as conn:
         (n,) = conn.execute(f"SELECT count(*) FROM {PENDING}").fetchone()  # type: ignore[misc]
         return int(n)
 
@@ -181,7 +177,7 @@ conn.execute("SELECT pg_sleep(600)")
 
 def _wait_gone(url: str, application: str) -> None:
     deadline = time.monotonic() + 30
-    with psycopg.connect(_libpq(url), autocommit=True) as conn:
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
         while conn.execute(
             "SELECT 1 FROM pg_stat_activity WHERE application_name = %s", [application]
         ).fetchone():
@@ -200,7 +196,7 @@ def test_a_fold_killed_midway_loses_nothing_and_counts_nothing_twice(
         submit_batch(store, index, _drafts(300, seed=4), settings=_settings(url), now=NOW)
         before, tables = _reads(store, index), _rollup_tables(url)
         folder = subprocess.Popen(
-            [sys.executable, "-c", _FOLD_AND_HANG, _libpq(url)], stdout=subprocess.PIPE
+            [sys.executable, "-c", _FOLD_AND_HANG, libpq_url(url)], stdout=subprocess.PIPE
         )
         try:
             assert folder.stdout is not None
@@ -262,7 +258,7 @@ def test_a_writer_killed_before_its_reports_are_folded_loses_none(
         store.rebuild_rollups()
         after = _reads(store, index)
         assert before != after  # the 10 new ones
-        with psycopg.connect(_libpq(url)) as conn:
+        with psycopg.connect(libpq_url(url)) as conn:
             (n,) = conn.execute("SELECT count(*) FROM reports").fetchone()  # type: ignore[misc]
         assert n == 410
         _assert_rollups_equal_a_recount(url, store)
@@ -368,7 +364,7 @@ def test_two_workers_and_sixteen_clients_lose_no_count(
         live = _reads(store, index)
         _assert_rollups_equal_a_recount(url, store)
         assert _reads(store, index) == live
-        with psycopg.connect(_libpq(url)) as conn:
+        with psycopg.connect(libpq_url(url)) as conn:
             (n,) = conn.execute("SELECT count(*) FROM reports").fetchone()  # type: ignore[misc]
         assert n == len(bodies)
     finally:
@@ -403,7 +399,7 @@ def test_a_readers_conditions_reach_each_rollup_table(database: tuple[str, Segme
     reads the whole rollup for each read (every level of tile_cells: a numberMatched took 0.6 s at
     1M reports and grew with them, docs/performance.md)."""
     url, _ = database
-    with psycopg.connect(_libpq(url)) as conn:
+    with psycopg.connect(libpq_url(url)) as conn:
         for table, condition in _KEY_CONDITIONS.items():
             ((plan,),) = conn.execute(
                 f"EXPLAIN (FORMAT JSON) SELECT * FROM {live(table)} AS live WHERE {condition}"

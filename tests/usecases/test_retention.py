@@ -27,7 +27,7 @@ from service.usecases.aggregates import AggregateRequest, aggregate
 from service.usecases.submit_reports import submit_batch
 from service.usecases.tiles import mvt_tile
 from service.usecases.transfer import export_reports
-from tests.conftest import wipe_reports
+from tests.conftest import libpq_url, wipe_reports
 
 T0 = datetime(2025, 12, 20, tzinfo=UTC)
 CUT = T0 + timedelta(days=183, hours=5, minutes=7, seconds=3)  # not on a day boundary
@@ -278,7 +278,7 @@ def _sqlite(url: str) -> sqlite3.Connection:
 
 
 def _postgis(url: str) -> psycopg.Connection[Any]:
-    return psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1))
+    return psycopg.connect(libpq_url(url))
 
 
 def _purged_flags(url: str) -> dict[uuid.UUID, bool]:
@@ -328,7 +328,7 @@ def test_tile_rollups_still_count_the_reports_after_a_purge(
     opened.fold_rollups()  # the rollup table alone is compared below
     import psycopg
 
-    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1)) as conn:
+    with psycopg.connect(libpq_url(url)) as conn:
         kept = conn.execute(
             "SELECT level, cx, cy, kind, reports, people FROM tile_cells ORDER BY 1, 2, 3, 4"
         ).fetchall()
