@@ -20,6 +20,8 @@ import httpx
 import psycopg
 import pytest
 from fastapi import FastAPI
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from service.api.lifecycle import current_store
 from service.app import create_app
@@ -32,6 +34,13 @@ ADMIN_URL = os.environ.get(
     "CROSSINGS_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+# Property tests check rules, not speed: no per-example deadline and no "too slow" health check,
+# which on a shared two-core machine fail for the load's sake (explicit @settings still apply).
+hypothesis_settings.register_profile(
+    "crossings", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+hypothesis_settings.load_profile("crossings")
 
 
 def _postgis_unavailable(reason: str) -> None:
