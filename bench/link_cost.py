@@ -38,11 +38,13 @@ import psycopg
 from bench.harness import fresh_postgis_database, libpq_url
 from bench.links import EPOCH, Reports, make_reports
 from bench.synthetic import DIRECTIONS, KINDS
+from service.domain.link_model import EstimatedModel
 from service.domain.reports import ReportDraft
 from service.settings import Settings
 from service.storage import open_store
 from service.storage.base import Store
 from service.storage.postgis.migrations import upgrade
+from service.usecases.link_model import estimate_link_model, rescore_links
 from service.usecases.segments import ensure_segments
 from service.usecases.submit_reports import submit_batch
 
@@ -110,6 +112,62 @@ def links_of(store: Store) -> int:
         if page.next_key is None:
             return total
         query = LinkQuery(limit=1000, after=page.next_key)
+
+
+def store_pairs(store: Store) -> list[tuple[int, int]]:
+    """Every stored link as the two reports' bench indexes (ids are UUID(int=index + 1))."""
+    from service.domain.links import LinkQuery
+
+    out, query = [], LinkQuery(limit=1000)
+    while True:
+        page = store.list_links(query)
+        out += [(k.a.int - 1, k.b.int - 1) for k in page.links]
+        if page.next_key is None:
+            return out
+        query = LinkQuery(limit=1000, after=page.next_key)
+
+
+def store_model(
+    r: Reports, *, sample: int, seed: int, batch: int = 500
+) -> tuple[EstimatedModel | None, dict[str, Any]]:
+    """The reports ingested into a fresh SQLite store in arrival order (linked as ingest links
+    them, with DEFAULT_U and no crowding), then ``crossings links estimate``'s work: the
+    estimate the store keeps, and the store's links before and after rescoring under it."""
+    from bench.links import pair_figures
+
+    _, counts = np.unique(r.truth, return_counts=True)
+    true_pairs = int((counts * (counts - 1) // 2).sum())
+
+    def figures(pairs: list[tuple[int, int]]) -> dict[str, float]:
+        tp = sum(1 for a, b in pairs if r.truth[a] == r.truth[b])
+        return pair_figures(tp, len(pairs), true_pairs)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{Path(tmp) / 'links.db'}"
+        store = open_store(Settings(database_url=url, surges=False))
+        try:
+            ingest_s = ingest(store, url, r, batch)
+            before = figures(store_pairs(store))
+            start = time.perf_counter()
+            found = estimate_link_model(store, sample_size=sample, now=datetime.now(UTC), seed=seed)
+            estimate_s = time.perf_counter() - start
+            start = time.perf_counter()
+            rescored = rescore_links(store)
+            rescore_s = time.perf_counter() - start
+            after = figures(store_pairs(store))
+        finally:
+            store.close()
+    return found.model, {
+        "store": "sqlite",
+        "ingest_s": round(ingest_s, 1),
+        "sampled_reports": len(found.sample.reports),
+        "pairs": found.sample.pairs,
+        "estimate_s": round(estimate_s, 2),
+        "rescored_links": rescored,
+        "rescore_s": round(rescore_s, 2),
+        "store_links_before_estimate": before,
+        "store_links_after_rescoring": after,
+    }
 
 
 def sqlite_run(r: Reports, batch: int) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -316,3 +317,22 @@ def test_rescored_weights_are_the_stored_levels_under_the_estimate(
         assert link.model_version == model.version
         assert link.weight == pytest.approx(expected.total)
         assert link.per_field == pytest.approx(dict(expected.per_field))
+
+
+def test_the_command_line_estimate_says_when_the_defaults_stay(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from service.cli import main
+
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    store = open_store(Settings(database_url=url))
+    try:
+        store.replace_segments(SEGMENTS)
+        ingest(store, busy_place(T0, 24))
+    finally:
+        store.close()
+    monkeypatch.setenv("CROSSINGS_DATABASE_URL", url)
+    assert main(["links", "estimate", "--sample", "500", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "sampled 48 reports" in out
+    assert "fewer than 1,000 pairs: u and the crowding stay the defaults" in out
