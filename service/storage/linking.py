@@ -24,11 +24,12 @@ Reports themselves are never changed. Groups do not depend on the order reports 
 from __future__ import annotations
 
 import bisect
+import json
 import random
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 from uuid import UUID
 
 import numpy as np
@@ -39,6 +40,7 @@ from service.domain.link_model import (
     SampledReport,
     UnrelatedSample,
     draw_shift,
+    model_from_json,
     shifted,
 )
 from service.domain.linking import (
@@ -92,6 +94,27 @@ class ScoredPair(NamedTuple):
     levels: Levels
     segment_a: str | None
     segment_b: str | None
+
+
+# The same statements on both stores: what tells a linker whether its cached model is still the
+# store's (LinkTx.model_marks), and the latest stored estimate.
+MODEL_MARKS = (
+    "SELECT (SELECT count(*) FROM report_links WHERE state = 'confirmed'),"
+    " (SELECT coalesce(max(version), 0) FROM link_models)"
+)
+LATEST_MODEL = (
+    "SELECT version, estimated_at, border_version, reports, pairs, u, crowding"
+    " FROM link_models ORDER BY version DESC LIMIT 1"
+)
+
+
+def model_of_row(row: Sequence[Any], estimated_at: datetime) -> EstimatedModel:
+    """A row of LATEST_MODEL (u and crowding as JSON text), its time read by the store."""
+    version, _, border, reports, pairs, u, crowding = row
+    return model_from_json(
+        version=version, estimated_at=estimated_at, border_version=border, reports=reports,
+        pairs=pairs, u=json.loads(u), crowding=json.loads(crowding),
+    )  # fmt: skip
 
 
 class LinkTx(Protocol):

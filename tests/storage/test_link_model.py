@@ -36,7 +36,7 @@ from service.settings import Settings
 from service.storage import open_store
 from service.storage.base import Store
 from service.usecases.link_model import estimate_link_model, link_model_is_due, rescore_links
-from tests.conftest import STORES, module_store_url, wipe_reports
+from tests.conftest import STORES, wipe_reports
 from tests.factories import T0, snapped_to
 from tests.storage.test_link_store import (
     NEIGHBOURS,
@@ -48,6 +48,7 @@ from tests.storage.test_link_store import (
     groups_of,
     ingest,
     review,
+    store_of_segments,
 )
 
 
@@ -55,17 +56,12 @@ from tests.storage.test_link_store import (
 def opened(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, Store]]:
-    with module_store_url(request, tmp_path_factory, "linkmodel") as url:
-        store = open_store(Settings(database_url=url))
-        store.replace_segments(SEGMENTS)
-        try:
-            yield url, store
-        finally:
-            store.close()
+    with store_of_segments(request, tmp_path_factory, "linkmodel") as opened:
+        yield opened
 
 
 @pytest.fixture
-def modelled(opened: tuple[str, Store]) -> tuple[str, Store]:
+def linked(opened: tuple[str, Store]) -> tuple[str, Store]:
     url, store = opened
     wipe_reports(url)  # the stored estimates too
     return url, store
@@ -160,8 +156,8 @@ def test_the_estimate_is_the_brute_force_one_over_the_same_sample(
     assert dict(stored.crowding) == pytest.approx(estimate_crowding(counts))
 
 
-def test_too_few_unrelated_pairs_keep_the_defaults(modelled: tuple[str, Store]) -> None:
-    _, store = modelled
+def test_too_few_unrelated_pairs_keep_the_defaults(linked: tuple[str, Store]) -> None:
+    _, store = linked
     ingest(store, [(at(), "key-a"), (at(lon=26.051), "key-b")])
     found = estimate_link_model(store, sample_size=100, now=NOW, seed=1)
     assert found.model is None and store.link_model() is None
@@ -224,8 +220,8 @@ def test_links_are_the_domain_rule_under_the_stored_estimate(
         assert groups_of(store, ids) == expected_groups
 
 
-def test_an_estimate_under_another_border_is_not_used(modelled: tuple[str, Store]) -> None:
-    _, store = modelled
+def test_an_estimate_under_another_border_is_not_used(linked: tuple[str, Store]) -> None:
+    _, store = linked
     save(store, BUSY)
     store.replace_border(SEGMENTS, lambda lons, lats: [snapped_to("s-1") for _ in lons])
     assert link_model_is_due(store, now=NOW, every_s=86_400)
@@ -269,9 +265,9 @@ def quiet_pair() -> tuple[Report, Report]:
 
 
 def test_an_estimate_unlinks_a_busy_places_unrelated_reports(
-    modelled: tuple[str, Store],
+    linked: tuple[str, Store],
 ) -> None:
-    _, store = modelled
+    _, store = linked
     busy = busy_place(T0, 8 * 24)
     quiet = quiet_pair()
     ingest(store, [*busy, (quiet[0], "key-a"), (quiet[1], "key-b")])
@@ -303,9 +299,9 @@ def test_an_estimate_unlinks_a_busy_places_unrelated_reports(
 
 
 def test_rescored_weights_are_the_stored_levels_under_the_estimate(
-    modelled: tuple[str, Store],
+    linked: tuple[str, Store],
 ) -> None:
-    _, store = modelled
+    _, store = linked
     a, b = quiet_pair()
     c, d = at(), at(lon=26.0505, observed_at=T0 + timedelta(minutes=5), people_count=3)
     ingest(store, [(a, "key-a"), (b, "key-b"), (c, "key-a"), (d, "key-b")])

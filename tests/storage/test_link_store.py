@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -46,17 +47,26 @@ SEGMENTS = (
 NEIGHBOURS = segment_neighbours(SEGMENTS)
 
 
-@pytest.fixture(scope="module", params=STORES)
-def opened(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+@contextmanager
+def store_of_segments(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, name: str
 ) -> Iterator[tuple[str, Store]]:
-    with module_store_url(request, tmp_path_factory, "links") as url:
+    """(url, open store) of the store ``request.param`` names, holding SEGMENTS."""
+    with module_store_url(request, tmp_path_factory, name) as url:
         store = open_store(Settings(database_url=url))
         store.replace_segments(SEGMENTS)
         try:
             yield url, store
         finally:
             store.close()
+
+
+@pytest.fixture(scope="module", params=STORES)
+def opened(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Store]]:
+    with store_of_segments(request, tmp_path_factory, "links") as opened:
+        yield opened
 
 
 @pytest.fixture

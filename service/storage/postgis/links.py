@@ -22,11 +22,18 @@ from sqlalchemy import Connection
 
 from service.domain.grid import GRID_LEVEL
 from service.domain.link_groups import Edge
-from service.domain.link_model import EstimatedModel, UnrelatedSample, model_from_json
+from service.domain.link_model import EstimatedModel, UnrelatedSample
 from service.domain.linking import Levels, Link, LinkRecord, MatchWeight
 from service.domain.links import LinkPage, LinkQuery, LinkState, StoredLink, link_id
 from service.domain.segments import BorderSegment
-from service.storage.linking import GroupRow, Linker, ScoredPair
+from service.storage.linking import (
+    LATEST_MODEL,
+    MODEL_MARKS,
+    GroupRow,
+    Linker,
+    ScoredPair,
+    model_of_row,
+)
 from service.storage.postgis import segments as segment_queries
 from service.storage.postgis.rollups import CELL_DAYS_LEVEL
 
@@ -161,10 +168,7 @@ class PostgisLinkTx:
         return [x for (x,) in rows]
 
     def model_marks(self) -> tuple[int, int]:
-        confirmed, version = self.conn.exec_driver_sql(
-            "SELECT (SELECT count(*) FROM report_links WHERE state = 'confirmed'),"
-            " (SELECT coalesce(max(version), 0) FROM link_models)"
-        ).one()
+        confirmed, version = self.conn.exec_driver_sql(MODEL_MARKS).one()
         return int(confirmed), int(version)
 
     def confirmed_levels(self) -> list[Levels]:
@@ -174,17 +178,8 @@ class PostgisLinkTx:
         return [tuple(levels) for (levels,) in rows]
 
     def latest_model(self) -> EstimatedModel | None:
-        row = self.conn.exec_driver_sql(
-            "SELECT version, estimated_at, border_version, reports, pairs, u, crowding"
-            " FROM link_models ORDER BY version DESC LIMIT 1"
-        ).first()
-        if row is None:
-            return None
-        version, at, border, reports, pairs, u, crowding = row
-        return model_from_json(
-            version=version, estimated_at=at, border_version=border, reports=reports,
-            pairs=pairs, u=json.loads(u), crowding=json.loads(crowding),
-        )  # fmt: skip
+        row = self.conn.exec_driver_sql(LATEST_MODEL).first()
+        return None if row is None else model_of_row(row, row[1])
 
     def save_model(self, model: EstimatedModel) -> int:
         values = model.as_json()

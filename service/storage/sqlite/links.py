@@ -13,11 +13,19 @@ from typing import Any
 from uuid import UUID
 
 from service.domain.link_groups import Edge
-from service.domain.link_model import EstimatedModel, UnrelatedSample, model_from_json
+from service.domain.link_model import EstimatedModel, UnrelatedSample
 from service.domain.linking import Levels, Link, LinkRecord, MatchWeight
 from service.domain.links import LinkPage, LinkQuery, LinkState, StoredLink, link_id
 from service.domain.segments import BorderSegment
-from service.storage.linking import LINK_BATCH, GroupRow, Linker, ScoredPair
+from service.storage.linking import (
+    LATEST_MODEL,
+    LINK_BATCH,
+    MODEL_MARKS,
+    GroupRow,
+    Linker,
+    ScoredPair,
+    model_of_row,
+)
 from service.storage.sqlite import segments as segment_queries
 from service.storage.sqlite.rows import from_micros, to_micros
 
@@ -133,10 +141,7 @@ class SqliteLinkTx:
         return [UUID(x) for (x,) in rows]
 
     def model_marks(self) -> tuple[int, int]:
-        confirmed, version = self.conn.execute(
-            "SELECT (SELECT count(*) FROM report_links WHERE state = 'confirmed'),"
-            " (SELECT coalesce(max(version), 0) FROM link_models)"
-        ).fetchone()
+        confirmed, version = self.conn.execute(MODEL_MARKS).fetchone()
         return int(confirmed), int(version)
 
     def confirmed_levels(self) -> list[Levels]:
@@ -144,17 +149,8 @@ class SqliteLinkTx:
         return [tuple(json.loads(levels)) for (levels,) in rows]
 
     def latest_model(self) -> EstimatedModel | None:
-        row = self.conn.execute(
-            "SELECT version, estimated_at, border_version, reports, pairs, u, crowding"
-            " FROM link_models ORDER BY version DESC LIMIT 1"
-        ).fetchone()
-        if row is None:
-            return None
-        version, at, border, reports, pairs, u, crowding = row
-        return model_from_json(
-            version=version, estimated_at=from_micros(at), border_version=border,
-            reports=reports, pairs=pairs, u=json.loads(u), crowding=json.loads(crowding),
-        )  # fmt: skip
+        row = self.conn.execute(LATEST_MODEL).fetchone()
+        return None if row is None else model_of_row(row, from_micros(row[1]))
 
     def save_model(self, model: EstimatedModel) -> int:
         values = model.as_json()
