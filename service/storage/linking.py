@@ -265,33 +265,30 @@ class Linker:
         border (``DEFAULT_U`` and no crowding otherwise). One small statement per call
         (``model_marks``); the levels and the estimate are read again only when they changed."""
         marks = (*tx.model_marks(), border)
-        if self._model is not None and self._model[0] == marks:
-            return self._model[1], self._model[2]
+        cached = self._model
+        if cached is not None and cached[0] == marks:
+            return cached[1], cached[2]
         confirmed, stored_version, _ = marks
-        if self._confirmed is None or self._confirmed[0] != confirmed:
+        # Locals first, the cache after: threads of one store (ingest, the background jobs)
+        # share this linker, and each call must score with one consistent model.
+        known = self._confirmed
+        if known is None or known[0] != confirmed:
             levels = tx.confirmed_levels()
             m = DEFAULT_M
             if len(levels) >= self.config.min_reviews:
                 m = shares_of(np.array(levels, dtype=np.int64))
-            self._confirmed = (len(levels), m)
-        if stored_version == 0:
-            self._stored = None
-        elif self._stored is None or self._stored.version != stored_version:
-            self._stored = tx.latest_model()
+            known = self._confirmed = (len(levels), m)
         stored = self._stored
+        if stored_version == 0:
+            stored = None
+        elif stored is None or stored.version != stored_version:
+            stored = self._stored = tx.latest_model()
+        threshold = self.config.threshold_bits
         if stored is not None and stored.border_version == border:
-            model = MatchModel(
-                m=self._confirmed[1],
-                u=stored.u,
-                threshold=self.config.threshold_bits,
-                crowding=stored.crowding,
-            )
+            model = MatchModel(known[1], stored.u, threshold, stored.crowding)
             version = stored.version
         else:
-            model = MatchModel(
-                m=self._confirmed[1], u=DEFAULT_U, threshold=self.config.threshold_bits
-            )
-            version = 0
+            model, version = MatchModel(known[1], DEFAULT_U, threshold), 0
         self._model = (marks, model, version)
         return model, version
 

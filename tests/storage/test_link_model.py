@@ -332,3 +332,35 @@ def test_the_command_line_estimate_says_when_the_defaults_stay(
     out = capsys.readouterr().out
     assert "sampled 48 reports" in out
     assert "fewer than 1,000 pairs: u and the crowding stay the defaults" in out
+
+
+@pytest.mark.postgis
+def test_migration_0020_adds_the_estimates_and_downgrades_cleanly() -> None:
+    """0020 adds link_models and report_links.model_version; its downgrade leaves 0019's schema,
+    and an upgrade brings them back."""
+    import psycopg
+
+    from alembic import command
+    from service.storage.postgis.migrations import alembic_config, upgrade
+    from tests.conftest import ADMIN_URL, _postgis_unavailable, fresh_postgis_database
+
+    try:
+        psycopg.connect(ADMIN_URL, connect_timeout=5).close()
+    except psycopg.OperationalError as error:
+        _postgis_unavailable(str(error).strip())
+
+    def schema(url: str) -> tuple[bool, bool]:
+        with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1)) as conn:
+            tables = conn.execute("SELECT count(*) FROM pg_tables WHERE tablename = 'link_models'")
+            columns = conn.execute(
+                "SELECT count(*) FROM information_schema.columns"
+                " WHERE table_name = 'report_links' AND column_name = 'model_version'"
+            )
+            return tables.fetchone() == (1,), columns.fetchone() == (1,)
+
+    with fresh_postgis_database() as url:
+        assert schema(url) == (True, True)
+        command.downgrade(alembic_config(url), "0019")
+        assert schema(url) == (False, False)
+        upgrade(url, "head")
+        assert schema(url) == (True, True)
