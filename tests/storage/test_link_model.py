@@ -220,6 +220,17 @@ def test_links_are_the_domain_rule_under_the_stored_estimate(
         assert groups_of(store, ids) == expected_groups
 
 
+def test_an_estimate_is_due_when_none_is_stored_or_the_latest_is_old(
+    linked: tuple[str, Store],
+) -> None:
+    _, store = linked
+    day = 86_400.0
+    assert link_model_is_due(store, now=NOW, every_s=day)
+    save(store, BUSY)  # estimated at NOW
+    assert not link_model_is_due(store, now=NOW + timedelta(hours=23), every_s=day)
+    assert link_model_is_due(store, now=NOW + timedelta(hours=24), every_s=day)
+
+
 def test_an_estimate_under_another_border_is_not_used(linked: tuple[str, Store]) -> None:
     _, store = linked
     save(store, BUSY)
