@@ -23,6 +23,7 @@ more than everything else (docs/surges.md), and it is not what is measured here.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import tempfile
 import time
@@ -127,11 +128,24 @@ def store_pairs(store: Store) -> list[tuple[int, int]]:
         query = LinkQuery(limit=1000, after=page.next_key)
 
 
+@contextlib.contextmanager
+def fresh_url(kind: str) -> Iterator[str]:
+    """A fresh SQLite file or migrated PostGIS database (dropped afterwards)."""
+    if kind == "sqlite":
+        with tempfile.TemporaryDirectory() as tmp:
+            yield f"sqlite:///{Path(tmp) / 'links.db'}"
+        return
+    with fresh_postgis_database() as url:
+        upgrade(url)
+        yield url
+
+
 def store_model(
-    r: Reports, *, sample: int, seed: int, batch: int = 500
+    r: Reports, *, sample: int, seed: int, kind: str = "sqlite", batch: int = 500
 ) -> tuple[EstimatedModel | None, dict[str, Any]]:
-    """The reports ingested into a fresh SQLite store in arrival order (linked as ingest links
-    them, with DEFAULT_U and no crowding), then ``crossings links estimate``'s work: the
+    """The reports ingested into a fresh store of ``kind`` in arrival order (linked as ingest
+    links them, with DEFAULT_U and no crowding; PostGIS: linked by ``settle_links``, then
+    ANALYZEd so that the sample reads pages), then ``crossings links estimate``'s work: the
     estimate the store keeps, and the store's links before and after rescoring under it."""
     from bench.links import pair_figures
 
@@ -142,11 +156,14 @@ def store_model(
         tp = sum(1 for a, b in pairs if r.truth[a] == r.truth[b])
         return pair_figures(tp, len(pairs), true_pairs)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite:///{Path(tmp) / 'links.db'}"
-        store = open_store(Settings(database_url=url, surges=False))
+    with fresh_url(kind) as url:
+        store = open_store(Settings(database_url=url, surges=False, rollup_fold_interval_ms=0))
         try:
             ingest_s = ingest(store, url, r, batch)
+            if kind != "sqlite":
+                store.settle_links()
+                with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+                    conn.execute("ANALYZE reports")
             before = figures(store_pairs(store))
             start = time.perf_counter()
             found = estimate_link_model(store, sample_size=sample, now=datetime.now(UTC), seed=seed)
@@ -158,7 +175,7 @@ def store_model(
         finally:
             store.close()
     return found.model, {
-        "store": "sqlite",
+        "store": kind,
         "ingest_s": round(ingest_s, 1),
         "sampled_reports": len(found.sample.reports),
         "pairs": found.sample.pairs,

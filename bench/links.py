@@ -485,7 +485,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.store_model:  # u and crowding as a store estimates and keeps them
         from bench.link_cost import store_model
 
-        model, stored = store_model(r, sample=U_SAMPLE, seed=args.seed)
+        model, stored = store_model(
+            r, sample=args.store_sample, seed=args.seed, kind=args.store_model
+        )
         assert model is not None, "too few unrelated pairs for the store to estimate u"
         u, crowding, u_pairs = model.u, dict(model.crowding), model.pairs
     else:
@@ -624,9 +626,13 @@ def main() -> None:
     )
     parser.add_argument(
         "--store-model",
-        action="store_true",
-        help="u and the crowding from a SQLite store's estimate (the reports ingested into it,"
-        " `crossings links estimate`'s work), and the store's links before and after rescoring",
+        choices=("sqlite", "postgis"),
+        help="u and the crowding from a store's estimate (the reports ingested into a fresh"
+        " store, then `crossings links estimate`'s work), and the store's links before and"
+        " after rescoring",
+    )
+    parser.add_argument(
+        "--store-sample", type=int, default=U_SAMPLE, help="reports the store's estimate draws"
     )
     args = parser.parse_args()
     # One core: the cost per report is per-core work, and the machine is shared.
