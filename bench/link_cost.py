@@ -23,6 +23,7 @@ more than everything else (docs/surges.md), and it is not what is measured here.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import tempfile
 import time
@@ -38,11 +39,13 @@ import psycopg
 from bench.harness import fresh_postgis_database, libpq_url
 from bench.links import EPOCH, Reports, make_reports
 from bench.synthetic import DIRECTIONS, KINDS
+from service.domain.link_model import EstimatedModel
 from service.domain.reports import ReportDraft
 from service.settings import Settings
 from service.storage import open_store
 from service.storage.base import Store
 from service.storage.postgis.migrations import upgrade
+from service.usecases.link_model import estimate_link_model, rescore_links
 from service.usecases.segments import ensure_segments
 from service.usecases.submit_reports import submit_batch
 
@@ -110,6 +113,78 @@ def links_of(store: Store) -> int:
         if page.next_key is None:
             return total
         query = LinkQuery(limit=1000, after=page.next_key)
+
+
+def store_pairs(store: Store) -> list[tuple[int, int]]:
+    """Every stored link as the two reports' bench indexes (ids are UUID(int=index + 1))."""
+    from service.domain.links import LinkQuery
+
+    out, query = [], LinkQuery(limit=1000)
+    while True:
+        page = store.list_links(query)
+        out += [(k.a.int - 1, k.b.int - 1) for k in page.links]
+        if page.next_key is None:
+            return out
+        query = LinkQuery(limit=1000, after=page.next_key)
+
+
+@contextlib.contextmanager
+def fresh_url(kind: str) -> Iterator[str]:
+    """A fresh SQLite file or migrated PostGIS database (dropped afterwards)."""
+    if kind == "sqlite":
+        with tempfile.TemporaryDirectory() as tmp:
+            yield f"sqlite:///{Path(tmp) / 'links.db'}"
+        return
+    with fresh_postgis_database() as url:
+        upgrade(url)
+        yield url
+
+
+def store_model(
+    r: Reports, *, sample: int, seed: int, kind: str = "sqlite", batch: int = 500
+) -> tuple[EstimatedModel | None, dict[str, Any]]:
+    """The reports ingested into a fresh store of ``kind`` in arrival order (linked as ingest
+    links them, with DEFAULT_U and no crowding; PostGIS: linked by ``settle_links``, then
+    ANALYZEd so that the sample reads pages), then ``crossings links estimate``'s work: the
+    estimate the store keeps, and the store's links before and after rescoring under it."""
+    from bench.links import pair_figures
+
+    _, counts = np.unique(r.truth, return_counts=True)
+    true_pairs = int((counts * (counts - 1) // 2).sum())
+
+    def figures(pairs: list[tuple[int, int]]) -> dict[str, float]:
+        tp = sum(1 for a, b in pairs if r.truth[a] == r.truth[b])
+        return pair_figures(tp, len(pairs), true_pairs)
+
+    with fresh_url(kind) as url:
+        store = open_store(Settings(database_url=url, surges=False, rollup_fold_interval_ms=0))
+        try:
+            ingest_s = ingest(store, url, r, batch)
+            if kind != "sqlite":
+                store.settle_links()
+                with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+                    conn.execute("ANALYZE reports")
+            before = figures(store_pairs(store))
+            start = time.perf_counter()
+            found = estimate_link_model(store, sample_size=sample, now=datetime.now(UTC), seed=seed)
+            estimate_s = time.perf_counter() - start
+            start = time.perf_counter()
+            rescored = rescore_links(store)
+            rescore_s = time.perf_counter() - start
+            after = figures(store_pairs(store))
+        finally:
+            store.close()
+    return found.model, {
+        "store": kind,
+        "ingest_s": round(ingest_s, 1),
+        "sampled_reports": len(found.sample.reports),
+        "pairs": found.sample.pairs,
+        "estimate_s": round(estimate_s, 2),
+        "rescored_links": rescored,
+        "rescore_s": round(rescore_s, 2),
+        "store_links_before_estimate": before,
+        "store_links_after_rescoring": after,
+    }
 
 
 def sqlite_run(r: Reports, batch: int) -> dict[str, Any]:

@@ -481,7 +481,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     windows = LinkWindows(max_hours=args.max_hours, max_km=args.max_km)
     rng = np.random.default_rng(args.seed + 30)
     index = full_index(r, neighbours, windows)
-    u, crowding, u_pairs = estimate_u_sample(index, seg_index.ids, rng=rng)
+    stored: dict[str, Any] | None = None
+    if args.store_model:  # u and crowding as a store estimates and keeps them
+        from bench.link_cost import store_model
+
+        model, stored = store_model(
+            r, sample=args.store_sample, seed=args.seed, kind=args.store_model
+        )
+        assert model is not None, "too few unrelated pairs for the store to estimate u"
+        u, crowding, u_pairs = model.u, dict(model.crowding), model.pairs
+    else:
+        u, crowding, u_pairs = estimate_u_sample(index, seg_index.ids, rng=rng)
     if args.no_crowding:
         crowding = {}
     crowd = np.array([crowding.get(s, 0.0) for s in seg_index.ids.tolist()] + [0.0])  # [-1]: none
@@ -514,6 +524,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "snapped": int((r.seg >= 0).sum()),
         "seed": args.seed,
         "windows": {"max_hours": windows.max_hours, "max_km": windows.max_km},
+        "u_from": "store" if stored is not None else "bench",
+        "store_model": stored,
         "u_pairs": u_pairs,
         "u": {
             f: [round(x, 4) for x in u.of(f)]
@@ -578,6 +590,15 @@ def table(result: dict[str, Any]) -> str:
             f"{name}: groups {f['groups']:,} (true {f['true_groups']:,}), people_est "
             f"{f['people_est']:,} (true {f['true_people']:,}; raw sum {f['people']:,})"
         )
+    if result.get("store_model"):
+        s = result["store_model"]
+        lines.append(
+            f"store's estimate: {s['sampled_reports']:,} reports, {s['pairs']:,} pairs in "
+            f"{s['estimate_s']} s; {s['rescored_links']:,} links rescored in {s['rescore_s']} s"
+        )
+        for name in ("store_links_before_estimate", "store_links_after_rescoring"):
+            f = s[name]
+            lines.append(f"{name}: P {f['precision']:.4f} R {f['recall']:.4f} F1 {f['f1']:.4f}")
     o = result["oracle_bound_at_recall_0.9"]
     lines.append(
         f"best any rule on these comparisons can do: P {o['precision']:.3f} at R {o['recall']:.3f}"
@@ -602,6 +623,16 @@ def main() -> None:
     parser.add_argument("--max-km", type=float, default=defaults["link_max_km"].default)
     parser.add_argument(
         "--no-crowding", action="store_true", help="weights without the crowding term"
+    )
+    parser.add_argument(
+        "--store-model",
+        choices=("sqlite", "postgis"),
+        help="u and the crowding from a store's estimate (the reports ingested into a fresh"
+        " store, then `crossings links estimate`'s work), and the store's links before and"
+        " after rescoring",
+    )
+    parser.add_argument(
+        "--store-sample", type=int, default=U_SAMPLE, help="reports the store's estimate draws"
     )
     args = parser.parse_args()
     # One core: the cost per report is per-core work, and the machine is shared.

@@ -1,5 +1,5 @@
-"""`crossings serve | worker | db upgrade | db rebuild-rollups | segments load PATH | export |
-import PATH | purge`: thin, calls usecases."""
+"""`crossings serve | worker | db upgrade | db rebuild-rollups | segments load PATH | links estimate |
+export | import PATH | purge`: thin, calls usecases."""
 
 from __future__ import annotations
 
@@ -208,6 +208,40 @@ def _release_cut(args: argparse.Namespace, settings: Settings) -> int:
     with _opened(settings) as store:
         info = cut_release(store, now=datetime.now(UTC), delay_h=settings.public_delay_h)
     print(f"public release {info.release_id} cut: the days before {info.through} (UTC)")
+    return 0
+
+
+def _links_estimate(args: argparse.Namespace, settings: Settings) -> int:
+    """Estimate linking's u and crowding from the stored reports now, and rescore the proposed
+    links (servers also do, every CROSSINGS_LINK_ESTIMATE_EVERY_H)."""
+    from service.domain.link_model import MIN_U_PAIRS
+    from service.progress import Progress
+    from service.usecases.link_model import estimate_link_model, rescore_links
+
+    size = args.sample or settings.link_u_sample_pairs
+    with _opened(settings.model_copy(update={"db_statement_timeout_ms": 0})) as store:
+        found = estimate_link_model(store, sample_size=size, now=datetime.now(UTC), seed=args.seed)
+        sample, model = found.sample, found.model
+        print(
+            f"sampled {len(sample.reports):,} reports (up to {size:,}), each looked for whole "
+            f"days away: {sample.pairs:,} unrelated candidate pairs"
+        )
+        if model is None:
+            print(f"fewer than {MIN_U_PAIRS:,} pairs: u and the crowding stay the defaults")
+            return 0
+        busiest = sorted(model.crowding.items(), key=lambda kv: -kv[1])[:5]
+        print(
+            f"stored estimate {model.version} (border version {model.border_version}); crowding "
+            f"on {len(model.crowding):,} segments, the busiest: "
+            + ", ".join(f"{segment} {c:.1f}" for segment, c in busiest)
+        )
+        if args.no_rescore:
+            return 0
+        progress = Progress("proposed links rescored")
+        rescored = rescore_links(store, on_batch=progress.update)
+        if rescored:
+            progress.finish()
+    print(f"{rescored:,} proposed links rescored under estimate {model.version}")
     return 0
 
 
@@ -435,6 +469,26 @@ def build_parser() -> argparse.ArgumentParser:
     release.add_parser(
         "cut", help="cut the public release now (servers also cut it every few minutes)"
     ).set_defaults(run=_release_cut)
+    links = commands.add_parser("links", help="linking reports of one crossing").add_subparsers(
+        dest="links", required=True
+    )
+    estimate = links.add_parser(
+        "estimate",
+        help="estimate u and the crowding from the stored reports and rescore the proposed links",
+        description="Draws random stored reports, looks for each one's candidates as if it had "
+        "been observed whole days earlier or later (pairs that cannot be one group), estimates u "
+        "and each segment's crowding from them, stores them as the next version and rescores the "
+        "proposed links under it (reviewed links keep their weights). Servers do the same every "
+        "CROSSINGS_LINK_ESTIMATE_EVERY_H hours.",
+    )
+    estimate.add_argument(
+        "--sample", type=int, help="reports to draw (default: CROSSINGS_LINK_U_SAMPLE_PAIRS)"
+    )
+    estimate.add_argument("--seed", type=int, help="the draw's seed (default: a random one)")
+    estimate.add_argument(
+        "--no-rescore", action="store_true", help="store the estimate, leave the links as they are"
+    )
+    estimate.set_defaults(run=_links_estimate)
     commands.add_parser(
         "worker",
         help="send webhook deliveries (servers also do, unless CROSSINGS_WEBHOOK_WORKER=0)",

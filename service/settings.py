@@ -289,7 +289,20 @@ class Settings(BaseSettings):
         description="Confirmed pairs needed before m is estimated from reviews (defaults until then)",
     )
     link_u_sample_pairs: int = Field(
-        default=20_000, ge=100, description="Random candidate pairs u is estimated from"
+        default=20_000,
+        ge=100,
+        description=(
+            "Reports drawn at random (each looked for whole days away) that u and the crowding"
+            " are estimated from"
+        ),
+    )
+    link_estimate_every_h: float = Field(
+        default=24.0,
+        ge=0,
+        description=(
+            "`crossings serve` estimates u and the crowding again once the latest estimate is"
+            " this old (0: never in process; run `crossings links estimate`)"
+        ),
     )
 
     @field_validator("allowed_hosts", mode="before")

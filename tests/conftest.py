@@ -191,11 +191,12 @@ def wipe_reports(url: str) -> None:
             lite.execute("DELETE FROM report_groups")
             lite.execute("DELETE FROM group_days")
             lite.execute("DELETE FROM group_months")
+            lite.execute("DELETE FROM link_models")
         lite.close()
         return
     truncate = (
         f"TRUNCATE reports, {PENDING}, {', '.join(ROLLUP_TABLES)},"
-        " report_links, report_groups, group_days, group_months, link_pending"
+        " report_links, report_groups, group_days, group_months, link_pending, link_models"
     )
     # A store a test left open may still be linking (link_pending, then reports: the opposite
     # of the order TRUNCATE locks them in); PostgreSQL then aborts one of the two. Try again.

@@ -15,6 +15,7 @@ import logging
 import random
 import threading
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
@@ -22,11 +23,18 @@ from fastapi.concurrency import run_in_threadpool
 from service.api.metrics import Metrics
 from service.api.state import app_state
 from service.domain.errors import StoreUnavailable
+from service.domain.link_model import MIN_U_PAIRS
 from service.domain.release import day_start
 from service.settings import Settings
 from service.storage import check_ready, open_store
 from service.storage.base import PooledStore, Store
 from service.usecases.deliver_webhooks import DeliveryWorker
+from service.usecases.link_model import (
+    RESCORE_BATCH,
+    Estimate,
+    estimate_link_model,
+    link_model_is_due,
+)
 from service.usecases.public_release import CurrentRelease
 from service.usecases.release import cut_release, release_is_due
 from service.usecases.segments import CurrentBorder, ensure_segments
@@ -70,6 +78,7 @@ async def start(app: FastAPI) -> None:
         _keep_release(store, release, state.metrics, settings),
         _deliver_webhooks(store, settings),
         _keep_surges(store),
+        _keep_link_model(store, settings),
     )
 
 
@@ -157,6 +166,48 @@ async def _keep_surges(store: Store, every_s: float = 600.0) -> None:
             pass  # the database is away: try again next time
         except Exception:  # never let the task die with the server still up
             log.exception("could not move surge series on")
+
+
+async def _keep_link_model(store: Store, settings: Settings) -> None:
+    """Estimate linking's u and crowding again once the latest estimate is
+    ``link_estimate_every_h`` old (or was made under another border), and rescore the proposed
+    links scored before the latest estimate, a batch per transaction (docs/linking.md). Checked
+    hourly at most; several servers may each estimate (each estimate is whole; the latest is
+    used) and each rescore batch is whole."""
+    every_s = settings.link_estimate_every_h * 3600
+    if every_s <= 0:
+        return
+    while True:
+        # First a wait: start-up (and a test's short-lived server) is not the time for it.
+        await asyncio.sleep(min(every_s, 3600.0) * (0.75 + random.random() / 2))
+        try:
+            now = datetime.now(UTC)
+            if await run_in_threadpool(link_model_is_due, store, now=now, every_s=every_s):
+                found = await run_in_threadpool(
+                    partial(estimate_link_model, store, sample_size=settings.link_u_sample_pairs),
+                    now=now,
+                )
+                _log_estimate(found)
+            while await run_in_threadpool(store.rescore_links, RESCORE_BATCH):
+                pass  # one transaction per batch: ingest goes on between them
+        except StoreUnavailable:
+            pass  # the database is away: try again next time
+        except Exception:  # never let the task die with the server still up
+            log.exception("could not estimate linking's model")
+
+
+def _log_estimate(found: Estimate) -> None:
+    if found.model is None:
+        log.info(
+            "linking: %d unrelated pairs in a sample of %d reports, fewer than %d: u and the"
+            " crowding stay the defaults",
+            found.sample.pairs, len(found.sample.reports), MIN_U_PAIRS,
+        )  # fmt: skip
+    else:
+        log.info(
+            "linking: estimate %d of u and the crowding stored (%d reports, %d pairs)",
+            found.model.version, found.model.reports, found.model.pairs,
+        )  # fmt: skip
 
 
 async def _deliver_webhooks(store: Store, settings: Settings) -> None:

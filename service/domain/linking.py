@@ -343,6 +343,23 @@ def score_candidates(
 ) -> list[Link]:
     """Every candidate of ``new`` among ``pool`` (what an index found near it), scored; the
     caller keeps those with ``is_match`` as proposed links."""
+    links = []
+    for other, levels_of_pair in candidates(new, pool, windows=windows, neighbours=neighbours):
+        weight = match_weight(levels_of_pair, model, segments=(new.segment_id, other.segment_id))
+        a, b = sorted((new.id, other.id))
+        links.append(Link(a, b, weight, weight.total >= model.threshold))
+    return links
+
+
+def candidates(
+    new: LinkRecord,
+    pool: Iterable[LinkRecord],
+    *,
+    windows: LinkWindows,
+    neighbours: Mapping[str, frozenset[str]],
+) -> list[tuple[LinkRecord, Levels]]:
+    """The candidates of ``new`` among ``pool`` (``is_candidate``), each with the levels of the
+    pair, in ``pool``'s order."""
     near = [
         o
         for o in pool
@@ -352,15 +369,11 @@ def score_candidates(
         and abs((o.observed_at - new.observed_at).total_seconds()) <= windows.max_hours * 3600
     ]
     metres, levels = compare_many(new, near)
-    links = []
-    for other, row, far in zip(near, levels, metres > windows.max_km * 1000, strict=True):
-        if far:
-            continue
-        levels_of_pair = (int(row[0]), int(row[1]), int(row[2]), int(row[3]), int(row[4]))
-        weight = match_weight(levels_of_pair, model, segments=(new.segment_id, other.segment_id))
-        a, b = sorted((new.id, other.id))
-        links.append(Link(a, b, weight, weight.total >= model.threshold))
-    return links
+    return [
+        (other, (int(row[0]), int(row[1]), int(row[2]), int(row[3]), int(row[4])))
+        for other, row, far in zip(near, levels, metres > windows.max_km * 1000, strict=True)
+        if not far
+    ]
 
 
 # --- estimating m and u -------------------------------------------------------------------------

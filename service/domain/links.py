@@ -39,7 +39,8 @@ def link_id(a: uuid.UUID, b: uuid.UUID) -> uuid.UUID:
 @dataclass(frozen=True, slots=True)
 class StoredLink:
     """One stored link: the pair (``a < b``), their segments, the levels and per-field weights it
-    was scored with (bits; ``crowding`` included) and their total, and its review."""
+    was scored with (bits; ``crowding`` included), their total, its review and the version of
+    the store's estimate of u and the crowding it was scored with."""
 
     id: uuid.UUID
     a: uuid.UUID
@@ -53,6 +54,7 @@ class StoredLink:
     created_at: datetime
     reviewed_by: str | None = None
     reviewed_at: datetime | None = None
+    model_version: int = 0  # the store's estimate of u and crowding it was scored with (0: none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,4 +97,5 @@ def link_fields(link: StoredLink) -> dict[str, Any]:
         "created_at": link.created_at.isoformat(),
         "reviewed_by": link.reviewed_by,
         "reviewed_at": None if link.reviewed_at is None else link.reviewed_at.isoformat(),
+        "model_version": link.model_version,
     }

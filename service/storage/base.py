@@ -15,6 +15,7 @@ from uuid import UUID
 from service.domain.access import ApiKey, AuditEntry
 from service.domain.aggregation import CountQuery, CountRow
 from service.domain.alerts import Alert, AlertPage, AlertQuery, AlertTransition
+from service.domain.link_model import EstimatedModel, UnrelatedSample
 from service.domain.links import LinkPage, LinkQuery, LinkState, StoredLink
 from service.domain.queries import Extent, ReportPage, ReportQuery
 from service.domain.release import ReleaseInfo, ReleaseRow
@@ -240,6 +241,26 @@ class LinkStore(Protocol):
     def group_ids(self, report_ids: Sequence[UUID]) -> dict[UUID, UUID]:
         """The group of each of ``report_ids`` in a group of two or more (the others are each a
         group of their own)."""
+        ...
+
+    def sample_unrelated(self, size: int, *, seed: int) -> UnrelatedSample:
+        """Up to ``size`` random snapped reports, each with its candidates as if observed whole
+        days earlier or later (``domain.link_model``): what u and the crowding are estimated
+        from. Reads the drawn reports and their index ranges, never the whole table."""
+        ...
+
+    def save_link_model(self, model: EstimatedModel) -> int:
+        """Store a new estimate of u and the crowding: its version. Links are scored with it from
+        then on, while the border is the one it was estimated under."""
+        ...
+
+    def link_model(self) -> EstimatedModel | None:
+        """The latest stored estimate (None: none yet)."""
+        ...
+
+    def rescore_links(self, limit: int) -> int:
+        """Rescore up to ``limit`` proposed links scored before the current estimate (one
+        transaction), regrouping their components: how many (0 when every one is current)."""
         ...
 
 

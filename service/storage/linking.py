@@ -11,6 +11,12 @@ write, with the domain's rules (``domain.linking`` scores, ``domain.link_groups`
 3. the connected component of the link graph around the new links is grouped again, and its
    reports' rows of ``report_groups`` replaced (a report without a row is a group of its own).
 
+The model links are scored with: m from the confirmed links (defaults until enough), u and each
+segment's crowding from the store's latest estimate (``domain.link_model``: a day-shifted sample
+drawn here, ``sample_unrelated``) while it was made under the current border, ``DEFAULT_U`` and
+no crowding otherwise. A new estimate rescores the proposed links from their stored levels
+(``rescore_some``); reviewed links keep the weights they were scored with.
+
 Reports themselves are never changed. Groups do not depend on the order reports arrive in
 (``link_groups``), so a late report, a batch and a relink of everything give the same groups.
 """
@@ -18,23 +24,37 @@ Reports themselves are never changed. Groups do not depend on the order reports 
 from __future__ import annotations
 
 import bisect
+import json
+import random
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 from uuid import UUID
 
 import numpy as np
 
 from service.domain.link_groups import Edge, assign_groups, group_facts
+from service.domain.link_model import (
+    EstimatedModel,
+    SampledReport,
+    UnrelatedSample,
+    draw_shift,
+    model_from_json,
+    shifted,
+)
 from service.domain.linking import (
     DEFAULT_M,
     DEFAULT_U,
     Levels,
+    LevelShares,
     Link,
     LinkRecord,
     LinkWindows,
     MatchModel,
+    MatchWeight,
+    candidates,
+    match_weight,
     score_candidates,
     segment_neighbours,
     shares_of,
@@ -66,6 +86,37 @@ class GroupRow(NamedTuple):
     group_people: int
 
 
+class ScoredPair(NamedTuple):
+    """A stored proposed link as rescoring reads it: the pair, its levels and its segments."""
+
+    a: UUID
+    b: UUID
+    levels: Levels
+    segment_a: str | None
+    segment_b: str | None
+
+
+# The same statements on both stores: what tells a linker whether its cached model is still the
+# store's (LinkTx.model_marks), and the latest stored estimate.
+MODEL_MARKS = (
+    "SELECT (SELECT count(*) FROM report_links WHERE state = 'confirmed'),"
+    " (SELECT coalesce(max(version), 0) FROM link_models)"
+)
+LATEST_MODEL = (
+    "SELECT version, estimated_at, border_version, reports, pairs, u, crowding"
+    " FROM link_models ORDER BY version DESC LIMIT 1"
+)
+
+
+def model_of_row(row: Sequence[Any], estimated_at: datetime) -> EstimatedModel:
+    """A row of LATEST_MODEL (u and crowding as JSON text), its time read by the store."""
+    version, _, border, reports, pairs, u, crowding = row
+    return model_from_json(
+        version=version, estimated_at=estimated_at, border_version=border, reports=reports,
+        pairs=pairs, u=json.loads(u), crowding=json.loads(crowding),
+    )  # fmt: skip
+
+
 class LinkTx(Protocol):
     """What linking reads and writes, inside the backend's current transaction."""
 
@@ -81,8 +132,9 @@ class LinkTx(Protocol):
         """The stored reports on each span's segment observed within its [start, end]."""
         ...
 
-    def add_links(self, links: Sequence[Link], *, at: datetime) -> None:
-        """Store each link as proposed, unless its pair is stored already (in any state)."""
+    def add_links(self, links: Sequence[Link], *, at: datetime, model_version: int) -> None:
+        """Store each link as proposed, scored with the stored model ``model_version`` (0: the
+        defaults), unless its pair is stored already (in any state)."""
         ...
 
     def edges_touching(self, ids: Collection[UUID]) -> list[Edge[UUID]]:
@@ -94,8 +146,40 @@ class LinkTx(Protocol):
         """Replace the group rows of ``ids`` with ``rows``."""
         ...
 
-    def confirmed_levels(self, known: int) -> list[Levels] | None:
-        """The levels of every confirmed link, or None when there are ``known`` of them."""
+    def model_marks(self) -> tuple[int, int]:
+        """(how many links are confirmed, the latest stored model's version or 0), in one
+        statement: what tells whether the cached model is still the store's."""
+        ...
+
+    def confirmed_levels(self) -> list[Levels]:
+        """The levels of every confirmed link."""
+        ...
+
+    def latest_model(self) -> EstimatedModel | None:
+        """The latest stored estimate of u and the crowding."""
+        ...
+
+    def save_model(self, model: EstimatedModel) -> int:
+        """Store ``model`` as the next version (a few latest versions are kept): its version."""
+        ...
+
+    def random_records(self, size: int, *, seed: int) -> list[LinkRecord]:
+        """Up to ``size`` snapped reports drawn at random, without reading the whole table."""
+        ...
+
+    def proposed_behind(self, version: int, limit: int) -> list[ScoredPair]:
+        """Up to ``limit`` proposed links scored with a model older than ``version``."""
+        ...
+
+    def rescore(
+        self,
+        kept: Sequence[tuple[UUID, UUID, MatchWeight]],
+        dropped: Sequence[tuple[UUID, UUID]],
+        *,
+        model_version: int,
+    ) -> None:
+        """Give the ``kept`` proposed links their new weights and ``model_version``; delete the
+        ``dropped`` ones (proposed links whose new weight is below the threshold)."""
         ...
 
     def linked_between(self, start: datetime, end: datetime) -> list[UUID]:
@@ -110,7 +194,10 @@ class Linker:
     def __init__(self, config: LinkConfig) -> None:
         self.config = config
         self._neighbours: tuple[int, dict[str, frozenset[str]]] | None = None
-        self._model: tuple[int, MatchModel] | None = None
+        # (confirmed links, latest stored version, border version) -> (model, version used)
+        self._model: tuple[tuple[int, int, int], MatchModel, int] | None = None
+        self._confirmed: tuple[int, LevelShares] | None = None
+        self._stored: EstimatedModel | None = None
 
     def link(self, tx: LinkTx, ids: Collection[UUID], *, at: datetime) -> int:
         """Link the stored reports ``ids`` (new, or to be linked again) to their candidates, and
@@ -118,8 +205,9 @@ class Linker:
         new = [r for r in tx.records(ids) if r.segment_id is not None]
         if not new:
             return 0
-        neighbours = self.neighbours(tx)
-        model = self.model(tx)
+        border = tx.border_version()
+        neighbours = self.neighbours(tx, border)
+        model, version = self.model(tx, border)
         pool = _Pool(tx.records_near(_spans(new, neighbours, self.config.windows)))
         found: dict[tuple[UUID, UUID], Link] = {}
         for record in new:
@@ -131,7 +219,7 @@ class Linker:
                     found.setdefault((link.a, link.b), link)
         if found:
             links = [found[k] for k in sorted(found)]
-            tx.add_links(links, at=at)
+            tx.add_links(links, at=at, model_version=version)
             self.regroup(tx, {x for link in links for x in (link.a, link.b)})
         return len(found)
 
@@ -161,30 +249,107 @@ class Linker:
         records = {r.id: r for r in tx.records(component) if r.observed_at < before}
         return _group_rows(records, edges, singles=True)
 
-    def neighbours(self, tx: LinkTx) -> dict[str, frozenset[str]]:
-        """The border's adjacency, made again when its version changes."""
-        version = tx.border_version()
+    def neighbours(self, tx: LinkTx, version: int) -> dict[str, frozenset[str]]:
+        """The adjacency of the border at ``version``, made again when its version changes."""
         cached = self._neighbours
         if cached is None or cached[0] != version:
             cached = (version, segment_neighbours(tx.segments()))
             self._neighbours = cached
         return cached[1]
 
-    def model(self, tx: LinkTx) -> MatchModel:
-        """m from the confirmed links' levels once there are ``min_reviews`` of them (defaults
-        until then); u the configured defaults (see docs/linking.md: not yet estimated from the
-        store); made again when the number of confirmed links changes."""
-        known = -1 if self._model is None else self._model[0]
-        levels = tx.confirmed_levels(known)
-        if levels is None and self._model is not None:
-            return self._model[1]
-        levels = levels or []
-        m = DEFAULT_M
-        if len(levels) >= self.config.min_reviews:
-            m = shares_of(np.array(levels, dtype=np.int64))
-        model = MatchModel(m=m, u=DEFAULT_U, threshold=self.config.threshold_bits)
-        self._model = (len(levels), model)
-        return model
+    def model(self, tx: LinkTx, border: int) -> tuple[MatchModel, int]:
+        """The model links are scored with now, and the stored model's version it uses (0: none).
+
+        m from the confirmed links' levels once there are ``min_reviews`` of them (defaults until
+        then); u and the crowding from the latest stored estimate when it was made under this
+        border (``DEFAULT_U`` and no crowding otherwise). One small statement per call
+        (``model_marks``); the levels and the estimate are read again only when they changed."""
+        marks = (*tx.model_marks(), border)
+        cached = self._model
+        if cached is not None and cached[0] == marks:
+            return cached[1], cached[2]
+        confirmed, stored_version, _ = marks
+        # Locals first, the cache after: threads of one store (ingest, the background jobs)
+        # share this linker, and each call must score with one consistent model.
+        known = self._confirmed
+        if known is None or known[0] != confirmed:
+            levels = tx.confirmed_levels()
+            m = DEFAULT_M
+            if len(levels) >= self.config.min_reviews:
+                m = shares_of(np.array(levels, dtype=np.int64))
+            known = self._confirmed = (len(levels), m)
+        stored = self._stored
+        if stored_version == 0:
+            stored = None
+        elif stored is None or stored.version != stored_version:
+            stored = self._stored = tx.latest_model()
+        threshold = self.config.threshold_bits
+        if stored is not None and stored.border_version == border:
+            model = MatchModel(known[1], stored.u, threshold, stored.crowding)
+            version = stored.version
+        else:
+            model, version = MatchModel(known[1], DEFAULT_U, threshold), 0
+        self._model = (marks, model, version)
+        return model, version
+
+    def sample_unrelated(self, tx: LinkTx, size: int, *, seed: int) -> UnrelatedSample:
+        """A day-shifted sample of up to ``size`` random snapped reports (``domain.link_model``):
+        each looked for among the stored reports as if observed whole days earlier or later,
+        through the same index ranges linking reads (``records_near``), in chunks of
+        ``LINK_BATCH`` reports; one of its candidates drawn at random (in id order, so that a
+        seed gives one sample)."""
+        rng = random.Random(seed)
+        border = tx.border_version()
+        neighbours = self.neighbours(tx, border)
+        windows = self.config.windows
+        drawn = [r for r in tx.random_records(size, seed=seed) if r.segment_id is not None]
+        out: list[SampledReport] = []
+        for start in range(0, len(drawn), LINK_BATCH):
+            chunk = drawn[start : start + LINK_BATCH]
+            days = [draw_shift(rng, windows.max_hours) for _ in chunk]
+            moved = [shifted(r, d) for r, d in zip(chunk, days, strict=True)]
+            pool = _Pool(tx.records_near(_spans(moved, neighbours, windows)))
+            for record, shift, m in zip(chunk, days, moved, strict=True):
+                found = candidates(
+                    m, pool.near(m, neighbours, windows), windows=windows, neighbours=neighbours
+                )
+                found.sort(key=lambda pair: pair[0].id)
+                chosen = found[rng.randrange(len(found))] if found else None
+                assert record.segment_id is not None
+                out.append(
+                    SampledReport(
+                        report_id=record.id,
+                        segment_id=record.segment_id,
+                        days=shift,
+                        candidates=len(found),
+                        chosen=None if chosen is None else chosen[0].id,
+                        levels=None if chosen is None else chosen[1],
+                    )
+                )
+        return UnrelatedSample(tuple(out), border)
+
+    def rescore_some(self, tx: LinkTx, limit: int) -> int:
+        """Rescore up to ``limit`` proposed links scored with an older model than the current
+        one, from their stored levels and segments: a link whose new weight is below the
+        threshold is deleted, the others keep their new weights; their components are grouped
+        again. How many were rescored (0: every proposed link is current)."""
+        model, version = self.model(tx, tx.border_version())
+        if version == 0:
+            return 0
+        rows = tx.proposed_behind(version, limit)
+        if not rows:
+            return 0
+        kept: list[tuple[UUID, UUID, MatchWeight]] = []
+        dropped: list[tuple[UUID, UUID]] = []
+        for row in rows:
+            weight = match_weight(row.levels, model, segments=(row.segment_a, row.segment_b))
+            if weight.total >= model.threshold:
+                kept.append((row.a, row.b, weight))
+            else:
+                dropped.append((row.a, row.b))
+        tx.rescore(kept, dropped, model_version=version)
+        self.regroup(tx, {x for row in rows for x in (row.a, row.b)})
+        return len(rows)
 
 
 def _component(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -51,17 +52,26 @@ SEGMENTS = (
 NEIGHBOURS = segment_neighbours(SEGMENTS)
 
 
-@pytest.fixture(scope="module", params=STORES)
-def opened(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+@contextmanager
+def store_of_segments(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, name: str
 ) -> Iterator[tuple[str, Store]]:
-    with module_store_url(request, tmp_path_factory, "links") as url:
+    """(url, open store) of the store ``request.param`` names, holding SEGMENTS."""
+    with module_store_url(request, tmp_path_factory, name) as url:
         store = open_store(Settings(database_url=url))
         store.replace_segments(SEGMENTS)
         try:
             yield url, store
         finally:
             store.close()
+
+
+@pytest.fixture(scope="module", params=STORES)
+def opened(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Store]]:
+    with store_of_segments(request, tmp_path_factory, "links") as opened:
+        yield opened
 
 
 @pytest.fixture
@@ -177,11 +187,12 @@ def arrivals(draw: st.DrawFn) -> list[tuple[Report, str | None]]:
 
 
 def brute_force(
-    reports: Sequence[tuple[Report, str | None]],
+    reports: Sequence[tuple[Report, str | None]], *, model: MatchModel | None = None
 ) -> tuple[set[tuple[UUID, UUID]], dict[UUID, UUID]]:
-    """The links and groups the domain's rule gives, scoring every pair (defaults: no reviews)."""
+    """The links and groups the domain's rule gives, scoring every pair (``model``: defaults,
+    no reviews, no estimate)."""
     records = [LinkRecord.from_report(r, key_id=k) for r, k in reports]
-    model, windows = MatchModel(threshold=1.0), LinkWindows()
+    model, windows = model or MatchModel(threshold=1.0), LinkWindows()
     links = {}
     for i, record in enumerate(records):
         for link in score_candidates(
@@ -402,12 +413,14 @@ def test_migration_0017_counts_what_the_store_keeps() -> None:
         assert again == kept
 
 
-def test_sqlite_step_12_counts_what_the_store_keeps(tmp_path: Any) -> None:
+def test_sqlite_group_counts_step_counts_what_the_store_keeps(tmp_path: Any) -> None:
     """The SQLite step fills group_days, group_months and the release's new columns from the
     groups a file held: the same rows the store keeps as it links."""
     import sqlite3
 
-    from service.storage.sqlite.schema import MIGRATIONS, migrate
+    from service.storage.sqlite.schema import _V11_GROUP_COUNTS, MIGRATIONS, migrate
+
+    step = MIGRATIONS.index(_V11_GROUP_COUNTS) + 1
 
     path = tmp_path / "step12.db"
     store = open_store(Settings(database_url=f"sqlite:///{path}"))
@@ -425,8 +438,9 @@ def test_sqlite_step_12_counts_what_the_store_keeps(tmp_path: Any) -> None:
         conn.execute("DROP TABLE group_months")
         conn.execute("ALTER TABLE release_cells DROP COLUMN groups")
         conn.execute("ALTER TABLE release_cells DROP COLUMN people_est")
-        conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) - 1}")
-        assert migrate(conn) == len(MIGRATIONS)
+        conn.execute(f"PRAGMA user_version = {step - 1}")
+        assert migrate(conn, steps=MIGRATIONS[:step]) == step
+        conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
         conn.execute("COMMIT")
         assert {t: conn.execute(q).fetchall() for t, q in _GROUP_TABLES.items()} == kept
     finally:

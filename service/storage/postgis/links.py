@@ -1,5 +1,6 @@
-"""Links and groups on PostGIS (migration 0015): what ``storage.linking`` reads and writes, the
-background linker's step, and the links analysts list and review.
+"""Links and groups on PostGIS (migrations 0015 and 0020): what ``storage.linking`` reads and
+writes, the background linker's step, the stored estimates of u and the crowding
+(``link_models``), and the links analysts list and review.
 
 Ingest does not link: a statement trigger queues each snapped report it stores in
 ``link_pending``, and the rollup folder's thread calls ``link_some`` after each fold, in a
@@ -11,6 +12,7 @@ reviews and a border change wait for it), so two writers never regroup one compo
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
@@ -20,14 +22,27 @@ from sqlalchemy import Connection
 
 from service.domain.grid import GRID_LEVEL
 from service.domain.link_groups import Edge
-from service.domain.linking import Levels, Link, LinkRecord
+from service.domain.link_model import EstimatedModel, UnrelatedSample
+from service.domain.linking import Levels, Link, LinkRecord, MatchWeight
 from service.domain.links import LinkPage, LinkQuery, LinkState, StoredLink, link_id
 from service.domain.segments import BorderSegment
-from service.storage.linking import GroupRow, Linker
+from service.storage.linking import (
+    LATEST_MODEL,
+    MODEL_MARKS,
+    GroupRow,
+    Linker,
+    ScoredPair,
+    model_of_row,
+)
 from service.storage.postgis import segments as segment_queries
 from service.storage.postgis.rollups import CELL_DAYS_LEVEL
 
 LINK_LOCK = 0x6C696E6B  # pg_advisory_xact_lock key ("link")
+# The stored estimates kept: the latest and a few before it, for operators to compare.
+KEPT_MODELS = 10
+# TABLESAMPLE SYSTEM reads whole pages: read about this many times the reports wanted, then draw
+# among them, so that one page's reports (often one batch's) are not the whole sample.
+_OVERSAMPLE = 4
 
 _RECORD = (
     "SELECT id, observed_at, ST_X(geom), ST_Y(geom), segment_id, people_count, kind,"
@@ -44,7 +59,7 @@ _NEAR = (
 )
 _LINK = (
     "SELECT id, a, b, segment_a, segment_b, levels, per_field, weight, state, created_at,"
-    " reviewed_by, reviewed_at FROM report_links"
+    " reviewed_by, reviewed_at, model_version FROM report_links"
 )
 
 
@@ -86,13 +101,13 @@ class PostgisLinkTx:
         )
         return [_record(row) for row in rows]
 
-    def add_links(self, links: Sequence[Link], *, at: datetime) -> None:
+    def add_links(self, links: Sequence[Link], *, at: datetime, model_version: int) -> None:
         self.conn.exec_driver_sql(
             """
             INSERT INTO report_links (id, a, b, segment_a, segment_b, levels, per_field, weight,
-                                      created_at)
+                                      created_at, model_version)
             SELECT l.id, l.a, l.b, ra.segment_id, rb.segment_id, l.levels::smallint[],
-                   l.per_field, l.weight, %(at)s
+                   l.per_field, l.weight, %(at)s, %(version)s
             FROM unnest(%(id)s::uuid[], %(a)s::uuid[], %(b)s::uuid[], %(levels)s::text[],
                         %(per_field)s::text[], %(weight)s::float8[])
                  AS l(id, a, b, levels, per_field, weight)
@@ -109,6 +124,7 @@ class PostgisLinkTx:
                 "per_field": [json.dumps(dict(k.weight.per_field)) for k in links],
                 "weight": [k.weight.total for k in links],
                 "at": at,
+                "version": model_version,
             },
         )
 
@@ -151,16 +167,90 @@ class PostgisLinkTx:
         )
         return [x for (x,) in rows]
 
-    def confirmed_levels(self, known: int) -> list[Levels] | None:
-        count = self.conn.exec_driver_sql(
-            "SELECT count(*) FROM report_links WHERE state = 'confirmed'"
-        ).scalar_one()
-        if count == known:
-            return None
+    def model_marks(self) -> tuple[int, int]:
+        confirmed, version = self.conn.exec_driver_sql(MODEL_MARKS).one()
+        return int(confirmed), int(version)
+
+    def confirmed_levels(self) -> list[Levels]:
         rows = self.conn.exec_driver_sql(
             "SELECT levels FROM report_links WHERE state = 'confirmed'"
         )
         return [tuple(levels) for (levels,) in rows]
+
+    def latest_model(self) -> EstimatedModel | None:
+        row = self.conn.exec_driver_sql(LATEST_MODEL).first()
+        return None if row is None else model_of_row(row, row[1])
+
+    def save_model(self, model: EstimatedModel) -> int:
+        values = model.as_json()
+        version = self.conn.exec_driver_sql(
+            "INSERT INTO link_models (estimated_at, border_version, reports, pairs, u, crowding)"
+            " VALUES (%(at)s, %(border)s, %(reports)s, %(pairs)s, %(u)s, %(crowding)s)"
+            " RETURNING version",
+            {
+                "at": model.estimated_at, "border": model.border_version,
+                "reports": model.reports, "pairs": model.pairs,
+                "u": json.dumps(values["u"]), "crowding": json.dumps(values["crowding"]),
+            },
+        ).scalar_one()  # fmt: skip
+        self.conn.exec_driver_sql(
+            "DELETE FROM link_models WHERE version <= %(v)s", {"v": version - KEPT_MODELS}
+        )
+        return int(version)
+
+    def random_records(self, size: int, *, seed: int) -> list[LinkRecord]:
+        # Whole pages at random (TABLESAMPLE SYSTEM: only the pages drawn are read), about
+        # _OVERSAMPLE times the reports wanted by the planner's row estimate, and reports drawn
+        # among them. Every report is equally likely; a never-analysed table is read whole.
+        rows = self.conn.exec_driver_sql(
+            "SELECT reltuples FROM pg_class WHERE oid = 'reports'::regclass"
+        ).scalar_one()
+        percent = 100.0 if rows <= 0 else min(100.0, 100.0 * _OVERSAMPLE * size / rows)
+        found = self.conn.exec_driver_sql(
+            _RECORD + " TABLESAMPLE SYSTEM (%(percent)s::real) REPEATABLE (%(seed)s::float8)"
+            " WHERE segment_id IS NOT NULL",
+            {"percent": percent, "seed": seed % 2**31},
+        )
+        records = sorted((_record(row) for row in found), key=lambda r: r.id)
+        return random.Random(seed).sample(records, min(size, len(records)))
+
+    def proposed_behind(self, version: int, limit: int) -> list[ScoredPair]:
+        rows = self.conn.exec_driver_sql(
+            "SELECT a, b, levels, segment_a, segment_b FROM report_links"
+            " WHERE state = 'proposed' AND model_version < %(v)s ORDER BY model_version"
+            " LIMIT %(n)s",
+            {"v": version, "n": limit},
+        )
+        return [ScoredPair(a, b, tuple(levels), sa, sb) for a, b, levels, sa, sb in rows]
+
+    def rescore(
+        self,
+        kept: Sequence[tuple[UUID, UUID, MatchWeight]],
+        dropped: Sequence[tuple[UUID, UUID]],
+        *,
+        model_version: int,
+    ) -> None:
+        if kept:
+            self.conn.exec_driver_sql(
+                "UPDATE report_links l SET per_field = k.per_field, weight = k.weight,"
+                " model_version = %(v)s"
+                " FROM unnest(%(a)s::uuid[], %(b)s::uuid[], %(per_field)s::text[],"
+                " %(weight)s::float8[]) AS k(a, b, per_field, weight)"
+                " WHERE l.a = k.a AND l.b = k.b AND l.state = 'proposed'",
+                {
+                    "v": model_version,
+                    "a": [a for a, _, _ in kept],
+                    "b": [b for _, b, _ in kept],
+                    "per_field": [json.dumps(dict(w.per_field)) for _, _, w in kept],
+                    "weight": [w.total for _, _, w in kept],
+                },
+            )
+        if dropped:
+            self.conn.exec_driver_sql(
+                "DELETE FROM report_links l USING unnest(%(a)s::uuid[], %(b)s::uuid[]) AS d(a, b)"
+                " WHERE l.a = d.a AND l.b = d.b AND l.state = 'proposed'",
+                {"a": [a for a, _ in dropped], "b": [b for _, b in dropped]},
+            )
 
 
 # What the group rows of some reports change in the counts (migration 0017): per UTC day and
@@ -261,6 +351,26 @@ def forget_report(conn: Connection, linker: Linker, report_id: UUID) -> None:
     linker.regroup(PostgisLinkTx(conn), {x for (x,) in others})
 
 
+def sample_unrelated(conn: Connection, linker: Linker, size: int, *, seed: int) -> UnrelatedSample:
+    return linker.sample_unrelated(PostgisLinkTx(conn), size, seed=seed)
+
+
+def save_model(conn: Connection, model: EstimatedModel) -> int:
+    """Store a new estimate, under the link lock (one version at a time)."""
+    _lock(conn)
+    return PostgisLinkTx(conn).save_model(model)
+
+
+def latest_model(conn: Connection) -> EstimatedModel | None:
+    return PostgisLinkTx(conn).latest_model()
+
+
+def rescore_links(conn: Connection, linker: Linker, limit: int) -> int:
+    """Rescore up to ``limit`` proposed links under the current estimate, holding the link lock."""
+    _lock(conn)
+    return linker.rescore_some(PostgisLinkTx(conn), limit)
+
+
 def relink_all(conn: Connection, linker: Linker) -> None:
     """After a border change (in its transaction): drop the proposed links and every group, keep
     the reviewed links, regroup the confirmed ones now and queue every snapped report for the
@@ -283,10 +393,11 @@ def pending_links(conn: Connection) -> int:
 
 
 def _stored(row: Any) -> StoredLink:
-    (id_, a, b, seg_a, seg_b, levels, per_field, weight, state, created_at, by, reviewed_at) = row
+    (id_, a, b, seg_a, seg_b, levels, per_field, weight, state, created_at, by, reviewed_at,
+     version) = row  # fmt: skip
     return StoredLink(
         id_, a, b, seg_a, seg_b, tuple(levels), json.loads(per_field), weight, LinkState(state),
-        created_at, by, reviewed_at,
+        created_at, by, reviewed_at, version,
     )  # fmt: skip
 
 

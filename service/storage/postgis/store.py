@@ -25,6 +25,7 @@ from service.domain.errors import (
     StatementTimeout,
     StoreUnavailable,
 )
+from service.domain.link_model import EstimatedModel, UnrelatedSample
 from service.domain.links import LinkPage, LinkQuery, LinkState, StoredLink
 from service.domain.queries import Extent, ReportPage, ReportQuery
 from service.domain.release import ReleaseInfo, ReleaseRow, day_start
@@ -552,6 +553,23 @@ class PostgisStore:
 
     def group_ids(self, report_ids: Sequence[UUID]) -> dict[UUID, UUID]:
         return self._run("group_ids", lambda conn: links.group_ids(conn, report_ids))
+
+    def sample_unrelated(self, size: int, *, seed: int) -> UnrelatedSample:
+        return self._run(
+            "sample_unrelated",
+            lambda conn: links.sample_unrelated(conn, self.linker, size, seed=seed),
+        )
+
+    def save_link_model(self, model: EstimatedModel) -> int:
+        return self._write("save_link_model", lambda conn: links.save_model(conn, model))
+
+    def link_model(self) -> EstimatedModel | None:
+        return self._run("link_model", links.latest_model)
+
+    def rescore_links(self, limit: int) -> int:
+        return self._write(
+            "rescore_links", lambda conn: links.rescore_links(conn, self.linker, limit)
+        )
 
     def advance_surges(self, through: date) -> list[Alert]:
         if self._surges is None:

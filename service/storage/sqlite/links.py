@@ -1,9 +1,11 @@
-"""Links and groups in SQLite (schema step 9): what ``storage.linking`` reads and writes, and the
-links analysts list and review. Each function runs in the transaction its caller opened."""
+"""Links and groups in SQLite (schema steps 9 and 12): what ``storage.linking`` reads and writes,
+the stored estimates of u and the crowding (``link_models``), and the links analysts list and
+review. Each function runs in the transaction its caller opened."""
 
 from __future__ import annotations
 
 import json
+import random
 import sqlite3
 from collections.abc import Collection, Sequence
 from datetime import datetime
@@ -11,10 +13,19 @@ from typing import Any
 from uuid import UUID
 
 from service.domain.link_groups import Edge
-from service.domain.linking import Levels, Link, LinkRecord
+from service.domain.link_model import EstimatedModel, UnrelatedSample
+from service.domain.linking import Levels, Link, LinkRecord, MatchWeight
 from service.domain.links import LinkPage, LinkQuery, LinkState, StoredLink, link_id
 from service.domain.segments import BorderSegment
-from service.storage.linking import GroupRow, Linker
+from service.storage.linking import (
+    LATEST_MODEL,
+    LINK_BATCH,
+    MODEL_MARKS,
+    GroupRow,
+    Linker,
+    ScoredPair,
+    model_of_row,
+)
 from service.storage.sqlite import segments as segment_queries
 from service.storage.sqlite.rows import from_micros, to_micros
 
@@ -24,7 +35,7 @@ _RECORD = (
 )
 _LINK = (
     "SELECT id, a, b, segment_a, segment_b, levels, per_field, weight, state, created_at,"
-    " reviewed_by, reviewed_at FROM report_links"
+    " reviewed_by, reviewed_at, model_version FROM report_links"
 )
 
 
@@ -68,7 +79,7 @@ class SqliteLinkTx:
             out += [_record(row) for row in rows]
         return out
 
-    def add_links(self, links: Sequence[Link], *, at: datetime) -> None:
+    def add_links(self, links: Sequence[Link], *, at: datetime, model_version: int) -> None:
         segments = dict(
             self.conn.execute(
                 "SELECT id, segment_id FROM reports WHERE id IN (SELECT value FROM json_each(?))",
@@ -77,7 +88,8 @@ class SqliteLinkTx:
         )
         self.conn.executemany(
             "INSERT INTO report_links (id, a, b, segment_a, segment_b, levels, per_field, weight,"
-            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (a, b) DO NOTHING",
+            " created_at, model_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (a, b) DO NOTHING",
             [
                 (
                     str(link_id(k.a, k.b)),
@@ -89,6 +101,7 @@ class SqliteLinkTx:
                     json.dumps(dict(k.weight.per_field)),
                     k.weight.total,
                     to_micros(at),
+                    model_version,
                 )
                 for k in links
             ],
@@ -127,14 +140,98 @@ class SqliteLinkTx:
         )
         return [UUID(x) for (x,) in rows]
 
-    def confirmed_levels(self, known: int) -> list[Levels] | None:
-        (count,) = self.conn.execute(
-            "SELECT count(*) FROM report_links WHERE state = 'confirmed'"
-        ).fetchone()
-        if count == known:
-            return None
+    def model_marks(self) -> tuple[int, int]:
+        confirmed, version = self.conn.execute(MODEL_MARKS).fetchone()
+        return int(confirmed), int(version)
+
+    def confirmed_levels(self) -> list[Levels]:
         rows = self.conn.execute("SELECT levels FROM report_links WHERE state = 'confirmed'")
         return [tuple(json.loads(levels)) for (levels,) in rows]
+
+    def latest_model(self) -> EstimatedModel | None:
+        row = self.conn.execute(LATEST_MODEL).fetchone()
+        return None if row is None else model_of_row(row, from_micros(row[1]))
+
+    def save_model(self, model: EstimatedModel) -> int:
+        values = model.as_json()
+        (version,) = self.conn.execute(
+            "INSERT INTO link_models (estimated_at, border_version, reports, pairs, u, crowding)"
+            " VALUES (?, ?, ?, ?, ?, ?) RETURNING version",
+            (
+                to_micros(model.estimated_at), model.border_version, model.reports, model.pairs,
+                json.dumps(values["u"]), json.dumps(values["crowding"]),
+            ),
+        ).fetchone()  # fmt: skip
+        self.conn.execute("DELETE FROM link_models WHERE version <= ?", (version - KEPT_MODELS,))
+        return int(version)
+
+    def random_records(self, size: int, *, seed: int) -> list[LinkRecord]:
+        # Uniform rowids in [1, max], looked up by primary key: each snapped report is equally
+        # likely, and a draw reads only the rows drawn (rejection sampling: a rowid of no row, or
+        # of a report beyond reach, is drawn again). A small table is read whole.
+        (top,) = self.conn.execute("SELECT max(row_no) FROM reports").fetchone()
+        if top is None:
+            return []
+        if top <= 4 * size:
+            rows = self.conn.execute(
+                _RECORD + " WHERE segment_id IS NOT NULL ORDER BY row_no"
+            ).fetchall()
+            return [_record(row) for row in random.Random(seed).sample(rows, min(size, len(rows)))]
+        rng = random.Random(seed)
+        tried: set[int] = set()
+        found: list[LinkRecord] = []
+        for _ in range(8):  # each round draws twice what is missing
+            wanted = [
+                n for n in rng.sample(range(1, top + 1), 2 * (size - len(found))) if n not in tried
+            ]
+            tried.update(wanted)
+            for start in range(0, len(wanted), LINK_BATCH):
+                found += [
+                    _record(row)
+                    for row in self.conn.execute(
+                        _RECORD + " WHERE row_no IN (SELECT value FROM json_each(?))"
+                        " AND segment_id IS NOT NULL",
+                        (json.dumps(wanted[start : start + LINK_BATCH]),),
+                    )
+                ]
+            if len(found) >= size:
+                break
+        return found[:size]
+
+    def proposed_behind(self, version: int, limit: int) -> list[ScoredPair]:
+        rows = self.conn.execute(
+            "SELECT a, b, levels, segment_a, segment_b FROM report_links"
+            " WHERE state = 'proposed' AND model_version < ? ORDER BY model_version LIMIT ?",
+            (version, limit),
+        )
+        return [
+            ScoredPair(UUID(a), UUID(b), tuple(json.loads(levels)), seg_a, seg_b)
+            for a, b, levels, seg_a, seg_b in rows
+        ]
+
+    def rescore(
+        self,
+        kept: Sequence[tuple[UUID, UUID, MatchWeight]],
+        dropped: Sequence[tuple[UUID, UUID]],
+        *,
+        model_version: int,
+    ) -> None:
+        self.conn.executemany(
+            "UPDATE report_links SET per_field = ?, weight = ?, model_version = ?"
+            " WHERE a = ? AND b = ? AND state = 'proposed'",
+            [
+                (json.dumps(dict(w.per_field)), w.total, model_version, str(a), str(b))
+                for a, b, w in kept
+            ],
+        )
+        self.conn.executemany(
+            "DELETE FROM report_links WHERE a = ? AND b = ? AND state = 'proposed'",
+            [(str(a), str(b)) for a, b in dropped],
+        )
+
+
+# The stored estimates kept: the latest and a few before it, for operators to compare.
+KEPT_MODELS = 10
 
 
 # The UTC period of each table of what linking changes in the counts (schema step 11), from
@@ -197,6 +294,24 @@ def forget_report(conn: sqlite3.Connection, linker: Linker, report_id: UUID) -> 
     linker.regroup(SqliteLinkTx(conn), {UUID(x) for (x,) in others})
 
 
+def sample_unrelated(
+    conn: sqlite3.Connection, linker: Linker, size: int, *, seed: int
+) -> UnrelatedSample:
+    return linker.sample_unrelated(SqliteLinkTx(conn), size, seed=seed)
+
+
+def save_model(conn: sqlite3.Connection, model: EstimatedModel) -> int:
+    return SqliteLinkTx(conn).save_model(model)
+
+
+def latest_model(conn: sqlite3.Connection) -> EstimatedModel | None:
+    return SqliteLinkTx(conn).latest_model()
+
+
+def rescore_links(conn: sqlite3.Connection, linker: Linker, limit: int) -> int:
+    return linker.rescore_some(SqliteLinkTx(conn), limit)
+
+
 def relink_all(conn: sqlite3.Connection, linker: Linker, *, at: datetime) -> None:
     """After a border change: drop the proposed links and every group, keep the reviewed links,
     and link every report again (in the border change's transaction)."""
@@ -218,11 +333,12 @@ def relink_all(conn: sqlite3.Connection, linker: Linker, *, at: datetime) -> Non
 
 
 def _stored(row: tuple[Any, ...]) -> StoredLink:
-    (id_, a, b, seg_a, seg_b, levels, per_field, weight, state, created_at, by, reviewed_at) = row
+    (id_, a, b, seg_a, seg_b, levels, per_field, weight, state, created_at, by, reviewed_at,
+     version) = row  # fmt: skip
     return StoredLink(
         UUID(id_), UUID(a), UUID(b), seg_a, seg_b, tuple(json.loads(levels)),
         json.loads(per_field), weight, LinkState(state), from_micros(created_at), by,
-        None if reviewed_at is None else from_micros(reviewed_at),
+        None if reviewed_at is None else from_micros(reviewed_at), version,
     )  # fmt: skip
 
 

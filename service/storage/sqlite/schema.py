@@ -272,6 +272,21 @@ _V11_GROUP_COUNTS = sql_step(
     " AND c.direction IS n.direction AND c.side IS n.side",
 )
 
+# The stores' estimates of u and each segment's crowding (issue #20, docs/linking.md "Model in
+# the stores"; PostGIS migration 0020): one row per estimate, the latest few kept, u and the
+# crowding as JSON text. Each link records the version of the estimate it was scored with (0:
+# the defaults), so that a new estimate rescores the proposed links scored before it. Versions
+# are never used twice (AUTOINCREMENT), even after every row is deleted: linkers cache a model by
+# its version.
+_V12_LINK_MODELS = sql_step(
+    "CREATE TABLE link_models (version INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " estimated_at INTEGER NOT NULL,"
+    " border_version INTEGER NOT NULL, reports INTEGER NOT NULL, pairs INTEGER NOT NULL,"
+    " u TEXT NOT NULL, crowding TEXT NOT NULL)",
+    "ALTER TABLE report_links ADD COLUMN model_version INTEGER NOT NULL DEFAULT 0",
+    "CREATE INDEX report_links_rescore ON report_links (model_version) WHERE state = 'proposed'",
+)
+
 MIGRATIONS: tuple[MigrationStep, ...] = (
     _V1_SEGMENTS_AND_REPORTS,
     _V2_COUNT_ROLLUPS,
@@ -284,6 +299,7 @@ MIGRATIONS: tuple[MigrationStep, ...] = (
     _V9_LINKS,
     _V10_SURGE_TOKEN,
     _V11_GROUP_COUNTS,
+    _V12_LINK_MODELS,
 )
 
 

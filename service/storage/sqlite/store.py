@@ -14,6 +14,7 @@ from service.domain.access import ApiKey, AuditEntry
 from service.domain.aggregation import CountQuery, CountRow
 from service.domain.alerts import Alert, AlertPage, AlertQuery, AlertTransition
 from service.domain.errors import BorderChanged
+from service.domain.link_model import EstimatedModel, UnrelatedSample
 from service.domain.links import LinkPage, LinkQuery, LinkState, StoredLink
 from service.domain.queries import Extent, ReportPage, ReportQuery
 from service.domain.release import ReleaseInfo, ReleaseRow, day_start
@@ -257,6 +258,20 @@ class SqliteStore:
 
     def group_ids(self, report_ids: Sequence[UUID]) -> dict[UUID, UUID]:
         return self._db.read(partial(link_queries.group_ids, ids=report_ids))
+
+    def sample_unrelated(self, size: int, *, seed: int) -> UnrelatedSample:
+        return self._db.read(
+            partial(link_queries.sample_unrelated, linker=self.linker, size=size, seed=seed)
+        )
+
+    def save_link_model(self, model: EstimatedModel) -> int:
+        return self._db.write(partial(link_queries.save_model, model=model))
+
+    def link_model(self) -> EstimatedModel | None:
+        return self._db.read(link_queries.latest_model)
+
+    def rescore_links(self, limit: int) -> int:
+        return self._db.write(partial(link_queries.rescore_links, linker=self.linker, limit=limit))
 
     def add_key(self, key: ApiKey) -> None:
         self._db.write(partial(access_queries.add_key, key=key))
