@@ -67,6 +67,7 @@ from bench.harness import (
     libpq_url,
     pg_settings,
     pin_process,
+    postgis_url,
     run_cli,
     running_server,
     scratch_dir,
@@ -74,7 +75,13 @@ from bench.harness import (
 )
 from bench.load import Phase, Probes, RawSender, Sender, Sent, ratios, split
 from bench.pyspy import Profiler, Rule, breakdown
-from bench.raw_limits import PostgisCopy, PostgisInsert, RawLimit, SqliteExecutemany
+from bench.raw_limits import (
+    PostgisCopy,
+    PostgisInsert,
+    RawLimit,
+    SqliteExecutemany,
+    copy_target,
+)
 from bench.synthetic import Border, report_bodies
 
 SEED = 20_240_611
@@ -280,6 +287,11 @@ def run_http_phases(
 
 # Where the server's CPU goes, by the first rule a sampled stack matches (see bench/pyspy.py).
 PROFILE_RULES: list[Rule] = [
+    # The rollup folder's thread (store.py _fold_some): it holds the GIL the requests need.
+    ("folder: surge detection", ["_fold_some", "detect (service/storage/postgis/surges"]),
+    ("folder: linking (link_some)", ["_fold_some", "link_some"]),
+    ("folder: the fold and the rest of its thread", ["_fold_some"]),
+    ("folder: the rest of its thread (vacuum, waits)", ["Folder._run"]),
     ("store: pool pre-ping (SELECT 1 on every checkout)", ["do_ping"]),
     ("store: psycopg dumping the array parameters", ["ListDumper"]),
     ("store: content_hash (sha256)", ["content_hash", "add_reports (service/storage"]),
@@ -341,7 +353,7 @@ def run_postgis(
                 env=server_settings(args),
             ) as server, psycopg.connect(libpq_url(url), autocommit=True) as watch:  # fmt: skip
                 profile.pid = server.pid
-                raw = PostgisCopy(conn, Probes(None, postgres))
+                raw = PostgisCopy(conn, Probes(None, postgres), with_rows=bool(args.onto))
                 insert = (
                     PostgisInsert(conn, Probes(None, postgres), connections=args.concurrency)
                     if args.concurrency
@@ -589,9 +601,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--onto",
         help="PostGIS: ingest into a copy of this database (e.g. one bench.features --keep-db "
-        "loaded with 1,000,000 reports) instead of an empty one; the COPY limit still fills an "
-        "empty copy of reports",
+        "loaded with 1,000,000 reports) instead of an empty one; the COPY limit then fills a "
+        "copy of reports holding the same rows and indexes (bench.raw_limits.copy_target; made "
+        "in each run unless the database already holds reports_copy: --prepare-onto)",
     )
+    parser.add_argument(
+        "--prepare-onto", action="store_true",
+        help="with --onto DB: make DB's reports_copy (its rows and indexes, for the COPY limit "
+        "of every later run onto DB) once, then exit",
+    )  # fmt: skip
     parser.add_argument(
         "--no-surges", action="store_true",
         help="serve with CROSSINGS_SURGES=false (no surge detection in the rollup fold)",
@@ -608,8 +626,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def prepare_onto(args: argparse.Namespace) -> int:
+    """``--prepare-onto``: the COPY limit's table of ``--onto``'s database, made once there."""
+    if not args.onto:
+        raise SystemExit("--prepare-onto needs --onto DB")
+    started = time.perf_counter()
+    with psycopg.connect(libpq_url(postgis_url(args.admin_url, args.onto))) as conn:
+        rows = copy_target(conn, with_rows=True)
+    print(f"{args.onto}: reports_copy holds {rows:,} rows ({time.perf_counter() - started:.0f} s)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.prepare_onto:
+        return prepare_onto(args)
     handle_stop_signals()
     client_cores, server_cores, pin_note = (None, None, "not pinned (--no-pin)")
     if not args.no_pin:

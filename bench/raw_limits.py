@@ -31,23 +31,28 @@ PG_COLUMNS = (
 )
 
 
+# What the limits store: PG_COLUMNS and the posting key, so that their rows enter the same indexes
+# as the service's (reports_key_observed holds the reports posted with a key).
+LIMIT_COLUMNS = PG_COLUMNS + ", key_id"
+
 # Binary COPY types of PG_COLUMNS. char(2) travels as text (bpchar's binary form is its text);
 # geometry as EWKB, for which psycopg has no dumper: register_ewkb_dumper makes one.
 COPY_TYPES = (
     "uuid", "timestamptz", "timestamptz", "geometry", "int4", "text", "text", "float8", "text",
     "text", "bytea", "text", "text", "float8", "geometry", "float8", "text",
 )  # fmt: skip
+LIMIT_TYPES = (*COPY_TYPES, "text")
 
 
 def rows_by_id(
     conn: Any, select: str, ids: Sequence[str], *, geometry: Callable[[Any], Any]
 ) -> dict[str, tuple[Any, ...]]:
-    """The stored rows (``select``'s columns, in COPY_TYPES' order) of the reports ``ids`` that
+    """The stored rows (``select``'s columns, in LIMIT_TYPES' order) of the reports ``ids`` that
     are still there, by id, each geometry passed through ``geometry``; the transaction ended."""
     found = {
         str(row[0]): tuple(
             geometry(v) if t == "geometry" and v is not None else v
-            for v, t in zip(row, COPY_TYPES, strict=True)
+            for v, t in zip(row, LIMIT_TYPES, strict=True)
         )
         for row in conn.execute(
             f"SELECT {select} FROM reports WHERE id = ANY(%s::uuid[])", [list(ids)]
@@ -111,30 +116,87 @@ class _Rounds:
 
 
 def _ewkb_reads(conn: psycopg.Connection[Any]) -> tuple[list[Any], str]:
-    """The COPY types of PG_COLUMNS (geometry as EWKB, its dumper registered on ``conn``) and
+    """The COPY types of LIMIT_COLUMNS (geometry as EWKB, its dumper registered on ``conn``) and
     the select list that reads them back so."""
     geometry = register_ewkb_dumper(conn)
-    types = [geometry if t == "geometry" else t for t in COPY_TYPES]
-    select = PG_COLUMNS.replace(" geom,", " ST_AsEWKB(geom),").replace(
+    types = [geometry if t == "geometry" else t for t in LIMIT_TYPES]
+    select = LIMIT_COLUMNS.replace(" geom,", " ST_AsEWKB(geom),").replace(
         "snap_geom,", "ST_AsEWKB(snap_geom),"
     )
     return types, select
 
 
+COPY_TABLE = "reports_copy"
+
+
+def copy_target(conn: psycopg.Connection[Any], *, with_rows: bool) -> int:
+    """Make ``reports_copy``, the table the COPY limit fills, and return the rows it holds.
+
+    Empty: ``LIKE reports INCLUDING ALL`` (the same columns, defaults, constraints and indexes).
+    ``with_rows``: the same, holding a copy of every row of ``reports``, its indexes built after
+    the rows (as ``bench/dataset.py`` builds those of ``reports``), then vacuumed and analysed: a
+    benchmark that ingests onto a loaded store then compares with ``COPY`` onto as many rows and
+    indexes of the same size, not into an empty table. A ``reports_copy`` already there (made so
+    in the template database of ``--onto``, once) is kept as it is.
+    """
+    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", [COPY_TABLE]).fetchone()
+    if exists and exists[0]:
+        (rows,) = conn.execute(f"SELECT count(*) FROM {COPY_TABLE}").fetchone()  # type: ignore[misc]
+        conn.commit()
+        return int(rows)
+    if not with_rows:
+        conn.execute(f"CREATE TABLE {COPY_TABLE} (LIKE reports INCLUDING ALL)")
+        conn.commit()
+        return 0
+    conn.execute(f"CREATE TABLE {COPY_TABLE} (LIKE reports INCLUDING ALL EXCLUDING INDEXES)")
+    # Generated columns (the grid cells) are computed again by the insert.
+    columns = ", ".join(
+        name
+        for (name,) in conn.execute(
+            "SELECT quote_ident(attname) FROM pg_attribute WHERE attrelid = 'reports'::regclass"
+            " AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum"
+        )
+    )
+    conn.execute(f"INSERT INTO {COPY_TABLE} ({columns}) SELECT {columns} FROM reports")
+    definitions = conn.execute(
+        "SELECT c.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i"
+        " JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = 'reports'::regclass"
+    ).fetchall()
+    for name, definition in definitions:
+        head, on, tail = definition.partition(" ON public.reports ")
+        if not on:
+            raise RuntimeError(f"unexpected index definition: {definition}")
+        head = head.replace(name, f"{COPY_TABLE}_{name}", 1)
+        conn.execute(f"{head} ON public.{COPY_TABLE} {tail}")
+    conn.commit()
+    autocommit = conn.autocommit
+    conn.autocommit = True
+    try:
+        conn.execute(f"VACUUM (ANALYZE) {COPY_TABLE}")
+    finally:
+        conn.autocommit = autocommit
+    (rows,) = conn.execute(f"SELECT count(*) FROM {COPY_TABLE}").fetchone()  # type: ignore[misc]
+    conn.commit()
+    return int(rows)
+
+
 class PostgisCopy(_Rounds):
     """Binary COPY, psycopg ``write_row``, one COPY and commit per round, into ``reports_copy``
-    (``LIKE reports INCLUDING ALL``: the same columns, indexes and constraints), of the rows read
-    back from ``reports`` exactly as the service stored them (outside the clock)."""
+    (``LIKE reports INCLUDING ALL``: the same columns, indexes and constraints; ``with_rows``:
+    holding the rows ``reports`` held before the run too, see ``copy_target``), of the rows read
+    back from ``reports`` exactly as the service stored them, their posting key too (outside the
+    clock)."""
 
     name = "copy"
 
-    def __init__(self, conn: psycopg.Connection[Any], probes: Probes) -> None:
+    def __init__(
+        self, conn: psycopg.Connection[Any], probes: Probes, *, with_rows: bool = False
+    ) -> None:
         self.conn = conn
         self.probes = probes
         self.phase = Phase(self.name)
         self.types, self.select = _ewkb_reads(conn)
-        conn.execute("CREATE TABLE reports_copy (LIKE reports INCLUDING ALL)")
-        conn.commit()
+        self.rows_before = copy_target(conn, with_rows=with_rows)
         self.missing = 0
 
     def _rows(self, ids: Sequence[str]) -> list[tuple[Any, ...]]:
@@ -143,7 +205,7 @@ class PostgisCopy(_Rounds):
         return [found[i] for i in ids if i in found]  # in the order the service got them
 
     def _store(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        sql = f"COPY reports_copy ({PG_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+        sql = f"COPY {COPY_TABLE} ({LIMIT_COLUMNS}) FROM STDIN (FORMAT BINARY)"
         with self.conn.cursor() as cur, cur.copy(sql) as copy:
             copy.set_types(self.types)
             for row in rows:
@@ -151,7 +213,7 @@ class PostgisCopy(_Rounds):
         self.conn.commit()
 
     def summary(self) -> dict[str, Any]:
-        (copied,) = self.conn.execute("SELECT count(*) FROM reports_copy").fetchone()  # type: ignore[misc]
+        (copied,) = self.conn.execute(f"SELECT count(*) FROM {COPY_TABLE}").fetchone()  # type: ignore[misc]
         (same,) = self.conn.execute(  # type: ignore[misc]
             "SELECT count(*) FROM reports r JOIN reports_copy c USING (id)"
             " WHERE ST_Equals(r.geom, c.geom) AND r.content_hash = c.content_hash"
@@ -163,6 +225,7 @@ class PostgisCopy(_Rounds):
             "method": "COPY ... FROM STDIN (FORMAT BINARY), psycopg write_row, "
             "one COPY and commit per round (warm-up rows included)",
             "rows_in_table": copied,
+            "rows_before_the_rounds": self.rows_before,
             "rows_equal_to_service": same,
             "rows_missing_from_service": self.missing,
         }
@@ -243,8 +306,8 @@ class PostgisInsert(_Rounds):
         conn.execute("CREATE TABLE reports_insert (LIKE reports INCLUDING ALL)")
         conn.commit()
         self.sql = (
-            f"INSERT INTO reports_insert ({PG_COLUMNS}) VALUES ("
-            + ", ".join("ST_GeomFromEWKB(%s)" if t == "geometry" else "%s" for t in COPY_TYPES)
+            f"INSERT INTO reports_insert ({LIMIT_COLUMNS}) VALUES ("
+            + ", ".join("ST_GeomFromEWKB(%s)" if t == "geometry" else "%s" for t in LIMIT_TYPES)
             + ")"
         )
         self.connections = [psycopg.connect(self.url, autocommit=True) for _ in range(connections)]

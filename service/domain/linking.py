@@ -290,27 +290,33 @@ def compare_arrays(
 def compare_many(new: LinkRecord, others: Sequence[LinkRecord]) -> tuple[FloatArray, IntArray]:
     """Geodesic distance (m) from ``new`` to each of ``others`` and the (len(others), 5) levels
     of each pair."""
-    n = len(others)
+    return compare_pairs([new] * len(others), others)
+
+
+def compare_pairs(
+    firsts: Sequence[LinkRecord], seconds: Sequence[LinkRecord]
+) -> tuple[FloatArray, IntArray]:
+    """Geodesic distance (m) and the (n, 5) levels of each pair (firsts[i], seconds[i])."""
+    n = len(seconds)
     if n == 0:
         return np.zeros(0), np.zeros((0, 5), dtype=np.int64)
-    flip = np.array([o.id < new.id for o in others])  # measure from the smaller id (symmetry)
-    lon = np.array([o.lon for o in others])
-    lat = np.array([o.lat for o in others])
-    lon0, lat0 = np.full(n, new.lon), np.full(n, new.lat)
+    pairs = list(zip(firsts, seconds, strict=True))
+    flip = np.array([o.id < r.id for r, o in pairs])  # measure from the smaller id (symmetry)
+    lon, lat = np.array([o.lon for o in seconds]), np.array([o.lat for o in seconds])
+    lon0, lat0 = np.array([r.lon for r in firsts]), np.array([r.lat for r in firsts])
     _, _, metres = GEOD.inv(
         np.where(flip, lon, lon0), np.where(flip, lat, lat0),
         np.where(flip, lon0, lon), np.where(flip, lat0, lat),
     )  # fmt: skip
-    direction = [o.direction for o in others]
     distance = np.asarray(metres, dtype=np.float64)
     return distance, compare_arrays(
         distance_m=distance,
-        dt_s=np.array([(o.observed_at - new.observed_at).total_seconds() for o in others]),
-        people_a=np.full(n, new.people_count, dtype=np.int64),
-        people_b=np.array([o.people_count for o in others], dtype=np.int64),
-        same_direction=np.array([d == new.direction for d in direction]),
-        direction_missing=np.array([d is None or new.direction is None for d in direction]),
-        same_kind=np.array([o.kind == new.kind for o in others]),
+        dt_s=np.array([(o.observed_at - r.observed_at).total_seconds() for r, o in pairs]),
+        people_a=np.array([r.people_count for r in firsts], dtype=np.int64),
+        people_b=np.array([o.people_count for o in seconds], dtype=np.int64),
+        same_direction=np.array([o.direction == r.direction for r, o in pairs]),
+        direction_missing=np.array([o.direction is None or r.direction is None for r, o in pairs]),
+        same_kind=np.array([o.kind == r.kind for r, o in pairs]),
     )
 
 
@@ -331,6 +337,21 @@ def match_weight(
     }
     per_field["crowding"] = model.crowding_bits(*segments)
     return MatchWeight(levels, MappingProxyType(per_field), float(sum(per_field.values())))
+
+
+def _may_be_candidate(
+    new: LinkRecord,
+    other: LinkRecord,
+    windows: LinkWindows,
+    neighbours: Mapping[str, frozenset[str]],
+) -> bool:
+    """``is_candidate`` but for the distance, which the caller measures (for many pairs at once)."""
+    return (
+        other.id != new.id
+        and not same_source(new, other)
+        and near_segments(new.segment_id, other.segment_id, neighbours)
+        and abs((other.observed_at - new.observed_at).total_seconds()) <= windows.max_hours * 3600
+    )
 
 
 def score_candidates(
@@ -360,20 +381,63 @@ def candidates(
 ) -> list[tuple[LinkRecord, Levels]]:
     """The candidates of ``new`` among ``pool`` (``is_candidate``), each with the levels of the
     pair, in ``pool``'s order."""
-    near = [
-        o
-        for o in pool
-        if o.id != new.id
-        and not same_source(new, o)
-        and near_segments(new.segment_id, o.segment_id, neighbours)
-        and abs((o.observed_at - new.observed_at).total_seconds()) <= windows.max_hours * 3600
-    ]
+    near = [o for o in pool if _may_be_candidate(new, o, windows, neighbours)]
     metres, levels = compare_many(new, near)
     return [
         (other, (int(row[0]), int(row[1]), int(row[2]), int(row[3]), int(row[4])))
         for other, row, far in zip(near, levels, metres > windows.max_km * 1000, strict=True)
         if not far
     ]
+
+
+# A pair whose total, summed over arrays, comes this close to the threshold is scored again one
+# at a time (match_weight), so that the decision is exactly score_candidates' whatever the
+# rounding of the array sums.
+_MARGIN_BITS = 1e-6
+
+
+def matches_of_many(
+    pools: Sequence[tuple[LinkRecord, Sequence[LinkRecord]]],
+    *,
+    model: MatchModel,
+    windows: LinkWindows,
+    neighbours: Mapping[str, frozenset[str]],
+) -> list[Link]:
+    """The matches (``is_match``) ``score_candidates`` finds for each (new report, its pool), in
+    the same order and equal to its links, with every candidate pair of every new report
+    compared and weighed in one pass over arrays: the linker scores a thousand new reports at
+    a time, each with tens of candidates, where numpy's cost per call outweighed the work of
+    a call per report. Only the pairs that reach the threshold become Link objects."""
+    news: list[LinkRecord] = []
+    others: list[LinkRecord] = []
+    for new, pool in pools:
+        for o in pool:
+            if _may_be_candidate(new, o, windows, neighbours):
+                news.append(new)
+                others.append(o)
+    if not others:
+        return []
+    distance, levels = compare_pairs(news, others)
+    pairs = list(zip(news, others, strict=True))
+    crowding: dict[tuple[str | None, str | None], float] = {}
+    for r, o in pairs:
+        key = (r.segment_id, o.segment_id)
+        if key not in crowding:
+            crowding[key] = model.crowding_bits(*key)
+    w = model.weights(levels)
+    total = w[:, 0] + w[:, 1] + w[:, 2] + w[:, 3] + w[:, 4]
+    total += np.array([crowding[(r.segment_id, o.segment_id)] for r, o in pairs])
+    near = ~(distance > windows.max_km * 1000)  # as score_candidates' "far"
+    links = []
+    for i in np.flatnonzero(near & (total >= model.threshold - _MARGIN_BITS)).tolist():
+        new, other = pairs[i]
+        row = levels[i]
+        levels_of_pair = (int(row[0]), int(row[1]), int(row[2]), int(row[3]), int(row[4]))
+        weight = match_weight(levels_of_pair, model, segments=(new.segment_id, other.segment_id))
+        if weight.total >= model.threshold:
+            a, b = sorted((new.id, other.id))
+            links.append(Link(a, b, weight, True))
+    return links
 
 
 # --- estimating m and u -------------------------------------------------------------------------

@@ -55,7 +55,7 @@ from service.domain.linking import (
     MatchWeight,
     candidates,
     match_weight,
-    score_candidates,
+    matches_of_many,
     segment_neighbours,
     shares_of,
 )
@@ -208,15 +208,17 @@ class Linker:
         border = tx.border_version()
         neighbours = self.neighbours(tx, border)
         model, version = self.model(tx, border)
-        pool = _Pool(tx.records_near(_spans(new, neighbours, self.config.windows)))
+        windows = self.config.windows
+        pool = _Pool(tx.records_near(_spans(new, neighbours, windows)))
         found: dict[tuple[UUID, UUID], Link] = {}
-        for record in new:
-            near = pool.near(record, neighbours, self.config.windows)
-            for link in score_candidates(
-                record, near, model=model, windows=self.config.windows, neighbours=neighbours
-            ):
-                if link.is_match:
-                    found.setdefault((link.a, link.b), link)
+        # All the new reports' candidates scored at once (score_candidates' matches, in order).
+        for link in matches_of_many(
+            [(record, pool.near(record, neighbours, windows)) for record in new],
+            model=model,
+            windows=windows,
+            neighbours=neighbours,
+        ):
+            found.setdefault((link.a, link.b), link)
         if found:
             links = [found[k] for k in sorted(found)]
             tx.add_links(links, at=at, model_version=version)

@@ -33,6 +33,7 @@ from service.domain.linking import (
     estimate_u,
     is_candidate,
     match_weight,
+    matches_of_many,
     same_source,
     score_candidates,
     segment_neighbours,
@@ -110,6 +111,26 @@ def test_candidate_rule_and_weight_are_symmetric(rs: list[LinkRecord]) -> None:
         ab = score_candidates(a, [b], model=MODEL, windows=WINDOWS, neighbours=NEIGHBOURS)
         ba = score_candidates(b, [a], model=MODEL, windows=WINDOWS, neighbours=NEIGHBOURS)
         assert ab == ba
+
+
+@given(records(n_max=12), st.sampled_from([-3.0, 0.0, 2.0, 5.0]))
+def test_matches_scored_at_once_are_those_scored_one_report_at_a_time(
+    rs: list[LinkRecord], threshold: float
+) -> None:
+    """What the linker scores for a thousand new reports in one pass (matches_of_many) is what
+    score_candidates finds report by report: the same matches, weights and order. Each pool holds
+    the new report itself, as the linker's pools do."""
+    model = MatchModel(threshold=threshold, crowding=MODEL.crowding)
+    pools = [(r, rs) for r in rs]
+    one_by_one = [
+        link
+        for r, pool in pools
+        for link in score_candidates(r, pool, model=model, windows=WINDOWS, neighbours=NEIGHBOURS)
+        if link.is_match
+    ]
+    at_once = matches_of_many(pools, model=model, windows=WINDOWS, neighbours=NEIGHBOURS)
+    assert at_once == one_by_one
+    assert all(link.is_match for link in at_once)
 
 
 @given(records())

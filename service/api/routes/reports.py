@@ -204,7 +204,7 @@ async def search_reports(
 
 def _count(request: Request, outcomes: list[ItemOutcome]) -> None:
     """Ingest outcomes and snap distances into the metrics."""
-    metrics = app_state(request.app).metrics
-    for o in outcomes:
-        report = o.result.report
-        metrics.ingest(o.result.outcome, report.snap.distance_m if report is not None else None)
+    app_state(request.app).metrics.ingest(
+        (o.result.outcome, None if o.result.report is None else o.result.report.snap.distance_m)
+        for o in outcomes
+    )
