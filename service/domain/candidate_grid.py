@@ -229,13 +229,16 @@ def _band_cells(index: Indexed) -> tuple[float, float, int, int, IntArray]:
     lat0 = float(np.floor(south.min(initial=0.0)))
     nx = int((east.max(initial=0.0) - lon0) // GRID_CELL_DEG) + 1
     ny = int((north.max(initial=0.0) - lat0) // GRID_CELL_DEG) + 1
-    band = np.zeros((ny, nx), dtype=bool)
     x0 = ((west - lon0) // GRID_CELL_DEG).astype(np.int64)
     x1 = ((east - lon0) // GRID_CELL_DEG).astype(np.int64) + 1
     y0 = ((south - lat0) // GRID_CELL_DEG).astype(np.int64)
     y1 = ((north - lat0) // GRID_CELL_DEG).astype(np.int64) + 1
-    for a, b, c, d in zip(y0.tolist(), y1.tolist(), x0.tolist(), x1.tolist(), strict=True):
-        band[a:b, c:d] = True
+    # Each box's cells [y0, y1) x [x0, x1) marked at once: +1 at two corners, -1 at the other
+    # two, summed along both axes, counts the boxes over every cell.
+    corners = np.zeros((ny + 1, nx + 1), dtype=np.int64)
+    for y, x, sign in ((y0, x0, 1), (y0, x1, -1), (y1, x0, -1), (y1, x1, 1)):
+        np.add.at(corners, (y, x), sign)
+    band = corners.cumsum(axis=0).cumsum(axis=1)[:ny, :nx] > 0
     return lon0, lat0, nx, ny, np.flatnonzero(band)
 
 

@@ -6,6 +6,7 @@ import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -168,30 +169,33 @@ class SegmentIndex:
         # The stored border's version these segments are (None: not read from a store).
         self.version = version
         self.by_id: dict[str, BorderSegment] = {s.segment_id: s for s in self.segments}
-        ax: list[float] = []
-        ay: list[float] = []
-        bx: list[float] = []
-        by: list[float] = []
-        seg_of_edge: list[int] = []
-        offset_m: list[float] = []
-        for seg_no, seg in enumerate(self.segments):
-            lons = np.array([c[0] for c in seg.coords])
-            lats = np.array([c[1] for c in seg.coords])
-            _, _, lengths = GEOD.inv(lons[:-1], lats[:-1], lons[1:], lats[1:])
-            cumulative = np.concatenate([[0.0], np.cumsum(lengths)[:-1]])
-            ax.extend(lons[:-1])
-            ay.extend(lats[:-1])
-            bx.extend(lons[1:])
-            by.extend(lats[1:])
-            seg_of_edge.extend([seg_no] * (len(lons) - 1))
-            offset_m.extend(cumulative)
-        self.ax, self.ay = np.array(ax, dtype=np.float64), np.array(ay, dtype=np.float64)
-        self.bx, self.by = np.array(bx, dtype=np.float64), np.array(by, dtype=np.float64)
-        self.dlon, self.dlat = self.bx - self.ax, self.by - self.ay
-        self.segment_of_edge: IntArray = np.array(seg_of_edge, dtype=np.int64)
-        self.offset_m: FloatArray = np.array(offset_m, dtype=np.float64)
+        # Whole arrays, one Geod.inv for every edge: Python lists of numpy scalars cost a tenth
+        # of a second of start-up on a border of 50,000 vertices.
+        coords = [np.asarray(seg.coords, dtype=np.float64).reshape(-1, 2) for seg in self.segments]
+        starts: FloatArray = (
+            np.concatenate([c[:-1] for c in coords]) if coords else np.zeros((0, 2))
+        )
+        ends: FloatArray = np.concatenate([c[1:] for c in coords]) if coords else np.zeros((0, 2))
+        self.ax: FloatArray = starts[:, 0].copy()
+        self.ay: FloatArray = starts[:, 1].copy()
+        self.bx: FloatArray = ends[:, 0].copy()
+        self.by: FloatArray = ends[:, 1].copy()
+        self.dlon: FloatArray = self.bx - self.ax
+        self.dlat: FloatArray = self.by - self.ay
+        edges_per_segment = [len(c) - 1 for c in coords]
+        self.segment_of_edge: IntArray = np.repeat(
+            np.arange(len(coords), dtype=np.int64), edges_per_segment
+        )
         _, _, length_m = GEOD.inv(self.ax, self.ay, self.bx, self.by)
         self.length_m: FloatArray = np.asarray(length_m, dtype=np.float64)
+        # Each segment's edges start this far along it: its lengths summed in order.
+        self.offset_m: FloatArray = np.zeros(len(self.ax))
+        first = 0
+        for count in edges_per_segment:
+            self.offset_m[first + 1 : first + count] = np.cumsum(
+                self.length_m[first : first + count - 1]
+            )
+            first += count
         self.prev_edge, self.next_edge = self._neighbours()
         line_end = self.next_edge < 0
         self.vx = np.concatenate([self.ax, self.bx[line_end]])
@@ -205,10 +209,6 @@ class SegmentIndex:
             [ALPHA3_TO_ALPHA2[s.right_country] for s in self.segments], dtype=object
         )
         self.ids = np.array([s.segment_id for s in self.segments], dtype=object)
-        edges = shapely.linestrings(
-            np.stack([self.ax, self.ay, self.bx, self.by], axis=1).reshape(-1, 2, 2)
-        )
-        self.tree = shapely.STRtree(edges)
         self._countries = frozenset(self.left_a2) | frozenset(self.right_a2)
         by_border: dict[str, set[str]] = {}
         for seg in self.segments:
@@ -225,6 +225,15 @@ class SegmentIndex:
 
     def __len__(self) -> int:
         return len(self.segments)
+
+    @cached_property
+    def tree(self) -> shapely.STRtree:
+        """An STRtree over the edges, for the few points the candidate grid leaves to it: built on
+        first use, not at start-up."""
+        edges = shapely.linestrings(
+            np.stack([self.ax, self.ay, self.bx, self.by], axis=1).reshape(-1, 2, 2)
+        )
+        return shapely.STRtree(edges)
 
     @property
     def countries(self) -> frozenset[str]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from service.domain.candidate_grid import expand_slices
 from service.domain.chains import Chains
@@ -21,8 +20,8 @@ from service.domain.ranking import Ranking
 from service.domain.segments import SegmentIndex
 from service.domain.snapping import RANK_SLACK_M
 
-from . import bundled
-from .brute_force import GEOD, Edges, nearest_on_border
+from .brute_force import Edges, nearest_on_border
+from .bundled import near_the_river
 
 Ranked = tuple[FloatArray, IntArray, IntArray, FloatArray, FloatArray]
 
@@ -162,29 +161,6 @@ def test_the_kernel_takes_any_list_and_its_edge_cases(index: SegmentIndex) -> No
     d2, t = plane_foot(zero, np.array([1.0]), np.array([45.0]), kx=kx, ky=ky,
                        line=np.zeros(1, np.int64))  # fmt: skip
     assert _bits(r[0]).tolist() == _bits(d2).tolist() and r[3].tolist() == t.tolist() == [0.0]
-
-
-RIO_GRANDE = [
-    number
-    for number, segment in enumerate(bundled.segments())
-    if segment.segment_id >= "MX-US-0046" and segment.border == "MX-US"
-]
-
-
-@st.composite
-def near_the_river(draw: st.DrawFn) -> tuple[float, float]:
-    """A point up to 10 km from a random point of the Rio Grande, where leaves list chains."""
-    index = bundled.index()
-    segment = draw(st.sampled_from(RIO_GRANDE))
-    edges = np.flatnonzero(index.segment_of_edge == segment)
-    edge = draw(st.integers(int(edges[0]), int(edges[-1])))
-    t = draw(st.floats(0.0, 1.0))
-    offset = draw(st.one_of(st.floats(0.0, 50.0), st.floats(0.0, 2_000.0), st.floats(0.0, 1e4)))
-    azimuth = draw(st.floats(0.0, 360.0, exclude_max=True))
-    x = index.ax[edge] + t * index.dlon[edge]
-    y = index.ay[edge] + t * index.dlat[edge]
-    lon, lat, _ = GEOD.fwd(float(x), float(y), azimuth, offset)
-    return float(lon), float(lat)
 
 
 @settings(max_examples=150, deadline=None)
