@@ -44,11 +44,10 @@ _OPEN = AlertQuery(state=AlertState.OPEN, limit=1000)
 class SurgeTables(Protocol):
     """A store's surge tables, read and written in the caller's transaction."""
 
-    def token(self) -> int | None:
-        """The stored surge token (surge_cache.py)."""
+    def token_and_day_rows(self, days: list[date]) -> tuple[int | None, DayRows]:
+        """The stored surge token (surge_cache.py) and each day's rows, in one round trip
+        where the store can."""
         ...
-
-    def day_rows(self, days: list[date]) -> DayRows: ...
 
     def days_since(self, first: date) -> DayRows: ...
 
@@ -85,7 +84,8 @@ def detect(
     the alerts; the alerts that changed. The states come from ``cache`` while the stored token
     is its own (surge_cache.py), else from the store."""
     now = now or datetime.now(UTC)
-    cache.check(tables.token())
+    token, rows = tables.token_and_day_rows(sorted(touched))
+    cache.check(token)
 
     def states(keys: set[str]) -> dict[str, SeriesState]:
         found, missing = cache.known(keys)
@@ -95,7 +95,7 @@ def detect(
             found.update(read)
         return found
 
-    changes = detect_days(touched, watch, day_rows=tables.day_rows, states=states)
+    changes = detect_days(touched, watch, day_rows=lambda _: rows, states=states)
     if changes:
         token = cache.wrote({series_key_text(c.key): c.state for c in changes})
         tables.save(changes, now, token=token)

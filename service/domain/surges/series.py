@@ -137,10 +137,11 @@ def observe_many(
     for i, (state, counts) in enumerate(series):
         if state is not None and len(counts) == 1 and len(state.days) > 1:
             count = counts.get(state.last_day)
-            if count is not None and count >= 0:  # the most common case, without the steps
+            if count is not None and count >= 0:  # the series' last day again: no steps
                 done[i] = _last_day_again(state, count)
                 continue
-        run = steps[i] = _observe_days(state, counts, params=params)
+        run = _observe_days(state, counts, params=params)
+        steps[i] = run
         try:
             waiting[i] = next(run)
         except StopIteration as stop:
@@ -152,10 +153,10 @@ def observe_many(
         for i, requests in asked.items():
             given = terms[at : at + len(requests)]
             at += len(requests)
-            run = steps[i]
-            assert run is not None
+            going = steps[i]
+            assert going is not None
             try:
-                waiting[i] = run.send(given)
+                waiting[i] = going.send(given)
             except StopIteration as stop:
                 done[i] = stop.value
     out = []
@@ -166,10 +167,10 @@ def observe_many(
 
 
 def _last_day_again(state: SeriesState, count: int) -> tuple[SeriesState, list[EpisodeEvent]]:
-    """``observe_days(state, {state.last_day: count})`` (a report for the day the series is at:
-    a sixth of the series a batch of 500 touches in bench/surge_cost.py) without its steps: the last day's statistic again from the
-    day before's, with its baseline (``_rerun_steps`` keeps it: no count it reads changed).
-    ``state`` holds at least two days."""
+    """``observe_days(state, {state.last_day: count})`` without its steps (a report for the day
+    the series is at: a sixth of the series a batch of 500 touches in bench/surge_cost.py): the
+    last day's statistic again from the day before's, with its baseline (``_rerun_steps`` keeps
+    it: no count it reads changed). ``state`` holds at least two days."""
     if state.counts[-1] == count:
         return state, []
     days = state.days

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any, cast
 from uuid import UUID
 
+import psycopg
 from sqlalchemy import Connection
 
 from service.domain.alerts import (
@@ -52,7 +54,8 @@ def record_alerts(
     now = now or datetime.now(UTC)
     # One pipeline of upserts (psycopg's executemany: one round trip, not one a transition; each
     # runs as it would alone, in order, so one alert changed twice is two versions).
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    raw = cast(psycopg.Connection[Any], conn.connection.dbapi_connection)
+    cursor = raw.cursor()
     rows = []
     try:
         cursor.executemany(_UPSERT, [alert_params(t) for t in transitions], returning=True)
