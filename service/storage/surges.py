@@ -9,7 +9,10 @@ writes for that (day counts, series states, the surge token, alerts) is its own 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import gc
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import Protocol
 
@@ -44,11 +47,10 @@ _OPEN = AlertQuery(state=AlertState.OPEN, limit=1000)
 class SurgeTables(Protocol):
     """A store's surge tables, read and written in the caller's transaction."""
 
-    def token(self) -> int | None:
-        """The stored surge token (surge_cache.py)."""
+    def token_and_day_rows(self, days: list[date]) -> tuple[int | None, DayRows]:
+        """The stored surge token (surge_cache.py) and each day's rows, in one round trip
+        where the store can."""
         ...
-
-    def day_rows(self, days: list[date]) -> DayRows: ...
 
     def days_since(self, first: date) -> DayRows: ...
 
@@ -85,7 +87,8 @@ def detect(
     the alerts; the alerts that changed. The states come from ``cache`` while the stored token
     is its own (surge_cache.py), else from the store."""
     now = now or datetime.now(UTC)
-    cache.check(tables.token())
+    token, rows = tables.token_and_day_rows(sorted(touched))
+    cache.check(token)
 
     def states(keys: set[str]) -> dict[str, SeriesState]:
         found, missing = cache.known(keys)
@@ -95,11 +98,46 @@ def detect(
             found.update(read)
         return found
 
-    changes = detect_days(touched, watch, day_rows=tables.day_rows, states=states)
+    with _collector_paused():
+        changes = detect_days(touched, watch, day_rows=lambda _: rows, states=states)
     if changes:
         token = cache.wrote({series_key_text(c.key): c.state for c in changes})
         tables.save(changes, now, token=token)
     return tables.record_alerts(transitions(changes, at=now), now)
+
+
+# Python's cyclic garbage collector, paused while detection moves series through their states.
+# Those are acyclic objects (freed by their reference counts), tens of thousands a detection, and
+# most live only while it runs; with the collector on, they were carried into its oldest
+# generation by the young collections that ran meanwhile, and set off full collections over the
+# whole heap (the border's geometries, the cached states): about a third of what detection cost
+# ingest (bench/surge_cost.py, docs/surges.md). Paused, they are freed as they go and only the
+# new states remain to collect. Process-wide, so counted: the collector is on again when the last
+# detection under way ends (if it was on when the first began).
+class _CollectorPause:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.under_way = 0  # detections under way
+        self.was_on = False  # whether the collector was on when the first began
+
+
+_PAUSE = _CollectorPause()
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    with _PAUSE.lock:
+        if _PAUSE.under_way == 0:
+            _PAUSE.was_on = gc.isenabled()
+            gc.disable()
+        _PAUSE.under_way += 1
+    try:
+        yield
+    finally:
+        with _PAUSE.lock:
+            _PAUSE.under_way -= 1
+            if _PAUSE.under_way == 0 and _PAUSE.was_on:
+                gc.enable()
 
 
 def advance(tables: SurgeTables, watch: Watch, through: date, *, now: datetime) -> list[Alert]:

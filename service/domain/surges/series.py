@@ -131,10 +131,17 @@ def observe_many(
     """``observe_days`` of many series (each a state and its days' counts), with the baselines
     their re-runs need fitted all together (``day_terms``): the same states and events as one
     series at a time, for a fraction of the numpy calls."""
-    steps = [_observe_days(state, counts, params=params) for state, counts in series]
-    done: list[tuple[SeriesState | None, list[EpisodeEvent]] | None] = [None] * len(steps)
+    steps: list[_Steps[SeriesState | None] | None] = [None] * len(series)
+    done: list[tuple[SeriesState | None, list[EpisodeEvent]] | None] = [None] * len(series)
     waiting: dict[int, list[FitRequest]] = {}
-    for i, run in enumerate(steps):
+    for i, (state, counts) in enumerate(series):
+        if state is not None and len(counts) == 1 and len(state.days) > 1:
+            count = counts.get(state.last_day)
+            if count is not None and count >= 0:  # the series' last day again: no steps
+                done[i] = _last_day_again(state, count)
+                continue
+        run = _observe_days(state, counts, params=params)
+        steps[i] = run
         try:
             waiting[i] = next(run)
         except StopIteration as stop:
@@ -146,8 +153,10 @@ def observe_many(
         for i, requests in asked.items():
             given = terms[at : at + len(requests)]
             at += len(requests)
+            going = steps[i]
+            assert going is not None
             try:
-                waiting[i] = steps[i].send(given)
+                waiting[i] = going.send(given)
             except StopIteration as stop:
                 done[i] = stop.value
     out = []
@@ -155,6 +164,25 @@ def observe_many(
         assert result is not None  # every series' steps ran to their end
         out.append(result)
     return out
+
+
+def _last_day_again(state: SeriesState, count: int) -> tuple[SeriesState, list[EpisodeEvent]]:
+    """``observe_days(state, {state.last_day: count})`` without its steps (a report for the day
+    the series is at: a sixth of the series a batch of 500 touches in bench/surge_cost.py): the
+    last day's statistic again from the day before's, with its baseline (``_rerun_steps`` keeps
+    it: no count it reads changed). ``state`` holds at least two days."""
+    if state.counts[-1] == count:
+        return state, []
+    days = state.days
+    anchor, was = days[-2], days[-1]
+    day = _next_day(anchor, day=state.last_day, count=count, was=was)
+    new = SeriesState(
+        state.first_day, state.last_day, (*state.counts[:-1], count), (*days[:-1], day)
+    )
+    events = _diff(
+        (was,), (day,), anchor=anchor, old_start=state.last_day, new_start=state.last_day
+    )
+    return new, events
 
 
 _S = TypeVar("_S", SeriesState, SeriesState | None)

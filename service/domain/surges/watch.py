@@ -269,7 +269,7 @@ def detect_days(
     )
     changes: list[SeriesChange] = []
     for text, before, (after, events) in zip(texts, befores, observed, strict=True):
-        if after is not None and after != before:
+        if after is not None and after is not before and after != before:
             changes.append(SeriesChange(watch.key_of(text), after, tuple(events)))
     return changes
 

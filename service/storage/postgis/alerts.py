@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any, cast
 from uuid import UUID
 
+import psycopg
 from sqlalchemy import Connection
 
 from service.domain.alerts import (
@@ -50,16 +52,30 @@ def record_alerts(
     if not transitions:
         return []
     now = now or datetime.now(UTC)
-    hooks = webhooks.enabled_webhooks(conn)
-    changed = []
-    for transition in transitions:
-        row = conn.exec_driver_sql(_UPSERT, alert_params(transition)).first()
-        if row is None:
-            continue
-        alert = alert_of(row)
-        changed.append(alert)
-        webhooks.enqueue(conn, deliveries_for(transition, alert, hooks, now=now))
-    return changed
+    # One pipeline of upserts (psycopg's executemany: one round trip, not one a transition; each
+    # runs as it would alone, in order, so one alert changed twice is two versions).
+    raw = cast(psycopg.Connection[Any], conn.connection.dbapi_connection)
+    cursor = raw.cursor()
+    rows = []
+    try:
+        cursor.executemany(_UPSERT, [alert_params(t) for t in transitions], returning=True)
+        while True:
+            rows.append(cursor.fetchone())
+            if not cursor.nextset():
+                break
+    finally:
+        cursor.close()
+    changed: list[tuple[AlertTransition, Alert]] = [
+        (transition, alert_of(row))
+        for transition, row in zip(transitions, rows, strict=True)
+        if row is not None
+    ]
+    if changed:
+        hooks = webhooks.enabled_webhooks(conn)
+        webhooks.enqueue(
+            conn, [d for t, alert in changed for d in deliveries_for(t, alert, hooks, now=now)]
+        )
+    return [alert for _, alert in changed]
 
 
 def get_alert(conn: Connection, alert_id_: UUID) -> Alert | None:

@@ -29,11 +29,16 @@ from service.storage.postgis.rollups import FOLD_LOCK, live
 from service.storage.surge_cache import SeriesCache
 
 _DAYS = f"""
-    SELECT (period AT TIME ZONE 'UTC')::date, segment_id, kind, sum(reports)::bigint,
-           sum(people)::bigint
+    SELECT (period AT TIME ZONE 'UTC')::date AS day, segment_id, kind, sum(reports)::bigint AS n,
+           sum(people)::bigint AS people
     FROM {live("count_days")} c
     WHERE period = ANY(%(days)s) AND segment_id <> ''
     GROUP BY 1, 2, 3
+"""
+# The token and the days' rows in one round trip (a row with the token alone if there are none).
+_TOKEN_AND_DAYS = f"""
+    SELECT t.token, d.day, d.segment_id, d.kind, d.n, d.people
+    FROM (SELECT (SELECT token FROM surge_token) AS token) t LEFT JOIN ({_DAYS}) d ON true
 """
 _STATES = "SELECT series, state FROM surge_series WHERE series = ANY(%(keys)s)"
 _OPEN_STATES = "SELECT series, state FROM surge_series WHERE episode_open"
@@ -49,6 +54,7 @@ _SINCE = f"""
 # split and decoded in SQL: as a text[] or bytea[] parameter psycopg escapes each element in
 # Python (a regular expression over it), which took 60% of detection on PostGIS with JSON text.
 _SAVE = """
+    WITH token AS (UPDATE surge_token SET token = %(token)s)
     INSERT INTO surge_series (series, state, episode_open, updated_at)
     SELECT series, decode(state, 'hex'), episode_open, %(at)s
     FROM unnest(%(series)s::text[], string_to_array(%(states)s, E'\\n'), %(open)s::boolean[])
@@ -71,9 +77,12 @@ class Tables:
         token = self.conn.exec_driver_sql(_TOKEN).scalar()
         return None if token is None else int(token)
 
-    def day_rows(self, days: list[date]) -> surges.DayRows:
-        starts = [datetime.combine(day, time(), tzinfo=UTC) for day in days]
-        return _by_day(self.conn.exec_driver_sql(_DAYS, {"days": starts}))
+    def token_and_day_rows(self, days: list[date]) -> tuple[int | None, surges.DayRows]:
+        rows = self.conn.exec_driver_sql(_TOKEN_AND_DAYS, {"days": _starts(days)}).all()
+        token = rows[0][0]
+        return None if token is None else int(token), _by_day(
+            r[1:] for r in rows if r[1] is not None
+        )
 
     def days_since(self, first: date) -> surges.DayRows:
         start = datetime.combine(first, time(), tzinfo=UTC)
@@ -88,12 +97,14 @@ class Tables:
         return {series_key_of(series): state_from_bytes(state) for series, state in rows}
 
     def save(self, changes: Sequence[SeriesChange], at: datetime, *, token: int) -> None:
-        """The changed states in one statement, and the token that vouches for them."""
-        self.conn.exec_driver_sql(_NEW_TOKEN, {"token": token})
-        if changes:
+        """The changed states and the token that vouches for them, in one statement."""
+        if not changes:
+            self.conn.exec_driver_sql(_NEW_TOKEN, {"token": token})
+        else:
             self.conn.exec_driver_sql(
                 _SAVE,
                 {
+                    "token": token,
                     "series": [series_key_text(c.key) for c in changes],
                     "states": "\n".join(state_to_bytes(c.state).hex() for c in changes),
                     "open": [c.state.episode is not None for c in changes],
@@ -141,6 +152,10 @@ def rebuild(conn: Connection, watch: Watch, today: date, *, now: datetime) -> li
     conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
     conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%(k)s)", {"k": FOLD_LOCK})
     return surges.rebuild(Tables(conn), watch, today, now=now)
+
+
+def _starts(days: list[date]) -> list[datetime]:
+    return [datetime.combine(day, time(), tzinfo=UTC) for day in days]
 
 
 def _by_day(rows: Any) -> surges.DayRows:

@@ -54,14 +54,18 @@ def enabled_webhooks(conn: Connection) -> list[Webhook]:
 
 def enqueue(conn: Connection, deliveries: Sequence[Delivery]) -> None:
     """Add deliveries to the outbox; one already there (the same id) is left as it is."""
-    for d in deliveries:
-        conn.exec_driver_sql(
-            "INSERT INTO webhook_deliveries (id, webhook_id, event_type, payload, state,"
-            " attempts, next_attempt_at, created_at, updated_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+    if not deliveries:
+        return
+    conn.exec_driver_sql(  # executemany: psycopg pipelines them, one round trip
+        "INSERT INTO webhook_deliveries (id, webhook_id, event_type, payload, state,"
+        " attempts, next_attempt_at, created_at, updated_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+        [
             (d.id, d.webhook_id, d.event_type, d.payload.decode(), d.state.value, d.attempts,
-             d.next_attempt_at, d.created_at, d.updated_at),
-        )  # fmt: skip
+             d.next_attempt_at, d.created_at, d.updated_at)
+            for d in deliveries
+        ],
+    )  # fmt: skip
 
 
 def disable_webhook(conn: Connection, webhook_id: str, at: datetime, reason: str) -> bool:

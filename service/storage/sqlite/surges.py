@@ -51,6 +51,9 @@ class Tables:
         starts = json.dumps([to_micros(datetime.combine(day, time(), tzinfo=UTC)) for day in days])
         return _by_day(self.conn.execute(_DAYS, (starts,)))
 
+    def token_and_day_rows(self, days: list[date]) -> tuple[int | None, surges.DayRows]:
+        return self.token(), self.day_rows(days)
+
     def days_since(self, first: date) -> surges.DayRows:
         start = to_micros(datetime.combine(first, time(), tzinfo=UTC))
         return _by_day(self.conn.execute(_SINCE, (start,)))
