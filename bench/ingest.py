@@ -157,24 +157,32 @@ class Workload:
 
 
 class FoldWatch:
-    """PostGIS: how long after a round the rollups hold every report it stored (rollup_pending
-    empty again; migration 0011). Code without that table is always caught up."""
+    """PostGIS: how long after a round the rollups hold every report it stored and the linker has
+    linked them (rollup_pending, migration 0011, and link_pending, migration 0015, empty again):
+    the queue a round leaves behind would otherwise be worked off during the next round. Code
+    without those tables is always caught up."""
+
+    QUEUES = ("rollup_pending", "link_pending")
 
     def __init__(self, conn: psycopg.Connection[Any] | None) -> None:
         self.conn = conn
         self.lags: dict[str, list[float]] = {}
-        self.present = conn is not None and bool(
-            conn.execute("SELECT to_regclass('rollup_pending') IS NOT NULL").fetchone()[0]  # type: ignore[index]
-        )
+        self.queues: list[str] = []
         if conn is not None:
+            self.queues = [
+                q for q in self.QUEUES
+                if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (q,)).fetchone() == (True,)
+            ]  # fmt: skip
             conn.commit()
+        self.present = bool(self.queues)
 
     def wait(self, phase: str, timeout_s: float = 600.0) -> None:
         if self.conn is None or not self.present:
             return
+        busy = " OR ".join(f"EXISTS (SELECT 1 FROM {q})" for q in self.queues)
         start = time.perf_counter()
         while True:
-            row = self.conn.execute("SELECT EXISTS (SELECT 1 FROM rollup_pending)").fetchone()
+            row = self.conn.execute(f"SELECT {busy}").fetchone()
             self.conn.commit()
             if not row or not row[0] or time.perf_counter() - start > timeout_s:
                 break
