@@ -21,8 +21,7 @@ from service.api.middleware import (
     HostGuard,
     KeysNotInUrls,
     PublicCors,
-    RequestId,
-    SecurityHeaders,
+    RequestIdAndSecurityHeaders,
     install_log_redaction,
 )
 from service.api.observe import Observe
@@ -141,8 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(KeysNotInUrls)
     install_log_redaction()
     app.add_middleware(Observe, metrics=state.metrics, drain=state.drain)
-    app.add_middleware(SecurityHeaders)
-    app.add_middleware(RequestId)
+    app.add_middleware(RequestIdAndSecurityHeaders)
     # Outermost: the client's address is the peer's, or from X-Forwarded-For only when the peer
     # is a proxy named in CROSSINGS_TRUSTED_PROXIES (uvicorn's own middleware, run by the app so
     # that it holds however the app is served; `crossings serve` turns uvicorn's copy off).

@@ -371,3 +371,48 @@ async def test_point_zoom_tiles_and_aggregates_are_audited_for_analysts(
         response = await analyst.get("/ogc/collections/reports/items", params={"f": "csv"})
         assert response.status_code == 200
         assert _audited_paths(app).count("/ogc/collections/reports/items") == before + 1
+
+
+# --- request ids and security headers (one middleware layer) ------------------------------------
+
+
+async def test_every_answer_carries_a_request_id_and_the_security_headers(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    from uuid import UUID
+
+    async with _client(app, app.state.test_keys["reporter"]) as reporter:
+        created = await reporter.post("/v1/reports", json=report_body())
+        bad_host = await reporter.get("/healthz", headers={"Host": "evil.example"})
+        traced = await reporter.post(
+            "/v1/reports", json={"kind": "nonsense"}, headers={"X-Request-ID": "trace-7.a_b"}
+        )
+        unsafe = await reporter.get("/healthz", headers={"X-Request-ID": "has spaces"})
+        again = await reporter.get("/healthz")
+    assert [r.status_code for r in (created, bad_host, traced, unsafe, again)] == [
+        201, 400, 422, 200, 200
+    ]  # fmt: skip
+    for response in (created, bad_host, traced, unsafe, again):
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["x-frame-options"] == "DENY"
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+        assert len(response.headers.get_list("x-request-id")) == 1
+    # A client's safe id is echoed, in the header and in a problem's body.
+    assert traced.headers["x-request-id"] == "trace-7.a_b"
+    assert traced.json()["request_id"] == "trace-7.a_b"
+    assert bad_host.json()["request_id"] == bad_host.headers["x-request-id"]
+    # Otherwise each request gets a fresh random (version 4) UUID, as 32 hex digits.
+    made = [r.headers["x-request-id"] for r in (created, bad_host, unsafe, again)]
+    assert len(set(made)) == len(made)
+    for request_id in made:
+        assert UUID(request_id).version == 4 and UUID(request_id).hex == request_id
+
+
+def test_request_ids_do_not_repeat_across_many_draws() -> None:
+    from uuid import UUID
+
+    from service.api.middleware import _request_ids
+
+    drawn = [_request_ids.next_hex() for _ in range(5_000)]  # past several refills
+    assert len(set(drawn)) == len(drawn)
+    assert all(UUID(h).version == 4 and UUID(h).variant == "specified in RFC 4122" for h in drawn)
