@@ -211,6 +211,19 @@ def _release_cut(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _sample_size(text: str) -> int:
+    """--sample's value: the bounds of CROSSINGS_LINK_U_SAMPLE_PAIRS."""
+    field = Settings.model_fields["link_u_sample_pairs"]
+    low, high = (next(m for m in field.metadata if hasattr(m, a)) for a in ("ge", "le"))
+    try:
+        size = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not low.ge <= size <= high.le:
+        raise argparse.ArgumentTypeError(f"must be between {low.ge:,} and {high.le:,}")
+    return size
+
+
 def _links_estimate(args: argparse.Namespace, settings: Settings) -> int:
     """Estimate linking's u and crowding from the stored reports now, and rescore the proposed
     links (servers also do, every CROSSINGS_LINK_ESTIMATE_EVERY_H)."""
@@ -482,7 +495,9 @@ def build_parser() -> argparse.ArgumentParser:
         "CROSSINGS_LINK_ESTIMATE_EVERY_H hours.",
     )
     estimate.add_argument(
-        "--sample", type=int, help="reports to draw (default: CROSSINGS_LINK_U_SAMPLE_PAIRS)"
+        "--sample",
+        type=_sample_size,
+        help="reports to draw, 100 to 200,000 (default: CROSSINGS_LINK_U_SAMPLE_PAIRS)",
     )
     estimate.add_argument("--seed", type=int, help="the draw's seed (default: a random one)")
     estimate.add_argument(

@@ -291,6 +291,7 @@ class Settings(BaseSettings):
     link_u_sample_pairs: int = Field(
         default=20_000,
         ge=100,
+        le=200_000,
         description=(
             "Reports drawn at random (each looked for whole days away) that u and the crowding"
             " are estimated from"

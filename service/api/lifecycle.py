@@ -172,8 +172,9 @@ async def _keep_link_model(store: Store, settings: Settings) -> None:
     """Estimate linking's u and crowding again once the latest estimate is
     ``link_estimate_every_h`` old (or was made under another border), and rescore the proposed
     links scored before the latest estimate, a batch per transaction (docs/linking.md). Checked
-    hourly at most; several servers may each estimate (each estimate is whole; the latest is
-    used) and each rescore batch is whole."""
+    about hourly (45 to 75 min, jittered; more often when the setting is under an hour); a server
+    that finds, after sampling, that another stored an estimate meanwhile stores none, and each
+    rescore batch is whole."""
     every_s = settings.link_estimate_every_h * 3600
     if every_s <= 0:
         return
@@ -186,6 +187,9 @@ async def _keep_link_model(store: Store, settings: Settings) -> None:
                 found = await run_in_threadpool(
                     partial(estimate_link_model, store, sample_size=settings.link_u_sample_pairs),
                     now=now,
+                    still_wanted=lambda: link_model_is_due(
+                        store, now=datetime.now(UTC), every_s=every_s
+                    ),
                 )
                 _log_estimate(found)
             while await run_in_threadpool(store.rescore_links, RESCORE_BATCH):
@@ -197,7 +201,9 @@ async def _keep_link_model(store: Store, settings: Settings) -> None:
 
 
 def _log_estimate(found: Estimate) -> None:
-    if found.model is None:
+    if found.superseded:
+        log.info("linking: another server stored an estimate meanwhile; this one is dropped")
+    elif found.model is None:
         log.info(
             "linking: %d unrelated pairs in a sample of %d reports, fewer than %d: u and the"
             " crowding stay the defaults",

@@ -96,6 +96,9 @@ class ScoredPair(NamedTuple):
     segment_b: str | None
 
 
+# The stored estimates kept (the latest is used; the older ones say how it moved).
+KEPT_MODELS = 10
+
 # The same statements on both stores: what tells a linker whether its cached model is still the
 # store's (LinkTx.model_marks), and the latest stored estimate.
 MODEL_MARKS = (

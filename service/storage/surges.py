@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import gc
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import Protocol
@@ -87,8 +87,15 @@ def detect(
     the alerts; the alerts that changed. The states come from ``cache`` while the stored token
     is its own (surge_cache.py), else from the store."""
     now = now or datetime.now(UTC)
-    token, rows = tables.token_and_day_rows(sorted(touched))
+    read_days = sorted(touched)
+    token, rows = tables.token_and_day_rows(read_days)
     cache.check(token)
+
+    def day_rows(days: list[date]) -> Mapping[date, Iterable[tuple[str, str, int, int]]]:
+        # Read with the token, in one statement: the days detect_days asks for are these.
+        if days != read_days:
+            raise ValueError(f"detection asked for days {days}, not the touched {read_days}")
+        return rows
 
     def states(keys: set[str]) -> dict[str, SeriesState]:
         found, missing = cache.known(keys)
@@ -99,7 +106,7 @@ def detect(
         return found
 
     with _collector_paused():
-        changes = detect_days(touched, watch, day_rows=lambda _: rows, states=states)
+        changes = detect_days(touched, watch, day_rows=day_rows, states=states)
     if changes:
         token = cache.wrote({series_key_text(c.key): c.state for c in changes})
         tables.save(changes, now, token=token)

@@ -31,6 +31,7 @@ class Estimate:
 
     sample: UnrelatedSample
     model: EstimatedModel | None
+    superseded: bool = False  # not stored: another estimate was stored while this one sampled
 
 
 def estimate_link_model(
@@ -40,15 +41,20 @@ def estimate_link_model(
     now: datetime,
     seed: int | None = None,
     min_pairs: int = MIN_U_PAIRS,
+    still_wanted: Callable[[], bool] | None = None,
 ) -> Estimate:
     """Draw a day-shifted sample of up to ``sample_size`` stored reports, estimate u and each
     segment's crowding from it and store them as the next version, when the sample holds at
-    least ``min_pairs`` unrelated pairs."""
+    least ``min_pairs`` unrelated pairs and ``still_wanted`` (asked after the sampling, which
+    takes a while) says so: servers that found an estimate due at once store one, not one each
+    (each would make every proposed link's rescore due again)."""
     drawn_seed = random.SystemRandom().randrange(2**62) if seed is None else seed
     sample = store.sample_unrelated(sample_size, seed=drawn_seed)
     model = estimate_model(sample, at=now, min_pairs=min_pairs)
     if model is None:
         return Estimate(sample, None)
+    if still_wanted is not None and not still_wanted():
+        return Estimate(sample, None, superseded=True)
     version = store.save_link_model(model)
     return Estimate(sample, dataclasses.replace(model, version=version))
 

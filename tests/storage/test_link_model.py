@@ -165,6 +165,23 @@ def test_too_few_unrelated_pairs_keep_the_defaults(linked: tuple[str, Store]) ->
     assert link.per_field["crowding"] == 0.0
 
 
+def test_an_estimate_no_longer_wanted_after_sampling_is_not_stored(
+    linked: tuple[str, Store],
+) -> None:
+    """Another server stored an estimate while this one sampled: this one stores none."""
+    _, store = linked
+    ingest(store, busy_place(T0, 3 * 24))  # three days: a day-shifted report finds others
+    found = estimate_link_model(
+        store, sample_size=100, now=NOW, seed=3, min_pairs=1, still_wanted=lambda: False
+    )
+    assert found.superseded and found.model is None and store.link_model() is None
+    found = estimate_link_model(
+        store, sample_size=100, now=NOW, seed=3, min_pairs=1, still_wanted=lambda: True
+    )
+    assert not found.superseded and found.model is not None
+    assert store.link_model() is not None
+
+
 # --- links scored with the stored estimate ---------------------------------------------------
 
 # An estimate as a busy store would give: unrelated reports within 250 m are common, and s-1's
@@ -343,6 +360,10 @@ def test_the_command_line_estimate_says_when_the_defaults_stay(
     out = capsys.readouterr().out
     assert "sampled 48 reports" in out
     assert "fewer than 1,000 pairs: u and the crowding stay the defaults" in out
+    for wrong in ("99", "200001", "many"):  # the setting's bounds: the draw's work is bounded
+        with pytest.raises(SystemExit) as refused:
+            main(["links", "estimate", "--sample", wrong])
+        assert refused.value.code == 2 and "--sample" in capsys.readouterr().err
 
 
 @pytest.mark.postgis

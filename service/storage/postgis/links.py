@@ -27,6 +27,7 @@ from service.domain.linking import Levels, Link, LinkRecord, MatchWeight
 from service.domain.links import LinkPage, LinkQuery, LinkState, StoredLink, link_id
 from service.domain.segments import BorderSegment
 from service.storage.linking import (
+    KEPT_MODELS,
     LATEST_MODEL,
     MODEL_MARKS,
     GroupRow,
@@ -39,10 +40,10 @@ from service.storage.postgis.rollups import CELL_DAYS_LEVEL
 
 LINK_LOCK = 0x6C696E6B  # pg_advisory_xact_lock key ("link")
 # The stored estimates kept: the latest and a few before it, for operators to compare.
-KEPT_MODELS = 10
 # TABLESAMPLE SYSTEM reads whole pages: read about this many times the reports wanted, then draw
 # among them, so that one page's reports (often one batch's) are not the whole sample.
 _OVERSAMPLE = 4
+_ROW_ESTIMATE = "SELECT reltuples FROM pg_class WHERE oid = 'reports'::regclass"
 
 _RECORD = (
     "SELECT id, observed_at, ST_X(geom), ST_Y(geom), segment_id, people_count, kind,"
@@ -201,15 +202,19 @@ class PostgisLinkTx:
     def random_records(self, size: int, *, seed: int) -> list[LinkRecord]:
         # Whole pages at random (TABLESAMPLE SYSTEM: only the pages drawn are read), about
         # _OVERSAMPLE times the reports wanted by the planner's row estimate, and reports drawn
-        # among them. Every report is equally likely; a never-analysed table is read whole.
-        rows = self.conn.exec_driver_sql(
-            "SELECT reltuples FROM pg_class WHERE oid = 'reports'::regclass"
-        ).scalar_one()
+        # among them: every report is equally likely. A table never analysed (just restored or
+        # imported: no estimate) is analysed first, which reads a bounded sample of its own; the
+        # LIMIT bounds what a stale estimate (far below the table's size) would read; a small
+        # table is read whole.
+        rows = self.conn.exec_driver_sql(_ROW_ESTIMATE).scalar_one()
+        if rows <= 0:
+            self.conn.exec_driver_sql("ANALYZE reports")
+            rows = self.conn.exec_driver_sql(_ROW_ESTIMATE).scalar_one()
         percent = 100.0 if rows <= 0 else min(100.0, 100.0 * _OVERSAMPLE * size / rows)
         found = self.conn.exec_driver_sql(
             _RECORD + " TABLESAMPLE SYSTEM (%(percent)s::real) REPEATABLE (%(seed)s::float8)"
-            " WHERE segment_id IS NOT NULL",
-            {"percent": percent, "seed": seed % 2**31},
+            " WHERE segment_id IS NOT NULL LIMIT %(most)s",
+            {"percent": percent, "seed": seed % 2**31, "most": max(2 * _OVERSAMPLE * size, 10_000)},
         )
         records = sorted((_record(row) for row in found), key=lambda r: r.id)
         return random.Random(seed).sample(records, min(size, len(records)))

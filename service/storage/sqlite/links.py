@@ -18,6 +18,7 @@ from service.domain.linking import Levels, Link, LinkRecord, MatchWeight
 from service.domain.links import LinkPage, LinkQuery, LinkState, StoredLink, link_id
 from service.domain.segments import BorderSegment
 from service.storage.linking import (
+    KEPT_MODELS,
     LATEST_MODEL,
     LINK_BATCH,
     MODEL_MARKS,
@@ -196,7 +197,8 @@ class SqliteLinkTx:
                 ]
             if len(found) >= size:
                 break
-        return found[:size]
+        # Drawn in row order within each chunk: a cut of the list would favour older reports.
+        return rng.sample(found, min(size, len(found)))
 
     def proposed_behind(self, version: int, limit: int) -> list[ScoredPair]:
         rows = self.conn.execute(
@@ -231,7 +233,6 @@ class SqliteLinkTx:
 
 
 # The stored estimates kept: the latest and a few before it, for operators to compare.
-KEPT_MODELS = 10
 
 
 # The UTC period of each table of what linking changes in the counts (schema step 11), from
