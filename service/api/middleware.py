@@ -91,11 +91,7 @@ class RequestIdAndSecurityHeaders(_AddsHeaders):
     layer for both: one wrapper of ``send`` a request instead of two)."""
 
     def headers_for(self, scope: Scope) -> list[tuple[bytes, bytes]]:
-        sent = b""
-        for name, value in scope["headers"]:  # the last one, as dict(headers) would keep
-            if name == b"x-request-id":
-                sent = value
-        request_id = sent.decode("latin-1")
+        request_id = _last_header(scope, b"x-request-id")
         if not _SAFE_ID.match(request_id):
             request_id = _request_ids.next_hex()
         scope.setdefault("state", {})["request_id"] = request_id
@@ -247,16 +243,23 @@ class HostGuard:
             scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"host"] + [
                 (b"host", netloc)
             ]
-        elif "*" not in self.allowed:
-            sent = b""
-            for name, value in scope["headers"]:  # the last one, as dict(headers) would keep
-                if name == b"host":
-                    sent = value
-            if _host_name(sent.decode("latin-1")) not in self.allowed:
-                reason = "not a host this server answers to (CROSSINGS_ALLOWED_HOSTS)"
-                await _send_problem(send, _problem(scope, "the Host is not served", "Host", reason))
-                return
+        elif "*" not in self.allowed and (
+            _host_name(_last_header(scope, b"host")) not in self.allowed
+        ):
+            reason = "not a host this server answers to (CROSSINGS_ALLOWED_HOSTS)"
+            await _send_problem(send, _problem(scope, "the Host is not served", "Host", reason))
+            return
         await self.app(scope, receive, send)
+
+
+def _last_header(scope: Scope, name: bytes) -> str:
+    """The last value of header ``name`` (lower case), as ``dict(scope["headers"])`` keeps; ""
+    when there is none."""
+    sent = b""
+    for key, value in scope["headers"]:
+        if key == name:
+            sent = value
+    return sent.decode("latin-1")
 
 
 def _first_header(scope: Scope, name: bytes) -> str | None:
