@@ -10,6 +10,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -20,6 +21,8 @@ from fastapi import FastAPI
 
 from service.api.lifecycle import current_store
 from service.app import create_app
+from service.domain.release import release_through
+from service.usecases.release import cut_release
 from tests.api.test_outage import CuttableProxy
 from tests.conftest import libpq_url, make_key, make_settings, wipe_reports
 from tests.factories import report_body
@@ -248,3 +251,49 @@ async def test_sqlite_batches_have_no_cost_cap(sqlite_url: str) -> None:
         async with client_for(app, Authorization=f"Bearer {admin}") as client:
             response = await client.post("/v1/reports/batch", json=[report_body() for _ in range(300)])  # fmt: skip
     assert response.json()["summary"]["created"] == 300
+
+
+# --- Who cuts the public release: CROSSINGS_RELEASE_CUTTER (docs/operations.md) -------------
+
+
+async def _release_lag(app: FastAPI) -> float:
+    admin = await asyncio.to_thread(make_key, current_store(app), "admin")
+    async with client_for(app, Authorization=f"Bearer {admin}") as client:
+        response = await client.get("/metrics")
+    assert response.status_code == 200
+    return _sample(response.text, "crossings_release_lag_seconds")
+
+
+async def test_only_a_server_with_the_release_cutter_on_cuts_the_release(fresh_url: str) -> None:
+    """A server with the cutter off watches the release's lag and never cuts, however overdue
+    the cut; one with it on cuts the overdue release on its own."""
+    overrides: dict[str, Any] = {"release_refresh_s": 1.0, "public_delay_h": 24}
+    async with serving(fresh_url, release_cutter=False, **overrides) as app:
+        store = current_store(app)
+        # A cut two days old: a new day has come of age since, so a cut is due.
+        stale = await asyncio.to_thread(
+            cut_release, store, now=datetime.now(UTC) - timedelta(days=2), delay_h=24
+        )
+        # The keeper has run since the stale cut when it reports that cut's lag (about 3 days).
+        for _ in range(100):
+            if await _release_lag(app) > 2 * 86_400:
+                break
+            await asyncio.sleep(0.2)
+        else:
+            pytest.fail("the release keeper never reported the release's lag")
+        info = await asyncio.to_thread(store.release_info)
+        assert info is not None and info.release_id == stale.release_id
+
+    async with serving(fresh_url, release_cutter=True, **overrides) as app:
+        store = current_store(app)
+        want = release_through(datetime.now(UTC), 24)
+        for _ in range(100):
+            info = await asyncio.to_thread(store.release_info)
+            assert info is not None
+            if info.release_id != stale.release_id:
+                break
+            await asyncio.sleep(0.2)
+        else:
+            pytest.fail("a server with the cutter on did not cut the overdue release")
+        assert info.through == want
+        assert 0 < await _release_lag(app) < 2 * 86_400
