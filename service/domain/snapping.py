@@ -92,10 +92,10 @@ def snap_arrays(
     if n and len(index):
         for points, found, chains in _paths(index, lon, lat, max_distance_m):
             plon, plat = lon[points], lat[points]
-            e, d, t, foot = _nearest(index, plon, plat, found, chains)
-            within = d <= max_distance_m  # False where no candidate (NaN)
+            e, d, t, lines = _nearest(index, plon, plat, found, chains)
+            within = np.flatnonzero(d <= max_distance_m)  # not where no candidate (NaN)
             placed.put(index, points[within], plon[within], plat[within], e[within], d[within],
-                       t[within], (foot[0][within], foot[1][within]))  # fmt: skip
+                       t[within], lines.take(within))  # fmt: skip
     return placed.arrays(index)
 
 
@@ -165,17 +165,17 @@ class _Placed:
         edge: IntArray,
         dist: FloatArray,
         t: FloatArray,
-        foot: tuple[FloatArray, FloatArray],
+        lines: _Lines,
     ) -> None:
-        """Place the snaps of ``points`` (at ``lon``, ``lat``) to ``edge`` at foot ``t``, which is
-        at ``foot`` (lon, lat: ``_on_edge`` of edge and t, as ``_measured`` worked it out)."""
+        """Place the snaps of ``points`` (at ``lon``, ``lat``) to ``edge`` at foot ``t``;
+        ``lines`` are the edges as ``_measured`` read them."""
         segment = index.segment_of_edge[edge]
         self.edge[points], self.dist[points], self.segment[points] = edge, dist, segment
-        self.lon[points], self.lat[points] = foot
+        self.lon[points], self.lat[points] = lines.at(t)
         self.chainage[points] = (
             index.start_km[segment] + (index.offset_m[edge] + t * index.length_m[edge]) / 1000.0
         )
-        self.is_left[points] = _is_left(index, lon, lat, edge, t)
+        self.is_left[points] = _is_left(index, lon, lat, edge, t, lines)
 
     def arrays(self, index: SegmentIndex) -> SnapArrays:
         hit = self.edge >= 0
@@ -242,7 +242,7 @@ def _nearest(
     found: _Candidates,
     chains: Chains | None,
 ) -> tuple[IntArray, FloatArray, FloatArray, tuple[FloatArray, FloatArray]]:
-    """(edge, geodesic distance, foot t, foot (lon, lat)) of each point's nearest candidate;
+    """(edge, geodesic distance, foot t, the edge's line) of each point's nearest candidate;
     -1/NaN without one.
 
     Ranking, in each point's own plane (the compiled loop of domain.ranking): where the
@@ -255,9 +255,9 @@ def _nearest(
     distance survives to be measured.
     """
     row, e, t = _survivors(index, lon, lat, found, chains)
-    edge, dist, foot, at = _measured(index, lon, lat, row, e, t)
+    edge, dist, foot, lines = _measured(index, lon, lat, row, e, t)
     dist[edge < 0] = np.nan
-    return edge, dist, foot, at
+    return edge, dist, foot, lines
 
 
 def _survivors(
@@ -295,14 +295,14 @@ def _measured(
     row: IntArray,
     e: IntArray,
     t: FloatArray,
-) -> tuple[IntArray, FloatArray, FloatArray, tuple[FloatArray, FloatArray]]:
-    """(edge, distance, foot t, foot (lon, lat)) of each point's geodesically nearest survivor,
+) -> tuple[IntArray, FloatArray, FloatArray, _Lines]:
+    """(edge, distance, foot t, the edge's line) of each point's geodesically nearest survivor,
     from the survivors (point, edge, planar foot t), point by point in edge order; -1/inf/NaN
     without any.
 
     Each survivor's edge is read from the index once (``_Lines``), for the steps, the foot
-    measured and the foot handed on: reading it again at each use cost more on a border of
-    tens of thousands of edges, whose arrays the cache does not keep, than the arithmetic.
+    measured, and the winner's foot and side (``_Placed.put``): reading it again at each use
+    cost more on a border of tens of thousands of edges, whose arrays the cache does not keep.
     """
     plon, plat = lon[row], lat[row]
     lines = _Lines.of(index, e)
@@ -313,14 +313,13 @@ def _measured(
     # is inside the edge, the vertex is a point of that edge, no nearer than its foot, which
     # the steps put at the edge's least distance (to their micrometres).
     again = _beside_survivor(index, row, e, t)
-    once = ~again
-    flon, flat = lines.at(t)
-    row, e, t, flon, flat = row[once], e[once], t[once], flon[once], flat[once]
-    _, _, exact = GEOD.inv(plon[once], plat[once], flon, flat)
+    once = np.flatnonzero(~again)
+    row, e, t = row[once], e[once], t[once]
+    _, _, exact = GEOD.inv(plon[once], plat[once], *lines.take(once).at(t))
     edge = np.full(len(lon), -1, dtype=np.int64)
     dist = np.full(len(lon), np.inf)
     foot = np.zeros(len(lon))
-    at = np.full(len(lon), np.nan), np.full(len(lon), np.nan)
+    winner = np.zeros(len(lon), dtype=np.int64)
     if len(row):
         first = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
         least_exact = np.minimum.reduceat(exact, first)
@@ -328,8 +327,9 @@ def _measured(
         # The first least of each row: ties go to the lowest edge index.
         best = best[np.r_[True, row[best][1:] != row[best][:-1]]]
         edge[row[best]], dist[row[best]], foot[row[best]] = e[best], exact[best], t[best]
-        at[0][row[best]], at[1][row[best]] = flon[best], flat[best]
-    return edge, dist, foot, at
+        winner[row[best]] = once[best]
+    # Where a point has no survivor, any line will do: its edge is -1 and it is not placed.
+    return edge, dist, foot, lines.take(winner) if len(once) else _Lines.of(index, winner)
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,7 +432,12 @@ def _on_edge(index: SegmentIndex, edge: IntArray, t: FloatArray) -> tuple[FloatA
 
 
 def _is_left(
-    index: SegmentIndex, lon: FloatArray, lat: FloatArray, edge: IntArray, t: FloatArray
+    index: SegmentIndex,
+    lon: FloatArray,
+    lat: FloatArray,
+    edge: IntArray,
+    t: FloatArray,
+    lines: _Lines,
 ) -> npt.NDArray[np.bool_]:
     """Whether each point lies left of the line, walking in coordinate order.
 
@@ -441,7 +446,7 @@ def _is_left(
     Where the foot is a vertex, the two edges meeting there decide together: at a left turn the
     left side is where both edges say left, at a right turn where either does.
     """
-    left = _cross(index, lon, lat, edge) > 0
+    left = lines.dlon * (lat - lines.ay) - lines.dlat * (lon - lines.ax) > 0  # _cross, on edge
     at_start = (t <= VERTEX_T) & (index.prev_edge[edge] >= 0)
     at_end = (t >= 1 - VERTEX_T) & (index.next_edge[edge] >= 0)
     for mask, before, after in (
