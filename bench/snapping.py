@@ -284,8 +284,7 @@ def main() -> None:
                 {
                     "files": rows,
                     "cpu_ratio_paired": [
-                        spread(paired_ratios(runs[0].cpu_seconds, run.cpu_seconds))
-                        for run in runs
+                        spread(paired_ratios(runs[0].cpu_seconds, run.cpu_seconds)) for run in runs
                     ],
                     "wall_ratio_paired": [
                         spread(paired_ratios(runs[0].seconds, run.seconds)) for run in runs
@@ -310,6 +309,13 @@ def main() -> None:
             )
         )
     _table(rows)
+    for run in runs[1:]:
+        paired = spread(paired_ratios(runs[0].cpu_seconds, run.cpu_seconds))
+        print(
+            f"CPU rate of {run.name} / {runs[0].name}, paired rounds: median {paired['median']}"
+            f" (quartiles {paired['q1']}-{paired['q3']}, {paired['min']}-{paired['max']},"
+            f" {paired['rounds']} rounds)"
+        )
 
 
 if __name__ == "__main__":
