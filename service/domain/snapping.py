@@ -241,7 +241,7 @@ def _nearest(
     lat: FloatArray,
     found: _Candidates,
     chains: Chains | None,
-) -> tuple[IntArray, FloatArray, FloatArray, tuple[FloatArray, FloatArray]]:
+) -> tuple[IntArray, FloatArray, FloatArray, _Lines]:
     """(edge, geodesic distance, foot t, the edge's line) of each point's nearest candidate;
     -1/NaN without one.
 
