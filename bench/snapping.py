@@ -3,11 +3,17 @@
 Run from the repository root: ``python -m bench.snapping [--points N] [--seed S] [--repeat R]``.
 Prints one JSON object, then the same figures as a small table.
 
-``--side-by-side`` measures two border files in one sitting, their runs interleaved so that the
-machine's drift falls on both alike: by default the bundled file and the bundled file before
-issue #15 (its Mexico-US line from Natural Earth, rebuilt from ``tests/data``); ``--files A B``
-names others. It prints one JSON object per file and their ratio, then a table. ``--startup R``
-also measures start-up as a server does it, R rounds (see ``startup_cpu_s``).
+``--side-by-side`` measures two border files in one sitting: by default the bundled file and the
+bundled file before issue #15 (its Mexico-US line from Natural Earth, rebuilt from
+``tests/data``); ``--files A B`` names others. The process is pinned to one core, and the snaps
+run in ``--repeat`` short rounds, each snapping every file once, the order alternating from round
+to round (AB, BA, AB, ...) after an untimed round that warms both up. Each round gives a *paired*
+ratio, the first file's time over the other's: a change of the machine's load between two
+rounds, or between the halves of a sitting, moves both of a pair alike and so cannot decide the
+ratio, and which file goes first in a pair does not favour either. The figure is the median of
+the paired ratios, reported with their spread (quartiles, least, most); the ratio of the best
+runs is reported too. It prints one JSON object, then a table. ``--startup R`` also measures
+start-up as a server does it, R rounds (see ``startup_cpu_s``).
 
 Realistic means: positions spread uniformly by *length* along the border (dense river sections have
 100 m edges, so spreading by edge index would crowd them), pushed off the line roughly
@@ -120,11 +126,12 @@ class Run:
         lon, lat = realistic_points(index, n=points, seed=seed)
         return cls(name, index, build_s, build_cpu_s, lon, lat)
 
-    def once(self) -> None:
+    def once(self, *, timed: bool = True) -> None:
         start, cpu_start = time.perf_counter(), time.process_time()
         self.result = snap_arrays(self.lon, self.lat, self.index, max_distance_m=MAX_DISTANCE_M)
-        self.seconds.append(time.perf_counter() - start)
-        self.cpu_seconds.append(time.process_time() - cpu_start)
+        if timed:
+            self.seconds.append(time.perf_counter() - start)
+            self.cpu_seconds.append(time.process_time() - cpu_start)
 
     def figures(self, *, seed: int) -> dict[str, Any]:
         assert self.result is not None
@@ -156,6 +163,34 @@ class Run:
             "p90_distance_m": round(float(np.percentile(self.result.distance_m[snapped], 90)), 1),
             "snapped_fraction": round(float(snapped.mean()), 5),
         }
+
+
+def interleaved(runs: list[Run], *, rounds: int, warmup: int = 1) -> None:
+    """Snap with every run once a round, ``rounds`` timed rounds after ``warmup`` untimed ones,
+    the order reversed every other round (AB, BA, AB, ...), so that neither file is always the
+    one that follows the other."""
+    for r in range(warmup + rounds):
+        order = runs if r % 2 == 0 else runs[::-1]
+        for run in order:
+            run.once(timed=r >= warmup)
+
+
+def paired_ratios(first: list[float], other: list[float]) -> list[float]:
+    """Each round's rate of the other file over the first's: the first's time over the other's."""
+    return [round(a / b, 4) for a, b in zip(first, other, strict=True)]
+
+
+def spread(ratios: list[float]) -> dict[str, float]:
+    """The median of the paired ratios and their spread."""
+    q1, median, q3 = np.percentile(ratios, [25, 50, 75])
+    return {
+        "median": round(float(median), 3),
+        "q1": round(float(q1), 3),
+        "q3": round(float(q3), 3),
+        "min": round(min(ratios), 3),
+        "max": round(max(ratios), 3),
+        "rounds": len(ratios),
+    }
 
 
 def startup_cpu_s(docs: list[tuple[str, object]], *, rounds: int) -> list[list[float]]:
@@ -195,7 +230,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=20240611)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        metavar="ROUNDS",
+        help="timed rounds, each snapping with every file once (after one untimed round)",
+    )
     parser.add_argument(
         "--side-by-side",
         action="store_true",
@@ -225,9 +266,7 @@ def main() -> None:
     else:
         docs = [("bundled", json.loads(SEGMENTS_PATH.read_text()))]
     runs = [Run.of(name, doc, points=args.points, seed=args.seed) for name, doc in docs]
-    for _ in range(args.repeat):
-        for run in runs:  # interleaved: drift of the machine falls on every file alike
-            run.once()
+    interleaved(runs, rounds=args.repeat)
     rows = [run.figures(seed=args.seed) for run in runs]
     startup: dict[str, Any] = {}
     if args.startup:
@@ -244,6 +283,15 @@ def main() -> None:
             json.dumps(
                 {
                     "files": rows,
+                    "cpu_ratio_paired": [
+                        spread(paired_ratios(runs[0].cpu_seconds, run.cpu_seconds)) for run in runs
+                    ],
+                    "wall_ratio_paired": [
+                        spread(paired_ratios(runs[0].seconds, run.seconds)) for run in runs
+                    ],
+                    "cpu_ratio_rounds": [
+                        paired_ratios(runs[0].cpu_seconds, run.cpu_seconds) for run in runs
+                    ],
                     "rate_vs_first": [
                         round(r["points_per_s"] / first["points_per_s"], 3) for r in rows
                     ],
@@ -261,6 +309,13 @@ def main() -> None:
             )
         )
     _table(rows)
+    for run in runs[1:]:
+        paired = spread(paired_ratios(runs[0].cpu_seconds, run.cpu_seconds))
+        print(
+            f"CPU rate of {run.name} / {runs[0].name}, paired rounds: median {paired['median']}"
+            f" (quartiles {paired['q1']}-{paired['q3']}, {paired['min']}-{paired['max']},"
+            f" {paired['rounds']} rounds)"
+        )
 
 
 if __name__ == "__main__":

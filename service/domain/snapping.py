@@ -92,10 +92,10 @@ def snap_arrays(
     if n and len(index):
         for points, found, chains in _paths(index, lon, lat, max_distance_m):
             plon, plat = lon[points], lat[points]
-            e, d, t = _nearest(index, plon, plat, found, chains)
-            within = d <= max_distance_m  # False where no candidate (NaN)
+            e, d, t, lines = _nearest(index, plon, plat, found, chains)
+            within = np.flatnonzero(d <= max_distance_m)  # not where no candidate (NaN)
             placed.put(index, points[within], plon[within], plat[within], e[within], d[within],
-                       t[within])  # fmt: skip
+                       t[within], lines.take(within))  # fmt: skip
     return placed.arrays(index)
 
 
@@ -165,15 +165,17 @@ class _Placed:
         edge: IntArray,
         dist: FloatArray,
         t: FloatArray,
+        lines: _Lines,
     ) -> None:
-        """Place the snaps of ``points`` (at ``lon``, ``lat``) to ``edge`` at foot ``t``."""
+        """Place the snaps of ``points`` (at ``lon``, ``lat``) to ``edge`` at foot ``t``;
+        ``lines`` are the edges as ``_measured`` read them."""
         segment = index.segment_of_edge[edge]
         self.edge[points], self.dist[points], self.segment[points] = edge, dist, segment
-        self.lon[points], self.lat[points] = _on_edge(index, edge, t)
+        self.lon[points], self.lat[points] = lines.at(t)
         self.chainage[points] = (
             index.start_km[segment] + (index.offset_m[edge] + t * index.length_m[edge]) / 1000.0
         )
-        self.is_left[points] = _is_left(index, lon, lat, edge, t)
+        self.is_left[points] = _is_left(index, lon, lat, edge, t, lines)
 
     def arrays(self, index: SegmentIndex) -> SnapArrays:
         hit = self.edge >= 0
@@ -239,8 +241,9 @@ def _nearest(
     lat: FloatArray,
     found: _Candidates,
     chains: Chains | None,
-) -> tuple[IntArray, FloatArray, FloatArray]:
-    """(edge, geodesic distance, foot t) of each point's nearest candidate; -1/NaN without one.
+) -> tuple[IntArray, FloatArray, FloatArray, _Lines]:
+    """(edge, geodesic distance, foot t, the edge's line) of each point's nearest candidate;
+    -1/NaN without one.
 
     Ranking, in each point's own plane (the compiled loop of domain.ranking): where the
     candidates are chains, those whose lower bound exceeds the least of their upper bounds
@@ -252,9 +255,9 @@ def _nearest(
     distance survives to be measured.
     """
     row, e, t = _survivors(index, lon, lat, found, chains)
-    edge, dist, foot = _measured(index, lon, lat, row, e, t)
+    edge, dist, foot, lines = _measured(index, lon, lat, row, e, t)
     dist[edge < 0] = np.nan
-    return edge, dist, foot
+    return edge, dist, foot, lines
 
 
 def _survivors(
@@ -292,23 +295,31 @@ def _measured(
     row: IntArray,
     e: IntArray,
     t: FloatArray,
-) -> tuple[IntArray, FloatArray, FloatArray]:
-    """(edge, distance, foot t) of each point's geodesically nearest survivor, from the
-    survivors (point, edge, planar foot t), point by point in edge order; -1/inf without any."""
+) -> tuple[IntArray, FloatArray, FloatArray, _Lines]:
+    """(edge, distance, foot t, the edge's line) of each point's geodesically nearest survivor,
+    from the survivors (point, edge, planar foot t), point by point in edge order; -1/inf/NaN
+    without any.
+
+    Each survivor's edge is read from the index once (``_Lines``), for the steps, the foot
+    measured, and the winner's foot and side (``_Placed.put``): reading it again at each use
+    cost more on a border of tens of thousands of edges, whose arrays the cache does not keep.
+    """
     plon, plat = lon[row], lat[row]
-    t = _stepped(index, plon, plat, e, t)
+    lines = _Lines.of(index, e)
+    t = _steps(lines, plon, plat, t)
     # A foot at the vertex an edge shares with the next is a point of both edges. Where the
     # other edge is a survivor too, that point need not be measured apart: if its foot is the
     # same vertex, it is one point, measured once, on the first edge (as ties go); if its foot
     # is inside the edge, the vertex is a point of that edge, no nearer than its foot, which
     # the steps put at the edge's least distance (to their micrometres).
     again = _beside_survivor(index, row, e, t)
-    once = ~again
+    once = np.flatnonzero(~again)
     row, e, t = row[once], e[once], t[once]
-    _, _, exact = GEOD.inv(plon[once], plat[once], *_on_edge(index, e, t))
+    _, _, exact = GEOD.inv(plon[once], plat[once], *lines.take(once).at(t))
     edge = np.full(len(lon), -1, dtype=np.int64)
     dist = np.full(len(lon), np.inf)
     foot = np.zeros(len(lon))
+    winner = np.zeros(len(lon), dtype=np.int64)
     if len(row):
         first = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
         least_exact = np.minimum.reduceat(exact, first)
@@ -316,22 +327,50 @@ def _measured(
         # The first least of each row: ties go to the lowest edge index.
         best = best[np.r_[True, row[best][1:] != row[best][:-1]]]
         edge[row[best]], dist[row[best]], foot[row[best]] = e[best], exact[best], t[best]
-    return edge, dist, foot
+        winner[row[best]] = once[best]
+    # Where a point has no survivor, any line will do: its edge is -1 and it is not placed.
+    return edge, dist, foot, lines.take(winner) if len(once) else _Lines.of(index, winner)
+
+
+@dataclass(frozen=True, slots=True)
+class _Lines:
+    """The edges of a list of (point, edge) pairs, read from the index once: start, extent."""
+
+    ax: FloatArray
+    ay: FloatArray
+    dlon: FloatArray
+    dlat: FloatArray
+
+    @classmethod
+    def of(cls, index: SegmentIndex, edge: IntArray) -> _Lines:
+        return cls(index.ax[edge], index.ay[edge], index.dlon[edge], index.dlat[edge])
+
+    def take(self, which: IntArray) -> _Lines:
+        return _Lines(self.ax[which], self.ay[which], self.dlon[which], self.dlat[which])
+
+    def at(self, t: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """The point at t along each line: ``_on_edge``'s arithmetic."""
+        return self.ax + t * self.dlon, self.ay + t * self.dlat
 
 
 def _stepped(
     index: SegmentIndex, lon: FloatArray, lat: FloatArray, edge: IntArray, t: FloatArray
 ) -> FloatArray:
-    """Each foot's parameter t after the Gauss-Newton steps (``_converge``), from its planar t.
+    """Each foot's parameter t after the Gauss-Newton steps (``_steps``), from its planar t."""
+    return _steps(_Lines.of(index, edge), lon, lat, t)
+
+
+def _steps(lines: _Lines, lon: FloatArray, lat: FloatArray, t: FloatArray) -> FloatArray:
+    """Each foot's parameter t on its line after the Gauss-Newton steps (``_converge``).
 
     Two steps: the second starts within metres, micrometres are left at 100 km. A step is a
     function of (point, edge, t) alone, element by element; where the first left t as it was (a
     foot held at a vertex, a third of the survivors near a river line) the second would too, so
     it is taken only where t moved.
     """
-    stepped = _converge(index, lon, lat, edge, t)
+    stepped = _converge(lines, lon, lat, t)
     moved = np.flatnonzero(stepped != t)  # NaN != NaN: a NaN foot is stepped again, as before
-    stepped[moved] = _converge(index, lon[moved], lat[moved], edge[moved], stepped[moved])
+    stepped[moved] = _converge(lines.take(moved), lon[moved], lat[moved], stepped[moved])
     return stepped
 
 
@@ -366,10 +405,8 @@ def _own_ratio(lat: FloatArray, ratio: FloatArray, least_m: FloatArray) -> Float
     return own
 
 
-def _converge(
-    index: SegmentIndex, lon: FloatArray, lat: FloatArray, edge: IntArray, t: FloatArray
-) -> FloatArray:
-    """The foot's parameter on each edge after one Gauss-Newton step on the ellipsoid.
+def _converge(lines: _Lines, lon: FloatArray, lat: FloatArray, t: FloatArray) -> FloatArray:
+    """The foot's parameter on each line after one Gauss-Newton step on the ellipsoid.
 
     A plane misplaces the foot because a geodesic is not straight in it: between the point and
     the foot its azimuth turns by the meridians' convergence, about dlon * sin(lat), which at
@@ -378,14 +415,14 @@ def _converge(
     turns it by half the convergence to get the geodesic's azimuth at the foot, and moves the foot
     along the edge until that direction is square to the edge (in metres at the foot).
     """
-    flon, flat = _on_edge(index, edge, t)
+    flon, flat = lines.at(t)
     mid = 0.5 * (lat + flat)
     mx, my = metres_per_degree(mid)
     cx, cy = (flon - lon) * mx, (flat - lat) * my
     turn = 0.5 * np.radians(flon - lon) * np.sin(np.radians(mid))
     cos, sin = np.cos(turn), np.sin(turn)
     kx, ky = metres_per_degree(flat)
-    vx, vy = index.dlon[edge] * kx, index.dlat[edge] * ky
+    vx, vy = lines.dlon * kx, lines.dlat * ky
     along = (cx * cos + cy * sin) * vx + (cy * cos - cx * sin) * vy
     return np.clip(t - along / np.maximum(vx * vx + vy * vy, np.finfo(np.float64).tiny), 0.0, 1.0)
 
@@ -395,7 +432,12 @@ def _on_edge(index: SegmentIndex, edge: IntArray, t: FloatArray) -> tuple[FloatA
 
 
 def _is_left(
-    index: SegmentIndex, lon: FloatArray, lat: FloatArray, edge: IntArray, t: FloatArray
+    index: SegmentIndex,
+    lon: FloatArray,
+    lat: FloatArray,
+    edge: IntArray,
+    t: FloatArray,
+    lines: _Lines,
 ) -> npt.NDArray[np.bool_]:
     """Whether each point lies left of the line, walking in coordinate order.
 
@@ -404,7 +446,7 @@ def _is_left(
     Where the foot is a vertex, the two edges meeting there decide together: at a left turn the
     left side is where both edges say left, at a right turn where either does.
     """
-    left = _cross(index, lon, lat, edge) > 0
+    left = lines.dlon * (lat - lines.ay) - lines.dlat * (lon - lines.ax) > 0  # _cross, on edge
     at_start = (t <= VERTEX_T) & (index.prev_edge[edge] >= 0)
     at_end = (t >= 1 - VERTEX_T) & (index.next_edge[edge] >= 0)
     for mask, before, after in (
