@@ -229,6 +229,48 @@ def test_groups_do_not_depend_on_arrival_order(rs: list[LinkRecord], rnd: object
         assert book.group_of == batch
 
 
+@settings(max_examples=60)
+@given(records(n_max=9), st.randoms(use_true_random=False))
+def test_a_group_never_holds_two_reports_of_one_monitor(rs: list[LinkRecord], rnd: object) -> None:
+    """One-to-one per monitor: a monitor does not report one group twice, and no group holds two
+    reports one monitor may have sent (``same_source``), in any arrival order. A group is a
+    clique of links and a pair of one monitor is never a candidate, so of two such reports
+    linked to one third, only the stronger link's pair is grouped with it."""
+    by_id = {r.id: r for r in rs}
+    order = list(rs)
+    rnd.shuffle(order)  # type: ignore[attr-defined]
+    book: GroupBook[UUID] = GroupBook()
+    for i, r in enumerate(order):
+        links = score_candidates(r, order[:i], model=MODEL, windows=WINDOWS, neighbours=NEIGHBOURS)
+        book.add(r.id, edges_of(links))
+    for ks in members_of(book.group_of).values():
+        assert not any(
+            same_source(by_id[x], by_id[y]) for i, x in enumerate(ks) for y in ks[i + 1 :]
+        )
+
+
+def test_of_two_reports_of_one_monitor_the_stronger_link_groups() -> None:
+    """A report linked to two reports of one other monitor (two groups it saw within the
+    windows) is grouped with the nearer one only, whichever arrives first."""
+
+    def at(i: int, minutes: int, lon: float, key: str) -> LinkRecord:
+        return LinkRecord(UUID(int=i), T0 + timedelta(minutes=minutes), lon, 45.0071, "S0", 4,
+                          "crossing", "CA", key, "d1")  # fmt: skip
+
+    new = at(1, 0, -73.5172, "k1")
+    near, far = at(2, 5, -73.5170, "k2"), at(3, 20, -73.5150, "k2")
+    model = MatchModel(threshold=0.0)
+    for order in ([new, near, far], [far, new, near], [near, far, new]):
+        book: GroupBook[UUID] = GroupBook()
+        for i, r in enumerate(order):
+            links = score_candidates(r, order[:i], model=model, windows=WINDOWS,
+                                     neighbours=NEIGHBOURS)  # fmt: skip
+            book.add(r.id, edges_of(links))
+        linked = {lk.b for lk in links_of([new, near, far], model) if lk.is_match}
+        assert linked == {near.id, far.id}  # both pairs are links ...
+        assert book.group_of == {new.id: new.id, near.id: new.id, far.id: far.id}  # ... one groups
+
+
 @given(records(n_max=9))
 def test_groups_are_cliques_of_links_that_cannot_merge(rs: list[LinkRecord]) -> None:
     edges = edges_of(links_of(rs))
