@@ -140,15 +140,15 @@ def _fold(args: argparse.Namespace, settings: Settings) -> int:
             "crossings fold: CROSSINGS_ROLLUP_FOLD_INTERVAL_MS=0 turns folding off", file=sys.stderr
         )
         return 2
+    # Blocked here, before any thread starts (they inherit the mask), and taken by this thread
+    # alone with sigtimedwait: no handler runs in the middle of a fold's code.
+    stops = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stops)
     problem = _check_store(settings)
     if problem is not None:
         print(f"crossings fold: {problem}", file=sys.stderr)
         return 2
     log = logging.getLogger("crossings")
-    # Blocked here, before any thread starts (they inherit the mask), and taken by this thread
-    # alone with sigtimedwait: no handler runs in the middle of a fold's code.
-    stops = {signal.SIGTERM, signal.SIGINT}
-    signal.pthread_sigmask(signal.SIG_BLOCK, stops)
     store = _wait_for_store(settings, stops, args.parent)
     if store is None:
         return 0
@@ -162,7 +162,14 @@ def _fold(args: argparse.Namespace, settings: Settings) -> int:
         )
         while (why := _stop_signal(stops, 3600.0, args.parent)) is None:
             pass
-        log.info("%s: stopping the rollup folder (a fold under way finishes first)", why)
+        log.info(
+            "%s: stopping the rollup folder (a fold under way finishes first; a second SIGTERM "
+            "or SIGINT stops at once, leaving that fold's reports pending)",
+            why,
+        )
+        for signum in stops:
+            signal.signal(signum, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
     finally:
         store.close()
     log.info("rollup folder stopped")
