@@ -8,6 +8,7 @@ that a server killed outright (SIGKILL) does not leave it running.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import subprocess
@@ -79,7 +80,8 @@ class Supervised:
 
 class HeldSignals:
     """SIGTERM and SIGINT recorded, not acted on, from creation to ``release``: which gives back
-    the handlers found and raises again what was received."""
+    the handlers found and raises again what was received (so that the process ends as it would
+    have: killed by SIGTERM, or exit 0 after a Ctrl-C)."""
 
     def __init__(self) -> None:
         self._previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -94,4 +96,6 @@ class HeldSignals:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         for received in self._received:
-            signal.raise_signal(received)
+            # As uvicorn.run does: SIGINT's default handler raises KeyboardInterrupt, swallowed.
+            with contextlib.suppress(KeyboardInterrupt):
+                signal.raise_signal(received)
