@@ -1,5 +1,5 @@
-"""`crossings serve | fold | worker | db upgrade | db rebuild-rollups | segments load PATH | links estimate |
-export | import PATH | purge`: thin, calls usecases."""
+"""`crossings serve | fold | worker | db upgrade | db rebuild-rollups | segments load PATH |
+links estimate | export | import PATH | purge`: thin, calls usecases."""
 
 from __future__ import annotations
 
@@ -196,7 +196,8 @@ def _wait_for_store(
             logging.getLogger("crossings").warning(
                 "waiting for the database: %s (next try in %.2f s)", error.detail, delay
             )
-        if _stop_signal(stops, delay, parent) is not None:
+        if (why := _stop_signal(stops, delay, parent)) is not None:
+            logging.getLogger("crossings").info("%s while waiting for the database: stopped", why)
             return None
         delay = min(delay * 2, settings.db_retry_max_s)
 
@@ -242,7 +243,7 @@ def _check_store(settings: Settings) -> str | None:
         return error.detail
     except StoreUnavailable as error:
         logging.getLogger("crossings").warning(
-            "the database does not answer yet (%s): the server starts and waits for it",
+            "the database does not answer yet (%s): starting, and waiting for it",
             error.detail,
         )
     finally:

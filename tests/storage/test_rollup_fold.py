@@ -46,7 +46,7 @@ from service.usecases.segments import ensure_segments
 from service.usecases.submit_reports import submit_batch
 from tests.conftest import fresh_postgis_database, libpq_url
 from tests.factories import report_body, scattered_drafts
-from tests.live import auth, live_key, run_cli, running_server
+from tests.live import auth, free_port, live_key, run_cli, running_server
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 # Near the border (snapped) and one place far from it (beyond reach).
@@ -451,22 +451,17 @@ def _wait_folded(url: str, what: str) -> None:
 
 def _fold_processes(url: str) -> list[int]:
     """The `crossings fold` processes running against ``url`` (this user's, from /proc)."""
+    mine = f"CROSSINGS_DATABASE_URL={url}".encode()
     found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
+    for proc in Path("/proc").glob("[0-9]*"):
         try:
-            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-            with open(f"/proc/{entry.name}/environ", "rb") as f:
-                environ = f.read().split(b"\0")
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                state = f.read().rsplit(b")", 1)[1].split()[0]
-        except OSError:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            environ = (proc / "environ").read_bytes().split(b"\0")
+            state = (proc / "stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+        except OSError:  # gone meanwhile, or another user's
             continue
-        mine = f"CROSSINGS_DATABASE_URL={url}".encode() in environ
-        if b"fold" in argv and mine and state != b"Z":
-            found.append(int(entry.name))
+        if b"fold" in argv and mine in environ and state != b"Z":
+            found.append(int(proc.name))
     return found
 
 
@@ -602,6 +597,24 @@ def test_sigterm_during_a_fold_lets_it_finish(database: tuple[str, SegmentIndex]
         _assert_rollups_equal_a_recount(url, store)
     finally:
         store.close()
+
+
+def test_crossings_fold_waits_for_an_absent_database_until_stopped() -> None:
+    nowhere = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/crossings"
+    folder = _fold_command(nowhere, CROSSINGS_DB_RETRY_MAX_S="1")
+    try:
+        assert folder.stdout is not None
+        for _ in range(40):  # it keeps trying, and says so
+            line = folder.stdout.readline().decode()
+            if "waiting for the database: the database is not reachable" in line:
+                break
+        else:
+            raise AssertionError("no 'waiting for the database' line")
+        assert folder.poll() is None
+    finally:
+        code, output = _stop(folder)
+    assert code == 0, output
+    assert "SIGTERM while waiting for the database: stopped" in output, output
 
 
 def test_crossings_fold_on_sqlite_exits_2_saying_why(tmp_path: Path) -> None:
