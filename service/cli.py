@@ -17,8 +17,6 @@ from service.domain.errors import ServiceError, StoreUnavailable
 from service.settings import Settings
 
 if TYPE_CHECKING:
-    import signal
-
     from service.domain.access import Caller
     from service.progress import Progress
     from service.storage.base import Store
@@ -140,16 +138,14 @@ def _fold(args: argparse.Namespace, settings: Settings) -> int:
             "crossings fold: CROSSINGS_ROLLUP_FOLD_INTERVAL_MS=0 turns folding off", file=sys.stderr
         )
         return 2
-    # Blocked here, before any thread starts (they inherit the mask), and taken by this thread
-    # alone with sigtimedwait: no handler runs in the middle of a fold's code.
-    stops = {signal.SIGTERM, signal.SIGINT}
-    signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+    # The folds run in the folder's thread; this one only notes a stop and waits for it.
+    stop = _StopRequest()
     problem = _check_store(settings)
     if problem is not None:
         print(f"crossings fold: {problem}", file=sys.stderr)
         return 2
     log = logging.getLogger("crossings")
-    store = _wait_for_store(settings, stops, args.parent)
+    store = _wait_for_store(settings, stop, args.parent)
     if store is None:
         return 0
     try:
@@ -160,25 +156,39 @@ def _fold(args: argparse.Namespace, settings: Settings) -> int:
             settings.rollup_fold_interval_ms,
             settings.rollup_fold_batch,
         )
-        while (why := _stop_signal(stops, 3600.0, args.parent)) is None:
+        while (why := _stop_signal(stop, 3600.0, args.parent)) is None:
             pass
         log.info(
             "%s: stopping the rollup folder (a fold under way finishes first; a second SIGTERM "
             "or SIGINT stops at once, leaving that fold's reports pending)",
             why,
         )
-        for signum in stops:
+        for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
     finally:
         store.close()
     log.info("rollup folder stopped")
     return 0
 
 
-def _wait_for_store(
-    settings: Settings, stops: set[signal.Signals], parent: int | None
-) -> Store | None:
+class _StopRequest:
+    """SIGTERM and SIGINT noted (by name), from creation on. The handler only sets an attribute:
+    it runs between two bytecodes of the main thread, wherever that is, and takes no lock."""
+
+    def __init__(self) -> None:
+        import signal
+
+        self.why: str | None = None
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._note)
+
+    def _note(self, signum: int, frame: object) -> None:
+        import signal
+
+        self.why = self.why or signal.Signals(signum).name
+
+
+def _wait_for_store(settings: Settings, stop: _StopRequest, parent: int | None) -> Store | None:
     """The store once it answers with a current schema, retried as a server does (pauses
     doubling from 0.25 s to CROSSINGS_DB_RETRY_MAX_S); None if stopped while waiting."""
     from service.storage import check_ready, open_store
@@ -196,26 +206,26 @@ def _wait_for_store(
             logging.getLogger("crossings").warning(
                 "waiting for the database: %s (next try in %.2f s)", error.detail, delay
             )
-        if (why := _stop_signal(stops, delay, parent)) is not None:
+        if (why := _stop_signal(stop, delay, parent)) is not None:
             logging.getLogger("crossings").info("%s while waiting for the database: stopped", why)
             return None
         delay = min(delay * 2, settings.db_retry_max_s)
 
 
-def _stop_signal(stops: set[signal.Signals], wait_s: float, parent: int | None) -> str | None:
-    """Wait up to ``wait_s`` for one of the (blocked) ``stops``: its name, or "the server is
-    gone" when ``parent`` is no longer this process's parent; None when the time is up."""
-    import signal
+def _stop_signal(stop: _StopRequest, wait_s: float, parent: int | None) -> str | None:
+    """Wait up to ``wait_s`` for a stop: the signal's name, or "the server is gone" when
+    ``parent`` is no longer this process's parent; None when the time is up."""
     import time
 
     deadline = time.monotonic() + wait_s
-    while (left := deadline - time.monotonic()) > 0:
-        received = signal.sigtimedwait(stops, min(left, 1.0))
-        if received is not None:
-            return signal.Signals(received.si_signo).name
+    while stop.why is None:
         if parent is not None and os.getppid() != parent:
             return "the server is gone"
-    return None
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        time.sleep(min(left, 0.25))  # a signal's handler runs, then the sleep goes on: <= 0.25 s
+    return stop.why
 
 
 def _check_store(settings: Settings) -> str | None:

@@ -329,6 +329,17 @@ def test_concurrent_writers_and_folders_lose_no_count(database: tuple[str, Segme
             s.close()
 
 
+def _sent(http: httpx.Client, path: str, body: Any) -> httpx.Response:
+    """As the field app sends: a 503 (the pool busy on a loaded machine) is sent again after its
+    Retry-After, the same request."""
+    for _ in range(20):
+        response = http.post(path, json=body)
+        if response.status_code != 503:
+            break
+        time.sleep(min(float(response.headers.get("retry-after", 1)), 2.0))
+    return response
+
+
 def test_two_workers_and_sixteen_clients_lose_no_count(
     database: tuple[str, SegmentIndex],
 ) -> None:
@@ -347,13 +358,7 @@ def test_two_workers_and_sixteen_clients_lose_no_count(
                 # Each client sends its share, and a replay of its neighbour's first reports.
                 mine = bodies[number::16] + bodies[(number + 1) % 16 :: 16][:5]
                 for body in mine:
-                    # As the field app does: a 503 (the pool busy on a loaded machine) is sent
-                    # again after its Retry-After, the same report.
-                    for _ in range(20):
-                        response = http.post("/v1/reports", json=body)
-                        if response.status_code != 503:
-                            break
-                        time.sleep(min(float(response.headers.get("retry-after", 1)), 2.0))
+                    response = _sent(http, "/v1/reports", body)
                     with lock:
                         statuses.append(response.status_code)
 
@@ -430,8 +435,8 @@ def _post(base: str, token: str, bodies: list[dict[str, Any]]) -> None:
     half = len(bodies) // 2
     with httpx.Client(base_url=base, headers=auth(token), timeout=60) as http:
         for body in bodies[:half]:
-            assert http.post("/v1/reports", json=body).status_code == 201
-        response = http.post("/v1/reports/batch", json=bodies[half:])
+            assert _sent(http, "/v1/reports", body).status_code == 201
+        response = _sent(http, "/v1/reports/batch", bodies[half:])
         assert response.status_code == 200, response.text
         assert all(r["status"] == "created" for r in response.json()["results"]), response.text
 
