@@ -25,6 +25,8 @@ HEALTHY_S = 60.0
 
 
 class Supervised:
+    """``argv`` run as a child process from ``start`` to ``stop``, started again when it exits."""
+
     def __init__(self, argv: Sequence[str], *, name: str, stop_wait_s: float) -> None:
         self.argv = list(argv)
         self.name = name
@@ -33,11 +35,6 @@ class Supervised:
         self._lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
         self._thread = threading.Thread(target=self._keep, name=f"supervise-{name}", daemon=True)
-
-    @property
-    def pid(self) -> int | None:
-        process = self._process
-        return None if process is None else process.pid
 
     def start(self) -> None:
         self._thread.start()
@@ -61,13 +58,16 @@ class Supervised:
     def _keep(self) -> None:
         pause = FIRST_RESTART_S
         while True:
-            with self._lock:
-                if self._stopping.is_set():
-                    return
-                self._process = subprocess.Popen(self.argv, start_new_session=True)
-                started = time.monotonic()
-            log.info("%s started (pid %d)", self.name, self._process.pid)
-            status = self._process.wait()
+            started = time.monotonic()
+            try:
+                with self._lock:
+                    if self._stopping.is_set():
+                        return
+                    self._process = subprocess.Popen(self.argv, start_new_session=True)
+                log.info("%s started (pid %d)", self.name, self._process.pid)
+                status: object = self._process.wait()
+            except OSError as error:  # could not start it (out of processes, memory)
+                status = f"not started: {error}"
             if self._stopping.is_set():
                 return
             if time.monotonic() - started >= HEALTHY_S:
