@@ -1,5 +1,5 @@
-"""`crossings serve | worker | db upgrade | db rebuild-rollups | segments load PATH | links estimate |
-export | import PATH | purge`: thin, calls usecases."""
+"""`crossings serve | fold | worker | db upgrade | db rebuild-rollups | segments load PATH |
+links estimate | export | import PATH | purge`: thin, calls usecases."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from service.domain.access import Caller
     from service.progress import Progress
     from service.storage.base import Store
+    from service.supervise import Supervised
 
 
 @contextlib.contextmanager
@@ -45,6 +46,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if problem is not None:
         print(f"crossings serve: {problem}", file=sys.stderr)
         return 2
+    from service.supervise import HeldSignals
+
     workers = args.workers or settings.workers
     metrics_dir = None
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -57,6 +60,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.host:  # the bind host is one of the allowed Host names (service/app.py)
         os.environ["CROSSINGS_HOST"] = args.host
+    folder = _folder_process(settings)
+    if folder is not None:  # its workers fold nothing: the child does, one per `crossings serve`
+        os.environ["CROSSINGS_ROLLUP_FOLDER"] = "off"
     # Once, here, before any worker starts: a new release's bundled border replaces the one an
     # earlier release bundled (never a border the operator loaded). A database not reachable now
     # is the server's to wait for; `crossings db upgrade` (the container runs it) does it then.
@@ -64,6 +70,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         _upgrade_bundled_border(settings)
     except StoreUnavailable as error:
         logging.getLogger("crossings").warning("bundled border not checked: %s", error.detail)
+    # uvicorn (one worker) gives back the handlers it found when it is done and raises the signal
+    # it stopped for again, which would end this process before it stops its child: hold it.
+    held = HeldSignals() if folder is not None else None
+    if folder is not None:
+        folder.start()
     try:
         uvicorn.run(
             "service.app:create_app",
@@ -80,9 +91,141 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             timeout_graceful_shutdown=10,
         )
     finally:
+        if folder is not None:  # after the drain: what was acknowledged until then is folded
+            folder.stop()
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+        if held is not None:
+            held.release()
     return 0
+
+
+# How long `crossings serve` waits for its folder child to finish a fold under way when it stops
+# (then kills it: the fold's transaction is lost, its reports stay pending, nothing is wrong).
+FOLDER_STOP_WAIT_S = 20.0
+
+
+def _folder_process(settings: Settings) -> Supervised | None:
+    """The supervised `crossings fold` child a server runs with CROSSINGS_ROLLUP_FOLDER=process
+    (PostGIS, folding on), or None."""
+    if settings.rollup_folder != "process" or settings.is_sqlite:
+        return None
+    if settings.rollup_fold_interval_ms == 0:
+        return None
+    from service.supervise import Supervised
+
+    argv = [sys.executable, "-m", "service.cli", "fold", "--parent", str(os.getpid())]
+    return Supervised(argv, name="rollup folder process", stop_wait_s=FOLDER_STOP_WAIT_S)
+
+
+def _fold(args: argparse.Namespace, settings: Settings) -> int:
+    """Fold pending reports into the rollups (surge detection and linking with each fold) until
+    SIGTERM or SIGINT; a fold under way finishes first. Waits for the database as a server does.
+    Any number may run at once: one folds at a time (an advisory lock), the others skip."""
+    import signal
+
+    from service.storage.postgis.store import PostgisStore
+
+    if settings.is_sqlite:
+        print(
+            "crossings fold: the SQLite store has no rollup folder (its ingest counts each "
+            "report in the request's own transaction); nothing to run",
+            file=sys.stderr,
+        )
+        return 2
+    if settings.rollup_fold_interval_ms == 0:
+        print(
+            "crossings fold: CROSSINGS_ROLLUP_FOLD_INTERVAL_MS=0 turns folding off", file=sys.stderr
+        )
+        return 2
+    # The folds run in the folder's thread; this one only notes a stop and waits for it.
+    stop = _StopRequest()
+    problem = _check_store(settings)
+    if problem is not None:
+        print(f"crossings fold: {problem}", file=sys.stderr)
+        return 2
+    log = logging.getLogger("crossings")
+    store = _wait_for_store(settings, stop, args.parent)
+    if store is None:
+        return 0
+    try:
+        if not isinstance(store, PostgisStore) or not store.start_folder():
+            return 2  # not reached: a PostGIS URL opens a PostgisStore; folding is on
+        log.info(
+            "rollup folder started: every %d ms, up to %d reports a fold",
+            settings.rollup_fold_interval_ms,
+            settings.rollup_fold_batch,
+        )
+        while (why := _stop_signal(stop, 3600.0, args.parent)) is None:
+            pass
+        log.info(
+            "%s: stopping the rollup folder (a fold under way finishes first; a second SIGTERM "
+            "or SIGINT stops at once, leaving that fold's reports pending)",
+            why,
+        )
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, signal.SIG_DFL)
+    finally:
+        store.close()
+    log.info("rollup folder stopped")
+    return 0
+
+
+class _StopRequest:
+    """SIGTERM and SIGINT noted (by name), from creation on. The handler only sets an attribute:
+    it runs between two bytecodes of the main thread, wherever that is, and takes no lock."""
+
+    def __init__(self) -> None:
+        import signal
+
+        self.why: str | None = None
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._note)
+
+    def _note(self, signum: int, frame: object) -> None:
+        import signal
+
+        self.why = self.why or signal.Signals(signum).name
+
+
+def _wait_for_store(settings: Settings, stop: _StopRequest, parent: int | None) -> Store | None:
+    """The store once it answers with a current schema, retried as a server does (pauses
+    doubling from 0.25 s to CROSSINGS_DB_RETRY_MAX_S); None if stopped while waiting."""
+    from service.storage import check_ready, open_store
+
+    delay = 0.25
+    while True:
+        store = None
+        try:
+            store = open_store(settings.store_options)
+            check_ready(store, settings.store_options)
+            return store
+        except StoreUnavailable as error:
+            if store is not None:
+                store.close()
+            logging.getLogger("crossings").warning(
+                "waiting for the database: %s (next try in %.2f s)", error.detail, delay
+            )
+        if (why := _stop_signal(stop, delay, parent)) is not None:
+            logging.getLogger("crossings").info("%s while waiting for the database: stopped", why)
+            return None
+        delay = min(delay * 2, settings.db_retry_max_s)
+
+
+def _stop_signal(stop: _StopRequest, wait_s: float, parent: int | None) -> str | None:
+    """Wait up to ``wait_s`` for a stop: the signal's name, or "the server is gone" when
+    ``parent`` is no longer this process's parent; None when the time is up."""
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while stop.why is None:
+        if parent is not None and os.getppid() != parent:
+            return "the server is gone"
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        time.sleep(min(left, 0.25))  # a signal's handler runs, then the sleep goes on: <= 0.25 s
+    return stop.why
 
 
 def _check_store(settings: Settings) -> str | None:
@@ -110,7 +253,7 @@ def _check_store(settings: Settings) -> str | None:
         return error.detail
     except StoreUnavailable as error:
         logging.getLogger("crossings").warning(
-            "the database does not answer yet (%s): the server starts and waits for it",
+            "the database does not answer yet (%s): starting, and waiting for it",
             error.detail,
         )
     finally:
@@ -504,6 +647,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-rescore", action="store_true", help="store the estimate, leave the links as they are"
     )
     estimate.set_defaults(run=_links_estimate)
+    fold = commands.add_parser(
+        "fold",
+        help="fold pending reports into the rollups, detect surges and link reports (PostGIS), "
+        "until SIGTERM (servers also do, unless CROSSINGS_ROLLUP_FOLDER=off)",
+    )
+    # Given by `crossings serve` to its child: stop when that process is gone.
+    fold.add_argument("--parent", type=int, help=argparse.SUPPRESS)
+    fold.set_defaults(run=_fold)
     commands.add_parser(
         "worker",
         help="send webhook deliveries (servers also do, unless CROSSINGS_WEBHOOK_WORKER=0)",

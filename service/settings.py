@@ -163,6 +163,14 @@ class Settings(BaseSettings):
         default=100, ge=0, description="PostGIS: how often pending reports are folded; 0: never"
     )
     rollup_fold_batch: int = Field(default=5_000, gt=0, description="Pending reports per fold")
+    # Where a server's folding runs (docs/operations.md, "What a server runs beside requests").
+    rollup_folder: Literal["process", "thread", "off"] = Field(
+        default="process",
+        description="PostGIS: `process`: `crossings serve` runs `crossings fold` as a supervised"
+        " child process and its workers fold nothing (an app served otherwise folds in a thread);"
+        " `thread`: each server process folds in a thread of its own, from its first ingest;"
+        " `off`: this server does not fold (a `crossings fold` elsewhere does)",
+    )
 
     # Issue #15 (the Mexico-US border from the IBWC line): docs/border-data.md.
     upgrade_bundled_border: bool = Field(
@@ -407,6 +415,7 @@ class Settings(BaseSettings):
             read_retry_s=self.read_retry_s,
             fold_interval_s=self.rollup_fold_interval_ms / 1000,
             fold_batch=self.rollup_fold_batch,
+            fold_in_thread=self.rollup_folder != "off",
             surges=self.surge_config,
             links=LinkConfig(
                 windows=LinkWindows(self.link_max_hours, self.link_max_km),

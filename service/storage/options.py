@@ -28,6 +28,8 @@ class StoreOptions:
     fold_batch: int
     surges: SurgeConfig | None
     links: LinkConfig = field(default_factory=LinkConfig)
+    # False: this process's ingest starts no folder thread (another process folds).
+    fold_in_thread: bool = True
 
     @property
     def is_sqlite(self) -> bool:

@@ -6,6 +6,10 @@ rollup_pending until a fold counts it in. These tests hold the promises that mak
   of the rollups from the reports;
 - a fold killed midway (its process killed inside the transaction) loses nothing and counts
   nothing twice, and neither does a writer killed between its commit and a fold;
+- the folder in a process of its own (`crossings fold`; `crossings serve`'s supervised child
+  with CROSSINGS_ROLLUP_FOLDER=process) folds what servers acknowledged; killed between the
+  reports' commit and their fold it is restarted and counts each once; SIGTERM lets a fold under
+  way finish;
 - concurrent writers (threads on two stores, as two server processes; and 16 HTTP clients on a
   real server with two workers) with replays, conflicts and deletes: no deadlock, no lost count,
   and the rollups equal a recount from the reports.
@@ -13,6 +17,7 @@ rollup_pending until a fold counts it in. These tests hold the promises that mak
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import subprocess
@@ -22,6 +27,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -40,7 +46,7 @@ from service.usecases.segments import ensure_segments
 from service.usecases.submit_reports import submit_batch
 from tests.conftest import fresh_postgis_database, libpq_url
 from tests.factories import report_body, scattered_drafts
-from tests.live import auth, live_key, running_server
+from tests.live import auth, free_port, live_key, run_cli, running_server
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 # Near the border (snapped) and one place far from it (beyond reach).
@@ -323,6 +329,17 @@ def test_concurrent_writers_and_folders_lose_no_count(database: tuple[str, Segme
             s.close()
 
 
+def _sent(http: httpx.Client, path: str, body: Any) -> httpx.Response:
+    """As the field app sends: a 503 (the pool busy on a loaded machine) is sent again after its
+    Retry-After, the same request."""
+    for _ in range(20):
+        response = http.post(path, json=body)
+        if response.status_code != 503:
+            break
+        time.sleep(min(float(response.headers.get("retry-after", 1)), 2.0))
+    return response
+
+
 def test_two_workers_and_sixteen_clients_lose_no_count(
     database: tuple[str, SegmentIndex],
 ) -> None:
@@ -341,13 +358,7 @@ def test_two_workers_and_sixteen_clients_lose_no_count(
                 # Each client sends its share, and a replay of its neighbour's first reports.
                 mine = bodies[number::16] + bodies[(number + 1) % 16 :: 16][:5]
                 for body in mine:
-                    # As the field app does: a 503 (the pool busy on a loaded machine) is sent
-                    # again after its Retry-After, the same report.
-                    for _ in range(20):
-                        response = http.post("/v1/reports", json=body)
-                        if response.status_code != 503:
-                            break
-                        time.sleep(min(float(response.headers.get("retry-after", 1)), 2.0))
+                    response = _sent(http, "/v1/reports", body)
                     with lock:
                         statuses.append(response.status_code)
 
@@ -405,3 +416,213 @@ def test_a_readers_conditions_reach_each_rollup_table(database: tuple[str, Segme
                 f"EXPLAIN (FORMAT JSON) SELECT * FROM {live(table)} AS live WHERE {condition}"
             ).fetchall()
             assert _filters_above_the_union(plan[0]["Plan"]) == [], table
+
+
+# --- the folder in a process of its own: `crossings fold`, and `crossings serve`'s child -------
+
+QUIET_SERVER = {"CROSSINGS_DRAIN_S": "0", "CROSSINGS_LOG_LEVEL": "info"}
+
+
+def _bodies(n: int, seed: int) -> list[dict[str, Any]]:
+    return [
+        report_body(id=str(d.id), lon=d.lon, lat=d.lat, people_count=d.people_count, kind=d.kind)
+        for d in _drafts(n, seed=seed)
+    ]
+
+
+def _post(base: str, token: str, bodies: list[dict[str, Any]]) -> None:
+    """Half one at a time, half as one batch: every report acknowledged."""
+    half = len(bodies) // 2
+    with httpx.Client(base_url=base, headers=auth(token), timeout=60) as http:
+        for body in bodies[:half]:
+            assert _sent(http, "/v1/reports", body).status_code == 201
+        response = _sent(http, "/v1/reports/batch", bodies[half:])
+        assert response.status_code == 200, response.text
+        assert all(r["status"] == "created" for r in response.json()["results"]), response.text
+
+
+def _queued(url: str, table: str) -> int:
+    with psycopg.connect(libpq_url(url)) as conn:
+        (n,) = conn.execute(f"SELECT count(*) FROM {table}").fetchone()  # type: ignore[misc]
+        return int(n)
+
+
+def _wait_folded(url: str, what: str) -> None:
+    deadline = time.monotonic() + 120
+    while _pending(url):
+        assert time.monotonic() < deadline, f"{what} did not fold what was pending"
+        time.sleep(0.1)
+
+
+def _fold_processes(url: str) -> list[int]:
+    """The `crossings fold` processes running against ``url`` (this user's, from /proc)."""
+    mine = f"CROSSINGS_DATABASE_URL={url}".encode()
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            environ = (proc / "environ").read_bytes().split(b"\0")
+            state = (proc / "stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+        except OSError:  # gone meanwhile, or another user's
+            continue
+        if b"fold" in argv and mine in environ and state != b"Z":
+            found.append(int(proc.name))
+    return found
+
+
+def _fold_command(url: str, **env: str) -> subprocess.Popen[bytes]:
+    environ = {**os.environ, "CROSSINGS_DATABASE_URL": url, "CROSSINGS_LOG_FORMAT": "text", **env}
+    return subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "fold"],
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _stop(process: subprocess.Popen[bytes], *, signal_it: bool = True) -> tuple[int, str]:
+    """SIGTERM (unless ``signal_it`` is False: sent already), then what it exited with and
+    printed."""
+    if signal_it and process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        output, _ = process.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output, _ = process.communicate()
+    return process.returncode, output.decode(errors="replace")
+
+
+def test_crossings_fold_folds_what_a_server_acknowledged(
+    database: tuple[str, SegmentIndex],
+) -> None:
+    """A server with CROSSINGS_ROLLUP_FOLDER=off folds nothing; `crossings fold` beside it folds
+    (and links) all it acknowledged, and stops at SIGTERM."""
+    url, index = database
+    token = live_key(url, "reporter")
+    with running_server(url, CROSSINGS_ROLLUP_FOLDER="off", extra_env=QUIET_SERVER) as base:
+        _post(base, token, _bodies(200, seed=11))
+        assert _fold_processes(url) == []  # off: no child either
+        assert _pending(url) == 200
+        store = _store(url)
+        try:
+            before = _reads(store, index)
+            folder = _fold_command(url)
+            try:
+                _wait_folded(url, "crossings fold")
+            finally:
+                code, output = _stop(folder)
+            assert code == 0, output
+            assert "rollup folder started" in output and "SIGTERM: stopping" in output, output
+            assert _queued(url, "link_pending") == 0  # linked in the same loop
+            assert _reads(store, index) == before
+            _assert_rollups_equal_a_recount(url, store)
+        finally:
+            store.close()
+
+
+def test_a_server_in_process_mode_folds_in_its_child_and_restarts_it_after_a_kill(
+    database: tuple[str, SegmentIndex], tmp_path: Path
+) -> None:
+    """CROSSINGS_ROLLUP_FOLDER=process: the fold runs in `crossings serve`'s child, not in the
+    server (the child paused, acknowledged reports stay pending); the child killed (SIGKILL)
+    between the reports' commit and their fold is restarted and folds them, each once; the
+    child is gone once the server has stopped."""
+    url, index = database
+    token = live_key(url, "reporter")
+    log = tmp_path / "server.log"
+    with running_server(
+        url, workers=2, log_to=log, CROSSINGS_ROLLUP_FOLDER="process", extra_env=QUIET_SERVER
+    ) as base:
+        _post(base, token, _bodies(60, seed=12))
+        _wait_folded(url, "the server's fold process")
+        (child,) = _fold_processes(url)  # one for the server, not one per worker
+        os.kill(child, signal.SIGSTOP)
+        try:
+            _post(base, token, _bodies(200, seed=13))
+            time.sleep(1.0)  # ten fold intervals: a folder thread in a worker would have folded
+            assert _pending(url) == 200
+        finally:
+            os.kill(child, signal.SIGKILL)
+            os.kill(child, signal.SIGCONT)
+        _wait_folded(url, "the restarted fold process")
+        (restarted,) = _fold_processes(url)
+        assert restarted != child
+    # Stopped by the server after its own shutdown (or, had the harness killed the server after
+    # its 15 s, on finding its parent gone): no folder outlives the server.
+    deadline = time.monotonic() + 60
+    while _fold_processes(url):
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.1)
+    output = log.read_text()
+    assert "rollup folder process exited with status -9: restarting" in output, output[-3000:]
+    store = _store(url)
+    try:
+        live = _reads(store, index)
+        assert _queued(url, "reports") == 260
+        _assert_rollups_equal_a_recount(url, store)
+        assert _reads(store, index) == live
+    finally:
+        store.close()
+
+
+def test_sigterm_during_a_fold_lets_it_finish(database: tuple[str, SegmentIndex]) -> None:
+    """`crossings fold` told to stop while a fold waits on a lock the test holds: it exits only
+    after that fold has committed (nothing left pending), and the rollups equal a recount."""
+    url, index = database
+    store = _store(url)
+    try:
+        submit_batch(store, index, _drafts(300, seed=14), settings=_settings(url), now=NOW)
+        assert _pending(url) == 300
+        with (
+            psycopg.connect(libpq_url(url)) as blocker,
+            psycopg.connect(libpq_url(url), autocommit=True) as watcher,
+        ):
+            blocker.execute("LOCK TABLE segment_totals IN EXCLUSIVE MODE")  # the fold waits
+            folder, signalled = _fold_command(url), False
+            try:
+                deadline = time.monotonic() + 60
+                while not watcher.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock'"
+                ).fetchone():
+                    assert time.monotonic() < deadline, "the fold did not start"
+                    assert folder.poll() is None
+                    time.sleep(0.05)
+                folder.send_signal(signal.SIGTERM)
+                signalled = True
+                time.sleep(1.0)
+                assert folder.poll() is None  # still in its fold
+            finally:
+                blocker.rollback()  # the lock released: the fold goes on
+                code, output = _stop(folder, signal_it=not signalled)
+        assert code == 0, output
+        assert "SIGTERM: stopping" in output, output
+        assert _pending(url) == 0  # the fold under way committed
+        _assert_rollups_equal_a_recount(url, store)
+    finally:
+        store.close()
+
+
+def test_crossings_fold_waits_for_an_absent_database_until_stopped() -> None:
+    nowhere = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/crossings"
+    folder = _fold_command(nowhere, CROSSINGS_DB_RETRY_MAX_S="1")
+    try:
+        assert folder.stdout is not None
+        for _ in range(40):  # it keeps trying, and says so
+            line = folder.stdout.readline().decode()
+            if "waiting for the database: the database is not reachable" in line:
+                break
+        else:
+            raise AssertionError("no 'waiting for the database' line")
+        assert folder.poll() is None
+    finally:
+        code, output = _stop(folder)
+    assert code == 0, output
+    assert "SIGTERM while waiting for the database: stopped" in output, output
+
+
+def test_crossings_fold_on_sqlite_exits_2_saying_why(tmp_path: Path) -> None:
+    result = run_cli(f"sqlite:///{tmp_path / 'c.db'}", "fold", text=True)
+    assert result.returncode == 2
+    assert "SQLite store has no rollup folder" in result.stderr

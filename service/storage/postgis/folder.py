@@ -1,5 +1,6 @@
-"""The maintainer that folds pending reports into the rollups (rollups.py), one thread per
-server process, started by the first ingest.
+"""The maintainer that folds pending reports into the rollups (rollups.py): a thread, in
+`crossings fold` (a server's supervised child by default) or in each server process, started by
+its first ingest (CROSSINGS_ROLLUP_FOLDER=thread).
 
 It folds up to a batch every ``interval_s``, and again at once while it finds a full batch. Only
 one process folds at a time (an advisory lock; the others skip their turn). A fold is one
@@ -54,6 +55,10 @@ class Folder:
                     target=self._run, name="crossings-rollup-folder", daemon=True
                 )
                 self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
 
     def stop(self) -> None:
         self._stop.set()

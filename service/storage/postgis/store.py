@@ -156,6 +156,7 @@ class PostgisStore:
         *,
         fold_interval_s: float = 0.1,
         fold_batch: int = 5_000,
+        fold_in_thread: bool = True,
         surges: SurgeConfig | None = None,
         link_config: LinkConfig | None = None,
     ) -> None:
@@ -168,8 +169,10 @@ class PostgisStore:
         self._surges = surges
         self._watch_of: tuple[int, Watch] | None = None  # (border version, its Watch)
         self._series = SeriesCache()  # the states detection last read or wrote: surge_cache.py
-        # Folds what ingest leaves pending into the rollups; started by the first ingest, so
-        # that the CLI's and readers' stores run no thread.
+        # Folds what ingest leaves pending into the rollups; started by the first ingest (unless
+        # another process folds: ``fold_in_thread``), so that the CLI's and readers' stores run
+        # no thread; or by ``start_folder`` (`crossings fold`).
+        self._fold_in_thread = fold_in_thread
         self._folder = Folder(
             self._fold_some,
             interval_s=fold_interval_s,
@@ -194,6 +197,7 @@ class PostgisStore:
             replica,
             fold_interval_s=options.fold_interval_s,
             fold_batch=options.fold_batch,
+            fold_in_thread=options.fold_in_thread,
             surges=options.surges,
             link_config=options.links,
         )
@@ -400,7 +404,8 @@ class PostgisStore:
         posted_by: str | None = None,
         border_version: int | None = None,
     ) -> list[IngestResult]:
-        self._folder.start()
+        if self._fold_in_thread:
+            self._folder.start()
         # In autocommit: the insert is one statement (the reports, their pending rollup rows
         # and the border check together), atomic by itself, and the reads of duplicates after it
         # see what a read-committed transaction would. That saves the BEGIN and COMMIT round
@@ -502,6 +507,12 @@ class PostgisStore:
     def rebuild_rollups(self) -> None:
         """Recompute the tile rollups from the stored reports (after a bulk load around ingest)."""
         self._write("rebuild_rollups", rollups.rebuild)
+
+    def start_folder(self) -> bool:
+        """Fold in a thread from now until ``close`` (`crossings fold`), whoever ingests; False
+        when ``fold_interval_s`` is 0 (folding off)."""
+        self._folder.start()
+        return self._folder.running
 
     def fold_rollups(self) -> int:
         on_counted = self._on_counted()
