@@ -180,6 +180,16 @@ def test_a_packed_state_reads_back_equal(counts: list[int], surge: int) -> None:
     assert state_from_bytes(orjson.dumps(state).decode()) == state
 
 
+@pytest.mark.parametrize("top", [0, 255, 256, 65_535, 65_536, 1 << 32])
+def test_a_packed_state_takes_the_narrowest_width_its_counts_fit(top: int) -> None:
+    # Counts under 256 are packed a byte each (bytes(), in C); any larger count widens them all.
+    state, _ = replay(first_day=FIRST, counts=[3, 0, 7, 1, 2, 0, 4, 5, 1, 2, top], params=PARAMS)
+    packed = state_to_bytes(state)
+    width = {0: b"B", 255: b"B", 256: b"H", 65_535: b"H", 65_536: b"I"}.get(top, b"Q")
+    assert packed[13:14] == width  # the header's last byte (series._HEADER: 14 bytes)
+    assert state_from_bytes(packed) == state
+
+
 def test_a_packed_state_is_under_postgres_toast_threshold() -> None:
     # a full state (119 counts, 29 held days) of a busy series, no episode: ~1.5 KB packed
     counts = in_control(5, days=200, mean=300.0, phi=1.5)

@@ -331,3 +331,34 @@ def _alerts(store: Store) -> list[tuple[Any, ...]]:
 
 def _open_figures(store: Store) -> set[tuple[Any, ...]]:
     return {(a.id, a.series, a.opened_day, a.figures) for a in _open(store)}
+
+
+@pytest.mark.postgis
+def test_migration_0021_leaves_room_for_states_updated_in_place_and_downgrades_cleanly() -> None:
+    """0021 sets surge_series' fillfactor to 50 (updates of a state can stay on its page); its
+    downgrade resets it, and an upgrade sets it again."""
+    import psycopg
+
+    from alembic import command
+    from service.storage.postgis.migrations import alembic_config, upgrade
+    from tests.conftest import ADMIN_URL, _postgis_unavailable
+
+    try:
+        psycopg.connect(ADMIN_URL, connect_timeout=5).close()
+    except psycopg.OperationalError as error:
+        _postgis_unavailable(str(error).strip())
+
+    def options(url: str) -> list[str] | None:
+        with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1)) as conn:
+            row = conn.execute(
+                "SELECT reloptions FROM pg_class WHERE relname = 'surge_series'"
+            ).fetchone()
+            assert row is not None
+            return row[0]  # type: ignore[no-any-return]
+
+    with fresh_postgis_database() as url:
+        assert options(url) == ["fillfactor=50"]
+        command.downgrade(alembic_config(url), "0020")
+        assert options(url) is None
+        upgrade(url, "head")
+        assert options(url) == ["fillfactor=50"]

@@ -433,6 +433,10 @@ def _diff(
     new_start: date,
 ) -> list[EpisodeEvent]:
     """The episode events that turn the old run of days into the new one."""
+    if (anchor is None or anchor.episode is None) and not any(
+        d.episode is not None for run in (old, new) for d in run
+    ):
+        return []  # no episode on any of the days (most series): nothing to tell
     return _events(_episodes(anchor, old, old_start), _episodes(anchor, new, new_start))
 
 
@@ -541,9 +545,14 @@ _EPISODE: Final = struct.Struct("<iiiqiddd")
 def state_to_bytes(state: SeriesState) -> bytes:
     """The state packed as the stores write it (``state_from_bytes`` reads it back)."""
     days = state.days
-    day_counts = [d.count for d in days]
-    top = max(max(state.counts, default=0), max(day_counts, default=0))
-    width = b"B" if top < 1 << 8 else b"H" if top < 1 << 16 else b"I" if top < 1 << 32 else b"Q"
+    counts = (*state.counts, *[d.count for d in days])
+    try:  # every count under 256 (most series): a byte each, packed in C
+        packed = bytes(counts)
+        width = b"B"
+    except ValueError:
+        top = max(counts)
+        width = b"B" if top < 1 << 8 else b"H" if top < 1 << 16 else b"I" if top < 1 << 32 else b"Q"
+        packed = struct.pack(f"<{len(counts)}{width.decode()}", *counts)
     episodes: dict[Episode, int] = {}
     refs = bytearray()
     for d in days:
@@ -558,7 +567,7 @@ def state_to_bytes(state: SeriesState) -> bytes:
                 len(episodes), width,
             ),
             struct.pack(f"<{5 * m}d", *floats),
-            struct.pack(f"<{n + m}{width.decode()}", *state.counts, *day_counts),
+            packed,
             bytes(refs),
             *(
                 _EPISODE.pack(

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, time
+from itertools import accumulate
 from typing import Any
 
 from psycopg.errors import LockNotAvailable
@@ -50,15 +51,17 @@ _SINCE = f"""
     GROUP BY 1, 2, 3
 """
 # The states are packed (series.state_to_bytes, migration 0018: ~1.5 KB, under PostgreSQL's
-# TOAST threshold, where the JSON states were ~5 KB) and go as one text, a state's hex a line,
-# split and decoded in SQL: as a text[] or bytea[] parameter psycopg escapes each element in
-# Python (a regular expression over it), which took 60% of detection on PostGIS with JSON text.
+# TOAST threshold, where the JSON states were ~5 KB) and go as one bytea of them all, end to end,
+# with each state's start and size, cut apart in SQL (``substring``): as a bytea[] (or text[])
+# parameter psycopg escapes each element in Python (a regular expression over it), which took 60%
+# of detection on PostGIS with JSON text; as hex lines (until session 10) the text was twice the
+# bytes and was decoded on the server.
 _SAVE = """
     WITH token AS (UPDATE surge_token SET token = %(token)s)
     INSERT INTO surge_series (series, state, episode_open, updated_at)
-    SELECT series, decode(state, 'hex'), episode_open, %(at)s
-    FROM unnest(%(series)s::text[], string_to_array(%(states)s, E'\\n'), %(open)s::boolean[])
-        AS u(series, state, episode_open)
+    SELECT series, substring(%(states)s::bytea FROM start FOR size), episode_open, %(at)s
+    FROM unnest(%(series)s::text[], %(starts)s::int[], %(sizes)s::int[], %(open)s::boolean[])
+        AS u(series, start, size, episode_open)
     ON CONFLICT (series) DO UPDATE SET state = EXCLUDED.state,
         episode_open = EXCLUDED.episode_open, updated_at = EXCLUDED.updated_at
 """
@@ -101,12 +104,16 @@ class Tables:
         if not changes:
             self.conn.exec_driver_sql(_NEW_TOKEN, {"token": token})
         else:
+            packed = [state_to_bytes(c.state) for c in changes]
+            sizes = [len(p) for p in packed]
             self.conn.exec_driver_sql(
                 _SAVE,
                 {
                     "token": token,
                     "series": [series_key_text(c.key) for c in changes],
-                    "states": "\n".join(state_to_bytes(c.state).hex() for c in changes),
+                    "states": b"".join(packed),
+                    "starts": list(accumulate(sizes[:-1], initial=1)),  # 1-based, as in SQL
+                    "sizes": sizes,
                     "open": [c.state.episode is not None for c in changes],
                     "at": at,
                 },
