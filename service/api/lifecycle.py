@@ -27,7 +27,7 @@ from service.domain.link_model import MIN_U_PAIRS
 from service.domain.release import day_start
 from service.settings import Settings
 from service.storage import check_ready, open_store
-from service.storage.base import PooledStore, Store
+from service.storage.base import FoldingStore, PooledStore, Store
 from service.usecases.deliver_webhooks import DeliveryWorker
 from service.usecases.link_model import (
     RESCORE_BATCH,
@@ -43,6 +43,8 @@ log = logging.getLogger("crossings")
 
 FIRST_RETRY_S = 0.25
 POOL_METRICS_EVERY_S = 2.0
+# How often the folder's backlog is counted for /metrics (two count(*) of queue tables).
+BACKLOG_METRICS_EVERY_S = 5.0
 WEBHOOK_STOP_WAIT_S = 5.0
 
 
@@ -75,6 +77,7 @@ async def start(app: FastAPI) -> None:
     await asyncio.gather(
         _watch_border(border, settings.border_check_s),
         _watch_pool(store, state.metrics),
+        _watch_backlog(store, state.metrics),
         _keep_release(store, release, state.metrics, settings),
         _deliver_webhooks(store, settings),
         _keep_surges(store),
@@ -249,6 +252,22 @@ async def _watch_pool(store: Store, metrics: Metrics) -> None:
     while True:
         metrics.pool(*store.pool_usage())
         await asyncio.sleep(POOL_METRICS_EVERY_S)
+
+
+async def _watch_backlog(store: Store, metrics: Metrics) -> None:
+    """Count what the folder has still to do into its gauges, whichever process folds: a
+    backlog that keeps growing means folding (and with it surge detection and linking) falls
+    behind ingest, or that no process folds at all."""
+    if not isinstance(store, FoldingStore):
+        return
+    while True:
+        try:
+            metrics.backlog(*await run_in_threadpool(store.backlog))
+        except StoreUnavailable:
+            pass  # the database is away: count again next time
+        except Exception:  # never let the watcher die with the server still up
+            log.exception("could not count the folder's backlog")
+        await asyncio.sleep(BACKLOG_METRICS_EVERY_S)
 
 
 def current_store(app: FastAPI) -> Store:

@@ -77,6 +77,14 @@ class Metrics:
             multiprocess_mode="livesum",
             registry=registry,
         )
+        self.fold_backlog = Gauge(
+            "crossings_fold_backlog_reports",
+            "PostGIS: acknowledged reports not yet folded into the rollups (queue=rollups) or "
+            "not yet linked (queue=links), as last counted by any worker",
+            ["queue"],
+            multiprocess_mode="mostrecent",
+            registry=registry,
+        )
         self.db_errors = Counter(
             "crossings_db_errors",
             "Requests failed by the database: unreachable, timeout, pool_exhausted, schema",
@@ -124,6 +132,10 @@ class Metrics:
     def pool(self, in_use: int, open_: int) -> None:
         self.db_pool.labels("in_use").set(in_use)
         self.db_pool.labels("open").set(open_)
+
+    def backlog(self, rollups: int, links: int) -> None:
+        self.fold_backlog.labels("rollups").set(rollups)
+        self.fold_backlog.labels("links").set(links)
 
     def exposition(self) -> bytes:
         """The text format: every worker's metrics summed in multiprocess mode, else this app's."""

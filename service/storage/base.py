@@ -379,6 +379,16 @@ class Store(
 
 
 @runtime_checkable
+class FoldingStore(Protocol):
+    """A store whose ingest leaves work for a folder (PostGIS: ``crossings fold``), for the
+    backlog's metrics."""
+
+    def backlog(self) -> tuple[int, int]:
+        """(reports waiting to be folded into the rollups, reports waiting to be linked)."""
+        ...
+
+
+@runtime_checkable
 class PooledStore(Protocol):
     """A store with a pool of database connections (PostGIS), for the pool's metrics."""
 

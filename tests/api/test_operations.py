@@ -19,6 +19,7 @@ import psycopg
 import pytest
 from fastapi import FastAPI
 
+from service.api import lifecycle
 from service.api.lifecycle import current_store
 from service.app import create_app
 from service.domain.release import release_through
@@ -297,3 +298,39 @@ async def test_only_a_server_with_the_release_cutter_on_cuts_the_release(fresh_u
             pytest.fail("a server with the cutter on did not cut the overdue release")
         assert info.through == want
         assert 0 < await _release_lag(app) < 2 * 86_400
+
+
+# --- The folder's backlog on /metrics (docs/operations.md) -------------------------------------
+
+
+async def test_metrics_show_what_the_folder_has_still_to_do(fresh_url: str) -> None:
+    """PostGIS: reports acknowledged while no process folds are the backlog, until folded and
+    linked; SQLite counts and links in ingest's own transaction and has no backlog to show."""
+    async with serving(fresh_url, rollup_folder="off", rate_limit_per_key=0) as app:
+        store = current_store(app)
+        admin = await asyncio.to_thread(make_key, store, "admin")
+        async with client_for(app, Authorization=f"Bearer {admin}") as client:
+            for _ in range(3):
+                assert (await client.post("/v1/reports", json=report_body())).status_code == 201
+
+            async def backlog() -> tuple[float, float, str]:
+                text = (await client.get("/metrics")).text
+                rollups = _sample(text, "crossings_fold_backlog_reports", queue="rollups")
+                links = _sample(text, "crossings_fold_backlog_reports", queue="links")
+                return rollups, links, text
+
+            if fresh_url.startswith("sqlite"):
+                await asyncio.sleep(lifecycle.BACKLOG_METRICS_EVERY_S + 1)
+                *_, text = await backlog()
+                assert "crossings_fold_backlog_reports{" not in text
+                return
+            for want in ((3.0, 3.0), (0.0, 0.0)):
+                for _ in range(100):
+                    rollups, links, _ = await backlog()
+                    if (rollups, links) == want:
+                        break
+                    await asyncio.sleep(0.2)
+                else:
+                    pytest.fail(f"backlog {rollups, links}, wanted {want}")
+                await asyncio.to_thread(store.fold_rollups)
+                await asyncio.to_thread(store.settle_links)

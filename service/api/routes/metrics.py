@@ -18,7 +18,7 @@ router = APIRouter(
 @router.get("/metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
     """Prometheus text format: requests, latency, ingest outcomes, snap distances, the database
-    pool and its errors, rate-limit refusals, the public release's lag. Needs an admin key, or
-    no key from an address in CROSSINGS_METRICS_ALLOW."""
+    pool and its errors, rate-limit refusals, the public release's lag, the folder's backlog.
+    Needs an admin key, or no key from an address in CROSSINGS_METRICS_ALLOW."""
     registry = app_state(request.app).metrics
     return Response(registry.exposition(), media_type=CONTENT_TYPE)

@@ -352,6 +352,15 @@ class PostgisStore:
                 operation="check_schema",
             )
 
+    def backlog(self) -> tuple[int, int]:
+        def count(conn: Connection) -> tuple[int, int]:
+            row = conn.exec_driver_sql(
+                "SELECT (SELECT count(*) FROM rollup_pending), (SELECT count(*) FROM link_pending)"
+            ).one()
+            return int(row[0]), int(row[1])
+
+        return self._run("backlog", count)
+
     def pool_usage(self) -> tuple[int, int]:
         """(connections lent out now, connections open) in this process's pool."""
         pool = self.engine.pool
