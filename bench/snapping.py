@@ -233,9 +233,10 @@ def main() -> None:
     parser.add_argument(
         "--repeat",
         type=int,
-        default=3,
+        default=4,
         metavar="ROUNDS",
-        help="timed rounds, each snapping with every file once (after one untimed round)",
+        help="timed rounds, each snapping with every file once (after one untimed round); the "
+        "order alternates from round to round, so an even number favours neither file",
     )
     parser.add_argument(
         "--side-by-side",

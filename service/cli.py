@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from service.domain.access import Caller
     from service.progress import Progress
     from service.storage.base import Store
-    from service.supervise import Supervised
+    from service.supervise import StopRequest, Supervised
 
 
 @contextlib.contextmanager
@@ -46,7 +46,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if problem is not None:
         print(f"crossings serve: {problem}", file=sys.stderr)
         return 2
-    from service.supervise import HeldSignals
+    from service.supervise import HeldSignals, StopSignal
 
     workers = args.workers or settings.workers
     metrics_dir = None
@@ -70,12 +70,14 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         _upgrade_bundled_border(settings)
     except StoreUnavailable as error:
         logging.getLogger("crossings").warning("bundled border not checked: %s", error.detail)
-    # uvicorn (one worker) gives back the handlers it found when it is done and raises the signal
-    # it stopped for again, which would end this process before it stops its child: hold it.
+    # With a fold child, a stop signal must reach the `finally` below (which stops the child)
+    # whenever it comes: before uvicorn has its handlers, or raised again by uvicorn (one worker)
+    # when it has drained; held, each lands as a StopSignal.
     held = HeldSignals() if folder is not None else None
-    if folder is not None:
-        folder.start()
+    stopped_by: int | None = None
     try:
+        if folder is not None:
+            folder.start()
         uvicorn.run(
             "service.app:create_app",
             factory=True,
@@ -90,13 +92,21 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             proxy_headers=False,
             timeout_graceful_shutdown=10,
         )
+    except StopSignal as stop:
+        stopped_by = stop.signum
     finally:
-        if folder is not None:  # after the drain: what was acknowledged until then is folded
-            folder.stop()
+        if folder is not None and held is not None:
+            held.arm()  # uvicorn's workers leave handlers of their own: a second signal is ours
+            try:  # after the drain: what was acknowledged until then is folded
+                folder.stop()
+            except StopSignal as again:  # a second signal: at once
+                stopped_by = stopped_by or again.signum
+                folder.kill()
+            held.release()
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
-        if held is not None:
-            held.release()
+    if held is not None and stopped_by is not None:
+        held.end_as(stopped_by)
     return 0
 
 
@@ -108,9 +118,7 @@ FOLDER_STOP_WAIT_S = 20.0
 def _folder_process(settings: Settings) -> Supervised | None:
     """The supervised `crossings fold` child a server runs with CROSSINGS_ROLLUP_FOLDER=process
     (PostGIS, folding on), or None."""
-    if settings.rollup_folder != "process" or settings.is_sqlite:
-        return None
-    if settings.rollup_fold_interval_ms == 0:
+    if settings.rollup_folder != "process" or not settings.folds:
         return None
     from service.supervise import Supervised
 
@@ -125,6 +133,7 @@ def _fold(args: argparse.Namespace, settings: Settings) -> int:
     import signal
 
     from service.storage.postgis.store import PostgisStore
+    from service.supervise import StopRequest
 
     if settings.is_sqlite:
         print(
@@ -139,7 +148,7 @@ def _fold(args: argparse.Namespace, settings: Settings) -> int:
         )
         return 2
     # The folds run in the folder's thread; this one only notes a stop and waits for it.
-    stop = _StopRequest()
+    stop = StopRequest()
     problem = _check_store(settings)
     if problem is not None:
         print(f"crossings fold: {problem}", file=sys.stderr)
@@ -156,7 +165,7 @@ def _fold(args: argparse.Namespace, settings: Settings) -> int:
             settings.rollup_fold_interval_ms,
             settings.rollup_fold_batch,
         )
-        while (why := _stop_signal(stop, 3600.0, args.parent)) is None:
+        while (why := stop.wait(3600.0, args.parent)) is None:
             pass
         log.info(
             "%s: stopping the rollup folder (a fold under way finishes first; a second SIGTERM "
@@ -171,29 +180,13 @@ def _fold(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-class _StopRequest:
-    """SIGTERM and SIGINT noted (by name), from creation on. The handler only sets an attribute:
-    it runs between two bytecodes of the main thread, wherever that is, and takes no lock."""
-
-    def __init__(self) -> None:
-        import signal
-
-        self.why: str | None = None
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, self._note)
-
-    def _note(self, signum: int, frame: object) -> None:
-        import signal
-
-        self.why = self.why or signal.Signals(signum).name
-
-
-def _wait_for_store(settings: Settings, stop: _StopRequest, parent: int | None) -> Store | None:
+def _wait_for_store(settings: Settings, stop: StopRequest, parent: int | None) -> Store | None:
     """The store once it answers with a current schema, retried as a server does (pauses
     doubling from 0.25 s to CROSSINGS_DB_RETRY_MAX_S); None if stopped while waiting."""
+    from service.api.lifecycle import FIRST_RETRY_S
     from service.storage import check_ready, open_store
 
-    delay = 0.25
+    delay = FIRST_RETRY_S
     while True:
         store = None
         try:
@@ -206,26 +199,10 @@ def _wait_for_store(settings: Settings, stop: _StopRequest, parent: int | None) 
             logging.getLogger("crossings").warning(
                 "waiting for the database: %s (next try in %.2f s)", error.detail, delay
             )
-        if (why := _stop_signal(stop, delay, parent)) is not None:
+        if (why := stop.wait(delay, parent)) is not None:
             logging.getLogger("crossings").info("%s while waiting for the database: stopped", why)
             return None
         delay = min(delay * 2, settings.db_retry_max_s)
-
-
-def _stop_signal(stop: _StopRequest, wait_s: float, parent: int | None) -> str | None:
-    """Wait up to ``wait_s`` for a stop: the signal's name, or "the server is gone" when
-    ``parent`` is no longer this process's parent; None when the time is up."""
-    import time
-
-    deadline = time.monotonic() + wait_s
-    while stop.why is None:
-        if parent is not None and os.getppid() != parent:
-            return "the server is gone"
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return None
-        time.sleep(min(left, 0.25))  # a signal's handler runs, then the sleep goes on: <= 0.25 s
-    return stop.why
 
 
 def _check_store(settings: Settings) -> str | None:

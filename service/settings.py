@@ -392,6 +392,12 @@ class Settings(BaseSettings):
         return self.database_url.startswith("sqlite")
 
     @property
+    def folds(self) -> bool:
+        """Whether the store leaves work for a rollup folder and folding is on (PostGIS, a fold
+        interval above 0): what ``crossings fold`` and a server's fold child need."""
+        return not self.is_sqlite and self.rollup_fold_interval_ms > 0
+
+    @property
     def public_rule(self) -> PublicRule:
         return PublicRule(min_count=self.public_min_count, round_to=self.public_round_to)
 

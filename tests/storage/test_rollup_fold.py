@@ -128,9 +128,7 @@ def _rollup_tables(url: str) -> dict[str, list[tuple[Any, ...]]]:
 
 
 def _pending(url: str) -> int:
-    with psycopg.connect(libpq_url(url)) as conn:
-        (n,) = conn.execute(f"SELECT count(*) FROM {PENDING}").fetchone()  # type: ignore[misc]
-        return int(n)
+    return _queued(url, PENDING)
 
 
 def _assert_rollups_equal_a_recount(url: str, store: PostgisStore) -> None:
@@ -420,7 +418,8 @@ def test_a_readers_conditions_reach_each_rollup_table(database: tuple[str, Segme
 
 # --- the folder in a process of its own: `crossings fold`, and `crossings serve`'s child -------
 
-QUIET_SERVER = {"CROSSINGS_DRAIN_S": "0", "CROSSINGS_LOG_LEVEL": "info"}
+# No drain (these servers stop at once), and info lines (the tests read what the child logs).
+SERVER_ENV = {"CROSSINGS_DRAIN_S": "0", "CROSSINGS_LOG_LEVEL": "info"}
 
 
 def _bodies(n: int, seed: int) -> list[dict[str, Any]]:
@@ -494,13 +493,15 @@ def _stop(process: subprocess.Popen[bytes], *, signal_it: bool = True) -> tuple[
 
 
 def test_crossings_fold_folds_what_a_server_acknowledged(
-    database: tuple[str, SegmentIndex],
+    database: tuple[str, SegmentIndex], tmp_path: Path
 ) -> None:
     """A server with CROSSINGS_ROLLUP_FOLDER=off folds nothing; `crossings fold` beside it folds
     (and links) all it acknowledged, and stops at SIGTERM."""
     url, index = database
     token = live_key(url, "reporter")
-    with running_server(url, CROSSINGS_ROLLUP_FOLDER="off", extra_env=QUIET_SERVER) as base:
+    with running_server(
+        url, log_to=tmp_path / "server.log", CROSSINGS_ROLLUP_FOLDER="off", extra_env=SERVER_ENV
+    ) as base:
         _post(base, token, _bodies(200, seed=11))
         assert _fold_processes(url) == []  # off: no child either
         assert _pending(url) == 200
@@ -532,7 +533,7 @@ def test_a_server_in_process_mode_folds_in_its_child_and_restarts_it_after_a_kil
     token = live_key(url, "reporter")
     log = tmp_path / "server.log"
     with running_server(
-        url, workers=2, log_to=log, CROSSINGS_ROLLUP_FOLDER="process", extra_env=QUIET_SERVER
+        url, workers=2, log_to=log, CROSSINGS_ROLLUP_FOLDER="process", extra_env=SERVER_ENV
     ) as base:
         _post(base, token, _bodies(60, seed=12))
         _wait_folded(url, "the server's fold process")
@@ -543,8 +544,7 @@ def test_a_server_in_process_mode_folds_in_its_child_and_restarts_it_after_a_kil
             time.sleep(1.0)  # ten fold intervals: a folder thread in a worker would have folded
             assert _pending(url) == 200
         finally:
-            os.kill(child, signal.SIGKILL)
-            os.kill(child, signal.SIGCONT)
+            os.kill(child, signal.SIGKILL)  # ends it stopped or not; the server reaps it at once
         _wait_folded(url, "the restarted fold process")
         (restarted,) = _fold_processes(url)
         assert restarted != child
@@ -607,6 +607,9 @@ def test_sigterm_during_a_fold_lets_it_finish(database: tuple[str, SegmentIndex]
 def test_crossings_fold_waits_for_an_absent_database_until_stopped() -> None:
     nowhere = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/crossings"
     folder = _fold_command(nowhere, CROSSINGS_DB_RETRY_MAX_S="1")
+    # A child that went silent would hold readline for ever: killed, its output ends.
+    silent = threading.Timer(120, folder.kill)
+    silent.start()
     try:
         assert folder.stdout is not None
         for _ in range(40):  # it keeps trying, and says so
@@ -617,6 +620,7 @@ def test_crossings_fold_waits_for_an_absent_database_until_stopped() -> None:
             raise AssertionError("no 'waiting for the database' line")
         assert folder.poll() is None
     finally:
+        silent.cancel()
         code, output = _stop(folder)
     assert code == 0, output
     assert "SIGTERM while waiting for the database: stopped" in output, output
