@@ -349,15 +349,12 @@ class _Lines:
         return _Lines(self.ax[which], self.ay[which], self.dlon[which], self.dlat[which])
 
     def at(self, t: FloatArray) -> tuple[FloatArray, FloatArray]:
-        """The point at t along each line: ``_on_edge``'s arithmetic."""
+        """The point at t along each line."""
         return self.ax + t * self.dlon, self.ay + t * self.dlat
 
-
-def _stepped(
-    index: SegmentIndex, lon: FloatArray, lat: FloatArray, edge: IntArray, t: FloatArray
-) -> FloatArray:
-    """Each foot's parameter t after the Gauss-Newton steps (``_steps``), from its planar t."""
-    return _steps(_Lines.of(index, edge), lon, lat, t)
+    def cross(self, lon: FloatArray, lat: FloatArray) -> FloatArray:
+        """> 0 where the point is left of its line (A -> B), in lon/lat."""
+        return self.dlon * (lat - self.ay) - self.dlat * (lon - self.ax)
 
 
 def _steps(lines: _Lines, lon: FloatArray, lat: FloatArray, t: FloatArray) -> FloatArray:
@@ -427,10 +424,6 @@ def _converge(lines: _Lines, lon: FloatArray, lat: FloatArray, t: FloatArray) ->
     return np.clip(t - along / np.maximum(vx * vx + vy * vy, np.finfo(np.float64).tiny), 0.0, 1.0)
 
 
-def _on_edge(index: SegmentIndex, edge: IntArray, t: FloatArray) -> tuple[FloatArray, FloatArray]:
-    return index.ax[edge] + t * index.dlon[edge], index.ay[edge] + t * index.dlat[edge]
-
-
 def _is_left(
     index: SegmentIndex,
     lon: FloatArray,
@@ -446,7 +439,7 @@ def _is_left(
     Where the foot is a vertex, the two edges meeting there decide together: at a left turn the
     left side is where both edges say left, at a right turn where either does.
     """
-    left = lines.dlon * (lat - lines.ay) - lines.dlat * (lon - lines.ax) > 0  # _cross, on edge
+    left = lines.cross(lon, lat) > 0
     at_start = (t <= VERTEX_T) & (index.prev_edge[edge] >= 0)
     at_end = (t >= 1 - VERTEX_T) & (index.next_edge[edge] >= 0)
     for mask, before, after in (
@@ -456,16 +449,11 @@ def _is_left(
         if not mask.any():
             continue
         b, a = before[mask], after[mask]
-        c1 = _cross(index, lon[mask], lat[mask], b) > 0
-        c2 = _cross(index, lon[mask], lat[mask], a) > 0
+        c1 = _Lines.of(index, b).cross(lon[mask], lat[mask]) > 0
+        c2 = _Lines.of(index, a).cross(lon[mask], lat[mask]) > 0
         turn = index.dlon[b] * index.dlat[a] - index.dlat[b] * index.dlon[a]
         left[mask] = np.where(turn > 0, c1 & c2, c1 | c2)
     return left
-
-
-def _cross(index: SegmentIndex, lon: FloatArray, lat: FloatArray, edge: IntArray) -> FloatArray:
-    """> 0 where the point is left of the edge's line (A -> B), in lon/lat."""
-    return index.dlon[edge] * (lat - index.ay[edge]) - index.dlat[edge] * (lon - index.ax[edge])
 
 
 def snap(

@@ -28,8 +28,9 @@ def _every_survivor(
     for points, found, chains in snapping._paths(index, lon, lat, MAX_DISTANCE_M):
         plon, plat = lon[points], lat[points]
         row, e, t = snapping._survivors(index, plon, plat, found, chains)
-        t = snapping._stepped(index, plon[row], plat[row], e, t)
-        _, _, exact = GEOD.inv(plon[row], plat[row], *snapping._on_edge(index, e, t))
+        lines = snapping._Lines.of(index, e)
+        t = snapping._steps(lines, plon[row], plat[row], t)
+        _, _, exact = GEOD.inv(plon[row], plat[row], *lines.at(t))
         rows.append(points[row])
         dists.append(np.asarray(exact))
         dropped.append(snapping._beside_survivor(index, row, e, t))
