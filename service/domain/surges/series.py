@@ -232,9 +232,9 @@ def _at_last_day(rows: Sequence[tuple[int, SeriesState, int]]) -> list[_Observed
             day = DayState(count, w.expected, w.slope, w.offset, w.threshold, statistic, None)
             events: list[EpisodeEvent] = []  # no episode before, after or on the day
         else:
-            day = _closed(
-                anchor, state.last_day, count, w.expected, w.slope, w.offset, w.threshold,
-                statistic,
+            day = _close(
+                anchor, day=state.last_day, count=count, expected=w.expected, slope=w.slope,
+                offset=w.offset, threshold=w.threshold, statistic=statistic,
             )  # fmt: skip
             events = _diff(
                 (w,), (day,), anchor=anchor, old_start=state.last_day, new_start=state.last_day
@@ -309,7 +309,10 @@ def _at_later_day(
                 previous = DayState(c, e, slope, offset, threshold, statistic, None)
             else:
                 quiet = False
-                previous = _closed(previous, day, c, e, slope, offset, threshold, statistic)
+                previous = _close(
+                    previous, day=day, count=c, expected=e, slope=slope, offset=offset,
+                    threshold=threshold, statistic=statistic,
+                )  # fmt: skip
             new_days.append(previous)
         begin = state.last_day + _ONE_DAY
         events: list[EpisodeEvent] = (
@@ -504,24 +507,13 @@ def _close(
     slope: float,
     offset: float,
     threshold: float,
+    statistic: float | None = None,
 ) -> DayState:
-    """The day's statistic and episode from the day before's."""
-    before = previous.statistic if previous else 0.0
-    statistic = step(before, count=count, slope=slope, offset=offset, threshold=threshold)
-    return _closed(previous, day, count, expected, slope, offset, threshold, statistic)
-
-
-def _closed(
-    previous: DayState | None,
-    day: date,
-    count: int,
-    expected: float,
-    slope: float,
-    offset: float,
-    threshold: float,
-    statistic: float,
-) -> DayState:
-    """The day with its statistic already stepped: its episode from the day before's."""
+    """The day's statistic (unless already stepped: ``statistic``) and episode from the day
+    before's."""
+    if statistic is None:
+        before = previous.statistic if previous else 0.0
+        statistic = step(before, count=count, slope=slope, offset=offset, threshold=threshold)
     episode = previous.episode if previous else None
     if episode is None:
         if statistic >= threshold:
