@@ -4,6 +4,7 @@ observe_many): the same numbers, bit for bit, as fitting each day of each series
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import date, timedelta
 
 import numpy as np
@@ -13,11 +14,13 @@ from hypothesis import strategies as st
 from service.domain.surges import HORIZON_DAYS, KEEP_DAYS, SeriesState, params_for, replay
 from service.domain.surges.cusum import FitRequest, _one_day, day_terms
 from service.domain.surges.series import (
+    Episode,
     EpisodeEvent,
     _observe_days,
     _Steps,
     observe_days,
     observe_many,
+    state_to_bytes,
 )
 from service.domain.surges.watch import (
     SurgeConfig,
@@ -138,3 +141,133 @@ def test_the_touched_series_counted_in_numpy_equal_every_series_counted(
     wanted = series_of(touched, watch)
     every = day_counts(rows, watch)
     assert day_counts_of(rows, watch, wanted) == {key: every.get(key, 0) for key in wanted}
+
+
+# The vectorised path of observe_many (a count for the day a series is at, or for the day after
+# it: one numpy step across series) against the per-series path (observe_days).
+a_dyadic_terms = st.tuples(
+    st.sampled_from([0.25, 0.5, 1.0, 1.5]),  # slope
+    st.sampled_from([0.0, -0.25, -0.5, -1.0]),  # offset
+    st.sampled_from([2.0, 3.0, 4.0]),  # threshold: its half and 1.5 times are exact
+)
+
+
+@st.composite
+def an_episode(draw: st.DrawFn, last_day: date) -> Episode | None:
+    if draw(st.booleans()):
+        return None
+    opened = last_day - timedelta(days=draw(st.integers(0, 5)))
+    return Episode(
+        opened_on=opened,
+        last_day=last_day,
+        days=(last_day - opened).days + 1,
+        peak=draw(st.sampled_from([2.0, 3.0, 4.5, 6.0])),
+        observed=draw(st.integers(0, 50)),
+        expected=draw(st.sampled_from([0.0, 1.5, 7.25])),
+        statistic=draw(st.sampled_from([1.0, 2.0, 3.0])),
+    )
+
+
+@st.composite
+def a_state(draw: st.DrawFn) -> SeriesState:
+    """A replayed series (quiet, busy, ending in a surge or not), its last two held days
+    sometimes given round terms and statistics so that a count reaches the threshold, or its
+    half, exactly, with episodes open or not."""
+    counts = draw(st.lists(a_count, min_size=2, max_size=150))
+    if draw(st.booleans()):  # a surge at the end: episodes open, closing
+        counts += draw(st.lists(st.integers(20, 400), min_size=1, max_size=6))
+        counts += draw(st.lists(st.just(0), max_size=4))
+    state, _ = replay(first_day=FIRST, counts=counts, params=PARAMS)
+    if len(state.days) >= 2 and draw(st.booleans()):
+        before, last = state.days[-2], state.days[-1]
+        slope, offset, threshold = draw(a_dyadic_terms)
+        before = replace(
+            before,
+            statistic=draw(st.sampled_from([0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0])),
+            episode=draw(an_episode(state.last_day - timedelta(days=1))),
+        )
+        last = replace(
+            last,
+            slope=slope,
+            offset=offset,
+            threshold=threshold,
+            statistic=draw(st.sampled_from([0.0, 1.0, 2.0])),
+            episode=draw(an_episode(state.last_day)),
+        )
+        state = replace(state, days=(*state.days[:-2], before, last))
+    return state
+
+
+@st.composite
+def a_change(draw: st.DrawFn) -> tuple[SeriesState | None, dict[date, int]]:
+    """A series and its days' counts: mostly the day it is at or the next, else a late day,
+    several days, a gap, or a new series."""
+    kind = draw(
+        st.sampled_from(["today", "today", "same", "next", "next", "late", "many", "gap", "new"])
+    )
+    count = draw(st.one_of(st.just(0), st.integers(0, 12), a_count))
+    if kind == "new":
+        return None, {FIRST + timedelta(days=draw(st.integers(0, 40))): count}
+    state = draw(a_state())
+    last = state.last_day
+    if kind == "today":
+        return state, {last: count}
+    if kind == "same":
+        return state, {last: state.counts[-1]}
+    if kind == "next":
+        return state, {last + timedelta(days=1): count}
+    if kind == "late":
+        return state, {last - timedelta(days=draw(st.integers(1, 30))): count}
+    if kind == "gap":
+        return state, {last + timedelta(days=draw(st.integers(2, 40))): count}
+    offsets = draw(st.lists(st.integers(-5, 2), min_size=2, max_size=4, unique=True))
+    return state, {last + timedelta(days=d): draw(a_count) for d in offsets}
+
+
+@settings(max_examples=300, deadline=None)
+@given(series=st.lists(a_change(), min_size=1, max_size=12))
+def test_the_vectorised_steps_equal_the_per_series_path(
+    series: list[tuple[SeriesState | None, Mapping[date, int]]],
+) -> None:
+    together = observe_many(series, params=PARAMS)
+    alone = [observe_days(state, days, params=PARAMS) for state, days in series]
+    assert together == alone
+    assert repr(together) == repr(alone)  # bit for bit: a -0.0 for a 0.0 would show
+    packed = [state_to_bytes(s) for s, _ in together if s is not None]
+    assert packed == [state_to_bytes(s) for s, _ in alone if s is not None]
+
+
+def test_a_count_that_reaches_the_threshold_exactly_opens_and_half_of_it_closes() -> None:
+    """The edges of an episode on the vectorised path: the statistic equal to the threshold opens
+    one (>=), equal to half of it closes one (not > h / 2)."""
+    state, _ = replay(first_day=FIRST, counts=[5] * 40, params=PARAMS)
+    before, last = state.days[-2], state.days[-1]
+    episode = Episode(state.last_day, state.last_day, 1, 4.0, 9, 3.0, 4.0)
+    quiet = replace(
+        state,
+        days=(
+            *state.days[:-2],
+            replace(before, statistic=1.0, episode=None),
+            replace(last, slope=1.0, offset=0.0, threshold=4.0, episode=None),
+        ),
+    )
+    opened = replace(
+        state,
+        days=(
+            *state.days[:-2],
+            replace(before, statistic=4.0, episode=episode),
+            replace(last, slope=0.5, offset=-1.0, threshold=4.0, episode=episode),
+        ),
+    )
+    series: list[tuple[SeriesState | None, Mapping[date, int]]] = [
+        (quiet, {state.last_day: 3}),  # 1 + 3 = 4: opens
+        (quiet, {state.last_day: 2}),  # 3: does not
+        (opened, {state.last_day: 2}),  # 4 + 1 - 1 = 4: stays open
+        (opened, {state.last_day: 0}),  # 4 - 1 = 3: stays open
+        (replace(opened, days=(*opened.days[:-2], replace(opened.days[-2], statistic=3.0),
+                               opened.days[-1])), {state.last_day: 0}),  # 3 - 1 = 2: closes
+    ]  # fmt: skip
+    together = observe_many(series, params=PARAMS)
+    assert repr(together) == repr([observe_days(s, d, params=PARAMS) for s, d in series])
+    kinds = [[e.kind for e in events] for _, events in together]
+    assert kinds == [["opened"], [], ["updated"], ["updated"], ["closed"]]

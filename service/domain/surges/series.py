@@ -11,6 +11,7 @@ re-run from the horizon's start; what was decided before the horizon stays as it
 
 from __future__ import annotations
 
+import itertools
 import struct
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -19,9 +20,17 @@ from typing import Any, Final, Literal, TypeVar
 
 import numpy as np
 import orjson
+from numpy.typing import NDArray
 
 from service.domain.surges import baseline as bl
-from service.domain.surges.cusum import DayTerms, FitRequest, SurgeParams, day_terms, step
+from service.domain.surges.cusum import (
+    DayTerms,
+    FitRequest,
+    Floats,
+    SurgeParams,
+    day_terms,
+    step,
+)
 
 HORIZON_DAYS: Final = 28
 KEEP_DAYS: Final = bl.WINDOW_DAYS + bl.GUARD_DAYS + HORIZON_DAYS
@@ -130,15 +139,30 @@ def observe_many(
 ) -> list[tuple[SeriesState | None, list[EpisodeEvent]]]:
     """``observe_days`` of many series (each a state and its days' counts), with the baselines
     their re-runs need fitted all together (``day_terms``): the same states and events as one
-    series at a time, for a fraction of the numpy calls."""
+    series at a time, for a fraction of the numpy calls. The two common changes, a count for the
+    day a series is at and one for the day after it, take their statistics in one numpy step
+    across the series (``_step_all``, ``_at_last_day``, ``_at_later_day``)."""
     steps: list[_Steps[SeriesState | None] | None] = [None] * len(series)
     done: list[tuple[SeriesState | None, list[EpisodeEvent]] | None] = [None] * len(series)
     waiting: dict[int, list[FitRequest]] = {}
+    last: list[tuple[int, SeriesState, int]] = []
+    later: list[tuple[int, SeriesState, int, int]] = []
     for i, (state, counts) in enumerate(series):
-        if state is not None and len(counts) == 1 and len(state.days) > 1:
-            count = counts.get(state.last_day)
-            if count is not None and count >= 0:  # the series' last day again: no steps
-                done[i] = _last_day_again(state, count)
+        if len(counts) == 1:
+            ((day, count),) = counts.items()
+            if count < 0:
+                pass  # observe_days says why
+            elif state is None:  # a new series: its first day
+                later.append((i, SeriesState(day, day - _ONE_DAY, (), ()), count, 1))
+                continue
+            elif day == state.last_day and len(state.days) > 1:  # its day again: no re-run
+                if state.counts[-1] == count:
+                    done[i] = (state, [])
+                else:
+                    last.append((i, state, count))
+                continue
+            elif state.days and 0 < (gap := (day - state.last_day).days) <= HORIZON_DAYS:
+                later.append((i, state, count, gap))  # a later day: its fits and steps
                 continue
         run = _observe_days(state, counts, params=params)
         steps[i] = run
@@ -146,6 +170,8 @@ def observe_many(
             waiting[i] = next(run)
         except StopIteration as stop:
             done[i] = stop.value
+    for i, stepped in (*_at_last_day(last), *_at_later_day(later, params)):
+        done[i] = stepped
     while waiting:
         terms = day_terms([r for requests in waiting.values() for r in requests], params)
         at = 0
@@ -159,30 +185,144 @@ def observe_many(
                 waiting[i] = going.send(given)
             except StopIteration as stop:
                 done[i] = stop.value
-    out = []
+    out: list[tuple[SeriesState | None, list[EpisodeEvent]]] = []
     for result in done:
         assert result is not None  # every series' steps ran to their end
         out.append(result)
     return out
 
 
-def _last_day_again(state: SeriesState, count: int) -> tuple[SeriesState, list[EpisodeEvent]]:
-    """``observe_days(state, {state.last_day: count})`` without its steps (a report for the day
-    the series is at: a sixth of the series a batch of 500 touches in bench/surge_cost.py): the
-    last day's statistic again from the day before's, with its baseline (``_rerun_steps`` keeps
-    it: no count it reads changed). ``state`` holds at least two days."""
-    if state.counts[-1] == count:
-        return state, []
-    days = state.days
-    anchor, was = days[-2], days[-1]
-    day = _next_day(anchor, day=state.last_day, count=count, was=was)
-    new = SeriesState(
-        state.first_day, state.last_day, (*state.counts[:-1], count), (*days[:-1], day)
-    )
-    events = _diff(
-        (was,), (day,), anchor=anchor, old_start=state.last_day, new_start=state.last_day
-    )
-    return new, events
+_ONE_DAY: Final = timedelta(days=1)
+_Observed = tuple[int, tuple[SeriesState, list[EpisodeEvent]]]
+
+
+def _step_all(
+    before: Floats, counts: Floats, slope: Floats, offset: Floats, threshold: Floats
+) -> Floats:
+    """``step`` of many days at once, bit for bit: the same float64 operations in the same order
+    (``statistic + slope * count + offset``), and ``max(0.0, x)`` / ``min(cap, y)`` as Python's
+    ``max`` and ``min`` pick (the first argument unless the second is strictly beyond it)."""
+    x = before + slope * counts + offset
+    y = np.where(x > 0.0, x, 0.0)
+    cap = threshold * 1.5
+    return np.where(y < cap, y, cap)
+
+
+def _at_last_day(rows: Sequence[tuple[int, SeriesState, int]]) -> list[_Observed]:
+    """``observe_days(state, {state.last_day: count})`` of many series (a report for the day each
+    is at: a sixth of the series a batch of 500 changes in bench/surge_cost.py): the last day's
+    statistic again from the day before's, with its baseline (``_rerun_steps`` keeps it: no count
+    it reads changed). Each state holds at least two days and a new count for its last."""
+    if not rows:
+        return []
+    was = [state.days[-1] for _, state, _ in rows]
+    t = np.array([(w.slope, w.offset, w.threshold) for w in was]).reshape(len(was), 3)
+    statistics: list[float] = _step_all(
+        np.array([state.days[-2].statistic for _, state, _ in rows]),
+        np.array([count for _, _, count in rows], dtype=np.float64),
+        t[:, 0],
+        t[:, 1],
+        t[:, 2],
+    ).tolist()
+    out: list[_Observed] = []
+    for (i, state, count), w, statistic in zip(rows, was, statistics, strict=True):
+        days = state.days
+        anchor = days[-2]
+        if anchor.episode is None and w.episode is None and statistic < w.threshold:
+            day = DayState(count, w.expected, w.slope, w.offset, w.threshold, statistic, None)
+            events: list[EpisodeEvent] = []  # no episode before, after or on the day
+        else:
+            day = _close(
+                anchor, day=state.last_day, count=count, expected=w.expected, slope=w.slope,
+                offset=w.offset, threshold=w.threshold, statistic=statistic,
+            )  # fmt: skip
+            events = _diff(
+                (w,), (day,), anchor=anchor, old_start=state.last_day, new_start=state.last_day
+            )
+        new = SeriesState(
+            state.first_day, state.last_day, (*state.counts[:-1], count), (*days[:-1], day)
+        )
+        out.append((i, (new, events)))
+    return out
+
+
+def _at_later_day(
+    rows: Sequence[tuple[int, SeriesState, int, int]], params: SurgeParams
+) -> list[_Observed]:
+    """``observe_days(state, {day: count})`` of many series, each ``(index, state, count, gap)``
+    with ``day`` ``gap`` days after the state's last (at most a horizon; the days between count
+    zero) and the state holding at least one day, or none for a new series (as
+    ``_observe_days`` begins one): three in four of the series a batch changes. The new days'
+    baselines are fitted in one ``day_terms`` call and their statistics stepped a day at a time
+    across the series of each gap, as ``_rerun_steps`` makes them one series at a time (it
+    fits each new day and keeps every held day)."""
+    if not rows:
+        return []
+    rings = [
+        (*state.counts, *([0] * (gap - 1)), count)[-KEEP_DAYS:] for _, state, count, gap in rows
+    ]
+    by_length: dict[int, list[int]] = {}
+    for j, ring in enumerate(rings):
+        by_length.setdefault(len(ring), []).append(j)
+    histories: list[NDArray[np.int64]] = [np.empty(0, dtype=np.int64)] * len(rows)
+    for length, js in by_length.items():
+        block = np.array([rings[j] for j in js], dtype=np.int64).reshape(len(js), length)
+        for history, j in zip(block, js, strict=True):
+            histories[j] = history
+    requests: list[FitRequest] = []
+    by_gap: dict[int, list[int]] = {}
+    for j, ((_, state, _, gap), ring) in enumerate(zip(rows, rings, strict=True)):
+        begin = state.last_day + _ONE_DAY
+        index, weekday, at = (begin - state.first_day).days, begin.weekday(), len(ring) - gap
+        requests.extend(
+            FitRequest(histories[j], at + n, index + n, (weekday + n) % 7) for n in range(gap)
+        )
+        by_gap.setdefault(gap, []).append(j)
+    terms = day_terms(requests, params)
+    starts = list(itertools.accumulate((gap for _, _, _, gap in rows), initial=0))
+    statistics: list[list[float]] = [[]] * len(rows)
+    for gap, js in by_gap.items():
+        t = np.array([terms[starts[j] : starts[j] + gap] for j in js], dtype=np.float64)
+        t = t.reshape(len(js), gap, 4)
+        s = np.array([rows[j][1].days[-1].statistic if rows[j][1].days else 0.0 for j in js])
+        last = np.array([rows[j][2] for j in js], dtype=np.float64)
+        zero = np.zeros(len(js))
+        steps = []
+        for n in range(gap):
+            s = _step_all(s, last if n == gap - 1 else zero, t[:, n, 1], t[:, n, 2], t[:, n, 3])
+            steps.append(s)
+        for j, row in zip(js, np.stack(steps, axis=1).tolist(), strict=True):
+            statistics[j] = row
+    out: list[_Observed] = []
+    for j, (i, state, count, gap) in enumerate(rows):
+        anchor = state.days[-1] if state.days else None
+        quiet = anchor is None or anchor.episode is None  # no episode so far
+        previous = anchor
+        new_days = []
+        day = state.last_day
+        for n in range(gap):
+            e, slope, offset, threshold = terms[starts[j] + n]
+            statistic = statistics[j][n]
+            day += _ONE_DAY
+            c = count if n == gap - 1 else 0
+            if quiet and statistic < threshold:
+                previous = DayState(c, e, slope, offset, threshold, statistic, None)
+            else:
+                quiet = False
+                previous = _close(
+                    previous, day=day, count=c, expected=e, slope=slope, offset=offset,
+                    threshold=threshold, statistic=statistic,
+                )  # fmt: skip
+            new_days.append(previous)
+        begin = state.last_day + _ONE_DAY
+        events: list[EpisodeEvent] = (
+            []  # no episode before or on the new days
+            if quiet
+            else _diff((), new_days, anchor=anchor, old_start=begin, new_start=begin)
+        )
+        held = (*state.days, *new_days)[-(HORIZON_DAYS + 1) :]
+        out.append((i, (SeriesState(state.first_day, day, rings[j], held), events)))
+    return out
 
 
 _S = TypeVar("_S", SeriesState, SeriesState | None)
@@ -358,19 +498,6 @@ def _rerun_steps(
     return new, events
 
 
-def _next_day(previous: DayState | None, *, day: date, count: int, was: DayState) -> DayState:
-    """The day again with a new count and its unchanged baseline."""
-    return _close(
-        previous,
-        day=day,
-        count=count,
-        expected=was.expected,
-        slope=was.slope,
-        offset=was.offset,
-        threshold=was.threshold,
-    )
-
-
 def _close(
     previous: DayState | None,
     *,
@@ -380,10 +507,13 @@ def _close(
     slope: float,
     offset: float,
     threshold: float,
+    statistic: float | None = None,
 ) -> DayState:
-    """The day's statistic and episode from the day before's."""
-    before = previous.statistic if previous else 0.0
-    statistic = step(before, count=count, slope=slope, offset=offset, threshold=threshold)
+    """The day's statistic (unless already stepped: ``statistic``) and episode from the day
+    before's."""
+    if statistic is None:
+        before = previous.statistic if previous else 0.0
+        statistic = step(before, count=count, slope=slope, offset=offset, threshold=threshold)
     episode = previous.episode if previous else None
     if episode is None:
         if statistic >= threshold:
