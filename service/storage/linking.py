@@ -225,15 +225,22 @@ class Linker:
         if found:
             links = [found[k] for k in sorted(found)]
             tx.add_links(links, at=at, model_version=version)
-            self.regroup(tx, {x for link in links for x in (link.a, link.b)})
+            self.regroup(tx, {x for link in links for x in (link.a, link.b)}, known=pool.by_id)
         return len(found)
 
-    def regroup(self, tx: LinkTx, seeds: Iterable[UUID]) -> None:
-        """Group again every report reachable from ``seeds`` through links, and write their rows."""
+    def regroup(
+        self, tx: LinkTx, seeds: Iterable[UUID], *, known: Mapping[UUID, LinkRecord] | None = None
+    ) -> None:
+        """Group again every report reachable from ``seeds`` through links, and write their rows.
+        ``known``: stored reports read in this transaction already (only the others are read)."""
         component, edges = _component(tx, seeds)
         if not component:
             return
-        records = {r.id: r for r in tx.records(component)}
+        known = known or {}
+        records = {k: known[k] for k in component if k in known}
+        missing = component - records.keys()
+        if missing:
+            records.update((r.id, r) for r in tx.records(missing))
         rows = _group_rows(records, edges, singles=False)
         tx.set_groups(component, rows)
 
@@ -432,8 +439,9 @@ class _Pool:
     """Stored reports by segment, in observed_at order: each new report's candidates by bisection."""
 
     def __init__(self, records: Iterable[LinkRecord]) -> None:
+        self.by_id = {r.id: r for r in records}
         by_segment: dict[str, list[LinkRecord]] = {}
-        for r in {r.id: r for r in records}.values():
+        for r in self.by_id.values():
             if r.segment_id is not None:
                 by_segment.setdefault(r.segment_id, []).append(r)
         self._records = {
