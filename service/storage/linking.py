@@ -202,10 +202,20 @@ class Linker:
         self._confirmed: tuple[int, LevelShares] | None = None
         self._stored: EstimatedModel | None = None
 
-    def link(self, tx: LinkTx, ids: Collection[UUID], *, at: datetime) -> int:
+    def link(
+        self,
+        tx: LinkTx,
+        ids: Collection[UUID],
+        *,
+        at: datetime,
+        records: Sequence[LinkRecord] | None = None,
+    ) -> int:
         """Link the stored reports ``ids`` (new, or to be linked again) to their candidates, and
-        regroup around the links made: how many links were stored or met again."""
-        new = [r for r in tx.records(ids) if r.segment_id is not None]
+        regroup around the links made: how many links were stored or met again. ``records``:
+        those reports' records when the caller holds them (ingest: what it stored just now, as
+        ``LinkRecord.from_report``), read from the store otherwise."""
+        held = tx.records(ids) if records is None else records
+        new = [r for r in held if r.segment_id is not None]
         if not new:
             return 0
         border = tx.border_version()

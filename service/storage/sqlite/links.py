@@ -17,6 +17,7 @@ from service.domain.link_groups import Edge
 from service.domain.link_model import EstimatedModel, UnrelatedSample
 from service.domain.linking import Levels, Link, LinkRecord, MatchWeight
 from service.domain.links import LinkPage, LinkQuery, LinkState, StoredLink, link_id
+from service.domain.reports import Report
 from service.domain.segments import BorderSegment
 from service.storage.linking import (
     KEPT_MODELS,
@@ -148,11 +149,12 @@ class SqliteLinkTx:
                 "DELETE FROM report_groups WHERE report_id IN (SELECT value FROM json_each(?))",
                 (_ids(gone),),
             )
-        self.conn.executemany(
-            "INSERT INTO report_groups (report_id, group_id, is_anchor, group_people)"
-            " VALUES (?, ?, ?, ?)",
-            [(str(k), str(g), int(a), p) for k, (g, a, p) in sorted(came.items())],
-        )
+        if came:
+            self.conn.executemany(
+                "INSERT INTO report_groups (report_id, group_id, is_anchor, group_people)"
+                " VALUES (?, ?, ?, ?)",
+                [(str(k), str(g), int(a), p) for k, (g, a, p) in sorted(came.items())],
+            )
 
     def linked_between(self, start: datetime, end: datetime) -> list[UUID]:
         rows = self.conn.execute(
@@ -289,11 +291,12 @@ def _count_groups(conn: sqlite3.Connection, changes: Sequence[tuple[UUID, int, b
             " RETURNING period, segment_id, side, kind, direction, groups, people",
             (values,),
         ).fetchall()
-        conn.executemany(
-            f"DELETE FROM {table} WHERE period = ? AND segment_id = ? AND side = ? AND kind = ?"
-            " AND direction = ? AND groups = 0 AND people = 0",
-            [row[:5] for row in emptied if row[5] == 0 and row[6] == 0],
-        )
+        if empty := [row[:5] for row in emptied if row[5] == 0 and row[6] == 0]:
+            conn.executemany(
+                f"DELETE FROM {table} WHERE period = ? AND segment_id = ? AND side = ?"
+                " AND kind = ? AND direction = ? AND groups = 0 AND people = 0",
+                empty,
+            )
 
 
 def release_groups(conn: sqlite3.Connection, linker: Linker, before: datetime) -> list[GroupRow]:
@@ -303,10 +306,17 @@ def release_groups(conn: sqlite3.Connection, linker: Linker, before: datetime) -
 
 
 def link_reports(
-    conn: sqlite3.Connection, linker: Linker, ids: Collection[UUID], *, at: datetime
+    conn: sqlite3.Connection,
+    linker: Linker,
+    reports: Sequence[Report],
+    *,
+    posted_by: str | None,
+    at: datetime,
 ) -> int:
-    """Link reports just stored, in ingest's transaction."""
-    return linker.link(SqliteLinkTx(conn), ids, at=at)
+    """Link reports just stored with ``posted_by``'s key, in ingest's transaction (their records
+    made from the reports themselves: the stored rows hold the same values)."""
+    records = [LinkRecord.from_report(r, key_id=posted_by) for r in reports]
+    return linker.link(SqliteLinkTx(conn), [r.id for r in records], at=at, records=records)
 
 
 def forget_report(conn: sqlite3.Connection, linker: Linker, report_id: UUID) -> None:
