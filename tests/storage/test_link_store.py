@@ -267,13 +267,13 @@ def test_links_groups_and_counts_are_the_same_in_batches_and_one_by_one(
     ids = [r.id for r, _ in reports]
     # Each key's reports in one call (the largest batches ingest takes: one key a call).
     wipe_reports(url)
-    for key in sorted({k or "" for _, k in reports}):
-        ingest(store, [(r, k) for r, k in reports if (k or "") == key])
+    for name in sorted({k or "" for _, k in reports}):
+        ingest(store, [(r, k) for r, k in reports if (k or "") == name])
     batched = stored_state(url, store, ids)
     # Every report alone, in generation order.
     wipe_reports(url)
-    for report, key in reports:
-        ingest(store, [(report, key)])
+    for report, k in reports:
+        ingest(store, [(report, k)])
     assert stored_state(url, store, ids) == batched
 
 
