@@ -4,7 +4,6 @@ review. Each function runs in the transaction its caller opened."""
 
 from __future__ import annotations
 
-import functools
 import json
 import random
 import sqlite3
@@ -42,11 +41,6 @@ _LINK = (
 )
 
 
-# A LinkRecord is a function of its row alone, and each linking call reads about the pool the
-# calls before it read (the reports around the same hours): the conversion (a UUID and a
-# datetime per row) is kept for the latest rows met. A row that changes (a purge's cell, a
-# border's segment) is another key.
-@functools.lru_cache(maxsize=1 << 16)
 def _record(row: tuple[Any, ...]) -> LinkRecord:
     id_, observed_at, lon, lat, segment_id, people, kind, direction, key_id, device_id = row
     return LinkRecord(
