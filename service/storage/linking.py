@@ -202,10 +202,20 @@ class Linker:
         self._confirmed: tuple[int, LevelShares] | None = None
         self._stored: EstimatedModel | None = None
 
-    def link(self, tx: LinkTx, ids: Collection[UUID], *, at: datetime) -> int:
+    def link(
+        self,
+        tx: LinkTx,
+        ids: Collection[UUID],
+        *,
+        at: datetime,
+        records: Sequence[LinkRecord] | None = None,
+    ) -> int:
         """Link the stored reports ``ids`` (new, or to be linked again) to their candidates, and
-        regroup around the links made: how many links were stored or met again."""
-        new = [r for r in tx.records(ids) if r.segment_id is not None]
+        regroup around the links made: how many links were stored or met again. ``records``:
+        those reports' records when the caller holds them (ingest: what it stored just now, as
+        ``LinkRecord.from_report``), read from the store otherwise."""
+        held = tx.records(ids) if records is None else records
+        new = [r for r in held if r.segment_id is not None]
         if not new:
             return 0
         border = tx.border_version()
@@ -225,15 +235,22 @@ class Linker:
         if found:
             links = [found[k] for k in sorted(found)]
             tx.add_links(links, at=at, model_version=version)
-            self.regroup(tx, {x for link in links for x in (link.a, link.b)})
+            self.regroup(tx, {x for link in links for x in (link.a, link.b)}, known=pool.by_id)
         return len(found)
 
-    def regroup(self, tx: LinkTx, seeds: Iterable[UUID]) -> None:
-        """Group again every report reachable from ``seeds`` through links, and write their rows."""
+    def regroup(
+        self, tx: LinkTx, seeds: Iterable[UUID], *, known: Mapping[UUID, LinkRecord] | None = None
+    ) -> None:
+        """Group again every report reachable from ``seeds`` through links, and write their rows.
+        ``known``: stored reports read in this transaction already (only the others are read)."""
         component, edges = _component(tx, seeds)
         if not component:
             return
-        records = {r.id: r for r in tx.records(component)}
+        known = known or {}
+        records = {k: known[k] for k in component if k in known}
+        missing = component - records.keys()
+        if missing:
+            records.update((r.id, r) for r in tx.records(missing))
         rows = _group_rows(records, edges, singles=False)
         tx.set_groups(component, rows)
 
@@ -432,8 +449,9 @@ class _Pool:
     """Stored reports by segment, in observed_at order: each new report's candidates by bisection."""
 
     def __init__(self, records: Iterable[LinkRecord]) -> None:
+        self.by_id = {r.id: r for r in records}
         by_segment: dict[str, list[LinkRecord]] = {}
-        for r in {r.id: r for r in records}.values():
+        for r in self.by_id.values():
             if r.segment_id is not None:
                 by_segment.setdefault(r.segment_id, []).append(r)
         self._records = {

@@ -6,6 +6,7 @@ keeping links and groups consistent."""
 from __future__ import annotations
 
 import random
+import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -230,6 +231,50 @@ def test_links_and_groups_are_the_domain_rule_whatever_the_arrival_order(
             assert not same_source(a, b) and not same_source(b, a)
             assert is_candidate(a, b, windows=LinkWindows(), neighbours=NEIGHBOURS)
         assert groups_of(store, ids) == expected_groups
+
+
+def stored_state(url: str, store: Store, ids: Sequence[UUID]) -> tuple[Any, ...]:
+    """Everything linking writes: the links (pair, levels, fields' terms, weight, state), each
+    report's group, and the group count tables' rows."""
+    links = sorted(
+        (k.a, k.b, k.levels, sorted(k.per_field.items()), k.weight, k.state)
+        for k in every_link(store)
+    )
+    tables = []
+    for table in ("group_days", "group_months"):
+        query = f"SELECT * FROM {table}"
+        if url.startswith("sqlite"):
+            with sqlite3.connect(url.removeprefix("sqlite:///")) as lite:
+                rows = lite.execute(query).fetchall()
+            lite.close()
+        else:
+            with psycopg.connect(libpq_url(url)) as conn:
+                rows = conn.execute(query).fetchall()
+        tables.append(sorted(rows, key=repr))
+    return links, groups_of(store, ids), tables
+
+
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(reports=arrivals())
+def test_links_groups_and_counts_are_the_same_in_batches_and_one_by_one(
+    opened: tuple[str, Store], reports: list[tuple[Report, str | None]]
+) -> None:
+    url, store = opened
+    ids = [r.id for r, _ in reports]
+    # Each key's reports in one call (the largest batches ingest takes: one key a call).
+    wipe_reports(url)
+    for name in sorted({k or "" for _, k in reports}):
+        ingest(store, [(r, k) for r, k in reports if (k or "") == name])
+    batched = stored_state(url, store, ids)
+    # Every report alone, in generation order.
+    wipe_reports(url)
+    for report, k in reports:
+        ingest(store, [(report, k)])
+    assert stored_state(url, store, ids) == batched
 
 
 # --- reviews, deletion, border changes ---------------------------------------------------------

@@ -16,6 +16,7 @@ from service.domain.link_groups import Edge
 from service.domain.link_model import EstimatedModel, UnrelatedSample
 from service.domain.linking import Levels, Link, LinkRecord, MatchWeight
 from service.domain.links import LinkPage, LinkQuery, LinkState, StoredLink, link_id
+from service.domain.reports import Report
 from service.domain.segments import BorderSegment
 from service.storage.linking import (
     KEPT_MODELS,
@@ -81,23 +82,20 @@ class SqliteLinkTx:
         return out
 
     def add_links(self, links: Sequence[Link], *, at: datetime, model_version: int) -> None:
-        segments = dict(
-            self.conn.execute(
-                "SELECT id, segment_id FROM reports WHERE id IN (SELECT value FROM json_each(?))",
-                (_ids({x for k in links for x in (k.a, k.b)}),),
-            ).fetchall()
-        )
+        # Each report's segment read by the insert itself (primary key lookups): no statement
+        # of its own.
+        segment = "(SELECT segment_id FROM reports WHERE id = ?)"
         self.conn.executemany(
             "INSERT INTO report_links (id, a, b, segment_a, segment_b, levels, per_field, weight,"
-            " created_at, model_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            f" created_at, model_version) VALUES (?, ?, ?, {segment}, {segment}, ?, ?, ?, ?, ?)"
             " ON CONFLICT (a, b) DO NOTHING",
             [
                 (
                     str(link_id(k.a, k.b)),
                     str(k.a),
                     str(k.b),
-                    segments.get(str(k.a)),
-                    segments.get(str(k.b)),
+                    str(k.a),
+                    str(k.b),
                     json.dumps(list(k.weight.levels)),
                     json.dumps(dict(k.weight.per_field)),
                     k.weight.total,
@@ -120,17 +118,37 @@ class SqliteLinkTx:
         ]
 
     def set_groups(self, ids: Collection[UUID], rows: Sequence[GroupRow]) -> None:
-        _count_groups(self.conn, _ids(ids), sign=-1)
-        self.conn.execute(
-            "DELETE FROM report_groups WHERE report_id IN (SELECT value FROM json_each(?))",
-            (_ids(ids),),
+        # Only the rows that change are written and counted: a regrouping that leaves a group as
+        # it was (a new link inside it) writes nothing.
+        stored = {
+            UUID(r): (UUID(g), bool(a), p)
+            for r, g, a, p in self.conn.execute(
+                "SELECT report_id, group_id, is_anchor, group_people FROM report_groups"
+                " WHERE report_id IN (SELECT value FROM json_each(?))",
+                (_ids(ids),),
+            )
+        }
+        wanted = {r.report_id: (r.group_id, r.is_anchor, r.group_people) for r in rows}
+        gone = {k: v for k, v in stored.items() if wanted.get(k) != v}
+        came = {k: v for k, v in wanted.items() if stored.get(k) != v}
+        if not gone and not came:
+            return
+        _count_groups(
+            self.conn,
+            [(k, -1, a, p) for k, (_, a, p) in gone.items()]
+            + [(k, 1, a, p) for k, (_, a, p) in came.items()],
         )
-        self.conn.executemany(
-            "INSERT INTO report_groups (report_id, group_id, is_anchor, group_people)"
-            " VALUES (?, ?, ?, ?)",
-            [(str(r.report_id), str(r.group_id), int(r.is_anchor), r.group_people) for r in rows],
-        )
-        _count_groups(self.conn, _ids([r.report_id for r in rows]), sign=1)
+        if gone:
+            self.conn.execute(
+                "DELETE FROM report_groups WHERE report_id IN (SELECT value FROM json_each(?))",
+                (_ids(gone),),
+            )
+        if came:
+            self.conn.executemany(
+                "INSERT INTO report_groups (report_id, group_id, is_anchor, group_people)"
+                " VALUES (?, ?, ?, ?)",
+                [(str(k), str(g), int(a), p) for k, (g, a, p) in sorted(came.items())],
+            )
 
     def linked_between(self, start: datetime, end: datetime) -> list[UUID]:
         rows = self.conn.execute(
@@ -246,27 +264,33 @@ _GROUP_PERIODS = {
 }
 
 
-def _count_groups(conn: sqlite3.Connection, ids: str, *, sign: int) -> None:
-    """Count the group rows of ``ids`` (a JSON array) into group_days and group_months (``sign``
-    1) or out of them (-1): called just after they are written and just before they are
-    deleted, with their reports stored. Rows that come to nothing go."""
+def _count_groups(conn: sqlite3.Connection, changes: Sequence[tuple[UUID, int, bool, int]]) -> None:
+    """Count group rows into group_days and group_months (sign 1: a row written) or out of them
+    (-1: a row deleted); each change is (report_id, sign, is_anchor, group_people), its report
+    stored. One statement per table for every change of a call; rows that come to nothing go."""
+    values = json.dumps([[str(k), sign, int(a), p] for k, sign, a, p in changes])
     for table, period in _GROUP_PERIODS.items():
-        conn.execute(
+        emptied = conn.execute(
             f"INSERT INTO {table} (period, segment_id, side, kind, direction, groups, people)"
             f" SELECT {period}, coalesce(r.segment_id, ''),"
             " coalesce(r.side, ''), r.kind, coalesce(r.direction, ''),"
-            " :sign * sum(g.is_anchor - 1), :sign * sum(g.group_people - r.people_count)"
-            " FROM report_groups g JOIN reports r ON r.id = g.report_id"
-            " WHERE g.report_id IN (SELECT value FROM json_each(:ids)) GROUP BY 1, 2, 3, 4, 5"
+            " sum(d.sign * (d.anchor - 1)), sum(d.sign * (d.people - r.people_count))"
+            " FROM (SELECT value ->> 0 AS id, value ->> 1 AS sign, value ->> 2 AS anchor,"
+            " value ->> 3 AS people FROM json_each(?)) d JOIN reports r ON r.id = d.id"
+            " WHERE true GROUP BY 1, 2, 3, 4, 5"
+            " HAVING sum(d.sign * (d.anchor - 1)) != 0"
+            " OR sum(d.sign * (d.people - r.people_count)) != 0"
             " ON CONFLICT (period, segment_id, side, kind, direction) DO UPDATE"
-            " SET groups = groups + excluded.groups, people = people + excluded.people",
-            {"ids": ids, "sign": sign},
-        )
-        conn.execute(
-            f"DELETE FROM {table} WHERE period IN (SELECT {period} FROM reports r"
-            " WHERE r.id IN (SELECT value FROM json_each(?))) AND groups = 0 AND people = 0",
-            (ids,),
-        )
+            " SET groups = groups + excluded.groups, people = people + excluded.people"
+            " RETURNING period, segment_id, side, kind, direction, groups, people",
+            (values,),
+        ).fetchall()
+        if empty := [row[:5] for row in emptied if row[5] == 0 and row[6] == 0]:
+            conn.executemany(
+                f"DELETE FROM {table} WHERE period = ? AND segment_id = ? AND side = ?"
+                " AND kind = ? AND direction = ? AND groups = 0 AND people = 0",
+                empty,
+            )
 
 
 def release_groups(conn: sqlite3.Connection, linker: Linker, before: datetime) -> list[GroupRow]:
@@ -276,10 +300,17 @@ def release_groups(conn: sqlite3.Connection, linker: Linker, before: datetime) -
 
 
 def link_reports(
-    conn: sqlite3.Connection, linker: Linker, ids: Collection[UUID], *, at: datetime
+    conn: sqlite3.Connection,
+    linker: Linker,
+    reports: Sequence[Report],
+    *,
+    posted_by: str | None,
+    at: datetime,
 ) -> int:
-    """Link reports just stored, in ingest's transaction."""
-    return linker.link(SqliteLinkTx(conn), ids, at=at)
+    """Link reports just stored with ``posted_by``'s key, in ingest's transaction (their records
+    made from the reports themselves: the stored rows hold the same values)."""
+    records = [LinkRecord.from_report(r, key_id=posted_by) for r in reports]
+    return linker.link(SqliteLinkTx(conn), [r.id for r in records], at=at, records=records)
 
 
 def forget_report(conn: sqlite3.Connection, linker: Linker, report_id: UUID) -> None:
@@ -290,8 +321,11 @@ def forget_report(conn: sqlite3.Connection, linker: Linker, report_id: UUID) -> 
         (key, key, key),
     ).fetchall()
     conn.execute("DELETE FROM report_links WHERE a = ? OR b = ?", (key, key))
-    _count_groups(conn, _ids([report_id]), sign=-1)
-    conn.execute("DELETE FROM report_groups WHERE report_id = ?", (key,))
+    row = conn.execute(
+        "DELETE FROM report_groups WHERE report_id = ? RETURNING is_anchor, group_people", (key,)
+    ).fetchone()
+    if row is not None:
+        _count_groups(conn, [(report_id, -1, bool(row[0]), row[1])])
     linker.regroup(SqliteLinkTx(conn), {UUID(x) for (x,) in others})
 
 

@@ -165,7 +165,7 @@ class SqliteStore:
             )
             if created:
                 link_queries.link_reports(
-                    conn, self.linker, [r.id for r in created], at=datetime.now(UTC)
+                    conn, self.linker, created, posted_by=posted_by, at=datetime.now(UTC)
                 )
             return results
 
