@@ -44,18 +44,27 @@ def test_a_child_that_exits_is_started_again(
     assert _lines(starts) == after  # stopped: no start after stop returned
 
 
-def test_stop_sends_sigterm_and_waits_for_the_child(tmp_path: Path) -> None:
-    ready, done = tmp_path / "ready", tmp_path / "done"
+def _started(tmp_path: Path, on_sigterm: str, *, stop_wait_s: float) -> Supervised:
+    """A supervised child that sets ``on_sigterm`` as its SIGTERM handler, says it is ready and
+    sleeps; returned once ready."""
+    ready = tmp_path / "ready"
     code = (
         "import signal, sys, time\n"
-        f"def stop(*_): open({str(done)!r}, 'w').close(); sys.exit(0)\n"
-        "signal.signal(signal.SIGTERM, stop)\n"
+        f"signal.signal(signal.SIGTERM, {on_sigterm})\n"
         f"open({str(ready)!r}, 'w').close()\n"
         "time.sleep(60)\n"
     )
-    child = Supervised([sys.executable, "-c", code], name="test child", stop_wait_s=30)
+    child = Supervised([sys.executable, "-c", code], name="test child", stop_wait_s=stop_wait_s)
     child.start()
     _wait_for(ready.exists, "the child ready")
+    assert child._process is not None
+    return child
+
+
+def test_stop_sends_sigterm_and_waits_for_the_child(tmp_path: Path) -> None:
+    done = tmp_path / "done"
+    handler = f"lambda *_: (open({str(done)!r}, 'w').close(), sys.exit(0))"
+    child = _started(tmp_path, handler, stop_wait_s=30)
     assert child._process is not None
     pid = child._process.pid
     child.stop()
@@ -65,27 +74,14 @@ def test_stop_sends_sigterm_and_waits_for_the_child(tmp_path: Path) -> None:
 
 
 def test_a_child_that_ignores_sigterm_is_killed_after_the_wait(tmp_path: Path) -> None:
-    ready = tmp_path / "ready"
-    code = (
-        "import signal, time\n"
-        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-        f"open({str(ready)!r}, 'w').close()\n"
-        "time.sleep(60)\n"
-    )
-    child = Supervised([sys.executable, "-c", code], name="test child", stop_wait_s=0.5)
-    child.start()
-    _wait_for(ready.exists, "the child ready")
+    child = _started(tmp_path, "signal.SIG_IGN", stop_wait_s=0.5)
     process = child._process
     child.stop()
     assert process is not None and process.returncode == -signal.SIGKILL
 
 
 def test_kill_stops_at_once(tmp_path: Path) -> None:
-    ready = tmp_path / "ready"
-    code = f"import time; open({str(ready)!r}, 'w').close(); time.sleep(60)"
-    child = Supervised([sys.executable, "-c", code], name="test child", stop_wait_s=60)
-    child.start()
-    _wait_for(ready.exists, "the child ready")
+    child = _started(tmp_path, "signal.SIG_DFL", stop_wait_s=60)
     process = child._process
     child.kill()
     assert process is not None and process.returncode == -signal.SIGKILL
