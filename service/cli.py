@@ -158,8 +158,9 @@ def _fold(args: argparse.Namespace, settings: Settings) -> int:
     if store is None:
         return 0
     try:
-        if not isinstance(store, PostgisStore) or not store.start_folder():
-            return 2  # not reached: a PostGIS URL opens a PostgisStore; folding is on
+        if not isinstance(store, PostgisStore):
+            return 2  # not reached: settings.folds, so the URL is PostGIS's
+        store.start_folder()
         log.info(
             "rollup folder started: every %d ms, up to %d reports a fold",
             settings.rollup_fold_interval_ms,

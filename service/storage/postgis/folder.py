@@ -56,10 +56,6 @@ class Folder:
                 )
                 self._thread.start()
 
-    @property
-    def running(self) -> bool:
-        return self._thread is not None
-
     def stop(self) -> None:
         self._stop.set()
         with self._lock:

@@ -517,11 +517,10 @@ class PostgisStore:
         """Recompute the tile rollups from the stored reports (after a bulk load around ingest)."""
         self._write("rebuild_rollups", rollups.rebuild)
 
-    def start_folder(self) -> bool:
-        """Fold in a thread from now until ``close`` (`crossings fold`), whoever ingests; False
-        when ``fold_interval_s`` is 0 (folding off)."""
+    def start_folder(self) -> None:
+        """Fold in a thread from now until ``close`` (`crossings fold`), whoever ingests (none
+        when ``fold_interval_s`` is 0: folding off)."""
         self._folder.start()
-        return self._folder.running
 
     def fold_rollups(self) -> int:
         on_counted = self._on_counted()
