@@ -155,6 +155,14 @@ def test_serve_waits_for_an_absent_database_and_heals_when_it_is_lost(
         proxy.start()
         try:
             wait_for(lambda: steadily_ready(base), within_s=30, what="ready once it answers")
+            # The kernel may hand every new connection to the worker that became ready first:
+            # each worker says so once in the log when it is ready.
+            log = tmp_path / "server.log"
+            wait_for(
+                lambda: log.read_text().count("ready: the store answers") >= 2,
+                within_s=30,
+                what="both workers ready",
+            )
             with httpx.Client(base_url=base, timeout=10, headers=auth(key)) as http:
                 assert http.post("/v1/reports", json=report_body()).status_code == 201
             proxy.stop()  # the database is lost while serving
